@@ -1,0 +1,214 @@
+/* Private declarations shared by the loader, the op table, the runtime and the kernels.
+ *
+ * Trust boundary: everything in an em_model has been validated by em_model_load() against
+ * docs/FORMAT.md (shapes recomputed, tensor references checked, every index < C). Kernels therefore
+ * do no validation of their own; they only read what the loader proved to be in bounds. */
+#ifndef EDGEMERGE_EM_INTERNAL_H
+#define EDGEMERGE_EM_INTERNAL_H
+
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "edgemerge/em_runtime.h"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define EM_PRINTF_LIKE(fmt_index, args_index) __attribute__((format(printf, fmt_index, args_index)))
+#else
+#define EM_PRINTF_LIKE(fmt_index, args_index)
+#endif
+
+/* Context memory is handed out in chunks aligned to this (a cache line, and enough for any SIMD load). */
+#define EM_CONTEXT_ALIGNMENT 64u
+
+/* ---------------------------------------------------------------------------------------------
+ * Parsed model
+ * --------------------------------------------------------------------------------------------- */
+
+/* Shape of an activation value: NHWC with batch 1. numel <= EM_MAX_VALUE_ELEMENTS (checked). */
+typedef struct em_shape {
+    uint32_t h, w, c;
+    uint32_t numel;
+} em_shape;
+
+typedef struct em_tensor {
+    uint32_t dtype; /* EM_DTYPE_* */
+    uint32_t ndim;
+    uint32_t dims[4];
+    uint32_t bits;          /* 32 for F32, 1..16 for IDX */
+    uint32_t numel;         /* <= EM_MAX_TENSOR_ELEMENTS */
+    size_t nbytes;          /* fits the buffer, so fits size_t */
+    const uint8_t *data;    /* in place in the caller's buffer; 4-byte aligned for F32 */
+    /* IDX only: largest index in the map, computed once when the first LUT node that needs it
+     * is prepared (the scan is the only O(numel) step of the loader). */
+    int max_index_known;
+    uint32_t max_index;
+} em_tensor;
+
+struct em_op_registration;
+
+typedef struct em_node {
+    uint32_t id;    /* position in GRAPH, for messages */
+    uint32_t op;    /* EM_OP_* */
+    uint32_t input; /* value id read */
+    uint32_t activation;
+    em_shape in;  /* shape of the value read */
+    em_shape out; /* declared output shape, verified by the op's prepare() */
+    uint32_t kernel_h, kernel_w;
+    uint32_t stride_h, stride_w;
+    uint32_t pad_top, pad_left, pad_bottom, pad_right;
+    uint32_t seg_len;   /* r (LUT ops) */
+    uint32_t codewords; /* C (LUT ops) */
+    uint32_t segments;  /* S = ceil(Cin / r) (LUT ops), set by prepare() */
+    uint32_t weight_id, index_id, bias_id; /* tensor ids as stored, EM_NONE if absent */
+    const em_tensor *weight;               /* NULL where absent */
+    const em_tensor *index_map;
+    const em_tensor *bias;
+    const char *name; /* from META node.N.name, or "" */
+    const struct em_op_registration *reg;
+    size_t scratch_bytes; /* set by prepare() */
+} em_node;
+
+typedef struct em_task {
+    char name[EM_TASK_NAME_BYTES]; /* NUL-terminated copy */
+    uint32_t input;                /* graph input index */
+    uint32_t output;               /* value id */
+    uint32_t classes;
+    uint32_t first_plan_node; /* this task's nodes are plan_nodes[first .. first + count) */
+    uint32_t plan_node_count;
+} em_task;
+
+struct em_model {
+    em_allocator allocator;
+    const uint8_t *data;
+    size_t size;
+    uint32_t version;
+    uint32_t input_count;
+    uint32_t node_count;
+    uint32_t value_count; /* input_count + node_count */
+    uint32_t tensor_count;
+    uint32_t task_count;
+    em_shape *value_shapes; /* [value_count] */
+    em_node *nodes;         /* [node_count] */
+    em_tensor *tensors;     /* [tensor_count] */
+    em_task *tasks;         /* [task_count] */
+    uint32_t *plan_nodes;   /* per task, the node indices it needs, in execution order */
+    char *name_pool;        /* NUL-terminated node names */
+    size_t max_scratch_bytes;
+    size_t context_bytes;
+};
+
+struct em_context {
+    const em_model *model;
+    const float **inputs; /* [input_count], bound only for the duration of a run */
+    float **node_outputs; /* [node_count], one buffer per node value */
+    uint64_t *node_runs;  /* [node_count] */
+    float *scratch;       /* max scratch of any node, shared because nodes run one at a time */
+};
+
+/* Walks the context layout: with base == NULL only measures (*total = bytes em_context_size reports,
+ * including the slack to align any caller pointer); with a 64-byte aligned base also lays the
+ * context out there and returns it in *out_ctx. Returns 0 if a size overflows size_t. */
+int em_context_layout(const em_model *model, unsigned char *base, size_t *total, em_context **out_ctx);
+
+/* ---------------------------------------------------------------------------------------------
+ * Op table (TFLM style). prepare() validates a node once at load time against the op's rules in
+ * FORMAT.md (field usage, tensor dtype/rank/dims, recomputed output shape) and sets
+ * node->scratch_bytes for its kernel; eval() computes. eval() cannot fail: everything it could
+ * check was proved by prepare().
+ *
+ * Per-architecture kernels (src/arm/, src/x86/, added later) register the same struct with their
+ * own kernel_name/eval (and a prepare that wraps the op's and adds their scratch); em_op_find()
+ * is the single place that picks one.
+ * --------------------------------------------------------------------------------------------- */
+typedef em_status (*em_prepare_fn)(em_model *model, em_node *node, em_error *err);
+typedef void (*em_eval_fn)(const em_node *node, const float *input, float *output, float *scratch);
+
+typedef struct em_op_registration {
+    uint32_t op;
+    const char *op_name;     /* "LUT_CONV2D", as in FORMAT.md */
+    const char *kernel_name; /* "lut_conv2d_ref" */
+    em_prepare_fn prepare;
+    em_eval_fn eval;
+} em_op_registration;
+
+/* The registration used for `op`, or NULL for an op this runtime does not know. */
+const em_op_registration *em_op_find(uint32_t op);
+/* A registration by kernel name ("conv2d_ref"), or NULL; for tests and benchmarks. */
+const em_op_registration *em_op_find_kernel(const char *kernel_name);
+
+/* ---------------------------------------------------------------------------------------------
+ * Helpers
+ * --------------------------------------------------------------------------------------------- */
+
+/* Formats err->message (if err is not NULL) and returns status, so failures read
+ * `return em_fail(err, EM_STATUS_CORRUPT, "...", ...);` at the line that found them. */
+em_status em_fail(em_error *err, em_status status, const char *fmt, ...) EM_PRINTF_LIKE(3, 4);
+/* Same, prefixed with "GRAPH node N (OP): ". */
+em_status em_fail_node(em_error *err, em_status status, const em_node *node, const char *fmt, ...)
+    EM_PRINTF_LIKE(4, 5);
+void em_error_clear(em_error *err);
+
+uint32_t em_crc32(const void *data, size_t size);
+
+/* Bits an index map uses for C codewords: max(1, ceil(log2 C)). */
+uint32_t em_index_bits(uint32_t codewords);
+
+/* Element i of a bit-packed IDX stream (FORMAT.md "Bit packing": LSB first). Reads only the bytes
+ * that hold the element, so it never touches memory past the tensor's last byte. */
+static inline uint32_t em_idx_get(const uint8_t *data, uint32_t bits, uint64_t i)
+{
+    const uint64_t first_bit = i * bits;
+    const uint8_t *p = data + (size_t)(first_bit >> 3);
+    const uint32_t shift = (uint32_t)(first_bit & 7u);
+    const uint32_t byte_count = (shift + bits + 7u) >> 3; /* 1..3 for bits <= 16 */
+    uint32_t word = 0;
+    uint32_t b;
+    for (b = 0; b < byte_count; ++b) word |= (uint32_t)p[b] << (8u * b);
+    return (word >> shift) & ((1u << bits) - 1u);
+}
+
+/* Checked arithmetic: return 1 and store the result, or return 0 on overflow. */
+static inline int em_mul_size(size_t a, size_t b, size_t *out)
+{
+    if (a != 0 && b > SIZE_MAX / a) return 0;
+    *out = a * b;
+    return 1;
+}
+
+static inline int em_add_size(size_t a, size_t b, size_t *out)
+{
+    if (b > SIZE_MAX - a) return 0;
+    *out = a + b;
+    return 1;
+}
+
+/* Rounds x up to a multiple of `alignment` (a power of two). */
+static inline int em_align_size(size_t x, size_t alignment, size_t *out)
+{
+    if (x > SIZE_MAX - (alignment - 1u)) return 0;
+    *out = (x + (alignment - 1u)) & ~(alignment - 1u);
+    return 1;
+}
+
+static inline int em_mul_u64(uint64_t a, uint64_t b, uint64_t *out)
+{
+    if (a != 0 && b > UINT64_MAX / a) return 0;
+    *out = a * b;
+    return 1;
+}
+
+static inline int em_add_u64(uint64_t a, uint64_t b, uint64_t *out)
+{
+    if (b > UINT64_MAX - a) return 0;
+    *out = a + b;
+    return 1;
+}
+
+static inline const float *em_tensor_f32(const em_tensor *t)
+{
+    /* The loader proved the offset is 4-byte aligned (64-byte aligned within a 4-byte aligned buffer). */
+    return t ? (const float *)(const void *)t->data : NULL;
+}
+
+#endif /* EDGEMERGE_EM_INTERNAL_H */

@@ -1,0 +1,324 @@
+/* Running a loaded model: context planning, em_run_task / em_run_all, model accessors, errors.
+ *
+ * A context is laid out once in caller memory; a run never allocates and touches no global state,
+ * so any number of contexts (one per thread) can run the same model concurrently. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "em_internal.h"
+
+/* ---------------------------------------------------------------------------------------------
+ * Errors
+ * --------------------------------------------------------------------------------------------- */
+
+em_status em_fail(em_error *err, em_status status, const char *fmt, ...)
+{
+    if (err != NULL) {
+        va_list args;
+        err->status = status;
+        va_start(args, fmt);
+        vsnprintf(err->message, sizeof err->message, fmt, args);
+        va_end(args);
+    }
+    return status;
+}
+
+em_status em_fail_node(em_error *err, em_status status, const em_node *node, const char *fmt, ...)
+{
+    if (err != NULL) {
+        va_list args;
+        int used = snprintf(err->message, sizeof err->message, "GRAPH node %" PRIu32 " (%s): ", node->id,
+                            node->reg != NULL ? node->reg->op_name : "unknown op");
+        err->status = status;
+        if (used < 0) used = 0;
+        if ((size_t)used < sizeof err->message) {
+            va_start(args, fmt);
+            vsnprintf(err->message + used, sizeof err->message - (size_t)used, fmt, args);
+            va_end(args);
+        }
+    }
+    return status;
+}
+
+void em_error_clear(em_error *err)
+{
+    if (err != NULL) {
+        err->status = EM_STATUS_OK;
+        err->message[0] = '\0';
+    }
+}
+
+const char *em_status_name(em_status status)
+{
+    switch (status) {
+    case EM_STATUS_OK: return "ok";
+    case EM_STATUS_BAD_MAGIC: return "bad magic";
+    case EM_STATUS_FUTURE_VERSION: return "future version";
+    case EM_STATUS_TRUNCATED: return "truncated";
+    case EM_STATUS_BAD_CRC: return "bad CRC";
+    case EM_STATUS_CORRUPT: return "corrupt";
+    case EM_STATUS_LIMIT: return "limit exceeded";
+    case EM_STATUS_NO_MEMORY: return "out of memory";
+    case EM_STATUS_BAD_ARGUMENT: return "bad argument";
+    case EM_STATUS_MISALIGNED: return "misaligned";
+    case EM_STATUS_UNSUPPORTED: return "unsupported";
+    default: return "unknown status";
+    }
+}
+
+const char *em_op_name(uint32_t op)
+{
+    const em_op_registration *reg = em_op_find(op);
+    return reg != NULL ? reg->op_name : "unknown";
+}
+
+const char *em_runtime_cpu_features(void)
+{
+    /* Compile-time architecture for now; run-time feature detection (NEON dot product, AVX2/FMA)
+     * arrives with the per-architecture kernels. */
+#if defined(__aarch64__) || defined(_M_ARM64)
+    return "aarch64, scalar reference kernels";
+#elif defined(__arm__) || defined(_M_ARM)
+    return "arm (32-bit), scalar reference kernels";
+#elif defined(__x86_64__) || defined(_M_X64)
+    return "x86_64, scalar reference kernels";
+#elif defined(__i386__) || defined(_M_IX86)
+    return "x86 (32-bit), scalar reference kernels";
+#elif defined(__riscv)
+    return "riscv, scalar reference kernels";
+#else
+    return "unknown architecture, scalar reference kernels";
+#endif
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Model accessors
+ * --------------------------------------------------------------------------------------------- */
+
+uint32_t em_model_format_version(const em_model *model)
+{
+    return model != NULL ? model->version : 0;
+}
+
+uint32_t em_model_task_count(const em_model *model)
+{
+    return model != NULL ? model->task_count : 0;
+}
+
+em_status em_model_task_info(const em_model *model, uint32_t task, em_task_info *out)
+{
+    const em_task *t;
+    const em_shape *in;
+    if (model == NULL || out == NULL || task >= model->task_count) return EM_STATUS_BAD_ARGUMENT;
+    t = &model->tasks[task];
+    in = &model->value_shapes[t->input];
+    out->name = t->name;
+    out->input_index = t->input;
+    out->input_h = in->h;
+    out->input_w = in->w;
+    out->input_c = in->c;
+    out->classes = t->classes;
+    return EM_STATUS_OK;
+}
+
+int32_t em_model_find_task(const em_model *model, const char *name)
+{
+    uint32_t i;
+    if (model == NULL || name == NULL) return -1;
+    for (i = 0; i < model->task_count; ++i)
+        if (strcmp(model->tasks[i].name, name) == 0) return (int32_t)i;
+    return -1;
+}
+
+uint32_t em_model_input_count(const em_model *model)
+{
+    return model != NULL ? model->input_count : 0;
+}
+
+em_status em_model_input_shape(const em_model *model, uint32_t input, uint32_t *h, uint32_t *w, uint32_t *c)
+{
+    if (model == NULL || input >= model->input_count) return EM_STATUS_BAD_ARGUMENT;
+    if (h != NULL) *h = model->value_shapes[input].h;
+    if (w != NULL) *w = model->value_shapes[input].w;
+    if (c != NULL) *c = model->value_shapes[input].c;
+    return EM_STATUS_OK;
+}
+
+uint32_t em_model_node_count(const em_model *model)
+{
+    return model != NULL ? model->node_count : 0;
+}
+
+em_status em_model_node_info(const em_model *model, uint32_t node, em_node_info *out)
+{
+    const em_node *n;
+    if (model == NULL || out == NULL || node >= model->node_count) return EM_STATUS_BAD_ARGUMENT;
+    n = &model->nodes[node];
+    out->op = n->op;
+    out->input = n->input;
+    out->out_h = n->out.h;
+    out->out_w = n->out.w;
+    out->out_c = n->out.c;
+    out->seg_len = n->seg_len;
+    out->codewords = n->codewords;
+    out->name = n->name;
+    out->kernel = n->reg->kernel_name;
+    return EM_STATUS_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Context
+ * --------------------------------------------------------------------------------------------- */
+
+/* Reserves `bytes` at the next EM_CONTEXT_ALIGNMENT boundary of *cursor; returns 0 on overflow. */
+static int reserve(size_t *cursor, size_t bytes, size_t *start)
+{
+    if (!em_align_size(*cursor, EM_CONTEXT_ALIGNMENT, start)) return 0;
+    return em_add_size(*start, bytes, cursor);
+}
+
+int em_context_layout(const em_model *model, unsigned char *base, size_t *total, em_context **out_ctx)
+{
+    /* One walk both measures (base == NULL) and lays out, so the size and the layout cannot disagree.
+     * Offsets are relative to a 64-byte aligned base; *total includes the slack to align any base. */
+    size_t cursor = 0, at_ctx, at_inputs, at_outputs, at_runs, at_scratch, bytes, at;
+    em_context *ctx = NULL;
+    uint32_t i;
+
+    if (!reserve(&cursor, sizeof(em_context), &at_ctx)) return 0;
+    if (!em_mul_size(model->input_count, sizeof(const float *), &bytes) || !reserve(&cursor, bytes, &at_inputs))
+        return 0;
+    if (!em_mul_size(model->node_count, sizeof(float *), &bytes) || !reserve(&cursor, bytes, &at_outputs)) return 0;
+    if (!em_mul_size(model->node_count, sizeof(uint64_t), &bytes) || !reserve(&cursor, bytes, &at_runs)) return 0;
+    if (base != NULL) {
+        ctx = (em_context *)(void *)(base + at_ctx);
+        ctx->model = model;
+        ctx->inputs = (const float **)(void *)(base + at_inputs);
+        ctx->node_outputs = (float **)(void *)(base + at_outputs);
+        ctx->node_runs = (uint64_t *)(void *)(base + at_runs);
+    }
+    /* One buffer per node value (no reuse between values: simple, and every intermediate stays
+     * inspectable after a run). Graph inputs are read in place from the caller's arrays. */
+    for (i = 0; i < model->node_count; ++i) {
+        if (!em_mul_size(model->nodes[i].out.numel, sizeof(float), &bytes) || !reserve(&cursor, bytes, &at)) return 0;
+        if (ctx != NULL) ctx->node_outputs[i] = (float *)(void *)(base + at);
+    }
+    if (!reserve(&cursor, model->max_scratch_bytes, &at_scratch)) return 0;
+    if (ctx != NULL) {
+        ctx->scratch = model->max_scratch_bytes != 0 ? (float *)(void *)(base + at_scratch) : NULL;
+        for (i = 0; i < model->input_count; ++i) ctx->inputs[i] = NULL;
+        for (i = 0; i < model->node_count; ++i) ctx->node_runs[i] = 0;
+    }
+    if (!em_add_size(cursor, EM_CONTEXT_ALIGNMENT - 1u, total)) return 0;
+    if (out_ctx != NULL) *out_ctx = ctx;
+    return 1;
+}
+
+size_t em_context_size(const em_model *model)
+{
+    return model != NULL ? model->context_bytes : 0;
+}
+
+em_status em_context_init(const em_model *model, void *memory, size_t size, em_context **out_ctx, em_error *err)
+{
+    size_t total, skip;
+    unsigned char *base;
+    if (out_ctx != NULL) *out_ctx = NULL;
+    if (model == NULL || memory == NULL || out_ctx == NULL)
+        return em_fail(err, EM_STATUS_BAD_ARGUMENT, "em_context_init: model, memory and out_ctx must not be NULL");
+    if (size < model->context_bytes)
+        return em_fail(err, EM_STATUS_BAD_ARGUMENT, "em_context_init: %zu bytes of memory, the model needs %zu "
+                       "(em_context_size)", size, model->context_bytes);
+    skip = (EM_CONTEXT_ALIGNMENT - (size_t)((uintptr_t)memory % EM_CONTEXT_ALIGNMENT)) % EM_CONTEXT_ALIGNMENT;
+    base = (unsigned char *)memory + skip; /* context_bytes includes this slack */
+    if (!em_context_layout(model, base, &total, out_ctx))
+        return em_fail(err, EM_STATUS_LIMIT, "em_context_init: context size overflows"); /* defensive: load checked */
+    em_error_clear(err);
+    return EM_STATUS_OK;
+}
+
+uint64_t em_context_node_runs(const em_context *ctx, uint32_t node)
+{
+    if (ctx == NULL || node >= ctx->model->node_count) return 0;
+    return ctx->node_runs[node];
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Runs
+ * --------------------------------------------------------------------------------------------- */
+
+static const float *value_data(const em_context *ctx, uint32_t value)
+{
+    const em_model *m = ctx->model;
+    return value < m->input_count ? ctx->inputs[value] : ctx->node_outputs[value - m->input_count];
+}
+
+static void run_node(em_context *ctx, uint32_t n)
+{
+    const em_node *node = &ctx->model->nodes[n];
+    node->reg->eval(node, value_data(ctx, node->input), ctx->node_outputs[n], ctx->scratch);
+    ++ctx->node_runs[n];
+}
+
+em_status em_run_task(em_context *ctx, uint32_t task, const float *input, size_t input_count, float *output,
+                      size_t output_count, em_error *err)
+{
+    const em_model *m;
+    const em_task *t;
+    const em_shape *in;
+    uint32_t k;
+
+    if (ctx == NULL) return em_fail(err, EM_STATUS_BAD_ARGUMENT, "em_run_task: ctx is NULL");
+    m = ctx->model;
+    if (task >= m->task_count)
+        return em_fail(err, EM_STATUS_BAD_ARGUMENT, "em_run_task: task index %" PRIu32 " out of range (model has %"
+                       PRIu32 " tasks)", task, m->task_count);
+    t = &m->tasks[task];
+    in = &m->value_shapes[t->input];
+    if (input == NULL || output == NULL)
+        return em_fail(err, EM_STATUS_BAD_ARGUMENT, "em_run_task: task %" PRIu32 " ('%s'): input and output must not "
+                       "be NULL", task, t->name);
+    if (input_count != in->numel)
+        return em_fail(err, EM_STATUS_BAD_ARGUMENT, "em_run_task: task %" PRIu32 " ('%s') expects %" PRIu32
+                       " input floats (%" PRIu32 "x%" PRIu32 "x%" PRIu32 "), got %zu", task, t->name, in->numel,
+                       in->h, in->w, in->c, input_count);
+    if (output_count != t->classes)
+        return em_fail(err, EM_STATUS_BAD_ARGUMENT, "em_run_task: task %" PRIu32 " ('%s') produces %" PRIu32
+                       " logits, output holds %zu", task, t->name, t->classes, output_count);
+
+    ctx->inputs[t->input] = input;
+    for (k = 0; k < t->plan_node_count; ++k) run_node(ctx, m->plan_nodes[t->first_plan_node + k]);
+    /* memmove: a task whose output is its input value may be called in place */
+    memmove(output, value_data(ctx, t->output), (size_t)t->classes * sizeof(float));
+    ctx->inputs[t->input] = NULL; /* the caller's array is only borrowed for the run */
+    em_error_clear(err);
+    return EM_STATUS_OK;
+}
+
+em_status em_run_all(em_context *ctx, const float *const *inputs, float *const *outputs, em_error *err)
+{
+    const em_model *m;
+    uint32_t i;
+
+    if (ctx == NULL || inputs == NULL || outputs == NULL)
+        return em_fail(err, EM_STATUS_BAD_ARGUMENT, "em_run_all: ctx, inputs and outputs must not be NULL");
+    m = ctx->model;
+    for (i = 0; i < m->input_count; ++i)
+        if (inputs[i] == NULL)
+            return em_fail(err, EM_STATUS_BAD_ARGUMENT, "em_run_all: inputs[%" PRIu32 "] is NULL (the model has %"
+                           PRIu32 " inputs)", i, m->input_count);
+    for (i = 0; i < m->task_count; ++i)
+        if (outputs[i] == NULL)
+            return em_fail(err, EM_STATUS_BAD_ARGUMENT, "em_run_all: outputs[%" PRIu32 "] (task '%s') is NULL", i,
+                           m->tasks[i].name);
+
+    for (i = 0; i < m->input_count; ++i) ctx->inputs[i] = inputs[i];
+    /* node order is a topological order, so a trunk shared by several tasks runs once */
+    for (i = 0; i < m->node_count; ++i) run_node(ctx, i);
+    for (i = 0; i < m->task_count; ++i)
+        memmove(outputs[i], value_data(ctx, m->tasks[i].output), (size_t)m->tasks[i].classes * sizeof(float));
+    for (i = 0; i < m->input_count; ++i) ctx->inputs[i] = NULL;
+    em_error_clear(err);
+    return EM_STATUS_OK;
+}

@@ -1,0 +1,58 @@
+/* Scalar reference kernels: the executable form of docs/FORMAT.md's op semantics.
+ *
+ * Deliberately plain (loops in the order the spec writes the math, float32 accumulation, no
+ * blocking) so they can be read against the spec line by line. Fast kernels for a target live in
+ * src/<arch>/ with the same signature and are checked against these by parity tests.
+ *
+ * Every kernel has the em_eval_fn signature and relies on em_model_load() having validated the
+ * node: shapes agree, tensors exist with the right dims, every index is < C, and `scratch` holds at
+ * least node->scratch_bytes. Layouts are NHWC, batch 1, row-major. */
+#ifndef EDGEMERGE_EM_REF_KERNELS_H
+#define EDGEMERGE_EM_REF_KERNELS_H
+
+#include "em_internal.h"
+
+/* The fused activation every op applies to its output (FORMAT.md "Activations"). */
+static inline float em_activate(float x, uint32_t activation)
+{
+    switch (activation) {
+    case EM_ACT_RELU:
+        return x > 0.0f ? x : 0.0f;
+    case EM_ACT_RELU6:
+        return x > 0.0f ? (x < 6.0f ? x : 6.0f) : 0.0f;
+    default: /* EM_ACT_NONE; the loader rejects unknown values */
+        return x;
+    }
+}
+
+/* Row of the input that output row `o`, kernel tap `k` reads, or -1 if that row is padding.
+ * In unsigned arithmetic: o·stride + k is at most h + pad_before + pad_after − 1 (the loader checked
+ * the output size), so nothing here can overflow. */
+static inline int32_t em_input_coord(uint32_t o, uint32_t stride, uint32_t k, uint32_t pad_before,
+                                     uint32_t size)
+{
+    const uint32_t padded = o * stride + k;
+    if (padded < pad_before || padded - pad_before >= size) return -1;
+    return (int32_t)(padded - pad_before);
+}
+
+void em_conv2d_ref(const em_node *node, const float *input, float *output, float *scratch);
+void em_depthwise_conv2d_ref(const em_node *node, const float *input, float *output, float *scratch);
+void em_dense_ref(const em_node *node, const float *input, float *output, float *scratch);
+void em_max_pool_ref(const em_node *node, const float *input, float *output, float *scratch);
+void em_avg_pool_ref(const em_node *node, const float *input, float *output, float *scratch);
+void em_global_avg_pool_ref(const em_node *node, const float *input, float *output, float *scratch);
+void em_reshape_ref(const em_node *node, const float *input, float *output, float *scratch);
+void em_activation_ref(const em_node *node, const float *input, float *output, float *scratch);
+void em_lut_conv2d_ref(const em_node *node, const float *input, float *output, float *scratch);
+void em_lut_dense_ref(const em_node *node, const float *input, float *output, float *scratch);
+
+/* LUT ops' first step, shared by LUT_CONV2D and LUT_DENSE: for one input pixel x (Cin channels),
+ * table[s, c] = dot(x[s·r .. s·r + r − 1], codebook[s, c, :]) with x zero-padded past Cin. */
+void em_lut_build_table_ref(const float *x, uint32_t in_c, uint32_t seg_len, uint32_t segments,
+                            uint32_t codewords, const float *codebook, float *table);
+
+/* Largest index in an IDX tensor (the loader's one-time scan that proves every index < C). */
+uint32_t em_idx_max(const em_tensor *tensor);
+
+#endif /* EDGEMERGE_EM_REF_KERNELS_H */

@@ -1,0 +1,71 @@
+/* Tiny test support for the C tests: a CHECK macro that counts and reports, a deterministic random
+ * generator, and naive double-precision reference ops written independently of src/ref/ (straight
+ * from FORMAT.md, with explicit zero padding) to check the runtime against. */
+#ifndef EDGEMERGE_EM_TEST_UTIL_H
+#define EDGEMERGE_EM_TEST_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "edgemerge/em_runtime.h"
+
+/* ---- checks ---- */
+int em_test_check(int ok, const char *file, int line, const char *what);
+int em_test_checkf(int ok, const char *file, int line, const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+/* Prints "NAME: N checks, F failures" and returns the process exit code. */
+int em_test_summary(const char *name);
+
+#define CHECK(cond) em_test_check((cond) != 0, __FILE__, __LINE__, #cond)
+#define CHECKF(cond, ...) em_test_checkf((cond) != 0, __FILE__, __LINE__, __VA_ARGS__)
+
+/* A load/run status check that prints the runtime's message when it does not match. */
+#define CHECK_STATUS(got, want, err)                                                                      \
+    CHECKF((got) == (want), "status %d (%s), expected %d (%s): %s", (int)(got), em_status_name(got),     \
+           (int)(want), em_status_name(want), (err).message)
+
+/* ---- random ---- */
+typedef struct em_test_rng {
+    uint32_t state;
+} em_test_rng;
+void em_test_rng_seed(em_test_rng *rng, uint32_t seed);
+uint32_t em_test_rand_u32(em_test_rng *rng);
+uint32_t em_test_rand_below(em_test_rng *rng, uint32_t n); /* 0..n-1 */
+float em_test_rand_float(em_test_rng *rng);                /* uniform in [-1, 1) */
+void em_test_fill(em_test_rng *rng, float *values, size_t n, float scale);
+
+/* ---- comparison ---- */
+/* |got − want| <= tol · (1 + max|want|) everywhere; reports the first mismatch under `what`. */
+int em_test_close(const float *got, const double *want, size_t n, double tol, const char *what);
+
+/* ---- naive references (double accumulation; NHWC, batch 1) ---- */
+typedef struct em_test_window {
+    uint32_t kh, kw, sh, sw, pt, pl, pb, pr;
+} em_test_window;
+
+uint32_t em_test_out_size(uint32_t size, uint32_t kernel, uint32_t stride, uint32_t pad_a, uint32_t pad_b);
+double em_test_activate(double x, uint32_t activation);
+
+/* Copies x [h, w, c] into a zero-padded [h + pt + pb, w + pl + pr, c] array (caller frees). */
+double *em_test_pad(const float *x, uint32_t h, uint32_t w, uint32_t c, const em_test_window *win);
+
+void em_test_naive_conv2d(const float *x, uint32_t h, uint32_t w, uint32_t cin, const double *weights,
+                          uint32_t cout, const float *bias, const em_test_window *win, uint32_t activation,
+                          double *out);
+void em_test_naive_depthwise(const float *x, uint32_t h, uint32_t w, uint32_t cin, const float *weights,
+                             uint32_t multiplier, const float *bias, const em_test_window *win,
+                             uint32_t activation, double *out);
+void em_test_naive_dense(const float *x, uint32_t in, const double *weights, uint32_t out_count, const float *bias,
+                         uint32_t activation, double *out);
+void em_test_naive_pool(const float *x, uint32_t h, uint32_t w, uint32_t c, const em_test_window *win, int average,
+                        uint32_t activation, double *out);
+
+/* Decodes LUT weights: W[ky, kx, ci, co] = codebook[s, index[ky, kx, s, co], j] for ci = s·r + j.
+ * `taps` = KH·KW (1 for LUT_DENSE, where W is [In, Out]). Returns a malloc'd [taps, cin, cout]. */
+double *em_test_decode_lut(const float *codebook, uint32_t codewords, uint32_t seg_len, const uint32_t *index,
+                           uint32_t taps, uint32_t cin, uint32_t cout);
+
+#endif /* EDGEMERGE_EM_TEST_UTIL_H */

@@ -1,0 +1,63 @@
+"""Accuracy of a merged model (through the C runtime) against the original models."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .datasets import load_labelled
+from .errors import EdgemergeError, ModelFormatError
+from .runtime import Runtime
+
+
+def reference_predictions(model_path: str | os.PathLike, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Top-1 predictions of an original model file (.keras/.h5 through Keras, .tflite through LiteRT)."""
+    path = Path(model_path)
+    if not path.is_file():
+        raise ModelFormatError(f"reference model {path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in (".keras", ".h5", ".hdf5"):
+        import keras
+        try:
+            model = keras.models.load_model(path, compile=False)
+        except Exception as e:  # Keras raises many types for unreadable files
+            raise ModelFormatError(f"reference model {path}: cannot load ({e})") from None
+        expected = tuple(model.input_shape[1:])
+        if expected != tuple(x.shape[1:]):
+            raise EdgemergeError(f"reference model {path} expects samples of shape {expected}, "
+                                 f"data has {tuple(x.shape[1:])}")
+        return np.concatenate([np.argmax(np.asarray(model(x[i:i + batch], training=False)), axis=-1)
+                               for i in range(0, len(x), batch)])
+    if suffix == ".tflite":
+        from .tflite_peer import TFLiteModel
+        return np.argmax(TFLiteModel(path).run_batch(x), axis=-1)
+    raise ModelFormatError(f"reference model {path}: unsupported file type {suffix!r} (.keras, .h5, .tflite)")
+
+
+def evaluate(model_path: str | os.PathLike, data: dict[str, str], references: dict[str, str]) -> dict:
+    """Accuracy per task of the merged model, and of each task's reference model when given."""
+    runtime = Runtime(model_path)
+    unknown = [t for t in list(data) + list(references) if t not in runtime.task_names]
+    if unknown:
+        raise EdgemergeError(f"task(s) {', '.join(sorted(set(unknown)))} not in {model_path} "
+                             f"(tasks: {', '.join(runtime.task_names)})")
+    without_data = [t for t in references if t not in data]
+    if without_data:
+        raise EdgemergeError(f"--reference given for {', '.join(without_data)} without --data")
+    results: dict[str, dict] = {}
+    for task, data_path in data.items():
+        info = runtime.task(task)
+        labelled = load_labelled(data_path, info.input_shape)
+        if labelled.y.size and (labelled.y.min() < 0 or labelled.y.max() >= info.classes):
+            raise EdgemergeError(f"data file {data_path}: labels outside 0..{info.classes - 1} for task {task!r}")
+        predicted = runtime.predict(task, labelled.x)
+        accuracy = float(np.mean(predicted == labelled.y)) if labelled.y.size else 0.0
+        ref_accuracy = drop = None
+        if task in references:
+            ref_pred = reference_predictions(references[task], labelled.x)
+            ref_accuracy = float(np.mean(ref_pred == labelled.y)) if labelled.y.size else 0.0
+            drop = ref_accuracy - accuracy
+        results[task] = {"n": int(labelled.y.size), "accuracy": accuracy,
+                         "reference_accuracy": ref_accuracy, "drop": drop}
+    return {"tasks": results}

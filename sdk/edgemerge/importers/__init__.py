@@ -1,0 +1,47 @@
+"""Source-model importers: a trained model file in, a framework-independent `SourceModel` out.
+
+`load_source_model` picks the importer by file suffix. To add a format (e.g. `.tflite`), write a module
+with a `load_...(path: Path) -> SourceModel` function next to `keras_import.py` and register its suffixes
+in `_IMPORTERS`; nothing downstream changes.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from ..errors import ModelFormatError
+from .source_model import (LAYER_KINDS, WEIGHTED_KINDS, SourceLayer, SourceModel, forward_numpy,
+                           same_padding)
+
+
+def _load_keras(path: Path) -> SourceModel:
+    from .keras_import import load_keras_model   # TensorFlow is imported only when a Keras file is read
+    return load_keras_model(path)
+
+
+# suffix (lower case) -> importer
+_IMPORTERS: dict[str, Callable[[Path], SourceModel]] = {
+    ".keras": _load_keras,
+    ".h5": _load_keras,
+    ".hdf5": _load_keras,
+}
+SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(_IMPORTERS)
+
+
+def load_source_model(path: str | os.PathLike) -> SourceModel:
+    """Imports a trained model file; the importer is chosen by suffix (see SUPPORTED_SUFFIXES)."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFormatError(f"model file {path}: no such file")
+    if not path.is_file():
+        raise ModelFormatError(f"model file {path}: not a file")
+    importer = _IMPORTERS.get(path.suffix.lower())
+    if importer is None:
+        raise ModelFormatError(f"model file {path}: unsupported file type {path.suffix or '(no suffix)'!r} "
+                               f"(supported: {', '.join(SUPPORTED_SUFFIXES)})")
+    return importer(path)
+
+
+__all__ = ["load_source_model", "SourceModel", "SourceLayer", "forward_numpy", "same_padding",
+           "LAYER_KINDS", "WEIGHTED_KINDS", "SUPPORTED_SUFFIXES"]

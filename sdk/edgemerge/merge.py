@@ -1,0 +1,284 @@
+"""Merging imported models into one `MergedGraph` (NeuralMerger, Chou et al., IJCAI 2018).
+
+Every task keeps its own input and its own chain of nodes; what is shared are the codebooks of aligned
+layers (`align.py`). Per task:
+
+- conv layers            -> LUT_CONV2D (codebook of the layer's group + the layer's own index map and bias)
+- dense layers but head  -> LUT_DENSE  (likewise)
+- the head (last dense)  -> DENSE, float
+- depthwise convs        -> DEPTHWISE_CONV2D, float
+- pools, flatten, standalone activations -> MAX_POOL / AVG_POOL / GLOBAL_AVG_POOL / RESHAPE / ACTIVATION
+
+Segment length r and codebook size C come from a preset (`PRESETS`), per group, and can be overridden
+per group with `layer_rc`.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .align import AlignmentLink, LayerGroup, align_models
+from .encode import GroupSpec, encode_groups, validate_rc
+from .errors import EdgemergeError
+from .format import MAX_TASKS, NONE, TASK_NAME_BYTES, Op, index_bits
+from .graph import MergedGraph, Node, Task, Tensor
+from .importers import SourceLayer, SourceModel
+
+try:
+    from . import __version__ as TOOL_VERSION
+except ImportError:          # pragma: no cover - package without a version
+    TOOL_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Segment length r and codebook size C per layer role. Starting points from the paper's LeNet
+    settings; a group shares one (r, C), and r is clipped to the deepest member's input depth."""
+    first_conv_narrow: tuple[int, int]   # a model's first conv, input depth <= FIRST_CONV_NARROW_DEPTH
+    first_conv_wide: tuple[int, int]     # a model's first conv on a deeper input
+    conv: tuple[int, int]                # every other conv layer
+    dense: tuple[int, int]               # dense layers (the head is never encoded)
+
+
+# A first conv on at most this many input channels (grey, RGB, RGBA) is encoded per channel (r = 1).
+FIRST_CONV_NARROW_DEPTH = 4
+
+PRESETS: dict[str, Preset] = {
+    # accuracy first: fine segments, large codebooks.
+    "accu": Preset(first_conv_narrow=(1, 64), first_conv_wide=(4, 64), conv=(8, 128), dense=(16, 64)),
+    # size first: long segments, small codebooks.
+    "light": Preset(first_conv_narrow=(1, 32), first_conv_wide=(4, 32), conv=(16, 64), dense=(32, 32)),
+}
+
+_TASK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+@dataclass
+class GroupReport:
+    """What encoding one layer group produced."""
+    name: str
+    kind: str
+    members: list[str]                       # "task:layer"
+    seg_len: int                             # r
+    codewords: int                           # C
+    relative_error: dict[str, float]         # per member: ||W − Ŵ||_F / ||W||_F
+    codebook_bytes: int
+    index_bytes: int
+    original_bytes: int                      # float32 bytes of the members' weights
+
+    @property
+    def bytes(self) -> int:
+        return self.codebook_bytes + self.index_bytes
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["bytes"] = self.bytes
+        return out
+
+
+@dataclass
+class MergeResult:
+    graph: MergedGraph
+    report: list[GroupReport] = field(default_factory=list)
+    groups: list[LayerGroup] = field(default_factory=list)
+    encode_seconds: float = 0.0              # k-means time of all groups together
+
+
+def _is_first_conv(model: SourceModel, layer_name: str) -> bool:
+    first = next((layer for layer in model.layers if layer.kind == "conv"), None)
+    return first is not None and first.name == layer_name
+
+
+def preset_rc(preset: Preset, group: LayerGroup, sources: Mapping[str, SourceModel]) -> tuple[int, int]:
+    """(r, C) of a group from the preset; r is clipped to the deepest member's input depth, and C to the
+    number of vectors a segment has (a larger codebook could only hold unused codewords)."""
+    members = [sources[task].layer(layer) for task, layer in group.members.items()]
+    depth = max(layer.depth for layer in members)
+    # vectors per segment: one per (ky, kx, output channel) of every member
+    vectors = sum(int(np.prod(layer.weights.shape)) // layer.depth for layer in members)
+    if group.kind == "dense":
+        r, c = preset.dense
+    elif any(_is_first_conv(sources[task], layer) for task, layer in group.members.items()):
+        r, c = preset.first_conv_narrow if depth <= FIRST_CONV_NARROW_DEPTH else preset.first_conv_wide
+    else:
+        r, c = preset.conv
+    return min(r, depth), max(2, min(c, vectors))
+
+
+def _resolve_layer_rc(layer_rc: Mapping[str, tuple[int, int]], groups: Sequence[LayerGroup],
+                      sources: Mapping[str, SourceModel]) -> dict[int, tuple[int, int]]:
+    """Maps every `layer_rc` key ("task:layer", a bare layer name, or a group name) to its group's index."""
+    by_key: dict[str, set[int]] = {}
+    for i, group in enumerate(groups):
+        by_key.setdefault(group.name, set()).add(i)
+        for task, layer in group.members.items():
+            by_key.setdefault(f"{task}:{layer}", set()).add(i)
+            by_key.setdefault(layer, set()).add(i)
+    resolved: dict[int, tuple[int, int]] = {}
+    for key, rc in layer_rc.items():
+        try:
+            if isinstance(rc, str) or len(rc) != 2:
+                raise ValueError
+            r, c = (int(v) for v in rc)
+        except (TypeError, ValueError):
+            raise EdgemergeError(f"layer_rc {key!r}: expected (r, C), got {rc!r}") from None
+        try:
+            validate_rc(r, c, where=f"layer_rc {key!r}")
+        except ValueError as e:
+            raise EdgemergeError(str(e)) from None
+        hits = by_key.get(key)
+        if not hits:
+            task, _, layer = key.partition(":")
+            model = sources.get(task)
+            if model is not None and any(l.name == layer for l in model.layers):
+                raise EdgemergeError(f"layer_rc {key!r}: that layer is not encoded (only conv layers and dense "
+                                     "layers other than the head share codebooks)")
+            raise EdgemergeError(f"layer_rc {key!r}: no merged layer of that name (merged layers: "
+                                 f"{', '.join(str(ref) for g in groups for ref in g.refs())})")
+        if len(hits) > 1:
+            raise EdgemergeError(f"layer_rc {key!r}: the name is ambiguous, it names layers of "
+                                 f"{len(hits)} groups; use TASK:LAYER")
+        group_index = next(iter(hits))
+        if group_index in resolved and resolved[group_index] != (r, c):
+            raise EdgemergeError(f"layer_rc {key!r}: group {groups[group_index].name!r} is given two different "
+                                 f"settings, {resolved[group_index]} and {(r, c)}")
+        resolved[group_index] = (r, c)
+    return resolved
+
+
+def _check_sources(sources: Mapping[str, SourceModel]) -> None:
+    if not sources:
+        raise EdgemergeError("nothing to merge: no source models")
+    if len(sources) > MAX_TASKS:
+        raise EdgemergeError(f"{len(sources)} models exceed the limit of {MAX_TASKS} tasks")
+    for task, model in sources.items():
+        if not _TASK_NAME.fullmatch(task) or len(task.encode()) >= TASK_NAME_BYTES:
+            raise EdgemergeError(f"task name {task!r}: 1..{TASK_NAME_BYTES - 1} characters of "
+                                 "[A-Za-z0-9_.-] required")
+        if not model.layers:
+            raise EdgemergeError(f"task {task!r}: model {model.name!r} has no layers")
+
+
+def _index_bytes(index: np.ndarray, codewords: int) -> int:
+    return (int(index.size) * index_bits(codewords) + 7) // 8
+
+
+def _add_layer_node(graph: MergedGraph, task: str, layer: SourceLayer, value: int, *, is_head: bool,
+                    lut: tuple[int, int, int, np.ndarray] | None) -> int:
+    """Appends the node of one source layer reading `value`; `lut` = (codebook tensor id, r, C, index map)
+    for encoded layers. Returns the value id the node produces."""
+    prefix = f"{task}/{layer.name}"
+    node = Node(name=prefix, op=Op.RESHAPE, input=value, out_shape=tuple(layer.out_shape),
+                activation=layer.activation, sources=(f"{task}:{layer.name}",),
+                match_output=f"{task}:{layer.match_output}" if layer.match_output else "")
+    if layer.kind in ("conv", "depthwise", "max_pool", "avg_pool"):
+        node.kernel, node.stride, node.pads = tuple(layer.kernel), tuple(layer.stride), tuple(layer.pads)
+
+    def bias_tensor(size: int) -> int:
+        bias = layer.bias if layer.bias is not None else np.zeros(size, np.float32)
+        return graph.add_tensor(Tensor.f32(f"{prefix}/bias", bias))
+
+    if layer.kind in ("conv", "dense") and not is_head:
+        if lut is None:
+            raise EdgemergeError(f"{task}:{layer.name} is in no layer group")   # defensive: align covers all
+        codebook, r, c, index = lut
+        node.op = Op.LUT_CONV2D if layer.kind == "conv" else Op.LUT_DENSE
+        node.seg_len, node.codewords, node.weight = r, c, codebook
+        node.index = graph.add_tensor(Tensor.index(f"{prefix}/index", index, c))
+        node.bias = bias_tensor(layer.out_shape[2])       # always present for LUT ops (zeros if none)
+    elif layer.kind in ("dense", "depthwise"):
+        node.op = Op.DENSE if layer.kind == "dense" else Op.DEPTHWISE_CONV2D
+        node.weight = graph.add_tensor(Tensor.f32(f"{prefix}/weights", layer.weights))
+        node.bias = bias_tensor(layer.out_shape[2]) if layer.bias is not None else NONE
+    elif layer.kind == "conv":
+        raise EdgemergeError(f"{task}:{layer.name}: a conv layer cannot be a head")   # defensive
+    else:
+        node.op = {"max_pool": Op.MAX_POOL, "avg_pool": Op.AVG_POOL, "global_avg_pool": Op.GLOBAL_AVG_POOL,
+                   "flatten": Op.RESHAPE, "activation": Op.ACTIVATION}[layer.kind]
+    return graph.add_node(node)
+
+
+def _write_metadata(graph: MergedGraph, sources: Mapping[str, SourceModel], preset: str, seed: int,
+                    kmeans_inits: int) -> None:
+    """The META keys of docs/FORMAT.md."""
+    meta: dict[str, int | float | str] = {
+        "edgemerge.tool_version": str(TOOL_VERSION),
+        "edgemerge.original_bytes": int(sum(model.param_bytes for model in sources.values())),
+        "source.count": len(sources),
+    }
+    for i, (task, model) in enumerate(sources.items()):
+        meta[f"source.{i}.task"] = task
+        meta[f"source.{i}.file"] = model.path.name
+        meta[f"source.{i}.param_bytes"] = int(model.param_bytes)
+    for i, node in enumerate(graph.nodes):
+        meta[f"node.{i}.name"] = node.name
+        meta[f"node.{i}.sources"] = ",".join(node.sources)
+        if node.match_output:
+            meta[f"node.{i}.match_output"] = node.match_output
+    for i, tensor in enumerate(graph.tensors):
+        meta[f"tensor.{i}.name"] = tensor.name
+    meta["merge.preset"] = preset
+    meta["merge.seed"] = int(seed)
+    meta["merge.kmeans_inits"] = int(kmeans_inits)
+    graph.metadata.update(meta)
+
+
+def merge_models(sources: Mapping[str, SourceModel], preset: str = "accu",
+                 layer_rc: Mapping[str, tuple[int, int]] | None = None,
+                 alignment: Sequence[AlignmentLink] | Sequence[str] | None = None, seed: int = 0,
+                 kmeans_inits: int = 4, n_jobs: int | None = None) -> MergeResult:
+    """Merges `sources` (task -> imported model, in task order) into one multi-task graph.
+
+    preset: a key of PRESETS ("accu" or "light") giving (r, C) per layer role.
+    layer_rc: per-group overrides {name: (r, C)}; a name is any member's "task:layer", a layer name that is
+        unique, or a group name. r is used as given (1..256), C in 2..65536.
+    alignment: explicit alignment links (`align.parse_alignment`, or the raw "a:x=b:y" strings); None for
+        the default in-order alignment.
+    seed, kmeans_inits: k-means initialisations per segment and their seed (lowest inertia kept).
+    n_jobs: k-means worker processes (see `encode.encode_groups`).
+    """
+    _check_sources(sources)
+    if preset not in PRESETS:
+        raise EdgemergeError(f"unknown preset {preset!r} (presets: {', '.join(PRESETS)})")
+    if kmeans_inits < 1:
+        raise EdgemergeError(f"kmeans_inits={kmeans_inits}: at least one k-means initialisation is needed")
+    groups = align_models(sources, alignment)
+    overrides = _resolve_layer_rc(layer_rc or {}, groups, sources)
+    settings = [overrides.get(i) or preset_rc(PRESETS[preset], group, sources) for i, group in enumerate(groups)]
+
+    started = time.perf_counter()
+    specs = [GroupSpec({f"{task}:{layer}": sources[task].layer(layer).weights for task, layer in g.members.items()},
+                       r, c) for g, (r, c) in zip(groups, settings)]
+    encoded = encode_groups(specs, seed=seed, kmeans_inits=kmeans_inits, n_jobs=n_jobs)
+    seconds = time.perf_counter() - started
+
+    graph = MergedGraph()
+    codebook_ids = [graph.add_tensor(Tensor.f32(f"codebook/{g.name}", e.codebook)) for g, e in zip(groups, encoded)]
+    lut_of: dict[str, tuple[int, int, int, np.ndarray]] = {}
+    report = []
+    for group, enc, codebook_id in zip(groups, encoded, codebook_ids):
+        members = [f"{task}:{layer}" for task, layer in group.members.items()]
+        for ref in members:
+            lut_of[ref] = (codebook_id, enc.seg_len, enc.codewords, enc.layers[ref].index)
+        report.append(GroupReport(
+            name=group.name, kind=group.kind, members=members, seg_len=enc.seg_len, codewords=enc.codewords,
+            relative_error={ref: enc.layers[ref].relative_error for ref in members},
+            codebook_bytes=4 * enc.codebook.size,
+            index_bytes=sum(_index_bytes(enc.layers[ref].index, enc.codewords) for ref in members),
+            original_bytes=sum(4 * sources[t].layer(l).weights.size for t, l in group.members.items())))
+
+    # All inputs first: value ids of nodes count from the number of inputs.
+    input_of = {task: graph.add_input(model.input_shape) for task, model in sources.items()}
+    for task, model in sources.items():
+        value = input_of[task]
+        head = model.head
+        for layer in model.layers:
+            value = _add_layer_node(graph, task, layer, value, is_head=layer is head,
+                                    lut=lut_of.get(f"{task}:{layer.name}"))
+        graph.tasks.append(Task(task, input_of[task], value, int(np.prod(graph.value_shape(value)))))
+    _write_metadata(graph, sources, preset, seed, kmeans_inits)
+    return MergeResult(graph, report, list(groups), encode_seconds=round(seconds, 3))

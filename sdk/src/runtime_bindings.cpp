@@ -1,0 +1,231 @@
+// pybind11 bindings of the edgemerge C runtime: the private module `edgemerge._runtime`.
+// `edgemerge.runtime.Runtime` is the public face; this file only converts types, checks shapes once,
+// and releases the GIL around every run.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+extern "C" {
+#include "edgemerge/em_runtime.h"
+}
+
+namespace py = pybind11;
+
+namespace {
+
+struct StatusError {
+    int status;
+    std::string message;
+};
+
+[[noreturn]] void throw_status(const em_error &err) {
+    throw StatusError{err.status, std::string(em_status_name(err.status)) + ": " + err.message};
+}
+
+struct AlignedFree {
+    void operator()(void *p) const { std::free(p); }
+};
+using AlignedBuffer = std::unique_ptr<unsigned char, AlignedFree>;
+
+AlignedBuffer aligned_alloc_64(size_t bytes) {
+    void *p = nullptr;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) throw std::bad_alloc();
+    return AlignedBuffer(static_cast<unsigned char *>(p));
+}
+
+// A context with its memory, created per call so concurrent calls never share one.
+struct Context {
+    AlignedBuffer memory;
+    em_context *ctx = nullptr;
+    explicit Context(const em_model *model) {
+        size_t bytes = em_context_size(model);
+        memory = aligned_alloc_64(bytes);
+        em_error err{};
+        if (em_context_init(model, memory.get(), bytes, &ctx, &err) != EM_STATUS_OK) throw_status(err);
+    }
+};
+
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+class Model {
+  public:
+    explicit Model(py::buffer data) {
+        py::buffer_info info = data.request();
+        size_ = static_cast<size_t>(info.size) * static_cast<size_t>(info.itemsize);
+        buffer_ = aligned_alloc_64(size_);
+        std::memcpy(buffer_.get(), info.ptr, size_);
+        em_error err{};
+        if (em_model_load(buffer_.get(), size_, nullptr, &model_, &err) != EM_STATUS_OK) throw_status(err);
+    }
+    ~Model() { em_model_free(model_); }
+    Model(const Model &) = delete;
+    Model &operator=(const Model &) = delete;
+
+    uint32_t format_version() const { return em_model_format_version(model_); }
+    size_t context_bytes() const { return em_context_size(model_); }
+    size_t file_bytes() const { return size_; }
+
+    py::list tasks() const {
+        py::list out;
+        for (uint32_t t = 0; t < em_model_task_count(model_); ++t) {
+            em_task_info info{};
+            em_model_task_info(model_, t, &info);
+            py::dict d;
+            d["name"] = std::string(info.name);
+            d["input_index"] = info.input_index;
+            d["input_shape"] = py::make_tuple(info.input_h, info.input_w, info.input_c);
+            d["classes"] = info.classes;
+            out.append(d);
+        }
+        return out;
+    }
+
+    py::list nodes() const {
+        py::list out;
+        for (uint32_t n = 0; n < em_model_node_count(model_); ++n) {
+            em_node_info info{};
+            em_model_node_info(model_, n, &info);
+            py::dict d;
+            d["op"] = info.op;
+            d["input"] = info.input;
+            d["out_shape"] = py::make_tuple(info.out_h, info.out_w, info.out_c);
+            d["seg_len"] = info.seg_len;
+            d["codewords"] = info.codewords;
+            d["name"] = std::string(info.name ? info.name : "");
+            d["kernel"] = std::string(info.kernel ? info.kernel : "");
+            out.append(d);
+        }
+        return out;
+    }
+
+    // x: [N, H, W, C] or [H, W, C] float32 → [N, classes] logits.
+    py::array_t<float> run(uint32_t task, FloatArray x) const {
+        em_task_info info{};
+        em_error err{};
+        if (em_model_task_info(model_, task, &info) != EM_STATUS_OK)
+            throw py::index_error("task index " + std::to_string(task) + " out of range");
+        const size_t per_sample = size_t(info.input_h) * info.input_w * info.input_c;
+        const bool single = x.ndim() == 3;
+        if (!(x.ndim() == 4 || single) || x.shape(x.ndim() - 3) != info.input_h ||
+            x.shape(x.ndim() - 2) != info.input_w || x.shape(x.ndim() - 1) != info.input_c) {
+            std::string got = "(";
+            for (py::ssize_t i = 0; i < x.ndim(); ++i) got += (i ? ", " : "") + std::to_string(x.shape(i));
+            throw py::value_error("task '" + std::string(info.name) + "' expects input of shape (N, " +
+                                  std::to_string(info.input_h) + ", " + std::to_string(info.input_w) + ", " +
+                                  std::to_string(info.input_c) + "), got " + got + ")");
+        }
+        const size_t batch = single ? 1 : size_t(x.shape(0));
+        py::array_t<float> y({py::ssize_t(batch), py::ssize_t(info.classes)});
+        const float *src = x.data();
+        float *dst = y.mutable_data();
+        {
+            py::gil_scoped_release release;
+            Context context(model_);
+            for (size_t i = 0; i < batch; ++i) {
+                if (em_run_task(context.ctx, task, src + i * per_sample, per_sample, dst + i * info.classes,
+                                info.classes, &err) != EM_STATUS_OK)
+                    throw_status(err);
+            }
+        }
+        return y;
+    }
+
+    // inputs[i]: [N, H, W, C] batch for graph input i → (list of [N, classes] per task, node run counts).
+    py::tuple run_all(std::vector<FloatArray> inputs) const {
+        const uint32_t n_inputs = em_model_input_count(model_);
+        if (inputs.size() != n_inputs)
+            throw py::value_error("model has " + std::to_string(n_inputs) + " inputs, got " +
+                                  std::to_string(inputs.size()) + " arrays");
+        size_t batch = 0;
+        std::vector<size_t> per_sample(n_inputs);
+        for (uint32_t i = 0; i < n_inputs; ++i) {
+            uint32_t h, w, c;
+            em_model_input_shape(model_, i, &h, &w, &c);
+            const FloatArray &a = inputs[i];
+            if (a.ndim() != 4 || a.shape(1) != h || a.shape(2) != w || a.shape(3) != c)
+                throw py::value_error("input " + std::to_string(i) + " must have shape (N, " + std::to_string(h) +
+                                      ", " + std::to_string(w) + ", " + std::to_string(c) + ")");
+            if (i == 0) batch = size_t(a.shape(0));
+            if (size_t(a.shape(0)) != batch) throw py::value_error("all inputs need the same batch size");
+            per_sample[i] = size_t(h) * w * c;
+        }
+        const uint32_t n_tasks = em_model_task_count(model_);
+        std::vector<py::array_t<float>> outputs;
+        std::vector<uint32_t> classes(n_tasks);
+        for (uint32_t t = 0; t < n_tasks; ++t) {
+            em_task_info info{};
+            em_model_task_info(model_, t, &info);
+            classes[t] = info.classes;
+            outputs.emplace_back(std::vector<py::ssize_t>{py::ssize_t(batch), py::ssize_t(info.classes)});
+        }
+        std::vector<const float *> in_base(n_inputs);
+        std::vector<float *> out_base(n_tasks);
+        for (uint32_t i = 0; i < n_inputs; ++i) in_base[i] = inputs[i].data();
+        for (uint32_t t = 0; t < n_tasks; ++t) out_base[t] = outputs[t].mutable_data();
+        std::vector<uint64_t> runs(em_model_node_count(model_));
+        {
+            py::gil_scoped_release release;
+            Context context(model_);
+            std::vector<const float *> in_ptr(n_inputs);
+            std::vector<float *> out_ptr(n_tasks);
+            em_error err{};
+            for (size_t b = 0; b < batch; ++b) {
+                for (uint32_t i = 0; i < n_inputs; ++i) in_ptr[i] = in_base[i] + b * per_sample[i];
+                for (uint32_t t = 0; t < n_tasks; ++t) out_ptr[t] = out_base[t] + b * classes[t];
+                if (em_run_all(context.ctx, in_ptr.data(), out_ptr.data(), &err) != EM_STATUS_OK)
+                    throw_status(err);
+            }
+            for (uint32_t n = 0; n < runs.size(); ++n) runs[n] = em_context_node_runs(context.ctx, n);
+        }
+        py::list out_list;
+        for (auto &o : outputs) out_list.append(o);
+        return py::make_tuple(out_list, runs);
+    }
+
+  private:
+    AlignedBuffer buffer_;
+    size_t size_ = 0;
+    em_model *model_ = nullptr;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_runtime, m) {
+    m.doc() = "edgemerge C runtime (private; use edgemerge.Runtime)";
+    static py::exception<StatusError> status_error(m, "StatusError", PyExc_RuntimeError);
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const StatusError &e) {
+            py::object args = py::make_tuple(e.status, e.message);
+            PyErr_SetObject(status_error.ptr(), args.ptr());
+        }
+    });
+    m.def("compiled_format_constants", []() {
+        py::dict d;
+        d["MAGIC_U32"] = EM_MAGIC_U32;
+        d["VERSION"] = EM_VERSION;
+        d["SENTINEL_U32"] = EM_SENTINEL_U32;
+        d["SENTINEL_F32_BITS"] = EM_SENTINEL_F32_BITS;
+        d["ALIGNMENT"] = EM_ALIGNMENT;
+        d["NODE_RECORD_BYTES"] = EM_NODE_RECORD_BYTES;
+        d["TENSOR_RECORD_BYTES"] = EM_TENSOR_RECORD_BYTES;
+        return d;
+    }, "A few constants as compiled into this module (the header itself is compared by a test).");
+    m.def("status_name", [](int status) { return std::string(em_status_name(status)); });
+    py::class_<Model>(m, "Model")
+        .def(py::init<py::buffer>(), py::arg("data"), "Validates and loads an .emm image (copied, 64-byte aligned).")
+        .def_property_readonly("format_version", &Model::format_version)
+        .def_property_readonly("context_bytes", &Model::context_bytes)
+        .def_property_readonly("file_bytes", &Model::file_bytes)
+        .def("tasks", &Model::tasks)
+        .def("nodes", &Model::nodes)
+        .def("run", &Model::run, py::arg("task"), py::arg("x"))
+        .def("run_all", &Model::run_all, py::arg("inputs"));
+}

@@ -1,0 +1,36 @@
+"""Shared pytest set-up: the `slow` marker and the session's trained source models (tests/model_factory.py)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SLOW_MARKER = "slow: trains or calibrates models for longer than a few seconds (deselect with -m 'not slow')"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pyproject.toml registers the marker; this keeps `-m slow` and --strict-markers working without it.
+    if not any(line.split(":")[0].strip() == "slow" for line in config.getini("markers")):
+        config.addinivalue_line("markers", SLOW_MARKER)
+
+
+@pytest.fixture(scope="session")
+def trained_model_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """task -> saved model file for every task of model_factory.TASKS, trained once per session (~10 s)."""
+    import model_factory
+
+    # no skip when the data set is missing: `make test` installs it, and a silently skipped suite is no pass
+    model_factory.fashion_mnist()
+    directory = tmp_path_factory.mktemp("trained_models")
+    return {task: model_factory.train_model(spec, directory) for task, spec in model_factory.TASKS.items()}
+
+
+@pytest.fixture(scope="session")
+def source_models(trained_model_paths: dict[str, Path]):
+    """task -> imported SourceModel of every trained model."""
+    from edgemerge.importers import load_source_model
+
+    return {task: load_source_model(path) for task, path in trained_model_paths.items()}
