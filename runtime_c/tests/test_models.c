@@ -481,8 +481,51 @@ static void test_two_inputs_shared_codebooks(void)
     }
 }
 
+/* A task whose logits are its input value: nothing to compute, the input is copied (also in place). */
+static void test_task_reading_its_input(void)
+{
+    emb_builder *b = emb_create();
+    uint32_t in, v;
+    size_t size;
+    uint8_t *file;
+    em_model *model = NULL;
+    em_context *ctx = NULL;
+    void *memory = NULL;
+    em_error err;
+    em_status st;
+    float x[12], y[12];
+    size_t i;
+
+    for (i = 0; i < 12; ++i) x[i] = (float)i - 5.0f;
+    in = emb_input(b, 2, 2, 3);
+    v = emb_add_op(b, emb_node_init(EM_OP_RESHAPE, in), 0);
+    emb_task(b, "identity", in, in, 12);
+    emb_task(b, "flat", in, v, 12);
+    file = emb_finish(b, &size);
+    emb_destroy(b);
+    st = em_model_load(file, size, NULL, &model, &err);
+    if (CHECK_STATUS(st, EM_STATUS_OK, err)) {
+        memory = malloc(em_context_size(model));
+        st = em_context_init(model, memory, em_context_size(model), &ctx, &err);
+        CHECK_STATUS(st, EM_STATUS_OK, err);
+        st = em_run_task(ctx, 0, x, 12, y, 12, &err);
+        CHECK_STATUS(st, EM_STATUS_OK, err);
+        CHECK(memcmp(x, y, sizeof x) == 0 && em_context_node_runs(ctx, 0) == 0);
+        st = em_run_task(ctx, 0, x, 12, x, 12, &err); /* output aliasing the input */
+        CHECK_STATUS(st, EM_STATUS_OK, err);
+        CHECK(memcmp(x, y, sizeof x) == 0);
+        st = em_run_task(ctx, 1, x, 12, y, 12, &err);
+        CHECK_STATUS(st, EM_STATUS_OK, err);
+        CHECK(memcmp(x, y, sizeof x) == 0 && em_context_node_runs(ctx, 0) == 1);
+    }
+    free(memory);
+    em_model_free(model);
+    free(file);
+}
+
 int main(void)
 {
+    test_task_reading_its_input();
     test_shared_trunk();
     test_two_inputs_shared_codebooks();
     return em_test_summary("test_models");

@@ -60,16 +60,34 @@ def main() -> None:
               help="merge exactly these layer pairs instead of the default in-order pairing; repeatable")
 @click.option("--seed", default=0, show_default=True, help="seed of the k-means initialisations")
 @click.option("--kmeans-inits", default=4, show_default=True, help="k-means runs per segment (lowest error kept)")
+@click.option("--calib", multiple=True, metavar="TASK=NPZ",
+              help="calibration data per task: train codebooks, biases and heads end to end after merging")
+@click.option("--steps", type=click.IntRange(min=0), default=None,
+              help="calibration steps (one batch of every task each); default about two epochs")
+@click.option("--calib-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="use only this seeded fraction of each task's calibration data")
+@click.option("--budget", metavar="max-drop=X[,min-compression=Y]",
+              help="search r/C per layer under an accuracy and/or size budget (needs --calib)")
+@click.option("--strategy", type=click.Choice(["default", "mirrored", "multi-worker"]), default="default",
+              show_default=True, help="tf.distribute strategy for calibration (multi-worker reads TF_CONFIG)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON summary")
 @_fail_cleanly
-def merge(models, output, preset, layer_rc, alignment, seed, kmeans_inits, as_json):
+def merge(models, output, preset, layer_rc, alignment, seed, kmeans_inits, calib, steps, calib_fraction, budget,
+          strategy, as_json):
     """Merge models given as TASK=MODEL pairs (.keras or .h5) into one .emm file.
 
     Example: edgemerge merge fashion=lenet_fashion.keras words=net3_words.keras -o merged.emm --preset accu
+
+    With --calib the merged model is calibrated (the paper's loss: each task's cross-entropy plus the L1
+    mismatch of every merged layer against the original model); with --budget r/C are searched per layer.
     """
     from .datasets import parse_task_pairs
     from .pipeline import merge_files
 
+    if strategy == "multi-worker":
+        # TensorFlow wants the collective-ops strategy created before any other TF work in the process.
+        import tensorflow as tf
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
     sources = parse_task_pairs(models, "model")
     if len(sources) < 2:
         raise EdgemergeError("merge needs at least two TASK=MODEL pairs")
@@ -80,15 +98,26 @@ def merge(models, output, preset, layer_rc, alignment, seed, kmeans_inits, as_js
         if not sep or not slash or not r.isdigit() or not c.isdigit():
             raise EdgemergeError(f"--layer-rc {item!r}: expected NAME=r/C, e.g. fc1=16/64")
         overrides[name] = (int(r), int(c))
+    calib_files = parse_task_pairs(calib, "--calib") if calib else None
+    if (steps is not None or calib_fraction != 1.0) and not calib_files:
+        raise EdgemergeError("--steps and --calib-fraction need --calib TASK=NPZ for every task")
     summary = merge_files(sources, output, preset=preset, layer_rc=overrides, alignment=list(alignment),
-                          seed=seed, kmeans_inits=kmeans_inits,
-                          log=None if as_json else (lambda m: click.echo(m, err=True)))
+                          seed=seed, kmeans_inits=kmeans_inits, calib=calib_files, steps=steps,
+                          calib_fraction=calib_fraction, budget=budget, strategy=strategy,
+                          log=lambda m: click.echo(m, err=True))
     if as_json:
         _echo_json(summary)
     else:
         click.echo(f"wrote {output}: {_human_bytes(summary['file_bytes'])}, "
                    f"{summary['compression']:.1f}x smaller than the originals "
                    f"({_human_bytes(summary['original_bytes'])} of float32 parameters)")
+        for task, r in summary.get("calibration", {}).get("tasks", {}).items():
+            click.echo(f"  {task}: held-out accuracy {100 * r['accuracy_before']:.2f}% -> "
+                       f"{100 * r['accuracy_after']:.2f}% after calibration "
+                       f"(original {100 * r['reference_accuracy']:.2f}%)")
+        if "search" in summary:
+            chosen = ", ".join(f"{k}={v}" for k, v in summary["search"]["layer_rc"].items())
+            click.echo(f"  chosen r/C: {chosen}")
 
 
 # ------------------------------------------------------------------------------------------------
