@@ -11,14 +11,39 @@ APT_PACKAGES=(
   dataset-fashion-mnist                  # Fashion-MNIST (IDX files)
 )
 
+# --- boards: cross compilers, qemu-user and ARM OpenBLAS -------------------------------------------
+# What `edgemerge build --board` and tests/test_boards.py need (the union of the `debian_packages` of
+# every boards/*.toml; tests/test_boards.py checks that each one is listed here). Packages with an
+# `:arch` suffix come from a foreign dpkg architecture, added below before the update.
+APT_PACKAGES+=(
+  gcc-aarch64-linux-gnu g++-aarch64-linux-gnu            # rpi4/rpi5/jetson-nano/imx8m (aarch64)
+  gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf        # rpi3-armhf (armv7 NEON/VFPv4, hard float)
+  qemu-user-static                                       # runs the cross-built em_run and C tests
+  libopenblas-dev:arm64 libopenblas-dev:armhf            # static libopenblas.a for the ARM boards
+)
+
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+need_update=0
+for pkg in "${APT_PACKAGES[@]}"; do
+  case "$pkg" in
+    *:*) arch="${pkg##*:}"
+         if [ "$arch" != "$(dpkg --print-architecture)" ] && ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
+           echo "setup: adding dpkg architecture $arch"
+           $SUDO dpkg --add-architecture "$arch"
+           need_update=1
+         fi ;;
+  esac
+done
+
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
-if [ "${#missing[@]}" -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  echo "setup: installing Debian packages: ${missing[*]}"
+if [ "${#missing[@]}" -gt 0 ] || [ "$need_update" -eq 1 ]; then
   $SUDO apt-get update -qq
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 

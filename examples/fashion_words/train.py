@@ -178,7 +178,11 @@ def train_one(tf, name: str, spec: dict, data_dir: Path, out_dir: Path, seed: in
     test_accuracy = float(np.mean(keras_top1 == y_test))
 
     keras_path, tflite_path = out_dir / f"{name}.keras", out_dir / f"{name}.tflite"
-    model.save(keras_path)
+    # Saved from an uncompiled copy: the .keras file then holds the weights only, not Adam's two moment
+    # estimates per weight (which would triple its size and are of no use to inference or merging).
+    inference_model = keras.models.clone_model(model)
+    inference_model.set_weights(model.get_weights())
+    inference_model.save(keras_path)
     export_tflite(tf, model, tflite_path)
     tflite_top1 = tflite_predict(tflite_path, x_test).argmax(axis=1)
     agreement = float(np.mean(tflite_top1 == keras_top1))
@@ -203,7 +207,7 @@ def train_one(tf, name: str, spec: dict, data_dir: Path, out_dir: Path, seed: in
     }
 
 
-def model_config(name: str, spec: dict, seed: int, data_dir: Path) -> dict:
+def model_config(spec: dict, seed: int, data_dir: Path) -> dict:
     return {**spec, "seed": seed, "data_sha256": data_hashes(data_dir, spec["data"])}
 
 
@@ -222,7 +226,7 @@ def train_all(data_dir: str | Path, out_dir: str | Path, seed: int = 0, epochs: 
     tf = None
     for name, base_spec in MODELS.items():
         spec = {**base_spec, "epochs": (epochs or {}).get(name) or base_spec["epochs"]}
-        config = model_config(name, spec, seed, data_dir)
+        config = model_config(spec, seed, data_dir)
         entry = models.get(name)
         files_present = all((out_dir / f"{name}{ext}").is_file() for ext in (".keras", ".tflite"))
         if not force and entry is not None and entry.get("config") == config and files_present:
@@ -234,10 +238,9 @@ def train_all(data_dir: str | Path, out_dir: str | Path, seed: int = 0, epochs: 
         entry = train_one(tf, name, spec, data_dir, out_dir, seed)
         entry["config"] = config
         models[name] = entry
-        if tf is not None:
-            import keras
-            manifest["versions"] = {"tensorflow": tf.__version__, "keras": keras.__version__,
-                                    "numpy": np.__version__}
+        import keras
+        manifest["versions"] = {"tensorflow": tf.__version__, "keras": keras.__version__,
+                                "numpy": np.__version__}
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
         print(f"train: {name}: test accuracy {100 * entry['test_accuracy']:.2f}% "
               f"(TFLite {100 * entry['tflite_test_accuracy']:.2f}%, top-1 agreement "

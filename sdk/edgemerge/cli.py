@@ -28,6 +28,23 @@ def _fail_cleanly(fn):
     return wrapper
 
 
+def _load_tensorflow_quietly() -> None:
+    """Imports TensorFlow with the process's stderr silenced: its C++ start-up banners (oneDNN, CUDA probing)
+    ignore TF_CPP_MIN_LOG_LEVEL and would bury our own messages. Python exceptions still surface."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow as tf
+            tf.config.list_physical_devices()  # the CUDA probe happens here, once
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _echo_json(obj) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False))
 
@@ -84,6 +101,7 @@ def merge(models, output, preset, layer_rc, alignment, seed, kmeans_inits, calib
     from .datasets import parse_task_pairs
     from .pipeline import merge_files
 
+    _load_tensorflow_quietly()
     if strategy == "multi-worker":
         # TensorFlow wants the collective-ops strategy created before any other TF work in the process.
         import tensorflow as tf
@@ -164,6 +182,8 @@ def evaluate_command(model, data, references, as_json):
     from .datasets import parse_task_pairs
     from .evaluate import evaluate
 
+    if references:
+        _load_tensorflow_quietly()
     result = evaluate(model, parse_task_pairs(data, "--data"), parse_task_pairs(references, "--reference"))
     if as_json:
         _echo_json(result)

@@ -1,6 +1,6 @@
 """Source-model importers: a trained model file in, a framework-independent `SourceModel` out.
 
-`load_source_model` picks the importer by file suffix. To add a format (e.g. `.tflite`), write a module
+`load_source_model` picks the importer by file suffix. To add a format, write a module
 with a `load_...(path: Path) -> SourceModel` function next to `keras_import.py` and register its suffixes
 in `_IMPORTERS`; nothing downstream changes.
 """
@@ -20,11 +20,17 @@ def _load_keras(path: Path) -> SourceModel:
     return load_keras_model(path)
 
 
+def _load_tflite(path: Path) -> SourceModel:
+    from .tflite_import import load_tflite_model   # reads the flatbuffer with ai-edge-litert's schema; no TF
+    return load_tflite_model(path)
+
+
 # suffix (lower case) -> importer
 _IMPORTERS: dict[str, Callable[[Path], SourceModel]] = {
     ".keras": _load_keras,
     ".h5": _load_keras,
     ".hdf5": _load_keras,
+    ".tflite": _load_tflite,
 }
 SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(_IMPORTERS)
 

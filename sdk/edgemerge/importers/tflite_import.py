@@ -1,0 +1,564 @@
+"""Importer for float TFLite models (`.tflite`): single-chain CNNs as `tf.lite.TFLiteConverter` writes them.
+
+The flatbuffer is read with the TFLite schema's generated Python code that ships inside `ai-edge-litert`
+(`ai_edge_litert.schema_py_generated`, the object API): it is the official schema, versioned with the
+interpreter we already depend on for the TFLite peer, and it needs only `flatbuffers` (no TensorFlow). The
+interpreter's `_get_ops_details()` was not used: it is private and does not expose builtin options (padding,
+strides, fused activation), which the import needs.
+
+Operators are read in the file's order (the execution order) and must form one chain from the single input to
+the single output. Supported operators and how they map (anything else raises `UnsupportedLayerError` naming
+the operator, its index and its output tensor):
+
+- CONV_2D: "conv"; weights [Cout, KH, KW, Cin] become [KH, KW, Cin, Cout]; padding SAME/VALID, strides,
+  dilation 1, fused activation NONE/RELU/RELU6. The converter has already folded BatchNormalization.
+- DEPTHWISE_CONV_2D: "depthwise"; weights [1, KH, KW, C·M] become [KH, KW, C, M] (channel c·M + m).
+- FULLY_CONNECTED: "dense"; weights [Out, In] become [In, Out]; on a non-flat input (FC flattens its
+  input itself) a "flatten" layer is inserted first; keep_num_dims only on a flat input.
+- MAX_POOL_2D, AVERAGE_POOL_2D: "max_pool" / "avg_pool" (with their fused activation).
+- MEAN over axes 1 and 2 of a 4-D input: "global_avg_pool".
+- RESHAPE and SQUEEZE to a flat shape: "flatten" (omitted when the input is already flat). The small integer
+  sub-graph Keras's Flatten converts to (SHAPE, STRIDED_SLICE, PACK, ... feeding RESHAPE's shape input) is
+  recognised and skipped.
+- RELU, RELU6: fused into a preceding conv/depthwise/dense (or activation) layer, else an "activation" layer.
+- SOFTMAX (beta 1) as the last operator: dropped (outputs are logits), recorded in `head_activation`.
+- DEQUANTIZE of a constant FLOAT16 tensor (float16 weight storage): the weights are widened to float32.
+
+Quantised models (INT8/UINT8/INT16 tensors, QUANTIZE, DEQUANTIZE of integer constants, hybrid int8 weights)
+are refused with `UnsupportedLayerError`: convert without `optimizations` to get a float32 model.
+
+Layer names are readable forms of each operator's output tensor name: the Keras layer scope when the name
+has one (`sequential/conv2d_1/Relu;sequential/conv2d_1/convolution` -> `conv2d_1`), else `<op>_<index>`,
+made unique. `match_output` keeps the full output tensor name. `param_bytes` is 4 × the float parameters
+the file holds (BatchNorm statistics are already folded away by the converter).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelFormatError, UnsupportedLayerError
+from ..format import MAX_KERNEL, MAX_STRIDE, Act
+from .keras_import import _compose
+from .source_model import WEIGHTED_KINDS, Shape3, SourceLayer, SourceModel, conv_output_size, same_padding
+
+SUPPORTED_OPS: tuple[str, ...] = (
+    "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN", "RESHAPE",
+    "SQUEEZE", "RELU", "RELU6", "SOFTMAX (last)", "DEQUANTIZE (float16 weights)")
+# Operators that only compute integer shape vectors (for a RESHAPE); skipped when that is all they feed.
+_SHAPE_HELPER_OPS = frozenset({"SHAPE", "STRIDED_SLICE", "PACK", "CONCATENATION", "GATHER", "SLICE", "CAST",
+                               "REDUCE_PROD", "SQUEEZE", "EXPAND_DIMS", "FILL", "RESHAPE", "MUL", "ADD", "SUB"})
+_QUANTISED_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
+_MEAN_AXES = frozenset({1, 2})
+
+
+def _schema():
+    try:
+        from ai_edge_litert import schema_py_generated
+    except ImportError as e:   # pragma: no cover - ai-edge-litert is a dependency
+        raise ModelFormatError(f"reading .tflite files needs the ai-edge-litert package ({e})") from None
+    return schema_py_generated
+
+
+def _enum_names(enum_class: Any) -> dict[int, str]:
+    return {v: k for k, v in vars(enum_class).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+_SECONDARY_LEAF = re.compile(r"(relu|batchnorm|batch_norm|fusedbatchnorm|biasadd|add|mul)", re.IGNORECASE)
+
+
+def _scope_name(tensor_name: str) -> str:
+    """The layer scope of a converter tensor name, or "" when it has none. Names of fused operators join
+    several names with ';' ("seq/re_lu/Relu6;seq/conv2d/convolution"): the part naming the main computation
+    (not an activation, BatchNorm or bias add) wins, so a conv fused with its ReLU is named after the conv."""
+    parts = [[p for p in part.split("/") if p] for part in tensor_name.split(";")]
+    parts = [path for path in parts if len(path) >= 2]
+    if not parts:
+        return ""
+    main = [path for path in parts if not _SECONDARY_LEAF.match(path[-1])]
+    path = (main or parts)[0]
+    candidate = path[-2] if len(path) >= 3 else path[0]     # model scope / layer / op, or layer / op
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", candidate)
+
+
+def _readable_name(tensor_names: list[str], op_name: str, index: int) -> str:
+    """A short layer name: the layer scope of the first of `tensor_names` that has one (the output tensor,
+    then the weights), else "<op>_<index>"."""
+    for name in tensor_names:
+        scope = _scope_name(name)
+        if scope:
+            return scope
+    return f"{op_name.lower()}_{index}"
+
+
+@dataclass
+class _Tensor:
+    index: int
+    name: str
+    type: int
+    shape: tuple[int, ...]
+
+
+class _TFLiteGraph:
+    """The parts of subgraph 0 the importer needs, with decoded names and constant data."""
+
+    def __init__(self, path: Path, data: bytes):
+        schema = _schema()
+        self.path, self.file_name, self.data = path, path.name, data
+        if len(data) < 8 or not schema.Model.ModelBufferHasIdentifier(data, 0):
+            raise ModelFormatError(f"{self.file_name}: not a TFLite flatbuffer (no 'TFL3' identifier)")
+        try:
+            self.model = schema.ModelT.InitFromPackedBuf(data, 0)
+        except Exception as e:       # flatbuffers raises struct.error, IndexError, ... on damaged input
+            raise ModelFormatError(f"{self.file_name}: cannot parse the TFLite flatbuffer "
+                                   f"({type(e).__name__}: {e})") from None
+        if not self.model.subgraphs:
+            raise ModelFormatError(f"{self.file_name}: the model has no subgraph")
+        self.graph = self.model.subgraphs[0]
+        self.type_names = _enum_names(schema.TensorType)
+        self.builtin_names = _enum_names(schema.BuiltinOperator)
+        self.schema = schema
+        self.tensors = [_Tensor(i, (t.name or b"").decode("utf-8", "replace"), int(t.type),
+                                tuple(int(d) for d in (t.shape if t.shape is not None else ())))
+                        for i, t in enumerate(self.graph.tensors or [])]
+        self.ops = list(self.graph.operators or [])
+        self.op_names = [self._op_name(op) for op in self.ops]
+        self.producer: dict[int, int] = {}
+        self.consumers: dict[int, list[tuple[int, int]]] = {}
+        for i, op in enumerate(self.ops):
+            for t in self._indices(op.outputs):
+                self.producer[t] = i
+            for pos, t in enumerate(self._indices(op.inputs)):
+                if t >= 0:
+                    self.consumers.setdefault(t, []).append((i, pos))
+
+    @staticmethod
+    def _indices(values: Any) -> list[int]:
+        return [int(v) for v in (values if values is not None else ())]
+
+    def _op_name(self, op: Any) -> str:
+        codes = self.model.operatorCodes or []
+        if not 0 <= op.opcodeIndex < len(codes):
+            raise ModelFormatError(f"{self.file_name}: operator code index {op.opcodeIndex} out of range")
+        code = codes[op.opcodeIndex]
+        # Newer files keep the code in builtinCode, older ones in deprecatedBuiltinCode: the larger is right.
+        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+        name = self.builtin_names.get(builtin, f"BUILTIN_{builtin}")
+        if name == "CUSTOM":
+            return f"CUSTOM({(code.customCode or b'').decode('utf-8', 'replace')})"
+        return name
+
+    def inputs(self, op_index: int) -> list[int]:
+        return self._indices(self.ops[op_index].inputs)
+
+    def outputs(self, op_index: int) -> list[int]:
+        return self._indices(self.ops[op_index].outputs)
+
+    def type_name(self, tensor: int) -> str:
+        return self.type_names.get(self.tensors[tensor].type, str(self.tensors[tensor].type))
+
+    def raw_constant(self, tensor: int) -> np.ndarray | None:
+        """The data of a constant tensor (buffer-backed), or None when the tensor has no data."""
+        t = self.graph.tensors[tensor]
+        buffers = self.model.buffers or []
+        if not 0 < t.buffer < len(buffers):
+            return None
+        buffer = buffers[t.buffer]
+        if buffer.data is not None and len(buffer.data):
+            raw = np.asarray(buffer.data, dtype=np.uint8).tobytes()
+        elif buffer.offset > 1 and buffer.size > 0:       # large models keep tensor data after the flatbuffer
+            raw = self.data[buffer.offset:buffer.offset + buffer.size]
+            if len(raw) != buffer.size:
+                raise ModelFormatError(f"{self.file_name}: tensor '{self.tensors[tensor].name}' data is truncated")
+        else:
+            return None
+        dtype = {"FLOAT32": "<f4", "FLOAT16": "<f2", "INT32": "<i4", "INT64": "<i8", "INT8": "i1",
+                 "UINT8": "u1", "INT16": "<i2"}.get(self.type_name(tensor))
+        if dtype is None:
+            return None
+        values = np.frombuffer(raw, dtype=dtype)
+        shape = self.tensors[tensor].shape
+        if values.size != int(np.prod(shape, dtype=np.int64)):
+            raise ModelFormatError(f"{self.file_name}: tensor '{self.tensors[tensor].name}' holds {values.size} "
+                                   f"values, its shape {list(shape)} needs {int(np.prod(shape))}")
+        return values.reshape(shape)
+
+
+class _ChainBuilder:
+    """Walks the operators of one chain, in order, into `SourceLayer`s, tracking the current shape."""
+
+    def __init__(self, g: _TFLiteGraph):
+        self.g = g
+        self.file_name = g.file_name
+        self.layers: list[SourceLayer] = []
+        self.head_activation = "linear"
+        self.param_count = 0
+        self.used_names: set[str] = set()
+        self.skipped: set[int] = set()
+        self.float16_constants: dict[int, int] = {}     # float32 tensor -> its float16 source (DEQUANTIZE)
+        s = g.schema
+        self.act_names = _enum_names(s.ActivationFunctionType)
+        self.padding_names = _enum_names(s.Padding)
+        self.fused_act = {s.ActivationFunctionType.NONE: Act.NONE, s.ActivationFunctionType.RELU: Act.RELU,
+                          s.ActivationFunctionType.RELU6: Act.RELU6}
+        self._helper_memo: dict[int, bool] = {}
+        self._handlers = {
+            "CONV_2D": self._conv2d, "DEPTHWISE_CONV_2D": self._depthwise, "FULLY_CONNECTED": self._dense,
+            "MAX_POOL_2D": self._pool, "AVERAGE_POOL_2D": self._pool, "MEAN": self._mean,
+            "RESHAPE": self._reshape, "SQUEEZE": self._reshape, "RELU": self._relu, "RELU6": self._relu,
+            "SOFTMAX": self._softmax,
+        }
+
+    # -- errors -----------------------------------------------------------------------------------
+    def _where(self, i: int) -> str:
+        outputs = self.g.outputs(i)
+        out = f" (output '{self.g.tensors[outputs[0]].name}')" if outputs else ""
+        return f"{self.file_name}: op {i} {self.g.op_names[i]}{out}"
+
+    def unsupported(self, i: int, why: str | None = None) -> UnsupportedLayerError:
+        if why is None:
+            return UnsupportedLayerError(f"{self._where(i)} is not supported (supported: {', '.join(SUPPORTED_OPS)})")
+        return UnsupportedLayerError(f"{self._where(i)}: {why}")
+
+    def quantised(self, i: int, what: str) -> UnsupportedLayerError:
+        return self.unsupported(i, f"{what}: quantised models are not supported, only float32 ones (convert "
+                                   "with tf.lite.TFLiteConverter without `optimizations` / integer quantisation)")
+
+    # -- graph structure --------------------------------------------------------------------------
+    def _is_shape_helper(self, i: int) -> bool:
+        """True when op i computes only integer tensors that end up solely as RESHAPE shape inputs."""
+        if i in self._helper_memo:
+            return self._helper_memo[i]
+        self._helper_memo[i] = False     # cycles (invalid files) are not helpers
+        g = self.g
+        outputs = g.outputs(i)
+        ok = (g.op_names[i] in _SHAPE_HELPER_OPS and bool(outputs)
+              and all(g.type_name(t) in ("INT32", "INT64") for t in outputs)
+              and not any(t in g._indices(g.graph.outputs) for t in outputs))
+        if ok:
+            for t in outputs:
+                for consumer, pos in g.consumers.get(t, []):
+                    is_shape_input = g.op_names[consumer] == "RESHAPE" and pos == 1
+                    if not (is_shape_input or self._is_shape_helper(consumer)):
+                        ok = False
+        self._helper_memo[i] = ok
+        return ok
+
+    def _unique(self, base: str) -> str:
+        name, n = base, 2
+        while name in self.used_names:
+            name, n = f"{base}_{n}", n + 1
+        self.used_names.add(name)
+        return name
+
+    def _layer_name_base(self, i: int) -> str:
+        g = self.g
+        outputs, inputs = g.outputs(i), g.inputs(i)
+        names = [g.tensors[outputs[0]].name] if outputs else []
+        if g.op_names[i] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and len(inputs) > 1:
+            names.append(g.tensors[inputs[1]].name)         # the weights, e.g. "seq/dense_2/MatMul"
+        return _readable_name(names, g.op_names[i], i)
+
+    def _layer_name(self, i: int) -> str:
+        return self._unique(self._layer_name_base(i))
+
+    def constant(self, i: int, tensor: int, what: str, expected_rank: int | None = None) -> np.ndarray:
+        """A constant float input of op i as float32 (float16 storage widened)."""
+        g = self.g
+        if tensor in self.float16_constants:
+            values = g.raw_constant(self.float16_constants[tensor])
+            return values.astype(np.float32)
+        type_name = g.type_name(tensor)
+        if type_name in ("INT8", "UINT8", "INT16", "INT4"):
+            raise self.quantised(i, f"its {what} '{g.tensors[tensor].name}' are {type_name}")
+        values = g.raw_constant(tensor)
+        if values is None:
+            producer = g.producer.get(tensor)
+            by = f" (computed by op {producer} {g.op_names[producer]})" if producer is not None else ""
+            raise self.unsupported(i, f"its {what} '{g.tensors[tensor].name}' are not a constant tensor{by}")
+        if type_name != "FLOAT32":
+            raise self.unsupported(i, f"its {what} '{g.tensors[tensor].name}' are {type_name}, expected FLOAT32")
+        if expected_rank is not None and values.ndim != expected_rank:
+            raise self.unsupported(i, f"its {what} have shape {list(values.shape)}, expected rank {expected_rank}")
+        return values.astype(np.float32)
+
+    def _check_declared(self, i: int, shape: Shape3) -> None:
+        """The declared shape of op i's output must equal the one computed (batch 1, NHWC or flat)."""
+        out = self.g.outputs(i)[0]
+        declared = self.g.tensors[out].shape
+        flat = shape[0] == 1 and shape[1] == 1
+        candidates = {(1, *shape), tuple(shape)}
+        if flat:
+            candidates |= {(1, shape[2]), (shape[2],)}
+        if declared not in candidates:
+            raise ModelFormatError(f"{self._where(i)}: declared output shape {list(declared)} differs from the "
+                                   f"computed {list(shape)}")
+
+    # -- the walk ---------------------------------------------------------------------------------
+    def build(self) -> tuple[Shape3, list[SourceLayer]]:
+        g = self.g
+        graph_inputs, graph_outputs = g._indices(g.graph.inputs), g._indices(g.graph.outputs)
+        if len(graph_inputs) != 1:
+            raise ModelFormatError(f"{self.file_name}: the model has {len(graph_inputs)} inputs; only "
+                                   "single-input models are supported")
+        if len(graph_outputs) != 1:
+            raise ModelFormatError(f"{self.file_name}: the model has {len(graph_outputs)} outputs; only "
+                                   "single-output models are supported")
+        if not g.ops:
+            raise ModelFormatError(f"{self.file_name}: the model has no operators")
+        x = graph_inputs[0]
+        in_type = g.type_name(x)
+        if in_type != "FLOAT32":
+            first = g.consumers.get(x, [(0, 0)])[0][0]
+            raise self.quantised(first, f"the model input '{g.tensors[x].name}' is {in_type}")
+        shape = g.tensors[x].shape
+        if len(shape) != 4 or shape[0] not in (1, -1) or any(d < 1 for d in shape[1:]):
+            raise ModelFormatError(f"{self.file_name}: input shape {list(shape)} is not supported; expected "
+                                   "(1, height, width, channels)")
+        input_shape: Shape3 = (shape[1], shape[2], shape[3])
+        self.current, self.shape = x, input_shape
+
+        for i in range(len(g.ops)):
+            name = g.op_names[i]
+            if name == "DEQUANTIZE":
+                self._dequantize(i)
+                continue
+            if name in _QUANTISED_OPS:
+                raise self.quantised(i, "the model quantises its activations")
+            if self._is_shape_helper(i):
+                self.skipped.add(i)
+                continue
+            if self.current == graph_outputs[0] and self.head_activation == "softmax":
+                raise self.unsupported(i, "follows the final SOFTMAX")
+            handler = self._handlers.get(name)
+            if handler is None:
+                raise self.unsupported(i)
+            inputs = g.inputs(i)
+            if not inputs or inputs[0] != self.current:
+                read = f"'{g.tensors[inputs[0]].name}'" if inputs and inputs[0] >= 0 else "no tensor"
+                raise ModelFormatError(f"{self._where(i)} reads {read}, not the output of the previous operator "
+                                       f"('{g.tensors[self.current].name}'): only single-chain models are "
+                                       "supported")
+            if g.type_name(inputs[0]) != "FLOAT32":
+                raise self.quantised(i, f"its input is {g.type_name(inputs[0])}")
+            others = [c for c, _ in g.consumers.get(self.current, []) if c != i and c not in self.skipped
+                      and not self._is_shape_helper(c)]
+            if others or self.current in graph_outputs and self.current != x:
+                users = ", ".join(f"op {c} {g.op_names[c]}" for c in others) or "the model output"
+                raise ModelFormatError(f"{self.file_name}: tensor '{g.tensors[self.current].name}' feeds op {i} "
+                                       f"{name} and {users}; branches are not supported, only a single chain")
+            outputs = g.outputs(i)
+            if len(outputs) != 1:
+                raise self.unsupported(i, f"{len(outputs)} outputs, expected 1")
+            handler(i)
+            self.current = outputs[0]
+        if self.current != graph_outputs[0]:
+            raise ModelFormatError(f"{self.file_name}: the chain ends at '{g.tensors[self.current].name}', not at "
+                                   f"the model output '{g.tensors[graph_outputs[0]].name}'")
+        if not self.layers:
+            raise ModelFormatError(f"{self.file_name}: the model has no layers")
+        return input_shape, self.layers
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _options(self, i: int) -> Any:
+        options = self.g.ops[i].builtinOptions
+        if options is None:
+            raise self.unsupported(i, "has no builtin options")
+        return options
+
+    def _activation(self, i: int, options: Any) -> Act:
+        code = int(getattr(options, "fusedActivationFunction", 0))
+        if code not in self.fused_act:
+            raise self.unsupported(i, f"fused activation {self.act_names.get(code, code)} is not supported "
+                                      "(NONE, RELU, RELU6)")
+        return self.fused_act[code]
+
+    def _spatial(self, i: int, kernel: tuple[int, int], stride: tuple[int, int], padding: int
+                 ) -> tuple[tuple[int, int, int, int], int, int]:
+        h, w, _ = self.shape
+        if any(k < 1 or k > MAX_KERNEL for k in kernel):
+            raise self.unsupported(i, f"kernel {kernel} is outside 1..{MAX_KERNEL}")
+        if any(s < 1 or s > MAX_STRIDE for s in stride):
+            raise self.unsupported(i, f"stride {stride} is outside 1..{MAX_STRIDE}")
+        if padding == self.g.schema.Padding.SAME:
+            top, bottom = same_padding(h, kernel[0], stride[0])
+            left, right = same_padding(w, kernel[1], stride[1])
+        elif padding == self.g.schema.Padding.VALID:
+            top = left = bottom = right = 0
+        else:
+            raise self.unsupported(i, f"padding {self.padding_names.get(padding, padding)} is not supported")
+        oh = conv_output_size(h, kernel[0], stride[0], top, bottom)
+        ow = conv_output_size(w, kernel[1], stride[1], left, right)
+        if oh < 1 or ow < 1:
+            raise self.unsupported(i, f"kernel {kernel} does not fit the {h}x{w} input")
+        return (top, left, bottom, right), oh, ow
+
+    def _check_dilation(self, i: int, options: Any) -> None:
+        dilation = (int(options.dilationHFactor), int(options.dilationWFactor))
+        if dilation != (1, 1):
+            raise self.unsupported(i, f"dilation {dilation} is not supported (only 1)")
+
+    def _bias(self, i: int, channels: int) -> np.ndarray | None:
+        inputs = self.g.inputs(i)
+        if len(inputs) < 3 or inputs[2] < 0:
+            return None
+        bias = self.constant(i, inputs[2], "bias", expected_rank=1)
+        if bias.shape != (channels,):
+            raise self.unsupported(i, f"bias has shape {list(bias.shape)}, expected [{channels}]")
+        return bias
+
+    def _emit(self, i: int, layer: SourceLayer) -> None:
+        self._check_declared(i, layer.out_shape)
+        layer.match_output = self.g.tensors[self.g.outputs(i)[0]].name
+        # the converter's fused name lists the layers folded into this operator (BatchNorm, ReLU, ...)
+        scopes = [_scope_name(part) for part in layer.match_output.split(";")]
+        layer.fused = tuple(dict.fromkeys(s for s in scopes if s and s != layer.name))
+        for array in (layer.weights, layer.bias):
+            if array is not None:
+                self.param_count += int(array.size)
+        self.layers.append(layer)
+        self.shape = layer.out_shape
+
+    def _is_flat(self) -> bool:
+        return self.shape[0] == 1 and self.shape[1] == 1
+
+    # -- operators --------------------------------------------------------------------------------
+    def _dequantize(self, i: int) -> None:
+        g = self.g
+        source, out = g.inputs(i)[0], g.outputs(i)[0]
+        if g.type_name(source) == "FLOAT16" and g.raw_constant(source) is not None:
+            self.float16_constants[out] = source
+            return
+        raise self.quantised(i, f"it dequantises a {g.type_name(source)} tensor")
+
+    def _conv2d(self, i: int) -> None:
+        options = self._options(i)
+        self._check_dilation(i, options)
+        inputs = self.g.inputs(i)
+        w = self.constant(i, inputs[1], "weights", expected_rank=4)          # [Cout, KH, KW, Cin]
+        cout, kh, kw, cin = w.shape
+        if cin != self.shape[2]:
+            raise self.unsupported(i, f"weights expect {cin} input channels, the input has {self.shape[2]} "
+                                      "(grouped convolutions are not supported)")
+        kernel, stride = (kh, kw), (int(options.strideH), int(options.strideW))
+        pads, oh, ow = self._spatial(i, kernel, stride, int(options.padding))
+        self._emit(i, SourceLayer(self._layer_name(i), "conv", self.shape, (oh, ow, cout),
+                                  weights=np.ascontiguousarray(w.transpose(1, 2, 3, 0)),
+                                  bias=self._bias(i, cout), kernel=kernel, stride=stride, pads=pads,
+                                  activation=self._activation(i, options)))
+
+    def _depthwise(self, i: int) -> None:
+        options = self._options(i)
+        self._check_dilation(i, options)
+        inputs = self.g.inputs(i)
+        w = self.constant(i, inputs[1], "weights", expected_rank=4)          # [1, KH, KW, C·M]
+        c = self.shape[2]
+        if w.shape[0] != 1 or w.shape[3] % c:
+            raise self.unsupported(i, f"weights of shape {list(w.shape)} do not fit {c} input channels")
+        multiplier = w.shape[3] // c
+        declared = int(getattr(options, "depthMultiplier", 0) or 0)
+        if declared and declared != multiplier:
+            raise self.unsupported(i, f"depth_multiplier {declared} disagrees with the weights ({multiplier})")
+        kernel, stride = (int(w.shape[1]), int(w.shape[2])), (int(options.strideH), int(options.strideW))
+        pads, oh, ow = self._spatial(i, kernel, stride, int(options.padding))
+        weights = np.ascontiguousarray(w[0].reshape(kernel[0], kernel[1], c, multiplier))
+        self._emit(i, SourceLayer(self._layer_name(i), "depthwise", self.shape, (oh, ow, c * multiplier),
+                                  weights=weights, bias=self._bias(i, c * multiplier), kernel=kernel,
+                                  stride=stride, pads=pads, activation=self._activation(i, options)))
+
+    def _dense(self, i: int) -> None:
+        options = self._options(i)
+        if int(options.weightsFormat) != self.g.schema.FullyConnectedOptionsWeightsFormat.DEFAULT:
+            raise self.unsupported(i, "shuffled weights are not supported")
+        inputs = self.g.inputs(i)
+        w = self.constant(i, inputs[1], "weights", expected_rank=2)          # [Out, In]
+        out, n_in = w.shape
+        n = self.shape[0] * self.shape[1] * self.shape[2]
+        if n_in != n:
+            raise self.unsupported(i, f"weights expect {n_in} inputs, the input has {n} values {list(self.shape)}")
+        if not self._is_flat():
+            if bool(options.keepNumDims):
+                raise self.unsupported(i, "keep_num_dims on a non-flat input is not supported")
+            # FULLY_CONNECTED flattens its input itself: make that explicit for the merged graph
+            self.layers.append(SourceLayer(self._unique(f"{self._layer_name_base(i)}_flatten"), "flatten",
+                                           self.shape, (1, 1, n)))
+            self.shape = (1, 1, n)
+        self._emit(i, SourceLayer(self._layer_name(i), "dense", self.shape, (1, 1, out),
+                                  weights=np.ascontiguousarray(w.T), bias=self._bias(i, out),
+                                  activation=self._activation(i, options)))
+
+    def _pool(self, i: int) -> None:
+        options = self._options(i)
+        kernel = (int(options.filterHeight), int(options.filterWidth))
+        stride = (int(options.strideH), int(options.strideW))
+        pads, oh, ow = self._spatial(i, kernel, stride, int(options.padding))
+        kind = "max_pool" if self.g.op_names[i] == "MAX_POOL_2D" else "avg_pool"
+        self._emit(i, SourceLayer(self._layer_name(i), kind, self.shape, (oh, ow, self.shape[2]), kernel=kernel,
+                                  stride=stride, pads=pads, activation=self._activation(i, options)))
+
+    def _mean(self, i: int) -> None:
+        inputs = self.g.inputs(i)
+        if len(inputs) < 2:
+            raise self.unsupported(i, "has no axes input")
+        axes = self.g.raw_constant(inputs[1])
+        if axes is None or self.g.type_name(inputs[1]) not in ("INT32", "INT64"):
+            raise self.unsupported(i, "axes are not a constant integer tensor")
+        rank = len(self.g.tensors[inputs[0]].shape)
+        normalised = {int(a) % rank for a in np.ravel(axes)} if rank else set()
+        if rank != 4 or normalised != _MEAN_AXES:
+            raise self.unsupported(i, f"MEAN over axes {sorted(int(a) for a in np.ravel(axes))} of a rank-{rank} "
+                                      "input is not supported (only over height and width, axes 1 and 2)")
+        self._emit(i, SourceLayer(self._layer_name(i), "global_avg_pool", self.shape, (1, 1, self.shape[2])))
+
+    def _reshape(self, i: int) -> None:
+        declared = self.g.tensors[self.g.outputs(i)[0]].shape
+        n = self.shape[0] * self.shape[1] * self.shape[2]
+        if not declared or declared[-1] != n or any(d != 1 for d in declared[:-1]):
+            raise self.unsupported(i, f"reshape of {list(self.shape)} to {list(declared)} is not supported "
+                                      f"(only a flatten to [1, {n}])")
+        if self._is_flat():
+            return                    # already a vector: nothing to do
+        self._emit(i, SourceLayer(self._layer_name(i), "flatten", self.shape, (1, 1, n)))
+
+    def _relu(self, i: int) -> None:
+        act = Act.RELU if self.g.op_names[i] == "RELU" else Act.RELU6
+        self._check_declared(i, self.shape)
+        name = self._layer_name_base(i)
+        output = self.g.tensors[self.g.outputs(i)[0]].name
+        previous = self.layers[-1] if self.layers else None
+        if previous is not None and previous.kind in (*WEIGHTED_KINDS, "activation"):
+            previous.activation = _compose(previous.activation, act)
+            previous.fused += (name,)
+            previous.match_output = output
+        else:
+            self.layers.append(SourceLayer(self._unique(name), "activation", self.shape, self.shape,
+                                           activation=act, match_output=output))
+
+    def _softmax(self, i: int) -> None:
+        g = self.g
+        if g.outputs(i)[0] not in g._indices(g.graph.outputs):
+            raise self.unsupported(i, "SOFTMAX is only supported as the model's last operator")
+        beta = float(self._options(i).beta)
+        if beta != 1.0:
+            raise self.unsupported(i, f"SOFTMAX with beta {beta} is not supported (only 1)")
+        if not self._is_flat():
+            raise self.unsupported(i, f"SOFTMAX over a non-flat {list(self.shape)} output is not supported")
+        self.head_activation = "softmax"
+
+
+def load_tflite_model(path: Path) -> SourceModel:
+    """Imports a float32 `.tflite` file (see the module docstring for what is supported)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ModelFormatError(f"{path}: cannot read ({e.strerror})") from None
+    graph = _TFLiteGraph(path, data)
+    builder = _ChainBuilder(graph)
+    input_shape, layers = builder.build()
+    return SourceModel(name=path.stem, path=path, input_shape=input_shape, layers=layers,
+                       param_bytes=4 * builder.param_count, head_activation=builder.head_activation)
