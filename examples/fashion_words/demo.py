@@ -29,6 +29,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="examples/build", help="folder for data, models and merged files")
     parser.add_argument("--presets", default="accu,light", help="comma-separated merge presets to run")
+    parser.add_argument("--steps", type=int, default=1000,
+                        help="calibration steps after merging (0: merge only, no calibration)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -44,12 +46,14 @@ def main() -> None:
     summary = {}
     for preset in args.presets.split(","):
         merged = out / f"merged_{preset}.emm"
-        run(em + ["merge", *models, "-o", merged, "--preset", preset])
+        calib = (["--calib", f"fashion={out / 'fashion_train.npz'}", "--calib", f"words={out / 'words_train.npz'}",
+                  "--steps", str(args.steps)] if args.steps else [])
+        run(em + ["merge", *models, "-o", merged, "--preset", preset, *calib])
         run(em + ["inspect", merged])
         info = json.loads(run(em + ["inspect", merged, "--json"], capture=True))
         run(em + ["eval", merged, *data, *refs])
         result = json.loads(run(em + ["eval", merged, *data, *refs, "--json"], capture=True))
-        summary[preset] = {"file_bytes": info["file_bytes"], "original_bytes": info["original_bytes"],
+        summary[preset] = {"calibration_steps": args.steps, "file_bytes": info["file_bytes"], "original_bytes": info["original_bytes"],
                            "compression": info["compression"], "context_bytes": info["context_bytes"],
                            "tasks": result["tasks"]}
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
