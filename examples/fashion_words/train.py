@@ -134,7 +134,15 @@ def export_tflite(tf, model, path: Path) -> None:
     # The conversion goes through a SavedModel export that prints every captured variable; keep quiet.
     with contextlib.redirect_stdout(io.StringIO()):
         flatbuffer = converter.convert()
-    path.write_bytes(flatbuffer)
+    write_atomically(path, lambda tmp: Path(tmp).write_bytes(flatbuffer))
+
+
+def write_atomically(path: Path, write) -> None:
+    """Calls `write(temporary path)` and then renames the result to `path`, so that other processes
+    reading the models (a merge running alongside) never see a half-written file."""
+    tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")      # keeps the suffix Keras insists on
+    write(str(tmp))
+    os.replace(tmp, path)
 
 
 def tflite_predict(path: Path, x: np.ndarray, batch: int = 500, threads: int = THREADS) -> np.ndarray:
@@ -180,9 +188,10 @@ def train_one(tf, name: str, spec: dict, data_dir: Path, out_dir: Path, seed: in
     keras_path, tflite_path = out_dir / f"{name}.keras", out_dir / f"{name}.tflite"
     # Saved from an uncompiled copy: the .keras file then holds the weights only, not Adam's two moment
     # estimates per weight (which would triple its size and are of no use to inference or merging).
-    inference_model = keras.models.clone_model(model)
+    # (keras.models.clone_model would not do: it compiles the clone like the original.)
+    inference_model = type(model).from_config(model.get_config())
     inference_model.set_weights(model.get_weights())
-    inference_model.save(keras_path)
+    write_atomically(keras_path, inference_model.save)
     export_tflite(tf, model, tflite_path)
     tflite_top1 = tflite_predict(tflite_path, x_test).argmax(axis=1)
     agreement = float(np.mean(tflite_top1 == keras_top1))
