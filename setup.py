@@ -56,6 +56,8 @@ setup(
         "tensorflow>=2.16",
         "h5py>=3.10",
         "ai-edge-litert>=1.2",
+        "scipy>=1.11",
+        "matplotlib>=3.8",
     ],
     entry_points={"console_scripts": ["edgemerge=edgemerge.cli:main"]},
     zip_safe=False,

@@ -31,6 +31,23 @@ def fix_crcs(data: bytes | bytearray) -> bytes:
     return bytes(buf)
 
 
+def reseal(data: bytes | bytearray) -> bytes:
+    """fix_crcs for arbitrary bytes (fuzzer inputs): every read bounded by the buffer, sections that do not
+    fit it left alone, nothing to do below 64 bytes."""
+    buf = bytearray(data)
+    if len(buf) < F.HEADER_BYTES:
+        return bytes(buf)
+    count = min(struct.unpack_from("<I", buf, 24)[0], (len(buf) - F.HEADER_BYTES) // F.SECTION_ENTRY_BYTES)
+    for i in range(count):
+        entry = 64 + 32 * i
+        offset, size = struct.unpack_from("<QQ", buf, entry + 8)
+        if offset <= len(buf) and size <= len(buf) - offset:
+            struct.pack_into("<I", buf, entry + 24, zlib.crc32(bytes(buf[offset:offset + size])))
+    struct.pack_into("<I", buf, 48, zlib.crc32(bytes(buf[64:64 + 32 * count])))
+    struct.pack_into("<I", buf, 60, zlib.crc32(bytes(buf[:60])))
+    return bytes(buf)
+
+
 def patch_u32(data: bytes, offset: int, value: int, fix: bool = True) -> bytes:
     buf = bytearray(data)
     struct.pack_into("<I", buf, offset, value)

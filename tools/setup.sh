@@ -19,7 +19,16 @@ APT_PACKAGES+=(
   gcc-aarch64-linux-gnu g++-aarch64-linux-gnu            # rpi4/rpi5/jetson-nano/imx8m (aarch64)
   gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf        # rpi3-armhf (armv7 NEON/VFPv4, hard float)
   qemu-user-static                                       # runs the cross-built em_run and C tests
+  libc6:arm64 libc6:armhf                                # what qemu's -L / loads (boards/*.toml [qemu])
   libopenblas-dev:arm64 libopenblas-dev:armhf            # static libopenblas.a for the ARM boards
+)
+
+# --- robustness: libFuzzer (clang + its runtime), symbolized sanitizer reports, valgrind --------------
+# What `make test-robustness` needs (runtime_c/fuzz/README.md): the libFuzzer target is built with clang
+# (libclang-rt-dev pulls the compiler-rt of Debian's default clang, 14 on bookworm), llvm gives
+# llvm-symbolizer for readable ASan/UBSan stacks, valgrind runs memcheck on em_run.
+APT_PACKAGES+=(
+  clang libclang-rt-dev llvm valgrind
 )
 
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -35,12 +44,21 @@ for pkg in "${APT_PACKAGES[@]}"; do
   esac
 done
 
+# dpkg -s refuses a bare name installed for several architectures (libopenblas-dev once :arm64 is
+# there too): then ask for the native one.
+is_installed() {
+  dpkg -s "$1" >/dev/null 2>&1 && return 0
+  case "$1" in *:*) return 1 ;; esac
+  dpkg -s "$1:$(dpkg --print-architecture)" >/dev/null 2>&1
+}
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  is_installed "$pkg" || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ] || [ "$need_update" -eq 1 ]; then
-  $SUDO apt-get update -qq
+  # A mirror in mid-sync can fail one index (seen here: bookworm-security armhf); the install below
+  # still fails loudly if a package it needs is really missing.
+  $SUDO apt-get update -qq || echo "setup: warning: apt-get update reported errors; installing from the lists it has" >&2
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"

@@ -46,6 +46,7 @@ typedef struct em_tensor {
 } em_tensor;
 
 struct em_op_registration;
+struct em_kernel;
 
 typedef struct em_node {
     uint32_t id;    /* position in GRAPH, for messages */
@@ -66,8 +67,32 @@ typedef struct em_node {
     const em_tensor *bias;
     const char *name; /* from META node.N.name, or "" */
     const struct em_op_registration *reg;
-    size_t scratch_bytes; /* set by prepare() */
+    size_t scratch_bytes; /* set by prepare() for the reference kernel, then by the chosen kernel's plan() */
+
+    /* Chosen at load by em_op_choose_kernel() (em_ops.c), after prepare() validated the node. */
+    const struct em_kernel *kernel;
+    void *packed;        /* model-owned data the kernel prepared at load (unpacked indices...), or NULL */
+    size_t packed_bytes; /* set by the kernel's plan() */
+    /* Table sharing (LUT ops): the part of scratch_bytes that is the lookup table, at the start of the
+     * scratch, and whether another node reading the same value with the same codebook, r and table
+     * layout may reuse it (set by plan()). table_group is EM_NONE or the node's group in the model. */
+    size_t table_bytes;
+    int table_shareable;
+    uint32_t table_group;
+
+    /* The context plan (em_plan.c): byte offsets in the context arena, and the last node that reads
+     * this node's value (node_count: kept to the end of a run, e.g. a task output). */
+    size_t output_offset;
+    size_t scratch_offset;
+    uint32_t last_use;
 } em_node;
+
+/* Nodes that share one lookup table: the first of them to run in a run builds it, the others reuse it. */
+typedef struct em_table_group {
+    uint32_t first_node, last_node;
+    size_t bytes;
+    size_t offset; /* in the context arena */
+} em_table_group;
 
 typedef struct em_task {
     char name[EM_TASK_NAME_BYTES]; /* NUL-terminated copy */
@@ -96,14 +121,28 @@ struct em_model {
     char *name_pool;        /* NUL-terminated node names */
     size_t max_scratch_bytes;
     size_t context_bytes;
+    uint32_t kernels;            /* EM_KERNELS_* the nodes' kernels were chosen from (never AUTO) */
+    unsigned char *packed_arena; /* one allocation holding every node's packed data, or NULL */
+    em_table_group *table_groups; /* [table_group_count], or NULL */
+    uint32_t table_group_count;
+    size_t arena_bytes; /* the planned activations + scratch + shared tables of one context */
 };
+
+/* Per-node profiling counters of a context (em_node_profile, kept internally). */
+typedef struct em_profile_counters {
+    uint64_t runs, total_ns, table_ns, accumulate_ns;
+} em_profile_counters;
 
 struct em_context {
     const em_model *model;
     const float **inputs; /* [input_count], bound only for the duration of a run */
-    float **node_outputs; /* [node_count], one buffer per node value */
+    float **node_outputs; /* [node_count], each node's value in the arena (buffers reused by liveness) */
+    float **node_scratch; /* [node_count] */
     uint64_t *node_runs;  /* [node_count] */
-    float *scratch;       /* max scratch of any node, shared because nodes run one at a time */
+    em_profile_counters *profile; /* [node_count] */
+    unsigned char *table_ready;   /* [table_group_count]: the group's table holds this run's values */
+    int profiling;
+    unsigned char *arena;
 };
 
 /* Walks the context layout: with base == NULL only measures (*total = bytes em_context_size reports,
@@ -111,6 +150,13 @@ struct em_context {
  * context out there and returns it in *out_ctx. Returns 0 if a size overflows size_t. */
 int em_context_layout(const em_model *model, unsigned char *base, size_t *total, em_context **out_ctx);
 
+/* The context plan (em_plan.c), run at the end of em_model_load: last uses, table-sharing groups, and
+ * arena offsets of every node's output and scratch and of every group's table, so that buffers whose
+ * lifetimes do not overlap share memory. Its temporary memory comes from the model's allocator. */
+em_status em_plan_context(em_model *model, em_error *err);
+
+/* Monotonic nanoseconds for profiling (em_platform.c; a board without a clock returns 0). */
+uint64_t em_platform_now_ns(void);
 /* ---------------------------------------------------------------------------------------------
  * Op table (TFLM style). prepare() validates a node once at load time against the op's rules in
  * FORMAT.md (field usage, tensor dtype/rank/dims, recomputed output shape) and sets
@@ -136,6 +182,56 @@ typedef struct em_op_registration {
 const em_op_registration *em_op_find(uint32_t op);
 /* A registration by kernel name ("conv2d_ref"), or NULL; for tests and benchmarks. */
 const em_op_registration *em_op_find_kernel(const char *kernel_name);
+
+/* ---------------------------------------------------------------------------------------------
+ * Kernels. A kernel computes one op; the reference kernels (src/ref/) are kernels with only `eval`.
+ * Fast kernels (src/opt/ algorithms over the per-ISA micro-kernels of src/x86/, src/arm/) add:
+ *   plan(): after the op's prepare() validated the node, sets node->scratch_bytes, packed_bytes,
+ *           table_bytes and table_shareable for this kernel (may fail with LIMIT);
+ *   pack(): fills node->packed (packed_bytes, 64-byte aligned, model-owned) once at load;
+ *   run():  computes, with the run environment (scratch, shared table, profiling).
+ * --------------------------------------------------------------------------------------------- */
+struct em_micro;
+
+typedef struct em_kernel_env {
+    float *scratch;             /* node->scratch_bytes (less table_bytes when the table is shared) */
+    float *shared_table;        /* the node's table group buffer, or NULL: the table is in scratch */
+    unsigned char *table_ready; /* with shared_table: 1 when it already holds this run's table */
+    em_profile_counters *profile; /* NULL unless profiling: kernels add table_ns / accumulate_ns */
+} em_kernel_env;
+
+typedef em_status (*em_kernel_plan_fn)(const em_model *model, em_node *node, em_error *err);
+typedef void (*em_kernel_pack_fn)(const em_model *model, em_node *node);
+typedef void (*em_kernel_run_fn)(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+
+typedef int (*em_kernel_supports_fn)(const em_node *node);
+
+typedef struct em_kernel {
+    uint32_t op;
+    const char *name; /* <op>_<dtype>_<algorithm>_<isa>, e.g. "lut_conv2d_f32_avx2"; "<op>_ref" for the spec */
+    em_kernel_supports_fn supports; /* NULL: every valid node of the op; else whether it can run this one */
+    em_kernel_plan_fn plan; /* NULL: the op's prepare() already set the scratch */
+    em_kernel_pack_fn pack; /* NULL: no packed data */
+    em_kernel_run_fn run;   /* NULL: call eval (reference kernels) */
+    em_eval_fn eval;
+    const struct em_micro *micro; /* the ISA micro-kernels a fast kernel runs on, or NULL */
+} em_kernel;
+
+/* The single place that chooses a node's kernel from the set `kernels` (never AUTO), by op, shape and
+ * what the CPU supports. Called after prepare() succeeded. */
+const em_kernel *em_op_choose_kernel(const em_model *model, const em_node *node, uint32_t kernels);
+/* Every kernel this build has for `op` under the set `kernels` (for parity tests and benchmarks),
+ * whether or not it supports a given node: writes up to `max` pointers, returns how many there are. */
+size_t em_op_kernels_for(uint32_t op, uint32_t kernels, const em_kernel **out, size_t max);
+/* A kernel by name, or NULL. */
+const em_kernel *em_kernel_find(const char *name);
+/* Resolves AUTO to the best set this CPU supports. */
+uint32_t em_kernels_resolve(uint32_t kernels);
+/* em_model_load_ex with `force` used for every node of force->op that it supports (other nodes get
+ * the set's choice): parity tests and benchmarks run one particular kernel through the whole loader
+ * (plan, pack, context plan). force may be NULL. */
+em_status em_model_load_forced(const void *data, size_t size, const em_allocator *allocator, uint32_t kernels,
+                               const em_kernel *force, em_model **out_model, em_error *err);
 
 /* ---------------------------------------------------------------------------------------------
  * Helpers

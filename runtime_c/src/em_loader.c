@@ -9,7 +9,10 @@
  *      checked products, nbytes, contiguous aligned offsets, zero padding);
  *   3. every node through its op's prepare() in node order (tensor references, dims, recomputed
  *      output shapes, index values < C), then the tasks against the graph;
- *   4. the run plan: each task's nodes, node names, scratch and context sizes.
+ *   4. the run plan: each task's nodes, node names;
+ *   5. a kernel per node (em_op_choose_kernel, from the requested kernel set), its plan (scratch) and
+ *      packed data (e.g. unpacked indices, one allocation for all nodes), then the context plan
+ *      (em_plan.c: liveness-based buffer offsets, shared LUT tables) and the context size.
  *
  * Conventions: every read of the file goes through read_bytes(), which fails with "truncated";
  * every failure returns at the line that found it, through em_fail(), with a message naming the
@@ -221,6 +224,9 @@ static em_status parse_header(const uint8_t *data, size_t size, uint32_t *versio
         return em_fail(err, EM_STATUS_CORRUPT, "header.reserved0/reserved1: 0x%08" PRIX32 "/0x%08" PRIX32
                        ", expected 0", le32(h + H_RESERVED0), le32(h + H_RESERVED1));
     file_bytes = le64(h + H_FILE_BYTES);
+    if (file_bytes > EM_MAX_FILE_BYTES)
+        return em_fail(err, EM_STATUS_LIMIT, "header.file_bytes: %" PRIu64 " exceeds MAX_FILE_BYTES %" PRIu64,
+                       file_bytes, (uint64_t)EM_MAX_FILE_BYTES);
     if (file_bytes > (uint64_t)size)
         return em_fail(err, EM_STATUS_TRUNCATED, "header.file_bytes: %" PRIu64 ", but the buffer has %zu bytes: "
                        "truncated", file_bytes, size);
@@ -1024,7 +1030,49 @@ static int host_is_little_endian_ieee754(void)
     return bits == EM_SENTINEL_F32_BITS && first == 1;
 }
 
-static em_status load(em_loader *L, const uint8_t *data, size_t size, em_error *err)
+/* ---------------------------------------------------------------------------------------------
+ * 5. Kernels: one per node from the requested set, their plans and packed data
+ * --------------------------------------------------------------------------------------------- */
+
+static em_status choose_kernels(em_model *m, const em_kernel *force, em_error *err)
+{
+    size_t total = 0, at;
+    uint32_t i;
+    em_status st;
+    for (i = 0; i < m->node_count; ++i) {
+        em_node *node = &m->nodes[i];
+        if (force != NULL && force->op == node->op && (force->supports == NULL || force->supports(node)))
+            node->kernel = force;
+        else
+            node->kernel = em_op_choose_kernel(m, node, m->kernels);
+        node->packed = NULL;
+        node->packed_bytes = 0;
+        node->table_bytes = 0;
+        node->table_shareable = 0;
+        if (node->kernel->plan != NULL && (st = node->kernel->plan(m, node, err)) != EM_STATUS_OK) return st;
+        if (!em_align_size(total, EM_CONTEXT_ALIGNMENT, &total) || !em_add_size(total, node->packed_bytes, &total))
+            return em_fail_node(err, EM_STATUS_LIMIT, node, "packed kernel data does not fit in size_t");
+    }
+    if (total == 0) return EM_STATUS_OK;
+    /* one allocation for every node's packed data; the allocator promises 16-byte alignment, the
+     * kernels want 64 (cache lines, vector loads): over-allocate and align inside */
+    if (!em_add_size(total, EM_CONTEXT_ALIGNMENT, &total))
+        return em_fail(err, EM_STATUS_LIMIT, "packed kernel data does not fit in size_t");
+    m->packed_arena = (unsigned char *)alloc_array(&m->allocator, total, 1, "packed kernel data", &st, err);
+    if (m->packed_arena == NULL) return st;
+    at = (EM_CONTEXT_ALIGNMENT - (size_t)((uintptr_t)m->packed_arena % EM_CONTEXT_ALIGNMENT)) % EM_CONTEXT_ALIGNMENT;
+    for (i = 0; i < m->node_count; ++i) {
+        em_node *node = &m->nodes[i];
+        at = (at + EM_CONTEXT_ALIGNMENT - 1u) & ~(size_t)(EM_CONTEXT_ALIGNMENT - 1u);
+        if (node->packed_bytes == 0) continue;
+        node->packed = m->packed_arena + at;
+        at += node->packed_bytes;
+        node->kernel->pack(m, node);
+    }
+    return EM_STATUS_OK;
+}
+
+static em_status load(em_loader *L, const uint8_t *data, size_t size, const em_kernel *force, em_error *err)
 {
     em_model *m = L->model;
     uint32_t section_count = 0;
@@ -1039,14 +1087,57 @@ static em_status load(em_loader *L, const uint8_t *data, size_t size, em_error *
     if ((st = prepare_nodes(m, err)) != EM_STATUS_OK) return st;
     if ((st = check_tasks(m, err)) != EM_STATUS_OK) return st;
     if ((st = attach_node_names(L, err)) != EM_STATUS_OK) return st;
+    if ((st = choose_kernels(m, force, err)) != EM_STATUS_OK) return st;
+    if ((st = em_plan_context(m, err)) != EM_STATUS_OK) return st;
     if (!em_context_layout(m, NULL, &m->context_bytes, NULL))
-        return em_fail(err, EM_STATUS_LIMIT, "context: the activations of every value plus %zu bytes of scratch do "
-                       "not fit in size_t", m->max_scratch_bytes);
+        return em_fail(err, EM_STATUS_LIMIT, "context: the planned arena of %zu bytes plus bookkeeping does not fit "
+                       "in size_t", m->arena_bytes);
+    return EM_STATUS_OK;
+}
+
+/* The kernel set em_model_load uses: EM_KERNELS from the environment where the platform has one. */
+static em_status default_kernels(uint32_t *kernels, em_error *err)
+{
+    *kernels = EM_KERNELS_AUTO;
+#if !defined(EM_PLATFORM_NO_GETENV)
+    {
+        const char *name = getenv("EM_KERNELS");
+        if (name != NULL && name[0] != '\0' && !em_kernels_from_name(name, kernels))
+            return em_fail(err, EM_STATUS_BAD_ARGUMENT, "environment variable EM_KERNELS='%s' names no kernel set "
+                           "(auto, ref, generic, sse2, avx2, avx512, neon)", name);
+    }
+#endif
     return EM_STATUS_OK;
 }
 
 em_status em_model_load(const void *data, size_t size, const em_allocator *allocator, em_model **out_model,
                         em_error *err)
+{
+    em_load_options options;
+    em_status st;
+    if (out_model != NULL) *out_model = NULL;
+    memset(&options, 0, sizeof options);
+    if ((st = default_kernels(&options.kernels, err)) != EM_STATUS_OK) return st;
+    return em_model_load_ex(data, size, allocator, &options, out_model, err);
+}
+
+em_status em_model_load_ex(const void *data, size_t size, const em_allocator *allocator,
+                           const em_load_options *options, em_model **out_model, em_error *err)
+{
+    uint32_t kernels = EM_KERNELS_AUTO, i;
+    if (out_model != NULL) *out_model = NULL;
+    if (options != NULL) {
+        for (i = 0; i < sizeof options->reserved / sizeof options->reserved[0]; ++i)
+            if (options->reserved[i] != 0)
+                return em_fail(err, EM_STATUS_BAD_ARGUMENT, "em_model_load: options.reserved[%u] must be 0",
+                               (unsigned)i);
+        kernels = options->kernels;
+    }
+    return em_model_load_forced(data, size, allocator, kernels, NULL, out_model, err);
+}
+
+em_status em_model_load_forced(const void *data, size_t size, const em_allocator *allocator, uint32_t kernels,
+                               const em_kernel *force, em_model **out_model, em_error *err)
 {
     em_allocator a;
     em_loader L;
@@ -1054,9 +1145,17 @@ em_status em_model_load(const void *data, size_t size, const em_allocator *alloc
 
     if (out_model != NULL) *out_model = NULL;
     if (out_model == NULL) return em_fail(err, EM_STATUS_BAD_ARGUMENT, "em_model_load: out_model is NULL");
+    if (kernels >= EM_KERNELS_COUNT)
+        return em_fail(err, EM_STATUS_BAD_ARGUMENT, "em_model_load: unknown kernel set %u", (unsigned)kernels);
+    if (!em_kernels_available(kernels))
+        return em_fail(err, EM_STATUS_UNSUPPORTED, "em_model_load: kernel set '%s' is not available on this CPU or "
+                       "in this build (%s)", em_kernels_name(kernels), em_runtime_cpu_features());
     if (data == NULL) return em_fail(err, EM_STATUS_BAD_ARGUMENT, "em_model_load: data is NULL");
     if (allocator != NULL && (allocator->alloc == NULL || allocator->free == NULL))
         return em_fail(err, EM_STATUS_BAD_ARGUMENT, "em_model_load: allocator needs both alloc and free");
+    if ((uint64_t)size > EM_MAX_FILE_BYTES)
+        return em_fail(err, EM_STATUS_LIMIT, "em_model_load: a buffer of %zu bytes exceeds MAX_FILE_BYTES %" PRIu64,
+                       size, (uint64_t)EM_MAX_FILE_BYTES);
     if (((uintptr_t)data & 3u) != 0)
         return em_fail(err, EM_STATUS_MISALIGNED, "em_model_load: buffer at %p is not 4-byte aligned (float32 "
                        "tensors are used in place; 64-byte alignment is recommended)", data);
@@ -1075,10 +1174,11 @@ em_status em_model_load(const void *data, size_t size, const em_allocator *alloc
     L.model = (em_model *)alloc_array(&a, 1, sizeof *L.model, "the model", &st, err);
     if (L.model == NULL) return st;
     L.model->allocator = a;
+    L.model->kernels = em_kernels_resolve(kernels);
     L.model->data = (const uint8_t *)data;
     L.model->size = size;
 
-    st = load(&L, (const uint8_t *)data, size, err);
+    st = load(&L, (const uint8_t *)data, size, force, err);
     if (L.meta != NULL) a.free(a.user, L.meta);
     if (st != EM_STATUS_OK) {
         em_model_free(L.model);
@@ -1100,5 +1200,7 @@ void em_model_free(em_model *model)
     if (model->tasks) a.free(a.user, model->tasks);
     if (model->plan_nodes) a.free(a.user, model->plan_nodes);
     if (model->name_pool) a.free(a.user, model->name_pool);
+    if (model->packed_arena) a.free(a.user, model->packed_arena);
+    if (model->table_groups) a.free(a.user, model->table_groups);
     a.free(a.user, model);
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "em_internal.h"
+#include "opt/em_opt_kernels.h"
 #include "ref/em_ref_kernels.h"
 
 uint32_t em_index_bits(uint32_t codewords)
@@ -434,4 +435,215 @@ const em_op_registration *em_op_find_kernel(const char *kernel_name)
     for (i = 0; i < EM_REFERENCE_OP_COUNT; ++i)
         if (strcmp(em_reference_ops[i].kernel_name, kernel_name) == 0) return &em_reference_ops[i];
     return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Kernels and the choice between them
+ * --------------------------------------------------------------------------------------------- */
+
+/* The reference kernels, as kernels: eval only (their scratch was set by the op's prepare()). */
+static const em_kernel em_reference_kernels[] = {
+    {EM_OP_CONV2D, "conv2d_ref", NULL, NULL, NULL, NULL, em_conv2d_ref, NULL},
+    {EM_OP_DEPTHWISE_CONV2D, "depthwise_conv2d_ref", NULL, NULL, NULL, NULL, em_depthwise_conv2d_ref, NULL},
+    {EM_OP_DENSE, "dense_ref", NULL, NULL, NULL, NULL, em_dense_ref, NULL},
+    {EM_OP_MAX_POOL, "max_pool_ref", NULL, NULL, NULL, NULL, em_max_pool_ref, NULL},
+    {EM_OP_AVG_POOL, "avg_pool_ref", NULL, NULL, NULL, NULL, em_avg_pool_ref, NULL},
+    {EM_OP_GLOBAL_AVG_POOL, "global_avg_pool_ref", NULL, NULL, NULL, NULL, em_global_avg_pool_ref, NULL},
+    {EM_OP_RESHAPE, "reshape_ref", NULL, NULL, NULL, NULL, em_reshape_ref, NULL},
+    {EM_OP_LUT_CONV2D, "lut_conv2d_ref", NULL, NULL, NULL, NULL, em_lut_conv2d_ref, NULL},
+    {EM_OP_LUT_DENSE, "lut_dense_ref", NULL, NULL, NULL, NULL, em_lut_dense_ref, NULL},
+    {EM_OP_ACTIVATION, "activation_ref", NULL, NULL, NULL, NULL, em_activation_ref, NULL},
+};
+
+/* The matrix-product kernels, once per micro-kernel table. Names: <op>_f32_<algorithm>_<isa>. */
+#define EM_MATRIX_KERNELS(isa, micro)                                                                          \
+    {EM_OP_LUT_CONV2D, "lut_conv2d_f32_" isa, em_lut_conv2d_planar_supports, em_lut_conv2d_planar_plan,        \
+     em_lut_conv2d_planar_pack, em_lut_conv2d_planar_run, NULL, &(micro)},                                     \
+    {EM_OP_LUT_CONV2D, "lut_conv2d_f32_decoded_" isa, NULL, em_lut_conv2d_decoded_plan,                        \
+     em_lut_conv2d_decoded_pack, em_lut_conv2d_decoded_run, NULL, &(micro)},                                   \
+    {EM_OP_LUT_DENSE, "lut_dense_f32_" isa, NULL, em_lut_dense_plan, em_lut_dense_pack, em_lut_dense_run, NULL, \
+     &(micro)},                                                                                                \
+    {EM_OP_CONV2D, "conv2d_f32_direct_" isa, NULL, em_conv2d_direct_plan, NULL, em_conv2d_direct_run, NULL,    \
+     &(micro)},                                                                                                \
+    {EM_OP_DENSE, "dense_f32_gemv_" isa, NULL, em_opt_plan_no_scratch, NULL, em_dense_gemv_run, NULL, &(micro)}
+
+static const em_kernel em_fast_kernels[] = {
+    EM_MATRIX_KERNELS("generic", em_micro_generic),
+#if defined(EM_HAVE_X86_SIMD)
+    EM_MATRIX_KERNELS("sse2", em_micro_sse2),
+    EM_MATRIX_KERNELS("avx2", em_micro_avx2),
+    EM_MATRIX_KERNELS("avx512", em_micro_avx512),
+#endif
+#if defined(EM_HAVE_NEON)
+    EM_MATRIX_KERNELS("neon", em_micro_neon),
+#endif
+#if defined(EM_HAVE_OPENBLAS)
+    {EM_OP_CONV2D, "conv2d_f32_1x1_blas", em_conv2d_1x1_supports, em_opt_plan_no_scratch, NULL, em_conv2d_1x1_run,
+     NULL, &em_micro_blas},
+    {EM_OP_CONV2D, "conv2d_f32_im2col_blas", NULL, em_conv2d_im2col_plan, NULL, em_conv2d_im2col_run, NULL,
+     &em_micro_blas},
+    {EM_OP_DENSE, "dense_f32_gemv_blas", NULL, em_opt_plan_no_scratch, NULL, em_dense_gemv_run, NULL, &em_micro_blas},
+#endif
+    /* ops without a matrix product: one portable kernel serves every fast set */
+    {EM_OP_DEPTHWISE_CONV2D, "depthwise_conv2d_f32_direct", NULL, em_opt_plan_no_scratch, NULL,
+     em_depthwise_conv2d_direct_run, NULL, NULL},
+    {EM_OP_MAX_POOL, "max_pool_f32", NULL, em_opt_plan_no_scratch, NULL, em_max_pool_run, NULL, NULL},
+    {EM_OP_AVG_POOL, "avg_pool_f32", NULL, em_opt_plan_no_scratch, NULL, em_avg_pool_run, NULL, NULL},
+    {EM_OP_GLOBAL_AVG_POOL, "global_avg_pool_f32", NULL, em_opt_plan_no_scratch, NULL, em_global_avg_pool_run, NULL,
+     NULL},
+    {EM_OP_RESHAPE, "reshape_f32_copy", NULL, em_opt_plan_no_scratch, NULL, em_copy_activate_run, NULL, NULL},
+    {EM_OP_ACTIVATION, "activation_f32", NULL, em_opt_plan_no_scratch, NULL, em_copy_activate_run, NULL, NULL},
+};
+
+#define EM_COUNT(array) (sizeof(array) / sizeof((array)[0]))
+
+const em_kernel *em_kernel_find(const char *name)
+{
+    size_t i;
+    if (name == NULL) return NULL;
+    for (i = 0; i < EM_COUNT(em_reference_kernels); ++i)
+        if (strcmp(em_reference_kernels[i].name, name) == 0) return &em_reference_kernels[i];
+    for (i = 0; i < EM_COUNT(em_fast_kernels); ++i)
+        if (strcmp(em_fast_kernels[i].name, name) == 0) return &em_fast_kernels[i];
+    return NULL;
+}
+
+/* The micro-kernel table of a fast set, or NULL if this build has none for it. */
+static const em_micro *micro_for(uint32_t kernels)
+{
+    switch (kernels) {
+    case EM_KERNELS_GENERIC: return &em_micro_generic;
+#if defined(EM_HAVE_X86_SIMD)
+    case EM_KERNELS_SSE2: return &em_micro_sse2;
+    case EM_KERNELS_AVX2: return &em_micro_avx2;
+    case EM_KERNELS_AVX512: return &em_micro_avx512;
+#endif
+#if defined(EM_HAVE_NEON)
+    case EM_KERNELS_NEON: return &em_micro_neon;
+#endif
+    default: return NULL;
+    }
+}
+
+static int kernel_in_set(const em_kernel *k, const em_micro *micro)
+{
+    if (k->micro == NULL) return 1; /* portable: part of every fast set */
+#if defined(EM_HAVE_OPENBLAS)
+    if (k->micro == &em_micro_blas) return 1; /* BLAS serves every fast set */
+#endif
+    return k->micro == micro;
+}
+
+size_t em_op_kernels_for(uint32_t op, uint32_t kernels, const em_kernel **out, size_t max)
+{
+    size_t i, n = 0;
+    const em_micro *micro;
+    if (kernels == EM_KERNELS_REFERENCE) {
+        for (i = 0; i < EM_COUNT(em_reference_kernels); ++i)
+            if (em_reference_kernels[i].op == op) {
+                if (n < max) out[n] = &em_reference_kernels[i];
+                ++n;
+            }
+        return n;
+    }
+    micro = micro_for(em_kernels_resolve(kernels));
+    if (micro == NULL) return 0;
+    for (i = 0; i < EM_COUNT(em_fast_kernels); ++i) {
+        const em_kernel *k = &em_fast_kernels[i];
+        if (k->op != op || !kernel_in_set(k, micro)) continue;
+        if (n < max) out[n] = k;
+        ++n;
+    }
+    return n;
+}
+
+/* The kernel named `algorithm`_<isa of micro> (just `algorithm` for the portable ones, micro NULL),
+ * if it supports the node. */
+static const em_kernel *find_algorithm(uint32_t op, const em_micro *micro, const char *algorithm, const em_node *node)
+{
+    const size_t len = strlen(algorithm);
+    size_t i;
+    for (i = 0; i < EM_COUNT(em_fast_kernels); ++i) {
+        const em_kernel *k = &em_fast_kernels[i];
+        if (k->op != op || k->micro != micro || strncmp(k->name, algorithm, len) != 0) continue;
+        if (micro != NULL ? (k->name[len] != '_' || strcmp(k->name + len + 1, micro->isa) != 0) : k->name[len] != '\0')
+            continue;
+        return k->supports == NULL || k->supports(node) ? k : NULL;
+    }
+    return NULL;
+}
+
+static const em_kernel *portable_kernel(uint32_t op, const em_node *node)
+{
+    size_t i;
+    for (i = 0; i < EM_COUNT(em_fast_kernels); ++i) {
+        const em_kernel *k = &em_fast_kernels[i];
+        if (k->op == op && k->micro == NULL && (k->supports == NULL || k->supports(node))) return k;
+    }
+    return NULL;
+}
+
+static const em_kernel *reference_kernel(uint32_t op)
+{
+    size_t i;
+    for (i = 0; i < EM_COUNT(em_reference_kernels); ++i)
+        if (em_reference_kernels[i].op == op) return &em_reference_kernels[i];
+    return NULL;
+}
+
+/* Matrix products at least this large (multiply-adds) go to a linked BLAS: below it, OpenBLAS's
+ * per-call overhead (argument checks, packing, thread dispatch) costs more than the runtime's own
+ * unpacked micro-kernels save; see em_bench_kernels. */
+#ifndef EM_BLAS_MIN_MACS
+#define EM_BLAS_MIN_MACS (8u * 1024u * 1024u)
+#endif
+
+const em_kernel *em_op_choose_kernel(const em_model *model, const em_node *node, uint32_t kernels)
+{
+    const em_micro *micro;
+    const em_kernel *k = NULL;
+    uint64_t macs = 0;
+    (void)model;
+    if (kernels == EM_KERNELS_REFERENCE) return reference_kernel(node->op);
+    micro = micro_for(kernels);
+    if (micro == NULL) return reference_kernel(node->op); /* defensive: the loader checked availability */
+
+    switch (node->op) {
+    case EM_OP_LUT_CONV2D:
+        /* r = 1: the table would be x · codeword; decoding the (small) weights once is cheaper */
+        if (node->seg_len == 1 &&
+            (uint64_t)node->kernel_h * node->kernel_w * node->in.c * node->out.c * 4u <= EM_LUT_DECODE_MAX_BYTES)
+            k = find_algorithm(node->op, micro, "lut_conv2d_f32_decoded", node);
+        if (k == NULL) k = find_algorithm(node->op, micro, "lut_conv2d_f32", node);
+        break;
+    case EM_OP_LUT_DENSE:
+        k = find_algorithm(node->op, micro, "lut_dense_f32", node);
+        break;
+    case EM_OP_CONV2D:
+        macs = (uint64_t)node->out.numel * node->kernel_h * node->kernel_w * node->in.c;
+#if defined(EM_HAVE_OPENBLAS)
+        if (macs >= EM_BLAS_MIN_MACS) {
+            k = find_algorithm(node->op, &em_micro_blas, "conv2d_f32_1x1", node);
+            if (k == NULL) k = find_algorithm(node->op, &em_micro_blas, "conv2d_f32_im2col", node);
+            break;
+        }
+#endif
+        k = find_algorithm(node->op, micro, "conv2d_f32_direct", node);
+        break;
+    case EM_OP_DENSE:
+        macs = (uint64_t)node->in.numel * node->out.c;
+#if defined(EM_HAVE_OPENBLAS)
+        if (macs >= EM_BLAS_MIN_MACS) {
+            k = find_algorithm(node->op, &em_micro_blas, "dense_f32_gemv", node);
+            break;
+        }
+#endif
+        k = find_algorithm(node->op, micro, "dense_f32_gemv", node);
+        break;
+    default:
+        k = portable_kernel(node->op, node); /* ops without a matrix product: one kernel for every set */
+        break;
+    }
+    (void)macs;
+    return k != NULL ? k : reference_kernel(node->op);
 }

@@ -73,25 +73,6 @@ const char *em_op_name(uint32_t op)
     return reg != NULL ? reg->op_name : "unknown";
 }
 
-const char *em_runtime_cpu_features(void)
-{
-    /* Compile-time architecture for now; run-time feature detection (NEON dot product, AVX2/FMA)
-     * arrives with the per-architecture kernels. */
-#if defined(__aarch64__) || defined(_M_ARM64)
-    return "aarch64, scalar reference kernels";
-#elif defined(__arm__) || defined(_M_ARM)
-    return "arm (32-bit), scalar reference kernels";
-#elif defined(__x86_64__) || defined(_M_X64)
-    return "x86_64, scalar reference kernels";
-#elif defined(__i386__) || defined(_M_IX86)
-    return "x86 (32-bit), scalar reference kernels";
-#elif defined(__riscv)
-    return "riscv, scalar reference kernels";
-#else
-    return "unknown architecture, scalar reference kernels";
-#endif
-}
-
 /* ---------------------------------------------------------------------------------------------
  * Model accessors
  * --------------------------------------------------------------------------------------------- */
@@ -163,8 +144,13 @@ em_status em_model_node_info(const em_model *model, uint32_t node, em_node_info 
     out->seg_len = n->seg_len;
     out->codewords = n->codewords;
     out->name = n->name;
-    out->kernel = n->reg->kernel_name;
+    out->kernel = n->kernel->name;
     return EM_STATUS_OK;
+}
+
+uint32_t em_model_kernels(const em_model *model)
+{
+    return model != NULL ? model->kernels : EM_KERNELS_REFERENCE;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -181,8 +167,11 @@ static int reserve(size_t *cursor, size_t bytes, size_t *start)
 int em_context_layout(const em_model *model, unsigned char *base, size_t *total, em_context **out_ctx)
 {
     /* One walk both measures (base == NULL) and lays out, so the size and the layout cannot disagree.
-     * Offsets are relative to a 64-byte aligned base; *total includes the slack to align any base. */
-    size_t cursor = 0, at_ctx, at_inputs, at_outputs, at_runs, at_scratch, bytes, at;
+     * Offsets are relative to a 64-byte aligned base; *total includes the slack to align any base.
+     * Bookkeeping first, then the arena that em_plan_context() laid out: node values share bytes
+     * where their lifetimes do not overlap, so after a run only the task outputs are sure to be intact.
+     * Graph inputs are read in place from the caller's arrays. */
+    size_t cursor = 0, at_ctx, at_inputs, at_outputs, at_scratch, at_runs, at_profile, at_ready, at_arena, bytes;
     em_context *ctx = NULL;
     uint32_t i;
 
@@ -190,25 +179,32 @@ int em_context_layout(const em_model *model, unsigned char *base, size_t *total,
     if (!em_mul_size(model->input_count, sizeof(const float *), &bytes) || !reserve(&cursor, bytes, &at_inputs))
         return 0;
     if (!em_mul_size(model->node_count, sizeof(float *), &bytes) || !reserve(&cursor, bytes, &at_outputs)) return 0;
+    if (!reserve(&cursor, bytes, &at_scratch)) return 0;
     if (!em_mul_size(model->node_count, sizeof(uint64_t), &bytes) || !reserve(&cursor, bytes, &at_runs)) return 0;
+    if (!em_mul_size(model->node_count, sizeof(em_profile_counters), &bytes) || !reserve(&cursor, bytes, &at_profile))
+        return 0;
+    if (!reserve(&cursor, model->table_group_count, &at_ready)) return 0;
+    if (!reserve(&cursor, model->arena_bytes, &at_arena)) return 0;
     if (base != NULL) {
         ctx = (em_context *)(void *)(base + at_ctx);
         ctx->model = model;
         ctx->inputs = (const float **)(void *)(base + at_inputs);
         ctx->node_outputs = (float **)(void *)(base + at_outputs);
+        ctx->node_scratch = (float **)(void *)(base + at_scratch);
         ctx->node_runs = (uint64_t *)(void *)(base + at_runs);
-    }
-    /* One buffer per node value (no reuse between values: simple, and every intermediate stays
-     * inspectable after a run). Graph inputs are read in place from the caller's arrays. */
-    for (i = 0; i < model->node_count; ++i) {
-        if (!em_mul_size(model->nodes[i].out.numel, sizeof(float), &bytes) || !reserve(&cursor, bytes, &at)) return 0;
-        if (ctx != NULL) ctx->node_outputs[i] = (float *)(void *)(base + at);
-    }
-    if (!reserve(&cursor, model->max_scratch_bytes, &at_scratch)) return 0;
-    if (ctx != NULL) {
-        ctx->scratch = model->max_scratch_bytes != 0 ? (float *)(void *)(base + at_scratch) : NULL;
+        ctx->profile = (em_profile_counters *)(void *)(base + at_profile);
+        ctx->table_ready = base + at_ready;
+        ctx->arena = base + at_arena;
+        ctx->profiling = 0;
         for (i = 0; i < model->input_count; ++i) ctx->inputs[i] = NULL;
-        for (i = 0; i < model->node_count; ++i) ctx->node_runs[i] = 0;
+        for (i = 0; i < model->node_count; ++i) {
+            const em_node *node = &model->nodes[i];
+            ctx->node_outputs[i] = (float *)(void *)(ctx->arena + node->output_offset);
+            ctx->node_scratch[i] = (float *)(void *)(ctx->arena + node->scratch_offset);
+            ctx->node_runs[i] = 0;
+            memset(&ctx->profile[i], 0, sizeof ctx->profile[i]);
+        }
+        for (i = 0; i < model->table_group_count; ++i) ctx->table_ready[i] = 0;
     }
     if (!em_add_size(cursor, EM_CONTEXT_ALIGNMENT - 1u, total)) return 0;
     if (out_ctx != NULL) *out_ctx = ctx;
@@ -244,6 +240,28 @@ uint64_t em_context_node_runs(const em_context *ctx, uint32_t node)
     return ctx->node_runs[node];
 }
 
+em_status em_context_enable_profiling(em_context *ctx, int enable)
+{
+    uint32_t i;
+    if (ctx == NULL) return EM_STATUS_BAD_ARGUMENT;
+    if (enable && !ctx->profiling)
+        for (i = 0; i < ctx->model->node_count; ++i) memset(&ctx->profile[i], 0, sizeof ctx->profile[i]);
+    ctx->profiling = enable != 0;
+    return EM_STATUS_OK;
+}
+
+em_status em_context_node_profile(const em_context *ctx, uint32_t node, em_node_profile *out)
+{
+    const em_profile_counters *p;
+    if (ctx == NULL || out == NULL || node >= ctx->model->node_count) return EM_STATUS_BAD_ARGUMENT;
+    p = &ctx->profile[node];
+    out->runs = p->runs;
+    out->total_ns = p->total_ns;
+    out->table_ns = p->table_ns;
+    out->accumulate_ns = p->accumulate_ns;
+    return EM_STATUS_OK;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Runs
  * --------------------------------------------------------------------------------------------- */
@@ -257,8 +275,36 @@ static const float *value_data(const em_context *ctx, uint32_t value)
 static void run_node(em_context *ctx, uint32_t n)
 {
     const em_node *node = &ctx->model->nodes[n];
-    node->reg->eval(node, value_data(ctx, node->input), ctx->node_outputs[n], ctx->scratch);
+    const em_kernel *k = node->kernel;
+    const float *input = value_data(ctx, node->input);
+    em_profile_counters *profile = ctx->profiling ? &ctx->profile[n] : NULL;
+    const uint64_t start = profile != NULL ? em_platform_now_ns() : 0;
+    if (k->run != NULL) {
+        em_kernel_env env;
+        env.scratch = ctx->node_scratch[n];
+        env.shared_table = NULL;
+        env.table_ready = NULL;
+        env.profile = profile;
+        if (node->table_group != EM_NONE) {
+            env.shared_table = (float *)(void *)(ctx->arena + ctx->model->table_groups[node->table_group].offset);
+            env.table_ready = &ctx->table_ready[node->table_group];
+        }
+        k->run(node, input, ctx->node_outputs[n], &env);
+    } else {
+        k->eval(node, input, ctx->node_outputs[n], ctx->node_scratch[n]);
+    }
+    if (profile != NULL) {
+        profile->total_ns += em_platform_now_ns() - start;
+        ++profile->runs;
+    }
     ++ctx->node_runs[n];
+}
+
+/* Shared tables are valid for one run only: the inputs change between runs. */
+static void begin_run(em_context *ctx)
+{
+    uint32_t g;
+    for (g = 0; g < ctx->model->table_group_count; ++g) ctx->table_ready[g] = 0;
 }
 
 em_status em_run_task(em_context *ctx, uint32_t task, const float *input, size_t input_count, float *output,
@@ -288,6 +334,7 @@ em_status em_run_task(em_context *ctx, uint32_t task, const float *input, size_t
                        " logits, output holds %zu", task, t->name, t->classes, output_count);
 
     ctx->inputs[t->input] = input;
+    begin_run(ctx);
     for (k = 0; k < t->plan_node_count; ++k) run_node(ctx, m->plan_nodes[t->first_plan_node + k]);
     /* memmove: a task whose output is its input value may be called in place */
     memmove(output, value_data(ctx, t->output), (size_t)t->classes * sizeof(float));
@@ -314,6 +361,7 @@ em_status em_run_all(em_context *ctx, const float *const *inputs, float *const *
                            m->tasks[i].name);
 
     for (i = 0; i < m->input_count; ++i) ctx->inputs[i] = inputs[i];
+    begin_run(ctx);
     /* node order is a topological order, so a trunk shared by several tasks runs once */
     for (i = 0; i < m->node_count; ++i) run_node(ctx, i);
     for (i = 0; i < m->task_count; ++i)

@@ -370,8 +370,8 @@ void emb_extension(emb_builder *b, uint32_t kind, const void *payload, uint32_t 
 uint8_t *emb_finish(const emb_builder *b, size_t *size)
 {
     emb_bytes sec[5];
-    const emb_bytes *payload[5 + 16];
-    uint32_t kinds[5 + 16];
+    const emb_bytes *payload[5 + 64];
+    uint32_t kinds[5 + 64];
     uint32_t count = 0, i, k;
     emb_bytes file;
     size_t cursor, table_end;
@@ -391,7 +391,7 @@ uint8_t *emb_finish(const emb_builder *b, size_t *size)
     bytes_append(&sec[3], b->tensor_table.data, b->tensor_table.size);
     bytes_append(&sec[4], b->data.data, b->data.size);
 
-    if (b->ext_count > 16) die("too many extension sections");
+    if (b->ext_count > 64) die("too many extension sections");
     for (k = 0; k <= 5; ++k) {
         for (i = 0; i < b->ext_count; ++i)
             if (b->exts[i].before == k) {

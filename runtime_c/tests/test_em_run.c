@@ -162,9 +162,9 @@ int main(int argc, char **argv)
     CHECK(file_contains("em_run_test.out", "trunk/lut_conv"));
     CHECK(file_contains("em_run_test.out", "LUT_CONV2D"));
     CHECK(file_contains("em_run_test.out", "2/3"));
-    CHECK(file_contains("em_run_test.out", "lut_conv2d_ref"));
+    CHECK(file_contains("em_run_test.out", "lut_conv2d_")); /* the fastest kernel set this CPU has */
     CHECK(file_contains("em_run_test.out", "cpu features: "));
-    CHECK(file_contains("em_run_test.out", "scalar reference kernels"));
+    CHECK(file_contains("em_run_test.out", "kernels: "));
 
     CHECK(em_run("em_run_test.emm --task cls --input em_run_test_in.f32 --output em_run_test_out.f32") == 0);
     check_output("em_run_test_out.f32", want_cls, 3);

@@ -185,11 +185,13 @@ static void check_runs(const em_context *ctx, const uint64_t *want, const char *
                (unsigned long)em_context_node_runs(ctx, n), (unsigned long)want[n]);
 }
 
-static void test_shared_trunk(void)
+/* Once with the reference kernels (whose names it checks) and once with the default, fastest set. */
+static void test_shared_trunk(uint32_t kernels)
 {
+    em_load_options options;
     static const char *const names[8] = {"trunk/conv1", "trunk/conv2", "", "", "alpha/head", "", "beta/head", ""};
-    static const char *const kernels[8] = {"lut_conv2d_ref", "conv2d_ref", "max_pool_ref", "reshape_ref",
-                                           "dense_ref", "global_avg_pool_ref", "lut_dense_ref", "avg_pool_ref"};
+    static const char *const ref_kernels[8] = {"lut_conv2d_ref", "conv2d_ref", "max_pool_ref", "reshape_ref",
+                                               "dense_ref", "global_avg_pool_ref", "lut_dense_ref", "avg_pool_ref"};
     em_test_rng rng;
     trunk_model t;
     size_t size, ctx_bytes;
@@ -211,12 +213,16 @@ static void test_shared_trunk(void)
     file = build_trunk_model(&rng, &t, &size);
     em_test_fill(&rng, x, 9 * 9 * 3, 1.0f);
     memcpy(x_copy, x, sizeof x);
-    st = em_model_load(file, size, NULL, &model, &err);
+    memset(&options, 0, sizeof options);
+    options.kernels = kernels;
+    st = em_model_load_ex(file, size, NULL, &options, &model, &err);
     if (!CHECK_STATUS(st, EM_STATUS_OK, err)) {
         free(file);
         free_trunk_model(&t);
         return;
     }
+    CHECK(kernels == EM_KERNELS_REFERENCE ? em_model_kernels(model) == EM_KERNELS_REFERENCE
+                                          : em_model_kernels(model) != EM_KERNELS_AUTO);
 
     /* description */
     CHECK(em_model_format_version(model) == 1);
@@ -234,8 +240,13 @@ static void test_shared_trunk(void)
     for (n = 0; n < 8; ++n) {
         if (!CHECK(em_model_node_info(model, n, &ni) == EM_STATUS_OK)) continue;
         CHECKF(strcmp(ni.name, names[n]) == 0, "node %u name '%s', expected '%s'", (unsigned)n, ni.name, names[n]);
-        CHECKF(strcmp(ni.kernel, kernels[n]) == 0, "node %u kernel %s, expected %s", (unsigned)n, ni.kernel,
-               kernels[n]);
+        if (kernels == EM_KERNELS_REFERENCE)
+            CHECKF(strcmp(ni.kernel, ref_kernels[n]) == 0, "node %u kernel %s, expected %s", (unsigned)n, ni.kernel,
+                   ref_kernels[n]);
+        else /* same op, a fast kernel: "lut_conv2d_ref" -> "lut_conv2d_f32..." */
+            CHECKF(strncmp(ni.kernel, ref_kernels[n], strlen(ref_kernels[n]) - 3) == 0 &&
+                       strstr(ni.kernel, "_f32") != NULL,
+                   "node %u kernel %s, expected a fast kernel for %s", (unsigned)n, ni.kernel, ref_kernels[n]);
     }
     CHECK(em_model_node_info(model, 0, &ni) == EM_STATUS_OK && ni.op == EM_OP_LUT_CONV2D && ni.seg_len == 2 &&
           ni.codewords == 5 && ni.out_h == 9 && ni.out_w == 9 && ni.out_c == 6 && ni.input == 0);
@@ -243,7 +254,7 @@ static void test_shared_trunk(void)
     CHECK(em_model_node_info(model, 8, &ni) == EM_STATUS_BAD_ARGUMENT);
     CHECK(strcmp(em_op_name(EM_OP_LUT_DENSE), "LUT_DENSE") == 0);
     CHECK(strcmp(em_op_name(99), "unknown") == 0);
-    CHECK(strstr(em_runtime_cpu_features(), "scalar reference kernels") != NULL);
+    CHECK(strstr(em_runtime_cpu_features(), "kernels: ") != NULL && strstr(em_runtime_cpu_features(), " ref") != NULL);
 
     /* a context in memory that is deliberately not 64-byte aligned */
     ctx_bytes = em_context_size(model);
@@ -526,7 +537,8 @@ static void test_task_reading_its_input(void)
 int main(void)
 {
     test_task_reading_its_input();
-    test_shared_trunk();
+    test_shared_trunk(EM_KERNELS_REFERENCE);
+    test_shared_trunk(EM_KERNELS_AUTO);
     test_two_inputs_shared_codebooks();
     return em_test_summary("test_models");
 }

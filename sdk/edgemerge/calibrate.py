@@ -325,8 +325,12 @@ class _Targets:
     scales: list[float] = field(default_factory=list)
 
 
-def _load_targets(graph: MergedGraph, originals: Mapping[str, str | os.PathLike], tasks: list[str]
+def _load_targets(graph: MergedGraph, originals: Mapping[str, str | os.PathLike], tasks: list[str],
+                  l1_targets: Mapping[str, list[tuple[int, str]]] | None = None
                   ) -> tuple[dict[str, _Targets], dict[str, list[str]]]:
+    """Per task, the original model with extra outputs at the layers the L1 terms compare with: by default
+    every LUT node of the task whose match_output names one of the task's layers; with `l1_targets`, exactly
+    the given (node index, original layer name) pairs of each task listed there (any op, shared nodes too)."""
     import keras
 
     targets, skipped = {}, {}
@@ -343,19 +347,32 @@ def _load_targets(graph: MergedGraph, originals: Mapping[str, str | os.PathLike]
             raise EdgemergeError(f"original model {path} expects samples of shape {tuple(orig.input_shape[1:])}, "
                                  f"task {task!r} of the merged model reads {want_shape}")
         nodes, layers, outputs, skipped[task] = [], [], [], []
-        for i in graph.nodes_for(task):
+        if l1_targets is not None and task in l1_targets:
+            task_nodes = set(graph.nodes_for(task))
+            pairs = []
+            for i, layer_name in l1_targets[task]:
+                if i not in task_nodes:
+                    raise EdgemergeError(f"l1_targets[{task!r}]: node {i} is not computed by task {task!r}")
+                pairs.append((i, layer_name))
+        else:
+            pairs = []
+            for i in graph.nodes_for(task):
+                node = graph.nodes[i]
+                if node.op not in _LUT_OPS:
+                    continue
+                owner, _, layer_name = node.match_output.partition(":")
+                if not node.match_output or owner != task or not layer_name:
+                    skipped[task].append(node.name)
+                    continue
+                pairs.append((i, layer_name))
+        for i, layer_name in pairs:
             node = graph.nodes[i]
-            if node.op not in _LUT_OPS:
-                continue
-            owner, _, layer_name = node.match_output.partition(":")
-            if not node.match_output or owner != task or not layer_name:
-                skipped[task].append(node.name)
-                continue
             try:
                 layer = orig.get_layer(layer_name)
             except ValueError:
-                raise EdgemergeError(f"node {node.name}: match_output {node.match_output!r} names no layer "
-                                     f"of {path}") from None
+                what = f"match_output {node.match_output!r}" if l1_targets is None or task not in l1_targets \
+                    else f"L1 target layer {layer_name!r}"
+                raise EdgemergeError(f"node {node.name}: {what} names no layer of {path}") from None
             out = layer.output
             count = int(np.prod(out.shape[1:]))
             if count != int(np.prod(node.out_shape)):
@@ -501,7 +518,8 @@ def calibrate(graph: MergedGraph, originals: Mapping[str, str | os.PathLike],
               batch_size: int = DEFAULT_BATCH_SIZE, learning_rate: float = DEFAULT_LEARNING_RATE,
               l1_weight: float = DEFAULT_L1_WEIGHT, calib_fraction: float = 1.0, val_fraction: float = 0.1,
               strategy="default", seed: int = 0, eval_every: int | None = None,
-              progress: Callable[[str], None] | None = None) -> CalibrationResult:
+              progress: Callable[[str], None] | None = None,
+              l1_targets: Mapping[str, list[tuple[int, str]]] | None = None) -> CalibrationResult:
     """Trains the codebooks and float tensors of `graph` on every task at once (index maps fixed).
 
     originals: task -> original Keras model file (targets of the L1 terms, and the reference accuracy).
@@ -513,6 +531,11 @@ def calibrate(graph: MergedGraph, originals: Mapping[str, str | os.PathLike],
                (MultiWorkerMirroredStrategy from TF_CONFIG), or a tf.distribute.Strategy instance.
     progress:  called with a line of text at every evaluation (per-task loss and accuracy); a progress bar
                is drawn on stderr as well when it is a terminal. None: silent.
+    l1_targets: task -> [(node index, layer name of the task's original model)]: the L1 terms of that task
+               compare exactly these node outputs with these layers' outputs, whatever the nodes' ops (e.g.
+               the plain conv layers that zippered models share, `edgemerge.zipper`); a node shared by two
+               tasks may be listed for both. Tasks not listed keep the default: their LUT nodes with a
+               match_output.
 
     Returns the trained copy of the graph (values of the best held-out checkpoint; index maps, nodes and
     tensor order unchanged; metadata gains `calibrate.*` keys) and a report:
@@ -561,7 +584,7 @@ def calibrate(graph: MergedGraph, originals: Mapping[str, str | os.PathLike],
 
     with strat.scope():
         model = TFMergedGraph(graph)
-        targets, skipped_l1 = _load_targets(graph, {t: originals[t] for t in tasks}, tasks)
+        targets, skipped_l1 = _load_targets(graph, {t: originals[t] for t in tasks}, tasks, l1_targets)
         optimiser = _Adam(model.trainable_variables, _schedule(learning_rate, max(1, steps)))
     for task in tasks:
         _measure_scales(targets[task], data[task].x_train)

@@ -9,6 +9,7 @@ import functools
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -57,10 +58,33 @@ def _human_bytes(n: int) -> str:
     return str(n)
 
 
+def _stop_like_ctrl_c_on_termination() -> None:
+    """While a command runs, SIGTERM and SIGHUP stop it the way Ctrl-C does (KeyboardInterrupt), so `finally`
+    blocks and the atomic writers' clean-up run: a killed `merge` leaves neither a partial output nor a stray
+    temporary file (the default action of SIGTERM ends the process without any of that). The previous handlers
+    come back when the command ends, so calling the CLI in-process (tests) changes nothing for the caller."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            previous[name] = signal.signal(getattr(signal, name), interrupt)
+    click.get_current_context().call_on_close(
+        lambda: [signal.signal(getattr(signal, n), h) for n, h in previous.items()])
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgemerge")
 def main() -> None:
     """Merge trained CNNs into one compact multi-task model (.emm) and run it on CPU edge boards."""
+    _stop_like_ctrl_c_on_termination()
     # Two cores on typical hosts and boards: keep the numeric libraries from oversubscribing them.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -193,6 +217,245 @@ def evaluate_command(model, data, references, as_json):
         ref = f"{100 * r['reference_accuracy']:.2f}%" if r["reference_accuracy"] is not None else "-"
         drop = f"{100 * r['drop']:+.2f}%" if r["drop"] is not None else "-"
         click.echo(f"{task:<16} {r['n']:>7} {100 * r['accuracy']:>7.2f}% {ref:>9} {drop:>8}")
+
+
+# ------------------------------------------------------------------------------------------------
+@main.command(name="bench")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--vs", "references", multiple=True, required=True, metavar="TASK=ORIGINAL.tflite",
+              help="the task's original model in TFLite (float or quantised); one for every task")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="TFLite interpreter threads and OPENBLAS_NUM_THREADS (the C runtime is single-threaded)")
+@click.option("--runs", type=click.IntRange(min=1), default=200, show_default=True,
+              help="timed runs per side (one run = every task once on one sample)")
+@click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True, help="untimed runs first")
+@click.option("--data", multiple=True, metavar="TASK=NPZ",
+              help="real samples (x of an .npz) for a task instead of seeded random ones; repeatable")
+@click.option("--seed", default=0, show_default=True, help="seed of the random inputs")
+@click.option("--profile", is_flag=True, help="also time every node of the merged model (C profiling API)")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@_fail_cleanly
+def bench_command(model, references, threads, runs, warmup, data, seed, profile, as_json):
+    """Time MODEL (all tasks, C runtime) against the original models (TFLite, XNNPACK), interleaved.
+
+    Example: edgemerge bench merged.emm --vs fashion=lenet_fashion.tflite --vs words=net3_words.tflite
+    """
+    from .bench import set_thread_environment
+
+    set_thread_environment(threads)          # before anything loads the C runtime or its BLAS
+    from .bench import bench
+    from .datasets import parse_task_pairs
+
+    result = bench(model, parse_task_pairs(references, "--vs"), threads=threads, runs=runs, warmup=warmup,
+                   data=parse_task_pairs(data, "--data"), seed=seed, profile=profile,
+                   log=lambda m: click.echo(m, err=True))
+    if as_json:
+        _echo_json(result)
+        return
+    merged, reference = result["merged_ms"], result["reference_ms"]
+    click.echo(f"{model}: {len(result['tasks'])} tasks, {runs} runs per side after {warmup} warm-up, "
+               f"interleaved; inputs: {result['inputs']}")
+    click.echo(f"  merged     C runtime, em_run_all ({result['merged']['runtime']}; "
+               f"{result['merged_threads']} thread)")
+    click.echo(f"  reference  {result['reference']['interpreter']}: "
+               + ", ".join(Path(t["reference"]).name for t in result["tasks"].values()))
+    click.echo(f"  {'ms per run':<11} {'min':>9} {'median':>9} {'p95':>9}")
+    for side, s in (("merged", merged), ("reference", reference)):
+        click.echo(f"  {side:<11} {s['min']:>9.4f} {s['median']:>9.4f} {s['p95']:>9.4f}")
+    click.echo(f"  speedup    {result['speedup']:.2f}x (reference median / merged median)")
+    m = result["merged"]
+    click.echo(f"  peak memory: merged {_human_bytes(result['merged_peak_bytes'])} (model "
+               f"{_human_bytes(m['file_bytes'])} + context {_human_bytes(m['context_bytes'])}; measured as RSS "
+               f"{_human_bytes(result['merged_rss_peak_bytes'])})")
+    held = result["memory"]["reference"]["held"]
+    click.echo(f"               reference {_human_bytes(result['reference_peak_bytes'])} (peak RSS growth: heap "
+               f"{_human_bytes(held['heap'])} + model files {_human_bytes(held['model_files'])} held after the "
+               f"runs; {_human_bytes(held['library_code'])} of TFLite library code not counted)")
+    click.echo("  per task, reference median: " + ", ".join(
+        f"{task} {t['reference_ms']['median']:.4f} ms" for task, t in result["tasks"].items()))
+    if profile:
+        rows = result["profile"]
+        timed = rows and rows[0]["runs"] is not None
+        total = sum(r["total_ms"] for r in rows) if timed else 0.0
+        click.echo(f"  {'#':>3} {'node':<28} {'op':<17} {'kernel':<22} {'ms/run':>8} {'table':>8} {'accum':>8} "
+                   f"{'share':>6}")
+        for r in rows:
+            if timed:
+                per = r["runs"] or 1
+                times = (f"{r['ms_per_run']:>8.4f} {r['table_ms'] / per:>8.4f} {r['accumulate_ms'] / per:>8.4f} "
+                         f"{100 * r['total_ms'] / total if total else 0:>5.1f}%")
+            else:
+                times = f"{'-':>8} {'-':>8} {'-':>8} {'-':>6}"
+            click.echo(f"  {r['index']:>3} {r['name'][:28]:<28} {r['op']:<17} {r['kernel'][:22]:<22} {times}")
+    for note in result["notes"]:
+        click.echo(f"  note: {note}")
+
+
+# ------------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@_fail_cleanly
+def boards(as_json):
+    """List the board profiles (boards/*.toml) and whether this machine can build for each."""
+    from .boards import load_boards, missing_tools, source_root
+
+    profiles = load_boards()
+    root = source_root()
+    rows = []
+    for b in profiles.values():
+        row = b.to_dict(root)
+        row["missing"] = missing_tools(b, emulator=True)
+        rows.append(row)
+    if as_json:
+        _echo_json(rows)
+        return
+    table = [("board", "triple", "cpu flags", "blas", "qemu", "ready")]
+    for r in rows:
+        qemu = f"{r['qemu']['binary']} -cpu {r['qemu']['cpu']}" if r["qemu"] else "- (native)"
+        table.append((r["name"], r["triple"], " ".join(r["cpu_flags"]) or "-", r["blas"]["kind"], qemu,
+                      "yes" if not r["missing"] else "no"))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    click.echo("")
+    for r in rows:
+        click.echo(f"{r['name']}: {r['description']}")
+        for problem in r["missing"]:
+            click.echo(f"  missing: {problem}")
+
+
+# ------------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--board", "board_name", required=True, metavar="NAME", help="a board profile (see `edgemerge boards`)")
+@click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
+              help="install folder (default build/NAME); replaced only when the build succeeded")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="parallel compile jobs (default: all cores)")
+@click.option("--ctest", "run_ctest", is_flag=True,
+              help="also build the C tests and run them (under the board's qemu) before installing")
+@click.option("--json", "as_json", is_flag=True, help="print the build manifest as JSON")
+@_fail_cleanly
+def build(board_name, output, jobs, run_ctest, as_json):
+    """Cross-build the C runtime for a board: static library, headers and em_run into DIR.
+
+    Example: edgemerge build --board rpi4-aarch64 -o build/rpi4-aarch64
+    """
+    from .boards import blas_mismatch, build_board, get_board
+
+    board = get_board(board_name)
+    out = output or os.path.join("build", board.name)
+    manifest = build_board(board, out, jobs=jobs, ctest=run_ctest, log=lambda m: click.echo(f"{m}...", err=True))
+    mismatch = blas_mismatch(manifest)
+    if mismatch:
+        click.echo(f"warning: {mismatch}", err=True)
+    if as_json:
+        _echo_json(manifest)
+        return
+    blas = manifest["blas"]
+    simd = manifest["simd"]
+    click.echo(f"board {board.name}: {board.description}")
+    click.echo(f"  toolchain  {manifest['toolchain'] or 'native (no toolchain file)'}, {manifest['compiler']}")
+    static = ", linked static" if manifest["static"] else ""
+    click.echo(f"  flags      {' '.join(manifest['c_flags']) or '(none)'}{static}")
+    click.echo(f"  blas       {blas['used']}" + (f" ({blas['library']})" if blas["used"] != "none" else
+                                                  " (the runtime's own GEMM)"))
+    symbols = ", ".join(sorted({k for ks in simd["symbols"].values() for k in ks}))
+    click.echo(f"  simd       {', '.join(simd['used'])}"
+               + (f" ({symbols})" if symbols else " (portable C kernels only)"))
+    for note in manifest["configure_notes"]:
+        click.echo(f"  cmake      {note}")
+    if manifest["ctest"]:
+        t = manifest["ctest"]
+        where = f" under {' '.join(t['emulator'])}" if t.get("emulator") else ""
+        click.echo(f"  ctest      {t.get('passed', '?')}/{t.get('total', '?')} passed{where}")
+    click.echo(f"installed {out}: {', '.join(manifest['files'])} ({manifest['seconds']:.1f} s)")
+    run = " ".join([*(manifest["qemu"] or []), os.path.join(out, "bin", "em_run")])
+    click.echo(f"  try: {run} MODEL.emm --info")
+
+
+# ------------------------------------------------------------------------------------------------
+class _DefaultCommandGroup(click.Group):
+    """A group whose arguments, when they do not start with one of its subcommands, go to a default
+    subcommand: `edgemerge zipper a=A.keras ...` runs `zipper run`, `edgemerge zipper pick DIR` runs `pick`."""
+
+    default_command = "run"
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group(cls=_DefaultCommandGroup)
+def zipper():
+    """Zipper two models of the same architecture block by block (Wu, Chan & Chen, EMC² 2019).
+
+    \b
+    edgemerge zipper a=mobilenet_a.keras b=mobilenet_b.keras --calib a=a_train.npz --calib b=b_train.npz \\
+        --val a=a_test.npz --val b=b_test.npz -o zipped/ [--share pointwise|block] [--steps-per-round N]
+    edgemerge zipper pick zipped/ --max-drop 0.02 -o merged.emm
+
+    The first form (`zipper run`) writes zipped/k00.emm (both models unmerged) .. kLL.emm, report.json and
+    tradeoff.png; `pick` copies the deepest k within an accuracy budget.
+    """
+
+
+@zipper.command(name="run")
+@click.argument("models", nargs=-1, required=True, metavar="TASK=MODEL...")
+@click.option("--calib", multiple=True, required=True, metavar="TASK=NPZ",
+              help="calibration data per task (x, y); 10% is held out to pick checkpoints")
+@click.option("--val", multiple=True, required=True, metavar="TASK=NPZ",
+              help="data per task on which every k is evaluated in the C runtime")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="output folder")
+@click.option("--share", type=click.Choice(["pointwise", "block"]), default="pointwise", show_default=True,
+              help="pointwise: share the point-wise convs of blocks 1..k (the paper); block: share whole blocks "
+                   "1..k, computed once for all tasks")
+@click.option("--steps-per-round", type=click.IntRange(min=0), default=None,
+              help="calibration steps per round (one batch of every task each); default about two epochs")
+@click.option("--bn", type=click.Choice(["fold", "stats"]), default="stats", show_default=True,
+              help="BatchNorm at initialisation: average the BatchNorm statistics and fold, or average the folded "
+                   "weights")
+@click.option("--align", type=click.Choice(["none", "hungarian"]), default="none", show_default=True,
+              help="permute filters to match before averaging (Hungarian assignment)")
+@click.option("--encode", type=click.Choice(["accu", "light"]), default=None,
+              help="also codebook-encode the shared point-wise layers with this merge preset")
+@click.option("--seed", default=0, show_default=True, help="seed of calibration (and k-means with --encode)")
+@click.option("--no-tflite", is_flag=True, help="do not time the originals in TFLite")
+@click.option("--json", "as_json", is_flag=True, help="print report.json instead of the table")
+@_fail_cleanly
+def zipper_run(models, calib, val, output, share, steps_per_round, bn, align, encode, seed, no_tflite, as_json):
+    """Zipper TASK=MODEL pairs round by round, k = 1..L, calibrating after every round."""
+    from .datasets import parse_task_pairs
+    from .zipper import format_table, zipper_files
+
+    _load_tensorflow_quietly()
+    sources = parse_task_pairs(models, "model")
+    if len(sources) < 2:
+        raise EdgemergeError("zipper needs two TASK=MODEL pairs")
+    result = zipper_files(sources, parse_task_pairs(calib, "--calib"), parse_task_pairs(val, "--val"), output,
+                          share=share, steps_per_round=steps_per_round, bn=bn, align=align, encode=encode,
+                          seed=seed, tflite=not no_tflite, log=lambda m: click.echo(m, err=True))
+    if as_json:
+        _echo_json(result.report)
+        return
+    click.echo(format_table(result.report))
+    click.echo(f"wrote {output}: k00.emm .. k{result.report['blocks']:02d}.emm, report.json, tradeoff.png")
+
+
+@zipper.command(name="pick")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--max-drop", required=True, type=float, metavar="X",
+              help="largest accuracy drop allowed for every task (0.02 = 2 points)")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="the .emm file to write")
+@_fail_cleanly
+def zipper_pick(folder, max_drop, output):
+    """Copy the deepest zippered model within an accuracy budget from a `zipper` output folder."""
+    from .zipper import pick
+
+    row = pick(folder, max_drop, output)
+    drops = ", ".join(f"{t} {100 * d:+.2f}" for t, d in row["drop"].items())
+    click.echo(f"picked k={row['k']} ({row['file']}: {_human_bytes(row['file_bytes'])}, "
+               f"{row['compression']:.2f}x; drop {drops} points) -> {output}")
 
 
 if __name__ == "__main__":

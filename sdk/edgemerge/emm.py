@@ -159,6 +159,8 @@ class EmmWriter:
                 end += pad
             cursor = end
         file_bytes = cursor
+        if file_bytes > F.MAX_FILE_BYTES:
+            raise ValueError(f"the model needs {file_bytes} bytes, more than MAX_FILE_BYTES {F.MAX_FILE_BYTES}")
         header_wo_crc = _HEADER.pack(F.MAGIC, F.VERSION, F.SENTINEL_U32, F.SENTINEL_F32, F.HEADER_BYTES,
                                      F.ALIGNMENT, count, 0, file_bytes, F.HEADER_BYTES,
                                      zlib.crc32(entries), 0, 0, 0)[:60]
@@ -188,18 +190,50 @@ def to_bytes(graph: MergedGraph) -> bytes:
     return writer.finish()
 
 
+def _file_mode(path: Path) -> int:
+    """The permissions a written file gets: those of the file it replaces, else 0666 less the umask (what
+    open() would give), never mkstemp's private 0600."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Makes the rename durable (POSIX); a no-op where folders cannot be opened."""
+    flags = getattr(os, "O_DIRECTORY", None)
+    if flags is None:
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY | flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Writes `data` to `path` through a temporary file in the same folder and a rename, so a reader (or
     an interrupted write) never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), mode)  # mkstemp makes the file 0600; the result should not be
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -261,6 +295,8 @@ def read_sections(data: bytes | memoryview) -> dict[int, memoryview]:
     _check(header_bytes == F.HEADER_BYTES, f"header.header_bytes: {header_bytes}, expected 64")
     _check(alignment == F.ALIGNMENT, f"header.alignment: {alignment}, expected {F.ALIGNMENT}")
     _check(flags == 0 and r0 == 0 and r1 == 0, "header: non-zero flags or reserved field")
+    _check(file_bytes <= F.MAX_FILE_BYTES, f"header.file_bytes: {file_bytes} exceeds MAX_FILE_BYTES "
+                                           f"{F.MAX_FILE_BYTES}")
     _check(file_bytes == len(buf), f"header.file_bytes: {file_bytes}, but the file has {len(buf)} bytes "
                                    "(truncated or padded)")
     _check(5 <= count <= F.MAX_SECTIONS, f"header.section_count: {count} outside 5..{F.MAX_SECTIONS}")
@@ -271,11 +307,17 @@ def read_sections(data: bytes | memoryview) -> dict[int, memoryview]:
     sections: dict[int, memoryview] = {}
     cursor = F.align(table_end)
     required = list(_REQUIRED_SECTIONS)
+    previous = -1
     for i in range(count):
         kind, sflags, offset, size, crc, reserved = _SECTION.unpack_from(buf, table_off + i * 32)
         where = f"section {i} (kind {kind})"
         _check(sflags == 0 and reserved == 0, f"{where}: non-zero flags or reserved field")
         _check(offset % F.ALIGNMENT == 0, f"{where}: offset {offset} is not aligned to {F.ALIGNMENT}")
+        # as the C loader: the first section right after the table, then strictly increasing offsets (an
+        # empty section still takes its own offset)
+        _check(i > 0 or offset == cursor, f"{where}: offset {offset}, expected {cursor} (the first section starts "
+                                          "at align(64 + 32 x section_count))")
+        _check(offset > previous, f"{where}: offset {offset} does not increase (previous section at {previous})")
         _check(offset >= cursor, f"{where}: offset {offset} overlaps the previous section (ends at {cursor})")
         _check(offset + size <= len(buf), f"{where}: truncated (ends at {offset + size}, file has {len(buf)})")
         _check(not any(buf[cursor:offset]), f"{where}: non-zero padding before the section")
@@ -288,7 +330,7 @@ def read_sections(data: bytes | memoryview) -> dict[int, memoryview]:
             sections[kind] = payload
         else:
             _check(F.EXTENSION_SECTION_MIN <= kind <= F.EXTENSION_SECTION_MAX, f"{where}: unknown section kind")
-        cursor = offset + size
+        cursor, previous = offset + size, offset
     _check(not required, f"missing section(s): {', '.join(F.Section(k).name for k in required)}")
     _check(cursor == len(buf), f"file has {len(buf) - cursor} bytes after the last section")
     return sections

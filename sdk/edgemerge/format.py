@@ -38,6 +38,7 @@ MAX_KERNEL = 64
 MAX_STRIDE = 16
 MAX_SEG_LEN = 256
 MAX_CODEWORDS = 65536
+MAX_FILE_BYTES = (1 << 32) - 1
 
 
 class Section(enum.IntEnum):

@@ -20,6 +20,13 @@ def _tensor_bytes(graph: MergedGraph, tid: int) -> int:
     return 4 * numel if t.bits == 32 else (numel * t.bits + 7) // 8
 
 
+def _listed_sources(graph: MergedGraph) -> int:
+    """How many `source.N` entries to list: `source.count` is any u64 in a valid file, so it is capped by the
+    number of metadata entries (a source past that has no keys at all; an uncapped count let a 704-byte file
+    make `inspect` allocate without bound: runtime_c/fuzz/regressions/py-inspect-huge-source-count.emm)."""
+    return min(int(graph.metadata.get("source.count", 0)), len(graph.metadata))
+
+
 def describe(path: str | os.PathLike) -> dict:
     """Validates the file with both the Python reader and the C loader, then describes it."""
     path = Path(path)
@@ -71,7 +78,7 @@ def describe(path: str | os.PathLike) -> dict:
         "sections": {Section(k).name: len(v) for k, v in sections.items()},
         "sources": [{"task": graph.metadata.get(f"source.{i}.task"), "file": graph.metadata.get(f"source.{i}.file"),
                      "param_bytes": graph.metadata.get(f"source.{i}.param_bytes")}
-                    for i in range(int(graph.metadata.get("source.count", 0)))],
+                    for i in range(_listed_sources(graph))],
         "metadata": {k: v for k, v in graph.metadata.items()
                      if not k.startswith(("node.", "tensor.", "source."))},
         "layers": layers,

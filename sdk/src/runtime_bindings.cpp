@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include <time.h>
+
 extern "C" {
 #include "edgemerge/em_runtime.h"
 }
@@ -55,19 +57,32 @@ using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>
 
 class Model {
   public:
-    explicit Model(py::buffer data) {
+    // kernels: "auto" (em_model_load: the fastest set, or the EM_KERNELS environment variable), or a kernel
+    // set by name ("ref", "generic", "sse2", "avx2", "avx512", "neon"; see em_runtime.h).
+    explicit Model(py::buffer data, const std::string &kernels = "auto") {
         py::buffer_info info = data.request();
         size_ = static_cast<size_t>(info.size) * static_cast<size_t>(info.itemsize);
         buffer_ = aligned_alloc_64(size_);
         std::memcpy(buffer_.get(), info.ptr, size_);
         em_error err{};
-        if (em_model_load(buffer_.get(), size_, nullptr, &model_, &err) != EM_STATUS_OK) throw_status(err);
+        em_status status;
+        if (kernels == "auto") {
+            status = em_model_load(buffer_.get(), size_, nullptr, &model_, &err);
+        } else {
+            em_load_options options{};
+            if (!em_kernels_from_name(kernels.c_str(), &options.kernels))
+                throw py::value_error("unknown kernel set '" + kernels +
+                                      "' (auto, ref, generic, sse2, avx2, avx512, neon)");
+            status = em_model_load_ex(buffer_.get(), size_, nullptr, &options, &model_, &err);
+        }
+        if (status != EM_STATUS_OK) throw_status(err);
     }
     ~Model() { em_model_free(model_); }
     Model(const Model &) = delete;
     Model &operator=(const Model &) = delete;
 
     uint32_t format_version() const { return em_model_format_version(model_); }
+    std::string kernels() const { return em_kernels_name(em_model_kernels(model_)); }
     size_t context_bytes() const { return em_context_size(model_); }
     size_t file_bytes() const { return size_; }
 
@@ -188,6 +203,113 @@ class Model {
         return py::make_tuple(out_list, runs);
     }
 
+    // Times em_run_all in C: `warmup` untimed runs, then `runs` timed ones, run k reading sample k % N of the
+    // [N, H, W, C] inputs (one array per graph input, as run_all). One context is reused; the GIL is
+    // released; only em_run_all is inside the clock (CLOCK_MONOTONIC). Returns per-run nanoseconds.
+    py::array_t<int64_t> bench_all(std::vector<FloatArray> inputs, uint32_t warmup, uint32_t runs) const {
+        const uint32_t n_inputs = em_model_input_count(model_);
+        if (inputs.size() != n_inputs)
+            throw py::value_error("model has " + std::to_string(n_inputs) + " inputs, got " +
+                                  std::to_string(inputs.size()) + " arrays");
+        std::vector<size_t> per_sample(n_inputs), samples(n_inputs);
+        std::vector<const float *> in_base(n_inputs);
+        for (uint32_t i = 0; i < n_inputs; ++i) {
+            uint32_t h, w, c;
+            em_model_input_shape(model_, i, &h, &w, &c);
+            const FloatArray &a = inputs[i];
+            if (a.ndim() != 4 || a.shape(0) < 1 || a.shape(1) != h || a.shape(2) != w || a.shape(3) != c)
+                throw py::value_error("input " + std::to_string(i) + " must have shape (N >= 1, " +
+                                      std::to_string(h) + ", " + std::to_string(w) + ", " + std::to_string(c) + ")");
+            per_sample[i] = size_t(h) * w * c;
+            samples[i] = size_t(a.shape(0));
+            in_base[i] = a.data();
+        }
+        const uint32_t n_tasks = em_model_task_count(model_);
+        std::vector<std::vector<float>> out_storage(n_tasks);
+        std::vector<float *> out_ptr(n_tasks);
+        for (uint32_t t = 0; t < n_tasks; ++t) {
+            em_task_info info{};
+            em_model_task_info(model_, t, &info);
+            out_storage[t].resize(info.classes);
+            out_ptr[t] = out_storage[t].data();
+        }
+        py::array_t<int64_t> times(static_cast<py::ssize_t>(runs));
+        int64_t *ns = times.mutable_data();
+        {
+            py::gil_scoped_release release;
+            Context context(model_);
+            std::vector<const float *> in_ptr(n_inputs);
+            em_error err{};
+            for (uint64_t k = 0; k < uint64_t(warmup) + runs; ++k) {
+                for (uint32_t i = 0; i < n_inputs; ++i) in_ptr[i] = in_base[i] + (k % samples[i]) * per_sample[i];
+                struct timespec start, stop;
+                clock_gettime(CLOCK_MONOTONIC, &start);
+                const em_status status = em_run_all(context.ctx, in_ptr.data(), out_ptr.data(), &err);
+                clock_gettime(CLOCK_MONOTONIC, &stop);
+                if (status != EM_STATUS_OK) throw_status(err);
+                if (k >= warmup)
+                    ns[k - warmup] = int64_t(stop.tv_sec - start.tv_sec) * 1000000000 + (stop.tv_nsec - start.tv_nsec);
+            }
+        }
+        return times;
+    }
+
+    // Per-node time of em_run_all from the C profiling API: `warmup` runs with profiling off, then `runs`
+    // profiled runs (sample k % N, as bench_all) in one context with the GIL released. Returns one dict per
+    // node: runs, total_ns, table_ns, accumulate_ns (em_node_profile).
+    py::list profile_all(std::vector<FloatArray> inputs, uint32_t warmup, uint32_t runs) const {
+        const uint32_t n_inputs = em_model_input_count(model_);
+        if (inputs.size() != n_inputs)
+            throw py::value_error("model has " + std::to_string(n_inputs) + " inputs, got " +
+                                  std::to_string(inputs.size()) + " arrays");
+        std::vector<size_t> per_sample(n_inputs), samples(n_inputs);
+        std::vector<const float *> in_base(n_inputs);
+        for (uint32_t i = 0; i < n_inputs; ++i) {
+            uint32_t h, w, c;
+            em_model_input_shape(model_, i, &h, &w, &c);
+            const FloatArray &a = inputs[i];
+            if (a.ndim() != 4 || a.shape(0) < 1 || a.shape(1) != h || a.shape(2) != w || a.shape(3) != c)
+                throw py::value_error("input " + std::to_string(i) + " must have shape (N >= 1, " +
+                                      std::to_string(h) + ", " + std::to_string(w) + ", " + std::to_string(c) + ")");
+            per_sample[i] = size_t(h) * w * c;
+            samples[i] = size_t(a.shape(0));
+            in_base[i] = a.data();
+        }
+        const uint32_t n_tasks = em_model_task_count(model_);
+        std::vector<std::vector<float>> out_storage(n_tasks);
+        std::vector<float *> out_ptr(n_tasks);
+        for (uint32_t t = 0; t < n_tasks; ++t) {
+            em_task_info info{};
+            em_model_task_info(model_, t, &info);
+            out_storage[t].resize(info.classes);
+            out_ptr[t] = out_storage[t].data();
+        }
+        std::vector<em_node_profile> profiles(em_model_node_count(model_));
+        {
+            py::gil_scoped_release release;
+            Context context(model_);
+            std::vector<const float *> in_ptr(n_inputs);
+            em_error err{};
+            for (uint64_t k = 0; k < uint64_t(warmup) + runs; ++k) {
+                if (k == warmup && em_context_enable_profiling(context.ctx, 1) != EM_STATUS_OK)
+                    throw StatusError{EM_STATUS_BAD_ARGUMENT, "cannot enable profiling"};
+                for (uint32_t i = 0; i < n_inputs; ++i) in_ptr[i] = in_base[i] + (k % samples[i]) * per_sample[i];
+                if (em_run_all(context.ctx, in_ptr.data(), out_ptr.data(), &err) != EM_STATUS_OK) throw_status(err);
+            }
+            for (uint32_t n = 0; n < profiles.size(); ++n) em_context_node_profile(context.ctx, n, &profiles[n]);
+        }
+        py::list out;
+        for (const em_node_profile &p : profiles) {
+            py::dict d;
+            d["runs"] = p.runs;
+            d["total_ns"] = p.total_ns;
+            d["table_ns"] = p.table_ns;
+            d["accumulate_ns"] = p.accumulate_ns;
+            out.append(d);
+        }
+        return out;
+    }
+
   private:
     AlignedBuffer buffer_;
     size_t size_ = 0;
@@ -219,13 +341,29 @@ PYBIND11_MODULE(_runtime, m) {
         return d;
     }, "A few constants as compiled into this module (the header itself is compared by a test).");
     m.def("status_name", [](int status) { return std::string(em_status_name(status)); });
+    m.def("cpu_features", []() { return std::string(em_runtime_cpu_features()); },
+          "The CPU this build targets and the kernel set it uses.");
+    m.def("kernel_sets", []() {
+        py::list out;
+        for (uint32_t k = 0; k < EM_KERNELS_COUNT; ++k)
+            if (em_kernels_available(k)) out.append(std::string(em_kernels_name(k)));
+        return out;
+    }, "Kernel sets this build can run on this CPU (\"auto\" and \"ref\" always).");
+    m.def("set_blas_threads", [](int threads) { em_runtime_set_blas_threads(threads); }, py::arg("threads"),
+          "Threads the linked BLAS may use (process-wide; no-op without BLAS). Benchmarks set 1.");
     py::class_<Model>(m, "Model")
-        .def(py::init<py::buffer>(), py::arg("data"), "Validates and loads an .emm image (copied, 64-byte aligned).")
+        .def(py::init<py::buffer, const std::string &>(), py::arg("data"), py::arg("kernels") = "auto",
+             "Validates and loads an .emm image (copied, 64-byte aligned) with a kernel set (\"auto\", \"ref\", ...).")
         .def_property_readonly("format_version", &Model::format_version)
+        .def_property_readonly("kernels", &Model::kernels, "The kernel set the model runs (\"auto\" resolved).")
         .def_property_readonly("context_bytes", &Model::context_bytes)
         .def_property_readonly("file_bytes", &Model::file_bytes)
         .def("tasks", &Model::tasks)
         .def("nodes", &Model::nodes)
         .def("run", &Model::run, py::arg("task"), py::arg("x"))
-        .def("run_all", &Model::run_all, py::arg("inputs"));
+        .def("run_all", &Model::run_all, py::arg("inputs"))
+        .def("bench_all", &Model::bench_all, py::arg("inputs"), py::arg("warmup") = 0, py::arg("runs") = 1,
+             "Per-run nanoseconds of em_run_all (warm-up runs untimed), timed in C with the GIL released.")
+        .def("profile_all", &Model::profile_all, py::arg("inputs"), py::arg("warmup") = 0, py::arg("runs") = 1,
+             "Per-node time (runs, total_ns, table_ns, accumulate_ns) of profiled em_run_all runs.");
 }

@@ -34,6 +34,7 @@
 #define EM_MAX_STRIDE 16u
 #define EM_MAX_SEG_LEN 256u
 #define EM_MAX_CODEWORDS 65536u
+#define EM_MAX_FILE_BYTES 4294967295u /* 2^32 - 1: offsets fit 32 bits */
 
 /* Section kinds. */
 #define EM_SECTION_META 1u

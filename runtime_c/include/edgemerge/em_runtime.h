@@ -62,6 +62,31 @@ typedef struct em_node_info {
     const char *kernel;    /* name of the kernel chosen for this node, e.g. "lut_conv2d_ref" */
 } em_node_info;
 
+/* Kernel sets: which implementation of every op a model uses, chosen once at load (em_model_load_ex, or
+ * the EM_KERNELS environment variable for em_model_load). Every set computes what the reference computes
+ * (docs/FORMAT.md); fast sets differ from it only by float rounding (summation order). */
+#define EM_KERNELS_AUTO 0u      /* the fastest set this CPU and build support (the default) */
+#define EM_KERNELS_REFERENCE 1u /* src/ref/: plain scalar kernels, the spec in code ("ref") */
+#define EM_KERNELS_GENERIC 2u   /* fast algorithms in portable C, no intrinsics ("generic") */
+#define EM_KERNELS_SSE2 3u      /* x86: fast algorithms, 128-bit SSE2 micro-kernels ("sse2") */
+#define EM_KERNELS_AVX2 4u      /* x86: 256-bit AVX2 + FMA micro-kernels ("avx2") */
+#define EM_KERNELS_AVX512 5u    /* x86: 512-bit AVX-512F micro-kernels ("avx512") */
+#define EM_KERNELS_NEON 6u      /* ARM: 128-bit NEON micro-kernels ("neon") */
+#define EM_KERNELS_COUNT 7u
+
+typedef struct em_load_options {
+    uint32_t kernels;     /* EM_KERNELS_*; a set this CPU or build lacks fails the load with UNSUPPORTED */
+    uint32_t reserved[7]; /* 0 */
+} em_load_options;
+
+/* Time one node spent in its kernel while profiling was enabled (see em_context_enable_profiling). */
+typedef struct em_node_profile {
+    uint64_t runs;          /* runs counted while profiling */
+    uint64_t total_ns;      /* wall time in the kernel, monotonic clock */
+    uint64_t table_ns;      /* LUT ops with a fast kernel: building the lookup table (0 when it was shared) */
+    uint64_t accumulate_ns; /* LUT ops with a fast kernel: accumulating table entries by index */
+} em_node_profile;
+
 /* Human-readable name of a status code ("truncated", "bad CRC", ...). */
 const char *em_status_name(em_status status);
 
@@ -69,7 +94,13 @@ const char *em_status_name(em_status status);
  * before returning a model. On failure *out_model is NULL and err (if not NULL) says why. */
 em_status em_model_load(const void *data, size_t size, const em_allocator *allocator,
                         em_model **out_model, em_error *err);
+/* em_model_load with options (NULL: the defaults, as em_model_load). em_model_load itself uses
+ * EM_KERNELS_AUTO unless the environment variable EM_KERNELS names a set ("ref", "generic", "avx2", ...). */
+em_status em_model_load_ex(const void *data, size_t size, const em_allocator *allocator,
+                           const em_load_options *options, em_model **out_model, em_error *err);
 void em_model_free(em_model *model);
+/* The kernel set the model was loaded with (never EM_KERNELS_AUTO: the set AUTO resolved to). */
+uint32_t em_model_kernels(const em_model *model);
 
 uint32_t em_model_format_version(const em_model *model);
 uint32_t em_model_task_count(const em_model *model);
@@ -99,10 +130,24 @@ em_status em_run_all(em_context *ctx, const float *const *inputs, float *const *
 /* How many times node `node` has run in this context since em_context_init (profiling, tests). */
 uint64_t em_context_node_runs(const em_context *ctx, uint32_t node);
 
+/* Per-node timing. Enabling clears the counters; while disabled (the default) a run reads no clock.
+ * Times come from the platform's monotonic clock (clock_gettime on POSIX; 0 where a build has none). */
+em_status em_context_enable_profiling(em_context *ctx, int enable);
+em_status em_context_node_profile(const em_context *ctx, uint32_t node, em_node_profile *out);
+
 /* Name of an op as FORMAT.md spells it ("LUT_CONV2D"), or "unknown". */
 const char *em_op_name(uint32_t op);
-/* The CPU this build targets and the kernel set it uses, e.g. "aarch64, scalar reference kernels". */
+/* The CPU this build targets, the SIMD kernel sets this CPU can run and the BLAS linked in, e.g.
+ * "x86_64; kernels: avx512 avx2 sse2 generic ref; BLAS: OpenBLAS". */
 const char *em_runtime_cpu_features(void);
+/* Kernel sets: whether this build on this CPU can run `kernels` (AUTO and REFERENCE always can), its
+ * name ("avx2"), and the set a name stands for (returns 0 for an unknown name). */
+int em_kernels_available(uint32_t kernels);
+const char *em_kernels_name(uint32_t kernels);
+int em_kernels_from_name(const char *name, uint32_t *out_kernels);
+/* Threads a linked BLAS may use (OpenBLAS is process-wide); a no-op without BLAS. The runtime itself is
+ * single-threaded; benchmarks set 1. */
+void em_runtime_set_blas_threads(int threads);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,141 @@
+"""Runs the whole zipper sequence on the example pair and writes what examples/mobilenets/README.md shows.
+
+1. `make_pair` (cached): two MobileNet-style models on Fashion-MNIST (a: 10 classes, b: 4 super-classes).
+2. `edgemerge zipper` k = 1..5 for each configuration asked for (default: --share block and --share
+   pointwise, BatchNorm statistics averaged), each into its own folder under --out with k00..k05.emm, report.json
+   and tradeoff.png.
+3. `edgemerge zipper pick` with --max-drop 0.02 on each.
+4. summary.json and summary.md in --out: every configuration's table, for the README.
+
+    python -m examples.mobilenets.run_zipper                       # block + pointwise, ~12 min on 2 cores
+    python -m examples.mobilenets.run_zipper --configs block-fold,pointwise-fold,block-fold-hungarian  # ablations
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CONFIGS = {
+    # name: extra `edgemerge zipper` options (the defaults: --bn stats --align none)
+    "block": ["--share", "block"],
+    "pointwise": ["--share", "pointwise"],
+    "block-fold": ["--share", "block", "--bn", "fold"],
+    "pointwise-fold": ["--share", "pointwise", "--bn", "fold"],
+    "block-fold-hungarian": ["--share", "block", "--bn", "fold", "--align", "hungarian"],
+    "pointwise-hungarian": ["--share", "pointwise", "--align", "hungarian"],
+    "pointwise-encode": ["--share", "pointwise", "--encode", "accu"],
+}
+DEFAULT_CONFIGS = ("block", "pointwise")
+STEPS_PER_ROUND = 300
+MAX_DROP = 0.02
+
+
+def run_config(name: str, pair_dir: Path, out_dir: Path, steps: int, max_drop: float) -> dict:
+    folder = out_dir / name
+    command = [sys.executable, "-m", "edgemerge.cli", "zipper",
+               f"a={pair_dir / 'mobilenet_a.keras'}", f"b={pair_dir / 'mobilenet_b.keras'}",
+               "--calib", f"a={pair_dir / 'a_train.npz'}", "--calib", f"b={pair_dir / 'b_train.npz'}",
+               "--val", f"a={pair_dir / 'a_test.npz'}", "--val", f"b={pair_dir / 'b_test.npz'}",
+               "-o", str(folder), "--steps-per-round", str(steps), *CONFIGS[name]]
+    print(f"run_zipper: {name}: {' '.join(command[2:])}", flush=True)
+    started = time.perf_counter()
+    result = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"run_zipper: {name}: edgemerge zipper failed (exit {result.returncode})")
+    print(result.stdout, flush=True)
+    picked = folder / "picked.emm"
+    pick = subprocess.run([sys.executable, "-m", "edgemerge.cli", "zipper", "pick", str(folder),
+                           "--max-drop", str(max_drop), "-o", str(picked)], capture_output=True, text=True)
+    print((pick.stdout or pick.stderr).strip(), flush=True)
+    report = json.loads((folder / "report.json").read_text())
+    return {"name": name, "options": CONFIGS[name], "table": result.stdout.strip(),
+            "picked": pick.stdout.strip() if pick.returncode == 0 else None,
+            "pick_error": pick.stderr.strip() if pick.returncode != 0 else None,
+            "seconds": round(time.perf_counter() - started, 1), "report": report}
+
+
+def summarize_existing(name: str, out_dir: Path, max_drop: float) -> dict:
+    """The summary entry of a configuration already run (its folder's report.json), picking again."""
+    from edgemerge.errors import EdgemergeError
+    from edgemerge.zipper import format_table, load_report, pick
+
+    folder = out_dir / name
+    report = load_report(folder)
+    entry = {"name": name, "options": CONFIGS[name], "table": format_table(report), "picked": None,
+             "pick_error": None, "seconds": report["seconds"], "report": report}
+    try:
+        row = pick(folder, max_drop, folder / "picked.emm")
+        entry["picked"] = (f"k={row['k']} ({row['file']}, {row['file_bytes']} bytes, {row['compression']:.2f}x; drop "
+                           + ", ".join(f"{t} {100 * d:+.2f}" for t, d in row["drop"].items()) + " points)")
+    except EdgemergeError as e:
+        entry["pick_error"] = str(e)
+    return entry
+
+
+def markdown(summary: list[dict]) -> str:
+    lines = []
+    for entry in summary:
+        report = entry["report"]
+        lines.append(f"### {entry['name']} (`{' '.join(entry['options'])}`)\n")
+        lines.append("| k | shared | acc a | drop a | acc b | drop b | bytes | compression | memory | C ms | speedup |"
+                     " vs TFLite pair |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in report["rounds"]:
+            shared = ", ".join(r["shared_layers"]) if report["share"] == "pointwise" else \
+                (f"blocks 1–{r['k']}" if r["k"] else "—")
+            vs = f"{r['speedup_vs_tflite']:.2f}×" if r.get("speedup_vs_tflite") else "—"
+            lines.append(
+                f"| {r['k']} | {shared or '—'} | {100 * r['accuracy']['a']:.2f} % | {100 * r['drop']['a']:+.2f} | "
+                f"{100 * r['accuracy']['b']:.2f} % | {100 * r['drop']['b']:+.2f} | {r['file_bytes']:,} | "
+                f"{r['compression']:.2f}× | {r['context_bytes']:,} | {r['latency_ms']:.3f} | {r['speedup']:.2f}× | {vs} |")
+        lines.append("")
+        lines.append(f"picked with --max-drop {MAX_DROP}: {entry['picked'] or entry['pick_error']}\n")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run the zipper k = 1..L sequence on the example pair.")
+    parser.add_argument("--data", default="examples/build", help="folder with fashion_train/test.npz")
+    parser.add_argument("--pair", default="examples/build/mobilenets", help="folder of the pair (make_pair --out)")
+    parser.add_argument("--out", default="examples/build/zipper", help="output folder")
+    parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
+                        help=f"comma-separated configurations ({', '.join(CONFIGS)})")
+    parser.add_argument("--steps-per-round", type=int, default=STEPS_PER_ROUND)
+    parser.add_argument("--summary-only", action="store_true",
+                        help="run nothing: rebuild summary.json/.md from the configurations' existing folders")
+    args = parser.parse_args(argv)
+    from .make_pair import make_pair
+
+    names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"run_zipper: unknown configuration(s) {', '.join(unknown)} (known: {', '.join(CONFIGS)})")
+    pair_dir, out_dir = Path(args.pair), Path(args.out)
+    if args.summary_only:
+        summary = [summarize_existing(n, out_dir, MAX_DROP) for n in names]
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (out_dir / "summary.md").write_text(markdown(summary) + "\n")
+        print(markdown(summary))
+        return
+    make_pair(args.data, pair_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary_path = out_dir / "summary.json"
+    try:
+        summary = {e["name"]: e for e in json.loads(summary_path.read_text())}
+    except (OSError, ValueError):
+        summary = {}
+    for name in names:
+        summary[name] = run_config(name, pair_dir, out_dir, args.steps_per_round, MAX_DROP)
+        tmp = summary_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(list(summary.values()), indent=2) + "\n")
+        tmp.replace(summary_path)
+    (out_dir / "summary.md").write_text(markdown(list(summary.values())) + "\n")
+    print(f"run_zipper: wrote {summary_path} and {out_dir / 'summary.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+/* CONV2D and DENSE as matrix products on the ISA's micro-kernels, or on a linked BLAS.
+ *
+ *   direct (every ISA):  an implicit GEMM per output row: the kernel rows of an NHWC input are
+ *                        contiguous runs of KW·Cin floats, so em_micro.conv_gemm reads them in place
+ *                        (stride · Cin apart for consecutive output columns) and no im2col copy is
+ *                        made; only a padded copy of the input when the node pads. Bias and activation
+ *                        are applied in the micro-kernel's epilogue.
+ *   1x1 / im2col (BLAS): for large layers, where BLAS's packing pays off: the input used in place
+ *                        (1×1, stride 1, no padding) or expanded band by band into rows[pixel,
+ *                        (ky, kx, ci)] within EM_IM2COL_BUDGET_BYTES, then one sgemm per band.
+ *   DENSE:               y[Out] = x[In] · W[In × Out] (gemv_t).
+ * Weights are used in place in their file layout ([KH, KW, Cin, Cout] is (KH·KW·Cin) × Cout
+ * row-major), so nothing is packed. LUT_CONV2D nodes with r = 1 reuse the direct path with weights
+ * decoded at load (lut_conv2d_f32_decoded, at the end). */
+#include "em_opt_kernels.h"
+
+static int has_padding(const em_node *node)
+{
+    return node->pad_top != 0 || node->pad_left != 0 || node->pad_bottom != 0 || node->pad_right != 0;
+}
+
+int em_conv2d_1x1_supports(const em_node *node)
+{
+    return node->kernel_h == 1 && node->kernel_w == 1 && node->stride_h == 1 && node->stride_w == 1 &&
+           !has_padding(node);
+}
+
+/* ---- direct (implicit GEMM) -------------------------------------------------------------------- */
+
+em_status em_conv2d_direct_plan(const em_model *model, em_node *node, em_error *err)
+{
+    size_t floats = 0;
+    (void)model;
+    if (has_padding(node) &&
+        !em_mul_size(((size_t)node->in.h + node->pad_top + node->pad_bottom) *
+                         ((size_t)node->in.w + node->pad_left + node->pad_right),
+                     node->in.c, &floats))
+        return em_fail_node(err, EM_STATUS_LIMIT, node, "padded input does not fit in size_t");
+    if (!em_mul_size(floats, sizeof(float), &node->scratch_bytes))
+        return em_fail_node(err, EM_STATUS_LIMIT, node, "padded input does not fit in size_t");
+    node->packed_bytes = 0;
+    node->table_bytes = 0;
+    node->table_shareable = 0;
+    return EM_STATUS_OK;
+}
+
+static void conv_direct(const em_node *node, const float *input, float *output, const float *weights,
+                        float *scratch)
+{
+    const em_micro *micro = node->kernel->micro;
+    const uint32_t cin = node->in.c, cout = node->out.c, out_w = node->out.w;
+    const float *bias = em_tensor_f32(node->bias);
+    const float *x = input;
+    size_t x_row = (size_t)node->in.w * cin; /* floats per input row */
+    uint32_t oy;
+    if (em_conv2d_1x1_supports(node)) { /* every pixel is one row of A */
+        micro->conv_gemm((size_t)node->out.h * out_w, cout, 1, cin, input, cin, 0, weights, cout, output, cout, bias,
+                         node->activation);
+        return;
+    }
+    if (has_padding(node)) { /* a zero-padded copy, so every kernel row is in bounds */
+        const size_t hp = (size_t)node->in.h + node->pad_top + node->pad_bottom;
+        const size_t row = (size_t)node->in.w * cin;
+        size_t y, i;
+        x_row = ((size_t)node->in.w + node->pad_left + node->pad_right) * cin;
+        for (i = 0; i < hp * x_row; ++i) scratch[i] = 0.0f;
+        for (y = 0; y < node->in.h; ++y) {
+            float *dst = scratch + (y + node->pad_top) * x_row + (size_t)node->pad_left * cin;
+            const float *src = input + y * row;
+            for (i = 0; i < row; ++i) dst[i] = src[i];
+        }
+        x = scratch;
+    }
+    for (oy = 0; oy < node->out.h; ++oy)
+        micro->conv_gemm(out_w, cout, node->kernel_h, (size_t)node->kernel_w * cin, x + (size_t)oy * node->stride_h * x_row,
+                         (size_t)node->stride_w * cin, x_row, weights, cout, output + (size_t)oy * out_w * cout, cout,
+                         bias, node->activation);
+}
+
+void em_conv2d_direct_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
+{
+    conv_direct(node, input, output, em_tensor_f32(node->weight), env->scratch);
+}
+
+/* ---- BLAS: 1×1 in place, im2col in bands --------------------------------------------------------- */
+
+void em_conv2d_1x1_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
+{
+    const size_t pixels = (size_t)node->out.h * node->out.w;
+    (void)env;
+    node->kernel->micro->gemm(pixels, node->out.c, node->in.c, input, node->in.c, em_tensor_f32(node->weight),
+                              node->out.c, output, node->out.c);
+    em_opt_bias_activate(output, pixels, node->out.c, em_tensor_f32(node->bias), node->activation);
+}
+
+/* Output rows per im2col band (at least 1). */
+static uint32_t im2col_band_rows(const em_node *node)
+{
+    const uint64_t row_floats = (uint64_t)node->out.w * node->kernel_h * node->kernel_w * node->in.c;
+    uint64_t rows = EM_IM2COL_BUDGET_BYTES / (row_floats * 4u);
+    if (rows < 1u) rows = 1u;
+    if (rows > node->out.h) rows = node->out.h;
+    return (uint32_t)rows;
+}
+
+em_status em_conv2d_im2col_plan(const em_model *model, em_node *node, em_error *err)
+{
+    size_t floats;
+    (void)model;
+    if (!em_mul_size((size_t)im2col_band_rows(node) * node->out.w,
+                     (size_t)node->kernel_h * node->kernel_w * node->in.c, &floats) ||
+        !em_mul_size(floats, sizeof(float), &node->scratch_bytes))
+        return em_fail_node(err, EM_STATUS_LIMIT, node, "im2col band does not fit in size_t");
+    node->packed_bytes = 0;
+    node->table_bytes = 0;
+    node->table_shareable = 0;
+    return EM_STATUS_OK;
+}
+
+void em_conv2d_im2col_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
+{
+    const uint32_t in_h = node->in.h, in_w = node->in.w, cin = node->in.c;
+    const uint32_t out_w = node->out.w, cout = node->out.c;
+    const uint32_t band = im2col_band_rows(node);
+    const size_t depth = (size_t)node->kernel_h * node->kernel_w * cin; /* K of the product */
+    float *rows = env->scratch;
+    uint32_t oy0, oy, ox, ky, kx, ci;
+
+    for (oy0 = 0; oy0 < node->out.h; oy0 += band) {
+        const uint32_t band_rows = node->out.h - oy0 < band ? node->out.h - oy0 : band;
+        float *dst = rows;
+        for (oy = oy0; oy < oy0 + band_rows; ++oy) {
+            for (ox = 0; ox < out_w; ++ox) {
+                for (ky = 0; ky < node->kernel_h; ++ky) {
+                    const uint64_t yp = (uint64_t)oy * node->stride_h + ky;
+                    const int row_inside = yp >= node->pad_top && yp - node->pad_top < in_h;
+                    for (kx = 0; kx < node->kernel_w; ++kx) {
+                        const uint64_t xp = (uint64_t)ox * node->stride_w + kx;
+                        if (row_inside && xp >= node->pad_left && xp - node->pad_left < in_w) {
+                            const float *src =
+                                input + ((size_t)(yp - node->pad_top) * in_w + (size_t)(xp - node->pad_left)) * cin;
+                            for (ci = 0; ci < cin; ++ci) dst[ci] = src[ci];
+                        } else {
+                            for (ci = 0; ci < cin; ++ci) dst[ci] = 0.0f;
+                        }
+                        dst += cin;
+                    }
+                }
+            }
+        }
+        node->kernel->micro->gemm((size_t)band_rows * out_w, cout, depth, rows, depth, em_tensor_f32(node->weight),
+                                  cout, output + (size_t)oy0 * out_w * cout, cout);
+    }
+    em_opt_bias_activate(output, (size_t)node->out.h * out_w, cout, em_tensor_f32(node->bias), node->activation);
+}
+
+/* ---- DENSE --------------------------------------------------------------------------------------- */
+
+void em_dense_gemv_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
+{
+    (void)env;
+    node->kernel->micro->gemv_t(node->in.numel, node->out.c, input, em_tensor_f32(node->weight), node->out.c,
+                                output);
+    em_opt_bias_activate(output, 1, node->out.c, em_tensor_f32(node->bias), node->activation);
+}
+
+/* ---- LUT_CONV2D with decoded weights ------------------------------------------------------------
+ * With r = 1 a LUT convolution saves nothing: its table is x · codeword, one multiply per input
+ * channel and codeword, and the accumulation does as many additions as a convolution does
+ * multiply-adds. The paper's presets use r = 1 exactly for first layers (1-3 input channels), whose
+ * weights are tiny, so there the codebook is decoded once at load (W[ky,kx,ci,co] =
+ * codebook[ci / r, index[ky,kx,ci / r,co], ci % r], FORMAT.md) and the layer runs as a direct
+ * convolution: no table, NHWC output straight from the micro-kernel. em_op_choose_kernel bounds the
+ * decoded size (EM_LUT_DECODE_MAX_BYTES). */
+em_status em_lut_conv2d_decoded_plan(const em_model *model, em_node *node, em_error *err)
+{
+    size_t floats, packed;
+    em_status st;
+    if (!em_mul_size((size_t)node->kernel_h * node->kernel_w * node->in.c, node->out.c, &floats) ||
+        !em_mul_size(floats, sizeof(float), &packed))
+        return em_fail_node(err, EM_STATUS_LIMIT, node, "decoded weights do not fit in size_t");
+    st = em_conv2d_direct_plan(model, node, err);
+    node->packed_bytes = packed;
+    return st;
+}
+
+void em_lut_conv2d_decoded_pack(const em_model *model, em_node *node)
+{
+    float *w = (float *)node->packed;
+    const float *codebook = em_tensor_f32(node->weight);
+    const uint32_t taps = node->kernel_h * node->kernel_w, cin = node->in.c, cout = node->out.c;
+    const uint32_t r = node->seg_len, C = node->codewords, S = node->segments;
+    uint32_t tap, ci, co;
+    (void)model;
+    for (tap = 0; tap < taps; ++tap)
+        for (ci = 0; ci < cin; ++ci) {
+            const uint32_t s = ci / r, j = ci % r;
+            for (co = 0; co < cout; ++co) {
+                const uint32_t c = em_idx_get(node->index_map->data, node->index_map->bits,
+                                              ((uint64_t)tap * S + s) * cout + co);
+                w[((size_t)tap * cin + ci) * cout + co] = codebook[((size_t)s * C + c) * r + j];
+            }
+        }
+}
+
+void em_lut_conv2d_decoded_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
+{
+    conv_direct(node, input, output, (const float *)node->packed, env->scratch);
+}

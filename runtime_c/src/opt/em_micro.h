@@ -1,0 +1,76 @@
+/* Micro-kernels: the few inner loops the fast kernels spend their time in, one table per instruction
+ * set. The algorithms (src/opt/: tiling, layouts, table sharing) are written once in portable C and
+ * call these through a table, so every ISA runs the same algorithm and a parity test of one kernel
+ * covers the driver for all of them.
+ *
+ *   src/opt/micro_generic.c   plain C (the compiler may auto-vectorise it)
+ *   src/x86/micro_sse2.c      128-bit SSE2            (x86-64 baseline)
+ *   src/x86/micro_avx2.c      256-bit AVX2 + FMA      (run-time detected, compiled with -mavx2 -mfma)
+ *   src/x86/micro_avx512.c    512-bit AVX-512F        (run-time detected, compiled with -mavx512f)
+ *   src/arm/micro_neon.c      128-bit NEON            (aarch64 always; armv7 when __ARM_NEON)
+ *   src/opt/em_blas.c         gemm/gemv through a linked BLAS (the rest from the generic table)
+ *
+ * The SIMD tables are instances of one template (src/opt/micro_template.h) over a small vector
+ * abstraction, so the ISAs differ only in vector width, tail handling and a few ISA-specific paths.
+ *
+ * Which tables exist is decided at build time (EM_HAVE_X86_SIMD, EM_HAVE_NEON, EM_HAVE_OPENBLAS from
+ * CMake); which run is decided at load time (em_cpu.c checks CPUID/XGETBV on x86). */
+#ifndef EDGEMERGE_EM_MICRO_H
+#define EDGEMERGE_EM_MICRO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct em_micro {
+    uint32_t kernels;       /* EM_KERNELS_* this table implements (EM_KERNELS_GENERIC for BLAS) */
+    const char *isa;        /* "generic", "sse2", "avx2", "avx512", "neon", "blas": kernel-name suffix */
+    uint32_t vector_floats; /* lanes of one vector (1 for generic) */
+
+    /* C[m×n] = A[m×k] · B[k×n], row-major with leading dimensions in floats; C is overwritten
+     * (k == 0 gives zeros). Used for LUT tables (A = codebook segment, B = planar input rows), 1×1 and
+     * im2col convolutions. */
+    void (*gemm)(size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb, float *c,
+                 size_t ldc);
+    /* Convolution as an implicit GEMM (no im2col copy): for i < m, j < n,
+     *   C[i, j] = act(bias[j] + Σ_{kb < kblocks} Σ_{p < kin} a[i·lda + kb·a_block + p] · B[kb·kin + p, j])
+     * One call computes one output row: i = output column, kb = kernel row, p = (kernel column, input
+     * channel), which are contiguous in an NHWC input row; lda = stride · Cin. bias may be NULL. */
+    void (*conv_gemm)(size_t m, size_t n, size_t kblocks, size_t kin, const float *a, size_t lda, size_t a_block,
+                      const float *b, size_t ldb, float *c, size_t ldc, const float *bias, uint32_t activation);
+    /* y[j] = Σ_i x[i] · B[i, j] for j < n, i < k (a dense layer with weights [In, Out]). */
+    void (*gemv_t)(size_t k, size_t n, const float *x, const float *b, size_t ldb, float *y);
+    /* y[i] = Σ_j A[i, j] · x[j] for i < m, j < k (a LUT_DENSE table: codewords · input segment). */
+    void (*gemv_n)(size_t m, size_t k, const float *a, size_t lda, const float *x, float *y);
+    /* LUT_CONV2D accumulation over a planar table: for q < span,
+     *   out[q] = (accumulate ? out[q] : 0) + Σ_{t < count} table[base[t] + idx[t] · plane + q]
+     * Each term is a contiguous run of the table (the index is a scalar per tap, segment and output
+     * channel), so this vectorises over output pixels with plain loads: no gathers. */
+    void (*lut_accumulate_planar)(const float *table, size_t plane, const uint32_t *base, const uint16_t *idx,
+                                  size_t count, size_t span, float *out, int accumulate);
+    /* LUT_DENSE accumulation: y[o] = Σ_{s < segments} table[s · codewords + idx[s · n + o]] for o < n. */
+    void (*lut_accumulate_gather)(const float *table, uint32_t codewords, size_t segments, const uint16_t *idx,
+                                  size_t n, float *y);
+    /* dst[c · dst_stride + r] = src[r · src_stride + c] for r < rows, c < cols: planar LUT sums
+     * [co][pixel] to NHWC rows [pixel][co]. */
+    void (*transpose)(const float *src, size_t src_stride, size_t rows, size_t cols, float *dst, size_t dst_stride);
+} em_micro;
+
+extern const em_micro em_micro_generic;
+#if defined(EM_HAVE_X86_SIMD)
+extern const em_micro em_micro_sse2;
+extern const em_micro em_micro_avx2;
+extern const em_micro em_micro_avx512;
+#endif
+#if defined(EM_HAVE_NEON)
+extern const em_micro em_micro_neon;
+#endif
+#if defined(EM_HAVE_OPENBLAS)
+extern const em_micro em_micro_blas;
+#endif
+
+/* Whether this CPU can run `kernels` (em_cpu.c): CPUID + OS state on x86, build flags elsewhere. */
+int em_cpu_supports(uint32_t kernels);
+/* Sets the linked BLAS's thread count (no-op without BLAS). */
+void em_blas_set_threads(int threads);
+
+#endif /* EDGEMERGE_EM_MICRO_H */

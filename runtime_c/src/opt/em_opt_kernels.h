@@ -1,0 +1,77 @@
+/* Fast kernels: algorithms in portable C over the micro-kernel tables of em_micro.h. Each has the
+ * em_kernel shape (plan / pack / run, see em_internal.h); em_ops.c registers them once per ISA under
+ * names <op>_f32_<algorithm>_<isa> and em_op_choose_kernel() picks one per node.
+ *
+ * Tuning constants are macros so a board can override them with -D (they only change speed and
+ * memory, never results beyond float rounding). */
+#ifndef EDGEMERGE_EM_OPT_KERNELS_H
+#define EDGEMERGE_EM_OPT_KERNELS_H
+
+#include "../em_internal.h"
+#include "em_micro.h"
+
+/* LUT_CONV2D keeps the table of a band of output rows, not of the whole image, once the whole table
+ * would exceed this many bytes (a budget sized for a typical L2 share; the band is never so thin that
+ * recomputing its halo rows costs more than about half the table). */
+#ifndef EM_LUT_TABLE_BUDGET_BYTES
+#if defined(__x86_64__) || defined(_M_X64)
+#define EM_LUT_TABLE_BUDGET_BYTES (512u * 1024u) /* x86-64 servers and desktops: 1-2 MiB of L2 per core */
+#else
+#define EM_LUT_TABLE_BUDGET_BYTES (256u * 1024u) /* Cortex-A: 512 KiB - 1 MiB of L2 shared by the cluster */
+#endif
+#endif
+/* LUT_CONV2D accumulates about this many floats of output rows per pass (whole rows). */
+#ifndef EM_LUT_CHUNK_FLOATS
+#define EM_LUT_CHUNK_FLOATS 256u
+#endif
+/* LUT_CONV2D nodes with r = 1 run as convolutions with decoded weights when those take at most this
+ * many bytes (model memory, allocated at load). */
+#ifndef EM_LUT_DECODE_MAX_BYTES
+#define EM_LUT_DECODE_MAX_BYTES (64u * 1024u)
+#endif
+/* im2col convolutions expand a band of output rows at a time into at most this many bytes. */
+#ifndef EM_IM2COL_BUDGET_BYTES
+#define EM_IM2COL_BUDGET_BYTES (128u * 1024u)
+#endif
+
+/* ---- shared helpers (opt/portable.c) ---- */
+/* y[p·channels + c] = act(y[...] + bias[c]) (bias may be NULL). */
+void em_opt_bias_activate(float *y, size_t pixels, uint32_t channels, const float *bias, uint32_t activation);
+/* Rounds a float count up so the next buffer starts 64-byte aligned. */
+size_t em_opt_align_floats(size_t floats);
+em_status em_opt_plan_no_scratch(const em_model *model, em_node *node, em_error *err);
+
+/* ---- LUT_CONV2D: planar tables (opt/lut_conv2d.c) ---- */
+int em_lut_conv2d_planar_supports(const em_node *node);
+em_status em_lut_conv2d_planar_plan(const em_model *model, em_node *node, em_error *err);
+void em_lut_conv2d_planar_pack(const em_model *model, em_node *node);
+void em_lut_conv2d_planar_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+
+/* ---- LUT_CONV2D as a convolution with weights decoded at load (opt/conv2d.c) ---- */
+em_status em_lut_conv2d_decoded_plan(const em_model *model, em_node *node, em_error *err);
+void em_lut_conv2d_decoded_pack(const em_model *model, em_node *node);
+void em_lut_conv2d_decoded_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+
+/* ---- LUT_DENSE (opt/lut_dense.c) ---- */
+em_status em_lut_dense_plan(const em_model *model, em_node *node, em_error *err);
+void em_lut_dense_pack(const em_model *model, em_node *node);
+void em_lut_dense_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+
+/* ---- CONV2D and DENSE over gemm/gemv (opt/conv2d.c) ---- */
+em_status em_conv2d_direct_plan(const em_model *model, em_node *node, em_error *err);
+void em_conv2d_direct_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+int em_conv2d_1x1_supports(const em_node *node);
+void em_conv2d_1x1_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+em_status em_conv2d_im2col_plan(const em_model *model, em_node *node, em_error *err);
+void em_conv2d_im2col_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+void em_dense_gemv_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+
+/* ---- ops without a matrix product, portable C (opt/portable.c) ---- */
+void em_depthwise_conv2d_direct_run(const em_node *node, const float *input, float *output,
+                                    const em_kernel_env *env);
+void em_max_pool_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+void em_avg_pool_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+void em_global_avg_pool_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+void em_copy_activate_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+
+#endif /* EDGEMERGE_EM_OPT_KERNELS_H */

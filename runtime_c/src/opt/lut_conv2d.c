@@ -1,0 +1,273 @@
+/* LUT_CONV2D (E-Conv) with planar tables: the same two steps as the reference (FORMAT.md "LUT ops"),
+ * laid out so that both are dense vector work.
+ *
+ * Layout. The reference keeps table[pixel, s, c]; accumulating from it means one gather per output
+ * channel and term, because the index differs per output channel. Here the table is transposed to
+ * table[s, c, pixel] ("planar"): for one output channel co and one term (tap ky,kx and segment s) the
+ * index c = index[ky, kx, s, co] is a scalar, and the terms of all output pixels of a row are a
+ * contiguous run of table[s, c, :], shifted by the tap. So the accumulation vectorises over output
+ * pixels with plain loads (em_micro.lut_accumulate_planar), on every ISA alike, no gathers.
+ *
+ * Geometry. The pixel axis of the table is the zero-padded input, so padding needs no branches (a
+ * padded pixel's table entries are 0, i.e. "left out"), and it is split into stride phases: pixel
+ * (y, x) of the padded input goes to phase (y mod sh, x mod sw) at (y / sh, x / sw). Output (oy, ox)
+ * with tap (ky, kx) then reads phase (ky mod sh, kx mod sw) at (oy + ky / sh, ox + kx / sw): with the
+ * output flattened as q = oy·wq + ox (wq = phase-plane width), every tap is a constant offset, so one
+ * run of q covers all rows of a band at once. Columns ox ≥ out_w of that run are computed and dropped.
+ *
+ * Table build. Input rows are transposed into planar channels X[ci, pixel] (zero-padded), then per
+ * segment s one matrix product: table[s] (C × pixels) = codebook[s] (C × r) · X[s·r .. s·r + r) (r ×
+ * pixels), on the ISA's gemm.
+ *
+ * Banding. When the whole table exceeds EM_LUT_TABLE_BUDGET_BYTES it is built for a band of output
+ * rows at a time (plus the kernel's halo rows, recomputed per band), so scratch, and em_context_size,
+ * stay bounded. A single-band table may be shared by nodes reading the same value with the same
+ * codebook, r, strides and pads (em_plan.c groups them; the first to run builds it).
+ *
+ * Scratch: [table | X | output tile]. Packed (model-owned, filled once at load): the layout below,
+ * then base[term] (table offset of each tap and segment) and idx[co][term] (uint16 codeword indices,
+ * unpacked from the bit stream and ordered for the accumulation loop). */
+#include <string.h>
+
+#include "em_opt_kernels.h"
+
+typedef struct lut_conv_layout {
+    uint32_t taps;          /* KH·KW */
+    uint32_t terms;         /* taps · S: table reads per output value */
+    uint32_t phases;        /* sh · sw */
+    uint32_t hq, wq;        /* phase-plane height and width of the whole padded input */
+    uint32_t band_out_rows; /* output rows per band */
+    uint32_t band_rows;     /* phase-plane rows a band's table holds */
+    uint32_t halo;          /* phase-plane rows below a band's last output row that it reads */
+    uint32_t chunk_rows;    /* output rows per accumulation pass */
+    uint32_t chunk;         /* chunk_rows · wq: floats of a tile row */
+    size_t plane;           /* floats of one table row (s, c), and of one planar input channel */
+    size_t table_floats;    /* S · C · plane */
+    size_t x_floats;        /* Cin · plane */
+    size_t tile_floats;     /* Cout · chunk */
+    size_t base_offset;     /* bytes from the layout to base[] */
+    size_t idx_offset;      /* bytes from the layout to idx[] */
+} lut_conv_layout;
+
+/* Layout for a node (pure function of its fields, computed at plan and pack time). Returns 0 when some
+ * size does not fit the kernel's 32-bit offsets (then the kernel does not support the node). */
+static int compute_layout(const em_node *node, lut_conv_layout *L)
+{
+    const uint64_t sh = node->stride_h, sw = node->stride_w;
+    const uint64_t hp = (uint64_t)node->in.h + node->pad_top + node->pad_bottom;
+    const uint64_t wp = (uint64_t)node->in.w + node->pad_left + node->pad_right;
+    const uint64_t hq = (hp + sh - 1) / sh, wq = (wp + sw - 1) / sw;
+    const uint64_t halo = (node->kernel_h - 1u) / sh;
+    const uint64_t sc = (uint64_t)node->segments * node->codewords;
+    const uint64_t row_floats = sc * sh * sw * wq; /* table floats per phase-plane row */
+    uint64_t band_out, band_rows, plane, chunk_rows;
+
+    memset(L, 0, sizeof *L);
+    if (row_floats * hq * 4u <= EM_LUT_TABLE_BUDGET_BYTES) {
+        band_out = node->out.h;
+        band_rows = hq; /* the whole plane: a single band, shareable */
+    } else {
+        /* the most output rows whose table fits, but not so few that the recomputed halo rows cost
+         * more than half the table; then equal bands, so the last one is not a sliver */
+        const uint64_t fit = EM_LUT_TABLE_BUDGET_BYTES / (row_floats * 4u);
+        const uint64_t min_band = 2u * halo < node->out.h ? 2u * halo : node->out.h;
+        uint64_t bands;
+        band_out = fit > halo ? fit - halo : 1u;
+        if (band_out < min_band) band_out = min_band;
+        if (band_out < 1u) band_out = 1u;
+        if (band_out > node->out.h) band_out = node->out.h;
+        bands = (node->out.h + band_out - 1u) / band_out;
+        band_out = (node->out.h + bands - 1u) / bands;
+        band_rows = band_out + halo;
+        if (band_rows > hq) band_rows = hq;
+    }
+    plane = sh * sw * band_rows * wq;
+    /* Whole output rows per accumulation pass, about EM_LUT_CHUNK_FLOATS of them: the micro-kernel
+     * keeps up to 8 vectors of sums in registers across all terms, and the tile of Cout × chunk sums
+     * stays in L1 until it is transposed out. (Blocking the pass for L1 reuse of the table does not
+     * pay: the shifted windows of C codewords overflow L1 anyway, and the loads are split-line bound.) */
+    chunk_rows = EM_LUT_CHUNK_FLOATS / wq;
+    if (chunk_rows < 1u) chunk_rows = 1u;
+    if (chunk_rows > band_out) chunk_rows = band_out;
+    L->taps = node->kernel_h * node->kernel_w; /* <= 64 · 64 */
+    L->phases = (uint32_t)(sh * sw);
+    L->hq = (uint32_t)hq;
+    L->wq = (uint32_t)wq;
+    L->band_out_rows = (uint32_t)band_out;
+    L->band_rows = (uint32_t)band_rows;
+    L->halo = (uint32_t)halo;
+    L->chunk_rows = (uint32_t)chunk_rows;
+    L->chunk = (uint32_t)(chunk_rows * wq);
+    L->plane = (size_t)plane;
+    /* 32-bit offsets into the table, 16-bit indices */
+    if (sc * plane >= 0xFFFFFFFFull || (uint64_t)node->in.c * plane >= 0xFFFFFFFFull ||
+        (uint64_t)L->taps * node->segments >= 0xFFFFFFFFull || node->codewords > 65536u)
+        return 0;
+    L->terms = L->taps * node->segments;
+    L->table_floats = (size_t)(sc * plane);
+    L->x_floats = (size_t)((uint64_t)node->in.c * plane);
+    L->tile_floats = (size_t)((uint64_t)node->out.c * L->chunk);
+    L->base_offset = em_opt_align_floats(sizeof(lut_conv_layout) / sizeof(float)) * sizeof(float);
+    L->idx_offset = L->base_offset + em_opt_align_floats(L->terms) * sizeof(float);
+    return 1;
+}
+
+int em_lut_conv2d_planar_supports(const em_node *node)
+{
+    lut_conv_layout L;
+    return compute_layout(node, &L);
+}
+
+em_status em_lut_conv2d_planar_plan(const em_model *model, em_node *node, em_error *err)
+{
+    lut_conv_layout L;
+    size_t idx_bytes;
+    (void)model;
+    if (!compute_layout(node, &L)) /* em_op_choose_kernel checked supports(); defensive */
+        return em_fail_node(err, EM_STATUS_LIMIT, node, "too large for kernel %s", node->kernel->name);
+    if (!em_mul_size((size_t)L.terms * 2u, node->out.c, &idx_bytes) ||
+        !em_add_size(L.idx_offset, idx_bytes, &node->packed_bytes))
+        return em_fail_node(err, EM_STATUS_LIMIT, node, "unpacked index map does not fit in size_t");
+    node->table_bytes = em_opt_align_floats(L.table_floats) * sizeof(float);
+    node->scratch_bytes = node->table_bytes + (em_opt_align_floats(L.x_floats) + L.tile_floats) * sizeof(float);
+    node->table_shareable = L.band_out_rows == node->out.h;
+    return EM_STATUS_OK;
+}
+
+void em_lut_conv2d_planar_pack(const em_model *model, em_node *node)
+{
+    lut_conv_layout *L = (lut_conv_layout *)node->packed;
+    uint32_t *base;
+    uint16_t *idx;
+    const uint32_t S = node->segments, cout = node->out.c;
+    uint32_t ky, kx, s, co;
+    (void)model;
+    compute_layout(node, L);
+    base = (uint32_t *)(void *)((unsigned char *)node->packed + L->base_offset);
+    idx = (uint16_t *)(void *)((unsigned char *)node->packed + L->idx_offset);
+    /* terms ordered segment-major (s, tap): a pass over one segment reads one slab of the table */
+    for (ky = 0; ky < node->kernel_h; ++ky) {
+        for (kx = 0; kx < node->kernel_w; ++kx) {
+            const uint32_t tap = ky * node->kernel_w + kx;
+            const size_t phase = (size_t)(ky % node->stride_h) * node->stride_w + kx % node->stride_w;
+            const size_t shift = phase * L->band_rows * L->wq + (size_t)(ky / node->stride_h) * L->wq +
+                                 kx / node->stride_w;
+            for (s = 0; s < S; ++s)
+                base[s * L->taps + tap] = (uint32_t)((size_t)s * node->codewords * L->plane + shift);
+        }
+    }
+    /* idx[co][s][tap] = index[tap, s, co]: each output channel's terms contiguous, in base's order */
+    for (co = 0; co < cout; ++co) {
+        uint16_t *row = idx + (size_t)co * L->terms;
+        uint32_t tap;
+        for (s = 0; s < S; ++s)
+            for (tap = 0; tap < L->taps; ++tap)
+                row[s * L->taps + tap] = (uint16_t)em_idx_get(node->index_map->data, node->index_map->bits,
+                                                               ((uint64_t)tap * S + s) * cout + co);
+    }
+}
+
+/* Planar, zero-padded, phase-split copy of the input rows a band needs: X[ci, phase, row, col]. */
+static void transpose_input(const em_node *node, const lut_conv_layout *L, const float *input, uint32_t first_row,
+                            float *x)
+{
+    const uint32_t in_h = node->in.h, in_w = node->in.w, cin = node->in.c;
+    const uint32_t sh = node->stride_h, sw = node->stride_w;
+    uint32_t py, pr, ix, ci;
+    memset(x, 0, L->x_floats * sizeof(float));
+    for (py = 0; py < sh; ++py) {
+        for (pr = 0; pr < L->band_rows; ++pr) {
+            const uint64_t yp = (uint64_t)(first_row + pr) * sh + py; /* row of the padded input */
+            size_t row_offset;
+            const float *src;
+            if (yp < node->pad_top || yp - node->pad_top >= in_h) continue; /* padding: stays 0 */
+            src = input + (size_t)(yp - node->pad_top) * in_w * cin;
+            row_offset = ((size_t)py * sw * L->band_rows + pr) * L->wq;
+            for (ix = 0; ix < in_w; ++ix) {
+                const uint32_t xp = ix + node->pad_left;
+                float *dst = x + row_offset + (size_t)(xp % sw) * L->band_rows * L->wq + xp / sw;
+                const float *pixel = src + (size_t)ix * cin;
+                for (ci = 0; ci < cin; ++ci) dst[(size_t)ci * L->plane] = pixel[ci];
+            }
+        }
+    }
+}
+
+/* table[s] = codebook[s] · X[s·r .. s·r + r) over the first `columns` pixels of each plane (the rest of
+ * a band's plane is never read: rows past the input's last phase-plane row). */
+static void build_table(const em_node *node, const lut_conv_layout *L, const float *x, size_t columns, float *table)
+{
+    const em_micro *micro = node->kernel->micro;
+    const float *codebook = em_tensor_f32(node->weight);
+    const uint32_t r = node->seg_len, C = node->codewords, cin = node->in.c;
+    uint32_t s;
+    for (s = 0; s < node->segments; ++s) {
+        const uint32_t first = s * r;
+        const uint32_t len = cin - first < r ? cin - first : r; /* the last segment may be short */
+        micro->gemm(C, columns, len, codebook + (size_t)s * C * r, r, x + (size_t)first * L->plane, L->plane,
+                    table + (size_t)s * C * L->plane, L->plane);
+    }
+}
+
+/* Moves a tile of planar sums [co][q] (rows of wq pixels) into NHWC output rows, with bias and
+ * activation; the columns ox >= out_w of each tile row were computed only to keep runs contiguous. */
+static void store_tile(const em_node *node, const lut_conv_layout *L, const float *tile, uint32_t rows,
+                       uint32_t first_row, float *output)
+{
+    const em_micro *micro = node->kernel->micro;
+    const uint32_t cout = node->out.c, out_w = node->out.w;
+    const float *bias = em_tensor_f32(node->bias);
+    uint32_t row;
+    for (row = 0; row < rows; ++row) {
+        float *dst = output + (size_t)(first_row + row) * out_w * cout;
+        micro->transpose(tile + (size_t)row * L->wq, L->chunk, cout, out_w, dst, cout);
+        em_opt_bias_activate(dst, out_w, cout, bias, node->activation);
+    }
+}
+
+void em_lut_conv2d_planar_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
+{
+    const lut_conv_layout *L = (const lut_conv_layout *)node->packed;
+    const uint32_t *base = (const uint32_t *)(const void *)((const unsigned char *)node->packed + L->base_offset);
+    const uint16_t *idx = (const uint16_t *)(const void *)((const unsigned char *)node->packed + L->idx_offset);
+    const em_micro *micro = node->kernel->micro;
+    const int shared = env->shared_table != NULL;
+    float *table = shared ? env->shared_table : env->scratch;
+    float *x = shared ? env->scratch : env->scratch + node->table_bytes / sizeof(float);
+    float *tile = x + em_opt_align_floats(L->x_floats);
+    const uint32_t out_h = node->out.h, cout = node->out.c;
+    uint32_t first_row;
+    uint64_t t0 = 0, t1 = 0;
+
+    for (first_row = 0; first_row < out_h; first_row += L->band_out_rows) {
+        const uint32_t rows = out_h - first_row < L->band_out_rows ? out_h - first_row : L->band_out_rows;
+        const int built = !shared || !*env->table_ready;
+        uint32_t chunk_row;
+        if (env->profile) t0 = em_platform_now_ns();
+        if (built) {
+            /* with one phase, only the rows this band reads need a table (a shared table has them all) */
+            uint32_t needed = L->band_rows;
+            if (L->phases == 1u && !shared && rows + L->halo < needed) needed = rows + L->halo;
+            if (L->phases == 1u && L->hq - first_row < needed) needed = L->hq - first_row;
+            transpose_input(node, L, input, first_row, x);
+            build_table(node, L, x, L->phases == 1u ? (size_t)needed * L->wq : L->plane, table);
+            if (shared) *env->table_ready = 1;
+        }
+        if (env->profile) t1 = em_platform_now_ns();
+        for (chunk_row = 0; chunk_row < rows; chunk_row += L->chunk_rows) {
+            const uint32_t chunk_rows = rows - chunk_row < L->chunk_rows ? rows - chunk_row : L->chunk_rows;
+            const size_t q0 = (size_t)chunk_row * L->wq;
+            const size_t len = (size_t)(chunk_rows - 1u) * L->wq + node->out.w;
+            uint32_t co;
+            for (co = 0; co < cout; ++co)
+                micro->lut_accumulate_planar(table + q0, L->plane, base, idx + (size_t)co * L->terms, L->terms, len,
+                                             tile + (size_t)co * L->chunk, 0);
+            store_tile(node, L, tile, chunk_rows, first_row + chunk_row, output);
+        }
+        if (env->profile) {
+            const uint64_t t2 = em_platform_now_ns();
+            if (built) env->profile->table_ns += t1 - t0;
+            env->profile->accumulate_ns += t2 - t1;
+        }
+    }
+}

@@ -1,0 +1,106 @@
+/* Micro-kernels in plain C99: the fallback on every target and the baseline the SIMD tables are
+ * measured against. Loops are ordered so the innermost one runs over contiguous memory with
+ * independent iterations, which compilers auto-vectorise at -O2/-O3 for the target's base ISA. */
+#include "../em_internal.h"
+#include "em_micro.h"
+
+static void gemm_generic(size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb,
+                         float *c, size_t ldc)
+{
+    size_t i, j, p;
+    for (i = 0; i < m; ++i) {
+        float *crow = c + i * ldc;
+        for (j = 0; j < n; ++j) crow[j] = 0.0f;
+        for (p = 0; p < k; ++p) {
+            const float aip = a[i * lda + p];
+            const float *brow = b + p * ldb;
+            for (j = 0; j < n; ++j) crow[j] += aip * brow[j];
+        }
+    }
+}
+
+static void conv_gemm_generic(size_t m, size_t n, size_t kblocks, size_t kin, const float *a, size_t lda,
+                              size_t a_block, const float *b, size_t ldb, float *c, size_t ldc, const float *bias,
+                              uint32_t activation)
+{
+    size_t i, j, kb, p;
+    for (i = 0; i < m; ++i) {
+        float *crow = c + i * ldc;
+        for (j = 0; j < n; ++j) crow[j] = bias != NULL ? bias[j] : 0.0f;
+        for (kb = 0; kb < kblocks; ++kb) {
+            const float *arow = a + i * lda + kb * a_block;
+            for (p = 0; p < kin; ++p) {
+                const float aip = arow[p];
+                const float *brow = b + (kb * kin + p) * ldb;
+                for (j = 0; j < n; ++j) crow[j] += aip * brow[j];
+            }
+        }
+        if (activation == EM_ACT_RELU)
+            for (j = 0; j < n; ++j) crow[j] = crow[j] > 0.0f ? crow[j] : 0.0f;
+        else if (activation == EM_ACT_RELU6)
+            for (j = 0; j < n; ++j) crow[j] = crow[j] > 0.0f ? (crow[j] < 6.0f ? crow[j] : 6.0f) : 0.0f;
+    }
+}
+
+static void gemv_t_generic(size_t k, size_t n, const float *x, const float *b, size_t ldb, float *y)
+{
+    size_t i, j;
+    for (j = 0; j < n; ++j) y[j] = 0.0f;
+    for (i = 0; i < k; ++i) {
+        const float xi = x[i];
+        const float *brow = b + i * ldb;
+        for (j = 0; j < n; ++j) y[j] += xi * brow[j];
+    }
+}
+
+static void gemv_n_generic(size_t m, size_t k, const float *a, size_t lda, const float *x, float *y)
+{
+    size_t i, j;
+    for (i = 0; i < m; ++i) {
+        const float *row = a + i * lda;
+        float acc = 0.0f;
+        for (j = 0; j < k; ++j) acc += row[j] * x[j];
+        y[i] = acc;
+    }
+}
+
+static void lut_accumulate_planar_generic(const float *table, size_t plane, const uint32_t *base,
+                                          const uint16_t *idx, size_t count, size_t span, float *out, int accumulate)
+{
+    size_t t, q;
+    if (!accumulate)
+        for (q = 0; q < span; ++q) out[q] = 0.0f;
+    for (t = 0; t < count; ++t) {
+        const float *src = table + base[t] + (size_t)idx[t] * plane;
+        for (q = 0; q < span; ++q) out[q] += src[q];
+    }
+}
+
+static void lut_accumulate_gather_generic(const float *table, uint32_t codewords, size_t segments,
+                                          const uint16_t *idx, size_t n, float *y)
+{
+    size_t s, o;
+    for (o = 0; o < n; ++o) y[o] = 0.0f;
+    for (s = 0; s < segments; ++s) {
+        const float *row = table + s * codewords;
+        const uint16_t *is = idx + s * n;
+        for (o = 0; o < n; ++o) y[o] += row[is[o]];
+    }
+}
+
+static void transpose_generic(const float *src, size_t src_stride, size_t rows, size_t cols, float *dst,
+                              size_t dst_stride)
+{
+    size_t r, c, r0, c0;
+    /* 8×8 blocks keep both sides within a few cache lines */
+    for (r0 = 0; r0 < rows; r0 += 8)
+        for (c0 = 0; c0 < cols; c0 += 8)
+            for (r = r0; r < rows && r < r0 + 8; ++r)
+                for (c = c0; c < cols && c < c0 + 8; ++c) dst[c * dst_stride + r] = src[r * src_stride + c];
+}
+
+const em_micro em_micro_generic = {
+    EM_KERNELS_GENERIC, "generic", 1u,
+    gemm_generic, conv_gemm_generic, gemv_t_generic, gemv_n_generic, lut_accumulate_planar_generic,
+    lut_accumulate_gather_generic, transpose_generic,
+};

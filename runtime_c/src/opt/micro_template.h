@@ -1,0 +1,381 @@
+/* The SIMD micro-kernels, written once over a small vector abstraction and instantiated per ISA by
+ * src/x86/micro_*.c and src/arm/micro_neon.c (each defines the macros below, then includes this file).
+ * No header guard: included once per ISA translation unit.
+ *
+ * Required from the includer:
+ *   EMV_W                  lanes per vector
+ *   emv                    the vector type
+ *   EMV_FN(name)           name##_<isa>: keeps the static functions of each ISA apart in debuggers
+ *   EMV_GEMM_MR            rows of the gemm register tile (the tile is EMV_GEMM_MR × 2·EMV_W)
+ *   emv_zero() emv_set1(x) emv_loadu(p) emv_storeu(p, v) emv_add(a, b) emv_max(a, b) emv_min(a, b)
+ *   emv_fma(a, b, c)       a·b + c (fused where the ISA has it)
+ *   emv_load_part(p, n)    the first n < EMV_W floats at p, other lanes 0; reads only those n
+ *   emv_store_part(p, v, n) writes only the first n < EMV_W lanes
+ *   emv_hsum(v)            sum of the lanes
+ *   emv_gather16(t, ix)    lanes t[ix[0]], ..., t[ix[EMV_W-1]] for uint16 indices ix
+ *   emv_reduce_rows(v)     for an array v[EMV_W] of vectors: the vector whose lane i is the sum of v[i]'s
+ *                          lanes (EMV_W horizontal sums at the cost of about one)
+ *   EMV_TB, emv_transpose_block(src, ss, dst, ds)   an EMV_TB × EMV_TB block transpose
+ * Optional: EMV_CUSTOM_LUT_GATHER (the includer supplies EMV_FN(lut_accumulate_gather)).
+ *
+ * Nothing here reads or writes outside the ranges the em_micro contract names: tails use partial loads
+ * and stores, so the kernels are clean under AddressSanitizer. */
+
+#if defined(__GNUC__) || defined(__clang__)
+#define EMV_INLINE static inline __attribute__((always_inline))
+#else
+#define EMV_INLINE static inline
+#endif
+
+/* ---- gemm: C[m×n] = A[m×k] · B[k×n], and the convolution form ----------------------------------
+ * Register tile of mr rows × 2 vectors; A is broadcast one element at a time, B rows are loaded as
+ * vectors, so neither operand needs packing (the LUT tables' A is a codebook segment, B the planar
+ * input; a convolution's A is the NHWC input itself, B the [KH·KW·Cin, Cout] weights). K runs over
+ * `kblocks` blocks of `kin`, block kb of A starting a_block floats further (kernel rows of a
+ * convolution; 1 block for a plain product). The epilogue adds the bias and applies the activation
+ * while the tile is in registers. `cols` < 2·EMV_W selects the edge variant. */
+EMV_INLINE emv EMV_FN(epilogue)(emv v, const float *bias, size_t lanes, uint32_t activation)
+{
+    if (bias != NULL) v = emv_add(v, lanes == EMV_W ? emv_loadu(bias) : emv_load_part(bias, lanes));
+    if (activation == EM_ACT_RELU) v = emv_max(v, emv_zero());
+    else if (activation == EM_ACT_RELU6) v = emv_min(emv_max(v, emv_zero()), emv_set1(6.0f));
+    return v;
+}
+
+EMV_INLINE void EMV_FN(gemm_tile)(const size_t mr, const size_t cols, size_t kblocks, size_t kin, const float *a,
+                                  size_t lda, size_t a_block, const float *b, size_t ldb, float *c, size_t ldc,
+                                  const float *bias, uint32_t activation)
+{
+    emv acc0[EMV_GEMM_MR], acc1[EMV_GEMM_MR];
+    const size_t n0 = cols >= EMV_W ? EMV_W : cols; /* lanes of the first vector */
+    const size_t n1 = cols - n0;                     /* lanes of the second, 0..EMV_W */
+    size_t i, p, kb;
+    for (i = 0; i < EMV_GEMM_MR; ++i) {
+        acc0[i] = emv_zero();
+        acc1[i] = emv_zero();
+    }
+    for (kb = 0; kb < kblocks; ++kb) {
+        const float *ablock = a + kb * a_block;
+        const float *bblock = b + kb * kin * ldb;
+        for (p = 0; p < kin; ++p) {
+            const float *brow = bblock + p * ldb;
+            const emv b0 = n0 == EMV_W ? emv_loadu(brow) : emv_load_part(brow, n0);
+            const emv b1 =
+                n1 == EMV_W ? emv_loadu(brow + EMV_W) : (n1 ? emv_load_part(brow + EMV_W, n1) : emv_zero());
+            for (i = 0; i < EMV_GEMM_MR; ++i) {
+                if (i < mr) {
+                    const emv ai = emv_set1(ablock[i * lda + p]);
+                    acc0[i] = emv_fma(ai, b0, acc0[i]);
+                    acc1[i] = emv_fma(ai, b1, acc1[i]);
+                }
+            }
+        }
+    }
+    for (i = 0; i < EMV_GEMM_MR; ++i) {
+        if (i < mr) {
+            float *crow = c + i * ldc;
+            emv v0 = acc0[i], v1 = acc1[i];
+            if (bias != NULL || activation != EM_ACT_NONE) {
+                v0 = EMV_FN(epilogue)(v0, bias, n0, activation);
+                if (n1) v1 = EMV_FN(epilogue)(v1, bias != NULL ? bias + EMV_W : NULL, n1, activation);
+            }
+            if (n0 == EMV_W) emv_storeu(crow, v0); else emv_store_part(crow, v0, n0);
+            if (n1 == EMV_W) emv_storeu(crow + EMV_W, v1); else if (n1) emv_store_part(crow + EMV_W, v1, n1);
+        }
+    }
+}
+
+/* One column block (full width or the edge), all rows: MR-row tiles, then the leftover rows with a
+ * tile of that height (the switch gives each height its own unrolled copy). */
+static void EMV_FN(gemm_columns)(size_t m, size_t cols, size_t kblocks, size_t kin, const float *a, size_t lda,
+                                 size_t a_block, const float *b, size_t ldb, float *c, size_t ldc, const float *bias,
+                                 uint32_t activation)
+{
+    size_t i = 0;
+#define EMV_TILE(rows, width)                                                                                    \
+    EMV_FN(gemm_tile)(rows, width, kblocks, kin, a + i * lda, lda, a_block, b, ldb, c + i * ldc, ldc, bias, activation)
+    if (cols == 2 * EMV_W) {
+        for (; i + EMV_GEMM_MR <= m; i += EMV_GEMM_MR) EMV_TILE(EMV_GEMM_MR, 2 * EMV_W);
+    } else {
+        for (; i + EMV_GEMM_MR <= m; i += EMV_GEMM_MR) EMV_TILE(EMV_GEMM_MR, cols);
+    }
+    switch (m - i) {
+    case 0: break;
+    case 1: EMV_TILE(1, cols); break;
+    case 2: EMV_TILE(2, cols); break;
+    case 3: EMV_TILE(3, cols); break;
+    case 4: EMV_TILE(4, cols); break;
+    case 5: EMV_TILE(5, cols); break;
+    case 6: EMV_TILE(6, cols); break;
+    default: EMV_TILE(7, cols); break;
+    }
+#undef EMV_TILE
+}
+
+static void EMV_FN(conv_gemm)(size_t m, size_t n, size_t kblocks, size_t kin, const float *a, size_t lda,
+                              size_t a_block, const float *b, size_t ldb, float *c, size_t ldc, const float *bias,
+                              uint32_t activation)
+{
+    size_t j;
+    for (j = 0; j < n; j += 2 * EMV_W) {
+        const size_t cols = n - j < 2 * EMV_W ? n - j : 2 * EMV_W;
+        EMV_FN(gemm_columns)(m, cols, kblocks, kin, a, lda, a_block, b + j, ldb, c + j, ldc,
+                             bias != NULL ? bias + j : NULL, activation);
+    }
+}
+
+static void EMV_FN(gemm)(size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb,
+                         float *c, size_t ldc)
+{
+    EMV_FN(conv_gemm)(m, n, 1, k, a, lda, 0, b, ldb, c, ldc, NULL, EM_ACT_NONE);
+}
+
+/* ---- gemv_t: y[j] = Σ_i x[i] · B[i, j] ------------------------------------------------------------
+ * Wide outputs: 4 vectors of columns at once. Narrow leftovers (a 10-class head is one partial vector)
+ * would be one long dependent chain of FMAs, so there the rows are split over 4 accumulators. */
+static void EMV_FN(gemv_t)(size_t k, size_t n, const float *x, const float *b, size_t ldb, float *y)
+{
+    size_t i, j = 0;
+    for (; j + 4 * EMV_W <= n; j += 4 * EMV_W) {
+        emv a0 = emv_zero(), a1 = emv_zero(), a2 = emv_zero(), a3 = emv_zero();
+        for (i = 0; i < k; ++i) {
+            const float *row = b + i * ldb + j;
+            const emv xi = emv_set1(x[i]);
+            a0 = emv_fma(xi, emv_loadu(row), a0);
+            a1 = emv_fma(xi, emv_loadu(row + EMV_W), a1);
+            a2 = emv_fma(xi, emv_loadu(row + 2 * EMV_W), a2);
+            a3 = emv_fma(xi, emv_loadu(row + 3 * EMV_W), a3);
+        }
+        emv_storeu(y + j, a0);
+        emv_storeu(y + j + EMV_W, a1);
+        emv_storeu(y + j + 2 * EMV_W, a2);
+        emv_storeu(y + j + 3 * EMV_W, a3);
+    }
+    for (; j < n; j += EMV_W) {
+        const size_t cols = n - j < EMV_W ? n - j : EMV_W;
+        emv a0 = emv_zero(), a1 = emv_zero(), a2 = emv_zero(), a3 = emv_zero();
+        const float *col = b + j;
+        if (cols == EMV_W) {
+            for (i = 0; i + 4 <= k; i += 4) {
+                a0 = emv_fma(emv_set1(x[i]), emv_loadu(col + i * ldb), a0);
+                a1 = emv_fma(emv_set1(x[i + 1]), emv_loadu(col + (i + 1) * ldb), a1);
+                a2 = emv_fma(emv_set1(x[i + 2]), emv_loadu(col + (i + 2) * ldb), a2);
+                a3 = emv_fma(emv_set1(x[i + 3]), emv_loadu(col + (i + 3) * ldb), a3);
+            }
+            for (; i < k; ++i) a0 = emv_fma(emv_set1(x[i]), emv_loadu(col + i * ldb), a0);
+            emv_storeu(y + j, emv_add(emv_add(a0, a1), emv_add(a2, a3)));
+        } else {
+            for (i = 0; i + 4 <= k; i += 4) {
+                a0 = emv_fma(emv_set1(x[i]), emv_load_part(col + i * ldb, cols), a0);
+                a1 = emv_fma(emv_set1(x[i + 1]), emv_load_part(col + (i + 1) * ldb, cols), a1);
+                a2 = emv_fma(emv_set1(x[i + 2]), emv_load_part(col + (i + 2) * ldb, cols), a2);
+                a3 = emv_fma(emv_set1(x[i + 3]), emv_load_part(col + (i + 3) * ldb, cols), a3);
+            }
+            for (; i < k; ++i) a0 = emv_fma(emv_set1(x[i]), emv_load_part(col + i * ldb, cols), a0);
+            emv_store_part(y + j, emv_add(emv_add(a0, a1), emv_add(a2, a3)), cols);
+        }
+    }
+}
+
+/* ---- gemv_n: y[i] = Σ_j A[i, j] · x[j] ------------------------------------------------------------
+ * Four rows at a time share each load of x; one horizontal sum per row at the end. */
+EMV_INLINE void EMV_FN(gemv_n_rows)(const size_t rows, size_t k, const float *a, size_t lda, const float *x,
+                                    float *y)
+{
+    emv acc[4];
+    size_t r, j = 0;
+    for (r = 0; r < 4; ++r) acc[r] = emv_zero();
+    for (; j + EMV_W <= k; j += EMV_W) {
+        const emv xv = emv_loadu(x + j);
+        for (r = 0; r < 4; ++r)
+            if (r < rows) acc[r] = emv_fma(emv_loadu(a + r * lda + j), xv, acc[r]);
+    }
+    if (j < k) {
+        const emv xv = emv_load_part(x + j, k - j);
+        for (r = 0; r < 4; ++r)
+            if (r < rows) acc[r] = emv_fma(emv_load_part(a + r * lda + j, k - j), xv, acc[r]);
+    }
+    for (r = 0; r < 4; ++r)
+        if (r < rows) y[r] = emv_hsum(acc[r]);
+}
+
+/* EMV_W rows at once, reduced together: the LUT_DENSE table's rows are short (r floats), so separate
+ * horizontal sums would cost more than the multiply-adds. */
+static void EMV_FN(gemv_n_block)(size_t k, const float *a, size_t lda, const float *x, float *y)
+{
+    emv acc[EMV_W];
+    size_t r, j = 0;
+    for (r = 0; r < EMV_W; ++r) acc[r] = emv_zero();
+    for (; j + EMV_W <= k; j += EMV_W) {
+        const emv xv = emv_loadu(x + j);
+        for (r = 0; r < EMV_W; ++r) acc[r] = emv_fma(emv_loadu(a + r * lda + j), xv, acc[r]);
+    }
+    if (j < k) {
+        const emv xv = emv_load_part(x + j, k - j);
+        for (r = 0; r < EMV_W; ++r) acc[r] = emv_fma(emv_load_part(a + r * lda + j, k - j), xv, acc[r]);
+    }
+    emv_storeu(y, emv_reduce_rows(acc));
+}
+
+static void EMV_FN(gemv_n)(size_t m, size_t k, const float *a, size_t lda, const float *x, float *y)
+{
+    size_t i = 0;
+    for (; i + EMV_W <= m; i += EMV_W) EMV_FN(gemv_n_block)(k, a + i * lda, lda, x, y + i);
+    for (; i + 4 <= m; i += 4) EMV_FN(gemv_n_rows)(4, k, a + i * lda, lda, x, y + i);
+    switch (m - i) {
+    case 1: EMV_FN(gemv_n_rows)(1, k, a + i * lda, lda, x, y + i); break;
+    case 2: EMV_FN(gemv_n_rows)(2, k, a + i * lda, lda, x, y + i); break;
+    case 3: EMV_FN(gemv_n_rows)(3, k, a + i * lda, lda, x, y + i); break;
+    default: break;
+    }
+}
+
+/* ---- LUT_CONV2D accumulation over a planar table -------------------------------------------------
+ * out[q] (+)= Σ_t table[base[t] + idx[t]·plane + q]. A group of up to 8 vectors of q stays in
+ * registers across all terms; `last` lanes (1..EMV_W) in the group's last vector. Short groups
+ * (≤ 2 vectors) would be a single dependent chain of adds per vector, so they alternate two
+ * accumulator sets. */
+EMV_INLINE void EMV_FN(planar_group)(const size_t nv, const size_t last, const float *table, size_t plane,
+                                     const uint32_t *base, const uint16_t *idx, size_t count, float *out,
+                                     int accumulate)
+{
+    emv acc[8], alt[2];
+    size_t v, t = 0;
+    for (v = 0; v < 8; ++v) {
+        acc[v] = emv_zero();
+        if (accumulate && v < nv)
+            acc[v] = v + 1 == nv && last != EMV_W ? emv_load_part(out + v * EMV_W, last) : emv_loadu(out + v * EMV_W);
+    }
+    alt[0] = alt[1] = emv_zero();
+    if (nv <= 2) {
+        for (; t + 2 <= count; t += 2) {
+            const float *s0 = table + base[t] + (size_t)idx[t] * plane;
+            const float *s1 = table + base[t + 1] + (size_t)idx[t + 1] * plane;
+            for (v = 0; v < 2; ++v) {
+                if (v < nv) {
+                    const int part = v + 1 == nv && last != EMV_W;
+                    acc[v] = emv_add(acc[v], part ? emv_load_part(s0 + v * EMV_W, last) : emv_loadu(s0 + v * EMV_W));
+                    alt[v] = emv_add(alt[v], part ? emv_load_part(s1 + v * EMV_W, last) : emv_loadu(s1 + v * EMV_W));
+                }
+            }
+        }
+    }
+    for (; t < count; ++t) {
+        const float *src = table + base[t] + (size_t)idx[t] * plane;
+        for (v = 0; v < 8; ++v) {
+            if (v < nv) {
+                const int part = v + 1 == nv && last != EMV_W;
+                acc[v] = emv_add(acc[v], part ? emv_load_part(src + v * EMV_W, last) : emv_loadu(src + v * EMV_W));
+            }
+        }
+    }
+    for (v = 0; v < 8; ++v) {
+        if (v < nv) {
+            const emv sum = v < 2 ? emv_add(acc[v], alt[v]) : acc[v];
+            if (v + 1 == nv && last != EMV_W)
+                emv_store_part(out + v * EMV_W, sum, last);
+            else
+                emv_storeu(out + v * EMV_W, sum);
+        }
+    }
+}
+
+static void EMV_FN(lut_accumulate_planar)(const float *table, size_t plane, const uint32_t *base,
+                                          const uint16_t *idx, size_t count, size_t span, float *out, int accumulate)
+{
+    size_t q = 0;
+    for (; q + 8 * EMV_W <= span; q += 8 * EMV_W)
+        EMV_FN(planar_group)(8, EMV_W, table + q, plane, base, idx, count, out + q, accumulate);
+    if (q < span) {
+        const size_t rest = span - q;
+        const size_t nv = (rest + EMV_W - 1) / EMV_W;
+        const size_t last = rest - (nv - 1) * EMV_W;
+        const float *t = table + q;
+        float *o = out + q;
+#define EMV_GROUP(n, l) EMV_FN(planar_group)(n, l, t, plane, base, idx, count, o, accumulate)
+        if (last == EMV_W) {
+            switch (nv) {
+            case 1: EMV_GROUP(1, EMV_W); break;
+            case 2: EMV_GROUP(2, EMV_W); break;
+            case 3: EMV_GROUP(3, EMV_W); break;
+            case 4: EMV_GROUP(4, EMV_W); break;
+            case 5: EMV_GROUP(5, EMV_W); break;
+            case 6: EMV_GROUP(6, EMV_W); break;
+            default: EMV_GROUP(7, EMV_W); break;
+            }
+        } else {
+            switch (nv) {
+            case 1: EMV_GROUP(1, last); break;
+            case 2: EMV_GROUP(2, last); break;
+            case 3: EMV_GROUP(3, last); break;
+            case 4: EMV_GROUP(4, last); break;
+            case 5: EMV_GROUP(5, last); break;
+            case 6: EMV_GROUP(6, last); break;
+            case 7: EMV_GROUP(7, last); break;
+            default: EMV_GROUP(8, last); break;
+            }
+        }
+#undef EMV_GROUP
+    }
+}
+
+/* ---- LUT_DENSE accumulation: y[o] = Σ_s table[s·C + idx[s·n + o]] ----------------------------------
+ * Vectorised over outputs with one gather per segment and vector; four vectors in flight hide the
+ * gathers' latency. The tail's indices are copied into a zero-padded block (index 0 is always a valid
+ * entry, so the unused lanes gather harmlessly and are not stored). */
+#if !defined(EMV_CUSTOM_LUT_GATHER)
+static void EMV_FN(lut_accumulate_gather)(const float *table, uint32_t codewords, size_t segments,
+                                          const uint16_t *idx, size_t n, float *y)
+{
+    size_t o = 0, s;
+    for (; o + 4 * EMV_W <= n; o += 4 * EMV_W) {
+        emv a0 = emv_zero(), a1 = emv_zero(), a2 = emv_zero(), a3 = emv_zero();
+        for (s = 0; s < segments; ++s) {
+            const float *row = table + s * codewords;
+            const uint16_t *ix = idx + s * n + o;
+            a0 = emv_add(a0, emv_gather16(row, ix));
+            a1 = emv_add(a1, emv_gather16(row, ix + EMV_W));
+            a2 = emv_add(a2, emv_gather16(row, ix + 2 * EMV_W));
+            a3 = emv_add(a3, emv_gather16(row, ix + 3 * EMV_W));
+        }
+        emv_storeu(y + o, a0);
+        emv_storeu(y + o + EMV_W, a1);
+        emv_storeu(y + o + 2 * EMV_W, a2);
+        emv_storeu(y + o + 3 * EMV_W, a3);
+    }
+    for (; o < n; o += EMV_W) {
+        const size_t lanes = n - o < EMV_W ? n - o : EMV_W;
+        emv a0 = emv_zero(), a1 = emv_zero();
+        uint16_t tail[EMV_W];
+        size_t l;
+        for (s = 0; s < segments; ++s) {
+            const float *row = table + s * codewords;
+            const uint16_t *ix = idx + s * n + o;
+            emv g;
+            if (lanes == EMV_W) {
+                g = emv_gather16(row, ix);
+            } else {
+                for (l = 0; l < EMV_W; ++l) tail[l] = l < lanes ? ix[l] : 0;
+                g = emv_gather16(row, tail);
+            }
+            if (s & 1) a1 = emv_add(a1, g); else a0 = emv_add(a0, g);
+        }
+        if (lanes == EMV_W) emv_storeu(y + o, emv_add(a0, a1)); else emv_store_part(y + o, emv_add(a0, a1), lanes);
+    }
+}
+#endif
+
+/* ---- transpose: dst[c·ds + r] = src[r·ss + c] --------------------------------------------------- */
+static void EMV_FN(transpose)(const float *src, size_t src_stride, size_t rows, size_t cols, float *dst,
+                              size_t dst_stride)
+{
+    size_t r0, c0, r, c;
+    for (r0 = 0; r0 + EMV_TB <= rows; r0 += EMV_TB) {
+        for (c0 = 0; c0 + EMV_TB <= cols; c0 += EMV_TB)
+            emv_transpose_block(src + r0 * src_stride + c0, src_stride, dst + c0 * dst_stride + r0, dst_stride);
+        for (c = c0; c < cols; ++c)
+            for (r = r0; r < r0 + EMV_TB; ++r) dst[c * dst_stride + r] = src[r * src_stride + c];
+    }
+    for (r = r0; r < rows; ++r)
+        for (c = 0; c < cols; ++c) dst[c * dst_stride + r] = src[r * src_stride + c];
+}

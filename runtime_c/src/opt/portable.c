@@ -1,0 +1,150 @@
+/* Fast kernels of the ops without a matrix product (depthwise convolution, pools, reshape,
+ * activation) and helpers shared by the fast kernels. Portable C with the innermost loop over
+ * channels, which are contiguous in NHWC: compilers vectorise these loops for the base ISA, and the
+ * ops are memory-bound anyway, so they need no per-ISA copies. Pools and reshape give the same bits
+ * as the reference (same order of operations); depthwise sums in the same order too. */
+#include <string.h>
+
+#include "em_opt_kernels.h"
+#include "../ref/em_ref_kernels.h"
+
+size_t em_opt_align_floats(size_t floats)
+{
+    const size_t per_line = EM_CONTEXT_ALIGNMENT / sizeof(float);
+    return (floats + per_line - 1u) / per_line * per_line;
+}
+
+em_status em_opt_plan_no_scratch(const em_model *model, em_node *node, em_error *err)
+{
+    (void)model;
+    (void)err;
+    node->scratch_bytes = 0;
+    node->packed_bytes = 0;
+    node->table_bytes = 0;
+    node->table_shareable = 0;
+    return EM_STATUS_OK;
+}
+
+void em_opt_bias_activate(float *y, size_t pixels, uint32_t channels, const float *bias, uint32_t activation)
+{
+    size_t p;
+    uint32_t c;
+    if (bias == NULL && activation == EM_ACT_NONE) return;
+    for (p = 0; p < pixels; ++p) {
+        float *row = y + p * channels;
+        if (bias != NULL)
+            for (c = 0; c < channels; ++c) row[c] += bias[c];
+        if (activation == EM_ACT_RELU) {
+            for (c = 0; c < channels; ++c) row[c] = row[c] > 0.0f ? row[c] : 0.0f;
+        } else if (activation == EM_ACT_RELU6) {
+            for (c = 0; c < channels; ++c) row[c] = row[c] > 0.0f ? (row[c] < 6.0f ? row[c] : 6.0f) : 0.0f;
+        }
+    }
+}
+
+void em_depthwise_conv2d_direct_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
+{
+    const uint32_t in_w = node->in.w, cin = node->in.c, out_w = node->out.w, cout = node->out.c;
+    const uint32_t multiplier = cout / cin;
+    const float *weights = em_tensor_f32(node->weight); /* [KH, KW, Cin, M]: tap-major rows of Cout */
+    const float *bias = em_tensor_f32(node->bias);
+    uint32_t oy, ox, ky, kx, c, m;
+    (void)env;
+    for (oy = 0; oy < node->out.h; ++oy) {
+        for (ox = 0; ox < out_w; ++ox) {
+            float *acc = output + ((size_t)oy * out_w + ox) * cout;
+            for (c = 0; c < cout; ++c) acc[c] = 0.0f;
+            for (ky = 0; ky < node->kernel_h; ++ky) {
+                const int32_t iy = em_input_coord(oy, node->stride_h, ky, node->pad_top, node->in.h);
+                if (iy < 0) continue;
+                for (kx = 0; kx < node->kernel_w; ++kx) {
+                    const int32_t ix = em_input_coord(ox, node->stride_w, kx, node->pad_left, in_w);
+                    const float *x, *w;
+                    if (ix < 0) continue;
+                    x = input + ((size_t)iy * in_w + (size_t)ix) * cin;
+                    w = weights + ((size_t)ky * node->kernel_w + kx) * cout;
+                    if (multiplier == 1) {
+                        for (c = 0; c < cin; ++c) acc[c] += x[c] * w[c];
+                    } else {
+                        for (c = 0; c < cin; ++c)
+                            for (m = 0; m < multiplier; ++m) acc[c * multiplier + m] += x[c] * w[c * multiplier + m];
+                    }
+                }
+            }
+            for (c = 0; c < cout; ++c) acc[c] = em_activate(bias ? acc[c] + bias[c] : acc[c], node->activation);
+        }
+    }
+}
+
+/* Window walk shared by the pools: max, or mean over the cells inside the input. */
+static void pool(const em_node *node, const float *input, float *output, int average)
+{
+    const uint32_t in_w = node->in.w, channels = node->in.c, out_w = node->out.w;
+    uint32_t oy, ox, ky, kx, c;
+    for (oy = 0; oy < node->out.h; ++oy) {
+        for (ox = 0; ox < out_w; ++ox) {
+            float *dst = output + ((size_t)oy * out_w + ox) * channels;
+            uint32_t cells = 0;
+            for (ky = 0; ky < node->kernel_h; ++ky) {
+                const int32_t iy = em_input_coord(oy, node->stride_h, ky, node->pad_top, node->in.h);
+                if (iy < 0) continue;
+                for (kx = 0; kx < node->kernel_w; ++kx) {
+                    const int32_t ix = em_input_coord(ox, node->stride_w, kx, node->pad_left, in_w);
+                    const float *x;
+                    if (ix < 0) continue;
+                    x = input + ((size_t)iy * in_w + (size_t)ix) * channels;
+                    if (cells == 0) {
+                        memcpy(dst, x, channels * sizeof(float));
+                    } else if (average) {
+                        for (c = 0; c < channels; ++c) dst[c] += x[c];
+                    } else {
+                        for (c = 0; c < channels; ++c) dst[c] = x[c] > dst[c] ? x[c] : dst[c];
+                    }
+                    ++cells;
+                }
+            }
+            if (average)
+                for (c = 0; c < channels; ++c) dst[c] = em_activate(dst[c] / (float)cells, node->activation);
+            else if (node->activation != EM_ACT_NONE)
+                for (c = 0; c < channels; ++c) dst[c] = em_activate(dst[c], node->activation);
+        }
+    }
+}
+
+void em_max_pool_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
+{
+    (void)env;
+    pool(node, input, output, 0);
+}
+
+void em_avg_pool_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
+{
+    (void)env;
+    pool(node, input, output, 1);
+}
+
+void em_global_avg_pool_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
+{
+    const uint32_t channels = node->in.c;
+    const size_t pixels = (size_t)node->in.h * node->in.w;
+    size_t p;
+    uint32_t c;
+    (void)env;
+    for (c = 0; c < channels; ++c) output[c] = 0.0f;
+    for (p = 0; p < pixels; ++p) {
+        const float *x = input + p * channels;
+        for (c = 0; c < channels; ++c) output[c] += x[c];
+    }
+    for (c = 0; c < channels; ++c) output[c] = em_activate(output[c] / (float)pixels, node->activation);
+}
+
+void em_copy_activate_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
+{
+    uint32_t i;
+    (void)env;
+    if (node->activation == EM_ACT_NONE) {
+        if (output != input) memcpy(output, input, (size_t)node->out.numel * sizeof(float));
+        return;
+    }
+    for (i = 0; i < node->out.numel; ++i) output[i] = em_activate(input[i], node->activation);
+}

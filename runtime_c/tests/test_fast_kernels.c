@@ -1,0 +1,515 @@
+/* (e) Every fast kernel against its reference kernel, across odd shapes and remainders: Cout not a
+ * multiple of 4/8/16, r not dividing Cin, r > Cin, C from 2 to 256 (around the 16/32/64 boundaries of
+ * the AVX-512 in-register lookups), strides 1/2/3, 'same'/'valid'/asymmetric padding, tiny and
+ * LeNet-sized layers, tables split into bands, and codebooks deeper than the node uses.
+ *
+ * Each case is a one-node model; the reference output comes from loading it with EM_KERNELS_REFERENCE,
+ * then every kernel of every kernel set this CPU runs (em_op_kernels_for: SIMD sets, portable and BLAS
+ * kernels) is forced onto the node through the normal loader (plan, pack, context plan) and run with
+ * em_run_task. Also: table sharing between nodes, and that no kernel set allocates after load.
+ *
+ * Tolerance: |fast − ref| ≤ 1e-5 · (1 + max|ref|) per output (relative 1e-5, typical error 1e-7):
+ * fast kernels only reorder the float32 sums (vector lanes, FMA), they compute the same terms. Inputs
+ * are in [-1, 1) and weights small, so sums stay O(10) even for K = 800 terms. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "em_internal.h"
+#include "em_test_builder.h"
+#include "em_test_util.h"
+
+#define TOL 1e-5
+
+typedef struct layer_case {
+    uint32_t op;
+    uint32_t h, w, cin, cout; /* cout: output channels (depthwise: the multiplier M) */
+    uint32_t kh, kw, sh, sw, pt, pl, pb, pr;
+    uint32_t r, C, extra_segments; /* LUT ops; extra_segments: a deeper shared codebook (S_cb > S) */
+    uint32_t activation;
+    int bias;
+} layer_case;
+
+#define LUT_CONV(h, w, cin, cout, kh, kw, sh, sw, pt, pl, pb, pr, r, C, extra, act, bias) \
+    {EM_OP_LUT_CONV2D, h, w, cin, cout, kh, kw, sh, sw, pt, pl, pb, pr, r, C, extra, act, bias}
+#define CONV(h, w, cin, cout, kh, kw, sh, sw, pt, pl, pb, pr, act, bias) \
+    {EM_OP_CONV2D, h, w, cin, cout, kh, kw, sh, sw, pt, pl, pb, pr, 0, 0, 0, act, bias}
+#define LUT_DENSE(in, out, r, C, extra, act, bias) \
+    {EM_OP_LUT_DENSE, 1, 1, in, out, 1, 1, 1, 1, 0, 0, 0, 0, r, C, extra, act, bias}
+#define DENSE(in, out, act, bias) {EM_OP_DENSE, 1, 1, in, out, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, act, bias}
+#define WINDOW_OP(op, h, w, c, m, kh, kw, sh, sw, pt, pl, pb, pr, act, bias) \
+    {op, h, w, c, m, kh, kw, sh, sw, pt, pl, pb, pr, 0, 0, 0, act, bias}
+
+static const layer_case cases[] = {
+    /* LUT_CONV2D: planar tables (r > 1) and decoded weights (r = 1) */
+    LUT_CONV(9, 7, 5, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2, 5, 0, EM_ACT_RELU, 1),      /* 'same', r not dividing Cin */
+    LUT_CONV(8, 8, 1, 4, 5, 5, 1, 1, 0, 0, 0, 0, 1, 2, 0, EM_ACT_NONE, 1),      /* LeNet-like first layer, C=2 */
+    LUT_CONV(11, 10, 7, 3, 3, 3, 2, 2, 0, 0, 1, 1, 3, 3, 1, EM_ACT_RELU6, 0),   /* stride 2, TF 'same' */
+    LUT_CONV(6, 5, 16, 9, 1, 1, 1, 1, 0, 0, 0, 0, 4, 16, 0, EM_ACT_NONE, 1),    /* point-wise */
+    LUT_CONV(12, 12, 9, 8, 5, 3, 2, 1, 2, 1, 2, 1, 5, 17, 2, EM_ACT_NONE, 1),   /* mixed strides, C=17 */
+    LUT_CONV(5, 5, 3, 2, 3, 3, 3, 3, 1, 1, 1, 1, 1, 256, 0, EM_ACT_NONE, 1),    /* stride = kernel, C=256 */
+    LUT_CONV(1, 1, 4, 3, 1, 1, 1, 1, 0, 0, 0, 0, 3, 7, 0, EM_ACT_RELU, 1),      /* a single pixel */
+    LUT_CONV(4, 9, 2, 5, 4, 2, 1, 2, 3, 0, 0, 1, 2, 2, 0, EM_ACT_RELU, 1),      /* windows mostly padding */
+    LUT_CONV(7, 3, 11, 4, 2, 3, 2, 1, 0, 1, 1, 1, 4, 31, 1, EM_ACT_NONE, 0),    /* even kernel, asymmetric pads */
+    LUT_CONV(9, 9, 5, 7, 3, 3, 1, 1, 1, 1, 1, 1, 8, 9, 0, EM_ACT_RELU, 1),      /* r > Cin: one short segment */
+    LUT_CONV(32, 32, 1, 32, 5, 5, 1, 1, 0, 0, 0, 0, 1, 32, 0, EM_ACT_RELU, 1),  /* LeNet conv1, preset light */
+    LUT_CONV(14, 14, 32, 64, 5, 5, 1, 1, 0, 0, 0, 0, 16, 64, 0, EM_ACT_RELU, 1), /* LeNet conv2, light */
+    LUT_CONV(14, 14, 32, 64, 5, 5, 1, 1, 0, 0, 0, 0, 8, 128, 0, EM_ACT_RELU, 1), /* LeNet conv2, accu */
+    LUT_CONV(16, 16, 16, 33, 3, 3, 1, 1, 1, 1, 1, 1, 16, 64, 0, EM_ACT_RELU, 1), /* Cout = 33 */
+    LUT_CONV(8, 8, 24, 20, 3, 3, 1, 1, 1, 1, 1, 1, 8, 256, 1, EM_ACT_RELU6, 1),  /* C = 256 */
+    LUT_CONV(10, 13, 6, 17, 3, 3, 2, 2, 1, 1, 1, 1, 3, 65, 0, EM_ACT_NONE, 1),   /* stride 2 'same', odd sizes */
+    LUT_CONV(40, 36, 48, 19, 3, 3, 1, 1, 1, 1, 1, 1, 4, 130, 0, EM_ACT_RELU, 1), /* table past the budget: bands */
+    LUT_CONV(37, 30, 32, 12, 5, 5, 2, 2, 2, 2, 2, 2, 8, 200, 0, EM_ACT_NONE, 1), /* banded, stride 2 */
+    /* LUT_DENSE: C around the register-lookup boundaries 16 / 32 / 64, Out not a multiple of 4/8/16 */
+    LUT_DENSE(10, 7, 3, 5, 0, EM_ACT_RELU, 1),
+    LUT_DENSE(17, 5, 1, 2, 1, EM_ACT_NONE, 0),
+    LUT_DENSE(64, 17, 64, 16, 0, EM_ACT_NONE, 1),
+    LUT_DENSE(70, 33, 7, 17, 0, EM_ACT_RELU6, 1),
+    LUT_DENSE(96, 40, 16, 32, 0, EM_ACT_RELU, 1),
+    LUT_DENSE(96, 49, 12, 33, 2, EM_ACT_NONE, 1),
+    LUT_DENSE(128, 64, 8, 64, 0, EM_ACT_RELU, 1),
+    LUT_DENSE(100, 33, 7, 65, 0, EM_ACT_NONE, 1),
+    LUT_DENSE(48, 21, 5, 256, 0, EM_ACT_RELU, 0),
+    LUT_DENSE(1600, 1024, 32, 32, 0, EM_ACT_RELU, 1), /* LeNet fc1, light */
+    LUT_DENSE(1600, 1000, 16, 64, 0, EM_ACT_RELU, 1), /* LeNet fc1, accu-like */
+    /* CONV2D */
+    CONV(9, 7, 5, 6, 3, 3, 1, 1, 1, 1, 1, 1, EM_ACT_RELU, 1),
+    CONV(8, 8, 1, 4, 5, 5, 1, 1, 0, 0, 0, 0, EM_ACT_NONE, 1),
+    CONV(11, 10, 7, 3, 3, 3, 2, 2, 0, 0, 1, 1, EM_ACT_RELU6, 0),
+    CONV(6, 5, 16, 9, 1, 1, 1, 1, 0, 0, 0, 0, EM_ACT_NONE, 1),
+    CONV(12, 12, 9, 8, 5, 3, 2, 1, 2, 1, 2, 1, EM_ACT_NONE, 1),
+    CONV(5, 5, 3, 2, 3, 3, 3, 3, 1, 1, 1, 1, EM_ACT_NONE, 1),
+    CONV(1, 1, 4, 3, 1, 1, 1, 1, 0, 0, 0, 0, EM_ACT_RELU, 1),
+    CONV(4, 9, 2, 5, 4, 2, 1, 2, 3, 0, 0, 1, EM_ACT_RELU, 1),
+    CONV(14, 14, 32, 64, 5, 5, 1, 1, 0, 0, 0, 0, EM_ACT_RELU, 1),
+    CONV(10, 9, 24, 37, 3, 3, 1, 1, 1, 1, 1, 1, EM_ACT_RELU, 1),
+    CONV(7, 7, 33, 17, 1, 1, 1, 1, 0, 0, 0, 0, EM_ACT_RELU6, 1),
+    /* DENSE */
+    DENSE(1024, 10, EM_ACT_NONE, 1),
+    DENSE(7, 3, EM_ACT_RELU, 0),
+    DENSE(33, 17, EM_ACT_RELU6, 1),
+    DENSE(1, 1, EM_ACT_NONE, 1),
+    DENSE(300, 70, EM_ACT_RELU, 1),
+    /* ops without a matrix product */
+    WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 9, 7, 5, 1, 3, 3, 1, 1, 1, 1, 1, 1, EM_ACT_RELU6, 1),
+    WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 11, 10, 7, 2, 3, 3, 2, 2, 0, 0, 1, 1, EM_ACT_NONE, 0),
+    WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 6, 6, 17, 3, 5, 5, 1, 1, 2, 2, 2, 2, EM_ACT_RELU, 1),
+    WINDOW_OP(EM_OP_MAX_POOL, 9, 7, 5, 0, 2, 2, 2, 2, 0, 0, 0, 0, EM_ACT_NONE, 0),
+    WINDOW_OP(EM_OP_MAX_POOL, 11, 10, 19, 0, 3, 3, 2, 2, 1, 1, 1, 1, EM_ACT_RELU, 0),
+    WINDOW_OP(EM_OP_AVG_POOL, 9, 7, 5, 0, 3, 3, 2, 2, 1, 1, 1, 1, EM_ACT_NONE, 0),
+    WINDOW_OP(EM_OP_AVG_POOL, 8, 8, 33, 0, 2, 2, 2, 2, 0, 0, 0, 0, EM_ACT_RELU6, 0),
+    WINDOW_OP(EM_OP_GLOBAL_AVG_POOL, 5, 6, 21, 0, 1, 1, 1, 1, 0, 0, 0, 0, EM_ACT_RELU, 0),
+    WINDOW_OP(EM_OP_RESHAPE, 3, 4, 5, 0, 1, 1, 1, 1, 0, 0, 0, 0, EM_ACT_RELU, 0),
+    WINDOW_OP(EM_OP_ACTIVATION, 3, 4, 5, 0, 1, 1, 1, 1, 0, 0, 0, 0, EM_ACT_RELU6, 0),
+};
+#define CASE_COUNT (sizeof cases / sizeof cases[0])
+
+static uint32_t index_bits(uint32_t codewords)
+{
+    uint32_t bits = 1;
+    while ((1u << bits) < codewords) ++bits;
+    return bits;
+}
+
+/* Adds the case's node reading `in` to the builder; returns its value id. Indices include C − 1. */
+static uint32_t add_layer(emb_builder *b, const layer_case *c, uint32_t in, em_test_rng *rng)
+{
+    emb_node n = emb_node_init(c->op, in);
+    uint32_t out_c = c->cout;
+    n.activation = c->activation;
+    if (c->op != EM_OP_DENSE && c->op != EM_OP_LUT_DENSE && c->op != EM_OP_GLOBAL_AVG_POOL &&
+        c->op != EM_OP_RESHAPE && c->op != EM_OP_ACTIVATION) {
+        n.kernel_h = c->kh;
+        n.kernel_w = c->kw;
+        n.stride_h = c->sh;
+        n.stride_w = c->sw;
+        n.pad_top = c->pt;
+        n.pad_left = c->pl;
+        n.pad_bottom = c->pb;
+        n.pad_right = c->pr;
+    }
+    if (c->op == EM_OP_CONV2D || c->op == EM_OP_DENSE || c->op == EM_OP_DEPTHWISE_CONV2D) {
+        const uint32_t dims4[4] = {c->kh, c->kw, c->cin, c->cout}, dims2[2] = {c->cin, c->cout};
+        const size_t count = c->op == EM_OP_DENSE ? (size_t)c->cin * c->cout : (size_t)c->kh * c->kw * c->cin * c->cout;
+        float *w = (float *)malloc(count * sizeof(float));
+        em_test_fill(rng, w, count, 0.2f);
+        n.weight = c->op == EM_OP_DENSE ? emb_tensor_f32(b, 2, dims2, w) : emb_tensor_f32(b, 4, dims4, w);
+        free(w);
+        if (c->op == EM_OP_DEPTHWISE_CONV2D) out_c = c->cin * c->cout;
+    } else if (c->op == EM_OP_LUT_CONV2D || c->op == EM_OP_LUT_DENSE) {
+        const uint32_t S = (c->cin + c->r - 1) / c->r, S_cb = S + c->extra_segments;
+        const uint32_t taps = c->op == EM_OP_LUT_CONV2D ? c->kh * c->kw : 1;
+        const uint32_t cb_dims[3] = {S_cb, c->C, c->r};
+        const size_t cb_count = (size_t)S_cb * c->C * c->r, idx_count = (size_t)taps * S * c->cout;
+        float *cb = (float *)malloc(cb_count * sizeof(float));
+        uint32_t *idx = (uint32_t *)malloc(idx_count * sizeof(uint32_t));
+        size_t i;
+        em_test_fill(rng, cb, cb_count, 0.3f);
+        for (i = 0; i < idx_count; ++i) idx[i] = em_test_rand_below(rng, c->C);
+        idx[idx_count / 2] = c->C - 1;
+        n.seg_len = c->r;
+        n.codewords = c->C;
+        n.weight = emb_tensor_f32(b, 3, cb_dims, cb);
+        if (c->op == EM_OP_LUT_CONV2D) {
+            const uint32_t dims[4] = {c->kh, c->kw, S, c->cout};
+            n.index = emb_tensor_idx(b, 4, dims, index_bits(c->C), idx);
+        } else {
+            const uint32_t dims[2] = {S, c->cout};
+            n.index = emb_tensor_idx(b, 2, dims, index_bits(c->C), idx);
+        }
+        free(cb);
+        free(idx);
+    }
+    if (c->bias) {
+        float *bias = (float *)malloc(out_c * sizeof(float));
+        em_test_fill(rng, bias, out_c, 0.5f);
+        n.bias = emb_tensor_f32(b, 1, &out_c, bias);
+        free(bias);
+    }
+    return emb_add_op(b, n, out_c);
+}
+
+typedef struct loaded {
+    em_model *model;
+    void *memory;
+    em_context *ctx;
+} loaded;
+
+static int load(const uint8_t *file, size_t size, uint32_t kernels, const em_kernel *force, loaded *l,
+                const char *what)
+{
+    em_error err;
+    em_status st = em_model_load_forced(file, size, NULL, kernels, force, &l->model, &err);
+    l->memory = NULL;
+    l->ctx = NULL;
+    if (!CHECKF(st == EM_STATUS_OK, "%s: load: %s", what, err.message)) return 0;
+    l->memory = malloc(em_context_size(l->model));
+    st = em_context_init(l->model, l->memory, em_context_size(l->model), &l->ctx, &err);
+    return CHECKF(st == EM_STATUS_OK, "%s: context: %s", what, err.message);
+}
+
+static void unload(loaded *l)
+{
+    free(l->memory);
+    em_model_free(l->model);
+}
+
+/* |got − want| ≤ TOL · (1 + max|want|) */
+static int close_to(const float *got, const float *want, size_t n, const char *what)
+{
+    double scale = 0.0, worst = 0.0;
+    size_t i, at = 0;
+    for (i = 0; i < n; ++i) scale = (double)want[i] > scale ? (double)want[i] : (-(double)want[i] > scale ? -(double)want[i] : scale);
+    for (i = 0; i < n; ++i) {
+        const double d = (double)got[i] - (double)want[i];
+        const double ad = d < 0 ? -d : d;
+        if (!(ad <= worst)) { /* also catches NaN */
+            worst = ad;
+            at = i;
+        }
+    }
+    return CHECKF(worst <= TOL * (1.0 + scale), "%s: output %zu is %.9g, reference %.9g (max |ref| %.3g)", what, at,
+                  (double)got[at], (double)want[at], scale);
+}
+
+static void test_case(size_t index, const char **seen, size_t *seen_count, size_t seen_max)
+{
+    const layer_case *c = &cases[index];
+    emb_builder *b = emb_create();
+    em_test_rng rng;
+    uint32_t in, out, oh, ow, oc, set;
+    size_t size, nx, ny;
+    uint8_t *file;
+    float *x, *want, *got;
+    loaded ref;
+    char what[160];
+    em_error err;
+    em_status st;
+
+    em_test_rng_seed(&rng, 100u + (uint32_t)index);
+    in = (c->op == EM_OP_DENSE || c->op == EM_OP_LUT_DENSE) ? emb_input(b, 1, 1, c->cin)
+                                                            : emb_input(b, c->h, c->w, c->cin);
+    out = add_layer(b, c, in, &rng);
+    emb_task_auto(b, "t", in, out);
+    emb_value_shape(b, out, &oh, &ow, &oc);
+    file = emb_finish(b, &size);
+    emb_destroy(b);
+    nx = (c->op == EM_OP_DENSE || c->op == EM_OP_LUT_DENSE) ? c->cin : (size_t)c->h * c->w * c->cin;
+    ny = (size_t)oh * ow * oc;
+    x = (float *)malloc(nx * sizeof(float));
+    want = (float *)malloc(ny * sizeof(float));
+    got = (float *)malloc(ny * sizeof(float));
+    em_test_fill(&rng, x, nx, 1.0f);
+
+    snprintf(what, sizeof what, "case %zu (%s %ux%ux%u -> %u)", index, em_op_name(c->op), (unsigned)c->h,
+             (unsigned)c->w, (unsigned)c->cin, (unsigned)c->cout);
+    if (load(file, size, EM_KERNELS_REFERENCE, NULL, &ref, what)) {
+        st = em_run_task(ref.ctx, 0, x, nx, want, ny, &err);
+        CHECK_STATUS(st, EM_STATUS_OK, err);
+        for (set = EM_KERNELS_GENERIC; set < EM_KERNELS_COUNT; ++set) {
+            const em_kernel *kernels[16];
+            size_t count, k;
+            if (!em_kernels_available(set)) continue;
+            count = em_op_kernels_for(c->op, set, kernels, 16);
+            CHECKF(count > 0 && count <= 16, "%s: kernel set %s has %zu kernels", what, em_kernels_name(set), count);
+            for (k = 0; k < count && k < 16; ++k) {
+                loaded fast;
+                em_node_info info;
+                char kwhat[256];
+                if (kernels[k]->supports != NULL && !kernels[k]->supports(&ref.model->nodes[0])) continue;
+                snprintf(kwhat, sizeof kwhat, "%s, kernel %s", what, kernels[k]->name);
+                if (!load(file, size, set, kernels[k], &fast, kwhat)) {
+                    unload(&fast);
+                    continue;
+                }
+                em_model_node_info(fast.model, 0, &info);
+                CHECKF(strcmp(info.kernel, kernels[k]->name) == 0, "%s: node runs %s", kwhat, info.kernel);
+                if (c->op == EM_OP_LUT_CONV2D && strstr(info.kernel, "decoded") == NULL) {
+                    /* tables far past the budget must be split into bands (and are then not shareable) */
+                    const double table_bytes = 4.0 * ((c->cin + c->r - 1) / c->r) * c->C * (c->h + c->pt + c->pb) *
+                                               (c->w + c->pl + c->pr);
+                    if (table_bytes > 4.0 * 1024 * 1024)
+                        CHECKF(!fast.model->nodes[0].table_shareable, "%s: a %.0f-byte table was not banded", kwhat,
+                               table_bytes);
+                }
+                memset(got, 0xFF, ny * sizeof(float)); /* NaN: every output must be written */
+                st = em_run_task(fast.ctx, 0, x, nx, got, ny, &err);
+                if (CHECK_STATUS(st, EM_STATUS_OK, err)) close_to(got, want, ny, kwhat);
+                /* a second run on the same context gives the same bits (no state left behind) */
+                {
+                    float *again = (float *)malloc(ny * sizeof(float));
+                    em_run_task(fast.ctx, 0, x, nx, again, ny, &err);
+                    CHECKF(memcmp(again, got, ny * sizeof(float)) == 0, "%s: second run differs", kwhat);
+                    free(again);
+                }
+                if (*seen_count < seen_max) {
+                    size_t i;
+                    int dup = 0;
+                    for (i = 0; i < *seen_count; ++i) dup |= strcmp(seen[i], kernels[k]->name) == 0;
+                    if (!dup) seen[(*seen_count)++] = kernels[k]->name;
+                }
+                unload(&fast);
+            }
+        }
+    }
+    unload(&ref);
+    free(x);
+    free(want);
+    free(got);
+    free(file);
+}
+
+/* Two tasks on one input whose first LUT layers share codebook and r (and strides/pads): the table is
+ * computed once per run (the second node's table time stays 0), results equal the reference, and the
+ * context is smaller than without sharing. */
+static void test_table_sharing(void)
+{
+    emb_builder *b = emb_create();
+    em_test_rng rng;
+    uint32_t in, in2, lut_out[2], dense_out[2], set;
+    const uint32_t cb_dims[3] = {2, 24, 4}, idx_dims[4] = {3, 3, 2, 10}, fc_cb_dims[3] = {5, 12, 4},
+                   fc_idx_dims[2] = {5, 9};
+    float cb[2 * 24 * 4], fc_cb[5 * 12 * 4], x[12 * 11 * 6], x2[20], want[4][12 * 11 * 10], got[12 * 11 * 10];
+    uint32_t idx[2][3 * 3 * 2 * 10], fc_idx[2][45], i, t;
+    size_t size;
+    uint8_t *file;
+    emb_node n;
+    loaded ref;
+    em_error err;
+    em_status st;
+
+    em_test_rng_seed(&rng, 77);
+    em_test_fill(&rng, cb, sizeof cb / sizeof cb[0], 0.3f);
+    em_test_fill(&rng, fc_cb, sizeof fc_cb / sizeof fc_cb[0], 0.3f);
+    for (t = 0; t < 2; ++t) {
+        for (i = 0; i < 3 * 3 * 2 * 10; ++i) idx[t][i] = em_test_rand_below(&rng, 24);
+        for (i = 0; i < 45; ++i) fc_idx[t][i] = em_test_rand_below(&rng, 12);
+    }
+    em_test_fill(&rng, x, sizeof x / sizeof x[0], 1.0f);
+    em_test_fill(&rng, x2, 20, 1.0f);
+    in = emb_input(b, 12, 11, 6);
+    in2 = emb_input(b, 1, 1, 20);
+    for (t = 0; t < 2; ++t) { /* two LUT convolutions: same input, codebook tensor, r, pads */
+        n = emb_node_init(EM_OP_LUT_CONV2D, in);
+        n.kernel_h = n.kernel_w = 3;
+        n.pad_top = n.pad_left = n.pad_bottom = n.pad_right = 1;
+        n.seg_len = 4;
+        n.codewords = 24;
+        n.activation = EM_ACT_RELU;
+        n.weight = t == 0 ? emb_tensor_f32(b, 3, cb_dims, cb) : 0; /* tensor 0 is the shared codebook */
+        n.index = emb_tensor_idx(b, 4, idx_dims, 5, idx[t]);
+        lut_out[t] = emb_add_op(b, n, 10);
+    }
+    for (t = 0; t < 2; ++t) { /* two LUT dense layers on the second input, sharing a codebook */
+        n = emb_node_init(EM_OP_LUT_DENSE, in2);
+        n.seg_len = 4;
+        n.codewords = 12;
+        n.weight = t == 0 ? emb_tensor_f32(b, 3, fc_cb_dims, fc_cb) : 3;
+        n.index = emb_tensor_idx(b, 2, fc_idx_dims, 4, fc_idx[t]);
+        dense_out[t] = emb_add_op(b, n, 9);
+    }
+    emb_task_auto(b, "a", in, lut_out[0]);
+    emb_task_auto(b, "b", in, lut_out[1]);
+    emb_task_auto(b, "c", in2, dense_out[0]);
+    emb_task_auto(b, "d", in2, dense_out[1]);
+    file = emb_finish(b, &size);
+    emb_destroy(b);
+
+    if (load(file, size, EM_KERNELS_REFERENCE, NULL, &ref, "sharing, reference")) {
+        const float *inputs[2];
+        float *outputs[4];
+        inputs[0] = x;
+        inputs[1] = x2;
+        for (t = 0; t < 4; ++t) outputs[t] = want[t];
+        st = em_run_all(ref.ctx, inputs, outputs, &err);
+        CHECK_STATUS(st, EM_STATUS_OK, err);
+        CHECK(ref.model->table_group_count == 0);
+    }
+    for (set = EM_KERNELS_GENERIC; set < EM_KERNELS_COUNT; ++set) {
+        loaded fast;
+        const float *inputs[2];
+        float *outputs[4], all[4][12 * 11 * 10];
+        char what[64];
+        em_node_profile p0, p1;
+        if (!em_kernels_available(set)) continue;
+        snprintf(what, sizeof what, "sharing, %s", em_kernels_name(set));
+        if (!load(file, size, set, NULL, &fast, what)) {
+            unload(&fast);
+            continue;
+        }
+        CHECKF(fast.model->table_group_count == 2, "%s: %u table groups, expected 2", what,
+               (unsigned)fast.model->table_group_count);
+        CHECK(fast.model->nodes[0].table_group == fast.model->nodes[1].table_group &&
+              fast.model->nodes[0].table_group != EM_NONE);
+        CHECK(fast.model->nodes[2].table_group == fast.model->nodes[3].table_group &&
+              fast.model->nodes[2].table_group != EM_NONE);
+        inputs[0] = x;
+        inputs[1] = x2;
+        for (t = 0; t < 4; ++t) outputs[t] = all[t];
+        em_context_enable_profiling(fast.ctx, 1);
+        for (i = 0; i < 2; ++i) { /* twice: the second run must rebuild the table, not trust the first's */
+            if (i == 1) x[5] += 0.5f;
+            st = em_run_all(fast.ctx, inputs, outputs, &err);
+            CHECK_STATUS(st, EM_STATUS_OK, err);
+        }
+        x[5] -= 0.5f;
+        st = em_run_all(fast.ctx, inputs, outputs, &err);
+        CHECK_STATUS(st, EM_STATUS_OK, err);
+        for (t = 0; t < 4; ++t) close_to(all[t], want[t], t < 2 ? 12 * 11 * 10 : 9, what);
+        em_context_node_profile(fast.ctx, 0, &p0);
+        em_context_node_profile(fast.ctx, 1, &p1);
+        CHECKF(p0.runs == 3 && p1.runs == 3 && p1.table_ns == 0, "%s: runs %u/%u, second node's table %u ns", what,
+               (unsigned)p0.runs, (unsigned)p1.runs, (unsigned)p1.table_ns);
+        /* em_run_task of the second task alone builds the table itself */
+        st = em_run_task(fast.ctx, 1, x, 12 * 11 * 6, got, 12 * 11 * 10, &err);
+        if (CHECK_STATUS(st, EM_STATUS_OK, err)) close_to(got, want[1], 12 * 11 * 10, what);
+        st = em_run_task(fast.ctx, 3, x2, 20, got, 9, &err);
+        if (CHECK_STATUS(st, EM_STATUS_OK, err)) close_to(got, want[3], 9, what);
+        unload(&fast);
+    }
+    unload(&ref);
+    free(file);
+}
+
+/* The profiling API: off by default, zero counters on enable, bad arguments refused. */
+static void test_profiling_api(void)
+{
+    const layer_case c = LUT_CONV(9, 7, 5, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2, 5, 0, EM_ACT_RELU, 1);
+    emb_builder *b = emb_create();
+    em_test_rng rng;
+    uint32_t in, out;
+    size_t size;
+    uint8_t *file;
+    loaded l;
+    float x[9 * 7 * 5], y[9 * 7 * 6];
+    em_node_profile p;
+    em_error err;
+    em_test_rng_seed(&rng, 5);
+    in = emb_input(b, 9, 7, 5);
+    out = add_layer(b, &c, in, &rng);
+    emb_task_auto(b, "t", in, out);
+    file = emb_finish(b, &size);
+    emb_destroy(b);
+    em_test_fill(&rng, x, sizeof x / sizeof x[0], 1.0f);
+    if (load(file, size, EM_KERNELS_AUTO, NULL, &l, "profiling")) {
+        em_run_task(l.ctx, 0, x, sizeof x / sizeof x[0], y, sizeof y / sizeof y[0], &err);
+        CHECK(em_context_node_profile(l.ctx, 0, &p) == EM_STATUS_OK && p.runs == 0 && p.total_ns == 0);
+        CHECK(em_context_enable_profiling(l.ctx, 1) == EM_STATUS_OK);
+        em_run_task(l.ctx, 0, x, sizeof x / sizeof x[0], y, sizeof y / sizeof y[0], &err);
+        em_run_task(l.ctx, 0, x, sizeof x / sizeof x[0], y, sizeof y / sizeof y[0], &err);
+        CHECK(em_context_node_profile(l.ctx, 0, &p) == EM_STATUS_OK && p.runs == 2);
+        CHECK(p.table_ns + p.accumulate_ns <= p.total_ns);
+        CHECK(em_context_enable_profiling(l.ctx, 0) == EM_STATUS_OK);
+        em_run_task(l.ctx, 0, x, sizeof x / sizeof x[0], y, sizeof y / sizeof y[0], &err);
+        CHECK(em_context_node_profile(l.ctx, 0, &p) == EM_STATUS_OK && p.runs == 2);
+        CHECK(em_context_enable_profiling(l.ctx, 1) == EM_STATUS_OK); /* re-enabling clears */
+        CHECK(em_context_node_profile(l.ctx, 0, &p) == EM_STATUS_OK && p.runs == 0);
+        CHECK(em_context_node_profile(l.ctx, 1, &p) == EM_STATUS_BAD_ARGUMENT);
+        CHECK(em_context_node_profile(NULL, 0, &p) == EM_STATUS_BAD_ARGUMENT);
+        CHECK(em_context_node_profile(l.ctx, 0, NULL) == EM_STATUS_BAD_ARGUMENT);
+        CHECK(em_context_enable_profiling(NULL, 1) == EM_STATUS_BAD_ARGUMENT);
+    }
+    unload(&l);
+    free(file);
+}
+
+/* Kernel-set names and availability, and load options. */
+static void test_kernel_sets(void)
+{
+    uint32_t k, set;
+    em_load_options options;
+    em_model *model = NULL;
+    em_error err;
+    uint8_t *file;
+    size_t size;
+    emb_builder *b = emb_create();
+    uint32_t in = emb_input(b, 2, 2, 1);
+    emb_task_auto(b, "t", in, emb_add_op(b, emb_node_init(EM_OP_ACTIVATION, in), 0));
+    file = emb_finish(b, &size);
+    emb_destroy(b);
+
+    CHECK(em_kernels_available(EM_KERNELS_AUTO) && em_kernels_available(EM_KERNELS_REFERENCE) &&
+          em_kernels_available(EM_KERNELS_GENERIC));
+    CHECK(!em_kernels_available(EM_KERNELS_COUNT));
+    for (set = 0; set < EM_KERNELS_COUNT; ++set)
+        CHECK(em_kernels_from_name(em_kernels_name(set), &k) && k == set);
+    CHECK(em_kernels_from_name("reference", &k) && k == EM_KERNELS_REFERENCE);
+    CHECK(!em_kernels_from_name("avx1024", &k) && !em_kernels_from_name(NULL, &k));
+    CHECK(strcmp(em_kernels_name(99), "unknown") == 0);
+    memset(&options, 0, sizeof options);
+    for (set = 0; set < EM_KERNELS_COUNT; ++set) {
+        options.kernels = set;
+        if (em_kernels_available(set)) {
+            em_status st = em_model_load_ex(file, size, NULL, &options, &model, &err);
+            CHECK_STATUS(st, EM_STATUS_OK, err);
+            CHECK(em_model_kernels(model) == (set == EM_KERNELS_AUTO ? em_kernels_resolve(set) : set));
+            em_model_free(model);
+        } else {
+            CHECK_STATUS(em_model_load_ex(file, size, NULL, &options, &model, &err), EM_STATUS_UNSUPPORTED, err);
+            CHECK(model == NULL && strstr(err.message, em_kernels_name(set)) != NULL);
+        }
+    }
+    options.kernels = EM_KERNELS_COUNT;
+    CHECK_STATUS(em_model_load_ex(file, size, NULL, &options, &model, &err), EM_STATUS_BAD_ARGUMENT, err);
+    options.kernels = EM_KERNELS_AUTO;
+    options.reserved[3] = 1;
+    CHECK_STATUS(em_model_load_ex(file, size, NULL, &options, &model, &err), EM_STATUS_BAD_ARGUMENT, err);
+    CHECK(em_model_kernels(NULL) == EM_KERNELS_REFERENCE);
+    free(file);
+}
+
+int main(void)
+{
+    const char *seen[256];
+    size_t seen_count = 0, i;
+    printf("cpu: %s\n", em_runtime_cpu_features());
+    for (i = 0; i < CASE_COUNT; ++i) test_case(i, seen, &seen_count, 256);
+    printf("kernels checked against their reference (%zu):", seen_count);
+    for (i = 0; i < seen_count; ++i) printf(" %s", seen[i]);
+    printf("\n");
+    CHECKF(seen_count >= 14, "only %zu fast kernels were exercised", seen_count);
+    test_table_sharing();
+    test_profiling_api();
+    test_kernel_sets();
+    return em_test_summary("test_fast_kernels");
+}
