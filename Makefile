@@ -13,9 +13,9 @@ demo: setup
 	$(PYTHON) -m examples.fashion_words.demo --out $(EXAMPLE_OUT)
 
 test-c:
-	cmake -S . -B $(BUILD)/host -DCMAKE_BUILD_TYPE=Release -DEM_BUILD_TESTS=ON >/dev/null
-	cmake --build $(BUILD)/host -j 2
-	ctest --test-dir $(BUILD)/host --output-on-failure
+	cmake -S . -B $(BUILD)/c-host -DCMAKE_BUILD_TYPE=Release -DEM_BUILD_TESTS=ON >/dev/null
+	cmake --build $(BUILD)/c-host -j 2
+	ctest --test-dir $(BUILD)/c-host --output-on-failure
 
 test-py:
 	$(PYTHON) -m pytest -q -m "not slow" tests
@@ -85,12 +85,12 @@ test-sanitize:
 	done; echo "test-sanitize: em_run refused every corrupt seed cleanly"
 
 test-valgrind:
-	cmake -S . -B $(BUILD)/host -DCMAKE_BUILD_TYPE=Release -DEM_BUILD_TESTS=ON >/dev/null
-	cmake --build $(BUILD)/host -j 2 --target em_run
-	head -c 3072 /dev/zero > $(BUILD)/host/b.f32
+	cmake -S . -B $(BUILD)/c-host -DCMAKE_BUILD_TYPE=Release -DEM_BUILD_TESTS=ON >/dev/null
+	cmake --build $(BUILD)/c-host -j 2 --target em_run
+	head -c 3072 /dev/zero > $(BUILD)/c-host/b.f32
 	valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
-	  $(BUILD)/host/runtime_c/em_run $(FUZZ_MODEL) --task b --input $(BUILD)/host/b.f32 \
-	  --output $(BUILD)/host/b.out --runs 2
+	  $(BUILD)/c-host/runtime_c/em_run $(FUZZ_MODEL) --task b --input $(BUILD)/c-host/b.f32 \
+	  --output $(BUILD)/c-host/b.out --runs 2
 	@echo "test-valgrind: memcheck clean"
 
 test-fuzz:

@@ -421,7 +421,7 @@ def _prepare_output(out_dir: Path) -> None:
 
 def build_board(board: Board, out_dir: str | os.PathLike | None = None, *, jobs: int | None = None,
                 ctest: bool = False, log: Callable[[str], None] | None = None) -> dict:
-    """Builds the runtime for `board` and installs bin/em_run, lib/libedgemerge_runtime.a and
+    """Builds the runtime for `board` and installs em_run, lib/libedgemerge_runtime.a and
     include/edgemerge/ into `out_dir` (default build/<board>), replacing an earlier build there. The build
     runs in a temporary folder beside `out_dir`; `out_dir` changes only when everything succeeded, so it
     never holds a half-written build. With `ctest` the C tests are built too and must pass (under the
@@ -481,9 +481,8 @@ def build_board(board: Board, out_dir: str | os.PathLike | None = None, *, jobs:
         compiler = _cache_value(build_dir, "CMAKE_C_COMPILER") or board.c_compiler()
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
 
-        (stage / "bin").mkdir(parents=True)
-        (stage / "lib").mkdir()
-        shutil.copy2(em_run, stage / "bin" / "em_run")
+        (stage / "lib").mkdir(parents=True)
+        shutil.copy2(em_run, stage / "em_run")
         shutil.copy2(library, stage / "lib" / library.name)
         shutil.copytree(root / "runtime_c" / "include", stage / "include")
         link = ["-ledgemerge_runtime"]
@@ -500,7 +499,7 @@ def build_board(board: Board, out_dir: str | os.PathLike | None = None, *, jobs:
             "simd": {"requested": board.simd, "used": found["simd"] or ["none"],
                      "symbols": found["simd_symbols"]},
             "configure_notes": notes, "ctest": tests,
-            "files": ["bin/em_run", f"lib/{library.name}", "include/edgemerge/"],
+            "files": ["em_run", f"lib/{library.name}", "include/edgemerge/"],
             "link": link, "qemu": board.emulator() or None,
             "edgemerge_version": __version__, "seconds": None,
         }

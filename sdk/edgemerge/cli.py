@@ -1,4 +1,4 @@
-"""The `edgemerge` command line: merge | inspect | eval.
+"""The `edgemerge` command line: merge | inspect | eval | bench | zipper | boards | build.
 
 Heavy modules (TensorFlow, scikit-learn, the C runtime) are imported inside the commands that need them,
 so `edgemerge --help` and `edgemerge inspect` start quickly.
@@ -369,7 +369,7 @@ def build(board_name, output, jobs, run_ctest, as_json):
         where = f" under {' '.join(t['emulator'])}" if t.get("emulator") else ""
         click.echo(f"  ctest      {t.get('passed', '?')}/{t.get('total', '?')} passed{where}")
     click.echo(f"installed {out}: {', '.join(manifest['files'])} ({manifest['seconds']:.1f} s)")
-    run = " ".join([*(manifest["qemu"] or []), os.path.join(out, "bin", "em_run")])
+    run = " ".join([*(manifest["qemu"] or []), os.path.join(out, "em_run")])
     click.echo(f"  try: {run} MODEL.emm --info")
 
 
