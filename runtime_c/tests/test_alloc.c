@@ -1,6 +1,6 @@
 /* (d) Allocation failures: an allocator that fails the n-th allocation, for every n, makes
  * em_model_load return EM_STATUS_NO_MEMORY with nothing leaked; loads that fail for any other reason
- * (every truncation) leak nothing either; contexts and runs never allocate. */
+ * (every truncation) leak nothing either; contexts and runs never allocate, with any kernel set. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -125,6 +125,48 @@ int main(void)
     }
     em_model_free(model);
     CHECKF(counter.live == 0, "%zu allocations leaked after em_model_free", counter.live);
+
+    /* every kernel set: all memory is planned at load (packed indices, tables, the context arena), so
+     * after em_model_load nothing allocates, whatever kernels run */
+    {
+        uint32_t set;
+        for (set = EM_KERNELS_AUTO; set < EM_KERNELS_COUNT; ++set) {
+            em_load_options options;
+            size_t after_load;
+            void *memory;
+            float x[5 * 5 * 4], ya[6], yb[2];
+            const float *inputs[1];
+            float *outputs[2];
+            int r;
+            if (!em_kernels_available(set)) continue;
+            memset(&options, 0, sizeof options);
+            options.kernels = set;
+            memset(&counter, 0, sizeof counter);
+            st = em_model_load_ex(file, size, &allocator, &options, &model, &err);
+            if (!CHECK_STATUS(st, EM_STATUS_OK, err)) continue;
+            after_load = counter.calls;
+            memory = malloc(em_context_size(model));
+            memset(x, 0, sizeof x);
+            x[7] = 1.0f;
+            inputs[0] = x;
+            outputs[0] = ya;
+            outputs[1] = yb;
+            st = em_context_init(model, memory, em_context_size(model), &ctx, &err);
+            CHECK_STATUS(st, EM_STATUS_OK, err);
+            em_context_enable_profiling(ctx, 1);
+            for (r = 0; r < 3; ++r) {
+                st = em_run_all(ctx, inputs, outputs, &err);
+                CHECK_STATUS(st, EM_STATUS_OK, err);
+                st = em_run_task(ctx, 0, x, 100, ya, 6, &err);
+                CHECK_STATUS(st, EM_STATUS_OK, err);
+            }
+            CHECKF(counter.calls == after_load, "kernel set %s: %zu allocations after load", em_kernels_name(set),
+                   counter.calls - after_load);
+            free(memory);
+            em_model_free(model);
+            CHECKF(counter.live == 0, "kernel set %s: %zu allocations leaked", em_kernels_name(set), counter.live);
+        }
+    }
 
     /* fail the n-th allocation, for every n */
     for (n = 1; n <= needed; ++n) {
