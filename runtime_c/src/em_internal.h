@@ -53,6 +53,7 @@ typedef struct em_node {
     uint32_t op;    /* EM_OP_* */
     uint32_t input; /* value id read */
     uint32_t activation;
+    uint32_t flags; /* EM_NODE_FLAG_* (only INT8_TABLES, only on LUT ops with C = 16: checked by prepare()) */
     em_shape in;  /* shape of the value read */
     em_shape out; /* declared output shape, verified by the op's prepare() */
     uint32_t kernel_h, kernel_w;

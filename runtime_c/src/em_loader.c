@@ -699,9 +699,11 @@ static em_status parse_node_record(em_model *m, uint32_t i, const uint8_t *rec, 
                             "(this node produces value %" PRIu32 ")", node->input, own_value);
     if (node->activation > EM_ACT_RELU6)
         return em_fail_node(err, EM_STATUS_CORRUPT, node, "unknown activation %" PRIu32, node->activation);
-    if (f[N_FLAGS] != 0)
-        return em_fail_node(err, EM_STATUS_UNSUPPORTED, node, "flags 0x%08" PRIX32 ", no node flags are defined in "
-                            "version %u", f[N_FLAGS], EM_VERSION);
+    if ((f[N_FLAGS] & ~EM_NODE_FLAGS_KNOWN) != 0)
+        return em_fail_node(err, EM_STATUS_UNSUPPORTED, node, "flags 0x%08" PRIX32 ": unknown node flags 0x%08" PRIX32
+                            " (this reader knows 0x%08X; the file needs a newer runtime)", f[N_FLAGS],
+                            f[N_FLAGS] & ~EM_NODE_FLAGS_KNOWN, EM_NODE_FLAGS_KNOWN);
+    node->flags = f[N_FLAGS]; /* which ops may carry which flag: the op's prepare() (em_ops.c) */
     for (k = 0; k < 4; ++k)
         if (f[N_RESERVED + k] != 0)
             return em_fail_node(err, EM_STATUS_CORRUPT, node, "reserved[%" PRIu32 "] is %" PRIu32 ", expected 0", k,

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "em_internal.h"
+#include "opt/em_lut_int8_kernels.h"
 #include "opt/em_opt_kernels.h"
 #include "ref/em_ref_kernels.h"
 
@@ -41,6 +42,8 @@ static em_status require_no_lut_fields(const em_node *node, em_error *err)
         return em_fail_node(err, EM_STATUS_CORRUPT, node,
                             "seg_len %" PRIu32 " / codewords %" PRIu32 " must be 0 for a non-LUT op",
                             node->seg_len, node->codewords);
+    if (node->flags & EM_NODE_FLAG_INT8_TABLES)
+        return em_fail_node(err, EM_STATUS_CORRUPT, node, "flag INT8_TABLES is only defined for LUT ops");
     return EM_STATUS_OK;
 }
 
@@ -58,6 +61,10 @@ static em_status check_lut_fields(const em_node *node, em_error *err)
         return em_fail_node(err, EM_STATUS_LIMIT, node,
                             "codewords (C) %" PRIu32 " exceeds MAX_CODEWORDS %u", node->codewords,
                             EM_MAX_CODEWORDS);
+    if ((node->flags & EM_NODE_FLAG_INT8_TABLES) && node->codewords != EM_INT8_TABLE_CODEWORDS)
+        return em_fail_node(err, EM_STATUS_CORRUPT, node,
+                            "flag INT8_TABLES needs C = %u (4-bit indices), this node has C = %" PRIu32,
+                            EM_INT8_TABLE_CODEWORDS, node->codewords);
     return EM_STATUS_OK;
 }
 
@@ -228,6 +235,15 @@ static em_status resolve_codebook(const em_model *model, em_node *node, uint32_t
     return EM_STATUS_OK;
 }
 
+/* int8 tables: the integer sum of one output (taps · S terms of at most 127) must fit in int32. */
+static em_status check_int8_terms(const em_node *node, uint64_t taps, em_error *err)
+{
+    const uint64_t terms = taps * node->segments;
+    if (!(node->flags & EM_NODE_FLAG_INT8_TABLES) || terms <= 0x7FFFFFFFu / 127u) return EM_STATUS_OK;
+    return em_fail_node(err, EM_STATUS_LIMIT, node,
+                        "%" PRIu64 " terms per output: too many for exact int32 sums of an int8 table", terms);
+}
+
 /* Scratch bytes of a LUT table of `pixels` × S × C floats. */
 static em_status lut_table_bytes(em_node *node, size_t pixels, em_error *err)
 {
@@ -378,6 +394,7 @@ static em_status prepare_lut_conv2d(em_model *model, em_node *node, em_error *er
     if (st == EM_STATUS_OK) st = resolve_bias(model, node, out_c, err);
     if (st == EM_STATUS_OK) st = window_output_hw(node, &oh, &ow, err);
     if (st == EM_STATUS_OK) st = expect_output(node, oh, ow, out_c, err);
+    if (st == EM_STATUS_OK) st = check_int8_terms(node, (uint64_t)node->kernel_h * node->kernel_w, err);
     if (st == EM_STATUS_OK) st = lut_table_bytes(node, (size_t)node->in.h * node->in.w, err);
     return st;
 }
@@ -393,6 +410,7 @@ static em_status prepare_lut_dense(em_model *model, em_node *node, em_error *err
     st = resolve_index_map(model, node, 2, expected, &out_count, err);
     if (st == EM_STATUS_OK) st = resolve_bias(model, node, out_count, err);
     if (st == EM_STATUS_OK) st = expect_output(node, 1, 1, out_count, err);
+    if (st == EM_STATUS_OK) st = check_int8_terms(node, 1, err);
     if (st == EM_STATUS_OK) st = lut_table_bytes(node, 1, err);
     return st;
 }
@@ -459,10 +477,14 @@ static const em_kernel em_reference_kernels[] = {
 #define EM_MATRIX_KERNELS(isa, micro)                                                                          \
     {EM_OP_LUT_CONV2D, "lut_conv2d_f32_" isa, em_lut_conv2d_planar_supports, em_lut_conv2d_planar_plan,        \
      em_lut_conv2d_planar_pack, em_lut_conv2d_planar_run, NULL, &(micro)},                                     \
-    {EM_OP_LUT_CONV2D, "lut_conv2d_f32_decoded_" isa, NULL, em_lut_conv2d_decoded_plan,                        \
+    {EM_OP_LUT_CONV2D, "lut_conv2d_f32_decoded_" isa, em_lut_f32_supports, em_lut_conv2d_decoded_plan,         \
      em_lut_conv2d_decoded_pack, em_lut_conv2d_decoded_run, NULL, &(micro)},                                   \
-    {EM_OP_LUT_DENSE, "lut_dense_f32_" isa, NULL, em_lut_dense_plan, em_lut_dense_pack, em_lut_dense_run, NULL, \
-     &(micro)},                                                                                                \
+    {EM_OP_LUT_DENSE, "lut_dense_f32_" isa, em_lut_f32_supports, em_lut_dense_plan, em_lut_dense_pack,         \
+     em_lut_dense_run, NULL, &(micro)},                                                                        \
+    {EM_OP_LUT_CONV2D, "lut_conv2d_i8_" isa, em_lut_int8_supports, em_lut_int8_plan, em_lut_int8_pack,         \
+     em_lut_int8_run, NULL, &(micro)},                                                                         \
+    {EM_OP_LUT_DENSE, "lut_dense_i8_" isa, em_lut_int8_supports, em_lut_int8_plan, em_lut_int8_pack,           \
+     em_lut_int8_run, NULL, &(micro)},                                                                         \
     {EM_OP_CONV2D, "conv2d_f32_direct_" isa, NULL, em_conv2d_direct_plan, NULL, em_conv2d_direct_run, NULL,    \
      &(micro)},                                                                                                \
     {EM_OP_DENSE, "dense_f32_gemv_" isa, NULL, em_opt_plan_no_scratch, NULL, em_dense_gemv_run, NULL, &(micro)}
@@ -610,6 +632,10 @@ const em_kernel *em_op_choose_kernel(const em_model *model, const em_node *node,
 
     switch (node->op) {
     case EM_OP_LUT_CONV2D:
+        if (node->flags & EM_NODE_FLAG_INT8_TABLES) { /* byte-shuffle lookups; the reference if too large */
+            k = find_algorithm(node->op, micro, "lut_conv2d_i8", node);
+            break;
+        }
         /* r = 1: the table would be x · codeword; decoding the (small) weights once is cheaper */
         if (node->seg_len == 1 &&
             (uint64_t)node->kernel_h * node->kernel_w * node->in.c * node->out.c * 4u <= EM_LUT_DECODE_MAX_BYTES)
@@ -617,7 +643,8 @@ const em_kernel *em_op_choose_kernel(const em_model *model, const em_node *node,
         if (k == NULL) k = find_algorithm(node->op, micro, "lut_conv2d_f32", node);
         break;
     case EM_OP_LUT_DENSE:
-        k = find_algorithm(node->op, micro, "lut_dense_f32", node);
+        k = find_algorithm(node->op, micro, (node->flags & EM_NODE_FLAG_INT8_TABLES) ? "lut_dense_i8" : "lut_dense_f32",
+                           node);
         break;
     case EM_OP_CONV2D:
         macs = (uint64_t)node->out.numel * node->kernel_h * node->kernel_w * node->in.c;

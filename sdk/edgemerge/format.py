@@ -40,6 +40,12 @@ MAX_SEG_LEN = 256
 MAX_CODEWORDS = 65536
 MAX_FILE_BYTES = (1 << 32) - 1
 
+# Node flags (em_node.flags). NODE_FLAG_INT8_TABLES: a LUT op with C = INT8_TABLE_CODEWORDS (4-bit
+# indices) whose table is quantised to int8 per run and accumulated in integers (FORMAT.md "int8 tables").
+NODE_FLAG_INT8_TABLES = 1
+NODE_FLAGS_KNOWN = 1
+INT8_TABLE_CODEWORDS = 16
+
 
 class Section(enum.IntEnum):
     META = 1

@@ -67,6 +67,12 @@
 #define EM_OP_LUT_DENSE 9u
 #define EM_OP_ACTIVATION 10u
 
+/* Node flags (struct em_node.flags). INT8_TABLES: a LUT op with C = INT8_TABLE_CODEWORDS (4-bit indices)
+ * whose table is quantised to int8 per run and accumulated in integers (FORMAT.md "int8 tables"). */
+#define EM_NODE_FLAG_INT8_TABLES 1u
+#define EM_NODE_FLAGS_KNOWN 1u
+#define EM_INT8_TABLE_CODEWORDS 16u
+
 /* Fused activations. */
 #define EM_ACT_NONE 0u
 #define EM_ACT_RELU 1u

@@ -46,6 +46,10 @@ void em_reshape_ref(const em_node *node, const float *input, float *output, floa
 void em_activation_ref(const em_node *node, const float *input, float *output, float *scratch);
 void em_lut_conv2d_ref(const em_node *node, const float *input, float *output, float *scratch);
 void em_lut_dense_ref(const em_node *node, const float *input, float *output, float *scratch);
+/* The same ops with flag INT8_TABLES (ref/lut_int8_ref.c); em_lut_conv2d_ref / em_lut_dense_ref call them
+ * for flagged nodes, so the reference kernel of an op is always the spec of the node it runs. */
+void em_lut_conv2d_int8_ref(const em_node *node, const float *input, float *output, float *scratch);
+void em_lut_dense_int8_ref(const em_node *node, const float *input, float *output, float *scratch);
 
 /* LUT ops' first step, shared by LUT_CONV2D and LUT_DENSE: for one input pixel x (Cin channels),
  * table[s, c] = dot(x[s·r .. s·r + r − 1], codebook[s, c, :]) with x zero-padded past Cin. */

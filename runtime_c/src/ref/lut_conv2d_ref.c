@@ -42,6 +42,11 @@ void em_lut_conv2d_ref(const em_node *node, const float *input, float *output, f
     size_t p;
     uint32_t oy, ox, co, ky, kx, s;
 
+    if (node->flags & EM_NODE_FLAG_INT8_TABLES) { /* FORMAT.md "int8 tables" */
+        em_lut_conv2d_int8_ref(node, input, output, scratch);
+        return;
+    }
+
     for (p = 0; p < (size_t)in_h * in_w; ++p)
         em_lut_build_table_ref(input + p * in_c, in_c, node->seg_len, segments, codewords, codebook,
                                table + p * pixel_table);

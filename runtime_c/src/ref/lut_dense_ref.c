@@ -16,6 +16,11 @@ void em_lut_dense_ref(const em_node *node, const float *input, float *output, fl
     float *table = scratch;
     uint32_t o, s;
 
+    if (node->flags & EM_NODE_FLAG_INT8_TABLES) { /* FORMAT.md "int8 tables" */
+        em_lut_dense_int8_ref(node, input, output, scratch);
+        return;
+    }
+
     em_lut_build_table_ref(input, node->in.numel, node->seg_len, segments, codewords,
                            em_tensor_f32(node->weight), table);
     for (o = 0; o < out_count; ++o) {

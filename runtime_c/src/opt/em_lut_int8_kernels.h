@@ -1,0 +1,45 @@
+/* LUT ops with int8 tables (flag INT8_TABLES, C = 16; FORMAT.md "int8 tables"): the fast kernels
+ * lut_conv2d_i8_<isa> and lut_dense_i8_<isa> (opt/lut_int8.c) and their byte-shuffle micro-kernels.
+ *
+ * The table of one input pixel and segment is 16 int8 entries: one 128-bit register. The indices of
+ * 16 output channels at one term (tap, segment) are 16 bytes, unpacked at load. A byte shuffle
+ * (pshufb / vqtbl1q / vtbl2) of the first by the second looks up 16 output channels' terms at once:
+ *
+ *   src/opt/lut_int8.c         generic C (also the sse2 set's: pshufb is SSSE3, not in the x86-64 baseline)
+ *   src/x86/lut_int8_avx2.c    SSSE3 _mm_shuffle_epi8 + AVX2 widening (the avx2 and avx512 sets; every
+ *                              AVX-512F CPU has AVX2; a 512-bit vpshufb would need AVX-512BW)
+ *   src/arm/lut_int8_neon.c    vqtbl1q_s8 on aarch64, vtbl2_s8 pairs on armv7 NEON
+ *
+ * Micro-kernel contract, for one output pixel: for g < groups, l < 16,
+ *   acc[g·16 + l] = Σ_{t < terms} table[offsets[t] + idx[(t·groups + g)·16 + l]]
+ * exactly (int16 partial sums flushed to int32 at least every EM_LUT_INT8_FLUSH_TERMS terms). */
+#ifndef EDGEMERGE_EM_LUT_INT8_KERNELS_H
+#define EDGEMERGE_EM_LUT_INT8_KERNELS_H
+
+#include "../em_internal.h"
+
+typedef void (*em_lut_int8_accumulate_fn)(const int8_t *table, const uint32_t *offsets, const uint8_t *idx,
+                                          size_t terms, size_t groups, int32_t *acc);
+
+void em_lut_int8_accumulate_generic(const int8_t *table, const uint32_t *offsets, const uint8_t *idx,
+                                    size_t terms, size_t groups, int32_t *acc);
+#if defined(EM_HAVE_X86_SIMD)
+void em_lut_int8_accumulate_avx2(const int8_t *table, const uint32_t *offsets, const uint8_t *idx, size_t terms,
+                                 size_t groups, int32_t *acc);
+#endif
+#if defined(EM_HAVE_NEON)
+void em_lut_int8_accumulate_neon(const int8_t *table, const uint32_t *offsets, const uint8_t *idx, size_t terms,
+                                 size_t groups, int32_t *acc);
+#endif
+/* The accumulation a kernel set uses (EM_KERNELS_*), and its name ("generic", "avx2", "neon"). */
+em_lut_int8_accumulate_fn em_lut_int8_accumulate_for(uint32_t kernels, const char **name);
+
+/* Kernels (the em_kernel shape): supports() only nodes with flag INT8_TABLES; the float LUT kernels
+ * support only nodes without it (em_lut_f32_supports). */
+int em_lut_int8_supports(const em_node *node);
+int em_lut_f32_supports(const em_node *node);
+em_status em_lut_int8_plan(const em_model *model, em_node *node, em_error *err);
+void em_lut_int8_pack(const em_model *model, em_node *node);
+void em_lut_int8_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+
+#endif /* EDGEMERGE_EM_LUT_INT8_KERNELS_H */
