@@ -93,10 +93,13 @@ def main() -> None:
 @main.command()
 @click.argument("models", nargs=-1, required=True, metavar="TASK=MODEL...")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="the .emm file to write")
-@click.option("--preset", type=click.Choice(["accu", "light"]), default="accu", show_default=True,
-              help="per-layer segment length r and codebook size C")
+@click.option("--preset", type=click.Choice(["accu", "light", "light4"]), default="accu", show_default=True,
+              help="per-layer segment length r and codebook size C (light4: light's r, C=16, int8 tables)")
 @click.option("--layer-rc", multiple=True, metavar="NAME=r/C",
               help="override r and C for the group containing layer NAME (or TASK:LAYER); repeatable")
+@click.option("--int8-tables", "int8_tables", multiple=True, metavar="NAME[,NAME..]",
+              help="encode these layers' groups (NAME or TASK:LAYER, or 'all') with C=16 and int8 tables, "
+                   "looked up with byte shuffles at run time; repeatable")
 @click.option("--align", "alignment", multiple=True, metavar="TASK:LAYER=TASK:LAYER",
               help="merge exactly these layer pairs instead of the default in-order pairing; repeatable")
 @click.option("--seed", default=0, show_default=True, help="seed of the k-means initialisations")
@@ -113,7 +116,7 @@ def main() -> None:
               show_default=True, help="tf.distribute strategy for calibration (multi-worker reads TF_CONFIG)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON summary")
 @_fail_cleanly
-def merge(models, output, preset, layer_rc, alignment, seed, kmeans_inits, calib, steps, calib_fraction, budget,
+def merge(models, output, preset, layer_rc, int8_tables, alignment, seed, kmeans_inits, calib, steps, calib_fraction, budget,
           strategy, as_json):
     """Merge models given as TASK=MODEL pairs (.keras or .h5) into one .emm file.
 
@@ -146,6 +149,7 @@ def merge(models, output, preset, layer_rc, alignment, seed, kmeans_inits, calib
     summary = merge_files(sources, output, preset=preset, layer_rc=overrides, alignment=list(alignment),
                           seed=seed, kmeans_inits=kmeans_inits, calib=calib_files, steps=steps,
                           calib_fraction=calib_fraction, budget=budget, strategy=strategy,
+                          int8_tables=[n.strip() for item in int8_tables for n in item.split(",") if n.strip()],
                           log=lambda m: click.echo(m, err=True))
     if as_json:
         _echo_json(summary)
@@ -187,6 +191,8 @@ def inspect(model, as_json):
     click.echo(f"  {'#':>3} {'layer':<28} {'op':<17} {'out':<12} {'r/C':<8} {'bytes':>10}  kernel")
     for layer in info["layers"]:
         rc = f"{layer['r']}/{layer['C']}" if "r" in layer else ""
+        if layer.get("int8_tables"):
+            rc += " i8"   # int8 tables (FORMAT.md "int8 tables")
         shape = "x".join(map(str, layer["out_shape"]))
         click.echo(f"  {layer['index']:>3} {layer['name'][:28]:<28} {layer['op']:<17} {shape:<12} {rc:<8} "
                    f"{layer['bytes']:>10}  {layer['kernel']}")

@@ -50,6 +50,19 @@ def unpack_indices(data: bytes | memoryview, count: int, bits: int) -> np.ndarra
     return (stream.reshape(count, bits).astype(np.uint64) @ weights).astype(np.uint32)
 
 
+def node_flags_problem(op: int, codewords: int, flags: int) -> str:
+    """Why a node's flags are invalid (FORMAT.md "int8 tables"), or "" if they are fine."""
+    unknown = int(flags) & ~F.NODE_FLAGS_KNOWN
+    if unknown:
+        return f"unknown node flags 0x{unknown:08X} (this version knows 0x{F.NODE_FLAGS_KNOWN:08X})"
+    if flags & F.NODE_FLAG_INT8_TABLES:
+        if op not in (F.Op.LUT_CONV2D, F.Op.LUT_DENSE):
+            return "flag INT8_TABLES is only defined for LUT ops"
+        if codewords != F.INT8_TABLE_CODEWORDS:
+            return f"flag INT8_TABLES needs C = {F.INT8_TABLE_CODEWORDS} (4-bit indices), this node has C = {codewords}"
+    return ""
+
+
 def _tensor_nbytes(tensor: Tensor) -> int:
     numel = int(np.prod(tensor.shape, dtype=np.int64))
     return 4 * numel if tensor.dtype == F.DType.F32 else (numel * tensor.bits + 7) // 8
@@ -117,8 +130,11 @@ class EmmWriter:
         out = bytearray(struct.pack("<II", len(inputs), len(nodes)))
         for h, w, c in inputs:
             out += _INPUT.pack(h, w, c, 0)
-        for n in nodes:
-            out += _NODE.pack(int(n.op), n.input, int(n.activation), 0, *n.out_shape, *n.kernel, *n.stride,
+        for i, n in enumerate(nodes):
+            problem = node_flags_problem(n.op, n.codewords, n.flags)
+            if problem:
+                raise ValueError(f"node {i} ({n.name}): {problem}")
+            out += _NODE.pack(int(n.op), n.input, int(n.activation), int(n.flags), *n.out_shape, *n.kernel, *n.stride,
                               *n.pads, n.seg_len, n.codewords, n.weight, n.index, n.bias, 0, 0, 0, 0)
         self._payloads.append((F.Section.GRAPH, bytes(out)))
 
@@ -405,12 +421,14 @@ def read_emm(source: str | os.PathLike | bytes | memoryview) -> MergedGraph:
         except ValueError:
             raise EmmFormatError(f"GRAPH node {i}: unknown op {f[0]} or activation {f[2]}") from None
         _check(f[1] < n_inputs + i, f"GRAPH node {i}: reads value {f[1]}, which is not computed before it")
+        problem = node_flags_problem(op, f[16], f[3])
+        _check(not problem, f"GRAPH node {i}: {problem}")
         graph.nodes.append(Node(
             name=str(graph.metadata.get(f"node.{i}.name", f"node{i}")), op=op, input=f[1], activation=act,
             out_shape=(f[4], f[5], f[6]), kernel=(f[7], f[8]), stride=(f[9], f[10]),
             pads=(f[11], f[12], f[13], f[14]), seg_len=f[15], codewords=f[16], weight=f[17], index=f[18],
             bias=f[19], sources=tuple(s for s in str(graph.metadata.get(f"node.{i}.sources", "")).split(",") if s),
-            match_output=str(graph.metadata.get(f"node.{i}.match_output", ""))))
+            match_output=str(graph.metadata.get(f"node.{i}.match_output", "")), flags=f[3]))
     n_values = n_inputs + n_nodes
     for t in graph.tasks:
         _check(t.input < n_inputs, f"TASKS task {t.name!r}: input {t.input} does not exist")

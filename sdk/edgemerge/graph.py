@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .format import NONE, Act, DType, Op, index_bits
+from .format import NODE_FLAG_INT8_TABLES, NONE, Act, DType, Op, index_bits
 
 Shape3 = tuple[int, int, int]
 
@@ -56,6 +56,13 @@ class Node:
     # "task:layer" of the source model's layer whose output equals this node's output (after folded
     # BatchNorm and fused activations); calibration compares the two. Empty where there is none.
     match_output: str = ""
+    # NODE_FLAG_* bits (format.py): NODE_FLAG_INT8_TABLES on a LUT op with C = 16 makes the runtime quantise
+    # its table to int8 and sum in integers (docs/FORMAT.md "int8 tables").
+    flags: int = 0
+
+    @property
+    def int8_tables(self) -> bool:
+        return bool(self.flags & NODE_FLAG_INT8_TABLES)
 
 
 @dataclass

@@ -62,6 +62,7 @@ def describe(path: str | os.PathLike) -> dict:
                  "kernel": rt_node["kernel"], "bytes": own + shared, "sources": list(node.sources)}
         if node.op in (Op.LUT_CONV2D, Op.LUT_DENSE):
             entry.update({"r": node.seg_len, "C": node.codewords, "index_bits": graph.tensors[node.index].bits,
+                          "int8_tables": node.int8_tables,
                           "codebook": graph.tensors[node.weight].name,
                           "codebook_shared_with": [n for n in codebook_users[node.weight] if n != node.name]})
         layers.append(entry)

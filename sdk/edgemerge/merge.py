@@ -24,7 +24,7 @@ import numpy as np
 from .align import AlignmentLink, LayerGroup, align_models
 from .encode import GroupSpec, encode_groups, validate_rc
 from .errors import EdgemergeError
-from .format import MAX_TASKS, NONE, TASK_NAME_BYTES, Op, index_bits
+from .format import INT8_TABLE_CODEWORDS, MAX_TASKS, NODE_FLAG_INT8_TABLES, NONE, TASK_NAME_BYTES, Op, index_bits
 from .graph import MergedGraph, Node, Task, Tensor
 from .importers import SourceLayer, SourceModel
 
@@ -42,6 +42,8 @@ class Preset:
     first_conv_wide: tuple[int, int]     # a model's first conv on a deeper input
     conv: tuple[int, int]                # every other conv layer
     dense: tuple[int, int]               # dense layers (the head is never encoded)
+    # every encoded layer uses C = 16 with int8 tables (docs/FORMAT.md "int8 tables"); C above is ignored
+    int8_tables: bool = False
 
 
 # A first conv on at most this many input channels (grey, RGB, RGBA) is encoded per channel (r = 1).
@@ -52,6 +54,10 @@ PRESETS: dict[str, Preset] = {
     "accu": Preset(first_conv_narrow=(1, 64), first_conv_wide=(4, 64), conv=(8, 128), dense=(16, 64)),
     # size first: long segments, small codebooks.
     "light": Preset(first_conv_narrow=(1, 32), first_conv_wide=(4, 32), conv=(16, 64), dense=(32, 32)),
+    # light's segments with 16 codewords, 4-bit indices and int8 tables in every encoded layer: the runtime
+    # looks tables up with byte shuffles (pshufb, vqtbl1q) and sums in integers.
+    "light4": Preset(first_conv_narrow=(1, 16), first_conv_wide=(4, 16), conv=(16, 16), dense=(32, 16),
+                     int8_tables=True),
 }
 
 _TASK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -69,6 +75,7 @@ class GroupReport:
     codebook_bytes: int
     index_bytes: int
     original_bytes: int                      # float32 bytes of the members' weights
+    int8_tables: bool = False                # C = 16, int8 tables at run time
 
     @property
     def bytes(self) -> int:
@@ -150,6 +157,40 @@ def _resolve_layer_rc(layer_rc: Mapping[str, tuple[int, int]], groups: Sequence[
     return resolved
 
 
+def _resolve_int8_tables(names: Sequence[str], groups: Sequence[LayerGroup],
+                         sources: Mapping[str, SourceModel]) -> set[int]:
+    """Group indices named by `names` (as for layer_rc: "task:layer", a unique layer name, a group name;
+    "all" for every group)."""
+    chosen: set[int] = set()
+    for name in names:
+        if name == "all":
+            chosen.update(range(len(groups)))
+            continue
+        try:
+            chosen.update(_resolve_layer_rc({name: (1, 16)}, groups, sources))
+        except EdgemergeError as e:
+            raise EdgemergeError(str(e).replace("layer_rc", "int8_tables", 1)) from None
+    return chosen
+
+
+def _int8_rc(group: LayerGroup, rc: tuple[int, int], sources: Mapping[str, SourceModel], explicit: bool,
+             overridden: bool) -> tuple[int, int] | None:
+    """(r, 16) for a group that gets int8 tables, or None where it cannot have them (fewer than 16 vectors
+    per segment: k-means cannot make 16 codewords; only when the group was not named explicitly)."""
+    r, c = rc
+    if overridden and c != INT8_TABLE_CODEWORDS:
+        raise EdgemergeError(f"group {group.name!r}: int8 tables need C = {INT8_TABLE_CODEWORDS}, layer_rc gives "
+                             f"C = {c}")
+    members = [sources[task].layer(layer) for task, layer in group.members.items()]
+    vectors = sum(int(np.prod(layer.weights.shape)) // layer.depth for layer in members)
+    if vectors < INT8_TABLE_CODEWORDS:
+        if explicit:
+            raise EdgemergeError(f"group {group.name!r}: int8 tables need 16 codewords, the group has only "
+                                 f"{vectors} vectors per segment")
+        return None
+    return r, INT8_TABLE_CODEWORDS
+
+
 def _check_sources(sources: Mapping[str, SourceModel]) -> None:
     if not sources:
         raise EdgemergeError("nothing to merge: no source models")
@@ -168,7 +209,7 @@ def _index_bytes(index: np.ndarray, codewords: int) -> int:
 
 
 def _add_layer_node(graph: MergedGraph, task: str, layer: SourceLayer, value: int, *, is_head: bool,
-                    lut: tuple[int, int, int, np.ndarray] | None) -> int:
+                    lut: tuple[int, int, int, np.ndarray] | None, int8_tables: bool = False) -> int:
     """Appends the node of one source layer reading `value`; `lut` = (codebook tensor id, r, C, index map)
     for encoded layers. Returns the value id the node produces."""
     prefix = f"{task}/{layer.name}"
@@ -189,6 +230,7 @@ def _add_layer_node(graph: MergedGraph, task: str, layer: SourceLayer, value: in
         node.op = Op.LUT_CONV2D if layer.kind == "conv" else Op.LUT_DENSE
         node.seg_len, node.codewords, node.weight = r, c, codebook
         node.index = graph.add_tensor(Tensor.index(f"{prefix}/index", index, c))
+        node.flags = NODE_FLAG_INT8_TABLES if int8_tables else 0
         node.bias = bias_tensor(layer.out_shape[2])       # always present for LUT ops (zeros if none)
     elif layer.kind in ("dense", "depthwise"):
         node.op = Op.DENSE if layer.kind == "dense" else Op.DEPTHWISE_CONV2D
@@ -230,7 +272,8 @@ def _write_metadata(graph: MergedGraph, sources: Mapping[str, SourceModel], pres
 def merge_models(sources: Mapping[str, SourceModel], preset: str = "accu",
                  layer_rc: Mapping[str, tuple[int, int]] | None = None,
                  alignment: Sequence[AlignmentLink] | Sequence[str] | None = None, seed: int = 0,
-                 kmeans_inits: int = 4, n_jobs: int | None = None) -> MergeResult:
+                 kmeans_inits: int = 4, n_jobs: int | None = None,
+                 int8_tables: Sequence[str] | None = None) -> MergeResult:
     """Merges `sources` (task -> imported model, in task order) into one multi-task graph.
 
     preset: a key of PRESETS ("accu" or "light") giving (r, C) per layer role.
@@ -240,6 +283,8 @@ def merge_models(sources: Mapping[str, SourceModel], preset: str = "accu",
         the default in-order alignment.
     seed, kmeans_inits: k-means initialisations per segment and their seed (lowest inertia kept).
     n_jobs: k-means worker processes (see `encode.encode_groups`).
+    int8_tables: groups (named as for layer_rc, or "all") encoded with C = 16 and flagged for int8 tables at
+        run time (docs/FORMAT.md "int8 tables"); a preset with int8_tables (light4) flags every group.
     """
     _check_sources(sources)
     if preset not in PRESETS:
@@ -249,6 +294,15 @@ def merge_models(sources: Mapping[str, SourceModel], preset: str = "accu",
     groups = align_models(sources, alignment)
     overrides = _resolve_layer_rc(layer_rc or {}, groups, sources)
     settings = [overrides.get(i) or preset_rc(PRESETS[preset], group, sources) for i, group in enumerate(groups)]
+    named_int8 = _resolve_int8_tables(list(int8_tables or []), groups, sources)
+    int8_groups: set[int] = set()
+    for i, group in enumerate(groups):
+        if i in named_int8 or PRESETS[preset].int8_tables:
+            rc = _int8_rc(group, settings[i], sources, explicit=i in named_int8 and "all" not in (int8_tables or []),
+                          overridden=i in overrides)
+            if rc is not None:
+                settings[i] = rc
+                int8_groups.add(i)
 
     started = time.perf_counter()
     specs = [GroupSpec({f"{task}:{layer}": sources[task].layer(layer).weights for task, layer in g.members.items()},
@@ -259,9 +313,12 @@ def merge_models(sources: Mapping[str, SourceModel], preset: str = "accu",
     graph = MergedGraph()
     codebook_ids = [graph.add_tensor(Tensor.f32(f"codebook/{g.name}", e.codebook)) for g, e in zip(groups, encoded)]
     lut_of: dict[str, tuple[int, int, int, np.ndarray]] = {}
+    int8_of: set[str] = set()
     report = []
-    for group, enc, codebook_id in zip(groups, encoded, codebook_ids):
+    for gi, (group, enc, codebook_id) in enumerate(zip(groups, encoded, codebook_ids)):
         members = [f"{task}:{layer}" for task, layer in group.members.items()]
+        if gi in int8_groups:
+            int8_of.update(members)
         for ref in members:
             lut_of[ref] = (codebook_id, enc.seg_len, enc.codewords, enc.layers[ref].index)
         report.append(GroupReport(
@@ -269,7 +326,8 @@ def merge_models(sources: Mapping[str, SourceModel], preset: str = "accu",
             relative_error={ref: enc.layers[ref].relative_error for ref in members},
             codebook_bytes=4 * enc.codebook.size,
             index_bytes=sum(_index_bytes(enc.layers[ref].index, enc.codewords) for ref in members),
-            original_bytes=sum(4 * sources[t].layer(l).weights.size for t, l in group.members.items())))
+            original_bytes=sum(4 * sources[t].layer(l).weights.size for t, l in group.members.items()),
+            int8_tables=gi in int8_groups))
 
     # All inputs first: value ids of nodes count from the number of inputs.
     input_of = {task: graph.add_input(model.input_shape) for task, model in sources.items()}
@@ -278,7 +336,10 @@ def merge_models(sources: Mapping[str, SourceModel], preset: str = "accu",
         head = model.head
         for layer in model.layers:
             value = _add_layer_node(graph, task, layer, value, is_head=layer is head,
-                                    lut=lut_of.get(f"{task}:{layer.name}"))
+                                    lut=lut_of.get(f"{task}:{layer.name}"),
+                                    int8_tables=f"{task}:{layer.name}" in int8_of)
         graph.tasks.append(Task(task, input_of[task], value, int(np.prod(graph.value_shape(value)))))
     _write_metadata(graph, sources, preset, seed, kmeans_inits)
+    if int8_groups:
+        graph.metadata["merge.int8_tables"] = ",".join(groups[i].name for i in sorted(int8_groups))
     return MergeResult(graph, report, list(groups), encode_seconds=round(seconds, 3))

@@ -14,7 +14,7 @@ def merge_files(sources: dict[str, str | os.PathLike], output: str | os.PathLike
                 layer_rc: dict[str, tuple[int, int]] | None = None, alignment: list[str] | None = None,
                 seed: int = 0, kmeans_inits: int = 4, calib: dict[str, str | os.PathLike] | None = None,
                 steps: int | None = None, calib_fraction: float = 1.0, budget: str | None = None,
-                strategy="default", calibrate_options: dict | None = None,
+                strategy="default", calibrate_options: dict | None = None, int8_tables: list[str] | None = None,
                 log: Callable[[str], None] | None = None) -> dict:
     """Imports every TASK=model file, merges them (NeuralMerger encoding), optionally calibrates the merged
     model end to end on `calib` data (TASK -> .npz) or searches r/C per layer under `budget`, and writes
@@ -42,14 +42,15 @@ def merge_files(sources: dict[str, str | os.PathLike], output: str | os.PathLike
         found = search_rc(None, sources, calib, budget,
                           merge_fn=lambda rc: merge_models(models, preset=preset, layer_rc={**(layer_rc or {}), **rc},
                                                            alignment=groups, seed=seed,
-                                                           kmeans_inits=kmeans_inits).graph,
+                                                           kmeans_inits=kmeans_inits,
+                                                           int8_tables=int8_tables).graph,
                           seed=seed, calibrate_kwargs=calibrate_kwargs, progress=log)
         graph, report = found.graph, []
         search = {"layer_rc": {k: f"{r}/{c}" for k, (r, c) in found.layer_rc.items()}, "table": found.table,
                   **found.report}
     else:
         result = merge_models(models, preset=preset, layer_rc=layer_rc, alignment=groups, seed=seed,
-                              kmeans_inits=kmeans_inits)
+                              kmeans_inits=kmeans_inits, int8_tables=int8_tables)
         graph, report = result.graph, result.report
         if calib:
             from .calibrate import calibrate
