@@ -65,29 +65,43 @@ typedef struct kernel_case {
     uint32_t h, w, cin, cout;
     uint32_t k, stride, same; /* square kernel, stride, 'same' padding (else 'valid') */
     uint32_t r, C;            /* LUT ops */
+    uint32_t flags;           /* EM_NODE_FLAG_INT8_TABLES: int8 tables (C = 16) */
 } kernel_case;
+
+#define I8 EM_NODE_FLAG_INT8_TABLES
 
 static const kernel_case cases[] = {
     /* the example pair (LeNet Fashion 32×32 and the 3-conv words net) at presets light / accu */
-    {"lenet conv1 light (32x32x1 5x5 ->32, r1 C32)", EM_OP_LUT_CONV2D, 32, 32, 1, 32, 5, 1, 0, 1, 32},
-    {"lenet conv1 accu (32x32x1 5x5 ->32, r1 C64)", EM_OP_LUT_CONV2D, 32, 32, 1, 32, 5, 1, 0, 1, 64},
-    {"lenet conv2 light (14x14x32 5x5 ->64, r16 C64)", EM_OP_LUT_CONV2D, 14, 14, 32, 64, 5, 1, 0, 16, 64},
-    {"lenet conv2 accu (14x14x32 5x5 ->64, r8 C128)", EM_OP_LUT_CONV2D, 14, 14, 32, 64, 5, 1, 0, 8, 128},
-    {"words conv2 light (16x16x16 3x3 same ->32, r16 C64)", EM_OP_LUT_CONV2D, 16, 16, 16, 32, 3, 1, 1, 16, 64},
-    {"words conv3 light (8x8x32 3x3 same ->64, r16 C64)", EM_OP_LUT_CONV2D, 8, 8, 32, 64, 3, 1, 1, 16, 64},
-    {"stride 2 (32x32x32 3x3 same s2 ->64, r8 C128)", EM_OP_LUT_CONV2D, 32, 32, 32, 64, 3, 2, 1, 8, 128},
-    {"banded (56x56x64 3x3 same ->64, r8 C128)", EM_OP_LUT_CONV2D, 56, 56, 64, 64, 3, 1, 1, 8, 128},
-    {"lenet fc1 light (1600 ->1024, r32 C32)", EM_OP_LUT_DENSE, 1, 1, 1600, 1024, 1, 1, 0, 32, 32},
-    {"lenet fc1 accu (1600 ->1024, r16 C64)", EM_OP_LUT_DENSE, 1, 1, 1600, 1024, 1, 1, 0, 16, 64},
-    {"fc C=256 (1600 ->1024, r8 C256)", EM_OP_LUT_DENSE, 1, 1, 1600, 1024, 1, 1, 0, 8, 256},
-    {"words fc1 light (1024 ->256, r32 C32)", EM_OP_LUT_DENSE, 1, 1, 1024, 256, 1, 1, 0, 32, 32},
-    {"lenet conv2 plain (14x14x32 5x5 ->64)", EM_OP_CONV2D, 14, 14, 32, 64, 5, 1, 0, 0, 0},
-    {"conv 3x3 plain (32x32x32 same ->64)", EM_OP_CONV2D, 32, 32, 32, 64, 3, 1, 1, 0, 0},
-    {"conv 1x1 plain (28x28x64 ->128)", EM_OP_CONV2D, 28, 28, 64, 128, 1, 1, 0, 0, 0},
-    {"lenet fc1 plain (1600 ->1024)", EM_OP_DENSE, 1, 1, 1600, 1024, 1, 1, 0, 0, 0},
-    {"head (1024 ->10)", EM_OP_DENSE, 1, 1, 1024, 10, 1, 1, 0, 0, 0},
-    {"depthwise (32x32x64 3x3 same)", EM_OP_DEPTHWISE_CONV2D, 32, 32, 64, 64, 3, 1, 1, 0, 0},
-    {"max pool (28x28x32 2x2)", EM_OP_MAX_POOL, 28, 28, 32, 32, 2, 2, 0, 0, 0},
+    {"lenet conv1 light (32x32x1 5x5 ->32, r1 C32)", EM_OP_LUT_CONV2D, 32, 32, 1, 32, 5, 1, 0, 1, 32, 0},
+    {"lenet conv1 accu (32x32x1 5x5 ->32, r1 C64)", EM_OP_LUT_CONV2D, 32, 32, 1, 32, 5, 1, 0, 1, 64, 0},
+    {"lenet conv2 light (14x14x32 5x5 ->64, r16 C64)", EM_OP_LUT_CONV2D, 14, 14, 32, 64, 5, 1, 0, 16, 64, 0},
+    {"lenet conv2 accu (14x14x32 5x5 ->64, r8 C128)", EM_OP_LUT_CONV2D, 14, 14, 32, 64, 5, 1, 0, 8, 128, 0},
+    {"words conv2 light (16x16x16 3x3 same ->32, r16 C64)", EM_OP_LUT_CONV2D, 16, 16, 16, 32, 3, 1, 1, 16, 64, 0},
+    {"words conv3 light (8x8x32 3x3 same ->64, r16 C64)", EM_OP_LUT_CONV2D, 8, 8, 32, 64, 3, 1, 1, 16, 64, 0},
+    {"stride 2 (32x32x32 3x3 same s2 ->64, r8 C128)", EM_OP_LUT_CONV2D, 32, 32, 32, 64, 3, 2, 1, 8, 128, 0},
+    {"banded (56x56x64 3x3 same ->64, r8 C128)", EM_OP_LUT_CONV2D, 56, 56, 64, 64, 3, 1, 1, 8, 128, 0},
+    /* C = 16 with int8 tables (preset light4: byte-shuffle lookups) and the same layers with float tables */
+    {"lenet conv1 light4 (32x32x1 5x5 ->32, r1 C16 int8)", EM_OP_LUT_CONV2D, 32, 32, 1, 32, 5, 1, 0, 1, 16, I8},
+    {"lenet conv1 C16 float (32x32x1 5x5 ->32, r1 C16)", EM_OP_LUT_CONV2D, 32, 32, 1, 32, 5, 1, 0, 1, 16, 0},
+    {"lenet conv2 light4 (14x14x32 5x5 ->64, r16 C16 int8)", EM_OP_LUT_CONV2D, 14, 14, 32, 64, 5, 1, 0, 16, 16, I8},
+    {"lenet conv2 C16 float (14x14x32 5x5 ->64, r16 C16)", EM_OP_LUT_CONV2D, 14, 14, 32, 64, 5, 1, 0, 16, 16, 0},
+    {"words conv2 light4 (16x16x16 3x3 same ->32, r16 C16 int8)", EM_OP_LUT_CONV2D, 16, 16, 16, 32, 3, 1, 1, 16, 16,
+     I8},
+    {"words conv3 light4 (8x8x32 3x3 same ->64, r16 C16 int8)", EM_OP_LUT_CONV2D, 8, 8, 32, 64, 3, 1, 1, 16, 16, I8},
+    {"lenet fc1 light4 (1600 ->1024, r32 C16 int8)", EM_OP_LUT_DENSE, 1, 1, 1600, 1024, 1, 1, 0, 32, 16, I8},
+    {"lenet fc1 C16 float (1600 ->1024, r32 C16)", EM_OP_LUT_DENSE, 1, 1, 1600, 1024, 1, 1, 0, 32, 16, 0},
+    {"words fc1 light4 (1024 ->256, r32 C16 int8)", EM_OP_LUT_DENSE, 1, 1, 1024, 256, 1, 1, 0, 32, 16, I8},
+    {"lenet fc1 light (1600 ->1024, r32 C32)", EM_OP_LUT_DENSE, 1, 1, 1600, 1024, 1, 1, 0, 32, 32, 0},
+    {"lenet fc1 accu (1600 ->1024, r16 C64)", EM_OP_LUT_DENSE, 1, 1, 1600, 1024, 1, 1, 0, 16, 64, 0},
+    {"fc C=256 (1600 ->1024, r8 C256)", EM_OP_LUT_DENSE, 1, 1, 1600, 1024, 1, 1, 0, 8, 256, 0},
+    {"words fc1 light (1024 ->256, r32 C32)", EM_OP_LUT_DENSE, 1, 1, 1024, 256, 1, 1, 0, 32, 32, 0},
+    {"lenet conv2 plain (14x14x32 5x5 ->64)", EM_OP_CONV2D, 14, 14, 32, 64, 5, 1, 0, 0, 0, 0},
+    {"conv 3x3 plain (32x32x32 same ->64)", EM_OP_CONV2D, 32, 32, 32, 64, 3, 1, 1, 0, 0, 0},
+    {"conv 1x1 plain (28x28x64 ->128)", EM_OP_CONV2D, 28, 28, 64, 128, 1, 1, 0, 0, 0, 0},
+    {"lenet fc1 plain (1600 ->1024)", EM_OP_DENSE, 1, 1, 1600, 1024, 1, 1, 0, 0, 0, 0},
+    {"head (1024 ->10)", EM_OP_DENSE, 1, 1, 1024, 10, 1, 1, 0, 0, 0, 0},
+    {"depthwise (32x32x64 3x3 same)", EM_OP_DEPTHWISE_CONV2D, 32, 32, 64, 64, 3, 1, 1, 0, 0, 0},
+    {"max pool (28x28x32 2x2)", EM_OP_MAX_POOL, 28, 28, 32, 32, 2, 2, 0, 0, 0, 0},
 };
 
 /* A one-node model for a case; returns the file (free()) and its input/output sizes. */
@@ -105,6 +119,7 @@ static uint8_t *build_case(const kernel_case *c, size_t *size, size_t *nx, size_
         in = emb_input(b, c->h, c->w, c->cin);
     n = emb_node_init(c->op, in);
     n.activation = EM_ACT_RELU;
+    n.flags = c->flags;
     if (c->op != EM_OP_DENSE && c->op != EM_OP_LUT_DENSE) {
         n.kernel_h = n.kernel_w = c->k;
         n.stride_h = n.stride_w = c->stride;
@@ -186,6 +201,14 @@ static int time_task(const uint8_t *file, size_t size, uint32_t kernels, const e
     double *times;
     long i;
     if (em_model_load_forced(file, size, NULL, kernels, force, &model, &err) != EM_STATUS_OK) return 0;
+    if (force != NULL) { /* a kernel that does not support the node (e.g. int8 vs float tables): skip it */
+        em_node_info info;
+        em_model_node_info(model, 0, &info);
+        if (strcmp(info.kernel, force->name) != 0) {
+            em_model_free(model);
+            return 0;
+        }
+    }
     *context_bytes = em_context_size(model);
     memory = malloc(*context_bytes);
     times = (double *)malloc((size_t)o->runs * sizeof(double));

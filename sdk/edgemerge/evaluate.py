@@ -8,6 +8,7 @@ import numpy as np
 
 from .datasets import load_labelled
 from .errors import EdgemergeError, ModelFormatError
+from .format import NODE_FLAG_INT8_TABLES
 from .runtime import Runtime
 
 
@@ -35,9 +36,26 @@ def reference_predictions(model_path: str | os.PathLike, x: np.ndarray, batch: i
     raise ModelFormatError(f"reference model {path}: unsupported file type {suffix!r} (.keras, .h5, .tflite)")
 
 
+def _float_tables_twin(model_path: str | os.PathLike) -> tuple[Runtime | None, set[str]]:
+    """For a file with int8-table layers (FORMAT.md "int8 tables"): the same model with the flag cleared
+    (identical codebooks and indices, float tables), and the tasks that run an int8-table layer."""
+    from . import emm
+    graph = emm.read_emm(model_path)
+    flagged = [i for i, node in enumerate(graph.nodes) if node.int8_tables]
+    if not flagged:
+        return None, set()
+    tasks = {t.name for t in graph.tasks if set(graph.nodes_for(t.name)) & set(flagged)}
+    for node in graph.nodes:
+        node.flags &= ~NODE_FLAG_INT8_TABLES
+    return Runtime(emm.to_bytes(graph)), tasks
+
+
 def evaluate(model_path: str | os.PathLike, data: dict[str, str], references: dict[str, str]) -> dict:
-    """Accuracy per task of the merged model, and of each task's reference model when given."""
+    """Accuracy per task of the merged model, and of each task's reference model when given. For a task
+    that runs int8-table layers, also the accuracy of the same file with float tables and the difference
+    (`int8_drop`): the cost of the int8 quantisation alone."""
     runtime = Runtime(model_path)
+    float_twin, int8_tasks = _float_tables_twin(model_path)
     unknown = [t for t in list(data) + list(references) if t not in runtime.task_names]
     if unknown:
         raise EdgemergeError(f"task(s) {', '.join(sorted(set(unknown)))} not in {model_path} "
@@ -60,4 +78,8 @@ def evaluate(model_path: str | os.PathLike, data: dict[str, str], references: di
             drop = ref_accuracy - accuracy
         results[task] = {"n": int(labelled.y.size), "accuracy": accuracy,
                          "reference_accuracy": ref_accuracy, "drop": drop}
+        if float_twin is not None and task in int8_tasks:
+            float_pred = float_twin.predict(task, labelled.x)
+            float_accuracy = float(np.mean(float_pred == labelled.y)) if labelled.y.size else 0.0
+            results[task].update({"float_tables_accuracy": float_accuracy, "int8_drop": float_accuracy - accuracy})
     return {"tasks": results}
