@@ -428,7 +428,7 @@ int main(int argc, char **argv)
     if (o.kernels) bench_kernels(&o);
     for (i = 1; i < argc; ++i) {
         if (argv[i][0] == '-') {
-            if (strcmp(argv[i], "--no-kernels") != 0) ++i;
+            if (strcmp(argv[i], "--no-kernels") != 0 && strcmp(argv[i], "--no-ref") != 0) ++i; /* skip its value */
             continue;
         }
         bench_model(argv[i], &o);

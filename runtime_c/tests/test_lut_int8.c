@@ -18,6 +18,7 @@
 #include "em_internal.h"
 #include "em_test_builder.h"
 #include "em_test_util.h"
+#include "em_lut_int8.h"
 #include "opt/em_lut_int8_kernels.h"
 
 typedef struct int8_case {
@@ -259,10 +260,11 @@ static void test_accumulate_exact(void)
     size_t gi, ti, extreme;
     em_test_rng_seed(&rng, 9);
     for (set = EM_KERNELS_GENERIC; set < EM_KERNELS_COUNT; ++set) {
+        const em_lut_int8_micro *micro;
         const char *isa;
-        em_lut_int8_accumulate_fn fn;
         if (!em_kernels_available(set)) continue;
-        fn = em_lut_int8_accumulate_for(set, &isa);
+        micro = em_lut_int8_micro_for(set);
+        isa = micro->isa;
         for (gi = 1; gi <= 5; ++gi)
             for (ti = 0; ti < sizeof term_counts / sizeof term_counts[0]; ++ti)
                 for (extreme = 0; extreme < 3; ++extreme) {
@@ -278,7 +280,7 @@ static void test_accumulate_exact(void)
                     for (t = 0; t < terms; ++t) offsets[t] = 16u * em_test_rand_below(&rng, (uint32_t)rows);
                     for (i = 0; i < terms * gi * 16; ++i) idx[i] = (uint8_t)em_test_rand_below(&rng, 16);
                     memset(got, 0x55, gi * 16 * sizeof(int32_t));
-                    fn(table, offsets, idx, terms, gi, got);
+                    micro->accumulate(table, offsets, idx, terms, gi, got);
                     for (i = 0; i < gi * 16; ++i) {
                         int64_t want = 0;
                         for (t = 0; t < terms; ++t) want += table[offsets[t] + idx[(t * gi + i / 16) * 16 + i % 16]];
@@ -291,7 +293,28 @@ static void test_accumulate_exact(void)
                     free(idx);
                     free(got);
                 }
-        printf("int8 accumulation %s (set %s): exact\n", isa, em_kernels_name(set));
+        /* absmax and quantize equal the scalar helpers bit for bit, ties and saturation included */
+        for (extreme = 0; extreme < 4; ++extreme) {
+            const size_t n = 1000 + extreme;
+            float *src = (float *)malloc(n * sizeof(float));
+            int8_t *q = (int8_t *)malloc(n);
+            float inverse, m;
+            size_t i, bad = 0;
+            for (i = 0; i < n; ++i) src[i] = 3.0f * em_test_rand_float(&rng);
+            if (extreme >= 1) /* exact halves (ties to even) at 127/3 steps */
+                for (i = 0; i < n; i += 3) src[i] = ((float)(int)em_test_rand_below(&rng, 255) - 127.0f + 0.5f) * 3.0f / 127.0f;
+            src[n / 3] = extreme == 3 ? -3.5f : 3.0f; /* the maximum, negative in one round */
+            m = micro->absmax(src, n);
+            CHECKF(m == em_lut_int8_absmax(src, n), "absmax %s: %.9g vs %.9g", isa, (double)m,
+                   (double)em_lut_int8_absmax(src, n));
+            inverse = extreme == 2 ? 127.0f / 1.5f : em_lut_int8_inverse(m); /* 2: entries far past +-127 */
+            micro->quantize(src, n, inverse, q);
+            for (i = 0; i < n; ++i) bad += q[i] != (int8_t)em_lut_int8_quantize(src[i], inverse);
+            CHECKF(bad == 0, "quantize %s: %zu of %zu entries differ (round %zu)", isa, bad, n, extreme);
+            free(src);
+            free(q);
+        }
+        printf("int8 accumulation, absmax, quantize %s (set %s): exact\n", isa, em_kernels_name(set));
     }
 }
 

@@ -54,8 +54,8 @@ EM_LUT_INT8_INLINE void pass(const int8_t *table, const uint32_t *offsets,
     }
 }
 
-void em_lut_int8_accumulate_neon(const int8_t *table, const uint32_t *offsets, const uint8_t *idx, size_t terms,
-                                 size_t groups, int32_t *acc)
+static void accumulate_neon(const int8_t *table, const uint32_t *offsets, const uint8_t *idx, size_t terms,
+                            size_t groups, int32_t *acc)
 {
     size_t g0 = 0;
     for (; g0 + 4u <= groups; g0 += 4u) pass(table, offsets, idx, terms, groups, g0, 4u, acc);
@@ -66,3 +66,47 @@ void em_lut_int8_accumulate_neon(const int8_t *table, const uint32_t *offsets, c
     default: break;
     }
 }
+
+/* max |src[i]| with the scalar's NaN rule (a > m ? a : m per lane: vmaxq would propagate NaN) */
+static float absmax_neon(const float *src, size_t n)
+{
+    float32x4_t m4 = vdupq_n_f32(0.0f);
+    float lanes[4], m;
+    size_t i = 0;
+    for (; i + 4u <= n; i += 4u) {
+        const float32x4_t a = vabsq_f32(vld1q_f32(src + i));
+        m4 = vbslq_f32(vcgtq_f32(a, m4), a, m4);
+    }
+    vst1q_f32(lanes, m4);
+    m = lanes[0];
+    m = lanes[1] > m ? lanes[1] : m;
+    m = lanes[2] > m ? lanes[2] : m;
+    m = lanes[3] > m ? lanes[3] : m;
+    for (; i < n; ++i) {
+        const float a = src[i] < 0.0f ? -src[i] : src[i];
+        m = a > m ? a : m;
+    }
+    return m;
+}
+
+/* 16 entries per step: the float32 product and magic-number rounding of em_lut_int8_quantize (separate
+ * multiply and adds, no fused multiply-add), then saturating narrows and a floor at -127. */
+static void quantize_neon(const float *src, size_t n, float inverse, int8_t *dst)
+{
+    const float32x4_t inv = vdupq_n_f32(inverse), magic = vdupq_n_f32(12582912.0f);
+    const int8x16_t floor = vdupq_n_s8(-127);
+    size_t i = 0, k;
+    for (; i + 16u <= n; i += 16u) {
+        int16x4_t h[4];
+        for (k = 0; k < 4; ++k) {
+            const float32x4_t v = vmulq_f32(vld1q_f32(src + i + 4u * k), inv);
+            h[k] = vqmovn_s32(vcvtq_s32_f32(vsubq_f32(vaddq_f32(v, magic), magic)));
+        }
+        vst1q_s8(dst + i, vmaxq_s8(vcombine_s8(vqmovn_s16(vcombine_s16(h[0], h[1])),
+                                               vqmovn_s16(vcombine_s16(h[2], h[3]))),
+                                   floor));
+    }
+    for (; i < n; ++i) dst[i] = (int8_t)em_lut_int8_quantize(src[i], inverse);
+}
+
+const em_lut_int8_micro em_lut_int8_neon = {"neon", accumulate_neon, absmax_neon, quantize_neon};

@@ -18,21 +18,29 @@
 
 #include "../em_internal.h"
 
-typedef void (*em_lut_int8_accumulate_fn)(const int8_t *table, const uint32_t *offsets, const uint8_t *idx,
-                                          size_t terms, size_t groups, int32_t *acc);
+/* The per-ISA inner loops of an int8-table LUT op. absmax and quantize compute exactly what the scalar
+ * helpers of em_lut_int8.h compute (max is order-free; the rounding is the same float32 operations). */
+typedef struct em_lut_int8_micro {
+    const char *isa; /* "generic", "avx2", "neon" */
+    /* acc[g·16 + l] = Σ_{t < terms} table[offsets[t] + idx[(t·groups + g)·16 + l]] for g < groups, l < 16 */
+    void (*accumulate)(const int8_t *table, const uint32_t *offsets, const uint8_t *idx, size_t terms,
+                       size_t groups, int32_t *acc);
+    /* em_lut_int8_absmax(src, n) */
+    float (*absmax)(const float *src, size_t n);
+    /* dst[i] = em_lut_int8_quantize(src[i], inverse) for i < n */
+    void (*quantize)(const float *src, size_t n, float inverse, int8_t *dst);
+} em_lut_int8_micro;
 
-void em_lut_int8_accumulate_generic(const int8_t *table, const uint32_t *offsets, const uint8_t *idx,
-                                    size_t terms, size_t groups, int32_t *acc);
+extern const em_lut_int8_micro em_lut_int8_generic;
 #if defined(EM_HAVE_X86_SIMD)
-void em_lut_int8_accumulate_avx2(const int8_t *table, const uint32_t *offsets, const uint8_t *idx, size_t terms,
-                                 size_t groups, int32_t *acc);
+extern const em_lut_int8_micro em_lut_int8_avx2;
 #endif
 #if defined(EM_HAVE_NEON)
-void em_lut_int8_accumulate_neon(const int8_t *table, const uint32_t *offsets, const uint8_t *idx, size_t terms,
-                                 size_t groups, int32_t *acc);
+extern const em_lut_int8_micro em_lut_int8_neon;
 #endif
-/* The accumulation a kernel set uses (EM_KERNELS_*), and its name ("generic", "avx2", "neon"). */
-em_lut_int8_accumulate_fn em_lut_int8_accumulate_for(uint32_t kernels, const char **name);
+/* The micro-kernels a kernel set (EM_KERNELS_*) uses: avx2 for the avx2 and avx512 sets, neon for neon,
+ * generic otherwise (sse2 included: pshufb is SSSE3, not in the x86-64 baseline). */
+const em_lut_int8_micro *em_lut_int8_micro_for(uint32_t kernels);
 
 /* Kernels (the em_kernel shape): supports() only nodes with flag INT8_TABLES; the float LUT kernels
  * support only nodes without it (em_lut_f32_supports). */

@@ -45,8 +45,8 @@ EM_LUT_INT8_INLINE void pass(const int8_t *table, const uint32_t *offsets,
     }
 }
 
-void em_lut_int8_accumulate_avx2(const int8_t *table, const uint32_t *offsets, const uint8_t *idx, size_t terms,
-                                 size_t groups, int32_t *acc)
+static void accumulate_avx2(const int8_t *table, const uint32_t *offsets, const uint8_t *idx, size_t terms,
+                            size_t groups, int32_t *acc)
 {
     size_t g0 = 0;
     for (; g0 + 4u <= groups; g0 += 4u) pass(table, offsets, idx, terms, groups, g0, 4u, acc);
@@ -57,3 +57,47 @@ void em_lut_int8_accumulate_avx2(const int8_t *table, const uint32_t *offsets, c
     default: break;
     }
 }
+
+/* max |src[i]|: andnot the sign bit, vmaxps(a, m) keeps m where a is NaN, as the scalar a > m ? a : m does */
+static float absmax_avx2(const float *src, size_t n)
+{
+    const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    __m256 m8 = _mm256_setzero_ps();
+    __m128 m4;
+    float lanes[4], m;
+    size_t i = 0;
+    for (; i + 8u <= n; i += 8u) m8 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(src + i), magnitude), m8);
+    m4 = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
+    _mm_storeu_ps(lanes, m4);
+    m = lanes[0];
+    m = lanes[1] > m ? lanes[1] : m;
+    m = lanes[2] > m ? lanes[2] : m;
+    m = lanes[3] > m ? lanes[3] : m;
+    for (; i < n; ++i) {
+        const float a = src[i] < 0.0f ? -src[i] : src[i];
+        m = a > m ? a : m;
+    }
+    return m;
+}
+
+/* 32 entries per step: the same float32 product and magic-number rounding as em_lut_int8_quantize, then
+ * int32 -> int8 with saturating packs (lane-interleaved, fixed by one permute) and a floor at -127. */
+static void quantize_avx2(const float *src, size_t n, float inverse, int8_t *dst)
+{
+    const __m256 inv = _mm256_set1_ps(inverse), magic = _mm256_set1_ps(12582912.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), floor = _mm256_set1_epi8(-127);
+    size_t i = 0, k;
+    for (; i + 32u <= n; i += 32u) {
+        __m256i q[4], packed;
+        for (k = 0; k < 4; ++k) {
+            const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(src + i + 8u * k), inv);
+            q[k] = _mm256_cvttps_epi32(_mm256_sub_ps(_mm256_add_ps(v, magic), magic));
+        }
+        packed = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        packed = _mm256_max_epi8(_mm256_permutevar8x32_epi32(packed, order), floor);
+        _mm256_storeu_si256((__m256i *)(void *)(dst + i), packed);
+    }
+    for (; i < n; ++i) dst[i] = (int8_t)em_lut_int8_quantize(src[i], inverse);
+}
+
+const em_lut_int8_micro em_lut_int8_avx2 = {"avx2", accumulate_avx2, absmax_avx2, quantize_avx2};
