@@ -209,8 +209,10 @@ def test_merge_flags_chosen_layers_with_16_codewords():
     light4 = merge_models(sources, preset="light4", kmeans_inits=1)
     luts = [n for n in light4.graph.nodes if n.op in (Op.LUT_CONV2D, Op.LUT_DENSE)]
     assert PRESETS["light4"].int8_tables
-    assert luts and all(n.int8_tables and n.codewords == 16 for n in luts if n.codewords == 16)
-    assert sum(n.int8_tables for n in luts) >= len(luts) - 1
+    assert luts and all(n.int8_tables == (n.seg_len > 1) for n in luts)
+    assert all(n.codewords == 16 for n in luts if n.int8_tables)
+    every = merge_models(sources, kmeans_inits=1, int8_tables=["all"])
+    assert all(n.int8_tables for n in every.graph.nodes if n.op in (Op.LUT_CONV2D, Op.LUT_DENSE))
 
     with pytest.raises(EdgemergeError, match="int8 tables need C = 16"):
         merge_models(sources, kmeans_inits=1, int8_tables=["c1"], layer_rc={"c1": (1, 8)})

@@ -13,6 +13,11 @@ The differentiable form (`TFMergedGraph`) is the graph itself, written with Tens
   and then runs an ordinary convolution / matmul (explicit `tf.pad`, then VALID), bias, activation;
 - pools, reshape and activations follow `reference.py` (explicit pool pads map to VALID or SAME).
 
+Nodes flagged for int8 tables (docs/FORMAT.md "int8 tables") are trained as float LUT layers: the int8
+quantisation is not simulated (its effect is small for r > 1, see README) and the flag is kept in the
+written file; `edgemerge eval` measures the accuracy the runtime really gets, and the part of the drop that
+the int8 quantisation alone causes.
+
 `to_graph()` writes the trained values into a copy of the graph, so the `.emm` written from it is exactly the
 model that was trained and evaluated (same float32 values; the runtime agrees with `tf_forward`).
 

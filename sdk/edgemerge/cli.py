@@ -94,7 +94,7 @@ def main() -> None:
 @click.argument("models", nargs=-1, required=True, metavar="TASK=MODEL...")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="the .emm file to write")
 @click.option("--preset", type=click.Choice(["accu", "light", "light4"]), default="accu", show_default=True,
-              help="per-layer segment length r and codebook size C (light4: light's r, C=16, int8 tables)")
+              help="per-layer segment length r and codebook size C (light4: light with C=16 and int8 tables where r > 1)")
 @click.option("--layer-rc", multiple=True, metavar="NAME=r/C",
               help="override r and C for the group containing layer NAME (or TASK:LAYER); repeatable")
 @click.option("--int8-tables", "int8_tables", multiple=True, metavar="NAME[,NAME..]",

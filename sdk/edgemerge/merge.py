@@ -42,7 +42,7 @@ class Preset:
     first_conv_wide: tuple[int, int]     # a model's first conv on a deeper input
     conv: tuple[int, int]                # every other conv layer
     dense: tuple[int, int]               # dense layers (the head is never encoded)
-    # every encoded layer uses C = 16 with int8 tables (docs/FORMAT.md "int8 tables"); C above is ignored
+    # every encoded layer with r > 1 uses C = 16 with int8 tables (docs/FORMAT.md "int8 tables")
     int8_tables: bool = False
 
 
@@ -54,9 +54,11 @@ PRESETS: dict[str, Preset] = {
     "accu": Preset(first_conv_narrow=(1, 64), first_conv_wide=(4, 64), conv=(8, 128), dense=(16, 64)),
     # size first: long segments, small codebooks.
     "light": Preset(first_conv_narrow=(1, 32), first_conv_wide=(4, 32), conv=(16, 64), dense=(32, 32)),
-    # light's segments with 16 codewords, 4-bit indices and int8 tables in every encoded layer: the runtime
-    # looks tables up with byte shuffles (pshufb, vqtbl1q) and sums in integers.
-    "light4": Preset(first_conv_narrow=(1, 16), first_conv_wide=(4, 16), conv=(16, 16), dense=(32, 16),
+    # light with 16 codewords, 4-bit indices and int8 tables in every layer that runs a table (r > 1): the
+    # runtime looks tables up with byte shuffles (pshufb, vqtbl1q) and sums in integers. Layers with r = 1
+    # (a narrow first conv) keep light's float setting: the runtime decodes them into a plain convolution,
+    # which is faster than any table there, so int8 tables would cost accuracy for nothing.
+    "light4": Preset(first_conv_narrow=(1, 32), first_conv_wide=(4, 16), conv=(16, 16), dense=(32, 16),
                      int8_tables=True),
 }
 
@@ -297,7 +299,7 @@ def merge_models(sources: Mapping[str, SourceModel], preset: str = "accu",
     named_int8 = _resolve_int8_tables(list(int8_tables or []), groups, sources)
     int8_groups: set[int] = set()
     for i, group in enumerate(groups):
-        if i in named_int8 or PRESETS[preset].int8_tables:
+        if i in named_int8 or (PRESETS[preset].int8_tables and settings[i][0] > 1):
             rc = _int8_rc(group, settings[i], sources, explicit=i in named_int8 and "all" not in (int8_tables or []),
                           overridden=i in overrides)
             if rc is not None:

@@ -1,7 +1,9 @@
 """A plain numpy executor for merged graphs, and the NHWC kernels it (and the importers) are built from.
 
 Deliberately simple: LUT ops are computed with their *decoded* weights (`graph.decoded_weights`), so the
-result is what the merged model means, independent of the table-lookup arithmetic of the C runtime.
+result is what the merged model means, independent of the table-lookup arithmetic of the C runtime. Nodes
+flagged for int8 tables (FORMAT.md "int8 tables") are computed in float too: the quantisation is the
+runtime's arithmetic, which `edgemerge eval` measures (calibration likewise trains the float model).
 Everything is computed in float64; results are returned as float32.
 """
 from __future__ import annotations
