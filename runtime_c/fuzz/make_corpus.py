@@ -68,6 +68,15 @@ def merged_small_models() -> MergedGraph:
                         n_jobs=1).graph
 
 
+def int8_tables_graph() -> MergedGraph:
+    """One LUT_CONV2D with C = 16 flagged for int8 tables (FORMAT.md "int8 tables"), stride 2, 'same' pads."""
+    from edgemerge.format import NODE_FLAG_INT8_TABLES
+    from graphs import lut_conv_graph
+    g = lut_conv_graph(h=7, w=6, cin=5, cout=17, stride=(2, 2), pads=(1, 1, 1, 1), r=2, c=16, act=Act.RELU)
+    g.nodes[0].flags = NODE_FLAG_INT8_TABLES
+    return g
+
+
 def corpus() -> dict[str, bytes]:
     from corrupt import CORRUPTIONS
     from graphs import lut_conv_graph, two_task_graph
@@ -76,6 +85,7 @@ def corpus() -> dict[str, bytes]:
         "valid-lut-conv": emm.to_bytes(lut_conv_graph()),
         "valid-lut-conv-stride2-c16": emm.to_bytes(lut_conv_graph(h=6, w=5, cin=3, cout=2, stride=(2, 2),
                                                                   pads=(0, 1, 1, 0), r=3, c=16, act=Act.RELU6)),
+        "valid-lut-int8": emm.to_bytes(int8_tables_graph()),
         "valid-two-task": emm.to_bytes(two_task_graph()),
         "valid-every-plain-op": emm.to_bytes(every_plain_op_graph()),
         "valid-tensorless": emm.to_bytes(tensorless_graph()),
