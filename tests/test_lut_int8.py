@@ -218,3 +218,47 @@ def test_merge_flags_chosen_layers_with_16_codewords():
         merge_models(sources, kmeans_inits=1, int8_tables=["c1"], layer_rc={"c1": (1, 8)})
     with pytest.raises(EdgemergeError, match="no merged layer"):
         merge_models(sources, kmeans_inits=1, int8_tables=["nope"])
+
+
+def test_eval_reports_the_int8_drop(tmp_path):
+    from edgemerge.evaluate import evaluate
+
+    g = int8_graph(5, 5, 4, 3, (3, 3), (1, 1), (1, 1, 1, 1), 2, 16, seed=4)
+    path = tmp_path / "i8.emm"
+    emm.write_emm(g, path)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 5, 5, 4)).astype(np.float32)
+    y = rng.integers(0, g.tasks[0].classes, size=40)
+    np.savez(tmp_path / "t.npz", x=x, y=y)
+    result = evaluate(path, {"t": str(tmp_path / "t.npz")}, {})["tasks"]["t"]
+    assert {"float_tables_accuracy", "int8_drop"} <= set(result)
+    assert result["int8_drop"] == pytest.approx(result["float_tables_accuracy"] - result["accuracy"])
+    plain = tmp_path / "f.emm"
+    g.nodes[0].flags = 0
+    emm.write_emm(g, plain)
+    assert "int8_drop" not in evaluate(plain, {"t": str(tmp_path / "t.npz")}, {})["tasks"]["t"]
+
+
+def test_cli_merge_int8_tables_then_inspect_and_eval(tmp_path, trained_model_paths):
+    import subprocess
+    import sys
+
+    import model_factory
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "edgemerge.cli", *map(str, args)], capture_output=True,
+                              text=True, timeout=600)
+
+    out = tmp_path / "m.emm"
+    result = cli("merge", f"fashion={trained_model_paths['fashion']}", f"transposed={trained_model_paths['transposed']}",
+                 "-o", out, "--preset", "light", "--int8-tables", "all", "--kmeans-inits", "1")
+    assert result.returncode == 0, result.stderr
+    info = cli("inspect", out)
+    assert info.returncode == 0 and " i8 " in info.stdout, info.stdout
+    x, y = model_factory.task_data("fashion", "test")
+    np.savez(tmp_path / "f.npz", x=x[:300], y=y[:300])
+    ev = cli("eval", out, "--data", f"fashion={tmp_path / 'f.npz'}")
+    assert ev.returncode == 0 and "int8 drop" in ev.stdout, ev.stdout + ev.stderr
+    bad = cli("merge", f"fashion={trained_model_paths['fashion']}", f"transposed={trained_model_paths['transposed']}",
+              "-o", tmp_path / "x.emm", "--int8-tables", "no_such_layer")
+    assert bad.returncode != 0 and "no merged layer" in bad.stderr
