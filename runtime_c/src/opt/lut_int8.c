@@ -173,15 +173,15 @@ void em_lut_int8_run(const em_node *node, const float *input, float *output, con
     int8_t *qtable = (int8_t *)(void *)((unsigned char *)env->scratch + L->qtable_offset);
     int32_t *acc = (int32_t *)(void *)((unsigned char *)env->scratch + L->acc_offset);
     float inverse, scale;
-    uint32_t s, y, x, oy, ox, co;
+    uint32_t s, y, oy, ox, co;
     uint64_t t0 = 0, t1 = 0;
 
     if (env->profile) t0 = em_platform_now_ns();
     for (s = 0; s < S; ++s) {
         const uint32_t first = s * r;
         const uint32_t len = L->in_c - first < r ? L->in_c - first : r; /* the last segment may be short */
-        table_gemm_micro(micro)->gemm((size_t)L->in_h * L->in_w, LANES, len, input + first, L->in_c, cbt + (size_t)s * r * LANES,
-                    LANES, ftable + (size_t)s * LANES, row);
+        table_gemm_micro(micro)->gemm((size_t)L->in_h * L->in_w, LANES, len, input + first, L->in_c,
+                                      cbt + (size_t)s * r * LANES, LANES, ftable + (size_t)s * LANES, row);
     }
     {
         const float absmax = i8->absmax(ftable, L->ftable_floats);
@@ -189,21 +189,15 @@ void em_lut_int8_run(const em_node *node, const float *input, float *output, con
         scale = em_lut_int8_scale(absmax);
     }
     memset(qtable, 0, L->qtable_bytes);
-    for (y = 0; y < L->in_h; ++y) {
-        const float *src = ftable + (size_t)y * L->in_w * row;
-        int8_t *dst = qtable + ((size_t)(y + pt) * L->wp + pl) * row;
-        if (L->wp == L->in_w) { /* no left/right padding: the row is contiguous in both tables */
-            i8->quantize(src, (size_t)L->in_w * row, inverse, dst);
-            continue;
-        }
-        for (x = 0; x < L->in_w; ++x) i8->quantize(src + (size_t)x * row, row, inverse, dst + (size_t)x * row);
-    }
+    for (y = 0; y < L->in_h; ++y) /* an input row is contiguous in both tables (padding is between rows) */
+        i8->quantize(ftable + (size_t)y * L->in_w * row, (size_t)L->in_w * row, inverse,
+                     qtable + ((size_t)(y + pt) * L->wp + pl) * row);
     if (env->profile) t1 = em_platform_now_ns();
     for (oy = 0; oy < out_h; ++oy)
         for (ox = 0; ox < out_w; ++ox) {
             float *out = output + ((size_t)oy * out_w + ox) * cout;
-            i8->accumulate(qtable + ((size_t)oy * sh * L->wp + (size_t)ox * sw) * row, offsets, idx, L->terms, L->groups,
-                       acc);
+            i8->accumulate(qtable + ((size_t)oy * sh * L->wp + (size_t)ox * sw) * row, offsets, idx, L->terms,
+                           L->groups, acc);
             for (co = 0; co < cout; ++co) out[co] = (float)acc[co] * scale;
         }
     em_opt_bias_activate(output, (size_t)out_h * out_w, cout, em_tensor_f32(node->bias), node->activation);
