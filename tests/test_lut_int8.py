@@ -218,6 +218,10 @@ def test_merge_flags_chosen_layers_with_16_codewords():
         merge_models(sources, kmeans_inits=1, int8_tables=["c1"], layer_rc={"c1": (1, 8)})
     with pytest.raises(EdgemergeError, match="no merged layer"):
         merge_models(sources, kmeans_inits=1, int8_tables=["nope"])
+    # a blanket rule (preset, "all") yields to an explicit layer_rc with C != 16
+    mixed = merge_models(sources, preset="light4", kmeans_inits=1, layer_rc={"c2": (4, 32)})
+    c2 = next(n for n in mixed.graph.nodes if n.name == "a/c2")
+    assert c2.codewords == 32 and not c2.int8_tables
 
 
 def test_eval_reports_the_int8_drop(tmp_path):

@@ -161,13 +161,9 @@ def _resolve_layer_rc(layer_rc: Mapping[str, tuple[int, int]], groups: Sequence[
 
 def _resolve_int8_tables(names: Sequence[str], groups: Sequence[LayerGroup],
                          sources: Mapping[str, SourceModel]) -> set[int]:
-    """Group indices named by `names` (as for layer_rc: "task:layer", a unique layer name, a group name;
-    "all" for every group)."""
+    """Group indices named by `names` (as for layer_rc: "task:layer", a unique layer name, a group name)."""
     chosen: set[int] = set()
     for name in names:
-        if name == "all":
-            chosen.update(range(len(groups)))
-            continue
         try:
             chosen.update(_resolve_layer_rc({name: (1, 16)}, groups, sources))
         except EdgemergeError as e:
@@ -177,10 +173,13 @@ def _resolve_int8_tables(names: Sequence[str], groups: Sequence[LayerGroup],
 
 def _int8_rc(group: LayerGroup, rc: tuple[int, int], sources: Mapping[str, SourceModel], explicit: bool,
              overridden: bool) -> tuple[int, int] | None:
-    """(r, 16) for a group that gets int8 tables, or None where it cannot have them (fewer than 16 vectors
-    per segment: k-means cannot make 16 codewords; only when the group was not named explicitly)."""
+    """(r, 16) for a group that gets int8 tables, or None where it does not. A group named explicitly must be
+    able to (at least 16 vectors per segment for k-means' 16 codewords, no layer_rc with C != 16); one that
+    a blanket rule picked ("all", the light4 preset) is skipped instead."""
     r, c = rc
     if overridden and c != INT8_TABLE_CODEWORDS:
+        if not explicit:         # a blanket rule yields to an explicit layer_rc (e.g. an r/C search)
+            return None
         raise EdgemergeError(f"group {group.name!r}: int8 tables need C = {INT8_TABLE_CODEWORDS}, layer_rc gives "
                              f"C = {c}")
     members = [sources[task].layer(layer) for task, layer in group.members.items()]
@@ -296,12 +295,12 @@ def merge_models(sources: Mapping[str, SourceModel], preset: str = "accu",
     groups = align_models(sources, alignment)
     overrides = _resolve_layer_rc(layer_rc or {}, groups, sources)
     settings = [overrides.get(i) or preset_rc(PRESETS[preset], group, sources) for i, group in enumerate(groups)]
-    named_int8 = _resolve_int8_tables(list(int8_tables or []), groups, sources)
+    int8_names = list(int8_tables or [])
+    named_int8 = _resolve_int8_tables([n for n in int8_names if n != "all"], groups, sources)
     int8_groups: set[int] = set()
     for i, group in enumerate(groups):
-        if i in named_int8 or (PRESETS[preset].int8_tables and settings[i][0] > 1):
-            rc = _int8_rc(group, settings[i], sources, explicit=i in named_int8 and "all" not in (int8_tables or []),
-                          overridden=i in overrides)
+        if i in named_int8 or "all" in int8_names or (PRESETS[preset].int8_tables and settings[i][0] > 1):
+            rc = _int8_rc(group, settings[i], sources, explicit=i in named_int8, overridden=i in overrides)
             if rc is not None:
                 settings[i] = rc
                 int8_groups.add(i)
