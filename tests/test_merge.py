@@ -153,7 +153,7 @@ def test_exact_codebooks_reproduce_the_sources(two):
 
 
 def test_presets_and_clipping():
-    assert set(PRESETS) == {"accu", "light"}
+    assert set(PRESETS) == {"accu", "light", "light4"}
     assert PRESETS["accu"].first_conv_narrow == (1, 64) and PRESETS["accu"].conv == (8, 128)
     assert PRESETS["accu"].dense == (16, 64) and PRESETS["light"].dense == (32, 32)
     wide = chain_model("w", (8, 8, 6), [conv("first", 16), conv("thin", 3, kernel=1), conv("second", 40),
@@ -227,7 +227,7 @@ def test_merge_rejects_bad_tasks(tasks, message):
 
 
 def test_unknown_preset(two):
-    with pytest.raises(EdgemergeError, match="unknown preset 'fast' \\(presets: accu, light\\)"):
+    with pytest.raises(EdgemergeError, match="unknown preset 'fast' \\(presets: accu, light, light4\\)"):
         merge_models(two, preset="fast")
 
 
