@@ -77,6 +77,8 @@ static const kernel_case cases[] = {
     {"words conv3 light (8x8x32 3x3 same ->64, r16 C64)", EM_OP_LUT_CONV2D, 8, 8, 32, 64, 3, 1, 1, 16, 64},
     /* held-out models (examples/heldout): VGG-style 3x3 pairs, strided 5x5 convs */
     {"vgg conv1b light (32x32x16 3x3 same ->16, r16 C64)", EM_OP_LUT_CONV2D, 32, 32, 16, 16, 3, 1, 1, 16, 64},
+    {"vgg conv1b accu (32x32x16 3x3 same ->16, r8 C128)", EM_OP_LUT_CONV2D, 32, 32, 16, 16, 3, 1, 1, 8, 128},
+    {"vgg conv2b accu (16x16x32 3x3 same ->32, r8 C128)", EM_OP_LUT_CONV2D, 16, 16, 32, 32, 3, 1, 1, 8, 128},
     {"vgg conv2a light (16x16x16 3x3 same ->32, r16 C64)", EM_OP_LUT_CONV2D, 16, 16, 16, 32, 3, 1, 1, 16, 64},
     {"vgg conv2b light (16x16x32 3x3 same ->32, r16 C64)", EM_OP_LUT_CONV2D, 16, 16, 32, 32, 3, 1, 1, 16, 64},
     {"vgg conv3b light (8x8x64 3x3 same ->64, r16 C64)", EM_OP_LUT_CONV2D, 8, 8, 64, 64, 3, 1, 1, 16, 64},
