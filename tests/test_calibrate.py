@@ -566,3 +566,71 @@ def test_search_rc_with_the_default_merge(tiny):
                        calibrate_kwargs={"steps": 60})
     assert set(result.layer_rc) == {"a:conv1", "a:fc1"}
     assert result.report["within_budget"], result.report
+
+
+# ------------------------------------------------------------------------------------------------
+# .tflite originals: calibration runs what the importer read
+# ------------------------------------------------------------------------------------------------
+def _to_tflite(model, path: Path) -> Path:
+    import contextlib
+    import io
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    with contextlib.redirect_stdout(io.StringIO()):
+        path.write_bytes(converter.convert())
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_tflite(tiny):
+    return {t: _to_tflite(tiny["models"][t], tiny["dir"] / f"{t}.tflite") for t in SPECS}
+
+
+def test_tflite_originals_give_the_same_l1_targets_as_keras(tiny, tiny_tflite):
+    from edgemerge.calibrate import _load_targets, _target_outputs
+
+    load_source_model, merge_models = _real_merge()
+    targets = {}
+    for kind, files in (("keras", tiny["originals"]), ("tflite", tiny_tflite)):
+        graph = merge_models({t: load_source_model(p) for t, p in files.items()}, preset="light",
+                             kmeans_inits=1).graph
+        targets[kind], skipped = _load_targets(graph, files, list(SPECS))
+        assert not any(skipped.values()), skipped
+    for t in SPECS:
+        keras_t, tflite_t = targets["keras"][t], targets["tflite"][t]
+        assert keras_t.layers == ["conv1", "fc1"]
+        assert len(tflite_t.layers) == 2 and "conv1" in tflite_t.layers[0], tflite_t.layers   # tensor names
+        x = tiny["test"][t][0][:64]
+        with tf.device("/CPU:0"):
+            from_keras, from_tflite = _target_outputs(keras_t, x), _target_outputs(tflite_t, x)
+        assert len(from_keras) == len(from_tflite) == 3          # conv1, fc1, predictions
+        for a, b in zip(from_keras, from_tflite):
+            a, b = np.asarray(a).reshape(len(x), -1), np.asarray(b).reshape(len(x), -1)
+            assert a.shape == b.shape
+            assert max_rel_err(b, a) <= 1e-5
+        # the predictions are the original file's outputs (softmax included), as the interpreter gives them
+        interpreter = tf.lite.Interpreter(model_path=str(tiny_tflite[t]))
+        interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], list(x.shape))
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+        interpreter.invoke()
+        assert max_rel_err(from_tflite[-1], interpreter.get_tensor(interpreter.get_output_details()[0]["index"])) <= 1e-5
+
+
+def test_merge_with_calib_from_tflite_sources(tiny, tiny_tflite, tmp_path):
+    from edgemerge.pipeline import merge_files
+
+    load_source_model, _ = _real_merge()
+    # a deliberately coarse encoding of task a, so that calibration has something to repair
+    conv, fc = [layer.name for layer in load_source_model(tiny_tflite["a"]).layers if layer.kind in ("conv", "dense")][:2]
+    summary = merge_files(tiny_tflite, tmp_path / "m.emm", preset="light", kmeans_inits=1,
+                          layer_rc={f"a:{conv}": (2, 2), f"a:{fc}": (8, 2)}, calib=tiny["calib"], steps=80)
+    report = summary["calibration"]["tasks"]
+    for t in SPECS:
+        assert len(report[t]["l1_layers"]) == 2 and not report[t]["l1_skipped_nodes"], report[t]
+        assert report[t]["held_out"]
+        assert report[t]["accuracy_after"] >= report[t]["accuracy_before"], report[t]
+    before = np.mean([report[t]["accuracy_before"] for t in SPECS])
+    after = np.mean([report[t]["accuracy_after"] for t in SPECS])
+    assert after >= before + 0.05, report
+    assert emm.read_emm(tmp_path / "m.emm").metadata["calibrate.steps"] == 80

@@ -78,6 +78,14 @@ static const kernel_case cases[] = {
     {"lenet conv2 accu (14x14x32 5x5 ->64, r8 C128)", EM_OP_LUT_CONV2D, 14, 14, 32, 64, 5, 1, 0, 8, 128, 0},
     {"words conv2 light (16x16x16 3x3 same ->32, r16 C64)", EM_OP_LUT_CONV2D, 16, 16, 16, 32, 3, 1, 1, 16, 64, 0},
     {"words conv3 light (8x8x32 3x3 same ->64, r16 C64)", EM_OP_LUT_CONV2D, 8, 8, 32, 64, 3, 1, 1, 16, 64, 0},
+    /* held-out models (examples/heldout): VGG-style 3x3 pairs, strided 5x5 convs */
+    {"vgg conv1b light (32x32x16 3x3 same ->16, r16 C64)", EM_OP_LUT_CONV2D, 32, 32, 16, 16, 3, 1, 1, 16, 64, 0},
+    {"vgg conv1b accu (32x32x16 3x3 same ->16, r8 C128)", EM_OP_LUT_CONV2D, 32, 32, 16, 16, 3, 1, 1, 8, 128, 0},
+    {"vgg conv2b accu (16x16x32 3x3 same ->32, r8 C128)", EM_OP_LUT_CONV2D, 16, 16, 32, 32, 3, 1, 1, 8, 128, 0},
+    {"vgg conv2a light (16x16x16 3x3 same ->32, r16 C64)", EM_OP_LUT_CONV2D, 16, 16, 16, 32, 3, 1, 1, 16, 64, 0},
+    {"vgg conv2b light (16x16x32 3x3 same ->32, r16 C64)", EM_OP_LUT_CONV2D, 16, 16, 32, 32, 3, 1, 1, 16, 64, 0},
+    {"vgg conv3b light (8x8x64 3x3 same ->64, r16 C64)", EM_OP_LUT_CONV2D, 8, 8, 64, 64, 3, 1, 1, 16, 64, 0},
+    {"strided conv2 light (16x16x24 5x5 same s2 ->48, r16 C64)", EM_OP_LUT_CONV2D, 16, 16, 24, 48, 5, 2, 2, 16, 64, 0},
     {"stride 2 (32x32x32 3x3 same s2 ->64, r8 C128)", EM_OP_LUT_CONV2D, 32, 32, 32, 64, 3, 2, 1, 8, 128, 0},
     {"banded (56x56x64 3x3 same ->64, r8 C128)", EM_OP_LUT_CONV2D, 56, 56, 64, 64, 3, 1, 1, 8, 128, 0},
     /* C = 16 with int8 tables (preset light4: byte-shuffle lookups) and the same layers with float tables */

@@ -26,8 +26,9 @@ Loss, per step (one batch of every task, losses summed over tasks):
     L = Σ_task [ CE(logits, labels) + λ · mean_{LUT nodes n of the task with match_output}
                                              mean|out_n − orig_n| / scale_n ]
 
-`orig_n` is the output of the layer named by `node.match_output` ("task:layer") in that task's original Keras
-model, computed on the same batch. `scale_n` is the mean |orig_n| over (up to) 512 calibration samples, so
+`orig_n` is the output of the layer named by `node.match_output` ("task:layer") in that task's original
+model, computed on the same batch (a Keras file is run by Keras; a .tflite file is rebuilt in Keras from what
+the importer read, `reference.build_source_keras`). `scale_n` is the mean |orig_n| over (up to) 512 calibration samples, so
 each L1 term is a *relative* mismatch (about 0.05–0.5 right after encoding) whatever the activation
 magnitudes of a model are; averaging over a task's nodes makes λ independent of depth, so tasks of
 different depth and scale are balanced. With that normalisation λ = 1 (`DEFAULT_L1_WEIGHT`) puts the
@@ -330,6 +331,44 @@ class _Targets:
     scales: list[float] = field(default_factory=list)
 
 
+_KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def _load_original(path: Path) -> tuple[object, Callable[[str], object]]:
+    """An original model file as Keras computation: (keras.Model x -> predictions, layer name -> symbolic output,
+    raising KeyError for an unknown name).
+
+    Keras files are loaded by Keras itself (names: Keras layer names). Any other format the importers read
+    (.tflite) is rebuilt in Keras from the imported `SourceModel` (`reference.build_source_keras`), i.e. from the
+    weights the merge encoded; names are the layers' `match_output` (for .tflite, output tensor names), which is
+    what merged nodes' match_output and the zipper's l1_targets refer to."""
+    import keras
+
+    if not path.is_file():
+        raise EdgemergeError(f"original model {path}: no such file")
+    if path.suffix.lower() in _KERAS_SUFFIXES:
+        try:
+            orig = keras.models.load_model(path, compile=False)
+        except Exception as e:  # Keras raises many types for unreadable files
+            raise EdgemergeError(f"original model {path}: cannot load ({e})") from None
+        if len(orig.inputs) != 1 or len(orig.outputs) != 1:
+            raise EdgemergeError(f"original model {path} has {len(orig.inputs)} inputs and {len(orig.outputs)} "
+                                 "outputs; calibration expects one of each")
+
+        def layer_output(name: str):
+            try:
+                return orig.get_layer(name).output
+            except ValueError:
+                raise KeyError(name) from None
+        return orig, layer_output
+
+    from .importers import load_source_model
+    from .reference import build_source_keras
+
+    model, outputs = build_source_keras(load_source_model(path))
+    return model, outputs.__getitem__
+
+
 def _load_targets(graph: MergedGraph, originals: Mapping[str, str | os.PathLike], tasks: list[str],
                   l1_targets: Mapping[str, list[tuple[int, str]]] | None = None
                   ) -> tuple[dict[str, _Targets], dict[str, list[str]]]:
@@ -341,12 +380,7 @@ def _load_targets(graph: MergedGraph, originals: Mapping[str, str | os.PathLike]
     targets, skipped = {}, {}
     for task in tasks:
         path = Path(originals[task])
-        if not path.is_file():
-            raise EdgemergeError(f"original model for task {task!r}: {path}: no such file")
-        try:
-            orig = keras.models.load_model(path, compile=False)
-        except Exception as e:  # Keras raises many types for unreadable files
-            raise EdgemergeError(f"original model {path}: cannot load ({e})") from None
+        orig, layer_output = _load_original(path)
         want_shape = tuple(graph.task_input_shape(task))
         if tuple(orig.input_shape[1:]) != want_shape:
             raise EdgemergeError(f"original model {path} expects samples of shape {tuple(orig.input_shape[1:])}, "
@@ -373,12 +407,11 @@ def _load_targets(graph: MergedGraph, originals: Mapping[str, str | os.PathLike]
         for i, layer_name in pairs:
             node = graph.nodes[i]
             try:
-                layer = orig.get_layer(layer_name)
-            except ValueError:
+                out = layer_output(layer_name)
+            except KeyError:
                 what = f"match_output {node.match_output!r}" if l1_targets is None or task not in l1_targets \
                     else f"L1 target layer {layer_name!r}"
                 raise EdgemergeError(f"node {node.name}: {what} names no layer of {path}") from None
-            out = layer.output
             count = int(np.prod(out.shape[1:]))
             if count != int(np.prod(node.out_shape)):
                 raise EdgemergeError(f"node {node.name}: layer {layer_name} of {path} has output shape "
@@ -386,9 +419,6 @@ def _load_targets(graph: MergedGraph, originals: Mapping[str, str | os.PathLike]
             nodes.append(i)
             layers.append(layer_name)
             outputs.append(out)
-        if len(orig.inputs) != 1 or len(orig.outputs) != 1:
-            raise EdgemergeError(f"original model {path} has {len(orig.inputs)} inputs and {len(orig.outputs)} "
-                                 "outputs; calibration expects one of each")
         outputs.append(orig.outputs[0])
         model = keras.Model(orig.inputs[0], outputs, name=f"targets_{task}")
         targets[task] = _Targets(model, nodes, layers)
@@ -527,7 +557,8 @@ def calibrate(graph: MergedGraph, originals: Mapping[str, str | os.PathLike],
               l1_targets: Mapping[str, list[tuple[int, str]]] | None = None) -> CalibrationResult:
     """Trains the codebooks and float tensors of `graph` on every task at once (index maps fixed).
 
-    originals: task -> original Keras model file (targets of the L1 terms, and the reference accuracy).
+    originals: task -> original model file, .keras/.h5 or .tflite (targets of the L1 terms, and the reference
+               accuracy).
     calib:     task -> .npz with `x` (NHWC float32) and `y` (labels); every task of the graph needs one.
     steps:     optimiser steps (each takes one batch of every task); default `default_steps`.
     l1_weight: λ of the feature-matching term (relative L1, see the module docstring); 0 = cross-entropy only.
@@ -893,7 +924,6 @@ def search_rc(sources: Mapping[str, str | os.PathLike] | None, originals: Mappin
     baseline = {g.key: order[g.key][0] for g in groups}
 
     # ---- the proxy slice and the originals' accuracy on it ---------------------------------------
-    import keras
     from .datasets import load_labelled
 
     slices, original_acc = {}, {}
@@ -902,7 +932,7 @@ def search_rc(sources: Mapping[str, str | os.PathLike] | None, originals: Mappin
         _, val = split_calibration(len(data.y), task=task, seed=seed, val_fraction=val_fraction)
         val = val[:proxy_samples]
         slices[task] = (data.x[val], data.y[val])
-        orig = keras.models.load_model(originals[task], compile=False)
+        orig, _ = _load_original(Path(originals[task]))
         pred = np.concatenate([np.asarray(orig(data.x[val][i:i + EVAL_BATCH], training=False))
                                for i in range(0, len(val), EVAL_BATCH)])
         original_acc[task] = float(np.mean(np.argmax(pred, axis=1) == data.y[val]))

@@ -96,6 +96,10 @@ static void EMV_FN(gemm_columns)(size_t m, size_t cols, size_t kblocks, size_t k
     EMV_FN(gemm_tile)(rows, width, kblocks, kin, a + i * lda, lda, a_block, b, ldb, c + i * ldc, ldc, bias, activation)
     if (cols == 2 * EMV_W) {
         for (; i + EMV_GEMM_MR <= m; i += EMV_GEMM_MR) EMV_TILE(EMV_GEMM_MR, 2 * EMV_W);
+    } else if (cols == EMV_W) {
+        /* one full vector (e.g. 16 output channels on AVX-512): with the width a constant the second
+         * vector's accumulators are dead code, not FMAs on zeros at half the tile's throughput */
+        for (; i + EMV_GEMM_MR <= m; i += EMV_GEMM_MR) EMV_TILE(EMV_GEMM_MR, EMV_W);
     } else {
         for (; i + EMV_GEMM_MR <= m; i += EMV_GEMM_MR) EMV_TILE(EMV_GEMM_MR, cols);
     }
