@@ -379,3 +379,54 @@ static void EMV_FN(transpose)(const float *src, size_t src_stride, size_t rows, 
     for (r = r0; r < rows; ++r)
         for (c = 0; c < cols; ++c) dst[c * dst_stride + r] = src[r * src_stride + c];
 }
+
+/* ---- depthwise_row: one output row of a depthwise convolution (multiplier 1) ---------------------
+ * Vectorised over channels (contiguous in NHWC): one vector of channels at a time, every output pixel
+ * of the row against it, so the kh·kw weight vectors of the block stay in L1. Interior pixels (every
+ * tap column inside the row) skip the bounds checks; taps in the padding are skipped, not multiplied by
+ * zero, so the sum runs in the reference's order. */
+EMV_INLINE emv EMV_FN(depthwise_pixel)(const float *const *rows, size_t kh, size_t kw, size_t x0, size_t pad_left,
+                                       size_t in_w, size_t channels, size_t c, size_t lanes, const float *w,
+                                       int interior)
+{
+    emv acc = emv_zero();
+    size_t ky, kx;
+    for (ky = 0; ky < kh; ++ky) {
+        const float *row = rows[ky];
+        const float *wrow = w + ky * kw * channels + c;
+        if (row == NULL) continue;
+        for (kx = 0; kx < kw; ++kx) {
+            const float *x;
+            if (!interior && (x0 + kx < pad_left || x0 + kx - pad_left >= in_w)) continue;
+            x = row + (x0 + kx - pad_left) * channels + c;
+            if (lanes == EMV_W) acc = emv_fma(emv_loadu(x), emv_loadu(wrow + kx * channels), acc);
+            else acc = emv_fma(emv_load_part(x, lanes), emv_load_part(wrow + kx * channels, lanes), acc);
+        }
+    }
+    return acc;
+}
+
+static void EMV_FN(depthwise_row)(const float *const *rows, size_t kh, size_t kw, size_t in_w, size_t stride,
+                                  size_t pad_left, size_t out_w, size_t channels, const float *w, const float *bias,
+                                  uint32_t activation, float *out)
+{
+    size_t c, ox;
+    for (c = 0; c < channels; c += EMV_W) {
+        const size_t lanes = channels - c < EMV_W ? channels - c : EMV_W;
+        const float *b = bias != NULL ? bias + c : NULL;
+        for (ox = 0; ox < out_w; ++ox) {
+            const size_t x0 = ox * stride;
+            const int interior = x0 >= pad_left && x0 - pad_left + kw <= in_w;
+            emv v;
+            if (lanes == EMV_W) {
+                v = interior ? EMV_FN(depthwise_pixel)(rows, kh, kw, x0, pad_left, in_w, channels, c, EMV_W, w, 1)
+                             : EMV_FN(depthwise_pixel)(rows, kh, kw, x0, pad_left, in_w, channels, c, EMV_W, w, 0);
+            } else {
+                v = EMV_FN(depthwise_pixel)(rows, kh, kw, x0, pad_left, in_w, channels, c, lanes, w, interior);
+            }
+            if (b != NULL || activation != EM_ACT_NONE) v = EMV_FN(epilogue)(v, b, lanes, activation);
+            if (lanes == EMV_W) emv_storeu(out + ox * channels + c, v);
+            else emv_store_part(out + ox * channels + c, v, lanes);
+        }
+    }
+}
