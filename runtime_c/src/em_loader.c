@@ -1202,5 +1202,7 @@ void em_model_free(em_model *model)
     if (model->name_pool) a.free(a.user, model->name_pool);
     if (model->packed_arena) a.free(a.user, model->packed_arena);
     if (model->table_groups) a.free(a.user, model->table_groups);
+    if (model->schedule) a.free(a.user, model->schedule);
+    if (model->run_groups) a.free(a.user, model->run_groups);
     a.free(a.user, model);
 }

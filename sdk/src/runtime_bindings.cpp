@@ -114,6 +114,9 @@ class Model {
             d["codewords"] = info.codewords;
             d["name"] = std::string(info.name ? info.name : "");
             d["kernel"] = std::string(info.kernel ? info.kernel : "");
+            // em_run_all runs a run group's members (same weights, different tasks) as one step
+            d["run_group"] = info.run_group == EM_NONE ? py::object(py::none()) : py::object(py::int_(info.run_group));
+            d["run_group_fused"] = info.run_group_fused != 0;
             out.append(d);
         }
         return out;
