@@ -411,10 +411,53 @@ static void EMV_FN(depthwise_row)(const float *const *rows, size_t kh, size_t kw
                                   uint32_t activation, float *out)
 {
     size_t c, ox;
+    /* 3×3 with all three rows inside (MobileNets' case): the nine weight vectors of a channel block stay
+     * in registers and the interior pixels run unrolled, same order of sums */
+    const int rows3 = kh == 3 && kw == 3 && rows[0] != NULL && rows[1] != NULL && rows[2] != NULL;
     for (c = 0; c < channels; c += EMV_W) {
         const size_t lanes = channels - c < EMV_W ? channels - c : EMV_W;
         const float *b = bias != NULL ? bias + c : NULL;
-        for (ox = 0; ox < out_w; ++ox) {
+        ox = 0;
+        if (rows3 && lanes == EMV_W) {
+            const emv w00 = emv_loadu(w + c), w01 = emv_loadu(w + channels + c), w02 = emv_loadu(w + 2 * channels + c);
+            const emv w10 = emv_loadu(w + 3 * channels + c), w11 = emv_loadu(w + 4 * channels + c),
+                      w12 = emv_loadu(w + 5 * channels + c);
+            const emv w20 = emv_loadu(w + 6 * channels + c), w21 = emv_loadu(w + 7 * channels + c),
+                      w22 = emv_loadu(w + 8 * channels + c);
+            const emv bv = b != NULL ? emv_loadu(b) : emv_zero();
+            const size_t step = stride * channels;
+            /* first interior pixel: ox·stride >= pad_left; last: ox·stride − pad_left + 3 <= in_w */
+            const size_t first = (pad_left + stride - 1) / stride;
+            const size_t last = in_w + pad_left >= 3 ? (in_w + pad_left - 3) / stride + 1 : 0; /* exclusive */
+            const size_t stop = last < out_w ? last : out_w;
+            for (; ox < first && ox < out_w; ++ox) { /* left edge */
+                emv v = EMV_FN(depthwise_pixel)(rows, kh, kw, ox * stride, pad_left, in_w, channels, c, EMV_W, w, 0);
+                if (b != NULL || activation != EM_ACT_NONE) v = EMV_FN(epilogue)(v, b, EMV_W, activation);
+                emv_storeu(out + ox * channels + c, v);
+            }
+            if (ox < stop) {
+                const float *x0 = rows[0] + (ox * stride - pad_left) * channels + c;
+                const float *x1 = rows[1] + (ox * stride - pad_left) * channels + c;
+                const float *x2 = rows[2] + (ox * stride - pad_left) * channels + c;
+                float *o = out + ox * channels + c;
+                for (; ox < stop; ++ox, x0 += step, x1 += step, x2 += step, o += channels) {
+                    emv v = emv_fma(emv_loadu(x0), w00, emv_zero());
+                    v = emv_fma(emv_loadu(x0 + channels), w01, v);
+                    v = emv_fma(emv_loadu(x0 + 2 * channels), w02, v);
+                    v = emv_fma(emv_loadu(x1), w10, v);
+                    v = emv_fma(emv_loadu(x1 + channels), w11, v);
+                    v = emv_fma(emv_loadu(x1 + 2 * channels), w12, v);
+                    v = emv_fma(emv_loadu(x2), w20, v);
+                    v = emv_fma(emv_loadu(x2 + channels), w21, v);
+                    v = emv_fma(emv_loadu(x2 + 2 * channels), w22, v);
+                    if (b != NULL) v = emv_add(v, bv);
+                    if (activation == EM_ACT_RELU) v = emv_max(v, emv_zero());
+                    else if (activation == EM_ACT_RELU6) v = emv_min(emv_max(v, emv_zero()), emv_set1(6.0f));
+                    emv_storeu(o, v);
+                }
+            }
+        }
+        for (; ox < out_w; ++ox) {
             const size_t x0 = ox * stride;
             const int interior = x0 >= pad_left && x0 - pad_left + kw <= in_w;
             emv v;
