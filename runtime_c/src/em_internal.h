@@ -140,6 +140,7 @@ struct em_model {
     size_t max_scratch_bytes;
     size_t context_bytes;
     uint32_t kernels;            /* EM_KERNELS_* the nodes' kernels were chosen from (never AUTO) */
+    uint32_t load_flags;         /* em_load_options.flags */
     unsigned char *packed_arena; /* one allocation holding every node's packed data, or NULL */
     em_table_group *table_groups; /* [table_group_count], or NULL */
     uint32_t table_group_count;

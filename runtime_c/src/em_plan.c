@@ -209,6 +209,8 @@ static em_status plan_schedule(em_model *m, uint32_t *node_group, unsigned char 
 {
     uint32_t n, t, count = 0;
     find_run_groups(m, node_group);
+    if (m->load_flags & EM_LOAD_NO_RUN_GROUPS)
+        for (n = 0; n < m->node_count; ++n) node_group[n] = EM_NONE;
     build_schedule(m, node_group, done);
     for (n = 0; n < m->node_count; ++n) {
         m->nodes[n].run_group = EM_NONE;

@@ -81,9 +81,12 @@ typedef struct em_node_info {
 #define EM_KERNELS_NEON 6u      /* ARM: 128-bit NEON micro-kernels ("neon") */
 #define EM_KERNELS_COUNT 7u
 
+/* em_load_options.flags */
+#define EM_LOAD_NO_RUN_GROUPS 1u /* em_run_all runs every node alone (no run groups): for comparisons */
 typedef struct em_load_options {
     uint32_t kernels;     /* EM_KERNELS_*; a set this CPU or build lacks fails the load with UNSUPPORTED */
-    uint32_t reserved[7]; /* 0 */
+    uint32_t flags;       /* EM_LOAD_* */
+    uint32_t reserved[6]; /* 0 */
 } em_load_options;
 
 /* Time one node spent in its kernel while profiling was enabled (see em_context_enable_profiling). */

@@ -42,9 +42,9 @@ EMV_INLINE emv EMV_FN(epilogue)(emv v, const float *bias, size_t lanes, uint32_t
     return v;
 }
 
-EMV_INLINE void EMV_FN(gemm_tile)(const size_t mr, const size_t cols, size_t kblocks, size_t kin, const float *a,
-                                  size_t lda, size_t a_block, const float *b, size_t ldb, float *c, size_t ldc,
-                                  const float *bias, uint32_t activation)
+EMV_INLINE void EMV_FN(gemm_tile)(const size_t mr, const size_t cols, const int two, size_t kblocks, size_t kin,
+                                  const float *a, size_t lda, size_t a_block, const float *b, size_t ldb, float *c,
+                                  size_t ldc, const float *bias, uint32_t activation)
 {
     emv acc0[EMV_GEMM_MR], acc1[EMV_GEMM_MR];
     const size_t n0 = cols >= EMV_W ? EMV_W : cols; /* lanes of the first vector */
@@ -60,13 +60,14 @@ EMV_INLINE void EMV_FN(gemm_tile)(const size_t mr, const size_t cols, size_t kbl
         for (p = 0; p < kin; ++p) {
             const float *brow = bblock + p * ldb;
             const emv b0 = n0 == EMV_W ? emv_loadu(brow) : emv_load_part(brow, n0);
-            const emv b1 =
-                n1 == EMV_W ? emv_loadu(brow + EMV_W) : (n1 ? emv_load_part(brow + EMV_W, n1) : emv_zero());
+            const emv b1 = !two ? emv_zero()
+                                : (n1 == EMV_W ? emv_loadu(brow + EMV_W)
+                                               : (n1 ? emv_load_part(brow + EMV_W, n1) : emv_zero()));
             for (i = 0; i < EMV_GEMM_MR; ++i) {
                 if (i < mr) {
                     const emv ai = emv_set1(ablock[i * lda + p]);
                     acc0[i] = emv_fma(ai, b0, acc0[i]);
-                    acc1[i] = emv_fma(ai, b1, acc1[i]);
+                    if (two) acc1[i] = emv_fma(ai, b1, acc1[i]); /* one-vector tiles skip the empty half */
                 }
             }
         }
@@ -86,14 +87,17 @@ EMV_INLINE void EMV_FN(gemm_tile)(const size_t mr, const size_t cols, size_t kbl
 }
 
 /* One column block (full width or the edge), all rows: MR-row tiles, then the leftover rows with a
- * tile of that height (the switch gives each height its own unrolled copy). */
-static void EMV_FN(gemm_columns)(size_t m, size_t cols, size_t kblocks, size_t kin, const float *a, size_t lda,
-                                 size_t a_block, const float *b, size_t ldb, float *c, size_t ldc, const float *bias,
-                                 uint32_t activation)
+ * tile of that height (the switch gives each height its own unrolled copy). `two`: the block is wider
+ * than one vector (a constant in each copy, so one-vector blocks, e.g. 16 output channels under
+ * AVX-512, do no work on the empty second vector). */
+EMV_INLINE void EMV_FN(gemm_columns_n)(const int two, size_t m, size_t cols, size_t kblocks, size_t kin,
+                                       const float *a, size_t lda, size_t a_block, const float *b, size_t ldb,
+                                       float *c, size_t ldc, const float *bias, uint32_t activation)
 {
     size_t i = 0;
 #define EMV_TILE(rows, width)                                                                                    \
-    EMV_FN(gemm_tile)(rows, width, kblocks, kin, a + i * lda, lda, a_block, b, ldb, c + i * ldc, ldc, bias, activation)
+    EMV_FN(gemm_tile)(rows, width, two, kblocks, kin, a + i * lda, lda, a_block, b, ldb, c + i * ldc, ldc, bias, \
+                      activation)
     if (cols == 2 * EMV_W) {
         for (; i + EMV_GEMM_MR <= m; i += EMV_GEMM_MR) EMV_TILE(EMV_GEMM_MR, 2 * EMV_W);
     } else {
@@ -110,6 +114,16 @@ static void EMV_FN(gemm_columns)(size_t m, size_t cols, size_t kblocks, size_t k
     default: EMV_TILE(7, cols); break;
     }
 #undef EMV_TILE
+}
+
+static void EMV_FN(gemm_columns)(size_t m, size_t cols, size_t kblocks, size_t kin, const float *a, size_t lda,
+                                 size_t a_block, const float *b, size_t ldb, float *c, size_t ldc, const float *bias,
+                                 uint32_t activation)
+{
+    if (cols > EMV_W)
+        EMV_FN(gemm_columns_n)(1, m, cols, kblocks, kin, a, lda, a_block, b, ldb, c, ldc, bias, activation);
+    else
+        EMV_FN(gemm_columns_n)(0, m, cols, kblocks, kin, a, lda, a_block, b, ldb, c, ldc, bias, activation);
 }
 
 static void EMV_FN(conv_gemm)(size_t m, size_t n, size_t kblocks, size_t kin, const float *a, size_t lda,
@@ -413,12 +427,13 @@ static void EMV_FN(depthwise_row)(const float *const *rows, size_t kh, size_t kw
     size_t c, ox;
     /* 3×3 with all three rows inside (MobileNets' case): the nine weight vectors of a channel block stay
      * in registers and the interior pixels run unrolled, same order of sums */
-    const int rows3 = kh == 3 && kw == 3 && rows[0] != NULL && rows[1] != NULL && rows[2] != NULL;
+    const int k3 = kh == 3 && kw == 3;
+    const int rows3 = k3 && rows[0] != NULL && rows[1] != NULL && rows[2] != NULL;
     for (c = 0; c < channels; c += EMV_W) {
         const size_t lanes = channels - c < EMV_W ? channels - c : EMV_W;
         const float *b = bias != NULL ? bias + c : NULL;
         ox = 0;
-        if (rows3 && lanes == EMV_W) {
+        if (k3 && lanes == EMV_W) {
             const emv w00 = emv_loadu(w + c), w01 = emv_loadu(w + channels + c), w02 = emv_loadu(w + 2 * channels + c);
             const emv w10 = emv_loadu(w + 3 * channels + c), w11 = emv_loadu(w + 4 * channels + c),
                       w12 = emv_loadu(w + 5 * channels + c);
@@ -434,6 +449,23 @@ static void EMV_FN(depthwise_row)(const float *const *rows, size_t kh, size_t kw
                 emv v = EMV_FN(depthwise_pixel)(rows, kh, kw, ox * stride, pad_left, in_w, channels, c, EMV_W, w, 0);
                 if (b != NULL || activation != EM_ACT_NONE) v = EMV_FN(epilogue)(v, b, EMV_W, activation);
                 emv_storeu(out + ox * channels + c, v);
+            }
+            if (ox < stop && !rows3) { /* a kernel row in the padding (top or bottom): the rows inside */
+                for (; ox < stop; ++ox) {
+                    const size_t at = (ox * stride - pad_left) * channels + c;
+                    emv v = emv_zero();
+                    size_t ky;
+                    for (ky = 0; ky < 3; ++ky) {
+                        const float *x, *wk = w + 3 * ky * channels + c;
+                        if (rows[ky] == NULL) continue;
+                        x = rows[ky] + at;
+                        v = emv_fma(emv_loadu(x), emv_loadu(wk), v);
+                        v = emv_fma(emv_loadu(x + channels), emv_loadu(wk + channels), v);
+                        v = emv_fma(emv_loadu(x + 2 * channels), emv_loadu(wk + 2 * channels), v);
+                    }
+                    if (b != NULL || activation != EM_ACT_NONE) v = EMV_FN(epilogue)(v, b, EMV_W, activation);
+                    emv_storeu(out + ox * channels + c, v);
+                }
             }
             if (ox < stop) {
                 const float *x0 = rows[0] + (ox * stride - pad_left) * channels + c;
