@@ -87,16 +87,17 @@ def retime(names: list[str], pair_dir: Path, source_dir: Path, out_dir: Path, pa
     """Re-measures the timing columns of existing runs (see the module docstring) into out_dir/<name>."""
     import hashlib
     import shutil
+    from types import SimpleNamespace
 
     import numpy as np
 
-    from edgemerge import emm
+    from edgemerge import _runtime, emm
     from edgemerge.runtime import Runtime
     from edgemerge.zipper import REPORT_NAME, c_latency_method, c_latency_ms, load_report, tflite_interpreter, \
         tflite_pass_ms, tradeoff_png
 
     x = np.load(pair_dir / "a_test.npz")["x"][:samples]
-    reports, runtimes = {}, {}
+    reports, runtimes, ungrouped = {}, {}, {}
     for name in names:
         report = load_report(source_dir / name)
         folder = out_dir / name
@@ -107,6 +108,9 @@ def retime(names: list[str], pair_dir: Path, source_dir: Path, out_dir: Path, pa
                 raise SystemExit(f"run_zipper: {source_dir / name / r['file']} differs from its report")
             shutil.copyfile(source_dir / name / r["file"], folder / r["file"])
             runtimes[name, r["k"]] = Runtime(data)
+            if report["share"] == "pointwise" and r["k"] > 0:   # the same file with run groups off, to compare
+                ungrouped[name, r["k"]] = SimpleNamespace(_model=_runtime.Model(data, "auto", False),
+                                                          tasks=runtimes[name, r["k"]].tasks)
             r["context_bytes"] = int(runtimes[name, r["k"]].context_bytes)
         reports[name] = report
     tasks = reports[names[0]]["tasks"]
@@ -115,12 +119,15 @@ def retime(names: list[str], pair_dir: Path, source_dir: Path, out_dir: Path, pa
     for t in tasks:
         tflite_pass_ms(interpreters[t], x)       # warm-up
     best_c = {key: float("inf") for key in runtimes}
+    best_ungrouped = {key: float("inf") for key in ungrouped}
     best_tfl = {t: float("inf") for t in tasks}
     for p in range(passes):                       # interleaved: every model once per pass
         for t in tasks:
             best_tfl[t] = min(best_tfl[t], tflite_pass_ms(interpreters[t], x))
         for key, runtime in runtimes.items():
             best_c[key] = min(best_c[key], c_latency_ms(runtime, x, repeats=1))
+            if key in ungrouped:
+                best_ungrouped[key] = min(best_ungrouped[key], c_latency_ms(ungrouped[key], x, repeats=1))
         print(f"run_zipper: retime pass {p + 1}/{passes}: TFLite pair {sum(best_tfl.values()):.4f} ms, "
               + ", ".join(f"{n} k0 {best_c[n, 0]:.4f} ms" for n in names), flush=True)
     tflite_ms = {**best_tfl, "pair": float(sum(best_tfl.values()))}
@@ -130,6 +137,8 @@ def retime(names: list[str], pair_dir: Path, source_dir: Path, out_dir: Path, pa
             r["latency_ms"] = best_c[name, r["k"]]
             r["speedup"] = pair_ms / r["latency_ms"]
             r["speedup_vs_tflite"] = tflite_ms["pair"] / r["latency_ms"]
+            if (name, r["k"]) in best_ungrouped:     # em_run_all with every node alone (EM_LOAD_NO_RUN_GROUPS)
+                r["latency_ms_no_run_groups"] = best_ungrouped[name, r["k"]]
         report["latency"] = {
             "samples": int(len(x)), "c_runtime": c_latency_method(runtimes[name, 0]), "pair_c_ms": pair_ms,
             "tflite_ms": tflite_ms,
@@ -162,6 +171,11 @@ def markdown(summary: list[dict]) -> str:
                 f"{r['compression']:.2f}× | {r['context_bytes']:,} | {r['latency_ms']:.3f} | {tfl_pair} | "
                 f"{r['speedup']:.2f}× | {vs} |")
         lines.append("")
+        off = [r for r in report["rounds"] if r.get("latency_ms_no_run_groups")]
+        if off:
+            lines.append("the same files with run groups off (every node alone, `EM_LOAD_NO_RUN_GROUPS`): C ms " +
+                         ", ".join(f"k={r['k']} {r['latency_ms_no_run_groups']:.4f} (grouped {r['latency_ms']:.4f})"
+                                   for r in off) + "\n")
         lines.append(f"picked with --max-drop {MAX_DROP}: {entry['picked'] or entry['pick_error']}\n")
     return "\n".join(lines)
 

@@ -883,7 +883,10 @@ def tradeoff_png(report: dict) -> bytes:
     left.set_title(f"accuracy drop, share={report['share']}")
     left.legend()
     if rounds and rounds[0].get("latency_ms") is not None:
-        right.plot(ks, [r["speedup"] for r in rounds], marker="o", color="C2", label="speedup vs both originals (C)")
+        right.plot(ks, [r["speedup"] for r in rounds], marker="o", color="C2", label="speedup vs k=0 (C runtime)")
+    if rounds and all(r.get("speedup_vs_tflite") for r in rounds):
+        right.plot(ks, [r["speedup_vs_tflite"] for r in rounds], marker="^", color="C4",
+                   label="speedup vs both originals in TFLite")
     right.plot(ks, [r["compression"] for r in rounds], marker="s", color="C3", label="compression vs originals")
     right.axhline(1, color="grey", linewidth=0.8)
     right.set_xlabel("k (blocks zippered)")
