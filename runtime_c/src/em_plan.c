@@ -55,33 +55,65 @@ static int same_weights(const em_node *a, const em_node *b)
            a->codewords == b->codewords && a->in.c == b->in.c && a->out.c == b->out.c;
 }
 
-/* Whether node `a` is computed from node `b`'s value (every node reads one value: a chain). */
-static int depends_on(const em_model *m, uint32_t a, uint32_t b)
+/* Every node reads one value, so the nodes form a forest (a node's parent: the node whose value it reads).
+ * Preorder numbers and subtree sizes make "a is computed from b's value" one comparison:
+ * pre[b] < pre[a] < pre[b] + size[b]. Nodes come after the value they read, so one pass backwards sums the
+ * sizes and one pass forwards numbers them; O(node_count), which keeps hostile graphs (MAX_NODES nodes all
+ * with one weight tensor) cheap to plan. */
+typedef struct plan_tree {
+    uint32_t *size, *pre, *cursor;
+} plan_tree;
+
+static uint32_t parent_of(const em_model *m, uint32_t n)
 {
-    uint32_t v = m->nodes[a].input;
-    while (v >= m->input_count) {
-        if (v - m->input_count == b) return 1;
-        v = m->nodes[v - m->input_count].input;
-    }
-    return 0;
+    const uint32_t v = m->nodes[n].input;
+    return v >= m->input_count ? v - m->input_count : EM_NONE;
 }
 
-/* Candidate groups: node_group[n] = the lowest member of n's group, or EM_NONE. */
-static void find_run_groups(const em_model *m, uint32_t *node_group)
+static void number_tree(const em_model *m, const plan_tree *t)
+{
+    uint32_t n, next_root = 0;
+    for (n = 0; n < m->node_count; ++n) t->size[n] = 1;
+    for (n = m->node_count; n-- > 0;) {
+        const uint32_t p = parent_of(m, n);
+        if (p != EM_NONE) t->size[p] += t->size[n];
+    }
+    for (n = 0; n < m->node_count; ++n) {
+        const uint32_t p = parent_of(m, n);
+        if (p == EM_NONE) {
+            t->pre[n] = next_root;
+            next_root += t->size[n];
+        } else {
+            t->pre[n] = t->cursor[p];
+            t->cursor[p] += t->size[n];
+        }
+        t->cursor[n] = t->pre[n] + 1;
+    }
+}
+
+static int related(const plan_tree *t, uint32_t a, uint32_t b)
+{
+    return (t->pre[b] < t->pre[a] && t->pre[a] < t->pre[b] + t->size[b]) ||
+           (t->pre[a] < t->pre[b] && t->pre[b] < t->pre[a] + t->size[a]);
+}
+
+/* Candidate groups: node_group[n] = the lowest member of n's group, or EM_NONE. Members read different
+ * values and none is computed from another (then all their inputs can be ready at once). */
+static void find_run_groups(const em_model *m, const plan_tree *t, uint32_t *node_group, uint32_t *members)
 {
     uint32_t i, j, k;
     for (i = 0; i < m->node_count; ++i) node_group[i] = EM_NONE;
     for (i = 0; i < m->node_count; ++i) {
         uint32_t size = 1;
         if (node_group[i] != EM_NONE || m->nodes[i].weight_id == EM_NONE) continue;
+        members[0] = i;
         for (j = i + 1; j < m->node_count && size < EM_MAX_TASKS; ++j) {
             int ok = node_group[j] == EM_NONE && same_weights(&m->nodes[i], &m->nodes[j]);
-            for (k = i; ok && k < j; ++k)
-                if (k == i || node_group[k] == i)
-                    ok = m->nodes[k].input != m->nodes[j].input && !depends_on(m, j, k) && !depends_on(m, k, j);
+            for (k = 0; ok && k < size; ++k)
+                ok = m->nodes[members[k]].input != m->nodes[j].input && !related(t, j, members[k]);
             if (!ok) continue;
             node_group[i] = node_group[j] = i;
-            ++size;
+            members[size++] = j;
         }
     }
 }
@@ -92,8 +124,10 @@ static int input_ready(const em_model *m, const unsigned char *done, uint32_t n)
     return v < m->input_count || done[v - m->input_count];
 }
 
-/* List scheduling into m->schedule; sets node->step. Dissolves groups that block the order. */
-static void build_schedule(em_model *m, uint32_t *node_group, unsigned char *done)
+/* List scheduling into m->schedule; sets node->step. Dissolves groups that block the order. next[n]: the
+ * next member of n's group (EM_NONE after the last), groups starting at their lowest member. Every pass
+ * places all it can in node order, so the passes are at most one per group plus one. */
+static void build_schedule(em_model *m, uint32_t *node_group, const uint32_t *next, unsigned char *done)
 {
     uint32_t placed = 0, step = 0, n, k;
     for (n = 0; n < m->node_count; ++n) done[n] = 0;
@@ -105,18 +139,16 @@ static void build_schedule(em_model *m, uint32_t *node_group, unsigned char *don
             int ready = !done[n] && input_ready(m, done, n);
             if (!ready) continue;
             if (g != EM_NONE) {
-                for (k = g; ready && k < m->node_count; ++k)
-                    if (node_group[k] == g && k != n) ready = !done[k] && input_ready(m, done, k);
+                for (k = g; ready && k != EM_NONE; k = next[k]) ready = !done[k] && input_ready(m, done, k);
                 if (!ready) {
                     if (blocked == EM_NONE) blocked = g;
                     continue;
                 }
-                for (k = g; k < m->node_count; ++k)
-                    if (node_group[k] == g) {
-                        m->schedule[placed++] = k;
-                        m->nodes[k].step = step;
-                        done[k] = 1;
-                    }
+                for (k = g; k != EM_NONE; k = next[k]) {
+                    m->schedule[placed++] = k;
+                    m->nodes[k].step = step;
+                    done[k] = 1;
+                }
             } else {
                 m->schedule[placed++] = n;
                 m->nodes[n].step = step;
@@ -126,8 +158,7 @@ static void build_schedule(em_model *m, uint32_t *node_group, unsigned char *don
             progress = 1;
         }
         if (!progress) /* only groups waiting on each other are left: the first of them runs node by node */
-            for (k = 0; k < m->node_count; ++k)
-                if (node_group[k] == blocked) node_group[k] = EM_NONE;
+            for (k = blocked; k != EM_NONE; k = next[k]) node_group[k] = EM_NONE;
     }
 }
 
@@ -204,14 +235,29 @@ static void fuse_groups(em_model *m, plan_blocks *pb, uint32_t *scratch)
     }
 }
 
-/* The schedule, the run groups and em_run_task's plans in schedule order. */
-static em_status plan_schedule(em_model *m, uint32_t *node_group, unsigned char *done, em_error *err)
+/* The schedule, the run groups and em_run_task's plans in schedule order. `work`: 4 · node_count words
+ * (tree numbers, then member lists) and MAX_TASKS more. */
+static em_status plan_schedule(em_model *m, uint32_t *node_group, unsigned char *done, uint32_t *work, em_error *err)
 {
+    const uint32_t count_nodes = m->node_count;
+    plan_tree tree;
+    uint32_t *next = work + 2u * count_nodes, *last = work + 3u * count_nodes;
     uint32_t n, t, count = 0;
-    find_run_groups(m, node_group);
+    tree.size = work;
+    tree.pre = work + count_nodes;
+    tree.cursor = work + 2u * count_nodes;
+    number_tree(m, &tree);
+    find_run_groups(m, &tree, node_group, work + 4u * count_nodes);
     if (m->load_flags & EM_LOAD_NO_RUN_GROUPS)
-        for (n = 0; n < m->node_count; ++n) node_group[n] = EM_NONE;
-    build_schedule(m, node_group, done);
+        for (n = 0; n < count_nodes; ++n) node_group[n] = EM_NONE;
+    for (n = 0; n < count_nodes; ++n) { /* member lists (tree.cursor's words are free again) */
+        const uint32_t g = node_group[n];
+        next[n] = EM_NONE;
+        if (g == EM_NONE) continue;
+        if (g != n) next[last[g]] = n;
+        last[g] = n;
+    }
+    build_schedule(m, node_group, next, done);
     for (n = 0; n < m->node_count; ++n) {
         m->nodes[n].run_group = EM_NONE;
         if (node_group[n] == n) ++count;
@@ -302,11 +348,11 @@ em_status em_plan_context(em_model *m, em_error *err)
     m->schedule = (uint32_t *)m->allocator.alloc(m->allocator.user, (size_t)m->node_count * sizeof(uint32_t) + 1u);
     if (m->schedule == NULL)
         return em_fail(err, EM_STATUS_NO_MEMORY, "out of memory allocating the run schedule");
-    bytes = ((size_t)6 * m->node_count + 2u * EM_MAX_TASKS) * sizeof(uint32_t);
+    bytes = ((size_t)6 * m->node_count + 2u * EM_MAX_TASKS) * sizeof(uint32_t); /* node_count <= MAX_NODES */
     temp = (uint32_t *)m->allocator.alloc(m->allocator.user, bytes);
     if (temp == NULL)
         return em_fail(err, EM_STATUS_NO_MEMORY, "out of memory allocating %zu bytes for the run schedule", bytes);
-    st = plan_schedule(m, temp, (unsigned char *)(void *)(temp + m->node_count), err);
+    st = plan_schedule(m, temp, (unsigned char *)(void *)(temp + m->node_count), temp + 2u * m->node_count, err);
     if (st != EM_STATUS_OK) {
         m->allocator.free(m->allocator.user, temp);
         return st;
