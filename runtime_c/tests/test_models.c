@@ -680,6 +680,66 @@ static void test_run_groups(uint32_t kernels, uint32_t hw)
     free(file);
 }
 
+/* MAX_NODES nodes that all apply one weight tensor, two chains of 1x1 convs: every pair of layers is a run
+ * group; planning stays near-linear (this loads in milliseconds), and the grouped run matches em_run_task. */
+static void test_run_groups_many(void)
+{
+    const uint32_t dims[4] = {1, 1, 4, 4}, per_task = (EM_MAX_NODES - 2u) / 2u;
+    em_test_rng rng;
+    float w[16], x[2 * 2 * 4], ya[16], yb[16], ya_all[16], yb_all[16];
+    const float *inputs[1];
+    float *outputs[2];
+    emb_builder *b = emb_create();
+    uint32_t in, t, v[2], k, i;
+    size_t size;
+    uint8_t *file;
+    em_model *model = NULL;
+    em_context *ctx = NULL;
+    unsigned char *memory;
+    em_error err;
+    em_status st;
+    em_test_rng_seed(&rng, 77);
+    em_test_fill(&rng, w, 16, 0.5f);
+    em_test_fill(&rng, x, 16, 1.0f);
+    in = emb_input(b, 2, 2, 4);
+    t = emb_tensor_f32(b, 4, dims, w);
+    for (k = 0; k < 2; ++k) {
+        v[k] = in;
+        for (i = 0; i < per_task; ++i) {
+            emb_node n = emb_node_init(EM_OP_CONV2D, v[k]);
+            n.weight = t;
+            n.activation = EM_ACT_RELU6;
+            v[k] = emb_add_op(b, n, 4);
+        }
+    }
+    emb_task_auto(b, "a", in, v[0]);
+    emb_task_auto(b, "b", in, v[1]);
+    file = emb_finish(b, &size);
+    emb_destroy(b);
+    st = em_model_load(file, size, NULL, &model, &err);
+    if (CHECK_STATUS(st, EM_STATUS_OK, err)) {
+        /* the first layers read the same value (the input): they would compute the same thing, not grouped */
+        CHECKF(em_model_run_group_count(model) == per_task - 1, "%u run groups",
+               (unsigned)em_model_run_group_count(model));
+        memory = (unsigned char *)malloc(em_context_size(model));
+        st = em_context_init(model, memory, em_context_size(model), &ctx, &err);
+        CHECK_STATUS(st, EM_STATUS_OK, err);
+        st = em_run_task(ctx, 0, x, 16, ya, 16, &err);
+        CHECK_STATUS(st, EM_STATUS_OK, err);
+        st = em_run_task(ctx, 1, x, 16, yb, 16, &err);
+        CHECK_STATUS(st, EM_STATUS_OK, err);
+        inputs[0] = x;
+        outputs[0] = ya_all;
+        outputs[1] = yb_all;
+        st = em_run_all(ctx, inputs, outputs, &err);
+        CHECK_STATUS(st, EM_STATUS_OK, err);
+        CHECK(memcmp(ya, ya_all, sizeof ya) == 0 && memcmp(yb, yb_all, sizeof yb) == 0);
+        free(memory);
+    }
+    em_model_free(model);
+    free(file);
+}
+
 int main(void)
 {
     test_task_reading_its_input();
@@ -689,6 +749,7 @@ int main(void)
     test_run_groups(EM_KERNELS_REFERENCE, 8);
     test_run_groups(EM_KERNELS_AUTO, 8);
     test_run_groups(EM_KERNELS_AUTO, 5);
+    test_run_groups_many();
     {
         uint32_t set;
         for (set = EM_KERNELS_GENERIC; set < EM_KERNELS_COUNT; ++set)
