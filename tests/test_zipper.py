@@ -209,6 +209,51 @@ def test_block_trunk_runs_once_per_sample(sources, pair):
     assert [i for i, _ in rg.l1_targets["a"]] == [i for i, _ in rg.l1_targets["b"]]
 
 
+def test_pointwise_shared_layers_run_grouped(sources, pair):
+    """Issue 6: layers that share weights across tasks run together: em_run_all runs each shared point-wise
+    conv of both tasks as one step (a fused product over both feature maps) with the bits of running each
+    task alone; the profile shows one entry per group."""
+    from edgemerge import _runtime
+    from edgemerge.runtime import Runtime
+    from edgemerge.zipper import ZipState, build_round, check_pair, share_round
+
+    layout = check_pair(sources)
+    state = ZipState.from_models(sources)
+    base = build_round(sources, layout, state, 0, "pointwise")
+    share_round(sources, layout, state, 1, "pointwise")
+    rg, _ = share_round(sources, layout, state, 2, "pointwise")
+    g = rg.graph
+    x = np.load(pair["val"]["a"])["x"][:10]
+    assert all(n["run_group"] is None for n in Runtime(emm.to_bytes(base.graph)).nodes())
+    for kernels in ("auto", "ref"):
+        model = _runtime.Model(emm.to_bytes(g), kernels)
+        nodes = model.nodes()
+        groups: dict[int, list[int]] = {}
+        for i, n in enumerate(nodes):
+            if n["run_group"] is not None:
+                groups.setdefault(n["run_group"], []).append(i)
+        # exactly the shared layers, one node of each task per group, same weight tensor
+        by_weight: dict[int, list[int]] = {}
+        for i, node in enumerate(g.nodes):
+            if node.weight != NONE:
+                by_weight.setdefault(node.weight, []).append(i)
+        shared = sorted(v for v in by_weight.values() if len(v) > 1)
+        assert len(shared) == 2 and sorted(groups.values()) == shared
+        for members in shared:
+            assert {nodes[i]["name"].split("/")[0] for i in members} == set(TASKS)
+            assert all(nodes[i]["run_group_fused"] == (kernels == "auto") for i in members)
+        # one step: all members ran, the step's time is on its lead, none on the others
+        profile = model.profile_all([x], 0, len(x))
+        assert all(p["runs"] == len(x) for p in profile)
+        for members in groups.values():
+            assert profile[members[0]]["total_ns"] > 0 and all(profile[i]["total_ns"] == 0 for i in members[1:])
+        # grouped em_run_all == each task run alone (em_run_task runs members one by one), bit for bit
+        outputs, runs = model.run_all([x])
+        assert list(runs) == [len(x)] * len(g.nodes)
+        for t, task in enumerate(TASKS):
+            np.testing.assert_array_equal(outputs[t], model.run(t, x))
+
+
 def test_rounds_continue_from_previous_weights(sources):
     from edgemerge.zipper import ZipState, check_pair, read_back, share_round
 

@@ -109,6 +109,11 @@ static const kernel_case cases[] = {
     {"lenet fc1 plain (1600 ->1024)", EM_OP_DENSE, 1, 1, 1600, 1024, 1, 1, 0, 0, 0, 0},
     {"head (1024 ->10)", EM_OP_DENSE, 1, 1, 1024, 10, 1, 1, 0, 0, 0, 0},
     {"depthwise (32x32x64 3x3 same)", EM_OP_DEPTHWISE_CONV2D, 32, 32, 64, 64, 3, 1, 1, 0, 0, 0},
+    /* the MobileNet pair of examples/mobilenets: dw1 (16x16x16), dw3 (8x8x64), dw4 (8x8x64 stride 2) */
+    {"mobilenet dw1 (16x16x16 3x3 same)", EM_OP_DEPTHWISE_CONV2D, 16, 16, 16, 16, 3, 1, 1, 0, 0, 0},
+    {"mobilenet dw3 (8x8x64 3x3 same)", EM_OP_DEPTHWISE_CONV2D, 8, 8, 64, 64, 3, 1, 1, 0, 0, 0},
+    {"mobilenet dw4 (8x8x64 3x3 same s2)", EM_OP_DEPTHWISE_CONV2D, 8, 8, 64, 64, 3, 2, 1, 0, 0, 0},
+    {"mobilenet pw3 (8x8x64 1x1 ->64)", EM_OP_CONV2D, 8, 8, 64, 64, 1, 1, 0, 0, 0, 0},
     {"max pool (28x28x32 2x2)", EM_OP_MAX_POOL, 28, 28, 32, 32, 2, 2, 0, 0, 0, 0},
 };
 

@@ -86,6 +86,10 @@ typedef struct em_node {
     size_t output_offset;
     size_t scratch_offset;
     uint32_t last_use;
+    /* The run schedule (em_plan.c): the node's step in em_run_all, and its run group (EM_NONE: it runs
+     * alone). step orders every buffer lifetime above. */
+    uint32_t step;
+    uint32_t run_group;
 } em_node;
 
 /* Nodes that share one lookup table: the first of them to run in a run builds it, the others reuse it. */
@@ -94,6 +98,16 @@ typedef struct em_table_group {
     size_t bytes;
     size_t offset; /* in the context arena */
 } em_table_group;
+
+/* Nodes of different tasks that apply the same weights (same op, tensors, window and activation; e.g.
+ * the point-wise convs zippering shares) to different values: em_run_all runs them as one step, members
+ * in schedule[first .. first + count). fused: 1×1 convolutions whose inputs and outputs the plan put
+ * back to back in the arena, so the step is one matrix product over all members' pixels (the weights
+ * read once for every feature map); otherwise the members run one after the other within the step. */
+typedef struct em_run_group {
+    uint32_t first, count;
+    int fused;
+} em_run_group;
 
 typedef struct em_task {
     char name[EM_TASK_NAME_BYTES]; /* NUL-terminated copy */
@@ -118,11 +132,16 @@ struct em_model {
     em_node *nodes;         /* [node_count] */
     em_tensor *tensors;     /* [tensor_count] */
     em_task *tasks;         /* [task_count] */
-    uint32_t *plan_nodes;   /* per task, the node indices it needs, in execution order */
+    uint32_t *plan_nodes;   /* per task, the node indices it needs, in schedule order */
+    uint32_t *schedule;     /* [node_count]: em_run_all's order, a topological order with each run group's
+                               members adjacent (em_plan.c) */
+    em_run_group *run_groups; /* [run_group_count], or NULL */
+    uint32_t run_group_count;
     char *name_pool;        /* NUL-terminated node names */
     size_t max_scratch_bytes;
     size_t context_bytes;
     uint32_t kernels;            /* EM_KERNELS_* the nodes' kernels were chosen from (never AUTO) */
+    uint32_t load_flags;         /* em_load_options.flags */
     unsigned char *packed_arena; /* one allocation holding every node's packed data, or NULL */
     em_table_group *table_groups; /* [table_group_count], or NULL */
     uint32_t table_group_count;
@@ -155,6 +174,11 @@ int em_context_layout(const em_model *model, unsigned char *base, size_t *total,
  * arena offsets of every node's output and scratch and of every group's table, so that buffers whose
  * lifetimes do not overlap share memory. Its temporary memory comes from the model's allocator. */
 em_status em_plan_context(em_model *model, em_error *err);
+
+/* 1×1 convolutions a fused run group can compute as one product over all members' pixels (opt/conv2d.c),
+ * and that product: `pixels` rows of node->in.c floats at input to rows of node->out.c at output. */
+int em_conv2d_fusable(const em_node *node);
+void em_conv2d_fused_run(const em_node *node, const float *input, float *output, size_t pixels);
 
 /* Monotonic nanoseconds for profiling (em_platform.c; a board without a clock returns 0). */
 uint64_t em_platform_now_ns(void);

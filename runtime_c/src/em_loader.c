@@ -1112,6 +1112,9 @@ static em_status default_kernels(uint32_t *kernels, em_error *err)
     return EM_STATUS_OK;
 }
 
+static em_status load_model(const void *data, size_t size, const em_allocator *allocator, uint32_t kernels,
+                            uint32_t flags, const em_kernel *force, em_model **out_model, em_error *err);
+
 em_status em_model_load(const void *data, size_t size, const em_allocator *allocator, em_model **out_model,
                         em_error *err)
 {
@@ -1126,20 +1129,30 @@ em_status em_model_load(const void *data, size_t size, const em_allocator *alloc
 em_status em_model_load_ex(const void *data, size_t size, const em_allocator *allocator,
                            const em_load_options *options, em_model **out_model, em_error *err)
 {
-    uint32_t kernels = EM_KERNELS_AUTO, i;
+    uint32_t kernels = EM_KERNELS_AUTO, flags = 0, i;
     if (out_model != NULL) *out_model = NULL;
     if (options != NULL) {
         for (i = 0; i < sizeof options->reserved / sizeof options->reserved[0]; ++i)
             if (options->reserved[i] != 0)
                 return em_fail(err, EM_STATUS_BAD_ARGUMENT, "em_model_load: options.reserved[%u] must be 0",
                                (unsigned)i);
+        if ((options->flags & ~EM_LOAD_NO_RUN_GROUPS) != 0)
+            return em_fail(err, EM_STATUS_BAD_ARGUMENT, "em_model_load: unknown options.flags 0x%" PRIX32,
+                           options->flags);
         kernels = options->kernels;
+        flags = options->flags;
     }
-    return em_model_load_forced(data, size, allocator, kernels, NULL, out_model, err);
+    return load_model(data, size, allocator, kernels, flags, NULL, out_model, err);
 }
 
 em_status em_model_load_forced(const void *data, size_t size, const em_allocator *allocator, uint32_t kernels,
                                const em_kernel *force, em_model **out_model, em_error *err)
+{
+    return load_model(data, size, allocator, kernels, 0, force, out_model, err);
+}
+
+static em_status load_model(const void *data, size_t size, const em_allocator *allocator, uint32_t kernels,
+                            uint32_t flags, const em_kernel *force, em_model **out_model, em_error *err)
 {
     em_allocator a;
     em_loader L;
@@ -1177,6 +1190,7 @@ em_status em_model_load_forced(const void *data, size_t size, const em_allocator
     if (L.model == NULL) return st;
     L.model->allocator = a;
     L.model->kernels = em_kernels_resolve(kernels);
+    L.model->load_flags = flags;
     L.model->data = (const uint8_t *)data;
     L.model->size = size;
 
@@ -1204,5 +1218,7 @@ void em_model_free(em_model *model)
     if (model->name_pool) a.free(a.user, model->name_pool);
     if (model->packed_arena) a.free(a.user, model->packed_arena);
     if (model->table_groups) a.free(a.user, model->table_groups);
+    if (model->schedule) a.free(a.user, model->schedule);
+    if (model->run_groups) a.free(a.user, model->run_groups);
     a.free(a.user, model);
 }

@@ -473,7 +473,8 @@ static const em_kernel em_reference_kernels[] = {
     {EM_OP_ACTIVATION, "activation_ref", NULL, NULL, NULL, NULL, em_activation_ref, NULL},
 };
 
-/* The matrix-product kernels, once per micro-kernel table. Names: <op>_f32_<algorithm>_<isa>. */
+/* The kernels on a micro-kernel table (matrix products, depthwise rows), once per table. Names:
+ * <op>_f32_<algorithm>_<isa>. */
 #define EM_MATRIX_KERNELS(isa, micro)                                                                          \
     {EM_OP_LUT_CONV2D, "lut_conv2d_f32_" isa, em_lut_conv2d_planar_supports, em_lut_conv2d_planar_plan,        \
      em_lut_conv2d_planar_pack, em_lut_conv2d_planar_run, NULL, &(micro)},                                     \
@@ -487,7 +488,9 @@ static const em_kernel em_reference_kernels[] = {
      em_lut_int8_run, NULL, &(micro)},                                                                         \
     {EM_OP_CONV2D, "conv2d_f32_direct_" isa, NULL, em_conv2d_direct_plan, NULL, em_conv2d_direct_run, NULL,    \
      &(micro)},                                                                                                \
-    {EM_OP_DENSE, "dense_f32_gemv_" isa, NULL, em_opt_plan_no_scratch, NULL, em_dense_gemv_run, NULL, &(micro)}
+    {EM_OP_DENSE, "dense_f32_gemv_" isa, NULL, em_opt_plan_no_scratch, NULL, em_dense_gemv_run, NULL, &(micro)}, \
+    {EM_OP_DEPTHWISE_CONV2D, "depthwise_conv2d_f32_rows_" isa, em_depthwise_conv2d_rows_supports,             \
+     em_opt_plan_no_scratch, NULL, em_depthwise_conv2d_rows_run, NULL, &(micro)}
 
 static const em_kernel em_fast_kernels[] = {
     EM_MATRIX_KERNELS("generic", em_micro_generic),
@@ -666,6 +669,10 @@ const em_kernel *em_op_choose_kernel(const em_model *model, const em_node *node,
         }
 #endif
         k = find_algorithm(node->op, micro, "dense_f32_gemv", node);
+        break;
+    case EM_OP_DEPTHWISE_CONV2D: /* multiplier 1 on the ISA's micro-kernel, else the portable loop */
+        k = find_algorithm(node->op, micro, "depthwise_conv2d_f32_rows", node);
+        if (k == NULL) k = portable_kernel(node->op, node);
         break;
     default:
         k = portable_kernel(node->op, node); /* ops without a matrix product: one kernel for every set */

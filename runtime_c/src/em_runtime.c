@@ -131,6 +131,11 @@ uint32_t em_model_node_count(const em_model *model)
     return model != NULL ? model->node_count : 0;
 }
 
+uint32_t em_model_run_group_count(const em_model *model)
+{
+    return model != NULL ? model->run_group_count : 0;
+}
+
 em_status em_model_node_info(const em_model *model, uint32_t node, em_node_info *out)
 {
     const em_node *n;
@@ -145,6 +150,8 @@ em_status em_model_node_info(const em_model *model, uint32_t node, em_node_info 
     out->codewords = n->codewords;
     out->name = n->name;
     out->kernel = n->kernel->name;
+    out->run_group = n->run_group;
+    out->run_group_fused = n->run_group != EM_NONE && model->run_groups[n->run_group].fused ? 1u : 0u;
     return EM_STATUS_OK;
 }
 
@@ -300,6 +307,40 @@ static void run_node(em_context *ctx, uint32_t n)
     ++ctx->node_runs[n];
 }
 
+/* One step of em_run_all for run group g: a fused group is one product over the members' pixels, whose
+ * inputs and outputs the plan laid out back to back; otherwise the members run one after the other.
+ * Profiling: the step's time goes to its first member (the group's lead), every member counts a run. */
+static void run_group(em_context *ctx, const em_run_group *group)
+{
+    const em_model *m = ctx->model;
+    const uint32_t lead = m->schedule[group->first];
+    uint32_t i;
+    if (group->fused) {
+        const em_node *node = &m->nodes[lead];
+        em_profile_counters *profile = ctx->profiling ? &ctx->profile[lead] : NULL;
+        const uint64_t start = profile != NULL ? em_platform_now_ns() : 0;
+        size_t pixels = 0;
+        for (i = 0; i < group->count; ++i) pixels += (size_t)m->nodes[m->schedule[group->first + i]].out.h *
+                                                     m->nodes[m->schedule[group->first + i]].out.w;
+        em_conv2d_fused_run(node, value_data(ctx, node->input), ctx->node_outputs[lead], pixels);
+        for (i = 0; i < group->count; ++i) {
+            const uint32_t n = m->schedule[group->first + i];
+            ++ctx->node_runs[n];
+            if (profile != NULL) ++ctx->profile[n].runs;
+        }
+        if (profile != NULL) profile->total_ns += em_platform_now_ns() - start;
+        return;
+    }
+    for (i = 0; i < group->count; ++i) {
+        const uint32_t n = m->schedule[group->first + i];
+        run_node(ctx, n);
+        if (ctx->profiling && i > 0) { /* the member's time of this run moves to the lead */
+            ctx->profile[lead].total_ns += ctx->profile[n].total_ns;
+            ctx->profile[n].total_ns = 0;
+        }
+    }
+}
+
 /* Shared tables are valid for one run only: the inputs change between runs. */
 static void begin_run(em_context *ctx)
 {
@@ -362,8 +403,19 @@ em_status em_run_all(em_context *ctx, const float *const *inputs, float *const *
 
     for (i = 0; i < m->input_count; ++i) ctx->inputs[i] = inputs[i];
     begin_run(ctx);
-    /* node order is a topological order, so a trunk shared by several tasks runs once */
-    for (i = 0; i < m->node_count; ++i) run_node(ctx, i);
+    /* the schedule is a topological order, so a trunk shared by several tasks runs once; nodes that share
+     * weights across tasks run as one step (em_plan.c) */
+    for (i = 0; i < m->node_count;) {
+        const uint32_t n = m->schedule[i];
+        if (m->nodes[n].run_group == EM_NONE) {
+            run_node(ctx, n);
+            ++i;
+        } else {
+            const em_run_group *group = &m->run_groups[m->nodes[n].run_group];
+            run_group(ctx, group);
+            i += group->count;
+        }
+    }
     for (i = 0; i < m->task_count; ++i)
         memmove(outputs[i], value_data(ctx, m->tasks[i].output), (size_t)m->tasks[i].classes * sizeof(float));
     for (i = 0; i < m->input_count; ++i) ctx->inputs[i] = NULL;

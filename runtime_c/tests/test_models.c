@@ -534,11 +534,226 @@ static void test_task_reading_its_input(void)
     free(file);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Model 3: run groups (after zippering: point-wise convs shared across tasks). Both tasks read one
+ * input (h × h × 4):
+ *   task "a": n0 DEPTHWISE 3x3 same (own) -> n1 CONV2D 1x1 ->16 (W1) -> n2 CONV2D 1x1 ->8 (W2) -> n3 GAP -> n4 DENSE ->5
+ *   task "b": n5 DEPTHWISE 3x3 same (own) -> n6 CONV2D 1x1 ->16 (W1) -> n7 CONV2D 1x1 ->8 (W2) -> n8 GAP -> n9 DENSE ->3
+ * {n1, n6} and {n2, n7} apply the same weights: em_run_all runs each pair as one step; fused (one product
+ * over both tasks' pixels, the second group reading the first's output block) on the fast kernels when
+ * every value is a multiple of 64 bytes (h = 8), run back to back otherwise (h = 5) and on the reference.
+ * Outputs are bit-identical to em_run_task (members alone) and to a load without run groups.
+ * --------------------------------------------------------------------------------------------- */
+static uint8_t *build_group_model(em_test_rng *rng, uint32_t hw, size_t *size)
+{
+    const uint32_t dw_dims[4] = {3, 3, 4, 1}, w1_dims[4] = {1, 1, 4, 16}, w2_dims[4] = {1, 1, 16, 8};
+    const uint32_t b1_dims[1] = {16}, wa_dims[2] = {8, 5}, wb_dims[2] = {8, 3};
+    float dwa[36], dwb[36], w1[64], b1[16], w2[128], wa[40], wb[24];
+    uint32_t in, t1, t2, t3, v, task, out[2];
+    emb_builder *b = emb_create();
+    emb_node n;
+    uint8_t *file;
+    em_test_fill(rng, dwa, 36, 0.5f);
+    em_test_fill(rng, dwb, 36, 0.5f);
+    em_test_fill(rng, w1, 64, 0.5f);
+    em_test_fill(rng, b1, 16, 0.2f);
+    em_test_fill(rng, w2, 128, 0.5f);
+    em_test_fill(rng, wa, 40, 0.5f);
+    em_test_fill(rng, wb, 24, 0.5f);
+    in = emb_input(b, hw, hw, 4);
+    t1 = emb_tensor_f32(b, 4, w1_dims, w1);
+    t2 = emb_tensor_f32(b, 1, b1_dims, b1);
+    t3 = emb_tensor_f32(b, 4, w2_dims, w2);
+    for (task = 0; task < 2; ++task) {
+        n = window(EM_OP_DEPTHWISE_CONV2D, in, 3, 1, 1, EM_ACT_RELU6);
+        n.weight = emb_tensor_f32(b, 4, dw_dims, task == 0 ? dwa : dwb);
+        v = emb_add_op(b, n, 4);
+        n = emb_node_init(EM_OP_CONV2D, v);
+        n.weight = t1;
+        n.bias = t2;
+        n.activation = EM_ACT_RELU6;
+        v = emb_add_op(b, n, 16);
+        n = emb_node_init(EM_OP_CONV2D, v);
+        n.weight = t3;
+        n.activation = EM_ACT_RELU;
+        v = emb_add_op(b, n, 8);
+        v = emb_add_op(b, emb_node_init(EM_OP_GLOBAL_AVG_POOL, v), 0);
+        n = emb_node_init(EM_OP_DENSE, v);
+        n.weight = task == 0 ? emb_tensor_f32(b, 2, wa_dims, wa) : emb_tensor_f32(b, 2, wb_dims, wb);
+        out[task] = emb_add_op(b, n, task == 0 ? 5 : 3);
+    }
+    emb_task_auto(b, "a", in, out[0]);
+    emb_task_auto(b, "b", in, out[1]);
+    file = emb_finish(b, size);
+    emb_destroy(b);
+    return file;
+}
+
+static void test_run_groups(uint32_t kernels, uint32_t hw)
+{
+    static const uint32_t group_of[10] = {EM_NONE, 0, 1, EM_NONE, EM_NONE, EM_NONE, 0, 1, EM_NONE, EM_NONE};
+    const int fused = kernels != EM_KERNELS_REFERENCE && hw == 8;
+    em_test_rng rng;
+    size_t size, i;
+    uint8_t *file;
+    float *x, ya[5], yb[3], ya_all[5], yb_all[3], ya_plain[5], yb_plain[3];
+    const float *inputs[1];
+    float *outputs[2];
+    int variant;
+    em_error err;
+    em_status st;
+
+    em_test_rng_seed(&rng, 40 + hw);
+    file = build_group_model(&rng, hw, &size);
+    x = random_floats(&rng, (size_t)hw * hw * 4, 1.0f);
+    inputs[0] = x;
+    for (variant = 0; variant < 2; ++variant) { /* 0: run groups (the default), 1: EM_LOAD_NO_RUN_GROUPS */
+        em_load_options options;
+        em_model *model = NULL;
+        em_context *ctx = NULL;
+        unsigned char *memory;
+        em_node_profile lead, other;
+        uint32_t n;
+        memset(&options, 0, sizeof options);
+        options.kernels = kernels;
+        options.flags = variant == 1 ? EM_LOAD_NO_RUN_GROUPS : 0u;
+        st = em_model_load_ex(file, size, NULL, &options, &model, &err);
+        if (!CHECK_STATUS(st, EM_STATUS_OK, err)) break;
+        CHECKF(em_model_run_group_count(model) == (variant == 0 ? 2u : 0u), "h=%u variant %d: %u run groups",
+               (unsigned)hw, variant, (unsigned)em_model_run_group_count(model));
+        for (n = 0; n < 10; ++n) {
+            em_node_info ni;
+            em_model_node_info(model, n, &ni);
+            CHECKF(ni.run_group == (variant == 0 ? group_of[n] : EM_NONE), "h=%u node %u: run group %u", (unsigned)hw,
+                   (unsigned)n, (unsigned)ni.run_group);
+            CHECKF(ni.run_group_fused == (uint32_t)(variant == 0 && group_of[n] != EM_NONE && fused),
+                   "h=%u kernels %s node %u: fused %u", (unsigned)hw, em_kernels_name(kernels), (unsigned)n,
+                   (unsigned)ni.run_group_fused);
+        }
+        memory = (unsigned char *)malloc(em_context_size(model));
+        st = em_context_init(model, memory, em_context_size(model), &ctx, &err);
+        CHECK_STATUS(st, EM_STATUS_OK, err);
+        /* each task alone first, then all tasks: the same bits */
+        st = em_run_task(ctx, 0, x, (size_t)hw * hw * 4, ya, 5, &err);
+        CHECK_STATUS(st, EM_STATUS_OK, err);
+        st = em_run_task(ctx, 1, x, (size_t)hw * hw * 4, yb, 3, &err);
+        CHECK_STATUS(st, EM_STATUS_OK, err);
+        em_context_enable_profiling(ctx, 1);
+        outputs[0] = ya_all;
+        outputs[1] = yb_all;
+        st = em_run_all(ctx, inputs, outputs, &err);
+        CHECK_STATUS(st, EM_STATUS_OK, err);
+        CHECKF(memcmp(ya, ya_all, sizeof ya) == 0 && memcmp(yb, yb_all, sizeof yb) == 0,
+               "h=%u kernels %s variant %d: em_run_all differs from em_run_task", (unsigned)hw,
+               em_kernels_name(kernels), variant);
+        for (n = 0; n < 10; ++n) /* every node: once per em_run_task that needs it, once in em_run_all */
+            CHECKF(em_context_node_runs(ctx, n) == 2, "node %u ran %lu times", (unsigned)n,
+                   (unsigned long)em_context_node_runs(ctx, n));
+        /* profiling: one entry per group, on its first member; every member counts its run */
+        em_context_node_profile(ctx, 1, &lead);
+        em_context_node_profile(ctx, 6, &other);
+        CHECK(lead.runs == 1 && other.runs == 1);
+        if (variant == 0) CHECK(other.total_ns == 0);
+        if (variant == 0) {
+            memcpy(ya_plain, ya_all, sizeof ya_plain);
+            memcpy(yb_plain, yb_all, sizeof yb_plain);
+        } else {
+            CHECK(memcmp(ya_plain, ya_all, sizeof ya_plain) == 0 && memcmp(yb_plain, yb_all, sizeof yb_plain) == 0);
+        }
+        /* a second run on the same context: same bits (no state left behind) */
+        for (i = 0; i < 5; ++i) ya_all[i] = -1.0f;
+        st = em_run_all(ctx, inputs, outputs, &err);
+        CHECK_STATUS(st, EM_STATUS_OK, err);
+        CHECK(memcmp(ya, ya_all, sizeof ya) == 0);
+        free(memory);
+        em_model_free(model);
+    }
+    {
+        em_load_options options;
+        em_model *model = NULL;
+        memset(&options, 0, sizeof options);
+        options.flags = 0x80u;
+        st = em_model_load_ex(file, size, NULL, &options, &model, &err);
+        CHECK_STATUS(st, EM_STATUS_BAD_ARGUMENT, err);
+    }
+    free(x);
+    free(file);
+}
+
+/* MAX_NODES nodes that all apply one weight tensor, two chains of 1x1 convs: every pair of layers is a run
+ * group; planning stays near-linear (this loads in milliseconds), and the grouped run matches em_run_task. */
+static void test_run_groups_many(void)
+{
+    const uint32_t dims[4] = {1, 1, 4, 4}, per_task = (EM_MAX_NODES - 2u) / 2u;
+    em_test_rng rng;
+    float w[16], x[2 * 2 * 4], ya[16], yb[16], ya_all[16], yb_all[16];
+    const float *inputs[1];
+    float *outputs[2];
+    emb_builder *b = emb_create();
+    uint32_t in, t, v[2], k, i;
+    size_t size;
+    uint8_t *file;
+    em_model *model = NULL;
+    em_context *ctx = NULL;
+    unsigned char *memory;
+    em_error err;
+    em_status st;
+    em_test_rng_seed(&rng, 77);
+    em_test_fill(&rng, w, 16, 0.5f);
+    em_test_fill(&rng, x, 16, 1.0f);
+    in = emb_input(b, 2, 2, 4);
+    t = emb_tensor_f32(b, 4, dims, w);
+    for (k = 0; k < 2; ++k) {
+        v[k] = in;
+        for (i = 0; i < per_task; ++i) {
+            emb_node n = emb_node_init(EM_OP_CONV2D, v[k]);
+            n.weight = t;
+            n.activation = EM_ACT_RELU6;
+            v[k] = emb_add_op(b, n, 4);
+        }
+    }
+    emb_task_auto(b, "a", in, v[0]);
+    emb_task_auto(b, "b", in, v[1]);
+    file = emb_finish(b, &size);
+    emb_destroy(b);
+    st = em_model_load(file, size, NULL, &model, &err);
+    if (CHECK_STATUS(st, EM_STATUS_OK, err)) {
+        /* the first layers read the same value (the input): they would compute the same thing, not grouped */
+        CHECKF(em_model_run_group_count(model) == per_task - 1, "%u run groups",
+               (unsigned)em_model_run_group_count(model));
+        memory = (unsigned char *)malloc(em_context_size(model));
+        st = em_context_init(model, memory, em_context_size(model), &ctx, &err);
+        CHECK_STATUS(st, EM_STATUS_OK, err);
+        st = em_run_task(ctx, 0, x, 16, ya, 16, &err);
+        CHECK_STATUS(st, EM_STATUS_OK, err);
+        st = em_run_task(ctx, 1, x, 16, yb, 16, &err);
+        CHECK_STATUS(st, EM_STATUS_OK, err);
+        inputs[0] = x;
+        outputs[0] = ya_all;
+        outputs[1] = yb_all;
+        st = em_run_all(ctx, inputs, outputs, &err);
+        CHECK_STATUS(st, EM_STATUS_OK, err);
+        CHECK(memcmp(ya, ya_all, sizeof ya) == 0 && memcmp(yb, yb_all, sizeof yb) == 0);
+        free(memory);
+    }
+    em_model_free(model);
+    free(file);
+}
+
 int main(void)
 {
     test_task_reading_its_input();
     test_shared_trunk(EM_KERNELS_REFERENCE);
     test_shared_trunk(EM_KERNELS_AUTO);
     test_two_inputs_shared_codebooks();
+    test_run_groups(EM_KERNELS_REFERENCE, 8);
+    test_run_groups(EM_KERNELS_AUTO, 8);
+    test_run_groups(EM_KERNELS_AUTO, 5);
+    test_run_groups_many();
+    {
+        uint32_t set;
+        for (set = EM_KERNELS_GENERIC; set < EM_KERNELS_COUNT; ++set)
+            if (em_kernels_available(set)) test_run_groups(set, 8);
+    }
     return em_test_summary("test_models");
 }

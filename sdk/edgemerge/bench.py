@@ -222,6 +222,8 @@ def _profile(runtime, pools: list[np.ndarray], warmup: int, runs: int) -> tuple[
     out = []
     for i, node in enumerate(nodes):
         entry = {"index": i, "name": node["name"], "op": node["op_name"], "kernel": node["kernel"],
+                 # a run group (same weights across tasks) is one step; its time is on its first member
+                 "run_group": node.get("run_group"), "run_group_fused": bool(node.get("run_group_fused")),
                  "runs": None, "total_ms": None, "table_ms": None, "accumulate_ms": None, "ms_per_run": None}
         if rows is not None:
             r = rows[i]

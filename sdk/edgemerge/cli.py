@@ -296,7 +296,12 @@ def bench_command(model, references, threads, runs, warmup, data, seed, profile,
                          f"{100 * r['total_ms'] / total if total else 0:>5.1f}%")
             else:
                 times = f"{'-':>8} {'-':>8} {'-':>8} {'-':>6}"
-            click.echo(f"  {r['index']:>3} {r['name'][:28]:<28} {r['op']:<17} {r['kernel'][:22]:<22} {times}")
+            group = "" if r.get("run_group") is None else \
+                f"  group {r['run_group']}{' fused' if r.get('run_group_fused') else ''}"
+            click.echo(f"  {r['index']:>3} {r['name'][:28]:<28} {r['op']:<17} {r['kernel'][:22]:<22} {times}{group}")
+        if any(r.get("run_group") is not None for r in rows):
+            click.echo("  run groups: nodes of different tasks with the same weights run as one step (em_run_all); "
+                       "the step's time is on its first member")
     for note in result["notes"]:
         click.echo(f"  note: {note}")
 

@@ -59,18 +59,24 @@ class Model {
   public:
     // kernels: "auto" (em_model_load: the fastest set, or the EM_KERNELS environment variable), or a kernel
     // set by name ("ref", "generic", "sse2", "avx2", "avx512", "neon"; see em_runtime.h).
-    explicit Model(py::buffer data, const std::string &kernels = "auto") {
+    // run_groups=False: em_run_all runs every node alone (EM_LOAD_NO_RUN_GROUPS), to compare against.
+    explicit Model(py::buffer data, const std::string &kernels = "auto", bool run_groups = true) {
         py::buffer_info info = data.request();
         size_ = static_cast<size_t>(info.size) * static_cast<size_t>(info.itemsize);
         buffer_ = aligned_alloc_64(size_);
         std::memcpy(buffer_.get(), info.ptr, size_);
         em_error err{};
         em_status status;
-        if (kernels == "auto") {
+        if (kernels == "auto" && run_groups) {
             status = em_model_load(buffer_.get(), size_, nullptr, &model_, &err);
         } else {
             em_load_options options{};
-            if (!em_kernels_from_name(kernels.c_str(), &options.kernels))
+            options.flags = run_groups ? 0u : EM_LOAD_NO_RUN_GROUPS;
+            if (kernels == "auto") {
+                const char *env = std::getenv("EM_KERNELS");   // as em_model_load does
+                if (env != nullptr && env[0] != '\0' && !em_kernels_from_name(env, &options.kernels))
+                    throw py::value_error(std::string("EM_KERNELS='") + env + "' names no kernel set");
+            } else if (!em_kernels_from_name(kernels.c_str(), &options.kernels))
                 throw py::value_error("unknown kernel set '" + kernels +
                                       "' (auto, ref, generic, sse2, avx2, avx512, neon)");
             status = em_model_load_ex(buffer_.get(), size_, nullptr, &options, &model_, &err);
@@ -114,6 +120,9 @@ class Model {
             d["codewords"] = info.codewords;
             d["name"] = std::string(info.name ? info.name : "");
             d["kernel"] = std::string(info.kernel ? info.kernel : "");
+            // em_run_all runs a run group's members (same weights, different tasks) as one step
+            d["run_group"] = info.run_group == EM_NONE ? py::object(py::none()) : py::object(py::int_(info.run_group));
+            d["run_group_fused"] = info.run_group_fused != 0;
             out.append(d);
         }
         return out;
@@ -352,8 +361,10 @@ PYBIND11_MODULE(_runtime, m) {
     m.def("set_blas_threads", [](int threads) { em_runtime_set_blas_threads(threads); }, py::arg("threads"),
           "Threads the linked BLAS may use (process-wide; no-op without BLAS). Benchmarks set 1.");
     py::class_<Model>(m, "Model")
-        .def(py::init<py::buffer, const std::string &>(), py::arg("data"), py::arg("kernels") = "auto",
-             "Validates and loads an .emm image (copied, 64-byte aligned) with a kernel set (\"auto\", \"ref\", ...).")
+        .def(py::init<py::buffer, const std::string &, bool>(), py::arg("data"), py::arg("kernels") = "auto",
+             py::arg("run_groups") = true,
+             "Validates and loads an .emm image (copied, 64-byte aligned) with a kernel set (\"auto\", \"ref\", ...); "
+             "run_groups=False makes run_all run every node alone (no run groups), for comparisons.")
         .def_property_readonly("format_version", &Model::format_version)
         .def_property_readonly("kernels", &Model::kernels, "The kernel set the model runs (\"auto\" resolved).")
         .def_property_readonly("context_bytes", &Model::context_bytes)

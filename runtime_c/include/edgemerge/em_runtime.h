@@ -60,6 +60,13 @@ typedef struct em_node_info {
     uint32_t seg_len, codewords;
     const char *name;      /* from metadata node.N.name, or "" */
     const char *kernel;    /* name of the kernel chosen for this node, e.g. "lut_conv2d_ref" */
+    /* em_run_all runs nodes of different tasks that apply the same weights to different values (after
+     * zippering: the shared point-wise convs) as one step, a run group: its index, or EM_NONE where the
+     * node runs alone. Fused: the step is one matrix product over all the members' pixels (1×1 convs on
+     * the fast kernels), the weights read once for all of them; else the members run back to back.
+     * Profiling puts a group's time on its first member in the schedule. em_run_task runs members alone. */
+    uint32_t run_group;
+    uint32_t run_group_fused;
 } em_node_info;
 
 /* Kernel sets: which implementation of every op a model uses, chosen once at load (em_model_load_ex, or
@@ -74,9 +81,12 @@ typedef struct em_node_info {
 #define EM_KERNELS_NEON 6u      /* ARM: 128-bit NEON micro-kernels ("neon") */
 #define EM_KERNELS_COUNT 7u
 
+/* em_load_options.flags */
+#define EM_LOAD_NO_RUN_GROUPS 1u /* em_run_all runs every node alone (no run groups): for comparisons */
 typedef struct em_load_options {
     uint32_t kernels;     /* EM_KERNELS_*; a set this CPU or build lacks fails the load with UNSUPPORTED */
-    uint32_t reserved[7]; /* 0 */
+    uint32_t flags;       /* EM_LOAD_* */
+    uint32_t reserved[6]; /* 0 */
 } em_load_options;
 
 /* Time one node spent in its kernel while profiling was enabled (see em_context_enable_profiling). */
@@ -110,6 +120,8 @@ int32_t em_model_find_task(const em_model *model, const char *name);
 uint32_t em_model_input_count(const em_model *model);
 em_status em_model_input_shape(const em_model *model, uint32_t input, uint32_t *h, uint32_t *w, uint32_t *c);
 uint32_t em_model_node_count(const em_model *model);
+/* Run groups of em_run_all (see em_node_info.run_group). */
+uint32_t em_model_run_group_count(const em_model *model);
 em_status em_model_node_info(const em_model *model, uint32_t node, em_node_info *out);
 
 /* Bytes of caller memory a context needs (activations of every value + kernel scratch + bookkeeping). */
@@ -124,7 +136,8 @@ em_status em_run_task(em_context *ctx, uint32_t task, const float *input, size_t
                       float *output, size_t output_count, em_error *err);
 /* Runs every task once: inputs[i] is graph input i (em_model_input_count() of them, sizes from the
  * tasks that read them), outputs[t] receives task t's logits. Every node runs once, so a trunk shared
- * by tasks that read the same input is computed once. */
+ * by tasks that read the same input is computed once, and nodes that share weights across tasks run as
+ * one step (em_node_info.run_group); the outputs have the same bits as em_run_task's. */
 em_status em_run_all(em_context *ctx, const float *const *inputs, float *const *outputs, em_error *err);
 
 /* How many times node `node` has run in this context since em_context_init (profiling, tests). */

@@ -93,6 +93,27 @@ void em_conv2d_1x1_run(const em_node *node, const float *input, float *output, c
     em_opt_bias_activate(output, pixels, node->out.c, em_tensor_f32(node->bias), node->activation);
 }
 
+/* Run groups (em_plan.c): the 1×1 kernels above are one product over the pixel rows, so a group of nodes
+ * with the same weights whose inputs (and outputs) lie back to back is one product over all their rows. */
+int em_conv2d_fusable(const em_node *node)
+{
+    return node->op == EM_OP_CONV2D && em_conv2d_1x1_supports(node) && node->kernel->run != NULL &&
+           (node->kernel->run == em_conv2d_direct_run || node->kernel->run == em_conv2d_1x1_run);
+}
+
+void em_conv2d_fused_run(const em_node *node, const float *input, float *output, size_t pixels)
+{
+    const em_micro *micro = node->kernel->micro;
+    const float *weights = em_tensor_f32(node->weight), *bias = em_tensor_f32(node->bias);
+    if (node->kernel->run == em_conv2d_1x1_run) {
+        micro->gemm(pixels, node->out.c, node->in.c, input, node->in.c, weights, node->out.c, output, node->out.c);
+        em_opt_bias_activate(output, pixels, node->out.c, bias, node->activation);
+    } else {
+        micro->conv_gemm(pixels, node->out.c, 1, node->in.c, input, node->in.c, 0, weights, node->out.c, output,
+                         node->out.c, bias, node->activation);
+    }
+}
+
 /* Output rows per im2col band (at least 1). */
 static uint32_t im2col_band_rows(const em_node *node)
 {

@@ -53,6 +53,15 @@ typedef struct em_micro {
     /* dst[c · dst_stride + r] = src[r · src_stride + c] for r < rows, c < cols: planar LUT sums
      * [co][pixel] to NHWC rows [pixel][co]. */
     void (*transpose)(const float *src, size_t src_stride, size_t rows, size_t cols, float *dst, size_t dst_stride);
+    /* Depthwise convolution (multiplier 1) of one output row, NHWC with `channels` channels:
+     *   out[ox·C + c] = act(bias[c] + Σ_{ky < kh, rows[ky] != NULL} Σ_{kx < kw, 0 <= ix < in_w}
+     *                       rows[ky][ix·C + c] · w[(ky·kw + kx)·C + c]),   ix = ox·stride + kx − pad_left
+     * for ox < out_w, c < C: rows[ky] is the input row under kernel row ky, NULL where that row is
+     * padding; taps in the padding are skipped (as the reference does), in the reference's order. bias may
+     * be NULL. Vectorised over channels. */
+    void (*depthwise_row)(const float *const *rows, size_t kh, size_t kw, size_t in_w, size_t stride,
+                          size_t pad_left, size_t out_w, size_t channels, const float *w, const float *bias,
+                          uint32_t activation, float *out);
 } em_micro;
 
 extern const em_micro em_micro_generic;

@@ -66,6 +66,10 @@ em_status em_conv2d_im2col_plan(const em_model *model, em_node *node, em_error *
 void em_conv2d_im2col_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
 void em_dense_gemv_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
 
+/* ---- DEPTHWISE_CONV2D, multiplier 1, on the micro-kernels' depthwise_row (opt/portable.c) ---- */
+int em_depthwise_conv2d_rows_supports(const em_node *node);
+void em_depthwise_conv2d_rows_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+
 /* ---- ops without a matrix product, portable C (opt/portable.c) ---- */
 void em_depthwise_conv2d_direct_run(const em_node *node, const float *input, float *output,
                                     const em_kernel_env *env);

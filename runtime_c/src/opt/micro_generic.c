@@ -99,8 +99,36 @@ static void transpose_generic(const float *src, size_t src_stride, size_t rows, 
                 for (c = c0; c < cols && c < c0 + 8; ++c) dst[c * dst_stride + r] = src[r * src_stride + c];
 }
 
+static void depthwise_row_generic(const float *const *rows, size_t kh, size_t kw, size_t in_w, size_t stride,
+                                  size_t pad_left, size_t out_w, size_t channels, const float *w, const float *bias,
+                                  uint32_t activation, float *out)
+{
+    size_t ox, ky, kx, c;
+    for (ox = 0; ox < out_w; ++ox) {
+        float *acc = out + ox * channels;
+        const size_t x0 = ox * stride; /* padded column of tap 0 */
+        for (c = 0; c < channels; ++c) acc[c] = 0.0f;
+        for (ky = 0; ky < kh; ++ky) {
+            if (rows[ky] == NULL) continue;
+            for (kx = 0; kx < kw; ++kx) {
+                const float *x, *wt;
+                if (x0 + kx < pad_left || x0 + kx - pad_left >= in_w) continue;
+                x = rows[ky] + (x0 + kx - pad_left) * channels;
+                wt = w + (ky * kw + kx) * channels;
+                for (c = 0; c < channels; ++c) acc[c] += x[c] * wt[c];
+            }
+        }
+        for (c = 0; c < channels; ++c) {
+            float v = bias != NULL ? acc[c] + bias[c] : acc[c];
+            if (activation == EM_ACT_RELU) v = v > 0.0f ? v : 0.0f;
+            else if (activation == EM_ACT_RELU6) v = v > 0.0f ? (v < 6.0f ? v : 6.0f) : 0.0f;
+            acc[c] = v;
+        }
+    }
+}
+
 const em_micro em_micro_generic = {
     EM_KERNELS_GENERIC, "generic", 1u,
     gemm_generic, conv_gemm_generic, gemv_t_generic, gemv_n_generic, lut_accumulate_planar_generic,
-    lut_accumulate_gather_generic, transpose_generic,
+    lut_accumulate_gather_generic, transpose_generic, depthwise_row_generic,
 };

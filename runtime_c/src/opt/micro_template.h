@@ -42,9 +42,9 @@ EMV_INLINE emv EMV_FN(epilogue)(emv v, const float *bias, size_t lanes, uint32_t
     return v;
 }
 
-EMV_INLINE void EMV_FN(gemm_tile)(const size_t mr, const size_t cols, size_t kblocks, size_t kin, const float *a,
-                                  size_t lda, size_t a_block, const float *b, size_t ldb, float *c, size_t ldc,
-                                  const float *bias, uint32_t activation)
+EMV_INLINE void EMV_FN(gemm_tile)(const size_t mr, const size_t cols, const int two, size_t kblocks, size_t kin,
+                                  const float *a, size_t lda, size_t a_block, const float *b, size_t ldb, float *c,
+                                  size_t ldc, const float *bias, uint32_t activation)
 {
     emv acc0[EMV_GEMM_MR], acc1[EMV_GEMM_MR];
     const size_t n0 = cols >= EMV_W ? EMV_W : cols; /* lanes of the first vector */
@@ -60,13 +60,14 @@ EMV_INLINE void EMV_FN(gemm_tile)(const size_t mr, const size_t cols, size_t kbl
         for (p = 0; p < kin; ++p) {
             const float *brow = bblock + p * ldb;
             const emv b0 = n0 == EMV_W ? emv_loadu(brow) : emv_load_part(brow, n0);
-            const emv b1 =
-                n1 == EMV_W ? emv_loadu(brow + EMV_W) : (n1 ? emv_load_part(brow + EMV_W, n1) : emv_zero());
+            const emv b1 = !two ? emv_zero()
+                                : (n1 == EMV_W ? emv_loadu(brow + EMV_W)
+                                               : (n1 ? emv_load_part(brow + EMV_W, n1) : emv_zero()));
             for (i = 0; i < EMV_GEMM_MR; ++i) {
                 if (i < mr) {
                     const emv ai = emv_set1(ablock[i * lda + p]);
                     acc0[i] = emv_fma(ai, b0, acc0[i]);
-                    acc1[i] = emv_fma(ai, b1, acc1[i]);
+                    if (two) acc1[i] = emv_fma(ai, b1, acc1[i]); /* one-vector tiles skip the empty half */
                 }
             }
         }
@@ -86,14 +87,17 @@ EMV_INLINE void EMV_FN(gemm_tile)(const size_t mr, const size_t cols, size_t kbl
 }
 
 /* One column block (full width or the edge), all rows: MR-row tiles, then the leftover rows with a
- * tile of that height (the switch gives each height its own unrolled copy). */
-static void EMV_FN(gemm_columns)(size_t m, size_t cols, size_t kblocks, size_t kin, const float *a, size_t lda,
-                                 size_t a_block, const float *b, size_t ldb, float *c, size_t ldc, const float *bias,
-                                 uint32_t activation)
+ * tile of that height (the switch gives each height its own unrolled copy). `two`: the block is wider
+ * than one vector (a constant in each copy, so one-vector blocks, e.g. 16 output channels under
+ * AVX-512, do no work on the empty second vector). */
+EMV_INLINE void EMV_FN(gemm_columns_n)(const int two, size_t m, size_t cols, size_t kblocks, size_t kin,
+                                       const float *a, size_t lda, size_t a_block, const float *b, size_t ldb,
+                                       float *c, size_t ldc, const float *bias, uint32_t activation)
 {
     size_t i = 0;
 #define EMV_TILE(rows, width)                                                                                    \
-    EMV_FN(gemm_tile)(rows, width, kblocks, kin, a + i * lda, lda, a_block, b, ldb, c + i * ldc, ldc, bias, activation)
+    EMV_FN(gemm_tile)(rows, width, two, kblocks, kin, a + i * lda, lda, a_block, b, ldb, c + i * ldc, ldc, bias, \
+                      activation)
     if (cols == 2 * EMV_W) {
         for (; i + EMV_GEMM_MR <= m; i += EMV_GEMM_MR) EMV_TILE(EMV_GEMM_MR, 2 * EMV_W);
     } else if (cols == EMV_W) {
@@ -114,6 +118,16 @@ static void EMV_FN(gemm_columns)(size_t m, size_t cols, size_t kblocks, size_t k
     default: EMV_TILE(7, cols); break;
     }
 #undef EMV_TILE
+}
+
+static void EMV_FN(gemm_columns)(size_t m, size_t cols, size_t kblocks, size_t kin, const float *a, size_t lda,
+                                 size_t a_block, const float *b, size_t ldb, float *c, size_t ldc, const float *bias,
+                                 uint32_t activation)
+{
+    if (cols > EMV_W)
+        EMV_FN(gemm_columns_n)(1, m, cols, kblocks, kin, a, lda, a_block, b, ldb, c, ldc, bias, activation);
+    else
+        EMV_FN(gemm_columns_n)(0, m, cols, kblocks, kin, a, lda, a_block, b, ldb, c, ldc, bias, activation);
 }
 
 static void EMV_FN(conv_gemm)(size_t m, size_t n, size_t kblocks, size_t kin, const float *a, size_t lda,
@@ -382,4 +396,116 @@ static void EMV_FN(transpose)(const float *src, size_t src_stride, size_t rows, 
     }
     for (r = r0; r < rows; ++r)
         for (c = 0; c < cols; ++c) dst[c * dst_stride + r] = src[r * src_stride + c];
+}
+
+/* ---- depthwise_row: one output row of a depthwise convolution (multiplier 1) ---------------------
+ * Vectorised over channels (contiguous in NHWC): one vector of channels at a time, every output pixel
+ * of the row against it, so the kh·kw weight vectors of the block stay in L1. Interior pixels (every
+ * tap column inside the row) skip the bounds checks; taps in the padding are skipped, not multiplied by
+ * zero, so the sum runs in the reference's order. */
+EMV_INLINE emv EMV_FN(depthwise_pixel)(const float *const *rows, size_t kh, size_t kw, size_t x0, size_t pad_left,
+                                       size_t in_w, size_t channels, size_t c, size_t lanes, const float *w,
+                                       int interior)
+{
+    emv acc = emv_zero();
+    size_t ky, kx;
+    for (ky = 0; ky < kh; ++ky) {
+        const float *row = rows[ky];
+        const float *wrow = w + ky * kw * channels + c;
+        if (row == NULL) continue;
+        for (kx = 0; kx < kw; ++kx) {
+            const float *x;
+            if (!interior && (x0 + kx < pad_left || x0 + kx - pad_left >= in_w)) continue;
+            x = row + (x0 + kx - pad_left) * channels + c;
+            if (lanes == EMV_W) acc = emv_fma(emv_loadu(x), emv_loadu(wrow + kx * channels), acc);
+            else acc = emv_fma(emv_load_part(x, lanes), emv_load_part(wrow + kx * channels, lanes), acc);
+        }
+    }
+    return acc;
+}
+
+static void EMV_FN(depthwise_row)(const float *const *rows, size_t kh, size_t kw, size_t in_w, size_t stride,
+                                  size_t pad_left, size_t out_w, size_t channels, const float *w, const float *bias,
+                                  uint32_t activation, float *out)
+{
+    size_t c, ox;
+    /* 3×3 with all three rows inside (MobileNets' case): the nine weight vectors of a channel block stay
+     * in registers and the interior pixels run unrolled, same order of sums */
+    const int k3 = kh == 3 && kw == 3;
+    const int rows3 = k3 && rows[0] != NULL && rows[1] != NULL && rows[2] != NULL;
+    for (c = 0; c < channels; c += EMV_W) {
+        const size_t lanes = channels - c < EMV_W ? channels - c : EMV_W;
+        const float *b = bias != NULL ? bias + c : NULL;
+        ox = 0;
+        if (k3 && lanes == EMV_W) {
+            const emv w00 = emv_loadu(w + c), w01 = emv_loadu(w + channels + c), w02 = emv_loadu(w + 2 * channels + c);
+            const emv w10 = emv_loadu(w + 3 * channels + c), w11 = emv_loadu(w + 4 * channels + c),
+                      w12 = emv_loadu(w + 5 * channels + c);
+            const emv w20 = emv_loadu(w + 6 * channels + c), w21 = emv_loadu(w + 7 * channels + c),
+                      w22 = emv_loadu(w + 8 * channels + c);
+            const emv bv = b != NULL ? emv_loadu(b) : emv_zero();
+            const size_t step = stride * channels;
+            /* first interior pixel: ox·stride >= pad_left; last: ox·stride − pad_left + 3 <= in_w */
+            const size_t first = (pad_left + stride - 1) / stride;
+            const size_t last = in_w + pad_left >= 3 ? (in_w + pad_left - 3) / stride + 1 : 0; /* exclusive */
+            const size_t stop = last < out_w ? last : out_w;
+            for (; ox < first && ox < out_w; ++ox) { /* left edge */
+                emv v = EMV_FN(depthwise_pixel)(rows, kh, kw, ox * stride, pad_left, in_w, channels, c, EMV_W, w, 0);
+                if (b != NULL || activation != EM_ACT_NONE) v = EMV_FN(epilogue)(v, b, EMV_W, activation);
+                emv_storeu(out + ox * channels + c, v);
+            }
+            if (ox < stop && !rows3) { /* a kernel row in the padding (top or bottom): the rows inside */
+                for (; ox < stop; ++ox) {
+                    const size_t at = (ox * stride - pad_left) * channels + c;
+                    emv v = emv_zero();
+                    size_t ky;
+                    for (ky = 0; ky < 3; ++ky) {
+                        const float *x, *wk = w + 3 * ky * channels + c;
+                        if (rows[ky] == NULL) continue;
+                        x = rows[ky] + at;
+                        v = emv_fma(emv_loadu(x), emv_loadu(wk), v);
+                        v = emv_fma(emv_loadu(x + channels), emv_loadu(wk + channels), v);
+                        v = emv_fma(emv_loadu(x + 2 * channels), emv_loadu(wk + 2 * channels), v);
+                    }
+                    if (b != NULL || activation != EM_ACT_NONE) v = EMV_FN(epilogue)(v, b, EMV_W, activation);
+                    emv_storeu(out + ox * channels + c, v);
+                }
+            }
+            if (ox < stop) {
+                const float *x0 = rows[0] + (ox * stride - pad_left) * channels + c;
+                const float *x1 = rows[1] + (ox * stride - pad_left) * channels + c;
+                const float *x2 = rows[2] + (ox * stride - pad_left) * channels + c;
+                float *o = out + ox * channels + c;
+                for (; ox < stop; ++ox, x0 += step, x1 += step, x2 += step, o += channels) {
+                    emv v = emv_fma(emv_loadu(x0), w00, emv_zero());
+                    v = emv_fma(emv_loadu(x0 + channels), w01, v);
+                    v = emv_fma(emv_loadu(x0 + 2 * channels), w02, v);
+                    v = emv_fma(emv_loadu(x1), w10, v);
+                    v = emv_fma(emv_loadu(x1 + channels), w11, v);
+                    v = emv_fma(emv_loadu(x1 + 2 * channels), w12, v);
+                    v = emv_fma(emv_loadu(x2), w20, v);
+                    v = emv_fma(emv_loadu(x2 + channels), w21, v);
+                    v = emv_fma(emv_loadu(x2 + 2 * channels), w22, v);
+                    if (b != NULL) v = emv_add(v, bv);
+                    if (activation == EM_ACT_RELU) v = emv_max(v, emv_zero());
+                    else if (activation == EM_ACT_RELU6) v = emv_min(emv_max(v, emv_zero()), emv_set1(6.0f));
+                    emv_storeu(o, v);
+                }
+            }
+        }
+        for (; ox < out_w; ++ox) {
+            const size_t x0 = ox * stride;
+            const int interior = x0 >= pad_left && x0 - pad_left + kw <= in_w;
+            emv v;
+            if (lanes == EMV_W) {
+                v = interior ? EMV_FN(depthwise_pixel)(rows, kh, kw, x0, pad_left, in_w, channels, c, EMV_W, w, 1)
+                             : EMV_FN(depthwise_pixel)(rows, kh, kw, x0, pad_left, in_w, channels, c, EMV_W, w, 0);
+            } else {
+                v = EMV_FN(depthwise_pixel)(rows, kh, kw, x0, pad_left, in_w, channels, c, lanes, w, interior);
+            }
+            if (b != NULL || activation != EM_ACT_NONE) v = EMV_FN(epilogue)(v, b, lanes, activation);
+            if (lanes == EMV_W) emv_storeu(out + ox * channels + c, v);
+            else emv_store_part(out + ox * channels + c, v, lanes);
+        }
+    }
 }

@@ -76,6 +76,31 @@ void em_depthwise_conv2d_direct_run(const em_node *node, const float *input, flo
     }
 }
 
+/* Depthwise with multiplier 1 (MobileNets) on the ISA's depthwise_row micro-kernel: one call per output
+ * row, with the input rows under the kernel (NULL for padding rows), so no padded copy is made. */
+int em_depthwise_conv2d_rows_supports(const em_node *node)
+{
+    return node->out.c == node->in.c && node->kernel_h <= EM_MAX_KERNEL;
+}
+
+void em_depthwise_conv2d_rows_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
+{
+    const float *rows[EM_MAX_KERNEL];
+    const size_t row_floats = (size_t)node->in.w * node->in.c;
+    const float *weights = em_tensor_f32(node->weight), *bias = em_tensor_f32(node->bias);
+    uint32_t oy, ky;
+    (void)env;
+    for (oy = 0; oy < node->out.h; ++oy) {
+        for (ky = 0; ky < node->kernel_h; ++ky) {
+            const int32_t iy = em_input_coord(oy, node->stride_h, ky, node->pad_top, node->in.h);
+            rows[ky] = iy < 0 ? NULL : input + (size_t)iy * row_floats;
+        }
+        node->kernel->micro->depthwise_row(rows, node->kernel_h, node->kernel_w, node->in.w, node->stride_w,
+                                           node->pad_left, node->out.w, node->in.c, weights, bias, node->activation,
+                                           output + (size_t)oy * node->out.w * node->out.c);
+    }
+}
+
 /* Window walk shared by the pools: max, or mean over the cells inside the input. */
 static void pool(const em_node *node, const float *input, float *output, int average)
 {
