@@ -334,9 +334,15 @@ class SshTarget:
             try:
                 for chunk in _throttled_chunks(data, limit_kib):
                     proc.stdin.write(chunk)
-                proc.stdin.close()
+                    proc.stdin.flush()
             except BrokenPipeError:
                 pass  # the remote side stopped reading: its exit status says why
+            finally:
+                try:
+                    proc.stdin.close()
+                except BrokenPipeError:
+                    pass
+                proc.stdin = None  # communicate() must not touch it again
             out, err = proc.communicate(timeout=timeout)
         except BaseException:
             # Interrupted (Ctrl-C, SIGTERM, timeout): the remote sees its input end early, its checksum
