@@ -210,12 +210,15 @@ def test_flash_over_ssh_with_runtime_and_verify(device, models, host_runtime, tm
     for task, v in result["verify"].items():
         assert v["ok"] and v["top1_device"] == v["top1_host"] and v["max_abs_diff"] <= 1e-4, (task, v)
 
-    # the text output says the same
+    # again, in text: the same em_run is kept (its SHA-256 on the device matches), the model is replaced
     r = cli("flash", models["old"], "--board", "host", "--to", device.url(folder), *device.args(), "--verify",
-            "--name", "merged.emm")
+            "--with-runtime", "--runtime-dir", host_runtime, "--name", "merged.emm")
     assert r.returncode == 0, r.stderr
-    assert "verify a: top-1" in r.stdout and "read back on the target" in r.stdout
+    assert re.search(r"em_run .* \(already there, kept\)", r.stdout), r.stdout
+    assert re.search(r"merged\.emm .* \(read back on the target\)", r.stdout), r.stdout
+    assert "verify a: top-1" in r.stdout and "verify b: top-1" in r.stdout
     assert (folder / "merged.emm").read_bytes() == old
+    assert (folder / "em_run").read_bytes() == (host_runtime / "em_run").read_bytes()
 
 
 def test_flash_to_a_folder_with_runtime_and_verify(models, host_runtime, tmp_path):
@@ -236,6 +239,19 @@ def test_flash_to_a_folder_with_runtime_and_verify(models, host_runtime, tmp_pat
     assert all(v["ok"] for v in result["verify"].values()) and set(result["verify"]) == {"a", "b"}
     assert oct((folder / "new.emm").stat().st_mode & 0o777) == oct(0o644)
     assert leftovers(folder) == []
+
+
+def test_a_card_for_the_pi_verified_under_qemu(models, rpi4_build, tmp_path):
+    """dir: + --verify runs the board's em_run from the card under the board's qemu here."""
+    rpi4_dir, _ = rpi4_build
+    card = tmp_path / "card"
+    r = cli("flash", models["new"], "--board", "rpi4-aarch64", "--to", f"dir:{card}", "--with-runtime",
+            "--runtime-dir", rpi4_dir, "--verify", "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert (card / "em_run").read_bytes()[18:20] == (0xB7).to_bytes(2, "little")   # an AArch64 ELF
+    assert (card / "new.emm").read_bytes() == models["new"].read_bytes()
+    assert set(result["verify"]) == {"a", "b"} and all(v["ok"] for v in result["verify"].values())
 
 
 def test_a_missing_mount_point_is_not_created(models, tmp_path):

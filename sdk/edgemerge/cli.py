@@ -427,7 +427,8 @@ def flash(model, target_spec, board_name, port, identity, ssh_options, with_runt
     where = f" ({result['machine']}, board {result['board']})" if result["machine"] else ""
     click.echo(f"flashed {result['target']}{where} in {result['seconds']:.1f} s")
     for f in result["files"]:
-        click.echo(f"  {f['name']:<24} {f['bytes']:>10} bytes  sha256 {f['sha256']}  (read back on the target)")
+        how = "already there, kept" if f["unchanged"] else "read back on the target"
+        click.echo(f"  {f['name']:<24} {f['bytes']:>10} bytes  sha256 {f['sha256']}  ({how})")
     if result["previous_sha256"] and result["previous_sha256"] != result["sha256"]:
         click.echo(f"  replaced the previous {result['name']} (sha256 {result['previous_sha256']})")
     if result["leftovers_removed"]:

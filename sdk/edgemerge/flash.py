@@ -449,7 +449,7 @@ def parse_target(spec: str, *, port: int | None = None, identity: str | None = N
         if port and url_port and port != url_port:
             raise FlashError(f"{spec}: --port {port} contradicts the URL's port {url_port}")
         return SshTarget(host=parts.hostname, directory=path, user=unquote(parts.username) if parts.username else None,
-                         port=port or url_port, identity=identity, ssh_options=list(ssh_options or []),
+                         port=port or url_port, identity=os.path.expanduser(identity) if identity else None, ssh_options=list(ssh_options or []),
                          connect_timeout=connect_timeout)
     raise FlashError(f"{spec}: unknown target (expected ssh://[user@]host[:port]/folder or dir:/folder)")
 
@@ -524,10 +524,11 @@ def flash(model: str | os.PathLike, target, *, board=None, with_runtime: bool = 
     log(f"probing {target.describe()}")
     if isinstance(target, SshTarget):
         info = target.probe([n for n, _, _ in files])
-        previous = info["old"].get(name)
+        on_target = info["old"]
     else:
         info = target.probe()
-        previous = target.existing_sha256(name)
+        on_target = {n: target.existing_sha256(n) for n, _, _ in files}
+    previous = on_target.get(name)
     machine = info["machine"]
     if board is not None and machine is not None and machine != board.uname_m:
         raise FlashError(f"{target.describe()}: wrong board: the device's `uname -m` is {machine}, but board "
@@ -542,6 +543,11 @@ def flash(model: str | os.PathLike, target, *, board=None, with_runtime: bool = 
               "board": board.name if board is not None else None, "files": [], "leftovers_removed": 0,
               "verify": None}
     for file_name, payload, mode in files:
+        if file_name == EM_RUN_NAME and on_target.get(file_name) == _sha256(payload):
+            # the same em_run is there already (checked by its SHA-256 on the target): keep it
+            result["files"].append({"name": file_name, "bytes": len(payload), "sha256": on_target[file_name],
+                                    "seconds": 0.0, "unchanged": True})
+            continue
         log(f"installing {file_name} ({len(payload)} bytes)")
         t0 = time.perf_counter()
         if isinstance(target, SshTarget):
@@ -551,7 +557,7 @@ def flash(model: str | os.PathLike, target, *, board=None, with_runtime: bool = 
             sha = target.install(payload, file_name, mode, limit_kib)
         result["leftovers_removed"] += leftovers
         result["files"].append({"name": file_name, "bytes": len(payload), "sha256": sha,
-                                "seconds": round(time.perf_counter() - t0, 3)})
+                                "seconds": round(time.perf_counter() - t0, 3), "unchanged": False})
 
     if verify:
         tasks = {}
