@@ -278,8 +278,8 @@ def test_a_flash_killed_midway_leaves_the_previous_model(kind, device, models, t
     to = device.url(folder) if kind == "ssh" else f"dir:{folder}"
     extra = device.args() if kind == "ssh" else []
     size = models["big"].stat().st_size
-    proc = subprocess.Popen([sys.executable, "-m", "edgemerge.cli", "flash", models["big"], "--to", to, *map(str, extra),
-                             "--name", "merged.emm", "--limit-rate", "32"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "edgemerge.cli", "flash", models["big"], "--to", to,
+                             *map(str, extra), "--name", "merged.emm", "--limit-rate", "32"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
@@ -556,8 +556,9 @@ def test_export_c_compiles_and_runs_on_the_host_and_under_qemu(models, host_runt
                 assert np.max(np.abs(got - want)) <= 1e-4 * scale, (board_name, program, t.name, got, want)
         # the same logits on the board and on the host (both within 1e-4 of the host runtime above)
         for t in host.task_names:
-            np.testing.assert_allclose(outputs["rpi4-aarch64", program][1][t][1], outputs["host", program][1][t][1],
-                                       rtol=0, atol=2e-4 * max(1.0, float(np.max(np.abs(outputs["host", program][1][t][1])))))
+            on_board, on_host = outputs["rpi4-aarch64", program][1][t][1], outputs["host", program][1][t][1]
+            np.testing.assert_allclose(on_board, on_host, rtol=0,
+                                       atol=2e-4 * max(1.0, float(np.max(np.abs(on_host)))))
     # used in place: the loader allocates its tables and the fast kernels' repacked indices, but less than the
     # big model's codebook alone (32 segments x 256 codewords x 4 floats), so no tensor data was copied
     codebook_bytes = 32 * 256 * 4 * 4

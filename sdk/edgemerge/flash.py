@@ -448,9 +448,10 @@ def parse_target(spec: str, *, port: int | None = None, identity: str | None = N
             path = path.rstrip("/")
         if port and url_port and port != url_port:
             raise FlashError(f"{spec}: --port {port} contradicts the URL's port {url_port}")
-        return SshTarget(host=parts.hostname, directory=path, user=unquote(parts.username) if parts.username else None,
-                         port=port or url_port, identity=os.path.expanduser(identity) if identity else None, ssh_options=list(ssh_options or []),
-                         connect_timeout=connect_timeout)
+        return SshTarget(host=parts.hostname, directory=path,
+                         user=unquote(parts.username) if parts.username else None, port=port or url_port,
+                         identity=os.path.expanduser(identity) if identity else None,
+                         ssh_options=list(ssh_options or []), connect_timeout=connect_timeout)
     raise FlashError(f"{spec}: unknown target (expected ssh://[user@]host[:port]/folder or dir:/folder)")
 
 
@@ -519,7 +520,8 @@ def flash(model: str | os.PathLike, target, *, board=None, with_runtime: bool = 
     if with_runtime:
         em_run = board_em_run(board, runtime_dir, log)
         files.append((EM_RUN_NAME, em_run.read_bytes(), 0o755))
-    files.append((name, data, 0o644))  # the model last: a verified runtime is in place before it changes
+    # the model last: when it lands, a verified em_run is already beside it
+    files.append((name, data, 0o644))
 
     log(f"probing {target.describe()}")
     if isinstance(target, SshTarget):
