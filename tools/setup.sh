@@ -23,6 +23,13 @@ APT_PACKAGES+=(
   libopenblas-dev:arm64 libopenblas-dev:armhf            # static libopenblas.a for the ARM boards
 )
 
+# --- flash: the system OpenSSH client, and the server tests/test_flash.py starts on 127.0.0.1 ------------
+# `edgemerge flash --to ssh://...` runs `ssh`; the tests run their own sshd (own port, keys and config) as
+# a stand-in device. Installing openssh-server does not need its system service: the tests never use it.
+APT_PACKAGES+=(
+  openssh-client openssh-server
+)
+
 # --- robustness: libFuzzer (clang + its runtime), symbolized sanitizer reports, valgrind --------------
 # What `make test-robustness` needs (runtime_c/fuzz/README.md): the libFuzzer target is built with clang
 # (libclang-rt-dev pulls the compiler-rt of Debian's default clang, 14 on bookworm), llvm gives
