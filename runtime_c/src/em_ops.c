@@ -623,12 +623,54 @@ static const em_kernel *reference_kernel(uint32_t op)
 #define EM_BLAS_MIN_MACS (8u * 1024u * 1024u)
 #endif
 
+/* LUT_CONV2D nodes (this one included) whose table would equal this node's: same input, codebook, r, C,
+ * window and padding (em_plan.c tables_compatible). Tasks that share an input and a merged first layer
+ * build that table once (issue: "tasks that share an input share the first layer's tables"). */
+static uint64_t lut_conv2d_table_sharers(const em_model *model, const em_node *node)
+{
+    uint64_t count = 0;
+    uint32_t i;
+    if (model == NULL) return 1;
+    for (i = 0; i < model->node_count; ++i) {
+        const em_node *o = &model->nodes[i];
+        count += o->op == EM_OP_LUT_CONV2D && !(o->flags & EM_NODE_FLAG_INT8_TABLES) && o->input == node->input &&
+                 o->weight_id == node->weight_id && o->seg_len == node->seg_len && o->codewords == node->codewords &&
+                 o->kernel_h == node->kernel_h && o->kernel_w == node->kernel_w && o->stride_h == node->stride_h &&
+                 o->stride_w == node->stride_w && o->pad_top == node->pad_top && o->pad_left == node->pad_left &&
+                 o->pad_bottom == node->pad_bottom && o->pad_right == node->pad_right;
+    }
+    return count ? count : 1;
+}
+
+/* Whether a float-table LUT_CONV2D node runs faster as a direct convolution with its codebook decoded at
+ * load. r = 1 always (the table would be x · codeword: no saving). Otherwise compare the work of the two
+ * (em_opt_kernels.h "Cost model"): the table, H_in·W_in·S·r·C multiply-adds; the accumulation,
+ * H_out·W_out·k_h·k_w·S·C_out gathered adds; the direct convolution, H_out·W_out·k_h·k_w·C_in·C_out.
+ * Measured (em_bench_kernels, AVX-512): the LUT kernel wins where C is small against k²·C_out and r is
+ * long (example pair at light/accu, held-out pair at light); the decoded one on narrow layers with
+ * C = 128 (held-out `vgg conv1b accu` 39 vs 85 µs, `vgg conv2b accu` 29 vs 59 µs, a 3×3 stride-2
+ * layer 62 vs 189 µs). */
+static int lut_conv2d_prefers_decoded(const em_model *model, const em_node *node)
+{
+    const uint64_t r = node->seg_len, C = node->codewords;
+    const uint64_t S = r ? (node->in.c + r - 1) / r : 0;
+    const uint64_t taps = (uint64_t)node->kernel_h * node->kernel_w;
+    const uint64_t out_px = (uint64_t)node->out.h * node->out.w, in_px = (uint64_t)node->in.h * node->in.w;
+    uint64_t table_x10, lut_x10, direct_x10;
+    if (r == 0 || taps * node->in.c * node->out.c * sizeof(float) > EM_LUT_DECODE_MAX_BYTES) return 0;
+    if (r == 1) return 1;
+    table_x10 = in_px * S * r * C * (C > 64 ? EM_LUT_COST_TABLE_X10 * 5u / 4u : EM_LUT_COST_TABLE_X10);
+    table_x10 /= lut_conv2d_table_sharers(model, node); /* a shared table is built once for all of them */
+    lut_x10 = table_x10 + out_px * taps * S * node->out.c * EM_LUT_COST_ADD_X10;
+    direct_x10 = out_px * taps * node->in.c * node->out.c * EM_LUT_DECODE_MARGIN_X10;
+    return lut_x10 > direct_x10;
+}
+
 const em_kernel *em_op_choose_kernel(const em_model *model, const em_node *node, uint32_t kernels)
 {
     const em_micro *micro;
     const em_kernel *k = NULL;
     uint64_t macs = 0;
-    (void)model;
     if (kernels == EM_KERNELS_REFERENCE) return reference_kernel(node->op);
     micro = micro_for(kernels);
     if (micro == NULL) return reference_kernel(node->op); /* defensive: the loader checked availability */
@@ -639,10 +681,7 @@ const em_kernel *em_op_choose_kernel(const em_model *model, const em_node *node,
             k = find_algorithm(node->op, micro, "lut_conv2d_i8", node);
             break;
         }
-        /* r = 1: the table would be x · codeword; decoding the (small) weights once is cheaper */
-        if (node->seg_len == 1 &&
-            (uint64_t)node->kernel_h * node->kernel_w * node->in.c * node->out.c * 4u <= EM_LUT_DECODE_MAX_BYTES)
-            k = find_algorithm(node->op, micro, "lut_conv2d_f32_decoded", node);
+        if (lut_conv2d_prefers_decoded(model, node)) k = find_algorithm(node->op, micro, "lut_conv2d_f32_decoded", node);
         if (k == NULL) k = find_algorithm(node->op, micro, "lut_conv2d_f32", node);
         break;
     case EM_OP_LUT_DENSE:

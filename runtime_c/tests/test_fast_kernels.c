@@ -315,9 +315,9 @@ static void test_table_sharing(void)
     emb_builder *b = emb_create();
     em_test_rng rng;
     uint32_t in, in2, lut_out[2], dense_out[2], set;
-    const uint32_t cb_dims[3] = {2, 24, 4}, idx_dims[4] = {3, 3, 2, 10}, fc_cb_dims[3] = {5, 12, 4},
+    const uint32_t cb_dims[3] = {2, 24, 8}, idx_dims[4] = {3, 3, 2, 10}, fc_cb_dims[3] = {5, 12, 4},
                    fc_idx_dims[2] = {5, 9};
-    float cb[2 * 24 * 4], fc_cb[5 * 12 * 4], x[12 * 11 * 6], x2[20], want[4][12 * 11 * 10], got[12 * 11 * 10];
+    float cb[2 * 24 * 8], fc_cb[5 * 12 * 4], x[12 * 11 * 16], x2[20], want[4][12 * 11 * 10], got[12 * 11 * 10];
     uint32_t idx[2][3 * 3 * 2 * 10], fc_idx[2][45], i, t;
     size_t size;
     uint8_t *file;
@@ -335,13 +335,13 @@ static void test_table_sharing(void)
     }
     em_test_fill(&rng, x, sizeof x / sizeof x[0], 1.0f);
     em_test_fill(&rng, x2, 20, 1.0f);
-    in = emb_input(b, 12, 11, 6);
+    in = emb_input(b, 12, 11, 16);
     in2 = emb_input(b, 1, 1, 20);
     for (t = 0; t < 2; ++t) { /* two LUT convolutions: same input, codebook tensor, r, pads */
         n = emb_node_init(EM_OP_LUT_CONV2D, in);
         n.kernel_h = n.kernel_w = 3;
         n.pad_top = n.pad_left = n.pad_bottom = n.pad_right = 1;
-        n.seg_len = 4;
+        n.seg_len = 8; /* long enough segments that tables beat decoded weights (lut_conv2d_prefers_decoded) */
         n.codewords = 24;
         n.activation = EM_ACT_RELU;
         n.weight = t == 0 ? emb_tensor_f32(b, 3, cb_dims, cb) : 0; /* tensor 0 is the shared codebook */
@@ -409,7 +409,7 @@ static void test_table_sharing(void)
         CHECKF(p0.runs == 3 && p1.runs == 3 && p1.table_ns == 0, "%s: runs %u/%u, second node's table %u ns", what,
                (unsigned)p0.runs, (unsigned)p1.runs, (unsigned)p1.table_ns);
         /* em_run_task of the second task alone builds the table itself */
-        st = em_run_task(fast.ctx, 1, x, 12 * 11 * 6, got, 12 * 11 * 10, &err);
+        st = em_run_task(fast.ctx, 1, x, 12 * 11 * 16, got, 12 * 11 * 10, &err);
         if (CHECK_STATUS(st, EM_STATUS_OK, err)) close_to(got, want[1], 12 * 11 * 10, what);
         st = em_run_task(fast.ctx, 3, x2, 20, got, 9, &err);
         if (CHECK_STATUS(st, EM_STATUS_OK, err)) close_to(got, want[3], 9, what);
@@ -506,6 +506,51 @@ static void test_kernel_sets(void)
     free(file);
 }
 
+/* em_op_choose_kernel's LUT_CONV2D choice (em_ops.c lut_conv2d_prefers_decoded): r = 1 and narrow layers
+ * with many codewords run decoded; the example pair's r = 16 / C = 64 layers keep their tables; decoded
+ * weights past EM_LUT_DECODE_MAX_BYTES never. The parity of both kernels is checked by test_case. */
+static void test_lut_conv2d_choice(void)
+{
+    static const struct {
+        layer_case c;
+        int decoded;
+        const char *what;
+    } choices[] = {
+        {LUT_CONV(32, 32, 1, 32, 5, 5, 1, 1, 0, 0, 0, 0, 1, 32, 0, EM_ACT_RELU, 1), 1, "LeNet conv1 light (r = 1)"},
+        {LUT_CONV(14, 14, 32, 64, 5, 5, 1, 1, 0, 0, 0, 0, 16, 64, 0, EM_ACT_RELU, 1), 0, "LeNet conv2 light"},
+        {LUT_CONV(14, 14, 32, 64, 5, 5, 1, 1, 0, 0, 0, 0, 8, 128, 0, EM_ACT_RELU, 1), 0, "LeNet conv2 accu"},
+        {LUT_CONV(8, 8, 64, 64, 3, 3, 1, 1, 1, 1, 1, 1, 16, 64, 0, EM_ACT_RELU, 1), 0, "VGG conv3b light"},
+        {LUT_CONV(32, 32, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 8, 128, 0, EM_ACT_RELU, 1), 1, "VGG conv1b accu"},
+        {LUT_CONV(16, 16, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 8, 128, 0, EM_ACT_RELU, 1), 1, "VGG conv2b accu"},
+        {LUT_CONV(32, 32, 32, 64, 3, 3, 2, 2, 0, 0, 1, 1, 8, 128, 0, EM_ACT_RELU, 1), 1, "3x3 stride 2, C = 128"},
+        /* decoded weights 3·3·128·128·4 = 576 KiB: past the bound, tables even where they cost more */
+        {LUT_CONV(4, 4, 128, 128, 3, 3, 1, 1, 1, 1, 1, 1, 8, 256, 0, EM_ACT_RELU, 1), 0, "wide, C = 256"},
+    };
+    size_t i;
+    for (i = 0; i < sizeof choices / sizeof choices[0]; ++i) {
+        const uint32_t set = em_kernels_resolve(EM_KERNELS_AUTO);
+        emb_builder *b = emb_create();
+        em_test_rng rng;
+        uint32_t in;
+        uint8_t *file;
+        size_t size;
+        loaded l;
+        em_node_info info;
+        em_test_rng_seed(&rng, 7u + (uint32_t)i);
+        in = emb_input(b, choices[i].c.h, choices[i].c.w, choices[i].c.cin);
+        emb_task_auto(b, "t", in, add_layer(b, &choices[i].c, in, &rng));
+        file = emb_finish(b, &size);
+        emb_destroy(b);
+        if (load(file, size, set, NULL, &l, choices[i].what)) {
+            em_model_node_info(l.model, 0, &info);
+            CHECKF((strstr(info.kernel, "decoded") != NULL) == choices[i].decoded, "%s: chose %s, expected %s",
+                   choices[i].what, info.kernel, choices[i].decoded ? "the decoded kernel" : "the table kernel");
+        }
+        unload(&l);
+        free(file);
+    }
+}
+
 int main(void)
 {
     const char *seen[256];
@@ -519,5 +564,6 @@ int main(void)
     test_table_sharing();
     test_profiling_api();
     test_kernel_sets();
+    if (em_kernels_resolve(EM_KERNELS_AUTO) != EM_KERNELS_REFERENCE) test_lut_conv2d_choice();
     return em_test_summary("test_fast_kernels");
 }

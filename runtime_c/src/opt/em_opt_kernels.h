@@ -24,10 +24,26 @@
 #ifndef EM_LUT_CHUNK_FLOATS
 #define EM_LUT_CHUNK_FLOATS 256u
 #endif
-/* LUT_CONV2D nodes with r = 1 run as convolutions with decoded weights when those take at most this
- * many bytes (model memory, allocated at load). */
+/* LUT_CONV2D nodes run as convolutions with decoded weights (the codebook expanded once at load) when
+ * those take at most this many bytes of model memory and the cost estimate below favours them. The
+ * decoded form needs no table scratch, so on the layers where it is chosen the context shrinks too. */
 #ifndef EM_LUT_DECODE_MAX_BYTES
-#define EM_LUT_DECODE_MAX_BYTES (64u * 1024u)
+#define EM_LUT_DECODE_MAX_BYTES (256u * 1024u)
+#endif
+/* Cost model for that choice, in units of one multiply-add of the direct convolution, fitted to
+ * em_bench_kernels on x86-64 (AVX-512 and AVX2; see em_op_choose_kernel): a table entry costs about
+ * 1.6 (EM_LUT_COST_TABLE_X10 / 10; 2.0 with C > 64, whose tables spill L1), a gathered accumulation
+ * add about 5.8 (EM_LUT_COST_ADD_X10 / 10). A node is decoded when the LUT estimate exceeds the direct
+ * convolution's by EM_LUT_DECODE_MARGIN_X10 / 10: the direct kernel's speed varies with shape (valid
+ * 5×5 on a 10×10 output runs at 2/3 of its best), and the margin keeps close calls on the LUT path. */
+#ifndef EM_LUT_COST_TABLE_X10
+#define EM_LUT_COST_TABLE_X10 16u
+#endif
+#ifndef EM_LUT_COST_ADD_X10
+#define EM_LUT_COST_ADD_X10 58u
+#endif
+#ifndef EM_LUT_DECODE_MARGIN_X10
+#define EM_LUT_DECODE_MARGIN_X10 15u
 #endif
 /* im2col convolutions expand a band of output rows at a time into at most this many bytes. */
 #ifndef EM_IM2COL_BUDGET_BYTES
