@@ -207,6 +207,17 @@ def test_block_trunk_runs_once_per_sample(sources, pair):
     assert [n for _, n in rg.l1_targets["b"]] == [sources["b"].layers[p].match_output
                                                   for p in range(pos(a, "pw2") + 1)]
     assert [i for i, _ in rg.l1_targets["a"]] == [i for i, _ in rg.l1_targets["b"]]
+    # l1_scope="all": the same trunk terms, then every per-task layer with an original counterpart
+    every = build_round(sources, layout, state, 2, "block", l1_scope="all")
+    for task in TASKS:
+        model = sources[task]
+        assert every.l1_targets[task][:len(rg.l1_targets[task])] == rg.l1_targets[task]
+        branch = every.l1_targets[task][len(rg.l1_targets[task]):]
+        assert [n for _, n in branch] == [model.layers[p].match_output for p in range(pos(a, "pw2") + 1,
+                                          len(model.layers)) if model.layers[p].match_output]
+        assert branch and all(i not in rg.trunk_nodes for i, _ in branch)
+    with pytest.raises(EdgemergeError, match="unknown L1 scope"):
+        build_round(sources, layout, state, 2, "block", l1_scope="everything")
 
 
 def test_pointwise_shared_layers_run_grouped(sources, pair):
@@ -356,7 +367,7 @@ def test_encode_shares_one_codebook_and_index_map(sources, pair):
 # the whole run, report, pick, CLI
 # ------------------------------------------------------------------------------------------------
 REPORT_KEYS = {"format", "version", "tool_version", "tasks", "blocks", "block_layers", "share", "bn", "align",
-               "encode", "seed", "steps_per_round", "originals", "original_bytes", "latency", "rounds", "seconds"}
+               "encode", "seed", "steps_per_round", "calibration", "originals", "original_bytes", "latency", "rounds", "seconds"}
 ROUND_KEYS = {"k", "file", "sha256", "file_bytes", "compression", "params", "context_bytes", "nodes",
               "trunk_nodes", "shared_layers", "accuracy", "drop", "latency_ms", "speedup", "speedup_vs_tflite",
               "calibration"}
@@ -412,6 +423,27 @@ def test_cli_exact_forms(tmp_path, pair):
     if min(max(r["drop"].values()) for r in rounds[1:]) > 0:
         assert result.returncode == 1 and result.stderr.startswith("error: no zippered model")
         assert not (tmp_path / "none.emm").exists()
+
+
+def test_cli_calibration_options_reach_every_round(tmp_path, pair):
+    zipped = tmp_path / "zipped"
+    m, c, v = pair["models"], pair["calib"], pair["val"]
+    result = cli("zipper", f"a={m['a']}", f"b={m['b']}", "--calib", f"a={c['a']}", "--calib", f"b={c['b']}",
+                 "--val", f"a={v['a']}", "--val", f"b={v['b']}", "-o", zipped, "--share", "block",
+                 "--steps-per-round", "2", "--l1-weight", "0.25", "--learning-rate", "0.003", "--l1-scope", "all",
+                 "--no-tflite")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("lr 0.003, l1 weight 0.25") == 3        # one calibration per round
+    report = json.loads((zipped / "report.json").read_text())
+    assert report["calibration"] == {"l1_scope": "all", "l1_weight": 0.25, "learning_rate": 0.003}
+    # --l1-scope all: every task's layers that have an original counterpart carry an L1 term, the
+    # per-task ones too; round 1 of block sharing has more per-task layers than shared ones
+    for r in report["rounds"][1:]:
+        n_l1 = {t: len(layers) for t, layers in r["calibration"]["l1_layers"].items()}
+        assert all(n > r["trunk_nodes"] for n in n_l1.values()), (n_l1, r["trunk_nodes"])
+    bad = cli("zipper", f"a={m['a']}", f"b={m['b']}", "--calib", f"a={c['a']}", "--calib", f"b={c['b']}",
+              "--val", f"a={v['a']}", "--val", f"b={v['b']}", "-o", tmp_path / "bad", "--l1-weight", "-1")
+    assert bad.returncode == 2 and "--l1-weight" in bad.stderr and not (tmp_path / "bad").exists()
 
 
 @pytest.mark.slow

@@ -301,11 +301,12 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tup
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def make_words(out_dir: str | Path, seed: int = 0, workers: int = 2) -> dict:
-    """Writes words_train.npz, words_test.npz and words_labels.json; returns their manifest entry."""
+def make_words(out_dir: str | Path, seed: int = 0, workers: int = 2, clips_per_word: int | None = None) -> dict:
+    """Writes words_train.npz, words_test.npz and words_labels.json; returns their manifest entry.
+    `clips_per_word`: other than the example's WORDS_CONFIG value (a larger set, e.g. for examples/zipper_heldout)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = words_config(seed)
+    config = words_config(seed, clips_per_word)
     params = draw_clip_params(config, seed)
     tasks = [(p, config) for p in params]
     if workers > 1:
@@ -344,8 +345,11 @@ def make_words(out_dir: str | Path, seed: int = 0, workers: int = 2) -> dict:
     return {"config": config, "outputs": outputs}
 
 
-def words_config(seed: int) -> dict:
-    return {**WORDS_CONFIG, "seed": seed, "espeak_ng": espeak_version()}
+def words_config(seed: int, clips_per_word: int | None = None) -> dict:
+    config = {**WORDS_CONFIG, "seed": seed, "espeak_ng": espeak_version()}
+    if clips_per_word is not None:
+        config["clips_per_word"] = int(clips_per_word)
+    return config
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -383,14 +387,18 @@ def is_up_to_date(manifest: dict, name: str, config: dict, out_dir: Path) -> boo
             and all((out_dir / f).is_file() for f in entry.get("outputs", {})))
 
 
-def build_all(out_dir: str | Path, seed: int = 0, workers: int = 2, force: bool = False) -> dict:
-    """Builds whichever data set is missing or out of date; returns the manifest."""
+def build_all(out_dir: str | Path, seed: int = 0, workers: int = 2, force: bool = False,
+              clips_per_word: int | None = None, which: tuple[str, ...] = ("fashion", "words")) -> dict:
+    """Builds whichever data set (of `which`) is missing or out of date; returns the manifest."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(out_dir)
     builders = {"fashion": (FASHION_CONFIG, lambda: make_fashion(out_dir)),
-                "words": (words_config(seed), lambda: make_words(out_dir, seed=seed, workers=workers))}
+                "words": (words_config(seed, clips_per_word),
+                          lambda: make_words(out_dir, seed=seed, workers=workers, clips_per_word=clips_per_word))}
     for name, (config, build) in builders.items():
+        if name not in which:
+            continue
         if not force and is_up_to_date(manifest, name, config, out_dir):
             print(f"data: {name} up to date in {out_dir}")
             continue

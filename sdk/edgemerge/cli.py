@@ -525,11 +525,20 @@ def zipper():
               help="permute filters to match before averaging (Hungarian assignment)")
 @click.option("--encode", type=click.Choice(["accu", "light"]), default=None,
               help="also codebook-encode the shared point-wise layers with this merge preset")
+@click.option("--l1-weight", type=click.FloatRange(min=0), default=None,
+              help="weight of the L1 term (shared layers' outputs against the originals') in each round's "
+                   "calibration loss; 0 = cross-entropy only  [default: 1.0]")
+@click.option("--l1-scope", type=click.Choice(["shared", "all"]), default="shared", show_default=True,
+              help="the L1 terms: the shared layers' outputs (the paper), or every layer's, each task's own "
+                   "layers against its original too")
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="peak learning rate of each round's calibration  [default: 0.001]")
 @click.option("--seed", default=0, show_default=True, help="seed of calibration (and k-means with --encode)")
 @click.option("--no-tflite", is_flag=True, help="do not time the originals in TFLite")
 @click.option("--json", "as_json", is_flag=True, help="print report.json instead of the table")
 @_fail_cleanly
-def zipper_run(models, calib, val, output, share, steps_per_round, bn, align, encode, seed, no_tflite, as_json):
+def zipper_run(models, calib, val, output, share, steps_per_round, bn, align, encode, l1_weight, l1_scope,
+               learning_rate, seed, no_tflite, as_json):
     """Zipper TASK=MODEL pairs round by round, k = 1..L, calibrating after every round."""
     from .datasets import parse_task_pairs
     from .zipper import format_table, zipper_files
@@ -540,7 +549,9 @@ def zipper_run(models, calib, val, output, share, steps_per_round, bn, align, en
         raise EdgemergeError("zipper needs two TASK=MODEL pairs")
     result = zipper_files(sources, parse_task_pairs(calib, "--calib"), parse_task_pairs(val, "--val"), output,
                           share=share, steps_per_round=steps_per_round, bn=bn, align=align, encode=encode,
-                          seed=seed, tflite=not no_tflite, log=lambda m: click.echo(m, err=True))
+                          seed=seed, l1_scope=l1_scope, tflite=not no_tflite, log=lambda m: click.echo(m, err=True),
+                          calibrate_options={k: v for k, v in (("l1_weight", l1_weight), ("learning_rate", learning_rate))
+                                             if v is not None})
     if as_json:
         _echo_json(result.report)
         return

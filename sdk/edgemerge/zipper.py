@@ -25,7 +25,8 @@ that read them, which leaves those models' functions unchanged.
 
 Layers shared in an earlier round keep their calibrated values; calibration (`calibrate.calibrate` with the
 paper's loss: each task's cross-entropy plus the relative L1 mismatch between every shared layer's output
-and the original model's, the L1 terms given as `l1_targets`) starts each round from the previous round's
+and the original model's, the L1 terms given as `l1_targets`; `l1_scope="all"` adds every per-task layer's
+output against its original's) starts each round from the previous round's
 weights. `encode` (a merge preset) additionally codebook-encodes the shared point-wise layers (LUT_CONV2D),
 one codebook and one index map used by both tasks' nodes; encoded layers stay encoded in later rounds and
 calibration trains their codebooks.
@@ -61,6 +62,11 @@ DEFAULT_SHARE = "pointwise"
 # lower mean worst-task drop after calibration (1.90 vs 2.19 points block, 0.26 vs 0.31 pointwise).
 DEFAULT_BN = "stats"
 DEFAULT_ALIGN = "none"
+# The L1 terms of each round's calibration: the shared layers' outputs against each original's (the paper), or
+# every layer that has an original counterpart, each task's own layers included (its branch is then held near
+# its original model's function, a distillation term: see examples/zipper_heldout/README.md for when it helps).
+L1_SCOPES = ("shared", "all")
+DEFAULT_L1_SCOPE = "shared"
 REPORT_NAME = "report.json"
 PLOT_NAME = "tradeoff.png"
 REPORT_FORMAT = "edgemerge.zipper.report"
@@ -402,9 +408,14 @@ def _metadata(graph: MergedGraph, models: Mapping[str, SourceModel], *, k: int, 
 
 
 def build_round(models: Mapping[str, SourceModel], layout: PairLayout, state: ZipState, k: int, share: str, *,
-                bn: str = DEFAULT_BN, align: str = DEFAULT_ALIGN, encode: str | None = None) -> RoundGraph:
+                bn: str = DEFAULT_BN, align: str = DEFAULT_ALIGN, encode: str | None = None,
+                l1_scope: str = DEFAULT_L1_SCOPE) -> RoundGraph:
     """The merged graph after round k: blocks 1..k shared as `share` says, every value from `state` (a
-    shared layer's from the first task's entry, which `share_round` made every task's)."""
+    shared layer's from the first task's entry, which `share_round` made every task's). The L1 targets:
+    the shared layers' outputs (l1_scope "shared", the paper), or every layer's that has an original to
+    compare with ("all": each task's own layers too, against its original model)."""
+    if l1_scope not in L1_SCOPES:
+        raise EdgemergeError(f"unknown L1 scope {l1_scope!r} (expected {' or '.join(L1_SCOPES)})")
     tasks = list(models)
     shared = layout.shared_positions(share, k)
     shared_set = set(shared)
@@ -452,7 +463,7 @@ def build_round(models: Mapping[str, SourceModel], layout: PairLayout, state: Zi
             node_of[(t, p)] = i
             if first.weights is not None:
                 weight_ids[(t, p)], bias_ids[(t, p)] = node.weight, node.bias
-            if is_shared and models[t].layers[p].match_output:
+            if (is_shared or l1_scope == "all") and models[t].layers[p].match_output:
                 l1[t].append((i, models[t].layers[p].match_output))
         return out
 
@@ -491,8 +502,8 @@ def read_back(round_graph: RoundGraph, state: ZipState) -> None:
 
 
 def share_round(models: Mapping[str, SourceModel], layout: PairLayout, state: ZipState, k: int, share: str, *,
-                bn: str = DEFAULT_BN, align: str = DEFAULT_ALIGN, encode: str | None = None, seed: int = 0
-                ) -> tuple[RoundGraph, dict]:
+                bn: str = DEFAULT_BN, align: str = DEFAULT_ALIGN, encode: str | None = None, seed: int = 0,
+                l1_scope: str = DEFAULT_L1_SCOPE) -> tuple[RoundGraph, dict]:
     """Round k's initial graph: aligns (optionally) and averages the layers newly shared in round k, encodes
     newly shared point-wise layers when `encode` is a preset, and builds the graph. `state` is updated with
     the shared values. Returns the graph and what was done (for the report)."""
@@ -520,7 +531,7 @@ def share_round(models: Mapping[str, SourceModel], layout: PairLayout, state: Zi
         if encoded_now:
             info["encoded"] = encoded_now
     state.shared.update(new)
-    return build_round(models, layout, state, k, share, bn=bn, align=align, encode=encode), info
+    return build_round(models, layout, state, k, share, bn=bn, align=align, encode=encode, l1_scope=l1_scope), info
 
 
 def _encode_pointwise(models: Mapping[str, SourceModel], layout: PairLayout, state: ZipState,
@@ -671,14 +682,15 @@ def _round_row(k: int, path: Path, data: bytes, graph: MergedGraph, val, origina
 def zipper_files(sources: Mapping[str, str | os.PathLike], calib: Mapping[str, str | os.PathLike],
                  val: Mapping[str, str | os.PathLike], output: str | os.PathLike, *, share: str = DEFAULT_SHARE,
                  steps_per_round: int | None = None, bn: str = DEFAULT_BN, align: str = DEFAULT_ALIGN,
-                 encode: str | None = None, seed: int = 0, latency: bool = True, tflite: bool = True,
+                 encode: str | None = None, seed: int = 0, l1_scope: str = DEFAULT_L1_SCOPE,
+                 latency: bool = True, tflite: bool = True,
                  latency_samples: int = LATENCY_SAMPLES, plot: bool = True, calibrate_options: dict | None = None,
                  log: Callable[[str], None] | None = None) -> ZipperResult:
     """Zippers the TASK=model files round by round (see the module docstring) and writes into `output`:
     k00.emm (the unmerged models in one file: the baseline), k01.emm .. kLL.emm, report.json and
     tradeoff.png. `calib`: TASK -> .npz for calibration (10 % of it held out to pick checkpoints);
     `val`: TASK -> .npz on which every file is evaluated in the C runtime. Returns the report."""
-    from .calibrate import calibrate
+    from .calibrate import DEFAULT_L1_WEIGHT, DEFAULT_LEARNING_RATE, calibrate
     from .datasets import load_labelled
     from .evaluate import reference_predictions
     from .importers import load_source_model
@@ -692,6 +704,8 @@ def zipper_files(sources: Mapping[str, str | os.PathLike], calib: Mapping[str, s
         raise EdgemergeError(f"unknown BatchNorm handling {bn!r} (expected {' or '.join(BN_MODES)})")
     if align not in ALIGN_MODES:
         raise EdgemergeError(f"unknown alignment {align!r} (expected {' or '.join(ALIGN_MODES)})")
+    if l1_scope not in L1_SCOPES:
+        raise EdgemergeError(f"unknown L1 scope {l1_scope!r} (expected {' or '.join(L1_SCOPES)})")
     if steps_per_round is not None and steps_per_round < 0:
         raise EdgemergeError(f"steps per round must be >= 0, got {steps_per_round}")
     tasks = list(sources)
@@ -764,7 +778,8 @@ def zipper_files(sources: Mapping[str, str | os.PathLike], calib: Mapping[str, s
     calibrate_kwargs = {"seed": seed, **(calibrate_options or {})}
     for k in range(1, layout.depth + 1):
         round_started = time.perf_counter()
-        initial, info = share_round(models, layout, state, k, share, bn=bn, align=align, encode=encode, seed=seed)
+        initial, info = share_round(models, layout, state, k, share, bn=bn, align=align, encode=encode, seed=seed,
+                                    l1_scope=l1_scope)
         say(f"zipper: round {k}/{layout.depth}: sharing {', '.join(info['new_shared'])}; calibrating")
         result = calibrate(initial.graph, sources, calib, steps=steps_per_round, l1_targets=initial.l1_targets,
                            progress=log, **calibrate_kwargs)
@@ -795,6 +810,8 @@ def zipper_files(sources: Mapping[str, str | os.PathLike], calib: Mapping[str, s
         "block_layers": [[models[tasks[0]].layers[p].name for p in b.positions] for b in layout.blocks],
         "share": share, "bn": bn, "align": align, "encode": encode, "seed": seed,
         "steps_per_round": steps_per_round,
+        "calibration": {"l1_scope": l1_scope, "l1_weight": float(calibrate_kwargs.get("l1_weight", DEFAULT_L1_WEIGHT)),
+                        "learning_rate": float(calibrate_kwargs.get("learning_rate", DEFAULT_LEARNING_RATE))},
         "originals": {t: {"file": str(sources[t]), "param_bytes": int(models[t].param_bytes),
                           "accuracy": original_acc[t], "val": str(val[t]), "n_val": int(len(val_data[t][1])),
                           "calib": str(calib[t])} for t in tasks},
