@@ -181,6 +181,13 @@ def run(cmd: list, capture: bool = False) -> str:
     return result.stdout if capture else ""
 
 
+def bench_summary(bench: dict, runs: int) -> dict:
+    """The figures of an `edgemerge bench --json` result that the examples' summaries keep."""
+    return {"merged_ms": bench["merged_ms"], "reference_ms": bench["reference_ms"], "speedup": bench["speedup"],
+            "merged_peak_bytes": bench["merged_peak_bytes"], "reference_peak_bytes": bench["reference_peak_bytes"],
+            "runs": runs, "threads": 1}
+
+
 def merge_eval_bench(files: dict, out: Path, preset: str, steps: int, runs: int) -> dict:
     em = edgemerge_command()
     names = {t: MODELS[t]["name"] for t in MODELS}
@@ -204,9 +211,7 @@ def merge_eval_bench(files: dict, out: Path, preset: str, steps: int, runs: int)
             t: {k: calibration["tasks"][t][k] for k in ("accuracy_before", "accuracy_after", "reference_accuracy")}
             for t in calibration["tasks"]},
         "tasks": accuracy["tasks"],
-        "bench": {"merged_ms": bench["merged_ms"], "reference_ms": bench["reference_ms"],
-                  "speedup": bench["speedup"], "merged_peak_bytes": bench["merged_peak_bytes"],
-                  "reference_peak_bytes": bench["reference_peak_bytes"], "runs": runs, "threads": 1},
+        "bench": bench_summary(bench, runs),
     }
 
 

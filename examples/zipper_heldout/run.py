@@ -29,14 +29,13 @@ data hashes), export float32 `.tflite`; `edgemerge zipper --share block`, `edgem
 `edgemerge bench` against them. Written to --out, with `zipper_heldout_summary.json`.
 
     python -m examples.zipper_heldout.run            # builds its words data in --data when missing (~5 min)
-    python -m examples.zipper_heldout.run --pair DIR --epochs 1 --steps-per-round 20   # own a_/b_ files, quick
+    python -m examples.zipper_heldout.run --pair DIR --epochs 1 --steps-per-round 20   # own word_/voice_ files, quick
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -44,6 +43,8 @@ import numpy as np
 
 from examples.fashion_words import data as fw_data
 from examples.fashion_words import train as fw_train
+from examples.heldout import run as heldout
+from examples.heldout.run import bench_summary
 
 SEED = 0
 WORDS_SEED = 1              # the data set's draw: not the bundled example's (seed 0)
@@ -92,12 +93,6 @@ def female_voice(voice: str) -> bool:
     return variant in FEMALE_VARIANTS
 
 
-def _save_npz(path: Path, x: np.ndarray, y: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, x=x, y=y)
-    tmp.replace(path)
-
-
 def prepare_pair(data_dir: Path, out: Path) -> Path:
     """Writes word_/voice_ train/test .npz (the same spectrograms, two labellings) into out/pair; returns it."""
     print(f"zipper_heldout: spoken-words data (seed {WORDS_SEED}, {CLIPS_PER_WORD} clips per word) in {data_dir}",
@@ -109,7 +104,7 @@ def prepare_pair(data_dir: Path, out: Path) -> Path:
     for split in ("train", "test"):
         x, words = fw_train.load_split(data_dir, "words", split)
         for task, y in (("word", words), ("voice", voice[split])):
-            _save_npz(pair / f"{task}_{split}.npz", x, y)
+            fw_data.save_npz(pair / f"{task}_{split}.npz", x, y)
     return pair
 
 
@@ -217,33 +212,30 @@ def train_pair(pair: Path, out: Path, epochs: int | None, force: bool) -> dict:
 # ---------------------------------------------------------------------------------------------------
 # The edgemerge command line
 # ---------------------------------------------------------------------------------------------------
-def run(args: list, capture: bool = False) -> str:
-    # the edgemerge this interpreter imports (an `edgemerge` on PATH may be another installation)
-    cmd = [sys.executable, "-m", "edgemerge.cli", *(str(a) for a in args)]
-    print("$ edgemerge " + " ".join(cmd[3:]), flush=True)
-    result = subprocess.run(cmd, check=True, text=True, stdout=subprocess.PIPE if capture else None)
-    return result.stdout if capture else ""
+def edgemerge(args: list, capture: bool = False) -> str:
+    """Runs `edgemerge ARGS` with the edgemerge this interpreter imports (examples/heldout's runner)."""
+    return heldout.run(heldout.edgemerge_command() + list(args), capture=capture)
 
 
 def zipper_pick_eval_bench(pair: Path, out: Path, share: str, steps: int, max_drop: float, runs: int,
                            calibration: list[str]) -> dict:
     zipped, picked = out / f"zipped_{share}", out / "picked.emm"
     originals = {t: out / f"mobilenet_{t}" for t in TASKS}
-    run(["zipper", *(f"{t}={originals[t]}.keras" for t in TASKS),
+    edgemerge(["zipper", *(f"{t}={originals[t]}.keras" for t in TASKS),
          *(a for t in TASKS for a in ("--calib", f"{t}={pair / f'{t}_train.npz'}")),
          *(a for t in TASKS for a in ("--val", f"{t}={pair / f'{t}_test.npz'}")),
          "-o", zipped, "--share", share, "--steps-per-round", steps, *calibration])
-    run(["zipper", "pick", zipped, "--max-drop", max_drop, "-o", picked])
+    edgemerge(["zipper", "pick", zipped, "--max-drop", max_drop, "-o", picked])
     report = json.loads((zipped / "report.json").read_text())
     picked_sha = hashlib.sha256(picked.read_bytes()).hexdigest()
     k = next(r["k"] for r in report["rounds"] if r["sha256"] == picked_sha)
     data = [a for t in TASKS for a in ("--data", f"{t}={pair / f'{t}_test.npz'}")]
     refs = [a for t in TASKS for a in ("--reference", f"{t}={originals[t]}.tflite")]
-    accuracy = json.loads(run(["eval", picked, *data, *refs, "--json"], capture=True))
+    accuracy = json.loads(edgemerge(["eval", picked, *data, *refs, "--json"], capture=True))
     vs = [a for t in TASKS for a in ("--vs", f"{t}={originals[t]}.tflite")]
     # the tasks read the same input: bench takes it once (the first task's test spectrograms)
     bench_data = ["--data", f"{TASKS[0]}={pair / f'{TASKS[0]}_test.npz'}"]
-    bench = json.loads(run(["bench", picked, *vs, *bench_data, "--threads", 1, "--runs", runs, "--json"],
+    bench = json.loads(edgemerge(["bench", picked, *vs, *bench_data, "--threads", 1, "--runs", runs, "--json"],
                            capture=True))
     (out / "bench_picked.json").write_text(json.dumps(bench, indent=2) + "\n")
     return {
@@ -254,9 +246,7 @@ def zipper_pick_eval_bench(pair: Path, out: Path, share: str, steps: int, max_dr
                                                  "context_bytes", "latency_ms", "speedup", "speedup_vs_tflite")}
                    for r in report["rounds"]],
         "eval": accuracy["tasks"],
-        "bench": {"merged_ms": bench["merged_ms"], "reference_ms": bench["reference_ms"],
-                  "speedup": bench["speedup"], "merged_peak_bytes": bench["merged_peak_bytes"],
-                  "reference_peak_bytes": bench["reference_peak_bytes"], "runs": runs, "threads": 1},
+        "bench": bench_summary(bench, runs),
     }
 
 
