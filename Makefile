@@ -46,13 +46,13 @@ test-c-board:
 	$(PYTHON) -m edgemerge.cli build --board $(BOARD) -o $(BUILD)/$(BOARD) --ctest
 
 test-boards:
-	$(PYTHON) -m pytest -q tests/test_boards.py
+	$(PYTHON) -m pytest -q tests/deploy/test_boards.py
 
 # flash / export-c (README "Flash"): against a private sshd on 127.0.0.1, and the export-c header built
 # for the host and for rpi4-aarch64 under qemu
 .PHONY: test-flash
 test-flash:
-	$(PYTHON) -m pytest -q tests/test_flash.py
+	$(PYTHON) -m pytest -q tests/deploy/test_flash.py
 
 # --- robustness (runtime_c/fuzz/README.md): sanitizers, valgrind, fuzzing ---------------------------
 # test-sanitize   runtime_c + its C tests with ASan+UBSan (-fno-sanitize-recover=all) in their own build

@@ -5,15 +5,15 @@ from __future__ import annotations
 import struct
 import zlib
 
-from edgemerge import format as F
-from edgemerge.emm import _SECTION
+from edgemerge.emm import constants as F
+from edgemerge.emm.layout import SECTION_RECORD
 
 
 def section_span(data: bytes, kind: int) -> tuple[int, int, int]:
     """(table entry index, offset, size) of the section of `kind`."""
     count = struct.unpack_from("<I", data, 24)[0]
     for i in range(count):
-        k, _, off, size, _, _ = _SECTION.unpack_from(data, 64 + 32 * i)
+        k, _, off, size, _, _ = SECTION_RECORD.unpack_from(data, 64 + 32 * i)
         if k == kind:
             return i, off, size
     raise KeyError(kind)
@@ -24,8 +24,8 @@ def fix_crcs(data: bytes | bytearray) -> bytes:
     count = struct.unpack_from("<I", buf, 24)[0]
     for i in range(count):
         entry = 64 + 32 * i
-        k, fl, off, size, _, res = _SECTION.unpack_from(buf, entry)
-        _SECTION.pack_into(buf, entry, k, fl, off, size, zlib.crc32(bytes(buf[off:off + size])), res)
+        k, fl, off, size, _, res = SECTION_RECORD.unpack_from(buf, entry)
+        SECTION_RECORD.pack_into(buf, entry, k, fl, off, size, zlib.crc32(bytes(buf[off:off + size])), res)
     struct.pack_into("<I", buf, 48, zlib.crc32(bytes(buf[64:64 + 32 * count])))
     struct.pack_into("<I", buf, 60, zlib.crc32(bytes(buf[:60])))
     return bytes(buf)

@@ -3,7 +3,7 @@
 The contract: for any bytes, `edgemerge.emm.read_emm` either returns a graph or raises EmmFormatError, and
 `edgemerge inspect FILE` (and `--json`) exits 0 or prints `error: ...` and exits 1 (the CLI's answer to an
 EmmFormatError). Any other exception, exit status or a traceback is a bug: atheris reports it as a crash and
-writes the input to the artifact folder; add it to runtime_c/fuzz/regressions/ (tests/test_robustness.py and
+writes the input to the artifact folder; add it to runtime_c/fuzz/regressions/ (tests/cli/test_robustness.py and
 the C replay test replay that folder).
 
 Like the C fuzzer, a mutation that only broke a checksum is also tried with every CRC re-sealed, so the
@@ -31,10 +31,10 @@ if STRICT:
 
 with atheris.instrument_imports(include=["edgemerge"]):
     from edgemerge import emm
-    from edgemerge.errors import EmmFormatError
-    from edgemerge.inspect_model import describe
-    from edgemerge.runtime import Runtime
     from edgemerge.cli import main as cli_main
+    from edgemerge.errors import EmmFormatError
+    from edgemerge.measure.inspect_model import describe
+    from edgemerge.runtime import Runtime
 
 from click.testing import CliRunner  # noqa: E402
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgemerge.format import NONE, Act, Op
-from edgemerge.graph import MergedGraph, Node, Task, Tensor
+from edgemerge.emm.constants import NONE, Act, Op
+from edgemerge.emm.graph import MergedGraph, Node, Task, Tensor
 
 
 def conv_out(size: int, kernel: int, stride: int, pad_a: int, pad_b: int) -> int:

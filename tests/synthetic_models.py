@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemerge.format import Act
+from edgemerge.emm.constants import Act
 from edgemerge.importers import SourceLayer, SourceModel, same_padding
 
 

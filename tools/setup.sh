@@ -12,8 +12,8 @@ APT_PACKAGES=(
 )
 
 # --- boards: cross compilers, qemu-user and ARM OpenBLAS -------------------------------------------
-# What `edgemerge build --board` and tests/test_boards.py need (the union of the `debian_packages` of
-# every boards/*.toml; tests/test_boards.py checks that each one is listed here). Packages with an
+# What `edgemerge build --board` and tests/deploy/test_boards.py need (the union of the `debian_packages` of
+# every boards/*.toml; tests/deploy/test_boards.py checks that each one is listed here). Packages with an
 # `:arch` suffix come from a foreign dpkg architecture, added below before the update.
 APT_PACKAGES+=(
   gcc-aarch64-linux-gnu g++-aarch64-linux-gnu            # rpi4/rpi5/jetson-nano/imx8m (aarch64)
@@ -23,7 +23,7 @@ APT_PACKAGES+=(
   libopenblas-dev:arm64 libopenblas-dev:armhf            # static libopenblas.a for the ARM boards
 )
 
-# --- flash: the system OpenSSH client, and the server tests/test_flash.py starts on 127.0.0.1 ------------
+# --- flash: the system OpenSSH client, and the server tests/deploy/test_flash.py starts on 127.0.0.1 ------------
 # `edgemerge flash --to ssh://...` runs `ssh`; the tests run their own sshd (own port, keys and config) as
 # a stand-in device. Installing openssh-server does not need its system service: the tests never use it.
 APT_PACKAGES+=(

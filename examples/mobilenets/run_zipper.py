@@ -68,7 +68,7 @@ def run_config(name: str, pair_dir: Path, out_dir: Path, steps: int, max_drop: f
 def summarize_existing(name: str, out_dir: Path, max_drop: float) -> dict:
     """The summary entry of a configuration already run (its folder's report.json), picking again."""
     from edgemerge.errors import EdgemergeError
-    from edgemerge.zipper import format_table, load_report, pick
+    from edgemerge.zipper.core import format_table, load_report, pick
 
     folder = out_dir / name
     report = load_report(folder)
@@ -93,8 +93,15 @@ def retime(names: list[str], pair_dir: Path, source_dir: Path, out_dir: Path, pa
 
     from edgemerge import _runtime, emm
     from edgemerge.runtime import Runtime
-    from edgemerge.zipper import REPORT_NAME, c_latency_method, c_latency_ms, load_report, tflite_interpreter, \
-        tflite_pass_ms, tradeoff_png
+    from edgemerge.zipper.core import (
+        REPORT_NAME,
+        c_latency_method,
+        c_latency_ms,
+        load_report,
+        tflite_interpreter,
+        tflite_pass_ms,
+        tradeoff_png,
+    )
 
     x = np.load(pair_dir / "a_test.npz")["x"][:samples]
     reports, runtimes, ungrouped = {}, {}, {}

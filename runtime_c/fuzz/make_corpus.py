@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from edgemerge import emm  # noqa: E402
-from edgemerge.format import NONE, Act, Op  # noqa: E402
-from edgemerge.graph import MergedGraph, Node, Task, Tensor  # noqa: E402
+from edgemerge.emm.constants import NONE, Act, Op  # noqa: E402
+from edgemerge.emm.graph import MergedGraph, Node, Task, Tensor  # noqa: E402
 
 
 def every_plain_op_graph(seed: int = 3) -> MergedGraph:
@@ -62,7 +62,7 @@ def tensorless_graph() -> MergedGraph:
 
 def merged_small_models() -> MergedGraph:
     """A real merge (alignment, k-means, shared codebooks) of two small synthetic source models."""
-    from edgemerge.merge import merge_models
+    from edgemerge.merging.merge import merge_models
     from synthetic_models import lenet_like, mobile_like
     return merge_models({"a": lenet_like(), "b": mobile_like()}, preset="light", seed=0, kmeans_inits=1,
                         n_jobs=1).graph
@@ -70,7 +70,7 @@ def merged_small_models() -> MergedGraph:
 
 def int8_tables_graph() -> MergedGraph:
     """One LUT_CONV2D with C = 16 flagged for int8 tables (FORMAT.md "int8 tables"), stride 2, 'same' pads."""
-    from edgemerge.format import NODE_FLAG_INT8_TABLES
+    from edgemerge.emm.constants import NODE_FLAG_INT8_TABLES
     from graphs import lut_conv_graph
     g = lut_conv_graph(h=7, w=6, cin=5, cout=17, stride=(2, 2), pads=(1, 1, 1, 1), r=2, c=16, act=Act.RELU)
     g.nodes[0].flags = NODE_FLAG_INT8_TABLES

@@ -8,15 +8,15 @@ Typical use from Python::
 """
 __version__ = "0.1.0"
 
-from .errors import EdgemergeError  # noqa: E402
+from edgemerge.errors import EdgemergeError  # noqa: E402
 
 
 def __getattr__(name):
     # Heavy or compiled pieces load on first use, so `import edgemerge` stays cheap for the CLI.
     if name == "Runtime":
-        from .runtime import Runtime
+        from edgemerge.runtime import Runtime
         return Runtime
     if name in ("read_emm", "write_emm"):
-        from . import emm
+        from edgemerge import emm
         return getattr(emm, name)
     raise AttributeError(f"module 'edgemerge' has no attribute {name!r}")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .errors import EdgemergeError
+from edgemerge import __version__
+from edgemerge.errors import EdgemergeError
 
 
 def _fail_cleanly(fn):
@@ -125,8 +125,8 @@ def merge(models, output, preset, layer_rc, int8_tables, alignment, seed, kmeans
     With --calib the merged model is calibrated (the paper's loss: each task's cross-entropy plus the L1
     mismatch of every merged layer against the original model); with --budget r/C are searched per layer.
     """
-    from .datasets import parse_task_pairs
-    from .pipeline import merge_files
+    from edgemerge.datasets import parse_task_pairs
+    from edgemerge.workflows.pipeline import merge_files
 
     _load_tensorflow_quietly()
     if strategy == "multi-worker":
@@ -173,7 +173,7 @@ def merge(models, output, preset, layer_rc, int8_tables, alignment, seed, kmeans
 @_fail_cleanly
 def inspect(model, as_json):
     """Show the tasks, layers, r/C, bytes per section and compression of an .emm file."""
-    from .inspect_model import describe
+    from edgemerge.measure.inspect_model import describe
 
     info = describe(model)
     if as_json:
@@ -209,8 +209,8 @@ def inspect(model, as_json):
 @_fail_cleanly
 def evaluate_command(model, data, references, as_json):
     """Accuracy of each task of MODEL in the C runtime, and the drop against the original models."""
-    from .datasets import parse_task_pairs
-    from .evaluate import evaluate
+    from edgemerge.datasets import parse_task_pairs
+    from edgemerge.measure.evaluate import evaluate
 
     if references:
         _load_tensorflow_quietly()
@@ -250,11 +250,11 @@ def bench_command(model, references, threads, runs, warmup, data, seed, profile,
 
     Example: edgemerge bench merged.emm --vs fashion=lenet_fashion.tflite --vs words=net3_words.tflite
     """
-    from .bench import set_thread_environment
+    from edgemerge.measure.bench import set_thread_environment
 
     set_thread_environment(threads)          # before anything loads the C runtime or its BLAS
-    from .bench import bench
-    from .datasets import parse_task_pairs
+    from edgemerge.datasets import parse_task_pairs
+    from edgemerge.measure.bench import bench
 
     result = bench(model, parse_task_pairs(references, "--vs"), threads=threads, runs=runs, warmup=warmup,
                    data=parse_task_pairs(data, "--data"), seed=seed, profile=profile,
@@ -312,7 +312,7 @@ def bench_command(model, references, threads, runs, warmup, data, seed, profile,
 @_fail_cleanly
 def boards(as_json):
     """List the board profiles (boards/*.toml) and whether this machine can build for each."""
-    from .boards import load_boards, missing_tools, source_root
+    from edgemerge.deploy.boards import load_boards, missing_tools, source_root
 
     profiles = load_boards()
     root = source_root()
@@ -355,7 +355,7 @@ def build(board_name, output, jobs, run_ctest, as_json):
 
     Example: edgemerge build --board rpi4-aarch64 -o build/rpi4-aarch64
     """
-    from .boards import blas_mismatch, build_board, get_board
+    from edgemerge.deploy.boards import blas_mismatch, build_board, get_board
 
     board = get_board(board_name)
     out = output or os.path.join("build", board.name)
@@ -426,9 +426,9 @@ def flash(model, target_spec, board_name, port, identity, ssh_options, with_runt
     Each file goes to a temporary name on the target, its SHA-256 is read back there, and only then is it
     renamed over the old one: an interrupted flash leaves the previous model in place.
     """
-    from .boards import get_board
-    from .flash import flash as do_flash
-    from .flash import parse_target
+    from edgemerge.deploy.boards import get_board
+    from edgemerge.deploy.flash import flash as do_flash
+    from edgemerge.deploy.flash import parse_target
 
     board = get_board(board_name) if board_name else None
     target = parse_target(target_spec, port=port, identity=identity, ssh_options=list(ssh_options),
@@ -467,7 +467,7 @@ def export_c(model, output, alignment, name, as_json):
 
     Example: edgemerge export-c merged.emm -o model_data.h --align 64 --name fashion_words
     """
-    from .export_c import export_c_header
+    from edgemerge.deploy.export_c import export_c_header
 
     result = export_c_header(model, output, alignment=alignment, name=name)
     if as_json:
@@ -540,8 +540,8 @@ def zipper():
 def zipper_run(models, calib, val, output, share, steps_per_round, bn, align, encode, l1_weight, l1_scope,
                learning_rate, seed, no_tflite, as_json):
     """Zipper TASK=MODEL pairs round by round, k = 1..L, calibrating after every round."""
-    from .datasets import parse_task_pairs
-    from .zipper import format_table, zipper_files
+    from edgemerge.datasets import parse_task_pairs
+    from edgemerge.zipper.core import format_table, zipper_files
 
     _load_tensorflow_quietly()
     sources = parse_task_pairs(models, "model")
@@ -567,7 +567,7 @@ def zipper_run(models, calib, val, output, share, steps_per_round, bn, align, en
 @_fail_cleanly
 def zipper_pick(folder, max_drop, output):
     """Copy the deepest zippered model within an accuracy budget from a `zipper` output folder."""
-    from .zipper import pick
+    from edgemerge.zipper.core import pick
 
     row = pick(folder, max_drop, output)
     drops = ", ".join(f"{t} {100 * d:+.2f}" for t, d in row["drop"].items())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EdgemergeError
+from edgemerge.errors import EdgemergeError
 
 
 @dataclass

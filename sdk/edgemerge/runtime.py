@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EdgemergeError, EmmFormatError, RuntimeStatusError
-from .format import Op, Status
+from edgemerge.emm.constants import Op, Status
+from edgemerge.errors import EdgemergeError, EmmFormatError, RuntimeStatusError
 
 try:
-    from . import _runtime
+    from edgemerge import _runtime
 except ImportError as exc:  # pragma: no cover - only when the package was not built
     _runtime = None
     _IMPORT_ERROR = exc

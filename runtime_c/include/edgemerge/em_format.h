@@ -1,6 +1,6 @@
 /* Constants of the .emm format (docs/FORMAT.md), defined once for C.
- * sdk/edgemerge/format.py mirrors every name here (without the EM_ prefix);
- * tests/test_format_constants.py fails if the two disagree. */
+ * sdk/edgemerge/emm/constants.py mirrors every name here (without the EM_ prefix);
+ * tests/emm/test_format_constants.py fails if the two disagree. */
 #ifndef EDGEMERGE_EM_FORMAT_H
 #define EDGEMERGE_EM_FORMAT_H
 
@@ -50,6 +50,12 @@
 #define EM_META_I64 2u
 #define EM_META_F64 3u
 #define EM_META_STRING 4u
+
+/* Metadata keys the loader reads (sdk/edgemerge/emm/constants.py `Keys` names every key once; these mirror
+ * the ones C uses, checked by tests/emm/test_format_constants.py). */
+#define EM_KEY_GENERAL_TOOL_VERSION "edgemerge.tool_version"
+#define EM_KEY_GENERAL_ORIGINAL_BYTES "edgemerge.original_bytes"
+#define EM_KEY_SOURCE_COUNT "source.count"
 
 /* Tensor data types. */
 #define EM_DTYPE_F32 1u

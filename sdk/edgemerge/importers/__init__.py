@@ -10,18 +10,28 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from ..errors import ModelFormatError
-from .source_model import (LAYER_KINDS, WEIGHTED_KINDS, SourceLayer, SourceModel, forward_numpy,
-                           same_padding)
+from edgemerge.errors import ModelFormatError
+from edgemerge.importers.source_model import (
+    LAYER_KINDS,
+    WEIGHTED_KINDS,
+    SourceLayer,
+    SourceModel,
+    forward_numpy,
+    same_padding,
+)
 
 
 def _load_keras(path: Path) -> SourceModel:
-    from .keras_import import load_keras_model   # TensorFlow is imported only when a Keras file is read
+    from edgemerge.importers.keras_import import (
+        load_keras_model,  # TensorFlow is imported only when a Keras file is read
+    )
     return load_keras_model(path)
 
 
 def _load_tflite(path: Path) -> SourceModel:
-    from .tflite_import import load_tflite_model   # reads the flatbuffer with ai-edge-litert's schema; no TF
+    from edgemerge.importers.tflite_import import (
+        load_tflite_model,  # reads the flatbuffer with ai-edge-litert's schema; no TF
+    )
     return load_tflite_model(path)
 
 

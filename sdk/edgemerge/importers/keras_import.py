@@ -26,10 +26,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import ModelFormatError, UnsupportedLayerError
-from ..format import MAX_KERNEL, MAX_STRIDE, Act
-from .source_model import (WEIGHTED_KINDS, Shape3, SourceLayer, SourceModel, conv_output_size,
-                           same_padding)
+from edgemerge.emm.constants import MAX_KERNEL, MAX_STRIDE, Act
+from edgemerge.errors import ModelFormatError, UnsupportedLayerError
+from edgemerge.importers.source_model import (
+    WEIGHTED_KINDS,
+    Shape3,
+    SourceLayer,
+    SourceModel,
+    conv_output_size,
+    same_padding,
+)
 
 SUPPORTED_LAYER_TYPES: tuple[str, ...] = (
     "Conv2D", "DepthwiseConv2D", "Dense", "BatchNormalization", "ReLU", "Activation", "Softmax (last)",

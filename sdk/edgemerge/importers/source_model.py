@@ -12,8 +12,8 @@ from typing import Literal
 
 import numpy as np
 
-from .. import numpy_exec
-from ..format import Act
+from edgemerge.emm.constants import Act
+from edgemerge.executors import numpy_exec
 
 Shape3 = tuple[int, int, int]
 LayerKind = Literal["conv", "depthwise", "dense", "max_pool", "avg_pool", "global_avg_pool", "flatten",

@@ -41,10 +41,17 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelFormatError, UnsupportedLayerError
-from ..format import MAX_KERNEL, MAX_STRIDE, Act
-from .keras_import import _compose
-from .source_model import WEIGHTED_KINDS, Shape3, SourceLayer, SourceModel, conv_output_size, same_padding
+from edgemerge.emm.constants import MAX_KERNEL, MAX_STRIDE, Act
+from edgemerge.errors import ModelFormatError, UnsupportedLayerError
+from edgemerge.importers.keras_import import _compose
+from edgemerge.importers.source_model import (
+    WEIGHTED_KINDS,
+    Shape3,
+    SourceLayer,
+    SourceModel,
+    conv_output_size,
+    same_padding,
+)
 
 SUPPORTED_OPS: tuple[str, ...] = (
     "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN", "RESHAPE",

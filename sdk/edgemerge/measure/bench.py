@@ -1,0 +1,458 @@
+"""`edgemerge bench`: the merged model in the C runtime against the original models in TFLite, measured together.
+
+What one run is, on each side:
+
+- merged: one `em_run_all` on one sample of every graph input: every task once, a shared trunk once. It is
+  timed in C around `em_run_all` alone (`Model.bench_all`, CLOCK_MONOTONIC, GIL released), so neither the
+  Python call nor the context set-up is in the figure.
+- reference: every original `.tflite` model invoked once on the same sample, in ai-edge-litert's interpreter
+  (XNNPACK delegate, `num_threads` = threads). Inputs are set before the clock starts; `invoke()` alone is
+  timed (perf_counter_ns around the invokes of all models).
+
+Runs are interleaved (merged, reference, reference, merged, ...: the order alternates every round) after
+`warmup` interleaved rounds, so machine noise and cache pollution hit both sides alike; the garbage collector
+is off while timing. Reported per side: min / median / p95 in milliseconds, and
+`speedup = reference median / merged median`.
+
+Inputs: a pool of SAMPLE_POOL seeded uniform [0, 1) samples per graph input (or the first samples of
+`--data TASK=NPZ`); round k uses sample k % pool on both sides.
+
+Peak memory (bytes):
+
+- merged_peak_bytes = model bytes (the .emm image the runtime reads in place) + the context bytes of one run
+  (activations, scratch, bookkeeping: all a run touches). The runtime allocates nothing else during a run;
+  the parsed node/tensor tables made at load are not exposed by the C API and not counted (a few hundred
+  bytes per node).
+- reference_peak_bytes = peak RSS growth of a fresh process while it creates the interpreters from the
+  .tflite files and runs them, less the library code that became resident meanwhile (TFLite's kernels are
+  file pages of its shared library; code is not data and the merged side's count has none): what remains is
+  the heap (XNNPACK's packed weights, tensor arenas, interpreter state) and the mapped model file pages. The
+  baseline is taken after importing numpy and ai-edge-litert and creating the inputs, and the kernel's peak
+  counter is reset there (/proc/self/clear_refs); code pages are found per mapping in /proc/self/smaps.
+  The total with code and the heap / model file / code split are extras under "memory".
+- merged_rss_peak_bytes (extra) is the same RSS measurement applied to the C runtime (model loaded from a
+  memory-mapped file through the Python binding, which keeps its own 64-byte-aligned copy), a like-for-like
+  check of the accounting above.
+
+Profile (`profile=True`): `Model.profile_all` runs em_run_all with the C profiling API on (after the same
+warm-up) and returns per node its runs and total / table-build / accumulation nanoseconds; the table shows
+their means per run (means, unlike the medians above, include any preemption; the clock reads add a little).
+
+OPENBLAS_NUM_THREADS is set to `threads` before the C runtime is loaded (and in the measuring processes).
+The C runtime itself runs single-threaded; that is said in the result (`merged_threads`).
+"""
+from __future__ import annotations
+
+import gc
+import json
+import mmap
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgemerge.errors import EdgemergeError, ModelFormatError
+
+DEFAULT_RUNS = 200
+DEFAULT_WARMUP = 20
+SAMPLE_POOL = 16          # distinct samples per input, cycled through (both sides see the same ones)
+MEMORY_RUNS = 5           # runs done by the memory-measuring processes (the peak is reached on the first)
+_CHILD_TIMEOUT_S = 600
+
+
+def set_thread_environment(threads: int) -> str | None:
+    """Sets OPENBLAS_NUM_THREADS for the C runtime's BLAS. It must happen before the runtime module loads;
+    returns a warning when the module is already loaded with another setting."""
+    previous = os.environ.get("OPENBLAS_NUM_THREADS")
+    os.environ["OPENBLAS_NUM_THREADS"] = str(threads)
+    if "edgemerge._runtime" in sys.modules and previous != str(threads):
+        return (f"the C runtime was loaded before OPENBLAS_NUM_THREADS was set to {threads} "
+                f"(it was {previous or 'unset'}); its BLAS may use another thread count")
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Stats:
+    min: float
+    median: float
+    p95: float
+
+    @classmethod
+    def of_ns(cls, ns: np.ndarray) -> "Stats":
+        ms = np.asarray(ns, np.float64) / 1e6
+        return cls(float(ms.min()), float(np.median(ms)), float(np.percentile(ms, 95)))
+
+    def as_dict(self) -> dict[str, float]:
+        return {"min": self.min, "median": self.median, "p95": self.p95}
+
+
+def _load_samples(path: str | os.PathLike, shape: tuple[int, int, int], task: str) -> np.ndarray:
+    """SAMPLE_POOL samples of `x` from a data file (.npz; `y` is not needed), the first ones, cycled."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgemergeError(f"--data {task}={path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if "x" not in npz.files:
+                raise EdgemergeError(f"--data {task}={path}: no array x (has {', '.join(npz.files) or 'none'})")
+            x = npz["x"]
+    except (OSError, ValueError) as e:
+        raise EdgemergeError(f"--data {task}={path}: not a readable .npz ({e})") from None
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape) or len(x) == 0:
+        raise EdgemergeError(f"--data {task}={path}: x has shape {tuple(x.shape)}, task {task!r} needs "
+                             f"(N >= 1, {', '.join(map(str, shape))})")
+    # cycle through the samples given (however many) so that every input has SAMPLE_POOL of them
+    return np.ascontiguousarray(x[np.arange(SAMPLE_POOL) % min(len(x), SAMPLE_POOL)], dtype=np.float32)
+
+
+def _input_pools(runtime, data: dict[str, str], seed: int) -> list[np.ndarray]:
+    """One [P, H, W, C] float32 pool per graph input of the merged model."""
+    n_inputs = 1 + max(t.input_index for t in runtime.tasks)
+    shapes: dict[int, tuple[int, int, int]] = {t.input_index: t.input_shape for t in runtime.tasks}
+    rng = np.random.default_rng(seed)
+    pools: list[np.ndarray | None] = [None] * n_inputs
+    given_by: dict[int, str] = {}
+    for task, path in data.items():
+        info = runtime.task(task)
+        if info.input_index in given_by:
+            raise EdgemergeError(f"--data: tasks {given_by[info.input_index]!r} and {task!r} read the same model "
+                                 "input; give data for one of them")
+        given_by[info.input_index] = task
+        pools[info.input_index] = _load_samples(path, info.input_shape, task)
+    for i in range(n_inputs):
+        if pools[i] is None:
+            pools[i] = rng.random((SAMPLE_POOL, *shapes[i]), dtype=np.float32)
+    return pools   # type: ignore[return-value]
+
+
+def _open_references(runtime, references: dict[str, str], threads: int) -> dict[str, Any]:
+    """The TFLite model of every task, checked against the task (tasks, file, input shape, outputs)."""
+    from edgemerge.measure.tflite_peer import TFLiteModel
+
+    tasks = runtime.task_names
+    unknown = [t for t in references if t not in tasks]
+    if unknown:
+        raise EdgemergeError(f"--vs: task(s) {', '.join(unknown)} not in {runtime.path} "
+                             f"(tasks: {', '.join(tasks)})")
+    missing = [t for t in tasks if t not in references]
+    if missing:
+        raise EdgemergeError(f"--vs: no reference model for task(s) {', '.join(missing)}; give --vs TASK=ORIGINAL.tflite "
+                             f"for every task of {runtime.path} ({', '.join(tasks)})")
+    models = {}
+    for task in tasks:          # the model's task order, whatever the command line order
+        path = Path(references[task])
+        if not path.is_file():
+            raise ModelFormatError(f"--vs {task}={path}: no such file")
+        if path.suffix.lower() != ".tflite":
+            raise ModelFormatError(f"--vs {task}={path}: the reference must be a .tflite file (the TFLite "
+                                   "interpreter runs it); convert the model with tf.lite.TFLiteConverter")
+        model = TFLiteModel(path, num_threads=threads)
+        info = runtime.task(task)
+        if tuple(model.input_shape) != tuple(info.input_shape):
+            raise ModelFormatError(f"--vs {task}={path}: the model takes input of shape {tuple(model.input_shape)}, "
+                                   f"task {task!r} of {runtime.path} takes {info.input_shape}")
+        if model.output_size != info.classes:
+            raise ModelFormatError(f"--vs {task}={path}: the model has {model.output_size} outputs, task {task!r} "
+                                   f"has {info.classes} classes")
+        models[task] = model
+    return models
+
+
+# ------------------------------------------------------------------------------------------------
+def _merged_timer(runtime, pools: list[np.ndarray]) -> tuple[Callable[[int], int], str]:
+    """A function timing one merged run on sample k, and how it times."""
+    model = runtime._model
+    singles = [[pool[k:k + 1] for pool in pools] for k in range(SAMPLE_POOL)]
+    if hasattr(model, "bench_all"):
+        def run(k: int) -> int:
+            return int(model.bench_all(singles[k % SAMPLE_POOL], 0, 1)[0])
+        return run, "em_run_all timed in C (Model.bench_all)"
+
+    def run_python(k: int) -> int:     # an older binding: the Python call is inside the clock
+        start = time.perf_counter_ns()
+        model.run_all(singles[k % SAMPLE_POOL])
+        return time.perf_counter_ns() - start
+    return run_python, "Model.run_all timed in Python (this binding has no bench_all; includes call overhead)"
+
+
+def _reference_timer(runtime, models: dict[str, Any], pools: list[np.ndarray]
+                     ) -> Callable[[int], tuple[int, list[int]]]:
+    prepared = {task: [m.prepare_input(pools[runtime.task(task).input_index][k]) for k in range(SAMPLE_POOL)]
+                for task, m in models.items()}
+    order = list(models.items())
+
+    def run(k: int) -> tuple[int, list[int]]:
+        for task, m in order:
+            m.set_input(prepared[task][k % SAMPLE_POOL])
+        marks = [time.perf_counter_ns()]
+        for _, m in order:
+            m.invoke()
+            marks.append(time.perf_counter_ns())
+        return marks[-1] - marks[0], [b - a for a, b in zip(marks, marks[1:])]
+    return run
+
+
+def _agreement(runtime, models: dict[str, Any], pools: list[np.ndarray]) -> dict[str, float]:
+    """Top-1 agreement of merged and original outputs on the pool samples (a sanity check of --vs)."""
+    logits, _ = runtime.run_all({t.name: pools[t.input_index] for t in runtime.tasks})
+    out = {}
+    for task, m in models.items():
+        ref = np.stack([m.run_one(x) for x in pools[runtime.task(task).input_index]])
+        out[task] = float(np.mean(np.argmax(ref, -1) == np.argmax(logits[task], -1)))
+    return out
+
+
+def _profile(runtime, pools: list[np.ndarray], warmup: int, runs: int) -> tuple[list[dict], str | None]:
+    """Per-node time from the C runtime's profiling API; every node is listed (timings None when the
+    binding has no profiling)."""
+    nodes = runtime.nodes()
+    fn = getattr(runtime._model, "profile_all", None)
+    rows: list[dict] | None = None
+    note = None
+    if fn is None:
+        note = "this build of the C runtime exposes no per-node profiling; nodes are listed without times"
+    else:
+        rows = list(fn(pools, warmup, runs))
+    out = []
+    for i, node in enumerate(nodes):
+        entry = {"index": i, "name": node["name"], "op": node["op_name"], "kernel": node["kernel"],
+                 # a run group (same weights across tasks) is one step; its time is on its first member
+                 "run_group": node.get("run_group"), "run_group_fused": bool(node.get("run_group_fused")),
+                 "runs": None, "total_ms": None, "table_ms": None, "accumulate_ms": None, "ms_per_run": None}
+        if rows is not None:
+            r = rows[i]
+            n = int(r["runs"])
+            entry.update({"runs": n, "total_ms": r["total_ns"] / 1e6, "table_ms": r["table_ns"] / 1e6,
+                          "accumulate_ms": r["accumulate_ns"] / 1e6,
+                          "ms_per_run": r["total_ns"] / 1e6 / n if n else 0.0})
+        out.append(entry)
+    return out, note
+
+
+# ------------------------------------------------------------------------------------------------
+def _proc_status() -> dict[str, int]:
+    out = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+                    out[key] = int(value.split()[0]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def _file_rss() -> dict[str, int]:
+    """Resident bytes of every file mapped into this process, by path (/proc/self/smaps)."""
+    out: dict[str, int] = {}
+    path = None
+    try:
+        with open("/proc/self/smaps") as f:
+            for line in f:
+                head = line.split(None, 5)
+                if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+                    path = head[5].strip() if len(head) == 6 and head[5].startswith("/") else None
+                elif path and line.startswith("Rss:"):
+                    out[path] = out.get(path, 0) + int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")          # resets VmHWM to the current RSS (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def _memory_child(side: str, spec: dict) -> dict:
+    """Runs in a fresh process: peak RSS growth while loading one side's model(s) and running them."""
+    threads, runs = int(spec["threads"]), int(spec["runs"])
+    rng = np.random.default_rng(0)
+    if side == "merged":
+        from edgemerge import _runtime
+        pools = [rng.random((1, *shape), dtype=np.float32) for shape in spec["input_shapes"]]
+    else:
+        import ai_edge_litert.interpreter  # noqa: F401
+
+        from edgemerge.measure.tflite_peer import TFLiteModel  # imports ai_edge_litert below, before the baseline
+        samples = {task: rng.random(tuple(shape), dtype=np.float32) for task, shape in spec["task_shapes"].items()}
+    model_files = {str(Path(p).resolve()) for p in ([spec["model"]] if side == "merged"
+                                                     else spec["references"].values())}
+    gc.collect()
+    gc.disable()
+    base, base_files = _proc_status(), _file_rss()
+    reset = _reset_peak()
+    if side == "merged":
+        with open(spec["model"], "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as image:
+            model = _runtime.Model(image)
+        if hasattr(model, "bench_all"):
+            model.bench_all(pools, 0, runs)
+        else:
+            for _ in range(runs):
+                model.run_all(pools)
+    else:
+        models = {task: TFLiteModel(path, num_threads=threads) for task, path in spec["references"].items()}
+        prepared = {task: models[task].prepare_input(samples[task]) for task in models}
+        for _ in range(runs):
+            for task, m in models.items():
+                m.set_input(prepared[task])
+                m.invoke()
+    after, after_files = _proc_status(), _file_rss()
+    if "VmRSS" not in base or "VmHWM" not in after:
+        return {"peak_bytes": None, "method": "unavailable (no /proc/self/status)"}
+    # Code pages of libraries touched for the first time (TFLite's kernels, ...) are resident file pages too;
+    # they are reported apart and left out of peak_bytes, which counts data: heap and mapped model files.
+    code = sum(max(0, rss - base_files.get(p, 0)) for p, rss in after_files.items() if p not in model_files)
+    held = {"heap": max(0, after.get("RssAnon", 0) - base.get("RssAnon", 0)),
+            "model_files": sum(rss for p, rss in after_files.items() if p in model_files),
+            "library_code": code}
+    if reset:
+        total, method = max(0, after["VmHWM"] - base["VmRSS"]), "peak RSS growth"
+    else:
+        total, method = max(0, after["VmRSS"] - base["VmRSS"]), "RSS growth after the runs (peak reset unavailable)"
+    return {"peak_bytes": max(0, total - code), "total_bytes": total, "method": method, "held": held}
+
+
+def _measure_memory(side: str, spec: dict) -> dict:
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(spec["threads"]), TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, "-m", "edgemerge.measure.bench", "--memory-child", side, json.dumps(spec)],
+                            capture_output=True, text=True, env=env, timeout=_CHILD_TIMEOUT_S)
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0 or not lines:
+        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EdgemergeError(f"measuring the {side} side's memory failed: {tail}")
+    return json.loads(lines[-1])
+
+
+# ------------------------------------------------------------------------------------------------
+def bench(model_path: str | os.PathLike, references: dict[str, str], *, threads: int = 1,
+          runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP, data: dict[str, str] | None = None,
+          seed: int = 0, profile: bool = False, memory: bool = True,
+          log: Callable[[str], None] | None = None) -> dict:
+    """Benchmarks `model_path` (.emm) against `references` (task -> original .tflite); see the module
+    docstring for what is measured. Returns the JSON-ready result."""
+    if threads < 1 or runs < 1 or warmup < 0:
+        raise EdgemergeError(f"bench: threads and runs must be >= 1 and warmup >= 0 "
+                             f"(got threads={threads}, runs={runs}, warmup={warmup})")
+    log = log or (lambda message: None)
+    warnings = [w for w in [set_thread_environment(threads)] if w]
+    from edgemerge import runtime as runtime_module
+    from edgemerge.measure.tflite_peer import interpreter_version
+
+    runtime = runtime_module.Runtime(model_path)
+    models = _open_references(runtime, references, threads)
+    pools = _input_pools(runtime, data or {}, seed)
+    merged_run, merged_method = _merged_timer(runtime, pools)
+    reference_run = _reference_timer(runtime, models, pools)
+
+    log(f"bench: {warmup} warm-up and {runs} timed rounds, interleaved, {threads} thread(s)")
+    merged_ns = np.empty(runs, np.int64)
+    reference_ns = np.empty(runs, np.int64)
+    per_model_ns = np.empty((runs, len(models)), np.int64)
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for k in range(warmup + runs):
+            if k % 2 == 0:
+                m_ns = merged_run(k)
+                r_ns, per_model = reference_run(k)
+            else:
+                r_ns, per_model = reference_run(k)
+                m_ns = merged_run(k)
+            if k >= warmup:
+                merged_ns[k - warmup], reference_ns[k - warmup] = m_ns, r_ns
+                per_model_ns[k - warmup] = per_model
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+    merged, reference = Stats.of_ns(merged_ns), Stats.of_ns(reference_ns)
+    file_bytes = runtime._model.file_bytes
+    context_bytes = runtime.context_bytes
+    result: dict[str, Any] = {
+        "merged_ms": merged.as_dict(),
+        "reference_ms": reference.as_dict(),
+        "speedup": reference.median / merged.median if merged.median > 0 else float("inf"),
+        "merged_peak_bytes": int(file_bytes + context_bytes),
+        "reference_peak_bytes": None,
+    }
+    agreement = _agreement(runtime, models, pools)
+    result.update({
+        "threads": threads,
+        "merged_threads": 1,
+        "runs": runs,
+        "warmup": warmup,
+        "interleaved": True,
+        "inputs": "data" if data else f"seeded uniform [0, 1), seed {seed}",
+        "merged": {"model": str(runtime.path), "file_bytes": int(file_bytes), "context_bytes": int(context_bytes),
+                   "timing": merged_method, "runtime": _cpu_features(),
+                   "kernels": sorted({n["kernel"] for n in runtime.nodes()})},
+        "reference": {"interpreter": f"{interpreter_version()}, XNNPACK delegate, num_threads={threads}",
+                      "timing": "invoke() of every model, perf_counter_ns"},
+        "tasks": {task: {"reference": str(m.path), "reference_bytes": m.path.stat().st_size,
+                         "reference_input": str(m.input_dtype),
+                         "input_shape": list(runtime.task(task).input_shape),
+                         "reference_ms": Stats.of_ns(per_model_ns[:, j]).as_dict(),
+                         "top1_agreement": agreement[task]}
+                  for j, (task, m) in enumerate(models.items())},
+    })
+    if memory:
+        log("bench: measuring peak memory in fresh processes")
+        mem_runs = max(1, min(MEMORY_RUNS, runs))
+        ref_mem = _measure_memory("reference", {
+            "threads": threads, "runs": mem_runs,
+            "references": {t: str(m.path) for t, m in models.items()},
+            "task_shapes": {t: list(runtime.task(t).input_shape) for t in models}})
+        merged_mem = _measure_memory("merged", {
+            "threads": threads, "runs": mem_runs, "model": str(Path(runtime.path).resolve()),
+            "input_shapes": [list(p.shape[1:]) for p in pools]})
+        result["reference_peak_bytes"] = ref_mem["peak_bytes"]
+        result["merged_rss_peak_bytes"] = merged_mem["peak_bytes"]
+        result["memory"] = {
+            "merged_counted": "model bytes (used in place) + context bytes of one run; the parsed node/tensor "
+                              "tables are not exposed by the C API and not counted",
+            "reference_counted": f"{ref_mem['method']} of a fresh process creating the interpreters from the "
+                                 ".tflite files and running them, less newly resident library code: heap "
+                                 "(XNNPACK packed weights, arenas, interpreter state) + mapped model file pages",
+            "reference": ref_mem,
+            "merged_rss": {**merged_mem, "counted": "the same measurement for the C runtime (model mapped, "
+                                                    "copied by the binding to an aligned buffer, then run)"},
+        }
+    if profile:
+        result["profile"], note = _profile(runtime, pools, warmup, runs)
+        if note:
+            warnings.append(note)
+    warnings.append("the C runtime ran single-threaded" + (f" (TFLite used {threads} threads)" if threads > 1 else ""))
+    result["notes"] = warnings
+    return result
+
+
+def _cpu_features() -> str:
+    from edgemerge import runtime as runtime_module
+    rt = runtime_module._require_runtime()
+    fn = getattr(rt, "cpu_features", None)
+    return fn() if fn else "unknown"
+
+
+def _child_main(argv: list[str]) -> int:
+    if len(argv) != 3 or argv[0] != "--memory-child" or argv[1] not in ("merged", "reference"):
+        print("usage: python -m edgemerge.measure.bench --memory-child merged|reference SPEC_JSON", file=sys.stderr)
+        return 2
+    print(json.dumps(_memory_child(argv[1], json.loads(argv[2]))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv[1:]))

@@ -1,0 +1,356 @@
+"""Merging imported models into one `MergedGraph` (NeuralMerger, Chou et al., IJCAI 2018).
+
+Every task keeps its own input and its own chain of nodes; what is shared are the codebooks of aligned
+layers (`align.py`). Per task:
+
+- conv layers            -> LUT_CONV2D (codebook of the layer's group + the layer's own index map and bias)
+- dense layers but head  -> LUT_DENSE  (likewise)
+- the head (last dense)  -> DENSE, float
+- depthwise convs        -> DEPTHWISE_CONV2D, float
+- pools, flatten, standalone activations -> MAX_POOL / AVG_POOL / GLOBAL_AVG_POOL / RESHAPE / ACTIVATION
+
+Segment length r and codebook size C come from a preset (`PRESETS`), per group, and can be overridden
+per group with `layer_rc`.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from edgemerge.emm.constants import (
+    INT8_TABLE_CODEWORDS,
+    MAX_TASKS,
+    NODE_FLAG_INT8_TABLES,
+    NONE,
+    TASK_NAME_BYTES,
+    Keys,
+    Op,
+    index_bits,
+)
+from edgemerge.emm.graph import MergedGraph, Node, Task, Tensor
+from edgemerge.errors import EdgemergeError
+from edgemerge.importers import SourceLayer, SourceModel
+from edgemerge.merging.align import AlignmentLink, LayerGroup, align_models
+from edgemerge.merging.encode import GroupSpec, encode_groups, validate_rc
+
+try:
+    from edgemerge import __version__ as TOOL_VERSION
+except ImportError:          # pragma: no cover - package without a version
+    TOOL_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Segment length r and codebook size C per layer role. Starting points from the paper's LeNet
+    settings; a group shares one (r, C), and r is clipped to the deepest member's input depth."""
+    first_conv_narrow: tuple[int, int]   # a model's first conv, input depth <= FIRST_CONV_NARROW_DEPTH
+    first_conv_wide: tuple[int, int]     # a model's first conv on a deeper input
+    conv: tuple[int, int]                # every other conv layer
+    dense: tuple[int, int]               # dense layers (the head is never encoded)
+    # every encoded layer with r > 1 uses C = 16 with int8 tables (docs/FORMAT.md "int8 tables")
+    int8_tables: bool = False
+
+
+# A first conv on at most this many input channels (grey, RGB, RGBA) is encoded per channel (r = 1).
+FIRST_CONV_NARROW_DEPTH = 4
+
+PRESETS: dict[str, Preset] = {
+    # accuracy first: fine segments, large codebooks.
+    "accu": Preset(first_conv_narrow=(1, 64), first_conv_wide=(4, 64), conv=(8, 128), dense=(16, 64)),
+    # size first: long segments, small codebooks.
+    "light": Preset(first_conv_narrow=(1, 32), first_conv_wide=(4, 32), conv=(16, 64), dense=(32, 32)),
+    # light with 16 codewords, 4-bit indices and int8 tables in every layer that runs a table (r > 1): the
+    # runtime looks tables up with byte shuffles (pshufb, vqtbl1q) and sums in integers. Layers with r = 1
+    # (a narrow first conv) keep light's float setting: the runtime decodes them into a plain convolution,
+    # which is faster than any table there, so int8 tables would cost accuracy for nothing.
+    "light4": Preset(first_conv_narrow=(1, 32), first_conv_wide=(4, 16), conv=(16, 16), dense=(32, 16),
+                     int8_tables=True),
+}
+
+_TASK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+@dataclass
+class GroupReport:
+    """What encoding one layer group produced."""
+    name: str
+    kind: str
+    members: list[str]                       # "task:layer"
+    seg_len: int                             # r
+    codewords: int                           # C
+    relative_error: dict[str, float]         # per member: ||W − Ŵ||_F / ||W||_F
+    codebook_bytes: int
+    index_bytes: int
+    original_bytes: int                      # float32 bytes of the members' weights
+    int8_tables: bool = False                # C = 16, int8 tables at run time
+
+    @property
+    def bytes(self) -> int:
+        return self.codebook_bytes + self.index_bytes
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["bytes"] = self.bytes
+        return out
+
+
+@dataclass
+class MergeResult:
+    graph: MergedGraph
+    report: list[GroupReport] = field(default_factory=list)
+    groups: list[LayerGroup] = field(default_factory=list)
+    encode_seconds: float = 0.0              # k-means time of all groups together
+
+
+def _is_first_conv(model: SourceModel, layer_name: str) -> bool:
+    first = next((layer for layer in model.layers if layer.kind == "conv"), None)
+    return first is not None and first.name == layer_name
+
+
+def preset_rc(preset: Preset, group: LayerGroup, sources: Mapping[str, SourceModel]) -> tuple[int, int]:
+    """(r, C) of a group from the preset; r is clipped to the deepest member's input depth, and C to the
+    number of vectors a segment has (a larger codebook could only hold unused codewords)."""
+    members = [sources[task].layer(layer) for task, layer in group.members.items()]
+    depth = max(layer.depth for layer in members)
+    # vectors per segment: one per (ky, kx, output channel) of every member
+    vectors = sum(int(np.prod(layer.weights.shape)) // layer.depth for layer in members)
+    if group.kind == "dense":
+        r, c = preset.dense
+    elif any(_is_first_conv(sources[task], layer) for task, layer in group.members.items()):
+        r, c = preset.first_conv_narrow if depth <= FIRST_CONV_NARROW_DEPTH else preset.first_conv_wide
+    else:
+        r, c = preset.conv
+    return min(r, depth), max(2, min(c, vectors))
+
+
+def _resolve_layer_rc(layer_rc: Mapping[str, tuple[int, int]], groups: Sequence[LayerGroup],
+                      sources: Mapping[str, SourceModel]) -> dict[int, tuple[int, int]]:
+    """Maps every `layer_rc` key ("task:layer", a bare layer name, or a group name) to its group's index."""
+    by_key: dict[str, set[int]] = {}
+    for i, group in enumerate(groups):
+        by_key.setdefault(group.name, set()).add(i)
+        for task, layer in group.members.items():
+            by_key.setdefault(f"{task}:{layer}", set()).add(i)
+            by_key.setdefault(layer, set()).add(i)
+    resolved: dict[int, tuple[int, int]] = {}
+    for key, rc in layer_rc.items():
+        try:
+            if isinstance(rc, str) or len(rc) != 2:
+                raise ValueError
+            r, c = (int(v) for v in rc)
+        except (TypeError, ValueError):
+            raise EdgemergeError(f"layer_rc {key!r}: expected (r, C), got {rc!r}") from None
+        try:
+            validate_rc(r, c, where=f"layer_rc {key!r}")
+        except ValueError as e:
+            raise EdgemergeError(str(e)) from None
+        hits = by_key.get(key)
+        if not hits:
+            task, _, layer = key.partition(":")
+            model = sources.get(task)
+            if model is not None and any(l.name == layer for l in model.layers):
+                raise EdgemergeError(f"layer_rc {key!r}: that layer is not encoded (only conv layers and dense "
+                                     "layers other than the head share codebooks)")
+            raise EdgemergeError(f"layer_rc {key!r}: no merged layer of that name (merged layers: "
+                                 f"{', '.join(str(ref) for g in groups for ref in g.refs())})")
+        if len(hits) > 1:
+            raise EdgemergeError(f"layer_rc {key!r}: the name is ambiguous, it names layers of "
+                                 f"{len(hits)} groups; use TASK:LAYER")
+        group_index = next(iter(hits))
+        if group_index in resolved and resolved[group_index] != (r, c):
+            raise EdgemergeError(f"layer_rc {key!r}: group {groups[group_index].name!r} is given two different "
+                                 f"settings, {resolved[group_index]} and {(r, c)}")
+        resolved[group_index] = (r, c)
+    return resolved
+
+
+def _resolve_int8_tables(names: Sequence[str], groups: Sequence[LayerGroup],
+                         sources: Mapping[str, SourceModel]) -> set[int]:
+    """Group indices named by `names` (as for layer_rc: "task:layer", a unique layer name, a group name)."""
+    chosen: set[int] = set()
+    for name in names:
+        try:
+            chosen.update(_resolve_layer_rc({name: (1, 16)}, groups, sources))
+        except EdgemergeError as e:
+            raise EdgemergeError(str(e).replace("layer_rc", "int8_tables", 1)) from None
+    return chosen
+
+
+def _int8_rc(group: LayerGroup, rc: tuple[int, int], sources: Mapping[str, SourceModel], explicit: bool,
+             overridden: bool) -> tuple[int, int] | None:
+    """(r, 16) for a group that gets int8 tables, or None where it does not. A group named explicitly must be
+    able to (at least 16 vectors per segment for k-means' 16 codewords, no layer_rc with C != 16); one that
+    a blanket rule picked ("all", the light4 preset) is skipped instead."""
+    r, c = rc
+    if overridden and c != INT8_TABLE_CODEWORDS:
+        if not explicit:         # a blanket rule yields to an explicit layer_rc (e.g. an r/C search)
+            return None
+        raise EdgemergeError(f"group {group.name!r}: int8 tables need C = {INT8_TABLE_CODEWORDS}, layer_rc gives "
+                             f"C = {c}")
+    members = [sources[task].layer(layer) for task, layer in group.members.items()]
+    vectors = sum(int(np.prod(layer.weights.shape)) // layer.depth for layer in members)
+    if vectors < INT8_TABLE_CODEWORDS:
+        if explicit:
+            raise EdgemergeError(f"group {group.name!r}: int8 tables need 16 codewords, the group has only "
+                                 f"{vectors} vectors per segment")
+        return None
+    return r, INT8_TABLE_CODEWORDS
+
+
+def _check_sources(sources: Mapping[str, SourceModel]) -> None:
+    if not sources:
+        raise EdgemergeError("nothing to merge: no source models")
+    if len(sources) > MAX_TASKS:
+        raise EdgemergeError(f"{len(sources)} models exceed the limit of {MAX_TASKS} tasks")
+    for task, model in sources.items():
+        if not _TASK_NAME.fullmatch(task) or len(task.encode()) >= TASK_NAME_BYTES:
+            raise EdgemergeError(f"task name {task!r}: 1..{TASK_NAME_BYTES - 1} characters of "
+                                 "[A-Za-z0-9_.-] required")
+        if not model.layers:
+            raise EdgemergeError(f"task {task!r}: model {model.name!r} has no layers")
+
+
+def _index_bytes(index: np.ndarray, codewords: int) -> int:
+    return (int(index.size) * index_bits(codewords) + 7) // 8
+
+
+def _add_layer_node(graph: MergedGraph, task: str, layer: SourceLayer, value: int, *, is_head: bool,
+                    lut: tuple[int, int, int, np.ndarray] | None, int8_tables: bool = False) -> int:
+    """Appends the node of one source layer reading `value`; `lut` = (codebook tensor id, r, C, index map)
+    for encoded layers. Returns the value id the node produces."""
+    prefix = f"{task}/{layer.name}"
+    node = Node(name=prefix, op=Op.RESHAPE, input=value, out_shape=tuple(layer.out_shape),
+                activation=layer.activation, sources=(f"{task}:{layer.name}",),
+                match_output=f"{task}:{layer.match_output}" if layer.match_output else "")
+    if layer.kind in ("conv", "depthwise", "max_pool", "avg_pool"):
+        node.kernel, node.stride, node.pads = tuple(layer.kernel), tuple(layer.stride), tuple(layer.pads)
+
+    def bias_tensor(size: int) -> int:
+        bias = layer.bias if layer.bias is not None else np.zeros(size, np.float32)
+        return graph.add_tensor(Tensor.f32(f"{prefix}/bias", bias))
+
+    if layer.kind in ("conv", "dense") and not is_head:
+        if lut is None:
+            raise EdgemergeError(f"{task}:{layer.name} is in no layer group")   # defensive: align covers all
+        codebook, r, c, index = lut
+        node.op = Op.LUT_CONV2D if layer.kind == "conv" else Op.LUT_DENSE
+        node.seg_len, node.codewords, node.weight = r, c, codebook
+        node.index = graph.add_tensor(Tensor.index(f"{prefix}/index", index, c))
+        node.flags = NODE_FLAG_INT8_TABLES if int8_tables else 0
+        node.bias = bias_tensor(layer.out_shape[2])       # always present for LUT ops (zeros if none)
+    elif layer.kind in ("dense", "depthwise"):
+        node.op = Op.DENSE if layer.kind == "dense" else Op.DEPTHWISE_CONV2D
+        node.weight = graph.add_tensor(Tensor.f32(f"{prefix}/weights", layer.weights))
+        node.bias = bias_tensor(layer.out_shape[2]) if layer.bias is not None else NONE
+    elif layer.kind == "conv":
+        raise EdgemergeError(f"{task}:{layer.name}: a conv layer cannot be a head")   # defensive
+    else:
+        node.op = {"max_pool": Op.MAX_POOL, "avg_pool": Op.AVG_POOL, "global_avg_pool": Op.GLOBAL_AVG_POOL,
+                   "flatten": Op.RESHAPE, "activation": Op.ACTIVATION}[layer.kind]
+    return graph.add_node(node)
+
+
+def _write_metadata(graph: MergedGraph, sources: Mapping[str, SourceModel], preset: str, seed: int,
+                    kmeans_inits: int) -> None:
+    """The META keys of docs/FORMAT.md."""
+    meta = source_metadata({task: (model.path.name, model.param_bytes) for task, model in sources.items()})
+    meta.update(graph.name_metadata())
+    meta[Keys.Merge.PRESET] = preset
+    meta[Keys.Merge.SEED] = int(seed)
+    meta[Keys.Merge.KMEANS_INITS] = int(kmeans_inits)
+    graph.metadata.update(meta)
+
+
+def source_metadata(sources: Mapping[str, tuple[str, int]]) -> dict[str, int | float | str]:
+    """The provenance keys every written model carries: tool version, original size, and per source task
+    (in task order) its file name and parameter bytes. `sources`: task -> (file name, parameter bytes)."""
+    meta: dict[str, int | float | str] = {
+        Keys.General.TOOL_VERSION: str(TOOL_VERSION),
+        Keys.General.ORIGINAL_BYTES: int(sum(param_bytes for _, param_bytes in sources.values())),
+        Keys.Source.COUNT: len(sources),
+    }
+    for i, (task, (file_name, param_bytes)) in enumerate(sources.items()):
+        meta[Keys.Source.TASK.format(i=i)] = task
+        meta[Keys.Source.FILE.format(i=i)] = file_name
+        meta[Keys.Source.PARAM_BYTES.format(i=i)] = int(param_bytes)
+    return meta
+
+
+def merge_models(sources: Mapping[str, SourceModel], preset: str = "accu",
+                 layer_rc: Mapping[str, tuple[int, int]] | None = None,
+                 alignment: Sequence[AlignmentLink] | Sequence[str] | None = None, seed: int = 0,
+                 kmeans_inits: int = 4, n_jobs: int | None = None,
+                 int8_tables: Sequence[str] | None = None) -> MergeResult:
+    """Merges `sources` (task -> imported model, in task order) into one multi-task graph.
+
+    preset: a key of PRESETS ("accu" or "light") giving (r, C) per layer role.
+    layer_rc: per-group overrides {name: (r, C)}; a name is any member's "task:layer", a layer name that is
+        unique, or a group name. r is used as given (1..256), C in 2..65536.
+    alignment: explicit alignment links (`align.parse_alignment`, or the raw "a:x=b:y" strings); None for
+        the default in-order alignment.
+    seed, kmeans_inits: k-means initialisations per segment and their seed (lowest inertia kept).
+    n_jobs: k-means worker processes (see `encode.encode_groups`).
+    int8_tables: groups (named as for layer_rc, or "all") encoded with C = 16 and flagged for int8 tables at
+        run time (docs/FORMAT.md "int8 tables"); a preset with int8_tables (light4) flags every group.
+    """
+    _check_sources(sources)
+    if preset not in PRESETS:
+        raise EdgemergeError(f"unknown preset {preset!r} (presets: {', '.join(PRESETS)})")
+    if kmeans_inits < 1:
+        raise EdgemergeError(f"kmeans_inits={kmeans_inits}: at least one k-means initialisation is needed")
+    groups = align_models(sources, alignment)
+    overrides = _resolve_layer_rc(layer_rc or {}, groups, sources)
+    settings = [overrides.get(i) or preset_rc(PRESETS[preset], group, sources) for i, group in enumerate(groups)]
+    int8_names = list(int8_tables or [])
+    named_int8 = _resolve_int8_tables([n for n in int8_names if n != "all"], groups, sources)
+    int8_groups: set[int] = set()
+    for i, group in enumerate(groups):
+        if i in named_int8 or "all" in int8_names or (PRESETS[preset].int8_tables and settings[i][0] > 1):
+            rc = _int8_rc(group, settings[i], sources, explicit=i in named_int8, overridden=i in overrides)
+            if rc is not None:
+                settings[i] = rc
+                int8_groups.add(i)
+
+    started = time.perf_counter()
+    specs = [GroupSpec({f"{task}:{layer}": sources[task].layer(layer).weights for task, layer in g.members.items()},
+                       r, c) for g, (r, c) in zip(groups, settings)]
+    encoded = encode_groups(specs, seed=seed, kmeans_inits=kmeans_inits, n_jobs=n_jobs)
+    seconds = time.perf_counter() - started
+
+    graph = MergedGraph()
+    codebook_ids = [graph.add_tensor(Tensor.f32(f"codebook/{g.name}", e.codebook)) for g, e in zip(groups, encoded)]
+    lut_of: dict[str, tuple[int, int, int, np.ndarray]] = {}
+    int8_of: set[str] = set()
+    report = []
+    for gi, (group, enc, codebook_id) in enumerate(zip(groups, encoded, codebook_ids)):
+        members = [f"{task}:{layer}" for task, layer in group.members.items()]
+        if gi in int8_groups:
+            int8_of.update(members)
+        for ref in members:
+            lut_of[ref] = (codebook_id, enc.seg_len, enc.codewords, enc.layers[ref].index)
+        report.append(GroupReport(
+            name=group.name, kind=group.kind, members=members, seg_len=enc.seg_len, codewords=enc.codewords,
+            relative_error={ref: enc.layers[ref].relative_error for ref in members},
+            codebook_bytes=4 * enc.codebook.size,
+            index_bytes=sum(_index_bytes(enc.layers[ref].index, enc.codewords) for ref in members),
+            original_bytes=sum(4 * sources[t].layer(l).weights.size for t, l in group.members.items()),
+            int8_tables=gi in int8_groups))
+
+    # All inputs first: value ids of nodes count from the number of inputs.
+    input_of = {task: graph.add_input(model.input_shape) for task, model in sources.items()}
+    for task, model in sources.items():
+        value = input_of[task]
+        head = model.head
+        for layer in model.layers:
+            value = _add_layer_node(graph, task, layer, value, is_head=layer is head,
+                                    lut=lut_of.get(f"{task}:{layer.name}"),
+                                    int8_tables=f"{task}:{layer.name}" in int8_of)
+        graph.tasks.append(Task(task, input_of[task], value, int(np.prod(graph.value_shape(value)))))
+    _write_metadata(graph, sources, preset, seed, kmeans_inits)
+    if int8_groups:
+        graph.metadata[Keys.Merge.INT8_TABLES] = ",".join(groups[i].name for i in sorted(int8_groups))
+    return MergeResult(graph, report, list(groups), encode_seconds=round(seconds, 3))
