@@ -10,7 +10,7 @@
  *   3. every node through its op's prepare() in node order (tensor references, dims, recomputed
  *      output shapes, index values < C), then the tasks against the graph;
  *   4. the run plan: each task's nodes, node names;
- *   5. a kernel per node (em_op_choose_kernel, from the requested kernel set), its plan (scratch) and
+ *   5. a kernel per node (em_kernel_choose, from the requested kernel set), its plan (scratch) and
  *      packed data (e.g. unpacked indices, one allocation for all nodes), then the context plan
  *      (em_plan.c: liveness-based buffer offsets, shared LUT tables) and the context size.
  *
@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "em_internal.h"
+#include "em_kernels.h"
 
 /* ---------------------------------------------------------------------------------------------
  * Bounded reads
@@ -1046,7 +1046,7 @@ static em_status choose_kernels(em_model *m, const em_kernel *force, em_error *e
         if (force != NULL && force->op == node->op && (force->supports == NULL || force->supports(node)))
             node->kernel = force;
         else
-            node->kernel = em_op_choose_kernel(m, node, m->kernels);
+            node->kernel = em_kernel_choose(m, node, m->kernels);
         node->packed = NULL;
         node->packed_bytes = 0;
         node->table_bytes = 0;
