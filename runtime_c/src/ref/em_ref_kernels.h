@@ -51,7 +51,8 @@ void em_lut_dense_ref(const em_node *node, const float *input, float *output, fl
 void em_lut_conv2d_int8_ref(const em_node *node, const float *input, float *output, float *scratch);
 void em_lut_dense_int8_ref(const em_node *node, const float *input, float *output, float *scratch);
 
-/* LUT ops' first step, shared by LUT_CONV2D and LUT_DENSE: for one input pixel x (Cin channels),
+/* LUT ops' first step (ref/lut_table_ref.c), shared by LUT_CONV2D and LUT_DENSE, float and int8: for one
+ * input pixel x (Cin channels),
  * table[s, c] = dot(x[s·r .. s·r + r − 1], codebook[s, c, :]) with x zero-padded past Cin. */
 void em_lut_build_table_ref(const float *x, uint32_t in_c, uint32_t seg_len, uint32_t segments,
                             uint32_t codewords, const float *codebook, float *table);
