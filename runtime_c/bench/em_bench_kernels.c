@@ -18,7 +18,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "em_internal.h"
+#include "em_kernels.h"
 #include "em_test_builder.h"
 #include "em_test_util.h"
 
@@ -270,7 +270,7 @@ static void bench_kernels(const bench_options *o)
             const em_kernel *ks[16];
             size_t count, k;
             if (!em_kernels_available(set)) continue;
-            count = em_op_kernels_for(kc->op, set, ks, 16);
+            count = em_kernel_list(kc->op, set, ks, 16);
             for (k = 0; k < count && k < 16; ++k) {
                 int dup = 0;
                 for (i = 0; i < seen_count; ++i) dup |= strcmp(seen[i], ks[k]->name) == 0;

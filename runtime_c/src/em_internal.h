@@ -11,12 +11,7 @@
 #include <stdint.h>
 
 #include "edgemerge/em_runtime.h"
-
-#if defined(__GNUC__) || defined(__clang__)
-#define EM_PRINTF_LIKE(fmt_index, args_index) __attribute__((format(printf, fmt_index, args_index)))
-#else
-#define EM_PRINTF_LIKE(fmt_index, args_index)
-#endif
+#include "em_error.h"
 
 /* Context memory is handed out in chunks aligned to this (a cache line, and enough for any SIMD load). */
 #define EM_CONTEXT_ALIGNMENT 64u
@@ -70,7 +65,7 @@ typedef struct em_node {
     const struct em_op_registration *reg;
     size_t scratch_bytes; /* set by prepare() for the reference kernel, then by the chosen kernel's plan() */
 
-    /* Chosen at load by em_op_choose_kernel() (em_ops.c), after prepare() validated the node. */
+    /* Chosen at load by em_kernel_choose() (em_select.c), after prepare() validated the node. */
     const struct em_kernel *kernel;
     void *packed;        /* model-owned data the kernel prepared at load (unpacked indices...), or NULL */
     size_t packed_bytes; /* set by the kernel's plan() */
@@ -175,100 +170,37 @@ int em_context_layout(const em_model *model, unsigned char *base, size_t *total,
  * lifetimes do not overlap share memory. Its temporary memory comes from the model's allocator. */
 em_status em_plan_context(em_model *model, em_error *err);
 
-/* 1×1 convolutions a fused run group can compute as one product over all members' pixels (opt/conv2d.c),
- * and that product: `pixels` rows of node->in.c floats at input to rows of node->out.c at output. */
-int em_conv2d_fusable(const em_node *node);
-void em_conv2d_fused_run(const em_node *node, const float *input, float *output, size_t pixels);
-
 /* Monotonic nanoseconds for profiling (em_platform.c; a board without a clock returns 0). */
 uint64_t em_platform_now_ns(void);
+/* Resolves the kernel set AUTO to the best set this CPU supports (em_cpu.c); other sets unchanged. */
+uint32_t em_kernels_resolve(uint32_t kernels);
+
 /* ---------------------------------------------------------------------------------------------
- * Op table (TFLM style). prepare() validates a node once at load time against the op's rules in
- * FORMAT.md (field usage, tensor dtype/rank/dims, recomputed output shape) and sets
- * node->scratch_bytes for its kernel; eval() computes. eval() cannot fail: everything it could
- * check was proved by prepare().
- *
- * Per-architecture kernels (src/arm/, src/x86/, added later) register the same struct with their
- * own kernel_name/eval (and a prepare that wraps the op's and adds their scratch); em_op_find()
- * is the single place that picks one.
+ * Op table (TFLM style, em_ops.c). prepare() validates a node once at load time against the op's
+ * rules in FORMAT.md (field usage, tensor dtype/rank/dims, recomputed output shape) and sets
+ * node->scratch_bytes for the op's reference kernel. Kernels (em_kernels.h) then run without checks:
+ * everything they could check was proved by prepare().
  * --------------------------------------------------------------------------------------------- */
 typedef em_status (*em_prepare_fn)(em_model *model, em_node *node, em_error *err);
-typedef void (*em_eval_fn)(const em_node *node, const float *input, float *output, float *scratch);
 
 typedef struct em_op_registration {
     uint32_t op;
-    const char *op_name;     /* "LUT_CONV2D", as in FORMAT.md */
-    const char *kernel_name; /* "lut_conv2d_ref" */
+    const char *op_name; /* "LUT_CONV2D", as in FORMAT.md */
     em_prepare_fn prepare;
-    em_eval_fn eval;
 } em_op_registration;
 
-/* The registration used for `op`, or NULL for an op this runtime does not know. */
+/* The registration of `op`, or NULL for an op this runtime does not know. */
 const em_op_registration *em_op_find(uint32_t op);
-/* A registration by kernel name ("conv2d_ref"), or NULL; for tests and benchmarks. */
-const em_op_registration *em_op_find_kernel(const char *kernel_name);
 
-/* ---------------------------------------------------------------------------------------------
- * Kernels. A kernel computes one op; the reference kernels (src/ref/) are kernels with only `eval`.
- * Fast kernels (src/opt/ algorithms over the per-ISA micro-kernels of src/x86/, src/arm/) add:
- *   plan(): after the op's prepare() validated the node, sets node->scratch_bytes, packed_bytes,
- *           table_bytes and table_shareable for this kernel (may fail with LIMIT);
- *   pack(): fills node->packed (packed_bytes, 64-byte aligned, model-owned) once at load;
- *   run():  computes, with the run environment (scratch, shared table, profiling).
- * --------------------------------------------------------------------------------------------- */
-struct em_micro;
-
-typedef struct em_kernel_env {
-    float *scratch;             /* node->scratch_bytes (less table_bytes when the table is shared) */
-    float *shared_table;        /* the node's table group buffer, or NULL: the table is in scratch */
-    unsigned char *table_ready; /* with shared_table: 1 when it already holds this run's table */
-    em_profile_counters *profile; /* NULL unless profiling: kernels add table_ns / accumulate_ns */
-} em_kernel_env;
-
-typedef em_status (*em_kernel_plan_fn)(const em_model *model, em_node *node, em_error *err);
-typedef void (*em_kernel_pack_fn)(const em_model *model, em_node *node);
-typedef void (*em_kernel_run_fn)(const em_node *node, const float *input, float *output, const em_kernel_env *env);
-
-typedef int (*em_kernel_supports_fn)(const em_node *node);
-
-typedef struct em_kernel {
-    uint32_t op;
-    const char *name; /* <op>_<dtype>_<algorithm>_<isa>, e.g. "lut_conv2d_f32_avx2"; "<op>_ref" for the spec */
-    em_kernel_supports_fn supports; /* NULL: every valid node of the op; else whether it can run this one */
-    em_kernel_plan_fn plan; /* NULL: the op's prepare() already set the scratch */
-    em_kernel_pack_fn pack; /* NULL: no packed data */
-    em_kernel_run_fn run;   /* NULL: call eval (reference kernels) */
-    em_eval_fn eval;
-    const struct em_micro *micro; /* the ISA micro-kernels a fast kernel runs on, or NULL */
-} em_kernel;
-
-/* The single place that chooses a node's kernel from the set `kernels` (never AUTO), by op, shape and
- * what the CPU supports. Called after prepare() succeeded. */
-const em_kernel *em_op_choose_kernel(const em_model *model, const em_node *node, uint32_t kernels);
-/* Every kernel this build has for `op` under the set `kernels` (for parity tests and benchmarks),
- * whether or not it supports a given node: writes up to `max` pointers, returns how many there are. */
-size_t em_op_kernels_for(uint32_t op, uint32_t kernels, const em_kernel **out, size_t max);
-/* A kernel by name, or NULL. */
-const em_kernel *em_kernel_find(const char *name);
-/* Resolves AUTO to the best set this CPU supports. */
-uint32_t em_kernels_resolve(uint32_t kernels);
 /* em_model_load_ex with `force` used for every node of force->op that it supports (other nodes get
  * the set's choice): parity tests and benchmarks run one particular kernel through the whole loader
  * (plan, pack, context plan). force may be NULL. */
 em_status em_model_load_forced(const void *data, size_t size, const em_allocator *allocator, uint32_t kernels,
-                               const em_kernel *force, em_model **out_model, em_error *err);
+                               const struct em_kernel *force, em_model **out_model, em_error *err);
 
 /* ---------------------------------------------------------------------------------------------
  * Helpers
  * --------------------------------------------------------------------------------------------- */
-
-/* Formats err->message (if err is not NULL) and returns status, so failures read
- * `return em_fail(err, EM_STATUS_CORRUPT, "...", ...);` at the line that found them. */
-em_status em_fail(em_error *err, em_status status, const char *fmt, ...) EM_PRINTF_LIKE(3, 4);
-/* Same, prefixed with "GRAPH node N (OP): ". */
-em_status em_fail_node(em_error *err, em_status status, const em_node *node, const char *fmt, ...)
-    EM_PRINTF_LIKE(4, 5);
-void em_error_clear(em_error *err);
 
 uint32_t em_crc32(const void *data, size_t size);
 

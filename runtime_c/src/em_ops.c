@@ -1,17 +1,15 @@
-/* The op table: for every op of FORMAT.md, the prepare() that validates a node against the op's row
- * of the GRAPH table (which fields it uses, its tensors' dtype/rank/dims, its output shape), and the
- * kernel that computes it.
+/* The op table: for every op of FORMAT.md, its name and the prepare() that validates a node against the
+ * op's row of the GRAPH table (which fields it uses, its tensors' dtype/rank/dims, its output shape) and
+ * sets the scratch its reference kernel needs. Which kernel computes a node is the registry's business
+ * (em_kernels.c, em_select.c).
  *
  * prepare() runs once per node at load time, in node order, after the generic record checks of the
  * loader (op known, input id earlier, kernel/stride limits, pads < kernel, output dims non-zero and
  * within MAX_VALUE_ELEMENTS). node->in is the already-verified shape of the value it reads. */
 #include <stdio.h>
-#include <string.h>
 
 #include "em_internal.h"
-#include "opt/em_lut_int8_kernels.h"
-#include "opt/em_opt_kernels.h"
-#include "ref/em_ref_kernels.h"
+#include "ref/em_ref_kernels.h" /* em_idx_max */
 
 uint32_t em_index_bits(uint32_t codewords)
 {
@@ -419,304 +417,29 @@ static em_status prepare_lut_dense(em_model *model, em_node *node, em_error *err
  * The table
  * --------------------------------------------------------------------------------------------- */
 
-static const em_op_registration em_reference_ops[] = {
-    {EM_OP_CONV2D, "CONV2D", "conv2d_ref", prepare_conv2d, em_conv2d_ref},
-    {EM_OP_DEPTHWISE_CONV2D, "DEPTHWISE_CONV2D", "depthwise_conv2d_ref", prepare_depthwise_conv2d,
-     em_depthwise_conv2d_ref},
-    {EM_OP_DENSE, "DENSE", "dense_ref", prepare_dense, em_dense_ref},
-    {EM_OP_MAX_POOL, "MAX_POOL", "max_pool_ref", prepare_pool, em_max_pool_ref},
-    {EM_OP_AVG_POOL, "AVG_POOL", "avg_pool_ref", prepare_pool, em_avg_pool_ref},
-    {EM_OP_GLOBAL_AVG_POOL, "GLOBAL_AVG_POOL", "global_avg_pool_ref", prepare_global_avg_pool,
-     em_global_avg_pool_ref},
-    {EM_OP_RESHAPE, "RESHAPE", "reshape_ref", prepare_reshape, em_reshape_ref},
-    {EM_OP_LUT_CONV2D, "LUT_CONV2D", "lut_conv2d_ref", prepare_lut_conv2d, em_lut_conv2d_ref},
-    {EM_OP_LUT_DENSE, "LUT_DENSE", "lut_dense_ref", prepare_lut_dense, em_lut_dense_ref},
-    {EM_OP_ACTIVATION, "ACTIVATION", "activation_ref", prepare_activation, em_activation_ref},
+static const em_op_registration em_ops[] = {
+    {EM_OP_CONV2D, "CONV2D", prepare_conv2d},
+    {EM_OP_DEPTHWISE_CONV2D, "DEPTHWISE_CONV2D", prepare_depthwise_conv2d},
+    {EM_OP_DENSE, "DENSE", prepare_dense},
+    {EM_OP_MAX_POOL, "MAX_POOL", prepare_pool},
+    {EM_OP_AVG_POOL, "AVG_POOL", prepare_pool},
+    {EM_OP_GLOBAL_AVG_POOL, "GLOBAL_AVG_POOL", prepare_global_avg_pool},
+    {EM_OP_RESHAPE, "RESHAPE", prepare_reshape},
+    {EM_OP_LUT_CONV2D, "LUT_CONV2D", prepare_lut_conv2d},
+    {EM_OP_LUT_DENSE, "LUT_DENSE", prepare_lut_dense},
+    {EM_OP_ACTIVATION, "ACTIVATION", prepare_activation},
 };
-
-#define EM_REFERENCE_OP_COUNT (sizeof em_reference_ops / sizeof em_reference_ops[0])
 
 const em_op_registration *em_op_find(uint32_t op)
 {
-    /* Per-architecture tables are consulted here first once they exist (a later issue); the
-     * reference table is always the fallback, so every op has a kernel. */
     size_t i;
-    for (i = 0; i < EM_REFERENCE_OP_COUNT; ++i)
-        if (em_reference_ops[i].op == op) return &em_reference_ops[i];
+    for (i = 0; i < sizeof em_ops / sizeof em_ops[0]; ++i)
+        if (em_ops[i].op == op) return &em_ops[i];
     return NULL;
 }
 
-const em_op_registration *em_op_find_kernel(const char *kernel_name)
+const char *em_op_name(uint32_t op)
 {
-    size_t i;
-    if (kernel_name == NULL) return NULL;
-    for (i = 0; i < EM_REFERENCE_OP_COUNT; ++i)
-        if (strcmp(em_reference_ops[i].kernel_name, kernel_name) == 0) return &em_reference_ops[i];
-    return NULL;
-}
-
-/* ---------------------------------------------------------------------------------------------
- * Kernels and the choice between them
- * --------------------------------------------------------------------------------------------- */
-
-/* The reference kernels, as kernels: eval only (their scratch was set by the op's prepare()). */
-static const em_kernel em_reference_kernels[] = {
-    {EM_OP_CONV2D, "conv2d_ref", NULL, NULL, NULL, NULL, em_conv2d_ref, NULL},
-    {EM_OP_DEPTHWISE_CONV2D, "depthwise_conv2d_ref", NULL, NULL, NULL, NULL, em_depthwise_conv2d_ref, NULL},
-    {EM_OP_DENSE, "dense_ref", NULL, NULL, NULL, NULL, em_dense_ref, NULL},
-    {EM_OP_MAX_POOL, "max_pool_ref", NULL, NULL, NULL, NULL, em_max_pool_ref, NULL},
-    {EM_OP_AVG_POOL, "avg_pool_ref", NULL, NULL, NULL, NULL, em_avg_pool_ref, NULL},
-    {EM_OP_GLOBAL_AVG_POOL, "global_avg_pool_ref", NULL, NULL, NULL, NULL, em_global_avg_pool_ref, NULL},
-    {EM_OP_RESHAPE, "reshape_ref", NULL, NULL, NULL, NULL, em_reshape_ref, NULL},
-    {EM_OP_LUT_CONV2D, "lut_conv2d_ref", NULL, NULL, NULL, NULL, em_lut_conv2d_ref, NULL},
-    {EM_OP_LUT_DENSE, "lut_dense_ref", NULL, NULL, NULL, NULL, em_lut_dense_ref, NULL},
-    {EM_OP_ACTIVATION, "activation_ref", NULL, NULL, NULL, NULL, em_activation_ref, NULL},
-};
-
-/* The kernels on a micro-kernel table (matrix products, depthwise rows), once per table. Names:
- * <op>_f32_<algorithm>_<isa>. */
-#define EM_MATRIX_KERNELS(isa, micro)                                                                          \
-    {EM_OP_LUT_CONV2D, "lut_conv2d_f32_" isa, em_lut_conv2d_planar_supports, em_lut_conv2d_planar_plan,        \
-     em_lut_conv2d_planar_pack, em_lut_conv2d_planar_run, NULL, &(micro)},                                     \
-    {EM_OP_LUT_CONV2D, "lut_conv2d_f32_decoded_" isa, em_lut_f32_supports, em_lut_conv2d_decoded_plan,         \
-     em_lut_conv2d_decoded_pack, em_lut_conv2d_decoded_run, NULL, &(micro)},                                   \
-    {EM_OP_LUT_DENSE, "lut_dense_f32_" isa, em_lut_f32_supports, em_lut_dense_plan, em_lut_dense_pack,         \
-     em_lut_dense_run, NULL, &(micro)},                                                                        \
-    {EM_OP_LUT_CONV2D, "lut_conv2d_i8_" isa, em_lut_int8_supports, em_lut_int8_plan, em_lut_int8_pack,         \
-     em_lut_int8_run, NULL, &(micro)},                                                                         \
-    {EM_OP_LUT_DENSE, "lut_dense_i8_" isa, em_lut_int8_supports, em_lut_int8_plan, em_lut_int8_pack,           \
-     em_lut_int8_run, NULL, &(micro)},                                                                         \
-    {EM_OP_CONV2D, "conv2d_f32_direct_" isa, NULL, em_conv2d_direct_plan, NULL, em_conv2d_direct_run, NULL,    \
-     &(micro)},                                                                                                \
-    {EM_OP_DENSE, "dense_f32_gemv_" isa, NULL, em_opt_plan_no_scratch, NULL, em_dense_gemv_run, NULL, &(micro)}, \
-    {EM_OP_DEPTHWISE_CONV2D, "depthwise_conv2d_f32_rows_" isa, em_depthwise_conv2d_rows_supports,             \
-     em_opt_plan_no_scratch, NULL, em_depthwise_conv2d_rows_run, NULL, &(micro)}
-
-static const em_kernel em_fast_kernels[] = {
-    EM_MATRIX_KERNELS("generic", em_micro_generic),
-#if defined(EM_HAVE_X86_SIMD)
-    EM_MATRIX_KERNELS("sse2", em_micro_sse2),
-    EM_MATRIX_KERNELS("avx2", em_micro_avx2),
-    EM_MATRIX_KERNELS("avx512", em_micro_avx512),
-#endif
-#if defined(EM_HAVE_NEON)
-    EM_MATRIX_KERNELS("neon", em_micro_neon),
-#endif
-#if defined(EM_HAVE_OPENBLAS)
-    {EM_OP_CONV2D, "conv2d_f32_1x1_blas", em_conv2d_1x1_supports, em_opt_plan_no_scratch, NULL, em_conv2d_1x1_run,
-     NULL, &em_micro_blas},
-    {EM_OP_CONV2D, "conv2d_f32_im2col_blas", NULL, em_conv2d_im2col_plan, NULL, em_conv2d_im2col_run, NULL,
-     &em_micro_blas},
-    {EM_OP_DENSE, "dense_f32_gemv_blas", NULL, em_opt_plan_no_scratch, NULL, em_dense_gemv_run, NULL, &em_micro_blas},
-#endif
-    /* ops without a matrix product: one portable kernel serves every fast set */
-    {EM_OP_DEPTHWISE_CONV2D, "depthwise_conv2d_f32_direct", NULL, em_opt_plan_no_scratch, NULL,
-     em_depthwise_conv2d_direct_run, NULL, NULL},
-    {EM_OP_MAX_POOL, "max_pool_f32", NULL, em_opt_plan_no_scratch, NULL, em_max_pool_run, NULL, NULL},
-    {EM_OP_AVG_POOL, "avg_pool_f32", NULL, em_opt_plan_no_scratch, NULL, em_avg_pool_run, NULL, NULL},
-    {EM_OP_GLOBAL_AVG_POOL, "global_avg_pool_f32", NULL, em_opt_plan_no_scratch, NULL, em_global_avg_pool_run, NULL,
-     NULL},
-    {EM_OP_RESHAPE, "reshape_f32_copy", NULL, em_opt_plan_no_scratch, NULL, em_copy_activate_run, NULL, NULL},
-    {EM_OP_ACTIVATION, "activation_f32", NULL, em_opt_plan_no_scratch, NULL, em_copy_activate_run, NULL, NULL},
-};
-
-#define EM_COUNT(array) (sizeof(array) / sizeof((array)[0]))
-
-const em_kernel *em_kernel_find(const char *name)
-{
-    size_t i;
-    if (name == NULL) return NULL;
-    for (i = 0; i < EM_COUNT(em_reference_kernels); ++i)
-        if (strcmp(em_reference_kernels[i].name, name) == 0) return &em_reference_kernels[i];
-    for (i = 0; i < EM_COUNT(em_fast_kernels); ++i)
-        if (strcmp(em_fast_kernels[i].name, name) == 0) return &em_fast_kernels[i];
-    return NULL;
-}
-
-/* The micro-kernel table of a fast set, or NULL if this build has none for it. */
-static const em_micro *micro_for(uint32_t kernels)
-{
-    switch (kernels) {
-    case EM_KERNELS_GENERIC: return &em_micro_generic;
-#if defined(EM_HAVE_X86_SIMD)
-    case EM_KERNELS_SSE2: return &em_micro_sse2;
-    case EM_KERNELS_AVX2: return &em_micro_avx2;
-    case EM_KERNELS_AVX512: return &em_micro_avx512;
-#endif
-#if defined(EM_HAVE_NEON)
-    case EM_KERNELS_NEON: return &em_micro_neon;
-#endif
-    default: return NULL;
-    }
-}
-
-static int kernel_in_set(const em_kernel *k, const em_micro *micro)
-{
-    if (k->micro == NULL) return 1; /* portable: part of every fast set */
-#if defined(EM_HAVE_OPENBLAS)
-    if (k->micro == &em_micro_blas) return 1; /* BLAS serves every fast set */
-#endif
-    return k->micro == micro;
-}
-
-size_t em_op_kernels_for(uint32_t op, uint32_t kernels, const em_kernel **out, size_t max)
-{
-    size_t i, n = 0;
-    const em_micro *micro;
-    if (kernels == EM_KERNELS_REFERENCE) {
-        for (i = 0; i < EM_COUNT(em_reference_kernels); ++i)
-            if (em_reference_kernels[i].op == op) {
-                if (n < max) out[n] = &em_reference_kernels[i];
-                ++n;
-            }
-        return n;
-    }
-    micro = micro_for(em_kernels_resolve(kernels));
-    if (micro == NULL) return 0;
-    for (i = 0; i < EM_COUNT(em_fast_kernels); ++i) {
-        const em_kernel *k = &em_fast_kernels[i];
-        if (k->op != op || !kernel_in_set(k, micro)) continue;
-        if (n < max) out[n] = k;
-        ++n;
-    }
-    return n;
-}
-
-/* The kernel named `algorithm`_<isa of micro> (just `algorithm` for the portable ones, micro NULL),
- * if it supports the node. */
-static const em_kernel *find_algorithm(uint32_t op, const em_micro *micro, const char *algorithm, const em_node *node)
-{
-    const size_t len = strlen(algorithm);
-    size_t i;
-    for (i = 0; i < EM_COUNT(em_fast_kernels); ++i) {
-        const em_kernel *k = &em_fast_kernels[i];
-        if (k->op != op || k->micro != micro || strncmp(k->name, algorithm, len) != 0) continue;
-        if (micro != NULL ? (k->name[len] != '_' || strcmp(k->name + len + 1, micro->isa) != 0) : k->name[len] != '\0')
-            continue;
-        return k->supports == NULL || k->supports(node) ? k : NULL;
-    }
-    return NULL;
-}
-
-static const em_kernel *portable_kernel(uint32_t op, const em_node *node)
-{
-    size_t i;
-    for (i = 0; i < EM_COUNT(em_fast_kernels); ++i) {
-        const em_kernel *k = &em_fast_kernels[i];
-        if (k->op == op && k->micro == NULL && (k->supports == NULL || k->supports(node))) return k;
-    }
-    return NULL;
-}
-
-static const em_kernel *reference_kernel(uint32_t op)
-{
-    size_t i;
-    for (i = 0; i < EM_COUNT(em_reference_kernels); ++i)
-        if (em_reference_kernels[i].op == op) return &em_reference_kernels[i];
-    return NULL;
-}
-
-/* Matrix products at least this large (multiply-adds) go to a linked BLAS: below it, OpenBLAS's
- * per-call overhead (argument checks, packing, thread dispatch) costs more than the runtime's own
- * unpacked micro-kernels save; see em_bench_kernels. */
-#ifndef EM_BLAS_MIN_MACS
-#define EM_BLAS_MIN_MACS (8u * 1024u * 1024u)
-#endif
-
-/* LUT_CONV2D nodes (this one included) whose table would equal this node's: same input, codebook, r, C,
- * window and padding (em_plan.c tables_compatible). Tasks that share an input and a merged first layer
- * build that table once (issue: "tasks that share an input share the first layer's tables"). */
-static uint64_t lut_conv2d_table_sharers(const em_model *model, const em_node *node)
-{
-    uint64_t count = 0;
-    uint32_t i;
-    if (model == NULL) return 1;
-    for (i = 0; i < model->node_count; ++i) {
-        const em_node *o = &model->nodes[i];
-        count += o->op == EM_OP_LUT_CONV2D && !(o->flags & EM_NODE_FLAG_INT8_TABLES) && o->input == node->input &&
-                 o->weight_id == node->weight_id && o->seg_len == node->seg_len && o->codewords == node->codewords &&
-                 o->kernel_h == node->kernel_h && o->kernel_w == node->kernel_w && o->stride_h == node->stride_h &&
-                 o->stride_w == node->stride_w && o->pad_top == node->pad_top && o->pad_left == node->pad_left &&
-                 o->pad_bottom == node->pad_bottom && o->pad_right == node->pad_right;
-    }
-    return count ? count : 1;
-}
-
-/* Whether a float-table LUT_CONV2D node runs faster as a direct convolution with its codebook decoded at
- * load. r = 1 always (the table would be x · codeword: no saving). Otherwise compare the work of the two
- * (em_opt_kernels.h "Cost model"): the table, H_in·W_in·S·r·C multiply-adds; the accumulation,
- * H_out·W_out·k_h·k_w·S·C_out gathered adds; the direct convolution, H_out·W_out·k_h·k_w·C_in·C_out.
- * Measured (em_bench_kernels, AVX-512): the LUT kernel wins where C is small against k²·C_out and r is
- * long (example pair at light/accu, held-out pair at light); the decoded one on narrow layers with
- * C = 128 (held-out `vgg conv1b accu` 39 vs 85 µs, `vgg conv2b accu` 29 vs 59 µs, a 3×3 stride-2
- * layer 62 vs 189 µs). */
-static int lut_conv2d_prefers_decoded(const em_model *model, const em_node *node)
-{
-    const uint64_t r = node->seg_len, C = node->codewords;
-    const uint64_t S = r ? (node->in.c + r - 1) / r : 0;
-    const uint64_t taps = (uint64_t)node->kernel_h * node->kernel_w;
-    const uint64_t out_px = (uint64_t)node->out.h * node->out.w, in_px = (uint64_t)node->in.h * node->in.w;
-    uint64_t table_x10, lut_x10, direct_x10;
-    if (r == 0 || taps * node->in.c * node->out.c * sizeof(float) > EM_LUT_DECODE_MAX_BYTES) return 0;
-    if (r == 1) return 1;
-    table_x10 = in_px * S * r * C * (C > 64 ? EM_LUT_COST_TABLE_X10 * 5u / 4u : EM_LUT_COST_TABLE_X10);
-    table_x10 /= lut_conv2d_table_sharers(model, node); /* a shared table is built once for all of them */
-    lut_x10 = table_x10 + out_px * taps * S * node->out.c * EM_LUT_COST_ADD_X10;
-    direct_x10 = out_px * taps * node->in.c * node->out.c * EM_LUT_DECODE_MARGIN_X10;
-    return lut_x10 > direct_x10;
-}
-
-const em_kernel *em_op_choose_kernel(const em_model *model, const em_node *node, uint32_t kernels)
-{
-    const em_micro *micro;
-    const em_kernel *k = NULL;
-    uint64_t macs = 0;
-    if (kernels == EM_KERNELS_REFERENCE) return reference_kernel(node->op);
-    micro = micro_for(kernels);
-    if (micro == NULL) return reference_kernel(node->op); /* defensive: the loader checked availability */
-
-    switch (node->op) {
-    case EM_OP_LUT_CONV2D:
-        if (node->flags & EM_NODE_FLAG_INT8_TABLES) { /* byte-shuffle lookups; the reference if too large */
-            k = find_algorithm(node->op, micro, "lut_conv2d_i8", node);
-            break;
-        }
-        if (lut_conv2d_prefers_decoded(model, node)) k = find_algorithm(node->op, micro, "lut_conv2d_f32_decoded", node);
-        if (k == NULL) k = find_algorithm(node->op, micro, "lut_conv2d_f32", node);
-        break;
-    case EM_OP_LUT_DENSE:
-        k = find_algorithm(node->op, micro, (node->flags & EM_NODE_FLAG_INT8_TABLES) ? "lut_dense_i8" : "lut_dense_f32",
-                           node);
-        break;
-    case EM_OP_CONV2D:
-        macs = (uint64_t)node->out.numel * node->kernel_h * node->kernel_w * node->in.c;
-#if defined(EM_HAVE_OPENBLAS)
-        if (macs >= EM_BLAS_MIN_MACS) {
-            k = find_algorithm(node->op, &em_micro_blas, "conv2d_f32_1x1", node);
-            if (k == NULL) k = find_algorithm(node->op, &em_micro_blas, "conv2d_f32_im2col", node);
-            break;
-        }
-#endif
-        k = find_algorithm(node->op, micro, "conv2d_f32_direct", node);
-        break;
-    case EM_OP_DENSE:
-        macs = (uint64_t)node->in.numel * node->out.c;
-#if defined(EM_HAVE_OPENBLAS)
-        if (macs >= EM_BLAS_MIN_MACS) {
-            k = find_algorithm(node->op, &em_micro_blas, "dense_f32_gemv", node);
-            break;
-        }
-#endif
-        k = find_algorithm(node->op, micro, "dense_f32_gemv", node);
-        break;
-    case EM_OP_DEPTHWISE_CONV2D: /* multiplier 1 on the ISA's micro-kernel, else the portable loop */
-        k = find_algorithm(node->op, micro, "depthwise_conv2d_f32_rows", node);
-        if (k == NULL) k = portable_kernel(node->op, node);
-        break;
-    default:
-        k = portable_kernel(node->op, node); /* ops without a matrix product: one kernel for every set */
-        break;
-    }
-    (void)macs;
-    return k != NULL ? k : reference_kernel(node->op);
+    const em_op_registration *reg = em_op_find(op);
+    return reg != NULL ? reg->op_name : "unknown";
 }

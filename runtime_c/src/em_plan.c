@@ -33,7 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "em_internal.h"
+#include "em_kernels.h"
 
 typedef struct plan_buffer {
     size_t bytes;
@@ -218,7 +218,7 @@ static void fuse_groups(em_model *m, plan_blocks *pb, uint32_t *scratch)
         group->fused = 0;
         for (i = 0; i < group->count && ok; ++i) {
             const em_node *node = &m->nodes[m->schedule[group->first + i]];
-            ok = em_conv2d_fusable(node) && node->input >= m->input_count;
+            ok = em_kernel_fusable(node) && node->input >= m->input_count;
             if (!ok) break;
             ins[i] = node->input - m->input_count;
             outs[i] = m->schedule[group->first + i];

@@ -1,77 +1,11 @@
-/* Running a loaded model: context planning, em_run_task / em_run_all, model accessors, errors.
+/* Running a loaded model: context layout, em_run_task / em_run_all, model accessors.
  *
  * A context is laid out once in caller memory; a run never allocates and touches no global state,
  * so any number of contexts (one per thread) can run the same model concurrently. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "em_internal.h"
-
-/* ---------------------------------------------------------------------------------------------
- * Errors
- * --------------------------------------------------------------------------------------------- */
-
-em_status em_fail(em_error *err, em_status status, const char *fmt, ...)
-{
-    if (err != NULL) {
-        va_list args;
-        err->status = status;
-        va_start(args, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, args);
-        va_end(args);
-    }
-    return status;
-}
-
-em_status em_fail_node(em_error *err, em_status status, const em_node *node, const char *fmt, ...)
-{
-    if (err != NULL) {
-        va_list args;
-        int used = snprintf(err->message, sizeof err->message, "GRAPH node %" PRIu32 " (%s): ", node->id,
-                            node->reg != NULL ? node->reg->op_name : "unknown op");
-        err->status = status;
-        if (used < 0) used = 0;
-        if ((size_t)used < sizeof err->message) {
-            va_start(args, fmt);
-            vsnprintf(err->message + used, sizeof err->message - (size_t)used, fmt, args);
-            va_end(args);
-        }
-    }
-    return status;
-}
-
-void em_error_clear(em_error *err)
-{
-    if (err != NULL) {
-        err->status = EM_STATUS_OK;
-        err->message[0] = '\0';
-    }
-}
-
-const char *em_status_name(em_status status)
-{
-    switch (status) {
-    case EM_STATUS_OK: return "ok";
-    case EM_STATUS_BAD_MAGIC: return "bad magic";
-    case EM_STATUS_FUTURE_VERSION: return "future version";
-    case EM_STATUS_TRUNCATED: return "truncated";
-    case EM_STATUS_BAD_CRC: return "bad CRC";
-    case EM_STATUS_CORRUPT: return "corrupt";
-    case EM_STATUS_LIMIT: return "limit exceeded";
-    case EM_STATUS_NO_MEMORY: return "out of memory";
-    case EM_STATUS_BAD_ARGUMENT: return "bad argument";
-    case EM_STATUS_MISALIGNED: return "misaligned";
-    case EM_STATUS_UNSUPPORTED: return "unsupported";
-    default: return "unknown status";
-    }
-}
-
-const char *em_op_name(uint32_t op)
-{
-    const em_op_registration *reg = em_op_find(op);
-    return reg != NULL ? reg->op_name : "unknown";
-}
+#include "em_kernels.h"
 
 /* ---------------------------------------------------------------------------------------------
  * Model accessors
@@ -322,7 +256,7 @@ static void run_group(em_context *ctx, const em_run_group *group)
         size_t pixels = 0;
         for (i = 0; i < group->count; ++i) pixels += (size_t)m->nodes[m->schedule[group->first + i]].out.h *
                                                      m->nodes[m->schedule[group->first + i]].out.w;
-        em_conv2d_fused_run(node, value_data(ctx, node->input), ctx->node_outputs[lead], pixels);
+        node->kernel->fused_run(node, value_data(ctx, node->input), ctx->node_outputs[lead], pixels);
         for (i = 0; i < group->count; ++i) {
             const uint32_t n = m->schedule[group->first + i];
             ++ctx->node_runs[n];

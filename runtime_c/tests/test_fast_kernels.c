@@ -4,7 +4,7 @@
  * LeNet-sized layers, tables split into bands, and codebooks deeper than the node uses.
  *
  * Each case is a one-node model; the reference output comes from loading it with EM_KERNELS_REFERENCE,
- * then every kernel of every kernel set this CPU runs (em_op_kernels_for: SIMD sets, portable and BLAS
+ * then every kernel of every kernel set this CPU runs (em_kernel_list: SIMD sets, portable and BLAS
  * kernels) is forced onto the node through the normal loader (plan, pack, context plan) and run with
  * em_run_task. Also: table sharing between nodes, and that no kernel set allocates after load.
  *
@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "em_internal.h"
+#include "em_kernels.h"
 #include "em_test_builder.h"
 #include "em_test_util.h"
 
@@ -258,7 +258,7 @@ static void test_case(size_t index, const char **seen, size_t *seen_count, size_
             const em_kernel *kernels[16];
             size_t count, k;
             if (!em_kernels_available(set)) continue;
-            count = em_op_kernels_for(c->op, set, kernels, 16);
+            count = em_kernel_list(c->op, set, kernels, 16);
             CHECKF(count > 0 && count <= 16, "%s: kernel set %s has %zu kernels", what, em_kernels_name(set), count);
             for (k = 0; k < count && k < 16; ++k) {
                 loaded fast;
@@ -506,7 +506,7 @@ static void test_kernel_sets(void)
     free(file);
 }
 
-/* em_op_choose_kernel's LUT_CONV2D choice (em_ops.c lut_conv2d_prefers_decoded): r = 1 and narrow layers
+/* em_kernel_choose's LUT_CONV2D choice (em_select.c lut_conv2d_prefers_decoded): r = 1 and narrow layers
  * with many codewords run decoded; the example pair's r = 16 / C = 64 layers keep their tables; decoded
  * weights past EM_LUT_DECODE_MAX_BYTES never. The parity of both kernels is checked by test_case. */
 static void test_lut_conv2d_choice(void)

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "em_internal.h"
+#include "em_kernels.h"
 #include "em_test_builder.h"
 #include "em_test_util.h"
 #include "em_lut_int8.h"
@@ -195,7 +195,7 @@ static void test_kernels_against_reference(void)
             const em_kernel *kernels[16];
             size_t count, j;
             if (!em_kernels_available(set)) continue;
-            count = em_op_kernels_for(c->op, set, kernels, 16);
+            count = em_kernel_list(c->op, set, kernels, 16);
             for (j = 0; j < count && j < 16; ++j) {
                 double worst = 0.0;
                 size_t at = 0, differ = 0;

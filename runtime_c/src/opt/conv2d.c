@@ -86,32 +86,26 @@ void em_conv2d_direct_run(const em_node *node, const float *input, float *output
 
 void em_conv2d_1x1_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
 {
-    const size_t pixels = (size_t)node->out.h * node->out.w;
     (void)env;
+    em_conv2d_1x1_fused_run(node, input, output, (size_t)node->out.h * node->out.w);
+}
+
+/* Run groups (em_plan.c): the 1×1 kernels above are one product over the pixel rows, so a group of nodes
+ * with the same weights whose inputs (and outputs) lie back to back is one product over all their rows.
+ * These are the registry's fused_run slots of conv2d_f32_direct_<isa> (for 1×1 nodes) and
+ * conv2d_f32_1x1_blas. */
+void em_conv2d_1x1_fused_run(const em_node *node, const float *input, float *output, size_t pixels)
+{
     node->kernel->micro->gemm(pixels, node->out.c, node->in.c, input, node->in.c, em_tensor_f32(node->weight),
                               node->out.c, output, node->out.c);
     em_opt_bias_activate(output, pixels, node->out.c, em_tensor_f32(node->bias), node->activation);
 }
 
-/* Run groups (em_plan.c): the 1×1 kernels above are one product over the pixel rows, so a group of nodes
- * with the same weights whose inputs (and outputs) lie back to back is one product over all their rows. */
-int em_conv2d_fusable(const em_node *node)
+void em_conv2d_direct_fused_run(const em_node *node, const float *input, float *output, size_t pixels)
 {
-    return node->op == EM_OP_CONV2D && em_conv2d_1x1_supports(node) && node->kernel->run != NULL &&
-           (node->kernel->run == em_conv2d_direct_run || node->kernel->run == em_conv2d_1x1_run);
-}
-
-void em_conv2d_fused_run(const em_node *node, const float *input, float *output, size_t pixels)
-{
-    const em_micro *micro = node->kernel->micro;
-    const float *weights = em_tensor_f32(node->weight), *bias = em_tensor_f32(node->bias);
-    if (node->kernel->run == em_conv2d_1x1_run) {
-        micro->gemm(pixels, node->out.c, node->in.c, input, node->in.c, weights, node->out.c, output, node->out.c);
-        em_opt_bias_activate(output, pixels, node->out.c, bias, node->activation);
-    } else {
-        micro->conv_gemm(pixels, node->out.c, 1, node->in.c, input, node->in.c, 0, weights, node->out.c, output,
-                         node->out.c, bias, node->activation);
-    }
+    node->kernel->micro->conv_gemm(pixels, node->out.c, 1, node->in.c, input, node->in.c, 0,
+                                   em_tensor_f32(node->weight), node->out.c, output, node->out.c,
+                                   em_tensor_f32(node->bias), node->activation);
 }
 
 /* Output rows per im2col band (at least 1). */
@@ -191,7 +185,7 @@ void em_dense_gemv_run(const em_node *node, const float *input, float *output, c
  * multiply-adds. The paper's presets use r = 1 exactly for first layers (1-3 input channels), whose
  * weights are tiny, so there the codebook is decoded once at load (W[ky,kx,ci,co] =
  * codebook[ci / r, index[ky,kx,ci / r,co], ci % r], FORMAT.md) and the layer runs as a direct
- * convolution: no table, NHWC output straight from the micro-kernel. em_op_choose_kernel bounds the
+ * convolution: no table, NHWC output straight from the micro-kernel. em_kernel_choose (em_select.c) bounds the
  * decoded size (EM_LUT_DECODE_MAX_BYTES). */
 em_status em_lut_conv2d_decoded_plan(const em_model *model, em_node *node, em_error *err)
 {

@@ -1,6 +1,6 @@
 /* gemm / gemv through a linked BLAS (OpenBLAS), when the build has one (EM_BLAS, CMake). Only the
  * matrix products come from BLAS; the LUT loops stay the runtime's own (from the generic table: BLAS
- * kernels are chosen only for ops whose time is in a plain matrix product, see em_op_choose_kernel).
+ * kernels are chosen only for ops whose time is in a plain matrix product, see em_kernel_choose in em_select.c).
  *
  * OpenBLAS is process-wide and may thread: the runtime never changes its thread count on its own
  * (benchmarks and tests call em_runtime_set_blas_threads(1) or set OPENBLAS_NUM_THREADS=1). */

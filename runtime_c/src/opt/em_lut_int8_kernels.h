@@ -16,7 +16,7 @@
 #ifndef EDGEMERGE_EM_LUT_INT8_KERNELS_H
 #define EDGEMERGE_EM_LUT_INT8_KERNELS_H
 
-#include "../em_internal.h"
+#include "../em_kernels.h"
 
 /* The per-ISA inner loops of an int8-table LUT op. absmax and quantize compute exactly what the scalar
  * helpers of em_lut_int8.h compute (max is order-free; the rounding is the same float32 operations). */

@@ -1,13 +1,13 @@
 /* Fast kernels: algorithms in portable C over the micro-kernel tables of em_micro.h. Each has the
- * em_kernel shape (plan / pack / run, see em_internal.h); em_ops.c registers them once per ISA under
- * names <op>_f32_<algorithm>_<isa> and em_op_choose_kernel() picks one per node.
+ * em_kernel shape (plan / pack / run, see em_kernels.h); em_kernels.c registers them once per ISA under
+ * names <op>_f32_<algorithm>_<isa> and em_kernel_choose() (em_select.c) picks one per node.
  *
  * Tuning constants are macros so a board can override them with -D (they only change speed and
  * memory, never results beyond float rounding). */
 #ifndef EDGEMERGE_EM_OPT_KERNELS_H
 #define EDGEMERGE_EM_OPT_KERNELS_H
 
-#include "../em_internal.h"
+#include "../em_kernels.h"
 #include "em_micro.h"
 
 /* LUT_CONV2D keeps the table of a band of output rows, not of the whole image, once the whole table
@@ -23,27 +23,6 @@
 /* LUT_CONV2D accumulates about this many floats of output rows per pass (whole rows). */
 #ifndef EM_LUT_CHUNK_FLOATS
 #define EM_LUT_CHUNK_FLOATS 256u
-#endif
-/* LUT_CONV2D nodes run as convolutions with decoded weights (the codebook expanded once at load) when
- * those take at most this many bytes of model memory and the cost estimate below favours them. The
- * decoded form needs no table scratch, so on the layers where it is chosen the context shrinks too. */
-#ifndef EM_LUT_DECODE_MAX_BYTES
-#define EM_LUT_DECODE_MAX_BYTES (256u * 1024u)
-#endif
-/* Cost model for that choice, in units of one multiply-add of the direct convolution, fitted to
- * em_bench_kernels on x86-64 (AVX-512 and AVX2; see em_op_choose_kernel): a table entry costs about
- * 1.6 (EM_LUT_COST_TABLE_X10 / 10; 2.0 with C > 64, whose tables spill L1), a gathered accumulation
- * add about 5.8 (EM_LUT_COST_ADD_X10 / 10). A node is decoded when the LUT estimate exceeds the direct
- * convolution's by EM_LUT_DECODE_MARGIN_X10 / 10: the direct kernel's speed varies with shape (valid
- * 5×5 on a 10×10 output runs at 2/3 of its best), and the margin keeps close calls on the LUT path. */
-#ifndef EM_LUT_COST_TABLE_X10
-#define EM_LUT_COST_TABLE_X10 16u
-#endif
-#ifndef EM_LUT_COST_ADD_X10
-#define EM_LUT_COST_ADD_X10 58u
-#endif
-#ifndef EM_LUT_DECODE_MARGIN_X10
-#define EM_LUT_DECODE_MARGIN_X10 15u
 #endif
 /* im2col convolutions expand a band of output rows at a time into at most this many bytes. */
 #ifndef EM_IM2COL_BUDGET_BYTES
@@ -78,6 +57,9 @@ em_status em_conv2d_direct_plan(const em_model *model, em_node *node, em_error *
 void em_conv2d_direct_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
 int em_conv2d_1x1_supports(const em_node *node);
 void em_conv2d_1x1_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+/* Fused run groups of 1×1 nodes (em_plan.c): one product over all the members' pixel rows. */
+void em_conv2d_direct_fused_run(const em_node *node, const float *input, float *output, size_t pixels);
+void em_conv2d_1x1_fused_run(const em_node *node, const float *input, float *output, size_t pixels);
 em_status em_conv2d_im2col_plan(const em_model *model, em_node *node, em_error *err);
 void em_conv2d_im2col_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
 void em_dense_gemv_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);

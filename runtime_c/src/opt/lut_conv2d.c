@@ -124,7 +124,7 @@ em_status em_lut_conv2d_planar_plan(const em_model *model, em_node *node, em_err
     lut_conv_layout L;
     size_t idx_bytes;
     (void)model;
-    if (!compute_layout(node, &L)) /* em_op_choose_kernel checked supports(); defensive */
+    if (!compute_layout(node, &L)) /* em_kernel_choose checked supports(); defensive */
         return em_fail_node(err, EM_STATUS_LIMIT, node, "too large for kernel %s", node->kernel->name);
     if (!em_mul_size((size_t)L.terms * 2u, node->out.c, &idx_bytes) ||
         !em_add_size(L.idx_offset, idx_bytes, &node->packed_bytes))

@@ -98,7 +98,7 @@ em_status em_lut_int8_plan(const em_model *model, em_node *node, em_error *err)
 {
     lut_int8_layout L;
     (void)model;
-    if (!compute_layout(node, &L)) /* em_op_choose_kernel checked supports(); defensive */
+    if (!compute_layout(node, &L)) /* em_kernel_choose checked supports(); defensive */
         return em_fail_node(err, EM_STATUS_LIMIT, node, "too large for kernel %s", node->kernel->name);
     node->packed_bytes = L.packed_bytes;
     node->scratch_bytes = L.scratch_bytes;

@@ -1,10 +1,10 @@
 /* Scalar reference kernels: the executable form of docs/FORMAT.md's op semantics.
  *
  * Deliberately plain (loops in the order the spec writes the math, float32 accumulation, no
- * blocking) so they can be read against the spec line by line. Fast kernels for a target live in
- * src/<arch>/ with the same signature and are checked against these by parity tests.
+ * blocking) so they can be read against the spec line by line. Fast kernels (src/opt/ over the
+ * micro-kernels of src/x86/, src/arm/) compute the same ops and are checked against these by parity tests.
  *
- * Every kernel has the em_eval_fn signature and relies on em_model_load() having validated the
+ * Every kernel has the em_eval_fn signature (em_kernels.h) and relies on em_model_load() having validated the
  * node: shapes agree, tensors exist with the right dims, every index is < C, and `scratch` holds at
  * least node->scratch_bytes. Layouts are NHWC, batch 1, row-major. */
 #ifndef EDGEMERGE_EM_REF_KERNELS_H
@@ -51,7 +51,8 @@ void em_lut_dense_ref(const em_node *node, const float *input, float *output, fl
 void em_lut_conv2d_int8_ref(const em_node *node, const float *input, float *output, float *scratch);
 void em_lut_dense_int8_ref(const em_node *node, const float *input, float *output, float *scratch);
 
-/* LUT ops' first step, shared by LUT_CONV2D and LUT_DENSE: for one input pixel x (Cin channels),
+/* LUT ops' first step (ref/lut_table_ref.c), shared by LUT_CONV2D and LUT_DENSE, float and int8: for one
+ * input pixel x (Cin channels),
  * table[s, c] = dot(x[s·r .. s·r + r − 1], codebook[s, c, :]) with x zero-padded past Cin. */
 void em_lut_build_table_ref(const float *x, uint32_t in_c, uint32_t seg_len, uint32_t segments,
                             uint32_t codewords, const float *codebook, float *table);

@@ -11,23 +11,6 @@
  * Scratch: the table, [in_h · in_w, S, C] floats (node->scratch_bytes). */
 #include "em_ref_kernels.h"
 
-void em_lut_build_table_ref(const float *x, uint32_t in_c, uint32_t seg_len, uint32_t segments,
-                            uint32_t codewords, const float *codebook, float *table)
-{
-    uint32_t s, c, j;
-    for (s = 0; s < segments; ++s) {
-        const uint32_t first = s * seg_len;
-        /* the last segment is zero-padded past Cin: its missing terms are zero, so stop early */
-        const uint32_t len = in_c - first < seg_len ? in_c - first : seg_len;
-        for (c = 0; c < codewords; ++c) {
-            const float *word = codebook + ((size_t)s * codewords + c) * seg_len;
-            float dot = 0.0f;
-            for (j = 0; j < len; ++j) dot += x[first + j] * word[j];
-            table[(size_t)s * codewords + c] = dot;
-        }
-    }
-}
-
 void em_lut_conv2d_ref(const em_node *node, const float *input, float *output, float *scratch)
 {
     const uint32_t in_h = node->in.h, in_w = node->in.w, in_c = node->in.c;

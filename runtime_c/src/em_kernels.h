@@ -1,0 +1,116 @@
+/* Kernels, their registry and their selection.
+ *
+ * A kernel computes one op. It is described by typed fields, never by its name: the op, the algorithm
+ * (em_algorithm), where it runs (em_isa: the reference set, portable C, one set's micro-kernel table,
+ * a linked BLAS) and, for fast kernels, that micro-kernel table. The name is for people only (reports:
+ * em_run --info, edgemerge inspect, em_model_node_info), spelled <op>_<dtype>_<algorithm>_<set>.
+ *
+ * The reference kernels (src/ref/) have only `eval`. Fast kernels (src/opt/ algorithms over the per-ISA
+ * micro-kernels of src/x86/, src/arm/) add:
+ *   plan(): after the op's prepare() validated the node, sets node->scratch_bytes, packed_bytes,
+ *           table_bytes and table_shareable for this kernel (may fail with LIMIT);
+ *   pack(): fills node->packed (packed_bytes, 64-byte aligned, model-owned) once at load;
+ *   run():  computes, with the run environment (scratch, shared table, profiling);
+ *   fused_run(): optional, one matrix product over the pixels of a fused run group (em_plan.c), whose
+ *           members' inputs and outputs lie back to back; fusable() says for which nodes.
+ *
+ *   em_kernels.c   the registry: every kernel of this build, and a per-set config (em_arch_config)
+ *   em_select.c    the choice of one kernel per node at load (algorithm by op, shape and a cost model)
+ * The loader (em_loader.c), the planner (em_plan.c) and the executor (em_runtime.c) only call through
+ * node->kernel and these functions; none of them names a kernel. */
+#ifndef EDGEMERGE_EM_KERNELS_H
+#define EDGEMERGE_EM_KERNELS_H
+
+#include "em_internal.h"
+
+struct em_micro;
+
+/* How a kernel computes its op. One op may have several (LUT_CONV2D: tables, decoded, int8). */
+typedef enum em_algorithm {
+    EM_ALGO_REFERENCE = 0, /* the spec in code (src/ref/) */
+    EM_ALGO_LUT_TABLES,    /* float lookup tables, then gathered sums (lut_conv2d_f32, lut_dense_f32) */
+    EM_ALGO_LUT_DECODED,   /* LUT_CONV2D as a direct convolution, codebook decoded at load */
+    EM_ALGO_LUT_INT8,      /* int8 tables, byte-shuffle lookups (flag INT8_TABLES) */
+    EM_ALGO_DIRECT,        /* convolution as an implicit GEMM, or a plain loop for ops without a product */
+    EM_ALGO_1X1,           /* 1×1 convolution, the input used in place as a matrix */
+    EM_ALGO_IM2COL,        /* convolution through im2col bands and a GEMM */
+    EM_ALGO_GEMV,          /* DENSE as one matrix-vector product */
+    EM_ALGO_ROWS,          /* depthwise convolution, multiplier 1, one output row per micro-kernel call */
+    EM_ALGO_COPY,          /* RESHAPE / ACTIVATION: copy with the activation */
+    EM_ALGO_COUNT
+} em_algorithm;
+
+#define EM_ALGO_BIT(algorithm) (1u << (uint32_t)(algorithm))
+
+/* Where a kernel runs, which decides which kernel sets (EM_KERNELS_*) it belongs to. */
+typedef enum em_isa {
+    EM_ISA_REFERENCE = 0, /* the reference set only */
+    EM_ISA_PORTABLE,      /* portable C without micro-kernels: part of every fast set */
+    EM_ISA_MICRO,         /* one set's micro-kernel table (em_kernel.micro) */
+    EM_ISA_BLAS           /* the linked BLAS: part of every fast set */
+} em_isa;
+
+typedef struct em_kernel_env {
+    float *scratch;             /* node->scratch_bytes (less table_bytes when the table is shared) */
+    float *shared_table;        /* the node's table group buffer, or NULL: the table is in scratch */
+    unsigned char *table_ready; /* with shared_table: 1 when it already holds this run's table */
+    em_profile_counters *profile; /* NULL unless profiling: kernels add table_ns / accumulate_ns */
+} em_kernel_env;
+
+typedef int (*em_kernel_supports_fn)(const em_node *node);
+typedef em_status (*em_kernel_plan_fn)(const em_model *model, em_node *node, em_error *err);
+typedef void (*em_kernel_pack_fn)(const em_model *model, em_node *node);
+typedef void (*em_kernel_run_fn)(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+/* The reference kernels' signature: scratch is node->scratch_bytes as the op's prepare() set it. */
+typedef void (*em_eval_fn)(const em_node *node, const float *input, float *output, float *scratch);
+/* One product over `pixels` rows of node->in.c floats at input to rows of node->out.c at output. */
+typedef void (*em_kernel_fused_run_fn)(const em_node *node, const float *input, float *output, size_t pixels);
+
+typedef struct em_kernel {
+    uint32_t op;
+    em_algorithm algorithm;
+    em_isa isa;
+    const char *name; /* <op>_<dtype>_<algorithm>_<set>, e.g. "lut_conv2d_f32_avx2"; "<op>_ref" for the spec */
+    em_kernel_supports_fn supports; /* NULL: every valid node of the op; else whether it can run this one */
+    em_kernel_plan_fn plan; /* NULL: the op's prepare() already set the scratch */
+    em_kernel_pack_fn pack; /* NULL: no packed data */
+    em_kernel_run_fn run;   /* NULL: call eval (reference kernels) */
+    em_eval_fn eval;
+    const struct em_micro *micro; /* the micro-kernels a fast kernel runs on (EM_ISA_MICRO, EM_ISA_BLAS) */
+    em_kernel_supports_fn fusable;    /* with fused_run: the nodes it can fuse (NULL: every node it runs) */
+    em_kernel_fused_run_fn fused_run; /* NULL: the kernel cannot run a fused group */
+} em_kernel;
+
+/* ---- the registry (em_kernels.c) ---- */
+
+/* What one kernel set of this build offers (XNNPACK's gemm-config): its micro-kernel table and the
+ * algorithms it has. */
+typedef struct em_arch_config {
+    uint32_t kernels;             /* EM_KERNELS_* (never AUTO) */
+    const struct em_micro *micro; /* the set's micro-kernel table; NULL for the reference set */
+    uint32_t algorithms;          /* EM_ALGO_BIT() of every algorithm the set can choose */
+    int blas;                     /* a linked BLAS takes the large matrix products (em_select.c) */
+} em_arch_config;
+
+/* The config of kernel set `kernels` (AUTO resolved), or NULL where this build has no such set. */
+const em_arch_config *em_arch_config_for(uint32_t kernels);
+/* The kernel of `op` with this algorithm and isa in the set `config` (for EM_ISA_MICRO: on the set's
+ * micro-kernels), if it supports `node`; else NULL. */
+const em_kernel *em_kernel_lookup(const em_arch_config *config, uint32_t op, em_algorithm algorithm, em_isa isa,
+                                  const em_node *node);
+/* Every kernel this build has for `op` under the set `kernels` (for parity tests and benchmarks),
+ * whether or not it supports a given node: writes up to `max` pointers, returns how many there are. */
+size_t em_kernel_list(uint32_t op, uint32_t kernels, const em_kernel **out, size_t max);
+/* A kernel by name, or NULL: tests and benchmarks force one by the name they print. */
+const em_kernel *em_kernel_find(const char *name);
+/* Whether the node's kernel can run it as a member of a fused run group (em_plan.c). */
+int em_kernel_fusable(const em_node *node);
+
+/* ---- the choice (em_select.c) ---- */
+
+/* The single place that chooses a node's kernel from the set `kernels` (never AUTO), by op, shape and
+ * what the set offers. Called after prepare() succeeded; never NULL (the reference kernel is the
+ * fallback). */
+const em_kernel *em_kernel_choose(const em_model *model, const em_node *node, uint32_t kernels);
+
+#endif /* EDGEMERGE_EM_KERNELS_H */

@@ -1,0 +1,132 @@
+/* The choice of one kernel per node, at load: which algorithm suits the node's op and shape, asked of the
+ * registry (em_kernels.c) by typed fields for the requested kernel set. The cost model between a LUT
+ * convolution's tables and its decoded weights, and the size above which a BLAS takes a product, live
+ * here and nowhere else. */
+#include "em_kernels.h"
+
+/* LUT_CONV2D nodes run as convolutions with decoded weights (the codebook expanded once at load) when
+ * those take at most this many bytes of model memory and the cost estimate below favours them. The
+ * decoded form needs no table scratch, so on the layers where it is chosen the context shrinks too. */
+#ifndef EM_LUT_DECODE_MAX_BYTES
+#define EM_LUT_DECODE_MAX_BYTES (256u * 1024u)
+#endif
+/* Cost model for that choice, in units of one multiply-add of the direct convolution, fitted to
+ * em_bench_kernels on x86-64 (AVX-512 and AVX2; see lut_conv2d_prefers_decoded): a table entry costs about
+ * 1.6 (EM_LUT_COST_TABLE_X10 / 10; 2.0 with C > 64, whose tables spill L1), a gathered accumulation
+ * add about 5.8 (EM_LUT_COST_ADD_X10 / 10). A node is decoded when the LUT estimate exceeds the direct
+ * convolution's by EM_LUT_DECODE_MARGIN_X10 / 10: the direct kernel's speed varies with shape (valid
+ * 5×5 on a 10×10 output runs at 2/3 of its best), and the margin keeps close calls on the LUT path. */
+#ifndef EM_LUT_COST_TABLE_X10
+#define EM_LUT_COST_TABLE_X10 16u
+#endif
+#ifndef EM_LUT_COST_ADD_X10
+#define EM_LUT_COST_ADD_X10 58u
+#endif
+#ifndef EM_LUT_DECODE_MARGIN_X10
+#define EM_LUT_DECODE_MARGIN_X10 15u
+#endif
+/* Matrix products at least this large (multiply-adds) go to a linked BLAS: below it, OpenBLAS's
+ * per-call overhead (argument checks, packing, thread dispatch) costs more than the runtime's own
+ * unpacked micro-kernels save; see em_bench_kernels. */
+#ifndef EM_BLAS_MIN_MACS
+#define EM_BLAS_MIN_MACS (8u * 1024u * 1024u)
+#endif
+
+/* LUT_CONV2D nodes (this one included) whose table would equal this node's: same input, codebook, r, C,
+ * window and padding (em_plan.c tables_compatible). Tasks that share an input and a merged first layer
+ * build that table once (issue: "tasks that share an input share the first layer's tables"). */
+static uint64_t lut_conv2d_table_sharers(const em_model *model, const em_node *node)
+{
+    uint64_t count = 0;
+    uint32_t i;
+    if (model == NULL) return 1;
+    for (i = 0; i < model->node_count; ++i) {
+        const em_node *o = &model->nodes[i];
+        count += o->op == EM_OP_LUT_CONV2D && !(o->flags & EM_NODE_FLAG_INT8_TABLES) && o->input == node->input &&
+                 o->weight_id == node->weight_id && o->seg_len == node->seg_len && o->codewords == node->codewords &&
+                 o->kernel_h == node->kernel_h && o->kernel_w == node->kernel_w && o->stride_h == node->stride_h &&
+                 o->stride_w == node->stride_w && o->pad_top == node->pad_top && o->pad_left == node->pad_left &&
+                 o->pad_bottom == node->pad_bottom && o->pad_right == node->pad_right;
+    }
+    return count ? count : 1;
+}
+
+/* Whether a float-table LUT_CONV2D node runs faster as a direct convolution with its codebook decoded at
+ * load. r = 1 always (the table would be x · codeword: no saving). Otherwise compare the work of the two
+ * (the cost model above): the table, H_in·W_in·S·r·C multiply-adds; the accumulation,
+ * H_out·W_out·k_h·k_w·S·C_out gathered adds; the direct convolution, H_out·W_out·k_h·k_w·C_in·C_out.
+ * Measured (em_bench_kernels, AVX-512): the LUT kernel wins where C is small against k²·C_out and r is
+ * long (example pair at light/accu, held-out pair at light); the decoded one on narrow layers with
+ * C = 128 (held-out `vgg conv1b accu` 39 vs 85 µs, `vgg conv2b accu` 29 vs 59 µs, a 3×3 stride-2
+ * layer 62 vs 189 µs). */
+static int lut_conv2d_prefers_decoded(const em_model *model, const em_node *node)
+{
+    const uint64_t r = node->seg_len, C = node->codewords;
+    const uint64_t S = r ? (node->in.c + r - 1) / r : 0;
+    const uint64_t taps = (uint64_t)node->kernel_h * node->kernel_w;
+    const uint64_t out_px = (uint64_t)node->out.h * node->out.w, in_px = (uint64_t)node->in.h * node->in.w;
+    uint64_t table_x10, lut_x10, direct_x10;
+    if (r == 0 || taps * node->in.c * node->out.c * sizeof(float) > EM_LUT_DECODE_MAX_BYTES) return 0;
+    if (r == 1) return 1;
+    table_x10 = in_px * S * r * C * (C > 64 ? EM_LUT_COST_TABLE_X10 * 5u / 4u : EM_LUT_COST_TABLE_X10);
+    table_x10 /= lut_conv2d_table_sharers(model, node); /* a shared table is built once for all of them */
+    lut_x10 = table_x10 + out_px * taps * S * node->out.c * EM_LUT_COST_ADD_X10;
+    direct_x10 = out_px * taps * node->in.c * node->out.c * EM_LUT_DECODE_MARGIN_X10;
+    return lut_x10 > direct_x10;
+}
+
+const em_kernel *em_kernel_choose(const em_model *model, const em_node *node, uint32_t kernels)
+{
+    const em_arch_config *reference = em_arch_config_for(EM_KERNELS_REFERENCE);
+    const em_arch_config *set = em_arch_config_for(kernels);
+    const em_kernel *k = NULL;
+    const int int8 = (node->flags & EM_NODE_FLAG_INT8_TABLES) != 0;
+    uint64_t macs;
+    if (set == NULL || set == reference) /* NULL is defensive: the loader checked availability */
+        return em_kernel_lookup(reference, node->op, EM_ALGO_REFERENCE, EM_ISA_REFERENCE, node);
+
+    switch (node->op) {
+    case EM_OP_LUT_CONV2D:
+        if (int8) { /* byte-shuffle lookups; the reference if too large */
+            k = em_kernel_lookup(set, node->op, EM_ALGO_LUT_INT8, EM_ISA_MICRO, node);
+            break;
+        }
+        if (lut_conv2d_prefers_decoded(model, node))
+            k = em_kernel_lookup(set, node->op, EM_ALGO_LUT_DECODED, EM_ISA_MICRO, node);
+        if (k == NULL) k = em_kernel_lookup(set, node->op, EM_ALGO_LUT_TABLES, EM_ISA_MICRO, node);
+        break;
+    case EM_OP_LUT_DENSE:
+        k = em_kernel_lookup(set, node->op, int8 ? EM_ALGO_LUT_INT8 : EM_ALGO_LUT_TABLES, EM_ISA_MICRO, node);
+        break;
+    case EM_OP_CONV2D:
+        macs = (uint64_t)node->out.numel * node->kernel_h * node->kernel_w * node->in.c;
+        if (set->blas && macs >= EM_BLAS_MIN_MACS) {
+            k = em_kernel_lookup(set, node->op, EM_ALGO_1X1, EM_ISA_BLAS, node);
+            if (k == NULL) k = em_kernel_lookup(set, node->op, EM_ALGO_IM2COL, EM_ISA_BLAS, node);
+            break;
+        }
+        k = em_kernel_lookup(set, node->op, EM_ALGO_DIRECT, EM_ISA_MICRO, node);
+        break;
+    case EM_OP_DENSE:
+        macs = (uint64_t)node->in.numel * node->out.c;
+        k = em_kernel_lookup(set, node->op, EM_ALGO_GEMV,
+                             set->blas && macs >= EM_BLAS_MIN_MACS ? EM_ISA_BLAS : EM_ISA_MICRO, node);
+        break;
+    case EM_OP_DEPTHWISE_CONV2D: /* multiplier 1 on the ISA's micro-kernel, else the portable loop */
+        k = em_kernel_lookup(set, node->op, EM_ALGO_ROWS, EM_ISA_MICRO, node);
+        if (k == NULL) k = em_kernel_lookup(set, node->op, EM_ALGO_DIRECT, EM_ISA_PORTABLE, node);
+        break;
+    case EM_OP_MAX_POOL: /* ops without a matrix product: one portable kernel for every set */
+    case EM_OP_AVG_POOL:
+    case EM_OP_GLOBAL_AVG_POOL:
+        k = em_kernel_lookup(set, node->op, EM_ALGO_DIRECT, EM_ISA_PORTABLE, node);
+        break;
+    case EM_OP_RESHAPE:
+    case EM_OP_ACTIVATION:
+        k = em_kernel_lookup(set, node->op, EM_ALGO_COPY, EM_ISA_PORTABLE, node);
+        break;
+    default:
+        break;
+    }
+    return k != NULL ? k : em_kernel_lookup(reference, node->op, EM_ALGO_REFERENCE, EM_ISA_REFERENCE, node);
+}
