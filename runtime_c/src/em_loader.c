@@ -1099,6 +1099,10 @@ static em_status load(em_loader *L, const uint8_t *data, size_t size, const em_k
     if (!em_context_layout(m, NULL, &m->context_bytes, NULL))
         return em_fail(err, EM_STATUS_LIMIT, "context: the planned arena of %zu bytes plus bookkeeping does not fit "
                        "in size_t", m->arena_bytes);
+    if (m->context_bytes > (size_t)EM_MAX_CONTEXT_BYTES)
+        return em_fail(err, EM_STATUS_LIMIT, "context: a run with the %s kernels needs %zu bytes, more than "
+                       "EM_MAX_CONTEXT_BYTES (%zu; the reference kernels need the most)",
+                       em_kernels_name(m->kernels), m->context_bytes, (size_t)EM_MAX_CONTEXT_BYTES);
     return EM_STATUS_OK;
 }
 
