@@ -3,6 +3,7 @@
  * usage mistakes). Usage: em_test_em_run PATH_TO_EM_RUN (CTest passes it; files go to the cwd). */
 #define _POSIX_C_SOURCE 200809L
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -207,6 +208,51 @@ int main(int argc, char **argv)
     CHECK(em_run("em_run_test.emm --runs 0 --info") == 2);
     CHECK(em_run("em_run_test.emm --frobnicate") == 2);
     CHECK(file_contains("em_run_test.err", "unknown option --frobnicate"));
+
+    /* node names with ESC, CR and LF are printed escaped by --info: a file cannot forge output lines */
+    {
+        emb_builder *b = emb_create();
+        uint32_t in2 = emb_input(b, 1, 1, 4), v2;
+        emb_node n2 = emb_node_init(EM_OP_ACTIVATION, in2);
+        size_t evil_size;
+        uint8_t *evil;
+        n2.activation = EM_ACT_RELU;
+        v2 = emb_add_op(b, n2, 0);
+        emb_task_auto(b, "t", in2, v2);
+        emb_meta_string(b, "node.0.name", "evil\x1b[2J\r\nmodel: forged\\");
+        evil = emb_finish(b, &evil_size);
+        emb_destroy(b);
+        write_file("em_run_test_names.emm", evil, evil_size);
+        free(evil);
+        CHECK(em_run("em_run_test_names.emm --info") == 0);
+        CHECK(file_contains("em_run_test.out", "evil\\x1B[2J\\x0D\\x0Amodel: forged\\x5C"));
+        {
+            char *text = read_text("em_run_test.out", NULL);
+            CHECKF(text != NULL && strchr(text, '\x1b') == NULL && strchr(text, '\r') == NULL &&
+                       strstr(text, "\nmodel: forged") == NULL,
+                   "raw control bytes in --info output");
+            free(text);
+        }
+    }
+
+    /* NaN input gives NaN logits (ReLU and the pools keep NaN, FORMAT.md "Non-finite values") */
+    {
+        float nan_in[32];
+        size_t got_size = 0;
+        char *got;
+        memcpy(nan_in, x, sizeof nan_in);
+        nan_in[5] = NAN;
+        write_file("em_run_test_nan.f32", nan_in, sizeof nan_in);
+        CHECK(em_run("em_run_test.emm --task cls --input em_run_test_nan.f32 --output em_run_test_out.f32") == 0);
+        got = read_text("em_run_test_out.f32", &got_size);
+        if (CHECK(got != NULL && got_size == 3 * sizeof(float))) {
+            float y[3];
+            memcpy(y, got, sizeof y);
+            CHECKF(isnan(y[0]) && isnan(y[1]) && isnan(y[2]), "NaN input gave %g %g %g", (double)y[0], (double)y[1],
+                   (double)y[2]);
+        }
+        free(got);
+    }
 
     free(file);
     return em_test_summary("test_em_run");

@@ -192,8 +192,28 @@ static int resolve_task(const em_model *model, const char *text, uint32_t *task)
     return 0;
 }
 
+/* A name from the file made safe to print: bytes outside printable ASCII (ESC, CR, LF, other controls,
+ * and bytes of multi-byte UTF-8) and the backslash become \xNN, so a file cannot forge output lines or
+ * send terminal escape codes. Truncated (with "...") to fit `out`. */
+static const char *safe_name(const char *name, char *out, size_t size)
+{
+    size_t at = 0;
+    for (; *name != '\0'; ++name) {
+        const unsigned char c = (unsigned char)*name;
+        if (at + 8 > size) {
+            memcpy(out + at, "...", 4);
+            return out;
+        }
+        if (c >= 0x20 && c < 0x7F && c != '\\') out[at++] = (char)c;
+        else at += (size_t)snprintf(out + at, size - at, "\\x%02X", (unsigned)c);
+    }
+    out[at] = '\0';
+    return out;
+}
+
 static void print_info(const em_model *model, const char *path, size_t file_bytes)
 {
+    char safe[256];
     uint32_t i;
     printf("model: %s (%zu bytes), format version %u, context %zu bytes\n", path, file_bytes,
            (unsigned)em_model_format_version(model), em_context_size(model));
@@ -201,7 +221,7 @@ static void print_info(const em_model *model, const char *path, size_t file_byte
     for (i = 0; i < em_model_task_count(model); ++i) {
         em_task_info t;
         em_model_task_info(model, i, &t);
-        printf("  %u %s: input %u (%u, %u, %u), classes %u\n", (unsigned)i, t.name, (unsigned)t.input_index,
+        printf("  %u %s: input %u (%u, %u, %u), classes %u\n", (unsigned)i, safe_name(t.name, safe, sizeof safe), (unsigned)t.input_index,
                (unsigned)t.input_h, (unsigned)t.input_w, (unsigned)t.input_c, (unsigned)t.classes);
     }
     printf("nodes: %u\n", (unsigned)em_model_node_count(model));
@@ -215,7 +235,7 @@ static void print_info(const em_model *model, const char *path, size_t file_byte
             snprintf(rc, sizeof rc, "%u/%u", (unsigned)n.seg_len, (unsigned)n.codewords);
         else
             snprintf(rc, sizeof rc, "-");
-        printf("  %4u  %-28s %-17s %-16s %-10s %s\n", (unsigned)i, n.name[0] ? n.name : "-", em_op_name(n.op), shape,
+        printf("  %4u  %-28s %-17s %-16s %-10s %s\n", (unsigned)i, n.name[0] ? safe_name(n.name, safe, sizeof safe) : "-", em_op_name(n.op), shape,
                rc, n.kernel);
     }
     printf("cpu features: %s\n", em_runtime_cpu_features());
