@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "em_test_builder.h"
 #include "em_test_util.h"
@@ -232,6 +234,74 @@ int main(int argc, char **argv)
                        strstr(text, "\nmodel: forged") == NULL,
                    "raw control bytes in --info output");
             free(text);
+        }
+    }
+
+    /* output files: never through a planted symlink at the old fixed temporary name, never over a symlink,
+     * FIFO or directory, the old file's mode kept */
+    {
+        struct stat st;
+        char *victim;
+        remove("em_run_test_victim.txt");
+        write_file("em_run_test_victim.txt", "precious", 8);
+        remove("em_run_test_out.f32.tmp");
+        CHECK(symlink("em_run_test_victim.txt", "em_run_test_out.f32.tmp") == 0);
+        CHECK(em_run("em_run_test.emm --task cls --input em_run_test_in.f32 --output em_run_test_out.f32") == 0);
+        check_output("em_run_test_out.f32", want_cls, 3);
+        victim = read_text("em_run_test_victim.txt", NULL);
+        CHECKF(victim != NULL && strcmp(victim, "precious") == 0, "the file behind OUT.tmp was overwritten");
+        free(victim);
+        CHECK(lstat("em_run_test_out.f32.tmp", &st) == 0 && S_ISLNK(st.st_mode));
+        remove("em_run_test_out.f32.tmp");
+
+        remove("em_run_test_link.f32");
+        CHECK(symlink("em_run_test_victim.txt", "em_run_test_link.f32") == 0);
+        CHECK(em_run("em_run_test.emm --task cls --input em_run_test_in.f32 --output em_run_test_link.f32") == 1);
+        CHECK(file_contains("em_run_test.err", "em_run_test_link.f32: is a symbolic link"));
+        CHECK(lstat("em_run_test_link.f32", &st) == 0 && S_ISLNK(st.st_mode));
+        remove("em_run_test_link.f32");
+
+        remove("em_run_test_fifo");
+        CHECK(mkfifo("em_run_test_fifo", 0600) == 0);
+        CHECK(em_run("em_run_test.emm --task cls --input em_run_test_in.f32 --output em_run_test_fifo") == 1);
+        CHECK(file_contains("em_run_test.err", "em_run_test_fifo: not a regular file (a FIFO)"));
+        CHECK(lstat("em_run_test_fifo", &st) == 0 && S_ISFIFO(st.st_mode));
+        remove("em_run_test_fifo");
+
+        rmdir("em_run_test_dir");
+        CHECK(mkdir("em_run_test_dir", 0700) == 0);
+        CHECK(em_run("em_run_test.emm --task cls --input em_run_test_in.f32 --output em_run_test_dir") == 1);
+        CHECK(file_contains("em_run_test.err", "em_run_test_dir: not a regular file (a directory)"));
+        rmdir("em_run_test_dir");
+
+        CHECK(chmod("em_run_test_out.f32", 0640) == 0);
+        CHECK(em_run("em_run_test.emm --task cls --input em_run_test_in.f32 --output em_run_test_out.f32") == 0);
+        CHECK(stat("em_run_test_out.f32", &st) == 0 && (st.st_mode & 0777) == 0640);
+
+        /* a failing write (file size limit 0; also holds for root): reported, target and folder unchanged */
+        {
+            char command[1200];
+            int rc;
+            snprintf(command, sizeof command,
+                     "sh -c \"trap '' XFSZ; ulimit -f 0; '%s' em_run_test.emm --task 7 --input "
+                     "em_run_test_in.f32 --output em_run_test_out.f32; echo exit=\\$? >&2\" 2>&1 >/dev/null "
+                     "| cat > em_run_test.err", /* stderr through a pipe: the limit applies to files */
+                     g_em_run);
+            rc = system(command);
+            CHECK(rc != -1 && WIFEXITED(rc));
+            CHECK(file_contains("em_run_test.err", "exit=1"));
+            CHECK(file_contains("em_run_test.err", "file too large"));
+            check_output("em_run_test_out.f32", want_cls, 3);
+            CHECK(system("ls -a | grep -q 'em_run_test_out.f32.tmp-'") != 0);
+        }
+        if (geteuid() == 0) {
+            fprintf(stderr, "test_em_run: skipping the read-only folder case (root ignores permission bits)\n");
+        } else {
+            rmdir("em_run_test_ro");
+            CHECK(mkdir("em_run_test_ro", 0500) == 0);
+            CHECK(em_run("em_run_test.emm --task cls --input em_run_test_in.f32 --output em_run_test_ro/o.f32") == 1);
+            CHECK(file_contains("em_run_test.err", "permission denied"));
+            rmdir("em_run_test_ro");
         }
     }
 
