@@ -121,6 +121,7 @@ static int host_is_little_endian_ieee754(void)
 static em_status choose_kernels(em_model *m, const em_kernel *force, em_error *err)
 {
     size_t total = 0, at;
+    unsigned char *base;
     uint32_t i;
     em_status st;
     for (i = 0; i < m->node_count; ++i) {
@@ -144,12 +145,16 @@ static em_status choose_kernels(em_model *m, const em_kernel *force, em_error *e
         return em_fail(err, EM_STATUS_LIMIT, "packed kernel data does not fit in size_t");
     m->packed_arena = (unsigned char *)em_alloc_array(&m->allocator, total, 1, "packed kernel data", &st, err);
     if (m->packed_arena == NULL) return st;
-    at = (EM_CONTEXT_ALIGNMENT - (size_t)((uintptr_t)m->packed_arena % EM_CONTEXT_ALIGNMENT)) % EM_CONTEXT_ALIGNMENT;
+    /* offsets are aligned relative to the first 64-byte boundary in the block (aligning them relative to
+     * the block itself gave 16 mod 64 addresses when the allocator returned 16 mod 64) */
+    base = m->packed_arena +
+           (EM_CONTEXT_ALIGNMENT - (size_t)((uintptr_t)m->packed_arena % EM_CONTEXT_ALIGNMENT)) % EM_CONTEXT_ALIGNMENT;
+    at = 0;
     for (i = 0; i < m->node_count; ++i) {
         em_node *node = &m->nodes[i];
         at = (at + EM_CONTEXT_ALIGNMENT - 1u) & ~(size_t)(EM_CONTEXT_ALIGNMENT - 1u);
         if (node->packed_bytes == 0) continue;
-        node->packed = m->packed_arena + at;
+        node->packed = base + at;
         at += node->packed_bytes;
         node->kernel->pack(m, node);
     }
@@ -170,6 +175,10 @@ static em_status load(em_loader *L, const uint8_t *data, size_t size, const em_k
     if (!em_context_layout(m, NULL, &m->context_bytes, NULL))
         return em_fail(err, EM_STATUS_LIMIT, "context: the planned arena of %zu bytes plus bookkeeping does not fit "
                        "in size_t", m->arena_bytes);
+    if (m->context_bytes > (size_t)EM_MAX_CONTEXT_BYTES)
+        return em_fail(err, EM_STATUS_LIMIT, "context: a run with the %s kernels needs %zu bytes, more than "
+                       "EM_MAX_CONTEXT_BYTES (%zu; the reference kernels need the most)",
+                       em_kernels_name(m->kernels), m->context_bytes, (size_t)EM_MAX_CONTEXT_BYTES);
     return EM_STATUS_OK;
 }
 

@@ -11,8 +11,11 @@
 #ifndef EDGEMERGE_EM_LUT_INT8_H
 #define EDGEMERGE_EM_LUT_INT8_H
 
+#include <float.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Largest |q| of a table entry. */
 #define EM_LUT_INT8_MAX 127
@@ -20,16 +23,35 @@
  * kernels flush every EM_LUT_INT8_FLUSH_TERMS terms. */
 #define EM_LUT_INT8_FLUSH_TERMS 256u
 
-/* max |t[i]| (NaN entries are skipped). */
+/* max |t[i]|, computed on the bits: with the sign bit cleared, IEEE-754 binary32 values order like their
+ * bit patterns as unsigned integers, and every NaN lies above +Inf. So the result is +Inf when the table
+ * holds an infinity and no NaN, a NaN when it holds a NaN (in any kernel, whatever the order of the
+ * lanes), and the exact maximum otherwise. */
 static inline float em_lut_int8_absmax(const float *t, size_t n)
 {
-    float m = 0.0f;
+    uint32_t m = 0, bits;
+    float result;
     size_t i;
     for (i = 0; i < n; ++i) {
-        const float a = t[i] < 0.0f ? -t[i] : t[i];
-        m = a > m ? a : m;
+        memcpy(&bits, t + i, sizeof bits);
+        bits &= 0x7FFFFFFFu;
+        m = bits > m ? bits : m;
     }
-    return m;
+    memcpy(&result, &m, sizeof result);
+    return result;
+}
+
+/* A table with a NaN or an infinity has no scale: every output of the node is NaN (FORMAT.md
+ * "Non-finite values"). Kernels check this right after absmax and then write NaN and stop. */
+static inline int em_lut_int8_finite(float absmax)
+{
+    return absmax <= FLT_MAX; /* false for +Inf and NaN */
+}
+
+static inline void em_lut_int8_fill_nan(float *output, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; ++i) output[i] = NAN;
 }
 
 /* 127 / m, or 0 for an all-zero table (every q is then 0). */

@@ -371,16 +371,16 @@ static uint32_t expected_meta_type(const em_meta_entry *e)
     const uint8_t *suffix;
     size_t len;
     uint32_t n;
-    if (key_equals(e, "edgemerge.tool_version")) return EM_META_STRING;
-    if (key_equals(e, "edgemerge.original_bytes") || key_equals(e, "source.count")) return EM_META_U64;
-    if (match_numbered_key(e, "source.", &n, &suffix, &len)) {
+    if (key_equals(e, EM_KEY_GENERAL_TOOL_VERSION)) return EM_META_STRING;
+    if (key_equals(e, EM_KEY_GENERAL_ORIGINAL_BYTES) || key_equals(e, EM_KEY_SOURCE_COUNT)) return EM_META_U64;
+    if (match_numbered_key(e, EM_KEY_SOURCE_PREFIX, &n, &suffix, &len)) {
         if (suffix_is(suffix, len, "task") || suffix_is(suffix, len, "file")) return EM_META_STRING;
         if (suffix_is(suffix, len, "param_bytes")) return EM_META_U64;
     }
-    if (match_numbered_key(e, "node.", &n, &suffix, &len) &&
+    if (match_numbered_key(e, EM_KEY_NODE_PREFIX, &n, &suffix, &len) &&
         (suffix_is(suffix, len, "name") || suffix_is(suffix, len, "sources") || suffix_is(suffix, len, "match_output")))
         return EM_META_STRING;
-    if (match_numbered_key(e, "tensor.", &n, &suffix, &len) && suffix_is(suffix, len, "name")) return EM_META_STRING;
+    if (match_numbered_key(e, EM_KEY_TENSOR_PREFIX, &n, &suffix, &len) && suffix_is(suffix, len, "name")) return EM_META_STRING;
     return 0;
 }
 
@@ -407,8 +407,8 @@ static int compare_meta_keys(const void *a, const void *b)
 
 static em_status parse_meta(em_loader *L, em_error *err)
 {
-    static const char *const required_keys[] = {"edgemerge.tool_version", "edgemerge.original_bytes",
-                                                "source.count"};
+    static const char *const required_keys[] = {EM_KEY_GENERAL_TOOL_VERSION,
+                                                EM_KEY_GENERAL_ORIGINAL_BYTES, EM_KEY_SOURCE_COUNT};
     /* smallest entry: key_len + 1 key byte + type + an empty string's length */
     const size_t min_entry_bytes = 4u + 1u + 4u + 4u;
     const em_span span = section_span(L, EM_SECTION_META);
@@ -898,7 +898,7 @@ static int node_name_entry(const em_model *m, const em_meta_entry *e, uint32_t *
 {
     const uint8_t *suffix;
     size_t len;
-    return match_numbered_key(e, "node.", node, &suffix, &len) && suffix_is(suffix, len, "name") &&
+    return match_numbered_key(e, EM_KEY_NODE_PREFIX, node, &suffix, &len) && suffix_is(suffix, len, "name") &&
            *node < m->node_count;
 }
 

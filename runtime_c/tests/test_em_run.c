@@ -3,10 +3,13 @@
  * usage mistakes). Usage: em_test_em_run PATH_TO_EM_RUN (CTest passes it; files go to the cwd). */
 #define _POSIX_C_SOURCE 200809L
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "em_test_builder.h"
 #include "em_test_util.h"
@@ -207,6 +210,119 @@ int main(int argc, char **argv)
     CHECK(em_run("em_run_test.emm --runs 0 --info") == 2);
     CHECK(em_run("em_run_test.emm --frobnicate") == 2);
     CHECK(file_contains("em_run_test.err", "unknown option --frobnicate"));
+
+    /* node names with ESC, CR and LF are printed escaped by --info: a file cannot forge output lines */
+    {
+        emb_builder *b = emb_create();
+        uint32_t in2 = emb_input(b, 1, 1, 4), v2;
+        emb_node n2 = emb_node_init(EM_OP_ACTIVATION, in2);
+        size_t evil_size;
+        uint8_t *evil;
+        n2.activation = EM_ACT_RELU;
+        v2 = emb_add_op(b, n2, 0);
+        emb_task_auto(b, "t", in2, v2);
+        emb_meta_string(b, "node.0.name", "evil\x1b[2J\r\nmodel: forged\\");
+        evil = emb_finish(b, &evil_size);
+        emb_destroy(b);
+        write_file("em_run_test_names.emm", evil, evil_size);
+        free(evil);
+        CHECK(em_run("em_run_test_names.emm --info") == 0);
+        CHECK(file_contains("em_run_test.out", "evil\\x1B[2J\\x0D\\x0Amodel: forged\\x5C"));
+        {
+            char *text = read_text("em_run_test.out", NULL);
+            CHECKF(text != NULL && strchr(text, '\x1b') == NULL && strchr(text, '\r') == NULL &&
+                       strstr(text, "\nmodel: forged") == NULL,
+                   "raw control bytes in --info output");
+            free(text);
+        }
+    }
+
+    /* output files: never through a planted symlink at the old fixed temporary name, never over a symlink,
+     * FIFO or directory, the old file's mode kept */
+    {
+        struct stat st;
+        char *victim;
+        remove("em_run_test_victim.txt");
+        write_file("em_run_test_victim.txt", "precious", 8);
+        remove("em_run_test_out.f32.tmp");
+        CHECK(symlink("em_run_test_victim.txt", "em_run_test_out.f32.tmp") == 0);
+        CHECK(em_run("em_run_test.emm --task cls --input em_run_test_in.f32 --output em_run_test_out.f32") == 0);
+        check_output("em_run_test_out.f32", want_cls, 3);
+        victim = read_text("em_run_test_victim.txt", NULL);
+        CHECKF(victim != NULL && strcmp(victim, "precious") == 0, "the file behind OUT.tmp was overwritten");
+        free(victim);
+        CHECK(lstat("em_run_test_out.f32.tmp", &st) == 0 && S_ISLNK(st.st_mode));
+        remove("em_run_test_out.f32.tmp");
+
+        remove("em_run_test_link.f32");
+        CHECK(symlink("em_run_test_victim.txt", "em_run_test_link.f32") == 0);
+        CHECK(em_run("em_run_test.emm --task cls --input em_run_test_in.f32 --output em_run_test_link.f32") == 1);
+        CHECK(file_contains("em_run_test.err", "em_run_test_link.f32: is a symbolic link"));
+        CHECK(lstat("em_run_test_link.f32", &st) == 0 && S_ISLNK(st.st_mode));
+        remove("em_run_test_link.f32");
+
+        remove("em_run_test_fifo");
+        CHECK(mkfifo("em_run_test_fifo", 0600) == 0);
+        CHECK(em_run("em_run_test.emm --task cls --input em_run_test_in.f32 --output em_run_test_fifo") == 1);
+        CHECK(file_contains("em_run_test.err", "em_run_test_fifo: not a regular file (a FIFO)"));
+        CHECK(lstat("em_run_test_fifo", &st) == 0 && S_ISFIFO(st.st_mode));
+        remove("em_run_test_fifo");
+
+        rmdir("em_run_test_dir");
+        CHECK(mkdir("em_run_test_dir", 0700) == 0);
+        CHECK(em_run("em_run_test.emm --task cls --input em_run_test_in.f32 --output em_run_test_dir") == 1);
+        CHECK(file_contains("em_run_test.err", "em_run_test_dir: not a regular file (a directory)"));
+        rmdir("em_run_test_dir");
+
+        CHECK(chmod("em_run_test_out.f32", 0640) == 0);
+        CHECK(em_run("em_run_test.emm --task cls --input em_run_test_in.f32 --output em_run_test_out.f32") == 0);
+        CHECK(stat("em_run_test_out.f32", &st) == 0 && (st.st_mode & 0777) == 0640);
+
+        /* a failing write (file size limit 0; also holds for root): reported, target and folder unchanged */
+        {
+            char command[1200];
+            int rc;
+            snprintf(command, sizeof command,
+                     "sh -c \"trap '' XFSZ; ulimit -f 0; '%s' em_run_test.emm --task 7 --input "
+                     "em_run_test_in.f32 --output em_run_test_out.f32; echo exit=\\$? >&2\" 2>&1 >/dev/null "
+                     "| cat > em_run_test.err", /* stderr through a pipe: the limit applies to files */
+                     g_em_run);
+            rc = system(command);
+            CHECK(rc != -1 && WIFEXITED(rc));
+            CHECK(file_contains("em_run_test.err", "exit=1"));
+            CHECK(file_contains("em_run_test.err", "file too large"));
+            check_output("em_run_test_out.f32", want_cls, 3);
+            CHECK(system("ls -a | grep -q 'em_run_test_out.f32.tmp-'") != 0);
+        }
+        if (geteuid() == 0) {
+            fprintf(stderr, "test_em_run: skipping the read-only folder case (root ignores permission bits)\n");
+        } else {
+            rmdir("em_run_test_ro");
+            CHECK(mkdir("em_run_test_ro", 0500) == 0);
+            CHECK(em_run("em_run_test.emm --task cls --input em_run_test_in.f32 --output em_run_test_ro/o.f32") == 1);
+            CHECK(file_contains("em_run_test.err", "permission denied"));
+            rmdir("em_run_test_ro");
+        }
+    }
+
+    /* NaN input gives NaN logits (ReLU and the pools keep NaN, FORMAT.md "Non-finite values") */
+    {
+        float nan_in[32];
+        size_t got_size = 0;
+        char *got;
+        memcpy(nan_in, x, sizeof nan_in);
+        nan_in[5] = NAN;
+        write_file("em_run_test_nan.f32", nan_in, sizeof nan_in);
+        CHECK(em_run("em_run_test.emm --task cls --input em_run_test_nan.f32 --output em_run_test_out.f32") == 0);
+        got = read_text("em_run_test_out.f32", &got_size);
+        if (CHECK(got != NULL && got_size == 3 * sizeof(float))) {
+            float y[3];
+            memcpy(y, got, sizeof y);
+            CHECKF(isnan(y[0]) && isnan(y[1]) && isnan(y[2]), "NaN input gave %g %g %g", (double)y[0], (double)y[1],
+                   (double)y[2]);
+        }
+        free(got);
+    }
 
     free(file);
     return em_test_summary("test_em_run");

@@ -4,7 +4,7 @@
  *   em_run MODEL --info
  *
  * IN.f32 holds the task's input (H×W×C little-endian float32, NHWC); OUT.f32 receives the logits
- * (written to OUT.f32.tmp, then renamed, so a reader never sees a half-written file). --task is a
+ * (written to a new OUT.f32.tmp-XXXXXXXX, then renamed: tools/em_file_out.h). --task is a
  * task name or index. Every failure prints one message on stderr and exits non-zero:
  * 1 for a runtime or file problem, 2 for a usage mistake. */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "edgemerge/em_runtime.h"
+#include "em_file_out.h"
 
 #define TIMES "\xC3\x97" /* U+00D7 MULTIPLICATION SIGN, UTF-8 */
 
@@ -70,7 +71,7 @@ static void usage(FILE *to)
           "  MODEL         an .emm file\n"
           "  --task T      task name or index\n"
           "  --input IN    raw little-endian float32 input, H" TIMES "W" TIMES "C values (NHWC)\n"
-          "  --output OUT  raw float32 logits (written to OUT.tmp, then renamed)\n"
+          "  --output OUT  raw float32 logits (a regular file; written to a temporary, then renamed)\n"
           "  --runs N      run N times, print each run's time and the median (ms)\n"
           "  --info        print the format version, tasks, nodes and CPU features\n",
           to);
@@ -192,8 +193,28 @@ static int resolve_task(const em_model *model, const char *text, uint32_t *task)
     return 0;
 }
 
+/* A name from the file made safe to print: bytes outside printable ASCII (ESC, CR, LF, other controls,
+ * and bytes of multi-byte UTF-8) and the backslash become \xNN, so a file cannot forge output lines or
+ * send terminal escape codes. Truncated (with "...") to fit `out`. */
+static const char *safe_name(const char *name, char *out, size_t size)
+{
+    size_t at = 0;
+    for (; *name != '\0'; ++name) {
+        const unsigned char c = (unsigned char)*name;
+        if (at + 8 > size) {
+            memcpy(out + at, "...", 4);
+            return out;
+        }
+        if (c >= 0x20 && c < 0x7F && c != '\\') out[at++] = (char)c;
+        else at += (size_t)snprintf(out + at, size - at, "\\x%02X", (unsigned)c);
+    }
+    out[at] = '\0';
+    return out;
+}
+
 static void print_info(const em_model *model, const char *path, size_t file_bytes)
 {
+    char safe[256];
     uint32_t i;
     printf("model: %s (%zu bytes), format version %u, context %zu bytes\n", path, file_bytes,
            (unsigned)em_model_format_version(model), em_context_size(model));
@@ -201,7 +222,7 @@ static void print_info(const em_model *model, const char *path, size_t file_byte
     for (i = 0; i < em_model_task_count(model); ++i) {
         em_task_info t;
         em_model_task_info(model, i, &t);
-        printf("  %u %s: input %u (%u, %u, %u), classes %u\n", (unsigned)i, t.name, (unsigned)t.input_index,
+        printf("  %u %s: input %u (%u, %u, %u), classes %u\n", (unsigned)i, safe_name(t.name, safe, sizeof safe), (unsigned)t.input_index,
                (unsigned)t.input_h, (unsigned)t.input_w, (unsigned)t.input_c, (unsigned)t.classes);
     }
     printf("nodes: %u\n", (unsigned)em_model_node_count(model));
@@ -215,7 +236,7 @@ static void print_info(const em_model *model, const char *path, size_t file_byte
             snprintf(rc, sizeof rc, "%u/%u", (unsigned)n.seg_len, (unsigned)n.codewords);
         else
             snprintf(rc, sizeof rc, "-");
-        printf("  %4u  %-28s %-17s %-16s %-10s %s\n", (unsigned)i, n.name[0] ? n.name : "-", em_op_name(n.op), shape,
+        printf("  %4u  %-28s %-17s %-16s %-10s %s\n", (unsigned)i, n.name[0] ? safe_name(n.name, safe, sizeof safe) : "-", em_op_name(n.op), shape,
                rc, n.kernel);
     }
     printf("cpu features: %s\n", em_runtime_cpu_features());
@@ -232,37 +253,6 @@ static int compare_doubles(const void *a, const void *b)
 {
     const double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : (x > y ? 1 : 0);
-}
-
-/* OUT.tmp, then rename: an interrupted run never leaves a partial OUT behind. */
-static int write_output(const char *path, const float *values, size_t count, char *why, size_t why_size)
-{
-    const size_t tmp_len = strlen(path) + 5;
-    char *tmp = (char *)malloc(tmp_len);
-    FILE *f;
-    int ok;
-    if (tmp == NULL) {
-        snprintf(why, why_size, "out of memory");
-        return 0;
-    }
-    snprintf(tmp, tmp_len, "%s.tmp", path);
-    f = fopen(tmp, "wb");
-    if (f == NULL) {
-        snprintf(why, why_size, "cannot create %s (%s)", tmp, strerror(errno));
-        free(tmp);
-        return 0;
-    }
-    ok = fwrite(values, sizeof(float), count, f) == count;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok) {
-        snprintf(why, why_size, "cannot write %s", tmp);
-    } else if (rename(tmp, path) != 0) {
-        snprintf(why, why_size, "cannot rename %s to %s (%s)", tmp, path, strerror(errno));
-        ok = 0;
-    }
-    if (!ok) remove(tmp);
-    free(tmp);
-    return ok;
 }
 
 int main(int argc, char **argv)
@@ -340,7 +330,7 @@ int main(int argc, char **argv)
         r.times_ms[i] = now_ms() - start;
         if (st != EM_STATUS_OK) return fail(&r, "task %s: %s: %s", info.name, em_status_name(st), err.message);
     }
-    if (!write_output(o.output_path, r.output, info.classes, why, sizeof why))
+    if (!em_file_write(o.output_path, r.output, (size_t)info.classes * sizeof(float), why, sizeof why))
         return fail(&r, "output %s: %s", o.output_path, why);
 
     if (o.timing) {

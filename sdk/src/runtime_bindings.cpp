@@ -46,8 +46,14 @@ struct Context {
     AlignedBuffer memory;
     em_context *ctx = nullptr;
     explicit Context(const em_model *model) {
-        size_t bytes = em_context_size(model);
-        memory = aligned_alloc_64(bytes);
+        size_t bytes = em_context_size(model);  // <= EM_MAX_CONTEXT_BYTES: em_model_load refuses more
+        try {
+            memory = aligned_alloc_64(bytes);
+        } catch (const std::bad_alloc &) {  // a StatusError, so Python reports one error line, not MemoryError
+            throw StatusError{EM_STATUS_NO_MEMORY, std::string(em_status_name(EM_STATUS_NO_MEMORY)) +
+                                                       ": cannot allocate a run context of " + std::to_string(bytes) +
+                                                       " bytes"};
+        }
         em_error err{};
         if (em_context_init(model, memory.get(), bytes, &ctx, &err) != EM_STATUS_OK) throw_status(err);
     }

@@ -56,6 +56,9 @@
 #define EM_KEY_GENERAL_TOOL_VERSION "edgemerge.tool_version"
 #define EM_KEY_GENERAL_ORIGINAL_BYTES "edgemerge.original_bytes"
 #define EM_KEY_SOURCE_COUNT "source.count"
+#define EM_KEY_SOURCE_PREFIX "source."
+#define EM_KEY_NODE_PREFIX "node."
+#define EM_KEY_TENSOR_PREFIX "tensor."
 
 /* Tensor data types. */
 #define EM_DTYPE_F32 1u

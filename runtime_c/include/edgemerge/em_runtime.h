@@ -81,6 +81,14 @@ typedef struct em_node_info {
 #define EM_KERNELS_NEON 6u      /* ARM: 128-bit NEON micro-kernels ("neon") */
 #define EM_KERNELS_COUNT 7u
 
+/* The largest run context (em_context_size) a model may need: em_model_load refuses a model (with its
+ * kernel set) that needs more with EM_STATUS_LIMIT and a message naming the size, instead of letting a
+ * caller attempt a huge allocation. 2 GiB: a size_t on every target; a build may lower (or raise) it with
+ * -DEM_MAX_CONTEXT_BYTES=N. docs/FORMAT.md "Limits". */
+#ifndef EM_MAX_CONTEXT_BYTES
+#define EM_MAX_CONTEXT_BYTES ((size_t)1 << 31)
+#endif
+
 /* em_load_options.flags */
 #define EM_LOAD_NO_RUN_GROUPS 1u /* em_run_all runs every node alone (no run groups): for comparisons */
 typedef struct em_load_options {

@@ -67,26 +67,27 @@ static void accumulate_neon(const int8_t *table, const uint32_t *offsets, const 
     }
 }
 
-/* max |src[i]| with the scalar's NaN rule (a > m ? a : m per lane: vmaxq would propagate NaN) */
+/* em_lut_int8_absmax: the unsigned maximum of the bit patterns with the sign bit cleared, so NaN and Inf
+ * come out as the scalar's */
 static float absmax_neon(const float *src, size_t n)
 {
-    float32x4_t m4 = vdupq_n_f32(0.0f);
-    float lanes[4], m;
-    size_t i = 0;
-    for (; i + 4u <= n; i += 4u) {
-        const float32x4_t a = vabsq_f32(vld1q_f32(src + i));
-        m4 = vbslq_f32(vcgtq_f32(a, m4), a, m4);
+    const uint32x4_t magnitude = vdupq_n_u32(0x7FFFFFFFu);
+    uint32x4_t m4 = vdupq_n_u32(0);
+    uint32_t lanes[4], m = 0;
+    float result;
+    size_t i = 0, k;
+    for (; i + 4u <= n; i += 4u)
+        m4 = vmaxq_u32(m4, vandq_u32(vreinterpretq_u32_f32(vld1q_f32(src + i)), magnitude));
+    vst1q_u32(lanes, m4);
+    for (k = 0; k < 4u; ++k) m = lanes[k] > m ? lanes[k] : m;
+    memcpy(&result, &m, sizeof result);
+    if (i < n) {
+        const float tail = em_lut_int8_absmax(src + i, n - i);
+        uint32_t t;
+        memcpy(&t, &tail, sizeof t);
+        if (t > m) result = tail;
     }
-    vst1q_f32(lanes, m4);
-    m = lanes[0];
-    m = lanes[1] > m ? lanes[1] : m;
-    m = lanes[2] > m ? lanes[2] : m;
-    m = lanes[3] > m ? lanes[3] : m;
-    for (; i < n; ++i) {
-        const float a = src[i] < 0.0f ? -src[i] : src[i];
-        m = a > m ? a : m;
-    }
-    return m;
+    return result;
 }
 
 /* 16 entries per step: the float32 product and magic-number rounding of em_lut_int8_quantize (separate

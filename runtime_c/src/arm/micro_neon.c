@@ -23,8 +23,15 @@ typedef float32x4_t emv;
 #define emv_loadu(p) vld1q_f32(p)
 #define emv_storeu(p, v) vst1q_f32((p), (v))
 #define emv_add(a, b) vaddq_f32((a), (b))
-#define emv_max(a, b) vmaxq_f32((a), (b))
-#define emv_min(a, b) vminq_f32((a), (b))
+/* ReLU as em_activate: FMAX / FMIN (VMAX / VMIN) return NaN when an operand is NaN, and max(-0, +0) = +0 */
+static inline float32x4_t emv_relu(float32x4_t v)
+{
+    return vmaxq_f32(v, vdupq_n_f32(0.0f));
+}
+static inline float32x4_t emv_relu6(float32x4_t v)
+{
+    return vminq_f32(emv_relu(v), vdupq_n_f32(6.0f));
+}
 #if defined(__aarch64__) || defined(__ARM_FEATURE_FMA)
 #define emv_fma(a, b, c) vfmaq_f32((c), (a), (b))
 #else

@@ -38,8 +38,8 @@ static void conv_gemm_blas(size_t m, size_t n, size_t kblocks, size_t kin, const
         float *crow = c + i * ldc;
         for (j = 0; j < n; ++j) {
             float v = crow[j] + (bias != NULL ? bias[j] : 0.0f);
-            if (activation == EM_ACT_RELU) v = v > 0.0f ? v : 0.0f;
-            else if (activation == EM_ACT_RELU6) v = v > 0.0f ? (v < 6.0f ? v : 6.0f) : 0.0f;
+            if (activation == EM_ACT_RELU) v = v <= 0.0f ? 0.0f : v; /* NaN stays NaN */
+            else if (activation == EM_ACT_RELU6) v = v <= 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v);
             crow[j] = v;
         }
     }

@@ -232,12 +232,12 @@ static void bias_activate_tile(const em_node *node, const lut_conv_layout *L, fl
         if (activation == EM_ACT_RELU) {
             for (i = 0; i < len; ++i) {
                 const float v = t[i] + b;
-                t[i] = v > 0.0f ? v : 0.0f;
+                t[i] = v <= 0.0f ? 0.0f : v; /* NaN stays NaN */
             }
         } else if (activation == EM_ACT_RELU6) {
             for (i = 0; i < len; ++i) {
                 const float v = t[i] + b;
-                t[i] = v > 0.0f ? (v < 6.0f ? v : 6.0f) : 0.0f;
+                t[i] = v <= 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v);
             }
         } else {
             for (i = 0; i < len; ++i) t[i] += b;

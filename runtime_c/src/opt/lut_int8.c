@@ -185,6 +185,11 @@ void em_lut_int8_run(const em_node *node, const float *input, float *output, con
     }
     {
         const float absmax = i8->absmax(ftable, L->ftable_floats);
+        if (!em_lut_int8_finite(absmax)) { /* as the reference: no scale, every output NaN */
+            em_lut_int8_fill_nan(output, node->out.numel);
+            if (env->profile) env->profile->table_ns += em_platform_now_ns() - t0;
+            return;
+        }
         inverse = em_lut_int8_inverse(absmax);
         scale = em_lut_int8_scale(absmax);
     }

@@ -36,9 +36,9 @@ static void conv_gemm_generic(size_t m, size_t n, size_t kblocks, size_t kin, co
             }
         }
         if (activation == EM_ACT_RELU)
-            for (j = 0; j < n; ++j) crow[j] = crow[j] > 0.0f ? crow[j] : 0.0f;
+            for (j = 0; j < n; ++j) crow[j] = crow[j] <= 0.0f ? 0.0f : crow[j]; /* NaN stays NaN */
         else if (activation == EM_ACT_RELU6)
-            for (j = 0; j < n; ++j) crow[j] = crow[j] > 0.0f ? (crow[j] < 6.0f ? crow[j] : 6.0f) : 0.0f;
+            for (j = 0; j < n; ++j) crow[j] = crow[j] <= 0.0f ? 0.0f : (crow[j] > 6.0f ? 6.0f : crow[j]);
     }
 }
 
@@ -120,8 +120,8 @@ static void depthwise_row_generic(const float *const *rows, size_t kh, size_t kw
         }
         for (c = 0; c < channels; ++c) {
             float v = bias != NULL ? acc[c] + bias[c] : acc[c];
-            if (activation == EM_ACT_RELU) v = v > 0.0f ? v : 0.0f;
-            else if (activation == EM_ACT_RELU6) v = v > 0.0f ? (v < 6.0f ? v : 6.0f) : 0.0f;
+            if (activation == EM_ACT_RELU) v = v <= 0.0f ? 0.0f : v;
+            else if (activation == EM_ACT_RELU6) v = v <= 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v);
             acc[c] = v;
         }
     }

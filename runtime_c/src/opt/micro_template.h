@@ -7,7 +7,9 @@
  *   emv                    the vector type
  *   EMV_FN(name)           name##_<isa>: keeps the static functions of each ISA apart in debuggers
  *   EMV_GEMM_MR            rows of the gemm register tile (the tile is EMV_GEMM_MR × 2·EMV_W)
- *   emv_zero() emv_set1(x) emv_loadu(p) emv_storeu(p, v) emv_add(a, b) emv_max(a, b) emv_min(a, b)
+ *   emv_zero() emv_set1(x) emv_loadu(p) emv_storeu(p, v) emv_add(a, b)
+ *   emv_relu(v) emv_relu6(v)  em_activate's ReLU / ReLU6 lane by lane, bit for bit: NaN stays NaN (any
+ *                          quiet NaN), -0 and everything <= 0 give +0 (FORMAT.md "Non-finite values")
  *   emv_fma(a, b, c)       a·b + c (fused where the ISA has it)
  *   emv_load_part(p, n)    the first n < EMV_W floats at p, other lanes 0; reads only those n
  *   emv_store_part(p, v, n) writes only the first n < EMV_W lanes
@@ -37,8 +39,8 @@
 EMV_INLINE emv EMV_FN(epilogue)(emv v, const float *bias, size_t lanes, uint32_t activation)
 {
     if (bias != NULL) v = emv_add(v, lanes == EMV_W ? emv_loadu(bias) : emv_load_part(bias, lanes));
-    if (activation == EM_ACT_RELU) v = emv_max(v, emv_zero());
-    else if (activation == EM_ACT_RELU6) v = emv_min(emv_max(v, emv_zero()), emv_set1(6.0f));
+    if (activation == EM_ACT_RELU) v = emv_relu(v);
+    else if (activation == EM_ACT_RELU6) v = emv_relu6(v);
     return v;
 }
 
@@ -487,8 +489,8 @@ static void EMV_FN(depthwise_row)(const float *const *rows, size_t kh, size_t kw
                     v = emv_fma(emv_loadu(x2 + channels), w21, v);
                     v = emv_fma(emv_loadu(x2 + 2 * channels), w22, v);
                     if (b != NULL) v = emv_add(v, bv);
-                    if (activation == EM_ACT_RELU) v = emv_max(v, emv_zero());
-                    else if (activation == EM_ACT_RELU6) v = emv_min(emv_max(v, emv_zero()), emv_set1(6.0f));
+                    if (activation == EM_ACT_RELU) v = emv_relu(v);
+                    else if (activation == EM_ACT_RELU6) v = emv_relu6(v);
                     emv_storeu(o, v);
                 }
             }

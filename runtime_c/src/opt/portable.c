@@ -35,9 +35,9 @@ void em_opt_bias_activate(float *y, size_t pixels, uint32_t channels, const floa
         if (bias != NULL)
             for (c = 0; c < channels; ++c) row[c] += bias[c];
         if (activation == EM_ACT_RELU) {
-            for (c = 0; c < channels; ++c) row[c] = row[c] > 0.0f ? row[c] : 0.0f;
+            for (c = 0; c < channels; ++c) row[c] = row[c] <= 0.0f ? 0.0f : row[c]; /* NaN stays NaN */
         } else if (activation == EM_ACT_RELU6) {
-            for (c = 0; c < channels; ++c) row[c] = row[c] > 0.0f ? (row[c] < 6.0f ? row[c] : 6.0f) : 0.0f;
+            for (c = 0; c < channels; ++c) row[c] = row[c] <= 0.0f ? 0.0f : (row[c] > 6.0f ? 6.0f : row[c]);
         }
     }
 }
@@ -123,7 +123,7 @@ static void pool(const em_node *node, const float *input, float *output, int ave
                     } else if (average) {
                         for (c = 0; c < channels; ++c) dst[c] += x[c];
                     } else {
-                        for (c = 0; c < channels; ++c) dst[c] = x[c] > dst[c] ? x[c] : dst[c];
+                        for (c = 0; c < channels; ++c) dst[c] = (x[c] > dst[c] || x[c] != x[c]) ? x[c] : dst[c];
                     }
                     ++cells;
                 }

@@ -16,10 +16,10 @@
 static inline float em_activate(float x, uint32_t activation)
 {
     switch (activation) {
-    case EM_ACT_RELU:
-        return x > 0.0f ? x : 0.0f;
+    case EM_ACT_RELU: /* NaN stays NaN (TensorFlow's Relu), -0 gives +0: FORMAT.md "Non-finite values" */
+        return x <= 0.0f ? 0.0f : x;
     case EM_ACT_RELU6:
-        return x > 0.0f ? (x < 6.0f ? x : 6.0f) : 0.0f;
+        return x <= 0.0f ? 0.0f : (x > 6.0f ? 6.0f : x);
     default: /* EM_ACT_NONE; the loader rejects unknown values */
         return x;
     }

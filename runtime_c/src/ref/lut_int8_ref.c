@@ -6,7 +6,7 @@
  *   y[oy, ox, co]  = act(bias[co] + (float)(Σ_{ky, kx, s} q[(oy·sh + ky − pt, ox·sw + kx − pl), s,
  *                                                               index[ky, kx, s, co]]) · (m / 127))
  *
- * Terms in the padding are left out (q = 0). Scratch: the float table, as for the float ops; entries are
+ * A NaN or infinite table entry leaves no scale: every output is NaN. Terms in the padding are left out (q = 0). Scratch: the float table, as for the float ops; entries are
  * quantised where they are read. */
 #include "../em_lut_int8.h"
 #include "em_ref_kernels.h"
@@ -31,6 +31,10 @@ void em_lut_conv2d_int8_ref(const em_node *node, const float *input, float *outp
                                table + p * pixel_table);
     {
         const float absmax = em_lut_int8_absmax(table, (size_t)in_h * in_w * pixel_table);
+        if (!em_lut_int8_finite(absmax)) {
+            em_lut_int8_fill_nan(output, node->out.numel);
+            return;
+        }
         inverse = em_lut_int8_inverse(absmax);
         scale = em_lut_int8_scale(absmax);
     }
@@ -78,6 +82,10 @@ void em_lut_dense_int8_ref(const em_node *node, const float *input, float *outpu
                            table);
     {
         const float absmax = em_lut_int8_absmax(table, (size_t)segments * codewords);
+        if (!em_lut_int8_finite(absmax)) {
+            em_lut_int8_fill_nan(output, node->out.numel);
+            return;
+        }
         inverse = em_lut_int8_inverse(absmax);
         scale = em_lut_int8_scale(absmax);
     }

@@ -1,5 +1,6 @@
 /* MAX_POOL, AVG_POOL and GLOBAL_AVG_POOL. Padded cells take no part: max over the cells inside the
- * input, mean over the cells inside the input (TensorFlow's 'SAME' semantics). Because every pad is
+ * input, mean over the cells inside the input (TensorFlow's 'SAME' semantics). A NaN in a window makes
+ * its maximum NaN (FORMAT.md "Non-finite values"). Because every pad is
  * smaller than its kernel (checked by the loader), each window holds at least one input cell. */
 #include "em_ref_kernels.h"
 
@@ -24,7 +25,7 @@ static void pool_ref(const em_node *node, const float *input, float *output, int
                         float v;
                         if (ix < 0) continue;
                         v = input[((size_t)iy * in_w + (size_t)ix) * channels + c];
-                        if (cells == 0 || v > max) max = v;
+                        if (cells == 0 || v > max || v != v) max = v; /* a NaN in the window wins */
                         sum += v;
                         ++cells;
                     }

@@ -58,26 +58,28 @@ static void accumulate_avx2(const int8_t *table, const uint32_t *offsets, const 
     }
 }
 
-/* max |src[i]|: andnot the sign bit, vmaxps(a, m) keeps m where a is NaN, as the scalar a > m ? a : m does */
+/* em_lut_int8_absmax: the integer maximum of the bit patterns with the sign bit cleared (below 2^31, so
+ * the signed vpmaxsd orders them as unsigned); NaN and Inf come out as the scalar's */
 static float absmax_avx2(const float *src, size_t n)
 {
-    const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
-    __m256 m8 = _mm256_setzero_ps();
-    __m128 m4;
-    float lanes[4], m;
-    size_t i = 0;
-    for (; i + 8u <= n; i += 8u) m8 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(src + i), magnitude), m8);
-    m4 = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
-    _mm_storeu_ps(lanes, m4);
-    m = lanes[0];
-    m = lanes[1] > m ? lanes[1] : m;
-    m = lanes[2] > m ? lanes[2] : m;
-    m = lanes[3] > m ? lanes[3] : m;
-    for (; i < n; ++i) {
-        const float a = src[i] < 0.0f ? -src[i] : src[i];
-        m = a > m ? a : m;
+    const __m256i magnitude = _mm256_set1_epi32(0x7FFFFFFF);
+    __m256i m8 = _mm256_setzero_si256();
+    uint32_t lanes[8], m = 0;
+    float result;
+    size_t i = 0, k;
+    for (; i + 8u <= n; i += 8u)
+        m8 = _mm256_max_epi32(m8, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(src + i)),
+                                                   magnitude));
+    _mm256_storeu_si256((__m256i *)(void *)lanes, m8);
+    for (k = 0; k < 8u; ++k) m = lanes[k] > m ? lanes[k] : m;
+    memcpy(&result, &m, sizeof result);
+    if (i < n) {
+        const float tail = em_lut_int8_absmax(src + i, n - i);
+        uint32_t t;
+        memcpy(&t, &tail, sizeof t);
+        if (t > m) result = tail;
     }
-    return m;
+    return result;
 }
 
 /* 32 entries per step: the same float32 product and magic-number rounding as em_lut_int8_quantize, then

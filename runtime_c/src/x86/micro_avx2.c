@@ -23,8 +23,16 @@ static inline __m256i emv_mask(size_t n)
 #define emv_loadu(p) _mm256_loadu_ps(p)
 #define emv_storeu(p, v) _mm256_storeu_ps((p), (v))
 #define emv_add(a, b) _mm256_add_ps((a), (b))
-#define emv_max(a, b) _mm256_max_ps((a), (b))
-#define emv_min(a, b) _mm256_min_ps((a), (b))
+/* ReLU as em_activate: lanes <= 0 cleared (maxps would turn NaN into 0); minps(6, v) returns v when
+ * either is NaN, so ReLU6 keeps NaN too */
+static inline __m256 emv_relu(__m256 v)
+{
+    return _mm256_andnot_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LE_OQ), v);
+}
+static inline __m256 emv_relu6(__m256 v)
+{
+    return _mm256_min_ps(_mm256_set1_ps(6.0f), emv_relu(v));
+}
 #define emv_fma(a, b, c) _mm256_fmadd_ps((a), (b), (c))
 #define emv_load_part(p, n) _mm256_maskload_ps((p), emv_mask(n))
 #define emv_store_part(p, v, n) _mm256_maskstore_ps((p), emv_mask(n), (v))

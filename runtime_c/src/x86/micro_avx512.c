@@ -33,8 +33,16 @@ static inline __mmask16 emv_mask(size_t n)
 #define emv_loadu(p) _mm512_loadu_ps(p)
 #define emv_storeu(p, v) _mm512_storeu_ps((p), (v))
 #define emv_add(a, b) _mm512_add_ps((a), (b))
-#define emv_max(a, b) _mm512_max_ps((a), (b))
-#define emv_min(a, b) _mm512_min_ps((a), (b))
+/* ReLU as em_activate: keep the lanes that are not <= 0 (NaN included), zero the rest; minps(6, v)
+ * returns v when either is NaN, so ReLU6 keeps NaN too */
+static inline __m512 emv_relu(__m512 v)
+{
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NLE_UQ), v);
+}
+static inline __m512 emv_relu6(__m512 v)
+{
+    return _mm512_min_ps(_mm512_set1_ps(6.0f), emv_relu(v));
+}
 #define emv_fma(a, b, c) _mm512_fmadd_ps((a), (b), (c))
 #define emv_load_part(p, n) _mm512_maskz_loadu_ps(emv_mask(n), (p))
 #define emv_store_part(p, v, n) _mm512_mask_storeu_ps((p), emv_mask(n), (v))

@@ -17,8 +17,16 @@ typedef __m128 emv;
 #define emv_loadu(p) _mm_loadu_ps(p)
 #define emv_storeu(p, v) _mm_storeu_ps((p), (v))
 #define emv_add(a, b) _mm_add_ps((a), (b))
-#define emv_max(a, b) _mm_max_ps((a), (b))
-#define emv_min(a, b) _mm_min_ps((a), (b))
+/* ReLU as em_activate: lanes <= 0 cleared (maxps would turn NaN into 0); minps(6, v) returns v when
+ * either is NaN, so ReLU6 keeps NaN too */
+static inline __m128 emv_relu(__m128 v)
+{
+    return _mm_andnot_ps(_mm_cmple_ps(v, _mm_setzero_ps()), v);
+}
+static inline __m128 emv_relu6(__m128 v)
+{
+    return _mm_min_ps(_mm_set1_ps(6.0f), emv_relu(v));
+}
 #define emv_fma(a, b, c) _mm_add_ps(_mm_mul_ps((a), (b)), (c))
 
 static inline __m128 emv_load_part(const float *p, size_t n)
