@@ -39,7 +39,7 @@ def merge_files(sources: dict[str, str | os.PathLike], output: str | os.PathLike
     calibrate_kwargs = {"steps": steps, "calib_fraction": calib_fraction, "strategy": strategy, "seed": seed,
                         "progress": log, **(calibrate_options or {})}
     if budget:
-        from edgemerge.training.calibrate import search_rc
+        from edgemerge.workflows.budget import search_rc
         found = search_rc(None, sources, calib, budget,
                           merge_fn=lambda rc: merge_models(models, preset=preset, layer_rc={**(layer_rc or {}), **rc},
                                                            alignment=groups, seed=seed,
