@@ -111,13 +111,17 @@ def main() -> None:
 @click.option("--calib-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
               help="use only this seeded fraction of each task's calibration data")
 @click.option("--budget", metavar="max-drop=X[,min-compression=Y]",
-              help="search r/C per layer under an accuracy and/or size budget (needs --calib)")
+              help="search r/C per layer under an accuracy and/or size budget (needs --calib); never larger "
+                   "than --preset accu; exits 1 and writes nothing when no setting meets it; records what it "
+                   "tried in OUTPUT.budget.json and OUTPUT.budget.png")
+@click.option("--best-effort", is_flag=True,
+              help="with --budget: when nothing meets the budget, write the best found and say which bound it misses")
 @click.option("--strategy", type=click.Choice(["default", "mirrored", "multi-worker"]), default="default",
               show_default=True, help="tf.distribute strategy for calibration (multi-worker reads TF_CONFIG)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON summary")
 @_fail_cleanly
 def merge(models, output, preset, layer_rc, int8_tables, alignment, seed, kmeans_inits, calib, steps, calib_fraction, budget,
-          strategy, as_json):
+          best_effort, strategy, as_json):
     """Merge models given as TASK=MODEL pairs (.keras or .h5) into one .emm file.
 
     Example: edgemerge merge fashion=lenet_fashion.keras words=net3_words.keras -o merged.emm --preset accu
@@ -146,11 +150,23 @@ def merge(models, output, preset, layer_rc, int8_tables, alignment, seed, kmeans
     calib_files = parse_task_pairs(calib, "--calib") if calib else None
     if (steps is not None or calib_fraction != 1.0) and not calib_files:
         raise EdgemergeError("--steps and --calib-fraction need --calib TASK=NPZ for every task")
-    summary = merge_files(sources, output, preset=preset, layer_rc=overrides, alignment=list(alignment),
-                          seed=seed, kmeans_inits=kmeans_inits, calib=calib_files, steps=steps,
-                          calib_fraction=calib_fraction, budget=budget, strategy=strategy,
-                          int8_tables=[n.strip() for item in int8_tables for n in item.split(",") if n.strip()],
-                          log=lambda m: click.echo(m, err=True))
+    if best_effort and not budget:
+        raise EdgemergeError("--best-effort goes with --budget")
+    from edgemerge.workflows.budget import BudgetNotMet
+    try:
+        summary = merge_files(sources, output, preset=preset, layer_rc=overrides, alignment=list(alignment),
+                              seed=seed, kmeans_inits=kmeans_inits, calib=calib_files, steps=steps,
+                              calib_fraction=calib_fraction, budget=budget, strategy=strategy,
+                              int8_tables=[n.strip() for item in int8_tables for n in item.split(",") if n.strip()],
+                              best_effort=best_effort, log=lambda m: click.echo(m, err=True))
+    except BudgetNotMet as e:
+        # the verdict on stdout (where a script reads results), then `error: ...` and exit 1
+        if as_json:
+            _echo_json(e.summary)
+        else:
+            click.echo(f"budget {budget} not met: nothing written to {output}; misses "
+                       f"{'; '.join(e.summary['search']['missed'])}")
+        raise EdgemergeError(str(e)) from None
     if as_json:
         _echo_json(summary)
     else:
@@ -162,8 +178,15 @@ def merge(models, output, preset, layer_rc, int8_tables, alignment, seed, kmeans
                        f"{100 * r['accuracy_after']:.2f}% after calibration "
                        f"(original {100 * r['reference_accuracy']:.2f}%)")
         if "search" in summary:
-            chosen = ", ".join(f"{k}={v}" for k, v in summary["search"]["layer_rc"].items())
+            search = summary["search"]
+            chosen = ", ".join(f"{k}={v}" for k, v in search["layer_rc"].items())
             click.echo(f"  chosen r/C: {chosen}")
+            if search["within_budget"]:
+                click.echo(f"  within budget {budget}: worst task drops {max(search['drop'].values()):.4f}")
+            else:
+                click.echo(f"  OUTSIDE budget {budget} (--best-effort): misses {'; '.join(search['missed'])}")
+            click.echo(f"  tried {len(search['table'])} settings: {search['record']['json']}, "
+                       f"{search['record']['plot']}")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -67,7 +67,16 @@ class RCSearchResult:
     layer_rc: dict[str, tuple[int, int]]   # the chosen (r, C) per group key
     table: list[dict]                      # every setting measured: what it was, bytes, compression, accuracy
     graph: MergedGraph                     # the chosen merge (calibrated when calibrate_final)
-    report: dict                           # final check: compression, per-task accuracy/drop, within_budget
+    report: dict                           # final check: compression, per-task accuracy/drop, within_budget,
+                                           # missed (the bounds it misses), finalists, ceiling_bytes
+
+
+class BudgetNotMet(EdgemergeError):
+    """Nothing the search tried meets the budget; `summary` holds what it found (nothing was written)."""
+
+    def __init__(self, message: str, summary: dict):
+        super().__init__(message)
+        self.summary = summary
 
 
 @dataclass
@@ -111,12 +120,179 @@ def _default_merge_fn(sources: Mapping[str, str | os.PathLike], seed: int, optio
     return lambda layer_rc: merge_models(models, layer_rc=layer_rc, **{"seed": seed, **options}).graph
 
 
+TOLERANCE_LADDER = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 1.0)
+EPS = 1e-12
+
+
+def missed_bounds(budget: Budget, drop: float, compression: float | None) -> list[str]:
+    """The bounds of `budget` that a model with this worst-task drop and compression misses, as text."""
+    out = []
+    if budget.max_drop is not None and drop > budget.max_drop + EPS:
+        out.append(f"max-drop={budget.max_drop:g} (worst task drops {drop:.4f})")
+    if budget.min_compression is not None and (compression or 0) < budget.min_compression:
+        out.append(f"min-compression={budget.min_compression:g} (reaches {compression or 0:.2f}x)")
+    return out
+
+
+def _closeness(budget: Budget, drop: float, compression: float | None) -> tuple:
+    """Sort key, lower is better: within budget first (then the smallest file), else the nearest miss."""
+    comp = compression or 0.0
+    drop_miss = max(0.0, drop - budget.max_drop) if budget.max_drop is not None else 0.0
+    comp_miss = max(0.0, budget.min_compression - comp) / budget.min_compression \
+        if budget.min_compression is not None else 0.0
+    return (drop_miss > EPS or comp_miss > 0, drop_miss + comp_miss, -comp, drop)
+
+
+class _Search:
+    """One budget search; see `search_rc`. Holds the proxy slices, the cache of measured settings and the
+    table of everything tried."""
+
+    def __init__(self, merge_fn, default: MergedGraph, ceiling: MergedGraph, budget: Budget, candidates_rc,
+                 originals, calib, *, seed: int, val_fraction: float, proxy_samples: int, say, show_progress: bool):
+        from edgemerge import emm
+
+        self.merge_fn, self.default, self.budget, self.say = merge_fn, default, budget, say
+        self.show_progress = show_progress
+        self.tasks = [t.name for t in default.tasks]
+        self.groups = lut_groups(default)
+        if not self.groups:
+            raise EdgemergeError("the merged model has no LUT layers: nothing to choose r/C for")
+        self.ceiling_bytes = len(emm.to_bytes(ceiling))
+        ceiling_rc = {g.key: (g.nodes[0].seg_len, g.nodes[0].codewords) for g in lut_groups(ceiling)}
+        self.order = {}
+        for g in self.groups:
+            cands = sorted(candidates_rc, key=lambda rc, _g=g: (-_estimated_group_bytes(default, _g, *rc), -rc[1]))
+            if g.key in ceiling_rc:
+                # never larger than the ceiling (the accu preset): candidates above its bytes for this group go
+                limit = _estimated_group_bytes(default, g, *ceiling_rc[g.key])
+                cands = [rc for rc in cands if _estimated_group_bytes(default, g, *rc) <= limit] or [ceiling_rc[g.key]]
+            self.order[g.key] = cands
+        self.baseline = {g.key: self.order[g.key][0] for g in self.groups}
+        self.table: list[dict] = []
+        self.cache: dict[tuple, dict] = {}
+        self.original_bytes = int(default.metadata.get(Keys.General.ORIGINAL_BYTES, 0))
+        self._load_proxy_slices(originals, calib, seed, val_fraction, proxy_samples)
+
+    def _load_proxy_slices(self, originals, calib, seed, val_fraction, proxy_samples) -> None:
+        from edgemerge.datasets import load_labelled
+
+        self.slices, self.original_acc = {}, {}
+        for task in self.tasks:
+            data = load_labelled(calib[task], self.default.task_input_shape(task))
+            _, val = split_calibration(len(data.y), task=task, seed=seed, val_fraction=val_fraction)
+            val = val[:proxy_samples]
+            self.slices[task] = (data.x[val], data.y[val])
+            orig, _ = load_original(Path(originals[task]))
+            pred = np.concatenate([np.asarray(orig(data.x[val][i:i + EVAL_BATCH], training=False))
+                                   for i in range(0, len(val), EVAL_BATCH)])
+            self.original_acc[task] = float(np.mean(np.argmax(pred, axis=1) == data.y[val]))
+
+    @staticmethod
+    def key(layer_rc: Mapping) -> tuple:
+        return tuple(sorted(layer_rc.items()))
+
+    def measure(self, layer_rc: dict[str, tuple[int, int]], what: str) -> dict:
+        """Merges with `layer_rc`, measures file bytes and proxy accuracy (cached); infeasible when the merge
+        fails or the file would be larger than the ceiling."""
+        from edgemerge import emm
+
+        key = self.key(layer_rc)
+        if key in self.cache:
+            return self.cache[key]
+        row = {"what": what, "layer_rc": {k: list(v) for k, v in layer_rc.items()}}
+        self.cache[key] = row
+        self.table.append(row)
+        try:
+            graph = self.default if not layer_rc else self.merge_fn(dict(layer_rc))
+        except Exception as e:  # noqa: BLE001 - any failure of the caller's merge (e.g. C above the number
+            # of sub-vectors) makes that setting infeasible; the search goes on without it
+            row.update(error=f"{type(e).__name__}: {e}", feasible=False)
+            return row
+        file_bytes = len(emm.to_bytes(graph))
+        acc = {t: float(np.mean(np.argmax(tf_forward(graph, t, self.slices[t][0]), axis=1) == self.slices[t][1]))
+               for t in self.tasks}
+        row.update(feasible=file_bytes <= self.ceiling_bytes, file_bytes=file_bytes,
+                   compression=self.original_bytes / file_bytes if self.original_bytes else None, accuracy=acc,
+                   drop=max(self.original_acc[t] - acc[t] for t in self.tasks))
+        if file_bytes > self.ceiling_bytes:
+            row["error"] = f"{file_bytes} bytes, larger than the ceiling's {self.ceiling_bytes}"
+        self.say(f"search_rc: {what}: {file_bytes} bytes" +
+                 (f" ({row['compression']:.1f}x)" if row["compression"] else "") +
+                 ", accuracy " + ", ".join(f"{t} {acc[t]:.4f}" for t in self.tasks) + f", drop {row['drop']:.4f}")
+        return row
+
+    def increase(self, group: _Group, rc: tuple[int, int], base_row: dict) -> float:
+        """Accuracy lost (worst task) against the baseline when only `group` is set to `rc`."""
+        if rc == self.baseline[group.key]:
+            return 0.0
+        row = self.measure({**self.baseline, group.key: rc}, f"{group.key}={rc[0]}/{rc[1]}")
+        if not row["feasible"]:
+            return math.inf
+        return max(base_row["accuracy"][t] - row["accuracy"][t] for t in self.tasks)
+
+    def choose(self, tolerance: float, base_row: dict) -> dict[str, tuple[int, int]]:
+        """Per group, the most compressive candidate losing at most `tolerance` against the baseline."""
+        out = {}
+        for g in self.groups:
+            cands = self.order[g.key]
+            lo, hi = 0, len(cands) - 1
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if self.increase(g, cands[mid], base_row) <= tolerance + EPS:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            # Accuracy is not strictly monotone in bytes: a more compressive setting measured on the way
+            # (now or for another tolerance) that fits is better than where the bisection stopped.
+            for k in range(len(cands) - 1, lo, -1):
+                if self.key({**self.baseline, g.key: cands[k]}) in self.cache and \
+                        self.increase(g, cands[k], base_row) <= tolerance + EPS:
+                    lo = k
+                    break
+            out[g.key] = cands[lo]
+        return out
+
+    def fits(self, row: dict) -> bool:
+        return row["feasible"] and not missed_bounds(self.budget, row["drop"], row["compression"])
+
+    def sweep(self, base_row: dict) -> None:
+        """Combined settings for a ladder of per-group tolerances (all measured into the table)."""
+        budget = self.budget
+        if budget.min_compression is None:
+            # Per-group drops do not simply add up: shrink the tolerance until the combination fits.
+            tolerance = max(budget.max_drop - base_row["drop"], 0.0)
+            for _ in range(8):
+                row = self.measure(self.choose(tolerance, base_row), f"combined t={tolerance:.4f}")
+                if self.fits(row) or tolerance == 0.0:
+                    break
+                tolerance = tolerance * 0.7 if tolerance > 1e-3 else 0.0
+            return
+        ladder = list(TOLERANCE_LADDER)
+        if budget.max_drop is not None:
+            ladder = [t for t in ladder if t <= max(budget.max_drop - base_row["drop"], 0.0)] or [0.0]
+        for tolerance in ladder:
+            if self.fits(self.measure(self.choose(tolerance, base_row), f"combined t={tolerance:.4f}")):
+                break
+
+    def finalists(self, count: int) -> list[dict]:
+        """The settings to calibrate: the proxy's choice (the smallest file that fits by the proxy, else the
+        nearest miss) and the next more compressive combinations, which calibration may bring within budget."""
+        rows = [r for r in self.table if r["feasible"] and (r["what"].startswith("combined") or r["what"] == "baseline")]
+        rows = list({self.key({k: tuple(v) for k, v in r["layer_rc"].items()}): r for r in rows}.values())
+        rows.sort(key=lambda r: r["file_bytes"])
+        if not rows:
+            return []
+        pick = min(rows, key=lambda r: _closeness(self.budget, r["drop"], r["compression"]))
+        at = rows.index(pick)
+        return [pick] + rows[max(0, at - (count - 1)):at][::-1]
+
+
 def search_rc(sources: Mapping[str, str | os.PathLike] | None, originals: Mapping[str, str | os.PathLike],
               calib: Mapping[str, str | os.PathLike], budget: str | Budget, *,
               merge_fn: Callable[[dict[str, tuple[int, int]]], MergedGraph] | None = None,
-              merge_options: dict | None = None,
+              merge_options: dict | None = None, ceiling: MergedGraph | None = None,
               r_values=R_CANDIDATES, c_values=C_CANDIDATES, proxy_samples: int = 512,
-              val_fraction: float = 0.1, seed: int = 0, calibrate_final: bool = True,
+              val_fraction: float = 0.1, seed: int = 0, calibrate_final: bool = True, finalists: int = 3,
               calibrate_kwargs: dict | None = None, progress: Callable[[str], None] | None = None) -> RCSearchResult:
     """Chooses (r, C) per merged-layer group for a budget, the way the paper tuned them: one group at a time.
 
@@ -125,25 +301,23 @@ def search_rc(sources: Mapping[str, str | os.PathLike] | None, originals: Mappin
     merged with `edgemerge.merging.merge.merge_models(..., **merge_options)` (e.g. preset, alignment, kmeans_inits,
     n_jobs). Group keys are those of `lut_groups` on the default merge ("task:layer" of a member).
 
+    0. Ceiling: nothing larger than `ceiling` (default: the default merge; the CLI passes the `accu` preset's
+       merge). A group's candidates are those whose estimated bytes are at most the ceiling's for that group,
+       and a setting whose exact file is larger than the ceiling's is infeasible.
     1. Proxy (cheap): top-1 accuracy WITHOUT calibration on a held-out slice (`proxy_samples` per task, from
        the held-out part `split_calibration` gives calibrate() too), against each original model on the same
        slice. Baseline: every group at its least compressive candidate.
     2. Per group, candidates are ordered by the group's estimated bytes; assuming accuracy falls as bytes
        fall, a binary search finds the most compressive candidate whose drop against the baseline (that
-       group changed, all others at baseline) is at most a tolerance t: about log2(|r|·|C|) ≈ 5 merges per
-       group and tolerance. Results are cached, so later tolerances mostly reuse them.
-    3. max-drop=X: t starts at X minus the baseline's own drop and is halved until the combined merge's
+       group changed, all others at baseline) is at most a tolerance t. Results are cached.
+    3. max-drop=X: t starts at X minus the baseline's own drop and shrinks until the combined merge's
        proxy drop is within X. min-compression=Y: t climbs a ladder (0, 0.25 %, ... 32 %, 100 %) until the
        combined merge's exact file size reaches Y (and, with both, the drop stays within X).
-    4. The chosen merge is calibrated (`calibrate_kwargs` passed on) and checked against the budget with the
-       calibrated accuracy; `report["within_budget"]` says whether it holds. The proxy ignores calibration,
-       so it is conservative for max-drop.
-
-    Cost: merges ≈ 1 + G·(5..10) + ladder steps (G = groups), each followed by a forward pass over
-    2·proxy_samples samples; then one calibration.
+    4. Finalists (up to `finalists`): the proxy's choice and the next more compressive combinations are
+       calibrated (`calibrate_kwargs` passed on) and judged on the calibrated held-out accuracy; the smallest
+       file within budget wins, else the nearest miss. `report["within_budget"]` says whether it holds and
+       `report["missed"]` names the bounds missed. Without `calibrate_final` the proxy judges alone.
     """
-    from edgemerge import emm
-
     say = progress or (lambda message: None)
     started = time.perf_counter()
     budget = parse_budget(budget)
@@ -155,156 +329,73 @@ def search_rc(sources: Mapping[str, str | os.PathLike] | None, originals: Mappin
         if not sources:
             raise EdgemergeError("search_rc needs either sources (task -> model file) or merge_fn")
         merge_fn = _default_merge_fn(sources, seed, dict(merge_options or {}))
-    candidates_rc = [(int(r), int(c)) for r in r_values for c in c_values]
-
-    table: list[dict] = []
-    cache: dict[tuple, dict] = {}
     default = merge_fn({})
-    tasks = [t.name for t in default.tasks]
-    groups = lut_groups(default)
-    if not groups:
-        raise EdgemergeError("the merged model has no LUT layers: nothing to choose r/C for")
-    order = {g.key: sorted(candidates_rc, key=lambda rc, _g=g: (-_estimated_group_bytes(default, _g, *rc), -rc[1]))
-             for g in groups}
-    baseline = {g.key: order[g.key][0] for g in groups}
-
-    # ---- the proxy slice and the originals' accuracy on it ---------------------------------------
-    from edgemerge.datasets import load_labelled
-
-    slices, original_acc = {}, {}
-    for task in tasks:
-        data = load_labelled(calib[task], default.task_input_shape(task))
-        _, val = split_calibration(len(data.y), task=task, seed=seed, val_fraction=val_fraction)
-        val = val[:proxy_samples]
-        slices[task] = (data.x[val], data.y[val])
-        orig, _ = load_original(Path(originals[task]))
-        pred = np.concatenate([np.asarray(orig(data.x[val][i:i + EVAL_BATCH], training=False))
-                               for i in range(0, len(val), EVAL_BATCH)])
-        original_acc[task] = float(np.mean(np.argmax(pred, axis=1) == data.y[val]))
-    original_bytes = int(default.metadata.get(Keys.General.ORIGINAL_BYTES, 0))
-
-    def measure(layer_rc: dict[str, tuple[int, int]], what: str) -> dict:
-        key = tuple(sorted(layer_rc.items()))
-        if key in cache:
-            return cache[key]
-        row = {"what": what, "layer_rc": {k: list(v) for k, v in layer_rc.items()}}
-        try:
-            graph = default if not layer_rc else merge_fn(dict(layer_rc))
-        except Exception as e:  # noqa: BLE001 - any failure of the caller's merge (e.g. C above the number
-            # of sub-vectors) makes that setting infeasible; the search goes on without it
-            row.update(error=f"{type(e).__name__}: {e}", feasible=False)
-            cache[key] = row
-            table.append(row)
-            return row
-        file_bytes = len(emm.to_bytes(graph))
-        acc = {t: float(np.mean(np.argmax(tf_forward(graph, t, slices[t][0]), axis=1) == slices[t][1]))
-               for t in tasks}
-        row.update(feasible=True, file_bytes=file_bytes,
-                   compression=original_bytes / file_bytes if original_bytes else None, accuracy=acc,
-                   drop=max(original_acc[t] - acc[t] for t in tasks))
-        cache[key] = row
-        table.append(row)
-        say(f"search_rc: {what}: {file_bytes} bytes" +
-            (f" ({row['compression']:.1f}x)" if row["compression"] else "") +
-            ", accuracy " + ", ".join(f"{t} {acc[t]:.4f}" for t in tasks) + f", drop {row['drop']:.4f}")
-        return row
-
-    measure({}, "default")
-    base_row = measure(baseline, "baseline")
+    search = _Search(merge_fn, default, default if ceiling is None else ceiling, budget,
+                     [(int(r), int(c)) for r in r_values for c in c_values], originals, calib, seed=seed,
+                     val_fraction=val_fraction, proxy_samples=proxy_samples, say=say,
+                     show_progress=progress is not None)
+    search.measure({}, "default")
+    base_row = search.measure(search.baseline, "baseline")
     if not base_row["feasible"]:
-        raise EdgemergeError(f"the baseline setting {baseline} does not merge: {base_row['error']}")
-
-    def increase(group: _Group, rc: tuple[int, int]) -> float:
-        """Accuracy lost (worst task) against the baseline when only `group` is set to `rc`."""
-        if rc == baseline[group.key]:
-            return 0.0
-        row = measure({**baseline, group.key: rc}, f"{group.key}={rc[0]}/{rc[1]}")
-        if not row["feasible"]:
-            return math.inf
-        return max(base_row["accuracy"][t] - row["accuracy"][t] for t in tasks)
-
-    def choose(tolerance: float) -> dict[str, tuple[int, int]]:
-        out = {}
-        for g in groups:
-            cands = order[g.key]
-            lo, hi = 0, len(cands) - 1
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if increase(g, cands[mid]) <= tolerance + 1e-12:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            # Accuracy is not strictly monotone in bytes: a more compressive setting measured on the way
-            # (now or for another tolerance) that fits is better than where the bisection stopped.
-            for k in range(len(cands) - 1, lo, -1):
-                key = tuple(sorted({**baseline, g.key: cands[k]}.items()))
-                if key in cache and increase(g, cands[k]) <= tolerance + 1e-12:
-                    lo = k
-                    break
-            out[g.key] = cands[lo]
-        return out
-
-    def fits(row: dict, drop_ok: bool = True) -> bool:
-        if not row["feasible"]:
-            return False
-        if budget.max_drop is not None and drop_ok and row["drop"] > budget.max_drop + 1e-12:
-            return False
-        return budget.min_compression is None or (row["compression"] or 0) >= budget.min_compression
-
-    chosen, chosen_row = baseline, base_row
-    if budget.min_compression is None:
-        # Per-group drops do not simply add up: shrink the tolerance until the combination fits.
-        tolerance = max(budget.max_drop - base_row["drop"], 0.0)
-        for _ in range(8):
-            rc = choose(tolerance)
-            row = measure(rc, f"combined t={tolerance:.4f}")
-            if fits(row):
-                chosen, chosen_row = rc, row
-                break
-            if tolerance == 0.0:
-                break
-            tolerance = tolerance * 0.7 if tolerance > 1e-3 else 0.0
-    else:
-        ladder = [0.0, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 1.0]
-        if budget.max_drop is not None:
-            ladder = [t for t in ladder if t <= max(budget.max_drop - base_row["drop"], 0.0)] or [0.0]
-        best = None
-        for tolerance in ladder:
-            rc = choose(tolerance)
-            row = measure(rc, f"combined t={tolerance:.4f}")
-            if row["feasible"] and (best is None or row["compression"] > best[1]["compression"]) and \
-                    (budget.max_drop is None or row["drop"] <= budget.max_drop + 1e-12):
-                best = (rc, row)
-            if fits(row):
-                break
-        if best is not None:
-            chosen, chosen_row = best
-
-    say(f"search_rc: chose {', '.join(f'{k}={r}/{c}' for k, (r, c) in chosen.items())} "
-        f"(proxy drop {chosen_row['drop']:.4f}, {chosen_row['file_bytes']} bytes)")
-    graph = default if chosen == {} else merge_fn(dict(chosen))
-    calibration = None
-    accuracy, reference = dict(chosen_row["accuracy"]), dict(original_acc)
-    if calibrate_final:
-        kwargs = {"seed": seed, "val_fraction": val_fraction, "progress": progress, **(calibrate_kwargs or {})}
-        result = calibrate(graph, originals, calib, **kwargs)
-        graph, calibration = result.graph, result.report
-        accuracy = {t: calibration["tasks"][t]["accuracy_after"] for t in tasks}
-        reference = {t: calibration["tasks"][t]["reference_accuracy"] for t in tasks}
-    file_bytes = len(emm.to_bytes(graph))
-    compression = original_bytes / file_bytes if original_bytes else None
-    drop = {t: reference[t] - accuracy[t] for t in tasks}
-    within = (budget.max_drop is None or max(drop.values()) <= budget.max_drop + 1e-12) and \
-             (budget.min_compression is None or (compression or 0) >= budget.min_compression)
+        raise EdgemergeError(f"the baseline setting {search.baseline} does not merge: {base_row['error']}")
+    search.sweep(base_row)
+    kwargs = {"seed": seed, "val_fraction": val_fraction, "progress": progress, **(calibrate_kwargs or {})}
+    chosen, graph, calibration, final = _judge_finalists(search, finalists if calibrate_final else 1,
+                                                         calibrate_final, originals, calib, kwargs)
     report = {
         "budget": dataclasses.asdict(budget), "layer_rc": {k: list(v) for k, v in chosen.items()},
-        "file_bytes": file_bytes, "original_bytes": original_bytes, "compression": compression,
-        "calibrated": calibrate_final, "accuracy": accuracy, "reference_accuracy": reference, "drop": drop,
-        "proxy_drop": chosen_row["drop"], "within_budget": bool(within),
-        "merges": sum(1 for row in table if "error" not in row) + 1, "seconds": round(time.perf_counter() - started, 2),
-        "calibration": calibration,
+        "file_bytes": final["file_bytes"], "original_bytes": search.original_bytes,
+        "ceiling_bytes": search.ceiling_bytes, "compression": final["compression"],
+        "calibrated": calibrate_final, "accuracy": final["accuracy"], "reference_accuracy": final["reference"],
+        "drop": final["drop"], "proxy_drop": final["proxy_drop"], "within_budget": not final["missed"],
+        "missed": final["missed"], "finalists": final["finalists"],
+        "merges": sum(1 for row in search.table if "error" not in row) + len(final["finalists"]),
+        "seconds": round(time.perf_counter() - started, 2), "calibration": calibration,
     }
-    say(f"search_rc: {'within' if within else 'OUTSIDE'} budget: " +
-        (f"{compression:.1f}x, " if compression else "") +
-        ", ".join(f"{t} drop {drop[t]:.4f}" for t in tasks) + f" ({report['seconds']} s)")
-    return RCSearchResult(dict(chosen), table, graph, report)
+    say(f"search_rc: {'within' if report['within_budget'] else 'OUTSIDE'} budget: " +
+        (f"{final['compression']:.1f}x, " if final["compression"] else "") +
+        ", ".join(f"{t} drop {final['drop'][t]:.4f}" for t in search.tasks) + f" ({report['seconds']} s)")
+    return RCSearchResult(dict(chosen), search.table, graph, report)
+
+
+def _judge_finalists(search: _Search, count: int, calibrate_final: bool, originals, calib, kwargs):
+    """Calibrates the finalists and keeps the best by calibrated accuracy; returns (layer_rc, graph,
+    calibration report, summary of the choice)."""
+    from edgemerge import emm
+    from edgemerge.training.progress import progress_bar
+
+    rows = search.finalists(count)
+    if not rows:
+        raise EdgemergeError("no setting the search tried merges within the ceiling "
+                             f"({search.ceiling_bytes} bytes); see the table of what was tried")
+    judged = []
+    with progress_bar(len(rows), "budget search: finalists", enabled=search.show_progress) as bar:
+        for row in rows:
+            rc = {k: tuple(v) for k, v in row["layer_rc"].items()}
+            graph = search.default if not rc else search.merge_fn(dict(rc))
+            calibration, accuracy, reference = None, dict(row["accuracy"]), dict(search.original_acc)
+            if calibrate_final:
+                search.say(f"search_rc: calibrating finalist {', '.join(f'{k}={r}/{c}' for k, (r, c) in rc.items())} "
+                           f"(proxy drop {row['drop']:.4f}, {row['file_bytes']} bytes)")
+                result = calibrate(graph, originals, calib, **kwargs)
+                graph, calibration = result.graph, result.report
+                accuracy = {t: calibration["tasks"][t]["accuracy_after"] for t in search.tasks}
+                reference = {t: calibration["tasks"][t]["reference_accuracy"] for t in search.tasks}
+            file_bytes = len(emm.to_bytes(graph))
+            compression = search.original_bytes / file_bytes if search.original_bytes else None
+            drop = {t: reference[t] - accuracy[t] for t in search.tasks}
+            row.update(finalist=True, calibrated_accuracy=accuracy if calibrate_final else None,
+                       calibrated_drop=max(drop.values()) if calibrate_final else None)
+            judged.append(dict(rc=rc, graph=graph, calibration=calibration, file_bytes=file_bytes,
+                               compression=compression, accuracy=accuracy, reference=reference, drop=drop,
+                               proxy_drop=row["drop"], missed=missed_bounds(search.budget, max(drop.values()),
+                                                                             compression)))
+            bar.advance()
+    best = min(judged, key=lambda j: _closeness(search.budget, max(j["drop"].values()), j["compression"]) +
+               (j["file_bytes"],))
+    summary = {k: best[k] for k in ("file_bytes", "compression", "accuracy", "reference", "drop", "proxy_drop",
+                                    "missed")}
+    summary["finalists"] = [{"layer_rc": {k: list(v) for k, v in j["rc"].items()}, "file_bytes": j["file_bytes"],
+                             "compression": j["compression"], "accuracy": j["accuracy"], "drop": j["drop"],
+                             "missed": j["missed"]} for j in judged]
+    return best["rc"], best["graph"], best["calibration"], summary

@@ -16,11 +16,16 @@ def merge_files(sources: dict[str, str | os.PathLike], output: str | os.PathLike
                 seed: int = 0, kmeans_inits: int = 4, calib: dict[str, str | os.PathLike] | None = None,
                 steps: int | None = None, calib_fraction: float = 1.0, budget: str | None = None,
                 strategy="default", calibrate_options: dict | None = None, int8_tables: list[str] | None = None,
-                log: Callable[[str], None] | None = None) -> dict:
+                best_effort: bool = False, log: Callable[[str], None] | None = None) -> dict:
     """Imports every TASK=model file, merges them (NeuralMerger encoding), optionally calibrates the merged
     model end to end on `calib` data (TASK -> .npz) or searches r/C per layer under `budget`, and writes
     `output` atomically. Returns a summary with file bytes, original bytes, compression, one entry per merged
-    layer group, and the calibration / search report when they ran."""
+    layer group, and the calibration / search report when they ran.
+
+    With `budget`, what the search tried is written next to `output` (`<output>.budget.json` and `.png`),
+    and the file is never larger than the `accu` preset's merge. When nothing tried meets the budget,
+    `output` is not written and `BudgetNotMet` (an EdgemergeError carrying the summary) is raised, unless
+    `best_effort`: then the best found is written and summary["search"]["missed"] names the bounds missed."""
     from edgemerge.importers import load_source_model
     from edgemerge.merging.align import parse_alignment
     from edgemerge.merging.merge import merge_models
@@ -39,16 +44,11 @@ def merge_files(sources: dict[str, str | os.PathLike], output: str | os.PathLike
     calibrate_kwargs = {"steps": steps, "calib_fraction": calib_fraction, "strategy": strategy, "seed": seed,
                         "progress": log, **(calibrate_options or {})}
     if budget:
-        from edgemerge.workflows.budget import search_rc
-        found = search_rc(None, sources, calib, budget,
-                          merge_fn=lambda rc: merge_models(models, preset=preset, layer_rc={**(layer_rc or {}), **rc},
-                                                           alignment=groups, seed=seed,
-                                                           kmeans_inits=kmeans_inits,
-                                                           int8_tables=int8_tables).graph,
-                          seed=seed, calibrate_kwargs=calibrate_kwargs, progress=log)
-        graph, report = found.graph, []
-        search = {"layer_rc": {k: f"{r}/{c}" for k, (r, c) in found.layer_rc.items()}, "table": found.table,
-                  **found.report}
+        graph, search = _search_budget(models, sources, calib, budget, output, preset=preset, layer_rc=layer_rc,
+                                       groups=groups, seed=seed, kmeans_inits=kmeans_inits, int8_tables=int8_tables,
+                                       calibrate_kwargs=calibrate_kwargs, best_effort=best_effort, log=log,
+                                       started=started)
+        report = []
     else:
         result = merge_models(models, preset=preset, layer_rc=layer_rc, alignment=groups, seed=seed,
                               kmeans_inits=kmeans_inits, int8_tables=int8_tables)
@@ -75,3 +75,36 @@ def merge_files(sources: dict[str, str | os.PathLike], output: str | os.PathLike
         summary["search"] = search
     log(f"merged {len(models)} models in {summary['seconds']} s")
     return summary
+
+
+def _search_budget(models, sources, calib, budget, output, *, preset, layer_rc, groups, seed, kmeans_inits,
+                   int8_tables, calibrate_kwargs, best_effort, log, started):
+    """Runs the budget search, writes its record next to `output`; raises BudgetNotMet (nothing written) when
+    nothing meets the budget and not `best_effort`. Returns (graph to write, search summary)."""
+    from edgemerge.merging.merge import merge_models
+    from edgemerge.workflows.budget import BudgetNotMet, search_rc
+    from edgemerge.workflows.budget_record import write_record
+
+    def merge_with(rc, preset_name=preset):
+        return merge_models(models, preset=preset_name, layer_rc={**(layer_rc or {}), **rc}, alignment=groups,
+                            seed=seed, kmeans_inits=kmeans_inits, int8_tables=int8_tables).graph
+
+    # The ceiling is what `--preset accu` (with the same options) would write: the search never goes above it.
+    ceiling = None if preset == "accu" else merge_with({}, "accu")
+    found = search_rc(None, sources, calib, budget, merge_fn=merge_with, ceiling=ceiling, seed=seed,
+                      calibrate_kwargs=calibrate_kwargs, progress=log)
+    search = {"layer_rc": {k: f"{r}/{c}" for k, (r, c) in found.layer_rc.items()}, "table": found.table,
+              **found.report}
+    json_path, png_path = write_record(output, search)
+    search["record"] = {"json": str(json_path), "plot": str(png_path)}
+    log(f"budget search: what was tried is in {json_path} and {png_path}")
+    if not search["within_budget"] and not best_effort:
+        best = ", ".join(f"{k}={v}" for k, v in search["layer_rc"].items())
+        compression = f", {search['compression']:.2f}x" if search["compression"] else ""
+        summary = {"output": None, "written": False, "file_bytes": search["file_bytes"],
+                   "original_bytes": search["original_bytes"], "compression": search["compression"],
+                   "preset": preset, "seconds": round(time.perf_counter() - started, 2), "search": search}
+        raise BudgetNotMet(f"budget {budget} not met: misses {'; '.join(search['missed'])}; the best found "
+                           f"({best}: {search['file_bytes']} bytes{compression}) is not written. See {json_path}, "
+                           "or pass --best-effort to write it", summary)
+    return found.graph, search
