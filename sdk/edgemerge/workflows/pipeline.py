@@ -93,8 +93,8 @@ def _search_budget(models, sources, calib, budget, output, *, preset, layer_rc, 
     ceiling = None if preset == "accu" else merge_with({}, "accu")
     found = search_rc(None, sources, calib, budget, merge_fn=merge_with, ceiling=ceiling, seed=seed,
                       calibrate_kwargs=calibrate_kwargs, progress=log)
-    search = {"layer_rc": {k: f"{r}/{c}" for k, (r, c) in found.layer_rc.items()}, "table": found.table,
-              **found.report}
+    search = {"table": found.table, **found.report,
+              "layer_rc": {k: f"{r}/{c}" for k, (r, c) in found.layer_rc.items()}}
     json_path, png_path = write_record(output, search)
     search["record"] = {"json": str(json_path), "plot": str(png_path)}
     log(f"budget search: what was tried is in {json_path} and {png_path}")
