@@ -34,3 +34,11 @@ def source_models(trained_model_paths: dict[str, Path]):
     from edgemerge.importers import load_source_model
 
     return {task: load_source_model(path) for task, path in trained_model_paths.items()}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The tiny trained pair of tests/tiny_pair.py (about 3 s), once per test module that asks for it."""
+    import tiny_pair
+
+    return tiny_pair.build_tiny(tmp_path_factory.mktemp("tiny"))

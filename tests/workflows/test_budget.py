@@ -1,15 +1,12 @@
 """The budget search (sdk/edgemerge/workflows/budget.py): r/C per merged-layer group under an accuracy and/or
-size budget, on the tiny pair of tests/training/test_calibrate.py (its fixture and `merge_tiny` encoding)."""
+size budget, on the tiny pair of tests/tiny_pair.py (its fixture and `merge_tiny` encoding)."""
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("tensorflow")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-from test_calibrate import _real_merge, merge_tiny, tiny  # noqa: E402,F401 - the tiny pair and its fixture
+from tiny_pair import _real_merge, merge_tiny  # noqa: E402 - the tiny pair (fixture `tiny`: tests/conftest.py)
 
 from edgemerge.errors import EdgemergeError  # noqa: E402
 from edgemerge.workflows.budget import Budget, parse_budget, search_rc  # noqa: E402
