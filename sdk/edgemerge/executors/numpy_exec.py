@@ -1,19 +1,24 @@
-"""A plain numpy executor for merged graphs, and the NHWC kernels it (and the importers) are built from.
+"""A plain numpy executor for merged graphs and imported source models, and the NHWC kernels both run on.
 
 Deliberately simple: LUT ops are computed with their *decoded* weights (`graph.decoded_weights`), so the
 result is what the merged model means, independent of the table-lookup arithmetic of the C runtime. Nodes
 flagged for int8 tables (FORMAT.md "int8 tables") are computed in float too: the quantisation is the
 runtime's arithmetic, which `edgemerge eval` measures (calibration likewise trains the float model).
 Everything is computed in float64; results are returned as float32.
+
+Each form has ONE table keyed by op: `NODE_OPS` (merged-graph op -> how to compute it) and `LAYER_OPS`
+(source-layer kind -> how to compute it). A new op is one row in each.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 
 from edgemerge.emm.constants import NONE, Act, Op
 from edgemerge.emm.graph import MergedGraph, Node, decoded_weights
-
-Pads = tuple[int, int, int, int]   # top, left, bottom, right
+from edgemerge.emm.shapes import Pads
+from edgemerge.importers.source_model import SourceLayer, SourceModel
 
 
 def _pad_nhwc(x: np.ndarray, pads: Pads, value: float = 0.0) -> np.ndarray:
@@ -109,26 +114,40 @@ def activate(x: np.ndarray, activation: Act) -> np.ndarray:
     return x
 
 
+# -- merged graphs: op -> fn(graph, node, x, bias) ---------------------------------------------
+def _conv_node(graph: MergedGraph, node: Node, x: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    return conv2d(x, decoded_weights(graph, node), bias, node.stride, node.pads)
+
+
+def _depthwise_node(graph: MergedGraph, node: Node, x: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    return depthwise_conv2d(x, decoded_weights(graph, node), bias, node.stride, node.pads)
+
+
+def _dense_node(graph: MergedGraph, node: Node, x: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    return dense(x, decoded_weights(graph, node), bias)
+
+
+NodeFn = Callable[[MergedGraph, Node, np.ndarray, "np.ndarray | None"], np.ndarray]
+NODE_OPS: dict[Op, NodeFn] = {
+    Op.CONV2D: _conv_node,
+    Op.LUT_CONV2D: _conv_node,
+    Op.DEPTHWISE_CONV2D: _depthwise_node,
+    Op.DENSE: _dense_node,
+    Op.LUT_DENSE: _dense_node,
+    Op.MAX_POOL: lambda graph, node, x, bias: max_pool(x, node.kernel, node.stride, node.pads),
+    Op.AVG_POOL: lambda graph, node, x, bias: avg_pool(x, node.kernel, node.stride, node.pads),
+    Op.GLOBAL_AVG_POOL: lambda graph, node, x, bias: global_avg_pool(x),
+    Op.RESHAPE: lambda graph, node, x, bias: x.reshape(x.shape[0], *node.out_shape),
+    Op.ACTIVATION: lambda graph, node, x, bias: x,
+}
+
+
 def _run_node(graph: MergedGraph, node: Node, x: np.ndarray) -> np.ndarray:
     bias = graph.tensors[node.bias].array if node.bias != NONE else None
-    if node.op in (Op.CONV2D, Op.LUT_CONV2D):
-        y = conv2d(x, decoded_weights(graph, node), bias, node.stride, node.pads)
-    elif node.op == Op.DEPTHWISE_CONV2D:
-        y = depthwise_conv2d(x, decoded_weights(graph, node), bias, node.stride, node.pads)
-    elif node.op in (Op.DENSE, Op.LUT_DENSE):
-        y = dense(x, decoded_weights(graph, node), bias)
-    elif node.op == Op.MAX_POOL:
-        y = max_pool(x, node.kernel, node.stride, node.pads)
-    elif node.op == Op.AVG_POOL:
-        y = avg_pool(x, node.kernel, node.stride, node.pads)
-    elif node.op == Op.GLOBAL_AVG_POOL:
-        y = global_avg_pool(x)
-    elif node.op == Op.RESHAPE:
-        y = x.reshape(x.shape[0], *node.out_shape)
-    elif node.op == Op.ACTIVATION:
-        y = x
-    else:
+    fn = NODE_OPS.get(node.op)
+    if fn is None:
         raise ValueError(f"node {node.name!r}: op {node.op!r} is not known to the numpy executor")
+    y = fn(graph, node, x, bias)
     if tuple(y.shape[1:]) != tuple(node.out_shape):
         raise ValueError(f"node {node.name!r}: computed shape {tuple(y.shape[1:])}, "
                          f"the graph declares {tuple(node.out_shape)}")
@@ -148,3 +167,36 @@ def execute_graph(graph: MergedGraph, task: str, x: np.ndarray) -> np.ndarray:
         node = graph.nodes[i]
         values[len(graph.inputs) + i] = _run_node(graph, node, values[node.input])
     return values[t.output].reshape(x.shape[0], -1).astype(np.float32)
+
+
+# -- imported source models: layer kind -> fn(layer, x) --------------------------------------------
+LayerFn = Callable[[SourceLayer, np.ndarray], np.ndarray]
+LAYER_OPS: dict[str, LayerFn] = {
+    "conv": lambda layer, x: conv2d(x, layer.weights, layer.bias, layer.stride, layer.pads),
+    "depthwise": lambda layer, x: depthwise_conv2d(x, layer.weights, layer.bias, layer.stride, layer.pads),
+    "dense": lambda layer, x: dense(x, layer.weights, layer.bias),
+    "max_pool": lambda layer, x: max_pool(x, layer.kernel, layer.stride, layer.pads),
+    "avg_pool": lambda layer, x: avg_pool(x, layer.kernel, layer.stride, layer.pads),
+    "global_avg_pool": lambda layer, x: global_avg_pool(x),
+    "flatten": lambda layer, x: x.reshape(x.shape[0], 1, 1, -1),
+    "activation": lambda layer, x: x,
+}
+
+
+def forward_numpy(model: SourceModel, x: np.ndarray) -> np.ndarray:
+    """Runs the imported layers on a batch `x` [N, h, w, c]; returns float64 [N, outputs] (logits: the
+    final softmax, if any, is not applied). How importers are checked against their framework."""
+    x = np.asarray(x, np.float64)
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(model.input_shape):
+        raise ValueError(f"model {model.name!r}: input batch has shape {x.shape}, "
+                         f"expected (N, {', '.join(map(str, model.input_shape))})")
+    for layer in model.layers:
+        fn = LAYER_OPS.get(layer.kind)
+        if fn is None:
+            raise ValueError(f"layer {layer.name!r}: unknown kind {layer.kind!r}")
+        x = fn(layer, x)
+        if tuple(x.shape[1:]) != tuple(layer.out_shape):
+            raise ValueError(f"layer {layer.name!r}: computed shape {tuple(x.shape[1:])}, "
+                             f"declared {layer.out_shape}")
+        x = activate(x, layer.activation)
+    return x.reshape(x.shape[0], -1)
