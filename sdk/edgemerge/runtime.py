@@ -36,7 +36,9 @@ def _require_runtime():
 class Runtime:
     """A loaded `.emm` model. Thread-safe: every call runs in its own context, with the GIL released."""
 
-    def __init__(self, source: str | os.PathLike | bytes):
+    def __init__(self, source: str | os.PathLike | bytes, *, kernels: str = "auto", run_groups: bool = True):
+        """`kernels`: the kernel set ("auto", "ref", ... `_runtime.kernel_sets()`); `run_groups=False` makes
+        run_all run every node alone (no run groups), for comparisons."""
         rt = _require_runtime()
         if isinstance(source, (str, os.PathLike)):
             self.path: Path | None = Path(source)
@@ -49,7 +51,7 @@ class Runtime:
         else:
             self.path, data = None, bytes(source)
         try:
-            self._model = rt.Model(data)
+            self._model = rt.Model(data, kernels, run_groups)
         except rt.StatusError as e:
             status, message = e.args
             where = f"{self.path}: " if self.path else ""
@@ -70,6 +72,21 @@ class Runtime:
     def context_bytes(self) -> int:
         """Caller memory one run context needs: activations, scratch and bookkeeping (peak run-time bytes)."""
         return self._model.context_bytes
+
+    @property
+    def kernels(self) -> str:
+        """The kernel set the model runs ("auto" resolved)."""
+        return self._model.kernels
+
+    @property
+    def file_bytes(self) -> int:
+        """Bytes of the .emm image the runtime reads (in place)."""
+        return self._model.file_bytes
+
+    @property
+    def input_count(self) -> int:
+        """Graph inputs of the model (tasks reading the same input share one)."""
+        return 1 + max(t.input_index for t in self.tasks)
 
     def nodes(self) -> list[dict]:
         out = self._model.nodes()
@@ -107,8 +124,7 @@ class Runtime:
         """Runs every task once per sample, each node once (a trunk shared by tasks that read the same
         input runs once). `inputs` maps a task name to its batch (tasks sharing an input may give either).
         Returns (logits by task name, how many times each node ran)."""
-        n_inputs = 1 + max(t.input_index for t in self.tasks)
-        arrays: list[np.ndarray | None] = [None] * n_inputs
+        arrays: list[np.ndarray | None] = [None] * self.input_count
         for name, x in inputs.items():
             arrays[self.task(name).input_index] = np.asarray(x, dtype=np.float32)
         missing = [t.name for t in self.tasks if arrays[t.input_index] is None]
@@ -121,6 +137,30 @@ class Runtime:
         except ValueError as e:
             raise EdgemergeError(str(e)) from None
         return {t.name: outputs[t.index] for t in self.tasks}, list(node_runs)
+
+
+    # -- timing (measure/latency.py builds on these) ----------------------------------------------
+    def bench_all(self, inputs: list[np.ndarray], warmup: int = 0, runs: int = 1) -> np.ndarray:
+        """Nanoseconds of each of `runs` em_run_all calls (after `warmup` untimed ones), timed in C around the
+        call alone with the GIL released; run k reads sample k % N of every input. `inputs`: one float32
+        [N, H, W, C] array per graph input (`input_count`)."""
+        try:
+            return self._model.bench_all([np.ascontiguousarray(x, np.float32) for x in inputs], warmup, runs)
+        except _runtime.StatusError as e:
+            raise RuntimeStatusError(*e.args) from None
+        except ValueError as e:
+            raise EdgemergeError(str(e)) from None
+
+    def profile_all(self, inputs: list[np.ndarray], warmup: int = 0, runs: int = 1) -> list[dict]:
+        """Per node, in node order: runs, total_ns, table_ns, accumulate_ns of `runs` em_run_all calls made with
+        the C profiling API on (inputs as for `bench_all`)."""
+        try:
+            return list(self._model.profile_all([np.ascontiguousarray(x, np.float32) for x in inputs],
+                                                warmup, runs))
+        except _runtime.StatusError as e:
+            raise RuntimeStatusError(*e.args) from None
+        except ValueError as e:
+            raise EdgemergeError(str(e)) from None
 
 
 def status_name(status: int) -> str:
