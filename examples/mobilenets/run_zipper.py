@@ -89,9 +89,13 @@ def retime(names: list[str], pair_dir: Path, source_dir: Path, out_dir: Path, pa
     import shutil
 
     import numpy as np
-
     from edgemerge import emm
-    from edgemerge.measure.latency import c_latency_method, c_latency_ms, tflite_interpreter, tflite_pass_ms
+    from edgemerge.measure.latency import (
+        c_latency_method,
+        c_latency_ms,
+        tflite_interpreter,
+        tflite_pass_ms,
+    )
     from edgemerge.runtime import Runtime
     from edgemerge.zipper.report import REPORT_NAME, load_report, tradeoff_png
 
