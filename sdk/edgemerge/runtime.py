@@ -33,6 +33,24 @@ def _require_runtime():
     return _runtime
 
 
+def _model_property(name: str, doc: str) -> property:
+    """A read-only attribute of the loaded C model."""
+    return property(lambda self: getattr(self._model, name), doc=doc)
+
+
+def _call(fn, *args, value_errors: bool = True):
+    """Calls the C module, its errors as edgemerge's: a run's status as RuntimeStatusError, a refused
+    argument (ValueError) as EdgemergeError when `value_errors`."""
+    try:
+        return fn(*args)
+    except _runtime.StatusError as e:
+        raise RuntimeStatusError(*e.args) from None
+    except ValueError as e:
+        if not value_errors:
+            raise
+        raise EdgemergeError(str(e)) from None
+
+
 class Runtime:
     """A loaded `.emm` model. Thread-safe: every call runs in its own context, with the GIL released."""
 
@@ -64,24 +82,11 @@ class Runtime:
     def task_names(self) -> list[str]:
         return [t.name for t in self.tasks]
 
-    @property
-    def format_version(self) -> int:
-        return self._model.format_version
-
-    @property
-    def context_bytes(self) -> int:
-        """Caller memory one run context needs: activations, scratch and bookkeeping (peak run-time bytes)."""
-        return self._model.context_bytes
-
-    @property
-    def kernels(self) -> str:
-        """The kernel set the model runs ("auto" resolved)."""
-        return self._model.kernels
-
-    @property
-    def file_bytes(self) -> int:
-        """Bytes of the .emm image the runtime reads (in place)."""
-        return self._model.file_bytes
+    format_version = _model_property("format_version", "The .emm format version of the file.")
+    context_bytes = _model_property(
+        "context_bytes", "Caller memory one run context needs: activations, scratch and bookkeeping (peak run-time bytes).")
+    kernels = _model_property("kernels", 'The kernel set the model runs ("auto" resolved).')
+    file_bytes = _model_property("file_bytes", "Bytes of the .emm image the runtime reads (in place).")
 
     @property
     def input_count(self) -> int:
@@ -112,10 +117,7 @@ class Runtime:
         if x.ndim not in (3, 4) or tuple(x.shape[-3:]) != info.input_shape:
             raise EdgemergeError(f"task {info.name!r} expects input of shape (N, {', '.join(map(str, info.input_shape))})"
                                  f", got {tuple(x.shape)}")
-        try:
-            return self._model.run(info.index, x)
-        except _runtime.StatusError as e:
-            raise RuntimeStatusError(*e.args) from None
+        return _call(self._model.run, info.index, x, value_errors=False)
 
     def predict(self, task: str | int, x: np.ndarray) -> np.ndarray:
         return np.argmax(self.run(task, x), axis=-1)
@@ -130,12 +132,7 @@ class Runtime:
         missing = [t.name for t in self.tasks if arrays[t.input_index] is None]
         if missing:
             raise EdgemergeError(f"run_all needs an input for task(s) {', '.join(missing)}")
-        try:
-            outputs, node_runs = self._model.run_all(arrays)
-        except _runtime.StatusError as e:
-            raise RuntimeStatusError(*e.args) from None
-        except ValueError as e:
-            raise EdgemergeError(str(e)) from None
+        outputs, node_runs = _call(self._model.run_all, arrays)
         return {t.name: outputs[t.index] for t in self.tasks}, list(node_runs)
 
 
@@ -144,23 +141,13 @@ class Runtime:
         """Nanoseconds of each of `runs` em_run_all calls (after `warmup` untimed ones), timed in C around the
         call alone with the GIL released; run k reads sample k % N of every input. `inputs`: one float32
         [N, H, W, C] array per graph input (`input_count`)."""
-        try:
-            return self._model.bench_all([np.ascontiguousarray(x, np.float32) for x in inputs], warmup, runs)
-        except _runtime.StatusError as e:
-            raise RuntimeStatusError(*e.args) from None
-        except ValueError as e:
-            raise EdgemergeError(str(e)) from None
+        return _call(self._model.bench_all, [np.ascontiguousarray(x, np.float32) for x in inputs], warmup, runs)
 
     def profile_all(self, inputs: list[np.ndarray], warmup: int = 0, runs: int = 1) -> list[dict]:
         """Per node, in node order: runs, total_ns, table_ns, accumulate_ns of `runs` em_run_all calls made with
         the C profiling API on (inputs as for `bench_all`)."""
-        try:
-            return list(self._model.profile_all([np.ascontiguousarray(x, np.float32) for x in inputs],
-                                                warmup, runs))
-        except _runtime.StatusError as e:
-            raise RuntimeStatusError(*e.args) from None
-        except ValueError as e:
-            raise EdgemergeError(str(e)) from None
+        return list(_call(self._model.profile_all, [np.ascontiguousarray(x, np.float32) for x in inputs],
+                          warmup, runs))
 
 
 def status_name(status: int) -> str:

@@ -40,17 +40,24 @@ def _window(padded: np.ndarray, ky: int, kx: int, out_hw: tuple[int, int], strid
     return padded[:, ky:ky + (oh - 1) * stride[0] + 1:stride[0], kx:kx + (ow - 1) * stride[1] + 1:stride[1], :]
 
 
+def _taps(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], pads: Pads, value: float = 0.0):
+    """The output size of a window op and, per kernel tap (ky, kx), the input cells it reads ([N, oh, ow, C]);
+    padded cells read as `value`."""
+    padded = _pad_nhwc(np.asarray(x, np.float64), pads, value)
+    out_hw = _output_size(padded, kernel, stride)
+    return out_hw, ((ky, kx, _window(padded, ky, kx, out_hw, stride))
+                    for ky in range(kernel[0]) for kx in range(kernel[1]))
+
+
 def conv2d(x: np.ndarray, weights: np.ndarray, bias: np.ndarray | None, stride: tuple[int, int],
            pads: Pads) -> np.ndarray:
     """NHWC convolution; weights [KH, KW, Cin, Cout]; padded cells read as zero."""
     kh, kw, _, cout = weights.shape
-    padded = _pad_nhwc(np.asarray(x, np.float64), pads)
-    out_hw = _output_size(padded, (kh, kw), stride)
+    out_hw, taps = _taps(x, (kh, kw), stride, pads)
     w = np.asarray(weights, np.float64)
     out = np.zeros((x.shape[0], *out_hw, cout), np.float64)
-    for ky in range(kh):
-        for kx in range(kw):
-            out += _window(padded, ky, kx, out_hw, stride) @ w[ky, kx]
+    for ky, kx, window in taps:
+        out += window @ w[ky, kx]
     return out if bias is None else out + np.asarray(bias, np.float64)
 
 
@@ -58,13 +65,11 @@ def depthwise_conv2d(x: np.ndarray, weights: np.ndarray, bias: np.ndarray | None
                      pads: Pads) -> np.ndarray:
     """NHWC depthwise convolution; weights [KH, KW, C, M]; output channel c·M + m."""
     kh, kw, channels, multiplier = weights.shape
-    padded = _pad_nhwc(np.asarray(x, np.float64), pads)
-    out_hw = _output_size(padded, (kh, kw), stride)
+    out_hw, taps = _taps(x, (kh, kw), stride, pads)
     w = np.asarray(weights, np.float64)
     out = np.zeros((x.shape[0], *out_hw, channels, multiplier), np.float64)
-    for ky in range(kh):
-        for kx in range(kw):
-            out += _window(padded, ky, kx, out_hw, stride)[..., None] * w[ky, kx]
+    for ky, kx, window in taps:
+        out += window[..., None] * w[ky, kx]
     out = out.reshape(x.shape[0], *out_hw, channels * multiplier)
     return out if bias is None else out + np.asarray(bias, np.float64)
 
@@ -79,26 +84,22 @@ def dense(x: np.ndarray, weights: np.ndarray, bias: np.ndarray | None) -> np.nda
 
 def max_pool(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], pads: Pads) -> np.ndarray:
     """Max pooling; padded cells are ignored (they read as -inf)."""
-    padded = _pad_nhwc(np.asarray(x, np.float64), pads, value=-np.inf)
-    out_hw = _output_size(padded, kernel, stride)
+    out_hw, taps = _taps(x, kernel, stride, pads, value=-np.inf)
     out = np.full((x.shape[0], *out_hw, x.shape[3]), -np.inf)
-    for ky in range(kernel[0]):
-        for kx in range(kernel[1]):
-            np.maximum(out, _window(padded, ky, kx, out_hw, stride), out=out)
+    for _, _, window in taps:
+        np.maximum(out, window, out=out)
     return out
 
 
 def avg_pool(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], pads: Pads) -> np.ndarray:
     """Average pooling; the mean is over the cells inside the input (TensorFlow's 'same' behaviour)."""
-    padded = _pad_nhwc(np.asarray(x, np.float64), pads)
-    inside = _pad_nhwc(np.ones((1, x.shape[1], x.shape[2], 1)), pads)
-    out_hw = _output_size(padded, kernel, stride)
+    out_hw, taps = _taps(x, kernel, stride, pads)
+    _, inside_taps = _taps(np.ones((1, x.shape[1], x.shape[2], 1)), kernel, stride, pads)
     total = np.zeros((x.shape[0], *out_hw, x.shape[3]))
     count = np.zeros((1, *out_hw, 1))
-    for ky in range(kernel[0]):
-        for kx in range(kernel[1]):
-            total += _window(padded, ky, kx, out_hw, stride)
-            count += _window(inside, ky, kx, out_hw, stride)
+    for (_, _, window), (_, _, inside) in zip(taps, inside_taps):
+        total += window
+        count += inside
     return total / count
 
 
