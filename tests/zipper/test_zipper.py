@@ -1,5 +1,5 @@
-"""Zippering (edgemerge.zipper.core, `edgemerge zipper`): two tiny MobileNet-style Keras models of the same
-architecture, trained briefly on Fashion-MNIST for two labellings, fused block by block."""
+"""Zippering (edgemerge.zipper, workflows.zipper_files, `edgemerge zipper`): two tiny MobileNet-style Keras
+models of the same architecture, trained briefly on Fashion-MNIST for two labellings, fused block by block."""
 from __future__ import annotations
 
 import json
@@ -181,17 +181,25 @@ def test_pointwise_graph_runs_like_tf_form(sources, pair):
         np.testing.assert_allclose(outputs[task], tf_forward(rg.graph, task, x), rtol=1e-4, atol=1e-4)
 
 
-def test_block_trunk_runs_once_per_sample(sources, pair):
-    from edgemerge.runtime import Runtime
-    from edgemerge.training.calibrate import tf_forward
+def two_rounds(sources, share):
+    """The pair's layout and state after rounds 1 and 2 of `share`, the k=0 round and round 2's graph."""
     from edgemerge.zipper.layout import check_pair
     from edgemerge.zipper.rounds import ZipState, build_round, share_round
 
     layout = check_pair(sources)
     state = ZipState.from_models(sources)
-    base = build_round(sources, layout, state, 0, "block")
-    share_round(sources, layout, state, 1, "block")
-    rg, _ = share_round(sources, layout, state, 2, "block")
+    base = build_round(sources, layout, state, 0, share)
+    share_round(sources, layout, state, 1, share)
+    rg, _ = share_round(sources, layout, state, 2, share)
+    return layout, state, base, rg
+
+
+def test_block_trunk_runs_once_per_sample(sources, pair):
+    from edgemerge.runtime import Runtime
+    from edgemerge.training.calibrate import tf_forward
+    from edgemerge.zipper.rounds import build_round
+
+    layout, state, base, rg = two_rounds(sources, "block")
     g = rg.graph
     a = sources["a"]
     trunk = [a.layers[p].name for p in range(pos(a, "pw2") + 1)]
@@ -229,14 +237,8 @@ def test_pointwise_shared_layers_run_grouped(sources, pair):
     task alone; the profile shows one entry per group."""
     from edgemerge import _runtime
     from edgemerge.runtime import Runtime
-    from edgemerge.zipper.layout import check_pair
-    from edgemerge.zipper.rounds import ZipState, build_round, share_round
 
-    layout = check_pair(sources)
-    state = ZipState.from_models(sources)
-    base = build_round(sources, layout, state, 0, "pointwise")
-    share_round(sources, layout, state, 1, "pointwise")
-    rg, _ = share_round(sources, layout, state, 2, "pointwise")
+    layout, state, base, rg = two_rounds(sources, "pointwise")
     g = rg.graph
     x = np.load(pair["val"]["a"])["x"][:10]
     assert all(n["run_group"] is None for n in Runtime(emm.to_bytes(base.graph)).nodes())
