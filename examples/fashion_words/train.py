@@ -12,17 +12,23 @@ exist and whose configuration (including the data it was trained on) is unchange
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-THREADS = 2                      # the build machines have 2 cores; keep TF from oversubscribing them
+from examples._common import (  # noqa: F401 - shared helpers, also used as fw_train.* by callers
+    THREADS,
+    configure_tensorflow,
+    count_params,
+    export_tflite,
+    load_split,
+    tflite_predict,
+    write_atomically,
+)
+
 MANIFEST_NAME = "models_manifest.json"
 TFLITE_MIN_AGREEMENT = 0.999     # float32 TFLite vs Keras top-1; only near-ties may flip
 
@@ -92,26 +98,6 @@ MODELS = {
 # Training, export, checks
 # ---------------------------------------------------------------------------------------------------
 
-def configure_tensorflow(threads: int = THREADS):
-    """Imports TensorFlow with explicit thread counts and deterministic ops; returns the module.
-    Must run before TensorFlow executes anything (thread settings are fixed at its first use)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-    tf.config.experimental.enable_op_determinism()
-    return tf
-
-
-def load_split(data_dir: Path, name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    path = data_dir / f"{name}_{split}.npz"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; build the data first: "
-                                f"python -m examples.fashion_words.data --out {data_dir}")
-    with np.load(path) as npz:
-        return npz["x"].astype(np.float32), npz["y"].astype(np.int64)
-
-
 def data_hashes(data_dir: Path, name: str) -> dict:
     """The content hashes of a data set's files from data_manifest.json (empty if there is none)."""
     try:
@@ -120,49 +106,6 @@ def data_hashes(data_dir: Path, name: str) -> dict:
         return {}
     outputs = manifest.get(name, {}).get("outputs", {})
     return {f: o["sha256"] for f, o in outputs.items() if "sha256" in o}
-
-
-def count_params(model) -> dict:
-    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-    total = int(sum(np.prod(w.shape) for w in model.weights))
-    return {"total": total, "trainable": trainable, "non_trainable": total - trainable}
-
-
-def export_tflite(tf, model, path: Path) -> None:
-    """A float32 TFLite flatbuffer of the Keras model (no quantisation, no other optimisation)."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    # The conversion goes through a SavedModel export that prints every captured variable; keep quiet.
-    with contextlib.redirect_stdout(io.StringIO()):
-        flatbuffer = converter.convert()
-    write_atomically(path, lambda tmp: Path(tmp).write_bytes(flatbuffer))
-
-
-def write_atomically(path: Path, write) -> None:
-    """Calls `write(temporary path)` and then renames the result to `path`, so that other processes
-    reading the models (a merge running alongside) never see a half-written file."""
-    tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")      # keeps the suffix Keras insists on
-    write(str(tmp))
-    os.replace(tmp, path)
-
-
-def tflite_predict(path: Path, x: np.ndarray, batch: int = 500, threads: int = THREADS) -> np.ndarray:
-    """Outputs of a .tflite model on `x`, run with the LiteRT interpreter in batches."""
-    from ai_edge_litert.interpreter import Interpreter
-    interpreter = Interpreter(model_path=str(path), num_threads=threads)
-    input_index = interpreter.get_input_details()[0]["index"]
-    output_index = interpreter.get_output_details()[0]["index"]
-    outputs = []
-    current = None
-    for start in range(0, len(x), batch):
-        chunk = x[start: start + batch]
-        if chunk.shape[0] != current:            # only the last chunk may differ in size
-            interpreter.resize_tensor_input(input_index, list(chunk.shape))
-            interpreter.allocate_tensors()
-            current = chunk.shape[0]
-        interpreter.set_tensor(input_index, chunk)
-        interpreter.invoke()
-        outputs.append(interpreter.get_tensor(output_index).copy())
-    return np.concatenate(outputs)
 
 
 def train_one(tf, name: str, spec: dict, data_dir: Path, out_dir: Path, seed: int) -> dict:

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from examples.fashion_words import train as fw_train
+from examples import _common as common
+from examples._common import bench_summary, edgemerge_command, run  # noqa: F401 - run is also heldout.run.run
 
 SAMPLES = {"full": None, "small": (512, 256)}      # (train, test) samples per task; None: all
 SEED = 0
@@ -104,7 +103,7 @@ def prepare_data(data_dir: Path, out: Path, samples: str, seed: int) -> dict[str
                                             f"python -m examples.fashion_words.data --out {data_dir}")
                 files[task][split] = source
                 continue
-            x, y = fw_train.load_split(data_dir, spec["data"], split)
+            x, y = common.load_split(data_dir, spec["data"], split)
             x, y = subsample(x, y, limits[k], seed)
             path = out / f"{spec['data']}_{split}_{samples}.npz"
             np.savez(path, x=x, y=y)
@@ -135,7 +134,7 @@ def train_models(files: dict, out: Path, epochs: int | None, seed: int, force: b
             print(f"heldout: {name} up to date (test accuracy {100 * entry['test_accuracy']:.2f}%)", flush=True)
             continue
         if tf is None:
-            tf = fw_train.configure_tensorflow()
+            tf = common.configure_tensorflow()
         import keras
         with np.load(files[task]["train"]) as npz:
             x_train, y_train = npz["x"].astype(np.float32), npz["y"].astype(np.int64)
@@ -150,11 +149,11 @@ def train_models(files: dict, out: Path, epochs: int | None, seed: int, force: b
         keras_top1 = model.predict(x_test, batch_size=500, verbose=0).argmax(axis=1)
         inference_model = type(model).from_config(model.get_config())       # no optimizer state in the file
         inference_model.set_weights(model.get_weights())
-        fw_train.write_atomically(keras_path, inference_model.save)
-        fw_train.export_tflite(tf, model, tflite_path)
-        tflite_top1 = fw_train.tflite_predict(tflite_path, x_test).argmax(axis=1)
+        common.write_atomically(keras_path, inference_model.save)
+        common.export_tflite(tf, model, tflite_path)
+        tflite_top1 = common.tflite_predict(tflite_path, x_test).argmax(axis=1)
         manifest[name] = {
-            "config": config, "task": task, "params": fw_train.count_params(model),
+            "config": config, "task": task, "params": common.count_params(model),
             "test_accuracy": float(np.mean(keras_top1 == y_test)),
             "tflite_test_accuracy": float(np.mean(tflite_top1 == y_test)),
             "tflite_top1_agreement": float(np.mean(tflite_top1 == keras_top1)),
@@ -169,25 +168,6 @@ def train_models(files: dict, out: Path, epochs: int | None, seed: int, force: b
 # ---------------------------------------------------------------------------------------------------
 # The edgemerge command line
 # ---------------------------------------------------------------------------------------------------
-def edgemerge_command() -> list[str]:
-    # The edgemerge package this interpreter imports (an `edgemerge` on PATH may be another installation).
-    return [sys.executable, "-m", "edgemerge.cli"]
-
-
-def run(cmd: list, capture: bool = False) -> str:
-    print("$ " + " ".join(str(c) for c in cmd), flush=True)
-    result = subprocess.run([str(c) for c in cmd], check=True, text=True,
-                            stdout=subprocess.PIPE if capture else None)
-    return result.stdout if capture else ""
-
-
-def bench_summary(bench: dict, runs: int) -> dict:
-    """The figures of an `edgemerge bench --json` result that the examples' summaries keep."""
-    return {"merged_ms": bench["merged_ms"], "reference_ms": bench["reference_ms"], "speedup": bench["speedup"],
-            "merged_peak_bytes": bench["merged_peak_bytes"], "reference_peak_bytes": bench["reference_peak_bytes"],
-            "runs": runs, "threads": 1}
-
-
 def merge_eval_bench(files: dict, out: Path, preset: str, steps: int, runs: int) -> dict:
     em = edgemerge_command()
     names = {t: MODELS[t]["name"] for t in MODELS}

@@ -68,7 +68,7 @@ def run_config(name: str, pair_dir: Path, out_dir: Path, steps: int, max_drop: f
 def summarize_existing(name: str, out_dir: Path, max_drop: float) -> dict:
     """The summary entry of a configuration already run (its folder's report.json), picking again."""
     from edgemerge.errors import EdgemergeError
-    from edgemerge.zipper.core import format_table, load_report, pick
+    from edgemerge.zipper.report import format_table, load_report, pick
 
     folder = out_dir / name
     report = load_report(folder)
@@ -87,21 +87,17 @@ def retime(names: list[str], pair_dir: Path, source_dir: Path, out_dir: Path, pa
     """Re-measures the timing columns of existing runs (see the module docstring) into out_dir/<name>."""
     import hashlib
     import shutil
-    from types import SimpleNamespace
 
     import numpy as np
-
-    from edgemerge import _runtime, emm
-    from edgemerge.runtime import Runtime
-    from edgemerge.zipper.core import (
-        REPORT_NAME,
+    from edgemerge import emm
+    from edgemerge.measure.latency import (
         c_latency_method,
         c_latency_ms,
-        load_report,
         tflite_interpreter,
         tflite_pass_ms,
-        tradeoff_png,
     )
+    from edgemerge.runtime import Runtime
+    from edgemerge.zipper.report import REPORT_NAME, load_report, tradeoff_png
 
     x = np.load(pair_dir / "a_test.npz")["x"][:samples]
     reports, runtimes, ungrouped = {}, {}, {}
@@ -116,8 +112,7 @@ def retime(names: list[str], pair_dir: Path, source_dir: Path, out_dir: Path, pa
             shutil.copyfile(source_dir / name / r["file"], folder / r["file"])
             runtimes[name, r["k"]] = Runtime(data)
             if report["share"] == "pointwise" and r["k"] > 0:   # the same file with run groups off, to compare
-                ungrouped[name, r["k"]] = SimpleNamespace(_model=_runtime.Model(data, "auto", False),
-                                                          tasks=runtimes[name, r["k"]].tasks)
+                ungrouped[name, r["k"]] = Runtime(data, run_groups=False)
             r["context_bytes"] = int(runtimes[name, r["k"]].context_bytes)
         reports[name] = report
     tasks = reports[names[0]]["tasks"]
@@ -150,7 +145,7 @@ def retime(names: list[str], pair_dir: Path, source_dir: Path, out_dir: Path, pa
             "samples": int(len(x)), "c_runtime": c_latency_method(runtimes[name, 0]), "pair_c_ms": pair_ms,
             "tflite_ms": tflite_ms,
             "retimed": {"at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "passes": passes,
-                        "from": str(source_dir / name), "kernels": runtimes[name, 0]._model.kernels,
+                        "from": str(source_dir / name), "kernels": runtimes[name, 0].kernels,
                         "how": "interleaved passes, best pass per model; accuracy columns from the calibration run"},
         }
         folder = out_dir / name

@@ -41,10 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
+from examples import _common as common
+from examples._common import bench_summary, edgemerge_command
+from examples._common import run as run_command
 from examples.fashion_words import data as fw_data
-from examples.fashion_words import train as fw_train
-from examples.heldout import run as heldout
-from examples.heldout.run import bench_summary
 
 SEED = 0
 WORDS_SEED = 1              # the data set's draw: not the bundled example's (seed 0)
@@ -78,7 +78,7 @@ def voice_labels(data_dir: Path) -> dict[str, np.ndarray]:
     train_idx, test_idx = fw_data.stratified_split(words, config["test_fraction"], config["seed"] + 1)
     labels = {}
     for split, idx in (("train", train_idx), ("test", test_idx)):
-        _, y = fw_train.load_split(data_dir, "words", split)
+        _, y = common.load_split(data_dir, "words", split)
         if not np.array_equal(y, words[idx]):
             raise ValueError(f"{data_dir}/words_{split}.npz: its labels differ from the clips that "
                              f"{fw_data.MANIFEST_NAME} describes; rebuild the data (python -m "
@@ -102,7 +102,7 @@ def prepare_pair(data_dir: Path, out: Path) -> Path:
     pair = out / "pair"
     pair.mkdir(parents=True, exist_ok=True)
     for split in ("train", "test"):
-        x, words = fw_train.load_split(data_dir, "words", split)
+        x, words = common.load_split(data_dir, "words", split)
         for task, y in (("word", words), ("voice", voice[split])):
             fw_data.save_npz(pair / f"{task}_{split}.npz", x, y)
     return pair
@@ -158,7 +158,7 @@ def train_pair(pair: Path, out: Path, epochs: int | None, force: bool) -> dict:
             f"{t} {100 * manifest['models'][t]['test_accuracy']:.2f}%" for t in TASKS) + ")", flush=True)
         return manifest["models"]
 
-    tf = fw_train.configure_tensorflow()
+    tf = common.configure_tensorflow()
     import keras
 
     models = {}
@@ -166,8 +166,8 @@ def train_pair(pair: Path, out: Path, epochs: int | None, force: bool) -> dict:
     initial_trunk = {l.name: l.get_weights() for l in build_model("word", 10).layers
                      if l.name.startswith(TRUNK_PREFIXES)}
     for task in TASKS:
-        x_train, y_train = fw_train.load_split(pair, task, "train")
-        x_test, y_test = fw_train.load_split(pair, task, "test")
+        x_train, y_train = common.load_split(pair, task, "train")
+        x_test, y_test = common.load_split(pair, task, "test")
         classes = int(max(y_train.max(), y_test.max())) + 1
         keras.utils.set_random_seed(config["shuffle_seed"][task])
         model = build_model(task, classes)
@@ -192,9 +192,9 @@ def train_pair(pair: Path, out: Path, epochs: int | None, force: bool) -> dict:
         clean = build_model(task, classes)         # no optimizer state in the file
         clean.set_weights(model.get_weights())
         keras_path, tflite_path = out / f"mobilenet_{task}.keras", out / f"mobilenet_{task}.tflite"
-        fw_train.write_atomically(keras_path, clean.save)
-        fw_train.export_tflite(tf, clean, tflite_path)
-        tflite_top1 = fw_train.tflite_predict(tflite_path, x_test).argmax(axis=1)
+        common.write_atomically(keras_path, clean.save)
+        common.export_tflite(tf, clean, tflite_path)
+        tflite_top1 = common.tflite_predict(tflite_path, x_test).argmax(axis=1)
         models[task] = {"classes": classes, "params": int(clean.count_params()), "best_epoch": best_epoch,
                         "epochs_run": len(history.history["val_accuracy"]),
                         "test_accuracy": float(np.mean(keras_top1 == y_test)),
@@ -205,7 +205,7 @@ def train_pair(pair: Path, out: Path, epochs: int | None, force: bool) -> dict:
               f"(majority class {100 * models[task]['majority_class_share']:.1f}%)", flush=True)
     manifest = {"config": config, "models": models,
                 "versions": {"tensorflow": tf.__version__, "keras": keras.__version__}}
-    fw_train.write_atomically(manifest_path, lambda p: Path(p).write_text(json.dumps(manifest, indent=2) + "\n"))
+    common.write_atomically(manifest_path, lambda p: Path(p).write_text(json.dumps(manifest, indent=2) + "\n"))
     return models
 
 
@@ -213,8 +213,8 @@ def train_pair(pair: Path, out: Path, epochs: int | None, force: bool) -> dict:
 # The edgemerge command line
 # ---------------------------------------------------------------------------------------------------
 def edgemerge(args: list, capture: bool = False) -> str:
-    """Runs `edgemerge ARGS` with the edgemerge this interpreter imports (examples/heldout's runner)."""
-    return heldout.run(heldout.edgemerge_command() + list(args), capture=capture)
+    """Runs `edgemerge ARGS` with the edgemerge this interpreter imports (examples/_common's runner)."""
+    return run_command(edgemerge_command() + list(args), capture=capture)
 
 
 def zipper_pick_eval_bench(pair: Path, out: Path, share: str, steps: int, max_drop: float, runs: int,
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = zipper_pick_eval_bench(pair, out, args.share, args.steps_per_round, args.max_drop, args.runs,
                                     calibration)
     summary = {"models": models, **result}
-    fw_train.write_atomically(out / "zipper_heldout_summary.json",
+    common.write_atomically(out / "zipper_heldout_summary.json",
                               lambda p: Path(p).write_text(json.dumps(summary, indent=2) + "\n"))
 
     print("\nsummary")

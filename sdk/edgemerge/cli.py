@@ -564,7 +564,8 @@ def zipper_run(models, calib, val, output, share, steps_per_round, bn, align, en
                learning_rate, seed, no_tflite, as_json):
     """Zipper TASK=MODEL pairs round by round, k = 1..L, calibrating after every round."""
     from edgemerge.datasets import parse_task_pairs
-    from edgemerge.zipper.core import format_table, zipper_files
+    from edgemerge.workflows.zipper_files import zipper_files
+    from edgemerge.zipper.report import format_table
 
     _load_tensorflow_quietly()
     sources = parse_task_pairs(models, "model")
@@ -590,7 +591,7 @@ def zipper_run(models, calib, val, output, share, steps_per_round, bn, align, en
 @_fail_cleanly
 def zipper_pick(folder, max_drop, output):
     """Copy the deepest zippered model within an accuracy budget from a `zipper` output folder."""
-    from edgemerge.zipper.core import pick
+    from edgemerge.zipper.report import pick
 
     row = pick(folder, max_drop, output)
     drops = ", ".join(f"{t} {100 * d:+.2f}" for t, d in row["drop"].items())

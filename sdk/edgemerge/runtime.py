@@ -33,10 +33,30 @@ def _require_runtime():
     return _runtime
 
 
+def _model_property(name: str, doc: str) -> property:
+    """A read-only attribute of the loaded C model."""
+    return property(lambda self: getattr(self._model, name), doc=doc)
+
+
+def _call(fn, *args, value_errors: bool = True):
+    """Calls the C module, its errors as edgemerge's: a run's status as RuntimeStatusError, a refused
+    argument (ValueError) as EdgemergeError when `value_errors`."""
+    try:
+        return fn(*args)
+    except _runtime.StatusError as e:
+        raise RuntimeStatusError(*e.args) from None
+    except ValueError as e:
+        if not value_errors:
+            raise
+        raise EdgemergeError(str(e)) from None
+
+
 class Runtime:
     """A loaded `.emm` model. Thread-safe: every call runs in its own context, with the GIL released."""
 
-    def __init__(self, source: str | os.PathLike | bytes):
+    def __init__(self, source: str | os.PathLike | bytes, *, kernels: str = "auto", run_groups: bool = True):
+        """`kernels`: the kernel set ("auto", "ref", ... `_runtime.kernel_sets()`); `run_groups=False` makes
+        run_all run every node alone (no run groups), for comparisons."""
         rt = _require_runtime()
         if isinstance(source, (str, os.PathLike)):
             self.path: Path | None = Path(source)
@@ -49,7 +69,7 @@ class Runtime:
         else:
             self.path, data = None, bytes(source)
         try:
-            self._model = rt.Model(data)
+            self._model = rt.Model(data, kernels, run_groups)
         except rt.StatusError as e:
             status, message = e.args
             where = f"{self.path}: " if self.path else ""
@@ -62,14 +82,16 @@ class Runtime:
     def task_names(self) -> list[str]:
         return [t.name for t in self.tasks]
 
-    @property
-    def format_version(self) -> int:
-        return self._model.format_version
+    format_version = _model_property("format_version", "The .emm format version of the file.")
+    context_bytes = _model_property(
+        "context_bytes", "Caller memory one run context needs: activations, scratch and bookkeeping (peak run-time bytes).")
+    kernels = _model_property("kernels", 'The kernel set the model runs ("auto" resolved).')
+    file_bytes = _model_property("file_bytes", "Bytes of the .emm image the runtime reads (in place).")
 
     @property
-    def context_bytes(self) -> int:
-        """Caller memory one run context needs: activations, scratch and bookkeeping (peak run-time bytes)."""
-        return self._model.context_bytes
+    def input_count(self) -> int:
+        """Graph inputs of the model (tasks reading the same input share one)."""
+        return 1 + max(t.input_index for t in self.tasks)
 
     def nodes(self) -> list[dict]:
         out = self._model.nodes()
@@ -95,10 +117,7 @@ class Runtime:
         if x.ndim not in (3, 4) or tuple(x.shape[-3:]) != info.input_shape:
             raise EdgemergeError(f"task {info.name!r} expects input of shape (N, {', '.join(map(str, info.input_shape))})"
                                  f", got {tuple(x.shape)}")
-        try:
-            return self._model.run(info.index, x)
-        except _runtime.StatusError as e:
-            raise RuntimeStatusError(*e.args) from None
+        return _call(self._model.run, info.index, x, value_errors=False)
 
     def predict(self, task: str | int, x: np.ndarray) -> np.ndarray:
         return np.argmax(self.run(task, x), axis=-1)
@@ -107,20 +126,28 @@ class Runtime:
         """Runs every task once per sample, each node once (a trunk shared by tasks that read the same
         input runs once). `inputs` maps a task name to its batch (tasks sharing an input may give either).
         Returns (logits by task name, how many times each node ran)."""
-        n_inputs = 1 + max(t.input_index for t in self.tasks)
-        arrays: list[np.ndarray | None] = [None] * n_inputs
+        arrays: list[np.ndarray | None] = [None] * self.input_count
         for name, x in inputs.items():
             arrays[self.task(name).input_index] = np.asarray(x, dtype=np.float32)
         missing = [t.name for t in self.tasks if arrays[t.input_index] is None]
         if missing:
             raise EdgemergeError(f"run_all needs an input for task(s) {', '.join(missing)}")
-        try:
-            outputs, node_runs = self._model.run_all(arrays)
-        except _runtime.StatusError as e:
-            raise RuntimeStatusError(*e.args) from None
-        except ValueError as e:
-            raise EdgemergeError(str(e)) from None
+        outputs, node_runs = _call(self._model.run_all, arrays)
         return {t.name: outputs[t.index] for t in self.tasks}, list(node_runs)
+
+
+    # -- timing (measure/latency.py builds on these) ----------------------------------------------
+    def bench_all(self, inputs: list[np.ndarray], warmup: int = 0, runs: int = 1) -> np.ndarray:
+        """Nanoseconds of each of `runs` em_run_all calls (after `warmup` untimed ones), timed in C around the
+        call alone with the GIL released; run k reads sample k % N of every input. `inputs`: one float32
+        [N, H, W, C] array per graph input (`input_count`)."""
+        return _call(self._model.bench_all, [np.ascontiguousarray(x, np.float32) for x in inputs], warmup, runs)
+
+    def profile_all(self, inputs: list[np.ndarray], warmup: int = 0, runs: int = 1) -> list[dict]:
+        """Per node, in node order: runs, total_ns, table_ns, accumulate_ns of `runs` em_run_all calls made with
+        the C profiling API on (inputs as for `bench_all`)."""
+        return list(_call(self._model.profile_all, [np.ascontiguousarray(x, np.float32) for x in inputs],
+                          warmup, runs))
 
 
 def status_name(status: int) -> str:

@@ -14,7 +14,8 @@ from model_factory import keras_logits  # noqa: E402
 
 from edgemerge.emm.constants import Act  # noqa: E402
 from edgemerge.errors import EdgemergeError, ModelFormatError, UnsupportedLayerError  # noqa: E402
-from edgemerge.importers import forward_numpy, load_source_model, same_padding  # noqa: E402
+from edgemerge.executors.numpy_exec import forward_numpy  # noqa: E402
+from edgemerge.importers import load_source_model, same_padding  # noqa: E402
 
 L = keras.layers
 

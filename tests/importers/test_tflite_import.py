@@ -19,7 +19,8 @@ pytest.importorskip("ai_edge_litert")
 
 from edgemerge.emm.constants import Act  # noqa: E402
 from edgemerge.errors import ModelFormatError, UnsupportedLayerError  # noqa: E402
-from edgemerge.importers import SUPPORTED_SUFFIXES, forward_numpy, load_source_model  # noqa: E402
+from edgemerge.executors.numpy_exec import forward_numpy  # noqa: E402
+from edgemerge.importers import SUPPORTED_SUFFIXES, load_source_model  # noqa: E402
 
 L = keras.layers
 

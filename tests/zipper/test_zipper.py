@@ -1,5 +1,5 @@
-"""Zippering (edgemerge.zipper.core, `edgemerge zipper`): two tiny MobileNet-style Keras models of the same
-architecture, trained briefly on Fashion-MNIST for two labellings, fused block by block."""
+"""Zippering (edgemerge.zipper, workflows.zipper_files, `edgemerge zipper`): two tiny MobileNet-style Keras
+models of the same architecture, trained briefly on Fashion-MNIST for two labellings, fused block by block."""
 from __future__ import annotations
 
 import json
@@ -86,7 +86,7 @@ def pos(model, name):
 # architecture check
 # ------------------------------------------------------------------------------------------------
 def test_blocks_found(sources):
-    from edgemerge.zipper.core import check_pair
+    from edgemerge.zipper.layout import check_pair
 
     layout = check_pair(sources)
     a = sources["a"]
@@ -99,7 +99,7 @@ def test_blocks_found(sources):
 
 def test_architectures_differ_names_first_mismatch(tmp_path, sources):
     from edgemerge.importers import load_source_model
-    from edgemerge.zipper.core import check_pair
+    from edgemerge.zipper.layout import check_pair
 
     other = tiny_mobilenet(4, "other", blocks=((1, 16), (1, 16), (1, 24)))     # dw2 stride 1, not 2
     other.save(tmp_path / "other.keras")
@@ -117,7 +117,7 @@ def test_different_inputs_rejected(tmp_path, sources):
     from keras import layers
 
     from edgemerge.importers import load_source_model
-    from edgemerge.zipper.core import check_pair
+    from edgemerge.zipper.layout import check_pair
 
     x = inputs = keras.Input((32, 32, 1))
     x = layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
@@ -132,7 +132,8 @@ def test_different_inputs_rejected(tmp_path, sources):
 # initialisation and sharing
 # ------------------------------------------------------------------------------------------------
 def test_average_init_is_eq1_and_pointwise_shares_exactly_pointwise(sources):
-    from edgemerge.zipper.core import ZipState, check_pair, share_round
+    from edgemerge.zipper.layout import check_pair
+    from edgemerge.zipper.rounds import ZipState, share_round
 
     layout = check_pair(sources)
     a, b = sources["a"], sources["b"]
@@ -166,7 +167,8 @@ def test_average_init_is_eq1_and_pointwise_shares_exactly_pointwise(sources):
 def test_pointwise_graph_runs_like_tf_form(sources, pair):
     from edgemerge.runtime import Runtime
     from edgemerge.training.calibrate import tf_forward
-    from edgemerge.zipper.core import ZipState, check_pair, share_round
+    from edgemerge.zipper.layout import check_pair
+    from edgemerge.zipper.rounds import ZipState, share_round
 
     layout = check_pair(sources)
     state = ZipState.from_models(sources)
@@ -179,16 +181,25 @@ def test_pointwise_graph_runs_like_tf_form(sources, pair):
         np.testing.assert_allclose(outputs[task], tf_forward(rg.graph, task, x), rtol=1e-4, atol=1e-4)
 
 
-def test_block_trunk_runs_once_per_sample(sources, pair):
-    from edgemerge.runtime import Runtime
-    from edgemerge.training.calibrate import tf_forward
-    from edgemerge.zipper.core import ZipState, build_round, check_pair, share_round
+def two_rounds(sources, share):
+    """The pair's layout and state after rounds 1 and 2 of `share`, the k=0 round and round 2's graph."""
+    from edgemerge.zipper.layout import check_pair
+    from edgemerge.zipper.rounds import ZipState, build_round, share_round
 
     layout = check_pair(sources)
     state = ZipState.from_models(sources)
-    base = build_round(sources, layout, state, 0, "block")
-    share_round(sources, layout, state, 1, "block")
-    rg, _ = share_round(sources, layout, state, 2, "block")
+    base = build_round(sources, layout, state, 0, share)
+    share_round(sources, layout, state, 1, share)
+    rg, _ = share_round(sources, layout, state, 2, share)
+    return layout, state, base, rg
+
+
+def test_block_trunk_runs_once_per_sample(sources, pair):
+    from edgemerge.runtime import Runtime
+    from edgemerge.training.calibrate import tf_forward
+    from edgemerge.zipper.rounds import build_round
+
+    layout, state, base, rg = two_rounds(sources, "block")
     g = rg.graph
     a = sources["a"]
     trunk = [a.layers[p].name for p in range(pos(a, "pw2") + 1)]
@@ -226,13 +237,8 @@ def test_pointwise_shared_layers_run_grouped(sources, pair):
     task alone; the profile shows one entry per group."""
     from edgemerge import _runtime
     from edgemerge.runtime import Runtime
-    from edgemerge.zipper.core import ZipState, build_round, check_pair, share_round
 
-    layout = check_pair(sources)
-    state = ZipState.from_models(sources)
-    base = build_round(sources, layout, state, 0, "pointwise")
-    share_round(sources, layout, state, 1, "pointwise")
-    rg, _ = share_round(sources, layout, state, 2, "pointwise")
+    layout, state, base, rg = two_rounds(sources, "pointwise")
     g = rg.graph
     x = np.load(pair["val"]["a"])["x"][:10]
     assert all(n["run_group"] is None for n in Runtime(emm.to_bytes(base.graph)).nodes())
@@ -266,7 +272,8 @@ def test_pointwise_shared_layers_run_grouped(sources, pair):
 
 
 def test_rounds_continue_from_previous_weights(sources):
-    from edgemerge.zipper.core import ZipState, check_pair, read_back, share_round
+    from edgemerge.zipper.layout import check_pair
+    from edgemerge.zipper.rounds import ZipState, read_back, share_round
 
     layout = check_pair(sources)
     a = sources["a"]
@@ -293,7 +300,8 @@ def test_rounds_continue_from_previous_weights(sources):
 def test_bn_stats_averages_statistics(sources, pair):
     import keras
 
-    from edgemerge.zipper.core import ZipState, average_layer, load_batch_norms
+    from edgemerge.zipper.fuse import average_layer, load_batch_norms
+    from edgemerge.zipper.rounds import ZipState
 
     state = ZipState.from_models(sources)
     state.batch_norms = load_batch_norms(sources)
@@ -316,7 +324,9 @@ def test_hungarian_recovers_a_permutation_and_keeps_function(sources, pair):
     import dataclasses
 
     from edgemerge.training.calibrate import tf_forward
-    from edgemerge.zipper.core import ZipState, build_round, check_pair, hungarian_align
+    from edgemerge.zipper.fuse import hungarian_align
+    from edgemerge.zipper.layout import check_pair
+    from edgemerge.zipper.rounds import ZipState, build_round
 
     a = sources["a"]
     p1, d2, p2 = pos(a, "pw1"), pos(a, "dw2"), pos(a, "pw2")
@@ -342,7 +352,8 @@ def test_hungarian_recovers_a_permutation_and_keeps_function(sources, pair):
 def test_encode_shares_one_codebook_and_index_map(sources, pair):
     from edgemerge.runtime import Runtime
     from edgemerge.training.calibrate import tf_forward
-    from edgemerge.zipper.core import ZipState, check_pair, read_back, share_round
+    from edgemerge.zipper.layout import check_pair
+    from edgemerge.zipper.rounds import ZipState, read_back, share_round
 
     layout = check_pair(sources)
     state = ZipState.from_models(sources)
@@ -448,7 +459,8 @@ def test_cli_calibration_options_reach_every_round(tmp_path, pair):
 
 @pytest.mark.slow
 def test_run_pointwise_and_report(tmp_path, pair):
-    from edgemerge.zipper.core import format_table, zipper_files
+    from edgemerge.workflows.zipper_files import zipper_files
+    from edgemerge.zipper.report import format_table
 
     result = zipper_files(pair["models"], pair["calib"], pair["val"], tmp_path / "z", share="pointwise",
                           steps_per_round=10, tflite=False, latency_samples=20)
@@ -476,7 +488,7 @@ def make_report(folder: Path, drops: list[dict]) -> None:
 
 
 def test_pick_deepest_within_budget(tmp_path):
-    from edgemerge.zipper.core import pick
+    from edgemerge.zipper.report import pick
 
     make_report(tmp_path, [{"a": 0, "b": 0}, {"a": 0.001, "b": 0.0}, {"a": 0.03, "b": 0.0},
                            {"a": 0.015, "b": 0.019}, {"a": 0.05, "b": 0.01}])
@@ -513,7 +525,7 @@ def test_cli_bad_inputs(tmp_path, pair):
 @pytest.mark.slow
 def test_run_with_encode_and_hungarian(tmp_path, pair):
     from edgemerge.runtime import Runtime
-    from edgemerge.zipper.core import zipper_files
+    from edgemerge.workflows.zipper_files import zipper_files
 
     result = zipper_files(pair["models"], pair["calib"], pair["val"], tmp_path / "z", share="pointwise",
                           steps_per_round=5, encode="accu", align="hungarian", bn="fold", tflite=False,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgemerge.emm.codebook import decode_codebook
 from edgemerge.emm.constants import NODE_FLAG_INT8_TABLES, NONE, Act, DType, Keys, Op, index_bits
 
 Shape3 = tuple[int, int, int]
@@ -150,22 +151,11 @@ class MergedGraph:
 
 def decoded_weights(graph: MergedGraph, node: Node) -> np.ndarray:
     """The ordinary weight tensor a node computes with: for LUT ops, rebuilt from codebook and index map
-    ([KH, KW, Cin, Cout] for LUT_CONV2D, [In, Out] for LUT_DENSE); for other ops, the stored weights."""
+    ([KH, KW, Cin, Cout] for LUT_CONV2D, [In, Out] for LUT_DENSE; `codebook.decode_codebook`); for other ops,
+    the stored weights."""
     if node.op not in (Op.LUT_CONV2D, Op.LUT_DENSE):
         return graph.tensors[node.weight].array
-    codebook = graph.tensors[node.weight].array            # [S_cb, C, r]
-    index = graph.tensors[node.index].array.astype(np.int64)
-    r = node.seg_len
     in_shape = graph.value_shape(node.input)
-    if node.op == Op.LUT_DENSE:
-        cin = int(np.prod(in_shape))
-        index = index[None, None]                          # [1, 1, S, Out]
-    else:
-        cin = in_shape[2]
-    kh, kw, s_count, cout = index.shape
-    seg = np.arange(s_count)[None, None, :, None]
-    vectors = codebook[seg, index]                         # [KH, KW, S, Cout, r]
-    weights = vectors.transpose(0, 1, 2, 4, 3).reshape(kh, kw, s_count * r, cout)[:, :, :cin, :]
-    if node.op == Op.LUT_DENSE:
-        return np.ascontiguousarray(weights[0, 0])
-    return np.ascontiguousarray(weights)
+    depth = int(np.prod(in_shape)) if node.op == Op.LUT_DENSE else in_shape[2]
+    return decode_codebook(graph.tensors[node.weight].array, graph.tensors[node.index].array, depth, node.seg_len,
+                           dense=node.op == Op.LUT_DENSE)

@@ -1,19 +1,24 @@
-"""A plain numpy executor for merged graphs, and the NHWC kernels it (and the importers) are built from.
+"""A plain numpy executor for merged graphs and imported source models, and the NHWC kernels both run on.
 
 Deliberately simple: LUT ops are computed with their *decoded* weights (`graph.decoded_weights`), so the
 result is what the merged model means, independent of the table-lookup arithmetic of the C runtime. Nodes
 flagged for int8 tables (FORMAT.md "int8 tables") are computed in float too: the quantisation is the
 runtime's arithmetic, which `edgemerge eval` measures (calibration likewise trains the float model).
 Everything is computed in float64; results are returned as float32.
+
+Each form has ONE table keyed by op: `NODE_OPS` (merged-graph op -> how to compute it) and `LAYER_OPS`
+(source-layer kind -> how to compute it). A new op is one row in each.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 
 from edgemerge.emm.constants import NONE, Act, Op
 from edgemerge.emm.graph import MergedGraph, Node, decoded_weights
-
-Pads = tuple[int, int, int, int]   # top, left, bottom, right
+from edgemerge.emm.shapes import Pads
+from edgemerge.importers.source_model import SourceLayer, SourceModel
 
 
 def _pad_nhwc(x: np.ndarray, pads: Pads, value: float = 0.0) -> np.ndarray:
@@ -35,17 +40,24 @@ def _window(padded: np.ndarray, ky: int, kx: int, out_hw: tuple[int, int], strid
     return padded[:, ky:ky + (oh - 1) * stride[0] + 1:stride[0], kx:kx + (ow - 1) * stride[1] + 1:stride[1], :]
 
 
+def _taps(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], pads: Pads, value: float = 0.0):
+    """The output size of a window op and, per kernel tap (ky, kx), the input cells it reads ([N, oh, ow, C]);
+    padded cells read as `value`."""
+    padded = _pad_nhwc(np.asarray(x, np.float64), pads, value)
+    out_hw = _output_size(padded, kernel, stride)
+    return out_hw, ((ky, kx, _window(padded, ky, kx, out_hw, stride))
+                    for ky in range(kernel[0]) for kx in range(kernel[1]))
+
+
 def conv2d(x: np.ndarray, weights: np.ndarray, bias: np.ndarray | None, stride: tuple[int, int],
            pads: Pads) -> np.ndarray:
     """NHWC convolution; weights [KH, KW, Cin, Cout]; padded cells read as zero."""
     kh, kw, _, cout = weights.shape
-    padded = _pad_nhwc(np.asarray(x, np.float64), pads)
-    out_hw = _output_size(padded, (kh, kw), stride)
+    out_hw, taps = _taps(x, (kh, kw), stride, pads)
     w = np.asarray(weights, np.float64)
     out = np.zeros((x.shape[0], *out_hw, cout), np.float64)
-    for ky in range(kh):
-        for kx in range(kw):
-            out += _window(padded, ky, kx, out_hw, stride) @ w[ky, kx]
+    for ky, kx, window in taps:
+        out += window @ w[ky, kx]
     return out if bias is None else out + np.asarray(bias, np.float64)
 
 
@@ -53,13 +65,11 @@ def depthwise_conv2d(x: np.ndarray, weights: np.ndarray, bias: np.ndarray | None
                      pads: Pads) -> np.ndarray:
     """NHWC depthwise convolution; weights [KH, KW, C, M]; output channel c·M + m."""
     kh, kw, channels, multiplier = weights.shape
-    padded = _pad_nhwc(np.asarray(x, np.float64), pads)
-    out_hw = _output_size(padded, (kh, kw), stride)
+    out_hw, taps = _taps(x, (kh, kw), stride, pads)
     w = np.asarray(weights, np.float64)
     out = np.zeros((x.shape[0], *out_hw, channels, multiplier), np.float64)
-    for ky in range(kh):
-        for kx in range(kw):
-            out += _window(padded, ky, kx, out_hw, stride)[..., None] * w[ky, kx]
+    for ky, kx, window in taps:
+        out += window[..., None] * w[ky, kx]
     out = out.reshape(x.shape[0], *out_hw, channels * multiplier)
     return out if bias is None else out + np.asarray(bias, np.float64)
 
@@ -74,26 +84,22 @@ def dense(x: np.ndarray, weights: np.ndarray, bias: np.ndarray | None) -> np.nda
 
 def max_pool(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], pads: Pads) -> np.ndarray:
     """Max pooling; padded cells are ignored (they read as -inf)."""
-    padded = _pad_nhwc(np.asarray(x, np.float64), pads, value=-np.inf)
-    out_hw = _output_size(padded, kernel, stride)
+    out_hw, taps = _taps(x, kernel, stride, pads, value=-np.inf)
     out = np.full((x.shape[0], *out_hw, x.shape[3]), -np.inf)
-    for ky in range(kernel[0]):
-        for kx in range(kernel[1]):
-            np.maximum(out, _window(padded, ky, kx, out_hw, stride), out=out)
+    for _, _, window in taps:
+        np.maximum(out, window, out=out)
     return out
 
 
 def avg_pool(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], pads: Pads) -> np.ndarray:
     """Average pooling; the mean is over the cells inside the input (TensorFlow's 'same' behaviour)."""
-    padded = _pad_nhwc(np.asarray(x, np.float64), pads)
-    inside = _pad_nhwc(np.ones((1, x.shape[1], x.shape[2], 1)), pads)
-    out_hw = _output_size(padded, kernel, stride)
+    out_hw, taps = _taps(x, kernel, stride, pads)
+    _, inside_taps = _taps(np.ones((1, x.shape[1], x.shape[2], 1)), kernel, stride, pads)
     total = np.zeros((x.shape[0], *out_hw, x.shape[3]))
     count = np.zeros((1, *out_hw, 1))
-    for ky in range(kernel[0]):
-        for kx in range(kernel[1]):
-            total += _window(padded, ky, kx, out_hw, stride)
-            count += _window(inside, ky, kx, out_hw, stride)
+    for (_, _, window), (_, _, inside) in zip(taps, inside_taps):
+        total += window
+        count += inside
     return total / count
 
 
@@ -109,26 +115,40 @@ def activate(x: np.ndarray, activation: Act) -> np.ndarray:
     return x
 
 
+# -- merged graphs: op -> fn(graph, node, x, bias) ---------------------------------------------
+def _conv_node(graph: MergedGraph, node: Node, x: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    return conv2d(x, decoded_weights(graph, node), bias, node.stride, node.pads)
+
+
+def _depthwise_node(graph: MergedGraph, node: Node, x: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    return depthwise_conv2d(x, decoded_weights(graph, node), bias, node.stride, node.pads)
+
+
+def _dense_node(graph: MergedGraph, node: Node, x: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    return dense(x, decoded_weights(graph, node), bias)
+
+
+NodeFn = Callable[[MergedGraph, Node, np.ndarray, "np.ndarray | None"], np.ndarray]
+NODE_OPS: dict[Op, NodeFn] = {
+    Op.CONV2D: _conv_node,
+    Op.LUT_CONV2D: _conv_node,
+    Op.DEPTHWISE_CONV2D: _depthwise_node,
+    Op.DENSE: _dense_node,
+    Op.LUT_DENSE: _dense_node,
+    Op.MAX_POOL: lambda graph, node, x, bias: max_pool(x, node.kernel, node.stride, node.pads),
+    Op.AVG_POOL: lambda graph, node, x, bias: avg_pool(x, node.kernel, node.stride, node.pads),
+    Op.GLOBAL_AVG_POOL: lambda graph, node, x, bias: global_avg_pool(x),
+    Op.RESHAPE: lambda graph, node, x, bias: x.reshape(x.shape[0], *node.out_shape),
+    Op.ACTIVATION: lambda graph, node, x, bias: x,
+}
+
+
 def _run_node(graph: MergedGraph, node: Node, x: np.ndarray) -> np.ndarray:
     bias = graph.tensors[node.bias].array if node.bias != NONE else None
-    if node.op in (Op.CONV2D, Op.LUT_CONV2D):
-        y = conv2d(x, decoded_weights(graph, node), bias, node.stride, node.pads)
-    elif node.op == Op.DEPTHWISE_CONV2D:
-        y = depthwise_conv2d(x, decoded_weights(graph, node), bias, node.stride, node.pads)
-    elif node.op in (Op.DENSE, Op.LUT_DENSE):
-        y = dense(x, decoded_weights(graph, node), bias)
-    elif node.op == Op.MAX_POOL:
-        y = max_pool(x, node.kernel, node.stride, node.pads)
-    elif node.op == Op.AVG_POOL:
-        y = avg_pool(x, node.kernel, node.stride, node.pads)
-    elif node.op == Op.GLOBAL_AVG_POOL:
-        y = global_avg_pool(x)
-    elif node.op == Op.RESHAPE:
-        y = x.reshape(x.shape[0], *node.out_shape)
-    elif node.op == Op.ACTIVATION:
-        y = x
-    else:
+    fn = NODE_OPS.get(node.op)
+    if fn is None:
         raise ValueError(f"node {node.name!r}: op {node.op!r} is not known to the numpy executor")
+    y = fn(graph, node, x, bias)
     if tuple(y.shape[1:]) != tuple(node.out_shape):
         raise ValueError(f"node {node.name!r}: computed shape {tuple(y.shape[1:])}, "
                          f"the graph declares {tuple(node.out_shape)}")
@@ -148,3 +168,36 @@ def execute_graph(graph: MergedGraph, task: str, x: np.ndarray) -> np.ndarray:
         node = graph.nodes[i]
         values[len(graph.inputs) + i] = _run_node(graph, node, values[node.input])
     return values[t.output].reshape(x.shape[0], -1).astype(np.float32)
+
+
+# -- imported source models: layer kind -> fn(layer, x) --------------------------------------------
+LayerFn = Callable[[SourceLayer, np.ndarray], np.ndarray]
+LAYER_OPS: dict[str, LayerFn] = {
+    "conv": lambda layer, x: conv2d(x, layer.weights, layer.bias, layer.stride, layer.pads),
+    "depthwise": lambda layer, x: depthwise_conv2d(x, layer.weights, layer.bias, layer.stride, layer.pads),
+    "dense": lambda layer, x: dense(x, layer.weights, layer.bias),
+    "max_pool": lambda layer, x: max_pool(x, layer.kernel, layer.stride, layer.pads),
+    "avg_pool": lambda layer, x: avg_pool(x, layer.kernel, layer.stride, layer.pads),
+    "global_avg_pool": lambda layer, x: global_avg_pool(x),
+    "flatten": lambda layer, x: x.reshape(x.shape[0], 1, 1, -1),
+    "activation": lambda layer, x: x,
+}
+
+
+def forward_numpy(model: SourceModel, x: np.ndarray) -> np.ndarray:
+    """Runs the imported layers on a batch `x` [N, h, w, c]; returns float64 [N, outputs] (logits: the
+    final softmax, if any, is not applied). How importers are checked against their framework."""
+    x = np.asarray(x, np.float64)
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(model.input_shape):
+        raise ValueError(f"model {model.name!r}: input batch has shape {x.shape}, "
+                         f"expected (N, {', '.join(map(str, model.input_shape))})")
+    for layer in model.layers:
+        fn = LAYER_OPS.get(layer.kind)
+        if fn is None:
+            raise ValueError(f"layer {layer.name!r}: unknown kind {layer.kind!r}")
+        x = fn(layer, x)
+        if tuple(x.shape[1:]) != tuple(layer.out_shape):
+            raise ValueError(f"layer {layer.name!r}: computed shape {tuple(x.shape[1:])}, "
+                             f"declared {layer.out_shape}")
+        x = activate(x, layer.activation)
+    return x.reshape(x.shape[0], -1)

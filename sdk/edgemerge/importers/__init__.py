@@ -16,7 +16,6 @@ from edgemerge.importers.source_model import (
     WEIGHTED_KINDS,
     SourceLayer,
     SourceModel,
-    forward_numpy,
     same_padding,
 )
 
@@ -59,5 +58,5 @@ def load_source_model(path: str | os.PathLike) -> SourceModel:
     return importer(path)
 
 
-__all__ = ["load_source_model", "SourceModel", "SourceLayer", "forward_numpy", "same_padding",
+__all__ = ["load_source_model", "SourceModel", "SourceLayer", "same_padding",
            "LAYER_KINDS", "WEIGHTED_KINDS", "SUPPORTED_SUFFIXES"]

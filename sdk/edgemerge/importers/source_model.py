@@ -1,8 +1,9 @@
 """The framework-independent form of one imported source model: a single chain of layers, each with
 float32 weights (BatchNorm folded), explicit padding and a fused activation.
 
-Every importer (Keras now, TFLite later) produces a `SourceModel`; alignment, encoding and merging only
-ever see this form. `forward_numpy` runs it, which is how importers are checked against their framework.
+Every importer (Keras, TFLite) produces a `SourceModel`; alignment, encoding and merging only ever see this
+form. `executors.numpy_exec.forward_numpy` runs it, which is how importers are checked against their
+framework. The padding rules are `emm.shapes` (re-exported here for the importers).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Literal
 import numpy as np
 
 from edgemerge.emm.constants import Act
-from edgemerge.executors import numpy_exec
+from edgemerge.emm.shapes import conv_output_size, same_padding
 
 Shape3 = tuple[int, int, int]
 LayerKind = Literal["conv", "depthwise", "dense", "max_pool", "avg_pool", "global_avg_pool", "flatten",
@@ -91,44 +92,4 @@ class SourceModel:
         return None
 
 
-def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """Padding (before, after) of one spatial axis exactly as TensorFlow computes 'same': the output has
-    ceil(size / stride) cells and an odd total puts the extra cell after (bottom/right)."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
-
-
-def conv_output_size(size: int, kernel: int, stride: int, pad_before: int, pad_after: int) -> int:
-    return (size + pad_before + pad_after - kernel) // stride + 1
-
-
-def forward_numpy(model: SourceModel, x: np.ndarray) -> np.ndarray:
-    """Runs the imported layers on a batch `x` [N, h, w, c]; returns float64 [N, outputs] (logits: the
-    final softmax, if any, is not applied)."""
-    x = np.asarray(x, np.float64)
-    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(model.input_shape):
-        raise ValueError(f"model {model.name!r}: input batch has shape {x.shape}, "
-                         f"expected (N, {', '.join(map(str, model.input_shape))})")
-    for layer in model.layers:
-        if layer.kind == "conv":
-            x = numpy_exec.conv2d(x, layer.weights, layer.bias, layer.stride, layer.pads)
-        elif layer.kind == "depthwise":
-            x = numpy_exec.depthwise_conv2d(x, layer.weights, layer.bias, layer.stride, layer.pads)
-        elif layer.kind == "dense":
-            x = numpy_exec.dense(x, layer.weights, layer.bias)
-        elif layer.kind == "max_pool":
-            x = numpy_exec.max_pool(x, layer.kernel, layer.stride, layer.pads)
-        elif layer.kind == "avg_pool":
-            x = numpy_exec.avg_pool(x, layer.kernel, layer.stride, layer.pads)
-        elif layer.kind == "global_avg_pool":
-            x = numpy_exec.global_avg_pool(x)
-        elif layer.kind == "flatten":
-            x = x.reshape(x.shape[0], 1, 1, -1)
-        elif layer.kind != "activation":
-            raise ValueError(f"layer {layer.name!r}: unknown kind {layer.kind!r}")
-        if tuple(x.shape[1:]) != tuple(layer.out_shape):
-            raise ValueError(f"layer {layer.name!r}: computed shape {tuple(x.shape[1:])}, "
-                             f"declared {layer.out_shape}")
-        x = numpy_exec.activate(x, layer.activation)
-    return x.reshape(x.shape[0], -1)
+__all__ = ["LAYER_KINDS", "WEIGHTED_KINDS", "SourceLayer", "SourceModel", "conv_output_size", "same_padding"]

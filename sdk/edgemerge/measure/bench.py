@@ -57,6 +57,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgemerge.errors import EdgemergeError, ModelFormatError
+from edgemerge.measure.latency import merged_timer, node_profile
 
 DEFAULT_RUNS = 200
 DEFAULT_WARMUP = 20
@@ -113,7 +114,7 @@ def _load_samples(path: str | os.PathLike, shape: tuple[int, int, int], task: st
 
 def _input_pools(runtime, data: dict[str, str], seed: int) -> list[np.ndarray]:
     """One [P, H, W, C] float32 pool per graph input of the merged model."""
-    n_inputs = 1 + max(t.input_index for t in runtime.tasks)
+    n_inputs = runtime.input_count
     shapes: dict[int, tuple[int, int, int]] = {t.input_index: t.input_shape for t in runtime.tasks}
     rng = np.random.default_rng(seed)
     pools: list[np.ndarray | None] = [None] * n_inputs
@@ -165,22 +166,6 @@ def _open_references(runtime, references: dict[str, str], threads: int) -> dict[
 
 
 # ------------------------------------------------------------------------------------------------
-def _merged_timer(runtime, pools: list[np.ndarray]) -> tuple[Callable[[int], int], str]:
-    """A function timing one merged run on sample k, and how it times."""
-    model = runtime._model
-    singles = [[pool[k:k + 1] for pool in pools] for k in range(SAMPLE_POOL)]
-    if hasattr(model, "bench_all"):
-        def run(k: int) -> int:
-            return int(model.bench_all(singles[k % SAMPLE_POOL], 0, 1)[0])
-        return run, "em_run_all timed in C (Model.bench_all)"
-
-    def run_python(k: int) -> int:     # an older binding: the Python call is inside the clock
-        start = time.perf_counter_ns()
-        model.run_all(singles[k % SAMPLE_POOL])
-        return time.perf_counter_ns() - start
-    return run_python, "Model.run_all timed in Python (this binding has no bench_all; includes call overhead)"
-
-
 def _reference_timer(runtime, models: dict[str, Any], pools: list[np.ndarray]
                      ) -> Callable[[int], tuple[int, list[int]]]:
     prepared = {task: [m.prepare_input(pools[runtime.task(task).input_index][k]) for k in range(SAMPLE_POOL)]
@@ -206,33 +191,6 @@ def _agreement(runtime, models: dict[str, Any], pools: list[np.ndarray]) -> dict
         ref = np.stack([m.run_one(x) for x in pools[runtime.task(task).input_index]])
         out[task] = float(np.mean(np.argmax(ref, -1) == np.argmax(logits[task], -1)))
     return out
-
-
-def _profile(runtime, pools: list[np.ndarray], warmup: int, runs: int) -> tuple[list[dict], str | None]:
-    """Per-node time from the C runtime's profiling API; every node is listed (timings None when the
-    binding has no profiling)."""
-    nodes = runtime.nodes()
-    fn = getattr(runtime._model, "profile_all", None)
-    rows: list[dict] | None = None
-    note = None
-    if fn is None:
-        note = "this build of the C runtime exposes no per-node profiling; nodes are listed without times"
-    else:
-        rows = list(fn(pools, warmup, runs))
-    out = []
-    for i, node in enumerate(nodes):
-        entry = {"index": i, "name": node["name"], "op": node["op_name"], "kernel": node["kernel"],
-                 # a run group (same weights across tasks) is one step; its time is on its first member
-                 "run_group": node.get("run_group"), "run_group_fused": bool(node.get("run_group_fused")),
-                 "runs": None, "total_ms": None, "table_ms": None, "accumulate_ms": None, "ms_per_run": None}
-        if rows is not None:
-            r = rows[i]
-            n = int(r["runs"])
-            entry.update({"runs": n, "total_ms": r["total_ns"] / 1e6, "table_ms": r["table_ns"] / 1e6,
-                          "accumulate_ms": r["accumulate_ns"] / 1e6,
-                          "ms_per_run": r["total_ns"] / 1e6 / n if n else 0.0})
-        out.append(entry)
-    return out, note
 
 
 # ------------------------------------------------------------------------------------------------
@@ -296,11 +254,7 @@ def _memory_child(side: str, spec: dict) -> dict:
     if side == "merged":
         with open(spec["model"], "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as image:
             model = _runtime.Model(image)
-        if hasattr(model, "bench_all"):
-            model.bench_all(pools, 0, runs)
-        else:
-            for _ in range(runs):
-                model.run_all(pools)
+        model.bench_all(pools, 0, runs)
     else:
         models = {task: TFLiteModel(path, num_threads=threads) for task, path in spec["references"].items()}
         prepared = {task: models[task].prepare_input(samples[task]) for task in models}
@@ -353,7 +307,7 @@ def bench(model_path: str | os.PathLike, references: dict[str, str], *, threads:
     runtime = runtime_module.Runtime(model_path)
     models = _open_references(runtime, references, threads)
     pools = _input_pools(runtime, data or {}, seed)
-    merged_run, merged_method = _merged_timer(runtime, pools)
+    merged_run, merged_method = merged_timer(runtime, pools)
     reference_run = _reference_timer(runtime, models, pools)
 
     log(f"bench: {warmup} warm-up and {runs} timed rounds, interleaved, {threads} thread(s)")
@@ -379,7 +333,7 @@ def bench(model_path: str | os.PathLike, references: dict[str, str], *, threads:
             gc.enable()
 
     merged, reference = Stats.of_ns(merged_ns), Stats.of_ns(reference_ns)
-    file_bytes = runtime._model.file_bytes
+    file_bytes = runtime.file_bytes
     context_bytes = runtime.context_bytes
     result: dict[str, Any] = {
         "merged_ms": merged.as_dict(),
@@ -431,9 +385,7 @@ def bench(model_path: str | os.PathLike, references: dict[str, str], *, threads:
                                                     "copied by the binding to an aligned buffer, then run)"},
         }
     if profile:
-        result["profile"], note = _profile(runtime, pools, warmup, runs)
-        if note:
-            warnings.append(note)
+        result["profile"] = node_profile(runtime, pools, warmup, runs)
     warnings.append("the C runtime ran single-threaded" + (f" (TFLite used {threads} threads)" if threads > 1 else ""))
     result["notes"] = warnings
     return result

@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from edgemerge.emm.codebook import decode_codebook
 from edgemerge.emm.constants import MAX_CODEWORDS, MAX_SEG_LEN
 
 # Below this many k-means problems in one call, worker start-up costs more than it saves.
@@ -62,13 +63,9 @@ def segment_vectors(weights: np.ndarray, seg_len: int) -> np.ndarray:
 
 def decode(codebook: np.ndarray, index: np.ndarray, depth: int) -> np.ndarray:
     """Weights rebuilt from a codebook [S_cb, C, r] and an index map ([KH, KW, S, Cout] for conv, [S, Out]
-    for dense), cut to `depth` input channels. The inverse of `encode_group` up to quantisation."""
-    conv_index = index[None, None] if index.ndim == 2 else index
-    kh, kw, s_count, cout = conv_index.shape
-    seg_len = codebook.shape[2]
-    vectors = codebook[np.arange(s_count)[None, None, :, None], conv_index.astype(np.int64)]  # [KH,KW,S,Cout,r]
-    weights = vectors.transpose(0, 1, 2, 4, 3).reshape(kh, kw, s_count * seg_len, cout)[:, :, :depth, :]
-    return np.ascontiguousarray(weights[0, 0] if index.ndim == 2 else weights)
+    for dense), cut to `depth` input channels. The inverse of `encode_group` up to quantisation; the rule
+    itself is `emm.codebook.decode_codebook`."""
+    return decode_codebook(codebook, index, depth)
 
 
 def relative_error(original: np.ndarray, approximation: np.ndarray) -> float:
