@@ -137,7 +137,7 @@ def calibrate(graph: MergedGraph, originals: Mapping[str, str | os.PathLike],
                is drawn on stderr as well when it is a terminal. None: silent.
     l1_targets: task -> [(node index, layer name of the task's original model)]: the L1 terms of that task
                compare exactly these node outputs with these layers' outputs, whatever the nodes' ops (e.g.
-               the plain conv layers that zippered models share, `edgemerge.zipper.core`); a node shared by two
+               the plain conv layers that zippered models share, `edgemerge.zipper`); a node shared by two
                tasks may be listed for both. Tasks not listed keep the default: their LUT nodes with a
                match_output.
 

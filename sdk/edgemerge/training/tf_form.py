@@ -20,6 +20,7 @@ import numpy as np
 
 from edgemerge.emm.constants import NONE, Act, DType, Op
 from edgemerge.emm.graph import MergedGraph, Node
+from edgemerge.emm.shapes import keras_padding
 from edgemerge.errors import EdgemergeError
 
 EVAL_BATCH = 256
@@ -27,14 +28,13 @@ LUT_OPS = (Op.LUT_CONV2D, Op.LUT_DENSE)
 
 
 def _pool_padding(graph: MergedGraph, node: Node) -> str:
-    """TF pools know VALID and SAME (padded cells ignored); explicit pads must be one of them, mapped as
-    the Keras reference maps them."""
-    from edgemerge.executors.keras_reference import _pool_padding as keras_pool_padding
-
-    try:
-        return keras_pool_padding(graph, node).upper()
-    except ValueError as e:
-        raise EdgemergeError(str(e)) from None
+    """TF pools know VALID and SAME (padded cells ignored); explicit pads must be one of them
+    (emm.shapes.keras_padding, the rule the Keras reference uses too)."""
+    h, w, _ = graph.value_shape(node.input)
+    padding = keras_padding((h, w), node.kernel, node.stride, node.pads)
+    if padding is None:
+        raise EdgemergeError(f"node {node.name}: pool pads {node.pads} match neither 'valid' nor 'same'")
+    return padding.upper()
 
 
 def _variable_name(name: str) -> str:
