@@ -315,8 +315,10 @@ def bench_command(model, references, threads, runs, warmup, data, seed, profile,
     click.echo(f"               reference {_human_bytes(result['reference_peak_bytes'])} (peak RSS growth: heap "
                f"{_human_bytes(held['heap'])} + model files {_human_bytes(held['model_files'])} held after the "
                f"runs; {_human_bytes(held['library_code'])} of TFLite library code not counted)")
-    click.echo("  per task, reference median: " + ", ".join(
-        f"{task} {t['reference_ms']['median']:.4f} ms" for task, t in result["tasks"].items()))
+    click.echo(f"  {'per task':<11} {'merged alone':>13} {'reference':>10} {'speedup':>8}   (medians, ms)")
+    for task, t in result["tasks"].items():
+        alone, ref = t["merged_alone_ms"]["median"], t["reference_ms"]["median"]
+        click.echo(f"  {task:<11} {alone:>13.4f} {ref:>10.4f} {ref / alone if alone > 0 else float('inf'):>7.2f}x")
     if profile:
         rows = result["profile"]
         timed = rows and rows[0]["runs"] is not None
