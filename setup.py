@@ -1,13 +1,48 @@
-"""Builds the edgemerge Python package (sdk/edgemerge) and its C runtime module through CMake."""
+"""Builds the edgemerge Python package (sdk/edgemerge) and its C runtime module through CMake.
+
+The wheel also carries the C runtime's sources as package data (edgemerge/_sources: runtime_c/, boards/*.toml,
+cmake/toolchains/), so `edgemerge boards`, `build --board` and `flash --board --with-runtime` work from any
+folder after a plain `pip install` (deploy/boards.py: source_root()).
+
+Setuptools rather than scikit-build-core: the CMake build is one configure + one target (below), and the
+package data is one copy step; scikit-build-core would need install() rules in the top-level CMakeLists.txt
+(shared with the C build) and a second way to build the module in the worktrees (tools, wtbuild) for no gain.
+"""
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
+
+# What `edgemerge build --board` needs to configure and build runtime_c/ for any board, with or without
+# --ctest: the whole runtime_c/ tree (tests/, fuzz/ and bench/ are part of the --ctest build), every board
+# profile and the toolchain files the profiles name. Paths relative to the repository root.
+PACKAGED_SOURCES = ("runtime_c", "boards", "cmake/toolchains")
+PACKAGED_DIR = "edgemerge/_sources"
+_SKIPPED = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "build")
+
+
+def copy_packaged_sources(destination: Path) -> list[Path]:
+    """Copies PACKAGED_SOURCES under `destination` (replacing what was there); returns the files copied."""
+    if destination.exists():
+        shutil.rmtree(destination)
+    for rel in PACKAGED_SOURCES:
+        shutil.copytree(ROOT / rel, destination / rel, ignore=_SKIPPED)
+    return sorted(p for p in destination.rglob("*") if p.is_file())
+
+
+class BuildPyWithSources(build_py):
+    """build_py, plus the runtime sources as package data in edgemerge/_sources."""
+
+    def run(self) -> None:
+        super().run()
+        copy_packaged_sources(Path(self.build_lib) / PACKAGED_DIR)
 
 
 class CMakeExtension(Extension):
@@ -17,7 +52,8 @@ class CMakeExtension(Extension):
 
 class CMakeBuild(build_ext):
     """Configures and builds the top-level CMakeLists.txt with EM_BUILD_PYTHON=ON and puts the module
-    where setuptools expects the extension (pybind11's cmake_example pattern)."""
+    where setuptools expects the extension (pybind11's cmake_example pattern). On an aarch64 (or armv7)
+    machine this is a native build with the NEON micro-kernels."""
 
     def build_extension(self, ext: CMakeExtension) -> None:
         import pybind11
@@ -35,9 +71,18 @@ class CMakeBuild(build_ext):
             f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
         ]
         subprocess.run(configure, check=True)
-        jobs = str(os.cpu_count() or 2)
+        jobs = os.environ.get("EM_BUILD_JOBS") or str(os.cpu_count() or 2)
         subprocess.run(["cmake", "--build", str(build_dir), "--target", "_runtime", "-j", jobs], check=True)
 
+
+# The base install runs models (Runtime, inspect, run, eval, export-c, boards, build, flash, report): numpy
+# and click only. The heavy stacks are extras; a command that needs one says which (edgemerge/extras.py).
+EXTRAS = {
+    "merge": ["tensorflow>=2.16", "scikit-learn>=1.4", "h5py>=3.10", "scipy>=1.11"],
+    "peers": ["ai-edge-litert>=1.2"],
+    "plots": ["matplotlib>=3.8"],
+}
+EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
 setup(
     name="edgemerge",
@@ -47,18 +92,14 @@ setup(
     packages=find_packages("sdk"),
     package_data={"edgemerge": ["py.typed"]},
     ext_modules=[CMakeExtension("edgemerge._runtime")],
-    cmdclass={"build_ext": CMakeBuild},
+    cmdclass={"build_ext": CMakeBuild, "build_py": BuildPyWithSources},
     python_requires=">=3.10",
     install_requires=[
         "numpy>=1.26",
         "click>=8.1",
-        "scikit-learn>=1.4",
-        "tensorflow>=2.16",
-        "h5py>=3.10",
-        "ai-edge-litert>=1.2",
-        "scipy>=1.11",
-        "matplotlib>=3.8",
+        "tomli>=2; python_version<'3.11'",   # board profiles (tomllib is in the standard library from 3.11)
     ],
+    extras_require=EXTRAS,
     entry_points={"console_scripts": ["edgemerge=edgemerge.cli:main"]},
     zip_safe=False,
 )

@@ -9,6 +9,7 @@ APT_PACKAGES=(
   libopenblas-dev                        # host BLAS for the fast kernels
   espeak-ng sox                          # spoken-word example data
   dataset-fashion-mnist                  # Fashion-MNIST (IDX files)
+  chromium                               # headless rendering of `edgemerge report` (tests/measure/test_report.py)
 )
 
 # --- boards: cross compilers, qemu-user and ARM OpenBLAS -------------------------------------------
@@ -76,6 +77,8 @@ PYTHON="${PYTHON:-python3}"
 "$PYTHON" -m pip install -q --upgrade-strategy only-if-needed -r requirements-dev.txt
 # Build without isolation: the build requirements are in requirements-dev.txt, so repeated set-ups
 # rebuild only the C runtime and bindings instead of downloading a fresh build environment.
-"$PYTHON" -m pip install -q --no-build-isolation --no-deps .
+# [all]: the merge stack, the TFLite peers and the plots (setup.py's extras; requirements-dev.txt already holds
+# them, so this installs nothing new unless the two lists drift apart).
+"$PYTHON" -m pip install -q --no-build-isolation --upgrade-strategy only-if-needed ".[all]"
 "$PYTHON" -c "import edgemerge._runtime" || { echo "setup: the C runtime module did not build" >&2; exit 1; }
 echo "setup: ok ($("$PYTHON" -m edgemerge.cli --version))"

@@ -1,4 +1,5 @@
-"""The `edgemerge` command line: merge | inspect | eval | bench | zipper | boards | build | flash | export-c.
+"""The `edgemerge` command line: merge | inspect | run | eval | bench | report | zipper | boards | build | flash |
+export-c.
 
 Heavy modules (TensorFlow, scikit-learn, the C runtime) are imported inside the commands that need them,
 so `edgemerge --help` and `edgemerge inspect` start quickly.
@@ -44,6 +45,19 @@ def _load_tensorflow_quietly() -> None:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def _load_reference_stacks(reference_files: dict[str, str], what: str) -> None:
+    """What reading the original models needs: LiteRT for .tflite files (never TensorFlow), TensorFlow (quietly)
+    for Keras files; a missing stack is one error line naming the extra to install."""
+    from edgemerge.extras import require
+
+    suffixes = {Path(f).suffix.lower() for f in reference_files.values()}
+    if ".tflite" in suffixes:
+        require("peers", f"{what} with a .tflite model")
+    if suffixes - {".tflite"}:
+        require("merge", f"{what} with a Keras model")
+        _load_tensorflow_quietly()
 
 
 def _echo_json(obj) -> None:
@@ -129,6 +143,9 @@ def merge(models, output, preset, layer_rc, int8_tables, alignment, seed, kmeans
     With --calib the merged model is calibrated (the paper's loss: each task's cross-entropy plus the L1
     mismatch of every merged layer against the original model); with --budget r/C are searched per layer.
     """
+    from edgemerge.extras import require
+
+    require("merge", "edgemerge merge")
     from edgemerge.datasets import parse_task_pairs
     from edgemerge.workflows.pipeline import merge_files
 
@@ -219,6 +236,21 @@ def inspect(model, as_json):
         shape = "x".join(map(str, layer["out_shape"]))
         click.echo(f"  {layer['index']:>3} {layer['name'][:28]:<28} {layer['op']:<17} {shape:<12} {rc:<8} "
                    f"{layer['bytes']:>10}  {layer['kernel']}")
+    _echo_sharing(info)
+
+
+def _echo_sharing(info: dict) -> None:
+    """The sharing part of `inspect`: which layers look up in which codebook, and the trunk run once for
+    several tasks."""
+    from edgemerge.text import printable
+
+    shared = [cb for cb in info["codebooks"] if len(cb["layers"]) > 1]
+    click.echo(f"  codebooks: {len(info['codebooks'])}, {len(shared)} shared by several layers")
+    for cb in shared:
+        click.echo(f"    {printable(cb['name'])} ({_human_bytes(cb['bytes'])}, tasks {', '.join(map(printable, cb['tasks']))}): "
+                   + ", ".join(printable(n) for n in cb["layers"]))
+    if info["shared_trunk"]:
+        click.echo(f"  shared trunk (run once for several tasks): {', '.join(map(printable, info['shared_trunk']))}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -235,9 +267,9 @@ def evaluate_command(model, data, references, as_json):
     from edgemerge.datasets import parse_task_pairs
     from edgemerge.measure.evaluate import evaluate
 
-    if references:
-        _load_tensorflow_quietly()
-    result = evaluate(model, parse_task_pairs(data, "--data"), parse_task_pairs(references, "--reference"))
+    reference_files = parse_task_pairs(references, "--reference")
+    _load_reference_stacks(reference_files, "edgemerge eval --reference")
+    result = evaluate(model, parse_task_pairs(data, "--data"), reference_files)
     if as_json:
         _echo_json(result)
         return
@@ -273,8 +305,10 @@ def bench_command(model, references, threads, runs, warmup, data, seed, profile,
 
     Example: edgemerge bench merged.emm --vs fashion=lenet_fashion.tflite --vs words=net3_words.tflite
     """
+    from edgemerge.extras import require
     from edgemerge.measure.bench import set_thread_environment
 
+    require("peers", "edgemerge bench")
     set_thread_environment(threads)          # before anything loads the C runtime or its BLAS
     from edgemerge.datasets import parse_task_pairs
     from edgemerge.measure.bench import bench
@@ -304,8 +338,10 @@ def bench_command(model, references, threads, runs, warmup, data, seed, profile,
     click.echo(f"               reference {_human_bytes(result['reference_peak_bytes'])} (peak RSS growth: heap "
                f"{_human_bytes(held['heap'])} + model files {_human_bytes(held['model_files'])} held after the "
                f"runs; {_human_bytes(held['library_code'])} of TFLite library code not counted)")
-    click.echo("  per task, reference median: " + ", ".join(
-        f"{task} {t['reference_ms']['median']:.4f} ms" for task, t in result["tasks"].items()))
+    click.echo(f"  {'per task':<11} {'merged alone':>13} {'reference':>10} {'speedup':>8}   (medians, ms)")
+    for task, t in result["tasks"].items():
+        alone, ref = t["merged_alone_ms"]["median"], t["reference_ms"]["median"]
+        click.echo(f"  {task:<11} {alone:>13.4f} {ref:>10.4f} {ref / alone if alone > 0 else float('inf'):>7.2f}x")
     if profile:
         rows = result["profile"]
         timed = rows and rows[0]["runs"] is not None
@@ -477,6 +513,102 @@ def flash(model, target_spec, board_name, port, identity, ssh_options, with_runt
                        f"{v['max_abs_diff']:.2g} <= {v['tolerance']:.2g}: ok")
 
 
+# ------------------------------------------------------------------------------------------------
+def _load_input_batch(path: str) -> "np.ndarray":
+    """x from a .npy file, or from an .npz file (its `x`, or its only array)."""
+    import numpy as np
+
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".npy", ".npz"):
+        raise EdgemergeError(f"--input {path}: expected a .npy or .npz file")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise EdgemergeError(f"--input {path}: no such file") from None
+    except (OSError, ValueError) as e:
+        raise EdgemergeError(f"--input {path}: cannot read ({e})") from None
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    with loaded:
+        names = list(loaded.files)
+        if "x" in names:
+            return loaded["x"]
+        if len(names) == 1:
+            return loaded[names[0]]
+    raise EdgemergeError(f"--input {path}: has arrays {', '.join(names) or '(none)'}; expected `x` or a single array")
+
+
+@main.command(name="run")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--task", required=True, help="the task to run (see `edgemerge inspect`)")
+@click.option("--input", "input_path", required=True, metavar="X.npy|X.npz",
+              help="a batch [N, H, W, C] or one sample [H, W, C] (float32 NHWC; an .npz's `x`)")
+@click.option("--top", type=click.IntRange(min=1), default=1, show_default=True, help="classes listed per sample")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@_fail_cleanly
+def run_command(model, task, input_path, top, as_json):
+    """Run one task of MODEL on a batch in the C runtime: the top classes of every sample.
+
+    Example: edgemerge run merged.emm --task fashion --input shoes.npy --top 3
+    """
+    import numpy as np
+
+    from edgemerge.runtime import Runtime
+
+    runtime = Runtime(model)
+    info = runtime.task(task)
+    x = _load_input_batch(input_path)
+    logits = np.asarray(runtime.run(info.name, x), dtype=np.float64)
+    logits = logits.reshape(-1, info.classes)
+    # probabilities from the logits (the runtime returns the head's pre-softmax output)
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs = shifted / shifted.sum(axis=1, keepdims=True)
+    k = min(top, info.classes)
+    order = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    samples = [{"top": [{"class": int(c), "probability": float(probs[i, c]), "logit": float(logits[i, c])}
+                        for c in order[i]]} for i in range(len(logits))]
+    if as_json:
+        _echo_json({"model": str(model), "task": info.name, "input": str(input_path), "n": len(samples),
+                    "classes": info.classes, "samples": samples})
+        return
+    from edgemerge.text import printable
+
+    click.echo(f"{printable(info.name)}: {len(samples)} sample(s), {info.classes} classes")
+    for i, sample in enumerate(samples):
+        click.echo(f"  {i:>5}  " + "  ".join(f"{t['class']:>3} ({100 * t['probability']:5.1f}%)" for t in sample["top"]))
+
+
+@main.command(name="report")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--data", "data", multiple=True, metavar="TASK=NPZ",
+              help="labelled data (.npz with x, y): accuracy, confusion matrix and latency per task; repeatable")
+@click.option("--reference", "references", multiple=True, metavar="TASK=MODEL",
+              help="the task's original model (.keras, .h5 or .tflite) to compare with; repeatable")
+@click.option("--plot", "plots", multiple=True, type=click.Path(dir_okay=False), metavar="PNG",
+              help="a trade-off or Pareto plot to include (default: *.png beside MODEL, e.g. zipper's tradeoff.png)")
+@click.option("--runs", type=click.IntRange(min=1), default=20, show_default=True,
+              help="profiled runs for the latency per layer")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="the .html file to write")
+@click.option("--json", "as_json", is_flag=True, help="print the report's data as JSON")
+@_fail_cleanly
+def report_command(model, data, references, plots, runs, output, as_json):
+    """Write one self-contained HTML page about MODEL: graph and sharing, bytes, accuracy, latency.
+
+    Example: edgemerge report merged.emm --data fashion=f_test.npz --reference fashion=lenet.keras -o report.html
+    """
+    from edgemerge.datasets import parse_task_pairs
+    from edgemerge.measure.report import write_report
+
+    reference_files = parse_task_pairs(references, "--reference")
+    _load_reference_stacks(reference_files, "edgemerge report --reference")
+    result = write_report(model, output, data=parse_task_pairs(data, "--data"), references=reference_files,
+                          plots=list(plots) if plots else None, runs=runs)
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(f"wrote {output}: {_human_bytes(result['html_bytes'])}, sections: {', '.join(result['sections'])}")
+
+
 @main.command(name="export-c")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="the C header to write")
@@ -563,6 +695,12 @@ def zipper():
 def zipper_run(models, calib, val, output, share, steps_per_round, bn, align, encode, l1_weight, l1_scope,
                learning_rate, seed, no_tflite, as_json):
     """Zipper TASK=MODEL pairs round by round, k = 1..L, calibrating after every round."""
+    from edgemerge.extras import require
+
+    require("merge", "edgemerge zipper")
+    require("plots", "edgemerge zipper (tradeoff.png)")
+    if not no_tflite:
+        require("peers", "edgemerge zipper (TFLite timings; or pass --no-tflite)")
     from edgemerge.datasets import parse_task_pairs
     from edgemerge.workflows.zipper_files import zipper_files
     from edgemerge.zipper.report import format_table
@@ -588,12 +726,16 @@ def zipper_run(models, calib, val, output, share, steps_per_round, bn, align, en
 @click.option("--max-drop", required=True, type=float, metavar="X",
               help="largest accuracy drop allowed for every task (0.02 = 2 points)")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="the .emm file to write")
+@click.option("--json", "as_json", is_flag=True, help="print the picked row of report.json as JSON")
 @_fail_cleanly
-def zipper_pick(folder, max_drop, output):
+def zipper_pick(folder, max_drop, output, as_json):
     """Copy the deepest zippered model within an accuracy budget from a `zipper` output folder."""
     from edgemerge.zipper.report import pick
 
     row = pick(folder, max_drop, output)
+    if as_json:
+        _echo_json({**row, "output": str(output), "max_drop": max_drop})
+        return
     drops = ", ".join(f"{t} {100 * d:+.2f}" for t, d in row["drop"].items())
     click.echo(f"picked k={row['k']} ({row['file']}: {_human_bytes(row['file_bytes'])}, "
                f"{row['compression']:.2f}x; drop {drops} points) -> {output}")

@@ -140,10 +140,15 @@ class Board:
         }
 
 
+PACKAGED_SOURCES = Path(__file__).resolve().parents[1] / "_sources"
+"""Where a wheel keeps the runtime sources, board profiles and toolchain files (setup.py: package data)."""
+
+
 def source_root() -> Path:
-    """The edgemerge checkout holding boards/, cmake/toolchains/ and runtime_c/: $EDGEMERGE_SOURCE_DIR,
-    else the checkout this package was installed from in editable mode, else the current folder or a
-    parent of it."""
+    """The folder holding boards/, cmake/toolchains/ and runtime_c/: $EDGEMERGE_SOURCE_DIR, else the checkout
+    this package runs from (PYTHONPATH=sdk or an editable install), else the copy shipped inside the installed
+    package (edgemerge/_sources), else the current folder or a parent of it. The shipped copy comes before the
+    current folder so that an installed edgemerge builds the runtime it was released with."""
     def is_root(p: Path) -> bool:
         return (p / "runtime_c" / "CMakeLists.txt").is_file() and (p / "boards").is_dir()
 
@@ -155,11 +160,11 @@ def source_root() -> Path:
         return Path(env).resolve()
     here = Path(__file__).resolve().parents[3]
     cwd = Path.cwd().resolve()
-    for candidate in (here, cwd, *cwd.parents):
+    for candidate in (here, PACKAGED_SOURCES, cwd, *cwd.parents):
         if is_root(candidate):
             return candidate
-    raise BoardError("cannot find the edgemerge sources (boards/ and runtime_c/): run this in a checkout "
-                     "or set EDGEMERGE_SOURCE_DIR")
+    raise BoardError("cannot find the edgemerge runtime sources (boards/ and runtime_c/): this installation "
+                     f"lacks {PACKAGED_SOURCES}; reinstall edgemerge, run in a checkout, or set EDGEMERGE_SOURCE_DIR")
 
 
 class _Profile:
@@ -296,7 +301,11 @@ def load_boards(directory: str | os.PathLike | None = None) -> dict[str, Board]:
 def get_board(name: str, boards: dict[str, Board] | None = None) -> Board:
     boards = boards if boards is not None else load_boards()
     if name not in boards:
-        raise BoardError(f"unknown board {name!r}; known boards: {', '.join(boards)} (profiles in boards/)")
+        import difflib
+
+        close = difflib.get_close_matches(name, list(boards), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise BoardError(f"unknown board {name!r}; {hint}known boards: {', '.join(boards)} (profiles in boards/)")
     return boards[name]
 
 

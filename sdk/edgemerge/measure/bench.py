@@ -359,6 +359,7 @@ def bench(model_path: str | os.PathLike, references: dict[str, str], *, threads:
                          "reference_input": str(m.input_dtype),
                          "input_shape": list(runtime.task(task).input_shape),
                          "reference_ms": Stats.of_ns(per_model_ns[:, j]).as_dict(),
+                         "merged_alone_ms": _task_alone_ms(runtime, task, pools, warmup, runs),
                          "top1_agreement": agreement[task]}
                   for j, (task, m) in enumerate(models.items())},
     })
@@ -389,6 +390,22 @@ def bench(model_path: str | os.PathLike, references: dict[str, str], *, threads:
     warnings.append("the C runtime ran single-threaded" + (f" (TFLite used {threads} threads)" if threads > 1 else ""))
     result["notes"] = warnings
     return result
+
+
+def _task_alone_ms(runtime, task: str, pools: list[np.ndarray], warmup: int, runs: int) -> dict[str, float]:
+    """The merged model's figure for one task: that task alone in the C runtime (Runtime.run, one sample per
+    call, after `warmup` calls), the per-task counterpart of the reference's per-model times. Timed after the
+    interleaved runs, not interleaved with them."""
+    pool = pools[runtime.task(task).input_index]
+    for k in range(warmup):
+        runtime.run(task, pool[k % len(pool)][None])
+    ns = np.empty(runs, dtype=np.int64)
+    for k in range(runs):
+        sample = pool[k % len(pool)][None]
+        start = time.perf_counter_ns()
+        runtime.run(task, sample)
+        ns[k] = time.perf_counter_ns() - start
+    return Stats.of_ns(ns).as_dict()
 
 
 def _cpu_features() -> str:

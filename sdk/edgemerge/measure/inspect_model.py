@@ -48,6 +48,10 @@ def describe(path: str | os.PathLike) -> dict:
     for node in graph.nodes:
         if node.op in (Op.LUT_CONV2D, Op.LUT_DENSE):
             codebook_users.setdefault(node.weight, []).append(node.name)
+    tasks_of_node: dict[int, list[str]] = {}
+    for t in graph.tasks:
+        for i in graph.nodes_for(t.name):
+            tasks_of_node.setdefault(i, []).append(t.name)
     counted: set[int] = set()
     layers = []
     for i, (node, rt_node) in enumerate(zip(graph.nodes, runtime.nodes())):
@@ -59,13 +63,20 @@ def describe(path: str | os.PathLike) -> dict:
             counted.add(node.weight)
         entry = {"index": i, "name": node.name, "op": node.op.name, "input": node.input,
                  "out_shape": list(node.out_shape), "activation": node.activation.name,
-                 "kernel": rt_node["kernel"], "bytes": own + shared, "sources": list(node.sources)}
+                 "kernel": rt_node["kernel"], "bytes": own + shared, "sources": list(node.sources),
+                 "tasks": tasks_of_node.get(i, [])}
         if node.op in (Op.LUT_CONV2D, Op.LUT_DENSE):
             entry.update({"r": node.seg_len, "C": node.codewords, "index_bits": graph.tensors[node.index].bits,
                           "int8_tables": node.int8_tables,
                           "codebook": graph.tensors[node.weight].name,
                           "codebook_shared_with": [n for n in codebook_users[node.weight] if n != node.name]})
         layers.append(entry)
+    # Sharing, the point of merging: each codebook and the layers that look up in it (several = shared), and
+    # the nodes that run once for several tasks (the shared trunk).
+    codebooks = [{"name": graph.tensors[tid].name, "bytes": _tensor_bytes(graph, tid),
+                  "layers": users, "tasks": sorted({t for u in users for t in tasks_of_node.get(_node_index(graph, u), [])})}
+                 for tid, users in codebook_users.items()]
+    shared_trunk = [graph.nodes[i].name for i in sorted(tasks_of_node) if len(tasks_of_node[i]) > 1]
     original = int(graph.metadata.get(Keys.General.ORIGINAL_BYTES, 0))
     return {
         "path": str(path),
@@ -83,4 +94,10 @@ def describe(path: str | os.PathLike) -> dict:
         "metadata": {k: v for k, v in graph.metadata.items()
                      if not k.startswith((Keys.Node.PREFIX, Keys.Tensor.PREFIX, Keys.Source.PREFIX))},
         "layers": layers,
+        "codebooks": codebooks,
+        "shared_trunk": shared_trunk,
     }
+
+
+def _node_index(graph: MergedGraph, name: str) -> int:
+    return next(i for i, node in enumerate(graph.nodes) if node.name == name)

@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from edgemerge.errors import ModelFormatError
+from edgemerge.quiet import native_stderr_silenced
+
+
 
 
 def interpreter_version() -> str:
@@ -36,8 +39,9 @@ class TFLiteModel:
         if not self.path.is_file():
             raise ModelFormatError(f"TFLite model {self.path}: no such file")
         try:
-            self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
-            self.interpreter.allocate_tensors()
+            with native_stderr_silenced():   # XNNPACK's "INFO: Created TensorFlow Lite XNNPACK delegate" line
+                self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise ModelFormatError(f"TFLite model {self.path}: cannot load ({e})") from None
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
