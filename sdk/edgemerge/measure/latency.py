@@ -15,6 +15,8 @@ from typing import Callable
 
 import numpy as np
 
+from edgemerge.quiet import native_stderr_silenced
+
 LATENCY_REPEATS = 3          # passes over the samples; the fastest pass is kept
 C_LATENCY_METHOD = "em_run_all timed in C (bench_all), one sample, all tasks: median over the samples, best pass"
 MERGED_TIMING = "em_run_all timed in C (Model.bench_all)"
@@ -74,7 +76,8 @@ def tflite_interpreter(keras_path: str | os.PathLike):
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     with contextlib.redirect_stdout(io.StringIO()):
         flatbuffer = converter.convert()
-    interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
+    with native_stderr_silenced():          # XNNPACK's "Created delegate" banner
+        interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
     interpreter.allocate_tensors()
     return interpreter
 
