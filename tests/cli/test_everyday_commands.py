@@ -90,7 +90,7 @@ def test_plain_inspect_shows_which_layers_share_codebooks(small):
 
 
 def test_zipper_pick_json(small, tmp_path):
-    from edgemerge.zipper.core import REPORT_FORMAT, REPORT_NAME, REPORT_VERSION
+    from edgemerge.zipper.report import REPORT_FORMAT, REPORT_NAME, REPORT_VERSION
 
     model, _, _ = small
     data = model.read_bytes()
