@@ -299,7 +299,8 @@ static int exercise(const em_model *m, uint32_t seed)
     em_error err;
     uint32_t t, n;
 
-    FUZZ_REQUIRE(em_model_format_version(m) == EM_VERSION, "format version %u", em_model_format_version(m));
+    FUZZ_REQUIRE(em_model_format_version(m) >= EM_MIN_VERSION && em_model_format_version(m) <= EM_VERSION,
+                 "format version %u", em_model_format_version(m));
     FUZZ_REQUIRE(tasks >= 1 && tasks <= EM_MAX_TASKS, "task count %u", tasks);
     FUZZ_REQUIRE(inputs >= 1 && inputs <= EM_MAX_INPUTS, "input count %u", inputs);
     FUZZ_REQUIRE(nodes >= 1 && nodes <= EM_MAX_NODES, "node count %u", nodes);

@@ -14,6 +14,11 @@
 #define EM_REFERENCE_KERNEL(op_, name_, eval_)                                                                 \
     {.op = (op_), .algorithm = EM_ALGO_REFERENCE, .isa = EM_ISA_REFERENCE, .name = (name_), .eval = (eval_)}
 
+/* The reference kernels of multi-input ops: eval_n, every input's value. Fast sets run these too (no fast
+ * kernel yet: elementwise and copies, memory-bound; em_select.c falls back to the reference). */
+#define EM_REFERENCE_KERNEL_N(op_, name_, eval_n_)                                                             \
+    {.op = (op_), .algorithm = EM_ALGO_REFERENCE, .isa = EM_ISA_REFERENCE, .name = (name_), .eval_n = (eval_n_)}
+
 /* A fast kernel on the micro-kernel table `micro_` (EM_ISA_MICRO) or the BLAS (EM_ISA_BLAS). */
 #define EM_FAST_KERNEL(op_, algorithm_, isa_, name_, supports_, plan_, pack_, run_, micro_)                     \
     {.op = (op_), .algorithm = (algorithm_), .isa = (isa_), .name = (name_), .supports = (supports_),            \
@@ -58,6 +63,10 @@ static const em_kernel em_registry[] = {
     EM_REFERENCE_KERNEL(EM_OP_LUT_CONV2D, "lut_conv2d_ref", em_lut_conv2d_ref),
     EM_REFERENCE_KERNEL(EM_OP_LUT_DENSE, "lut_dense_ref", em_lut_dense_ref),
     EM_REFERENCE_KERNEL(EM_OP_ACTIVATION, "activation_ref", em_activation_ref),
+    EM_REFERENCE_KERNEL(EM_OP_PAD, "pad_ref", em_pad_ref),
+    EM_REFERENCE_KERNEL_N(EM_OP_ADD, "add_ref", em_add_ref),
+    EM_REFERENCE_KERNEL_N(EM_OP_CONCAT, "concat_ref", em_concat_ref),
+    EM_REFERENCE_KERNEL_N(EM_OP_MUL, "mul_ref", em_mul_ref),
 
     EM_MATRIX_KERNELS("generic", em_micro_generic),
 #if defined(EM_HAVE_X86_SIMD)

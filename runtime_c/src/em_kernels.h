@@ -63,6 +63,8 @@ typedef void (*em_kernel_pack_fn)(const em_model *model, em_node *node);
 typedef void (*em_kernel_run_fn)(const em_node *node, const float *input, float *output, const em_kernel_env *env);
 /* The reference kernels' signature: scratch is node->scratch_bytes as the op's prepare() set it. */
 typedef void (*em_eval_fn)(const em_node *node, const float *input, float *output, float *scratch);
+/* The reference kernels of multi-input ops (FORMAT.md v2): inputs[k] holds the value of node->inputs[k]. */
+typedef void (*em_eval_n_fn)(const em_node *node, const float *const *inputs, float *output, float *scratch);
 /* One product over `pixels` rows of node->in.c floats at input to rows of node->out.c at output. */
 typedef void (*em_kernel_fused_run_fn)(const em_node *node, const float *input, float *output, size_t pixels);
 
@@ -76,6 +78,7 @@ typedef struct em_kernel {
     em_kernel_pack_fn pack; /* NULL: no packed data */
     em_kernel_run_fn run;   /* NULL: call eval (reference kernels) */
     em_eval_fn eval;
+    em_eval_n_fn eval_n; /* multi-input ops (ADD, CONCAT, MUL): instead of eval */
     const struct em_micro *micro; /* the micro-kernels a fast kernel runs on (EM_ISA_MICRO, EM_ISA_BLAS) */
     em_kernel_supports_fn fusable;    /* with fused_run: the nodes it can fuse (NULL: every node it runs) */
     em_kernel_fused_run_fn fused_run; /* NULL: the kernel cannot run a fused group */

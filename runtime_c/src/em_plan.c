@@ -55,7 +55,10 @@ static int same_weights(const em_node *a, const em_node *b)
            a->codewords == b->codewords && a->in.c == b->in.c && a->out.c == b->out.c;
 }
 
-/* Every node reads one value, so the nodes form a forest (a node's parent: the node whose value it reads).
+/* With input 0 as a node's parent the nodes form a forest (in v1, where every node reads one value, that
+ * is the whole graph). Multi-input nodes (v2) have more ancestors than the forest shows, so related() may
+ * miss a dependency through inputs 1..: a group holding such a pair can never have all its inputs ready,
+ * and build_schedule() dissolves it, so the schedule stays a topological order either way.
  * Preorder numbers and subtree sizes make "a is computed from b's value" one comparison:
  * pre[b] < pre[a] < pre[b] + size[b]. Nodes come after the value they read, so one pass backwards sums the
  * sizes and one pass forwards numbers them; O(node_count), which keeps hostile graphs (MAX_NODES nodes all
@@ -120,8 +123,13 @@ static void find_run_groups(const em_model *m, const plan_tree *t, uint32_t *nod
 
 static int input_ready(const em_model *m, const unsigned char *done, uint32_t n)
 {
-    const uint32_t v = m->nodes[n].input;
-    return v < m->input_count || done[v - m->input_count];
+    const em_node *node = &m->nodes[n];
+    uint32_t k;
+    for (k = 0; k < node->input_count; ++k) {
+        const uint32_t v = node->inputs[k];
+        if (v >= m->input_count && !done[v - m->input_count]) return 0;
+    }
+    return 1;
 }
 
 /* List scheduling into m->schedule; sets node->step. Dissolves groups that block the order. next[n]: the
@@ -367,10 +375,13 @@ em_status em_plan_context(em_model *m, em_error *err)
 
     /* last uses, in steps */
     for (n = 0; n < m->node_count; ++n) m->nodes[n].last_use = m->nodes[n].step;
-    for (n = 0; n < m->node_count; ++n) {
-        const uint32_t v = m->nodes[n].input;
-        if (v >= m->input_count && m->nodes[v - m->input_count].last_use < m->nodes[n].step)
-            m->nodes[v - m->input_count].last_use = m->nodes[n].step;
+    for (n = 0; n < m->node_count; ++n) { /* a value lives until its last consumer, on any branch */
+        uint32_t k;
+        for (k = 0; k < m->nodes[n].input_count; ++k) {
+            const uint32_t v = m->nodes[n].inputs[k];
+            if (v >= m->input_count && m->nodes[v - m->input_count].last_use < m->nodes[n].step)
+                m->nodes[v - m->input_count].last_use = m->nodes[n].step;
+        }
     }
     for (t = 0; t < m->task_count; ++t)
         if (m->tasks[t].output >= m->input_count) m->nodes[m->tasks[t].output - m->input_count].last_use = end;

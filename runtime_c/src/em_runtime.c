@@ -231,6 +231,11 @@ static void run_node(em_context *ctx, uint32_t n)
             env.table_ready = &ctx->table_ready[node->table_group];
         }
         k->run(node, input, ctx->node_outputs[n], &env);
+    } else if (k->eval_n != NULL) {
+        const float *inputs[EM_MAX_NODE_INPUTS];
+        uint32_t i;
+        for (i = 0; i < node->input_count; ++i) inputs[i] = value_data(ctx, node->inputs[i]);
+        k->eval_n(node, inputs, ctx->node_outputs[n], ctx->node_scratch[n]);
     } else {
         k->eval(node, input, ctx->node_outputs[n], ctx->node_scratch[n]);
     }

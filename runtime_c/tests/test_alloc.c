@@ -101,9 +101,9 @@ int main(void)
     CHECK_STATUS(st, EM_STATUS_OK, err);
     needed = counter.calls;
     CHECKF(needed >= 8, "a successful load made %zu allocations, expected every table to be allocated", needed);
-    /* the META scratch table and the context planner's two work spaces (schedule, buffers) are freed
-     * before returning */
-    CHECK(counter.live == needed - 3);
+    /* the META scratch table, the task planner's node marks and the context planner's two work spaces
+     * (schedule, buffers) are freed before returning */
+    CHECK(counter.live == needed - 4);
 
     /* contexts and runs do not allocate */
     if (model != NULL) {
