@@ -71,6 +71,11 @@ class Runtime:
         """Caller memory one run context needs: activations, scratch and bookkeeping (peak run-time bytes)."""
         return self._model.context_bytes
 
+    @property
+    def arena_bytes(self) -> int:
+        """Peak activation memory of a run (values reused by liveness across branches); part of context_bytes."""
+        return self._model.arena_bytes
+
     def nodes(self) -> list[dict]:
         out = self._model.nodes()
         for n in out:
