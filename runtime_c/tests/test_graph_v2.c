@@ -469,6 +469,7 @@ static void test_liveness(void)
     uint8_t *buf;
     em_model *model = NULL;
     em_error err;
+    em_status st;
     int i;
     t0 = emb_add_op(b, copy, 0);
     v = t0;
@@ -485,7 +486,8 @@ static void test_liveness(void)
     expect_outputs(b, in, N, want, N, 1e-7, "a value kept alive across a branch");
 
     buf = emb_finish(b, &size);
-    CHECK_STATUS(em_model_load(buf, size, NULL, &model, &err), EM_STATUS_OK, err);
+    st = em_model_load(buf, size, NULL, &model, &err); /* CHECK_STATUS evaluates its argument more than once */
+    CHECK_STATUS(st, EM_STATUS_OK, err);
     if (model != NULL) {
         for (k = 0; k < em_model_node_count(model); ++k) all_values += (size_t)N * sizeof(float);
         CHECKF(em_model_arena_bytes(model) < all_values / 2,
@@ -509,6 +511,7 @@ static void test_v1_and_v2_agree(void)
     size_t size1, size2;
     uint32_t version1 = 0, version2 = 0;
     em_error err;
+    em_status st;
     uint32_t version;
     fill(in, N, 41);
     for (version = 0; version <= 2; version += 2) {
@@ -525,8 +528,10 @@ static void test_v1_and_v2_agree(void)
         else buf1 = emb_finish(b, &size1);
         emb_destroy(b);
     }
-    CHECK_STATUS(run_file(buf1, size1, EM_KERNELS_AUTO, in, N, out1, 4 * 3 * 3, &version1, &err), EM_STATUS_OK, err);
-    CHECK_STATUS(run_file(buf2, size2, EM_KERNELS_AUTO, in, N, out2, 4 * 3 * 3, &version2, &err), EM_STATUS_OK, err);
+    st = run_file(buf1, size1, EM_KERNELS_AUTO, in, N, out1, 4 * 3 * 3, &version1, &err);
+    CHECK_STATUS(st, EM_STATUS_OK, err);
+    st = run_file(buf2, size2, EM_KERNELS_AUTO, in, N, out2, 4 * 3 * 3, &version2, &err);
+    CHECK_STATUS(st, EM_STATUS_OK, err);
     CHECK(version1 == 1 && version2 == 2);
     CHECK(size2 == size1 || size2 == size1 + 64); /* GRAPH grew by 8 bytes, sections stay 64-byte aligned */
     CHECK(memcmp(out1, out2, 4 * 3 * 3 * sizeof(float)) == 0);
@@ -679,7 +684,8 @@ static void test_corrupt_v2(void)
         x = emb_input(b, 1, 1, 2);
         emb_task_auto(b, "t", x, emb_add_multi(b, EM_OP_CONCAT, values, EM_MAX_NODE_INPUTS, EM_ACT_NONE));
         buf = emb_finish(b, &size);
-        CHECK_STATUS(em_model_load(buf, size, NULL, &model, &err), EM_STATUS_OK, err);
+        em_status st = em_model_load(buf, size, NULL, &model, &err);
+        CHECK_STATUS(st, EM_STATUS_OK, err);
         em_model_free(model);
         free(buf);
         emb_destroy(b);
