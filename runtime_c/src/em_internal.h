@@ -88,6 +88,12 @@ typedef struct em_node {
      * alone). step orders every buffer lifetime above. */
     uint32_t step;
     uint32_t run_group;
+    /* Residual ADD fused into a conv's epilogue (em_plan.c fuse_residual_adds): on the conv, the value it adds
+     * to its output and the ADD's activation (residual EM_NONE: not fused); on the ADD, the conv that computes
+     * its output in its place (fused_into EM_NONE: it runs itself). */
+    uint32_t residual;
+    uint32_t residual_activation;
+    uint32_t fused_into;
 } em_node;
 
 /* Nodes that share one lookup table: the first of them to run in a run builds it, the others reuse it. */

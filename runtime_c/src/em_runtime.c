@@ -251,6 +251,7 @@ static void run_node(em_context *ctx, uint32_t n)
         env.shared_table = NULL;
         env.table_ready = NULL;
         env.profile = profile;
+        env.residual = node->residual != EM_NONE ? value_data(ctx, node->residual) : NULL;
         if (node->table_group != EM_NONE) {
             env.shared_table = (float *)(void *)(ctx->arena + ctx->model->table_groups[node->table_group].offset);
             env.table_ready = &ctx->table_ready[node->table_group];

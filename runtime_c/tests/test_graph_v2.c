@@ -760,6 +760,138 @@ static void test_corrupt_v2(void)
                    "the task's input 0", "task joins two inputs");
 }
 
+/* ---- residual ADD fused into the conv's epilogue (fast kernel sets) ---- */
+
+typedef struct fused_case {
+    uint32_t h, w, cin, cout, k, stride, stem, act, conv_act, extra_consumer;
+} fused_case;
+
+/* x -> [stem conv3x3 relu] -> main conv (k, stride) -> ADD(main, shortcut) with `act`; the shortcut is the
+ * (stem's or graph's) value itself, or a 1x1 projection conv when the shape changes. Returns the ADD's node. */
+static uint32_t build_residual(emb_builder *b, const fused_case *fc, uint32_t *add_node)
+{
+    em_test_rng rng;
+    float *w = (float *)malloc((size_t)fc->k * fc->k * fc->cin * fc->cout * sizeof(float) + 4096 * sizeof(float));
+    float bias[64];
+    const uint32_t x = emb_input(b, fc->h, fc->w, fc->cin);
+    uint32_t v = x, main_v, shortcut, values[2];
+    em_test_rng_seed(&rng, fc->h * 31u + fc->cin);
+    if (fc->stem) v = conv_node(b, &rng, x, fc->cin, fc->cin, 3, 1, EM_ACT_RELU, w, bias);
+    main_v = conv_node(b, &rng, v, fc->cin, fc->cout, fc->k, fc->stride, fc->conv_act, w, bias);
+    shortcut = v;
+    if (fc->stride != 1 || fc->cin != fc->cout) shortcut = conv_node(b, &rng, v, fc->cin, fc->cout, 1, fc->stride,
+                                                                     EM_ACT_NONE, w, bias);
+    values[0] = main_v;
+    values[1] = shortcut;
+    *add_node = emb_add_multi(b, EM_OP_ADD, values, 2, fc->act) - 1u;
+    if (fc->extra_consumer) { /* a second reader of the main conv's value: fusing would lose it */
+        const uint32_t pooled = emb_add_op(b, emb_node_init(EM_OP_GLOBAL_AVG_POOL, main_v), 0);
+        emb_task_auto(b, "side", x, pooled);
+    }
+    free(w);
+    return x;
+}
+
+static void test_fused_residual_add(void)
+{
+    static const fused_case cases[] = {
+        {7, 5, 3, 3, 1, 1, 0, EM_ACT_RELU, EM_ACT_NONE, 0},    /* point-wise, identity shortcut (graph input) */
+        {9, 7, 6, 6, 3, 1, 1, EM_ACT_NONE, EM_ACT_NONE, 0},    /* 3x3 after a stem (ResNet), no activation */
+        {8, 9, 5, 7, 3, 2, 1, EM_ACT_RELU6, EM_ACT_NONE, 0},   /* stride 2 with a projection shortcut */
+        {13, 11, 17, 17, 1, 1, 1, EM_ACT_RELU, EM_ACT_NONE, 0}, /* MobileNetV2 project conv, odd width */
+        {1, 1, 3, 3, 1, 1, 0, EM_ACT_HARD_SWISH, EM_ACT_NONE, 0},
+        {6, 5, 24, 24, 3, 1, 0, EM_ACT_RELU, EM_ACT_NONE, 0},
+        {5, 5, 4, 4, 3, 1, 0, EM_ACT_RELU, EM_ACT_RELU, 0},    /* conv has its own ReLU: not fusable */
+        {5, 5, 4, 4, 1, 1, 0, EM_ACT_RELU, EM_ACT_NONE, 1},    /* conv read by another node: not fusable */
+    };
+    size_t c, k;
+    for (c = 0; c < sizeof cases / sizeof cases[0]; ++c) {
+        const fused_case *fc = &cases[c];
+        const int fusable = fc->conv_act == EM_ACT_NONE && !fc->extra_consumer;
+        emb_builder *b = emb_create();
+        uint32_t add_node, x = build_residual(b, fc, &add_node), oh, ow, oc;
+        size_t size, in_n = (size_t)fc->h * fc->w * fc->cin, out_n;
+        float *in, *ref, *fused, *plain;
+        uint8_t *buf;
+        em_error err;
+        emb_value_shape(b, add_node + 1u, &oh, &ow, &oc);
+        out_n = (size_t)oh * ow * oc;
+        emb_task_auto(b, "t", x, add_node + 1u); /* after the "side" task, if any: found by name below */
+        buf = emb_finish(b, &size);
+        in = (float *)malloc(in_n * sizeof(float));
+        ref = (float *)malloc(out_n * sizeof(float));
+        fused = (float *)malloc(out_n * sizeof(float));
+        plain = (float *)malloc(out_n * sizeof(float));
+        fill(in, in_n, (uint32_t)c + 50u);
+        /* the reference first (its output is the yardstick), then every fast set this CPU has */
+        static const uint32_t sets[] = {EM_KERNELS_REFERENCE, EM_KERNELS_GENERIC, EM_KERNELS_SSE2, EM_KERNELS_AVX2,
+                                        EM_KERNELS_AVX512, EM_KERNELS_NEON, EM_KERNELS_AUTO};
+        for (k = 0; k < sizeof sets / sizeof sets[0]; ++k) {
+            const uint32_t set = sets[k];
+            em_load_options options;
+            em_model *with = NULL, *without = NULL;
+            em_node_info info;
+            uint32_t task;
+            em_status st;
+            if (!em_kernels_available(set)) continue;
+            memset(&options, 0, sizeof options);
+            options.kernels = set;
+            st = em_model_load_ex(buf, size, NULL, &options, &with, &err);
+            CHECK_STATUS(st, EM_STATUS_OK, err);
+            options.flags = EM_LOAD_NO_FUSED_ADD;
+            st = em_model_load_ex(buf, size, NULL, &options, &without, &err);
+            CHECK_STATUS(st, EM_STATUS_OK, err);
+            if (with == NULL || without == NULL) {
+                em_model_free(with);
+                em_model_free(without);
+                continue;
+            }
+            task = (uint32_t)em_model_find_task(with, "t");
+            em_model_node_info(with, add_node, &info);
+            if (set == EM_KERNELS_REFERENCE) { /* the spec runs every node as written */
+                CHECK(strcmp(info.kernel, "add_ref") == 0);
+            } else {
+                CHECKF((strcmp(info.kernel, "add_f32_fused_into_conv") == 0) == fusable,
+                       "case %zu (%s): ADD kernel %s, fusable %d", c, em_kernels_name(set), info.kernel, fusable);
+                if (fusable) CHECK(em_model_arena_bytes(with) <= em_model_arena_bytes(without));
+            }
+            {
+                void *m1 = malloc(em_context_size(with)), *m2 = malloc(em_context_size(without));
+                em_context *c1 = NULL, *c2 = NULL;
+                float *dst = set == EM_KERNELS_REFERENCE ? ref : fused;
+                CHECK(em_context_init(with, m1, em_context_size(with), &c1, &err) == EM_STATUS_OK);
+                CHECK(em_context_init(without, m2, em_context_size(without), &c2, &err) == EM_STATUS_OK);
+                st = em_run_task(c1, task, in, in_n, dst, out_n, &err);
+                CHECK_STATUS(st, EM_STATUS_OK, err);
+                st = em_run_task(c2, task, in, in_n, plain, out_n, &err);
+                CHECK_STATUS(st, EM_STATUS_OK, err);
+                /* fused = conv then ADD, bit for bit: the same float32 operations */
+                CHECKF(memcmp(dst, plain, out_n * sizeof(float)) == 0, "case %zu (%s): fused and unfused differ", c,
+                       em_kernels_name(set));
+                if (set != EM_KERNELS_REFERENCE) { /* and the reference within float rounding */
+                    double *want = (double *)malloc(out_n * sizeof(double));
+                    size_t i;
+                    char what[96];
+                    for (i = 0; i < out_n; ++i) want[i] = ref[i];
+                    snprintf(what, sizeof what, "fused residual case %zu (%s)", c, em_kernels_name(set));
+                    CHECK(em_test_close(fused, want, out_n, 1e-5, what));
+                    free(want);
+                }
+                free(m1);
+                free(m2);
+            }
+            em_model_free(with);
+            em_model_free(without);
+        }
+        free(in);
+        free(ref);
+        free(fused);
+        free(plain);
+        free(buf);
+        emb_destroy(b);
+    }
+}
+
 int main(void)
 {
     test_activations();
@@ -772,5 +904,6 @@ int main(void)
     test_liveness();
     test_v1_and_v2_agree();
     test_corrupt_v2();
+    test_fused_residual_add();
     return em_test_summary("test_graph_v2");
 }

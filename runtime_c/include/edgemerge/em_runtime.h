@@ -92,6 +92,7 @@ typedef struct em_node_info {
 
 /* em_load_options.flags */
 #define EM_LOAD_NO_RUN_GROUPS 1u /* em_run_all runs every node alone (no run groups): for comparisons */
+#define EM_LOAD_NO_FUSED_ADD 2u  /* no residual ADD fused into the conv that feeds it: for comparisons */
 typedef struct em_load_options {
     uint32_t kernels;     /* EM_KERNELS_*; a set this CPU or build lacks fails the load with UNSUPPORTED */
     uint32_t flags;       /* EM_LOAD_* */
