@@ -799,6 +799,7 @@ static void test_fused_residual_add(void)
         {9, 7, 6, 6, 3, 1, 1, EM_ACT_NONE, EM_ACT_NONE, 0},    /* 3x3 after a stem (ResNet), no activation */
         {8, 9, 5, 7, 3, 2, 1, EM_ACT_RELU6, EM_ACT_NONE, 0},   /* stride 2 with a projection shortcut */
         {13, 11, 17, 17, 1, 1, 1, EM_ACT_RELU, EM_ACT_NONE, 0}, /* MobileNetV2 project conv, odd width */
+        {45, 47, 5, 17, 1, 1, 0, EM_ACT_RELU6, EM_ACT_NONE, 0}, /* 2115 pixels: several 1x1 bands + a remainder */
         {1, 1, 3, 3, 1, 1, 0, EM_ACT_HARD_SWISH, EM_ACT_NONE, 0},
         {6, 5, 24, 24, 3, 1, 0, EM_ACT_RELU, EM_ACT_NONE, 0},
         {5, 5, 4, 4, 3, 1, 0, EM_ACT_RELU, EM_ACT_RELU, 0},    /* conv has its own ReLU: not fusable */
