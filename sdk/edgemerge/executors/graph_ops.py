@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edgemerge.emm.constants import Act
+from edgemerge.emm.constants import Act, Op
 
 Pads = tuple[int, int, int, int]   # top, left, bottom, right
 
@@ -79,3 +79,21 @@ def pad(x: np.ndarray, pads: Pads, activation: Act | int = Act.NONE) -> np.ndarr
     top, left, bottom, right = (int(p) for p in pads)
     widths = [(0, 0)] * (np.ndim(x) - 3) + [(top, bottom), (left, right), (0, 0)]
     return activate(np.pad(np.asarray(x, np.float64), widths), activation)
+
+
+def run(op: int, inputs: Sequence[np.ndarray], activation: Act | int, pads: Pads = (0, 0, 0, 0)) -> np.ndarray:
+    """One node of a v2 op (ADD, CONCAT, MUL, PAD) on batch-first inputs; executors dispatch these ops here."""
+    if op == Op.ADD:
+        return add(inputs, activation)
+    if op == Op.CONCAT:
+        return concat(inputs, activation)
+    if op == Op.MUL:
+        if len(inputs) != 2:
+            raise ValueError(f"MUL takes 2 inputs, got {len(inputs)}")
+        return mul(inputs[0], inputs[1], activation)
+    if op == Op.PAD:
+        return pad(inputs[0], pads, activation)
+    raise ValueError(f"op {op!r} is not a graph op")
+
+
+OPS = frozenset({Op.ADD, Op.CONCAT, Op.MUL, Op.PAD})   # the ops `run` computes
