@@ -403,6 +403,109 @@ static void bench_model(const char *path, const bench_options *o)
     free(block);
 }
 
+/* Residual ADD fused into the conv that feeds it (em_plan.c) against the same model loaded with
+ * EM_LOAD_NO_FUSED_ADD, in one run: MobileNetV2 inverted-residual shapes (expand 1x1 + ReLU6, depthwise 3x3
+ * + ReLU6, project 1x1, ADD with the block input) and a ResNet basic block (3x3 + ReLU, 3x3, ADD). */
+static uint32_t bench_conv(emb_builder *b, em_test_rng *rng, uint32_t input, uint32_t cin, uint32_t cout, uint32_t k,
+                           uint32_t depthwise, uint32_t act)
+{
+    const size_t n = (size_t)k * k * cin * (depthwise ? 1u : cout);
+    float *w = (float *)malloc(n * sizeof(float)), *bias = (float *)malloc(cout * sizeof(float));
+    const uint32_t wdims[4] = {k, k, cin, depthwise ? 1u : cout}, bdims[1] = {cout};
+    emb_node node = emb_node_init(depthwise ? EM_OP_DEPTHWISE_CONV2D : EM_OP_CONV2D, input);
+    em_test_fill(rng, w, n, 0.3f);
+    em_test_fill(rng, bias, cout, 0.1f);
+    node.kernel_h = node.kernel_w = k;
+    node.pad_top = node.pad_left = node.pad_bottom = node.pad_right = k / 2;
+    node.weight = emb_tensor_f32(b, 4, wdims, w);
+    node.bias = emb_tensor_f32(b, 1, bdims, bias);
+    node.activation = act;
+    free(w);
+    free(bias);
+    return emb_add_op(b, node, cout);
+}
+
+static void bench_residual(const bench_options *o)
+{
+    static const struct {
+        const char *name;
+        uint32_t hw, c, expand, resnet;
+    } blocks[] = {{"mnv2 56x56 c24 t6", 56, 24, 144, 0}, {"mnv2 28x28 c32 t6", 28, 32, 192, 0},
+                  {"mnv2 14x14 c64 t6", 14, 64, 384, 0}, {"mnv2 7x7 c160 t6", 7, 160, 960, 0},
+                  {"resnet 32x32 c16", 32, 16, 16, 1},   {"resnet 8x8 c64", 8, 64, 64, 1}};
+    size_t i;
+    printf("== residual ADD fused into its conv vs conv then ADD (kernels auto): us, min / median ==\n");
+    for (i = 0; i < sizeof blocks / sizeof blocks[0]; ++i) {
+        emb_builder *b = emb_create();
+        em_test_rng rng;
+        const uint32_t c = blocks[i].c, hw = blocks[i].hw;
+        const uint32_t x = emb_input(b, hw, hw, c);
+        uint32_t v, values[2], flags;
+        size_t size, n = (size_t)hw * hw * c;
+        uint8_t *file;
+        float *in = (float *)malloc(n * sizeof(float)), *out = (float *)malloc(n * sizeof(float));
+        stats st[2];
+        size_t ctx[2];
+        if (o->filter != NULL && strstr(blocks[i].name, o->filter) == NULL && strstr("residual", o->filter) == NULL) {
+            emb_destroy(b);
+            free(in);
+            free(out);
+            continue;
+        }
+        em_test_rng_seed(&rng, 7u + (uint32_t)i);
+        if (blocks[i].resnet) {
+            v = bench_conv(b, &rng, x, c, c, 3, 0, EM_ACT_RELU);
+            v = bench_conv(b, &rng, v, c, c, 3, 0, EM_ACT_NONE);
+        } else {
+            v = bench_conv(b, &rng, x, c, blocks[i].expand, 1, 0, EM_ACT_RELU6);
+            v = bench_conv(b, &rng, v, blocks[i].expand, blocks[i].expand, 3, 1, EM_ACT_RELU6);
+            v = bench_conv(b, &rng, v, blocks[i].expand, c, 1, 0, EM_ACT_NONE);
+        }
+        values[0] = v;
+        values[1] = x;
+        emb_task_auto(b, "block", x, emb_add_multi(b, EM_OP_ADD, values, 2, EM_ACT_NONE));
+        file = emb_finish(b, &size);
+        em_test_fill(&rng, in, n, 1.0f);
+        for (flags = 0; flags < 2; ++flags) {
+            em_load_options options;
+            em_model *model = NULL;
+            em_context *cx = NULL;
+            em_error err;
+            double *times = (double *)malloc((size_t)o->runs * sizeof(double));
+            void *memory;
+            long r;
+            memset(&options, 0, sizeof options);
+            options.flags = flags ? EM_LOAD_NO_FUSED_ADD : 0u;
+            if (em_model_load_ex(file, size, NULL, &options, &model, &err) != EM_STATUS_OK) {
+                printf("  %s: %s\n", blocks[i].name, err.message);
+                free(times);
+                break;
+            }
+            ctx[flags] = em_model_arena_bytes(model);
+            memory = malloc(em_context_size(model));
+            em_context_init(model, memory, em_context_size(model), &cx, &err);
+            for (r = 0; r < o->warmup; ++r) em_run_task(cx, 0, in, n, out, n, &err);
+            for (r = 0; r < o->runs; ++r) {
+                const double t0 = now_us();
+                em_run_task(cx, 0, in, n, out, n, &err);
+                times[r] = now_us() - t0;
+            }
+            st[flags] = summarize(times, o->runs);
+            free(times);
+            free(memory);
+            em_model_free(model);
+        }
+        if (flags == 2)
+            printf("  %-20s fused %9.1f / %9.1f   unfused %9.1f / %9.1f   median ratio %.3f   arena %zu vs %zu bytes\n",
+                   blocks[i].name, st[0].min_us, st[0].median_us, st[1].min_us, st[1].median_us,
+                   st[1].median_us / st[0].median_us, ctx[0], ctx[1]);
+        free(file);
+        free(in);
+        free(out);
+        emb_destroy(b);
+    }
+}
+
 int main(int argc, char **argv)
 {
     bench_options o;
@@ -439,6 +542,7 @@ int main(int argc, char **argv)
     em_runtime_set_blas_threads(1);
     printf("cpu: %s\n", em_runtime_cpu_features());
     if (o.kernels) bench_kernels(&o);
+    if (o.kernels) bench_residual(&o);
     for (i = 1; i < argc; ++i) {
         if (argv[i][0] == '-') {
             if (strcmp(argv[i], "--no-kernels") != 0 && strcmp(argv[i], "--no-ref") != 0) ++i; /* skip its value */

@@ -149,6 +149,10 @@ static double run_ops(const em_model *m)
         case EM_OP_LUT_DENSE:
             ops = (double)n->segments * (double)n->codewords * (double)n->seg_len + out * (double)n->segments;
             break;
+        case EM_OP_ADD:
+        case EM_OP_CONCAT:
+        case EM_OP_MUL: ops = out * (double)n->input_count; break; /* every input read once */
+        case EM_OP_PAD: ops = out; break;
         default: ops = (double)n->in.numel; break;
         }
         total += ops + out + (double)n->in.numel;
@@ -299,7 +303,8 @@ static int exercise(const em_model *m, uint32_t seed)
     em_error err;
     uint32_t t, n;
 
-    FUZZ_REQUIRE(em_model_format_version(m) == EM_VERSION, "format version %u", em_model_format_version(m));
+    FUZZ_REQUIRE(em_model_format_version(m) >= EM_MIN_VERSION && em_model_format_version(m) <= EM_VERSION,
+                 "format version %u", em_model_format_version(m));
     FUZZ_REQUIRE(tasks >= 1 && tasks <= EM_MAX_TASKS, "task count %u", tasks);
     FUZZ_REQUIRE(inputs >= 1 && inputs <= EM_MAX_INPUTS, "input count %u", inputs);
     FUZZ_REQUIRE(nodes >= 1 && nodes <= EM_MAX_NODES, "node count %u", nodes);
@@ -330,6 +335,18 @@ static int exercise(const em_model *m, uint32_t seed)
         FUZZ_REQUIRE(info.kernel != NULL && info.kernel[0] != '\0' && info.name != NULL, "node %u: no kernel name", n);
         FUZZ_REQUIRE(strcmp(em_op_name(info.op), "unknown") != 0, "node %u: op %u unknown after a load", n, info.op);
         FUZZ_REQUIRE(info.input < inputs + n, "node %u reads value %u", n, info.input);
+        FUZZ_REQUIRE(info.input_count >= 1 && info.input_count <= EM_MAX_NODE_INPUTS, "node %u: %u inputs", n,
+                     info.input_count);
+        {
+            uint32_t k, v = EM_NONE;
+            for (k = 0; k < info.input_count; ++k) { /* the DAG the planner saw: every input computed before */
+                FUZZ_REQUIRE(em_model_node_input(m, n, k, &v) == EM_STATUS_OK && v < inputs + n,
+                             "node %u input %u reads value %u", n, k, v);
+                FUZZ_REQUIRE(k != 0 || v == info.input, "node %u: input 0 is %u, info.input %u", n, v, info.input);
+            }
+            FUZZ_REQUIRE(em_model_node_input(m, n, info.input_count, &v) == EM_STATUS_BAD_ARGUMENT,
+                         "node %u: input past the last not refused", n);
+        }
         FUZZ_REQUIRE(info.out_h >= 1 && info.out_w >= 1 && info.out_c >= 1, "node %u: empty output", n);
     }
 

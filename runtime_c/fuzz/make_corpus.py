@@ -77,6 +77,55 @@ def int8_tables_graph() -> MergedGraph:
     return g
 
 
+def residual_se_graph(seed: int = 5) -> MergedGraph:
+    """Format v2: a residual block (ADD), a squeeze-and-excite gate (MUL by a (1, 1, C) vector), CONCAT, PAD
+    and the activations of v2, in one small graph with branches."""
+    rng = np.random.default_rng(seed)
+    g = MergedGraph(metadata={"edgemerge.tool_version": "corpus", "edgemerge.original_bytes": 4096,
+                              "source.count": 1})
+    x = g.add_input((5, 4, 3))
+    w = g.add_tensor(Tensor.f32("c1/w", rng.normal(size=(3, 3, 3, 3))))
+    v = g.add_node(Node("c1", Op.CONV2D, x, (5, 4, 3), Act.SWISH, (3, 3), (1, 1), (1, 1, 1, 1), weight=w))
+    res = g.add_node(Node("add", Op.ADD, v, (5, 4, 3), Act.RELU, extra_inputs=(x, v)))
+    s = g.add_node(Node("se/gap", Op.GLOBAL_AVG_POOL, res, (1, 1, 3)))
+    qw = g.add_tensor(Tensor.f32("se/squeeze", rng.normal(size=(3, 2))))
+    s = g.add_node(Node("se/squeeze", Op.DENSE, s, (1, 1, 2), Act.RELU, weight=qw))
+    sw = g.add_tensor(Tensor.f32("se/w", rng.normal(size=(2, 3))))
+    s = g.add_node(Node("se/fc", Op.DENSE, s, (1, 1, 3), Act.HARD_SIGMOID, weight=sw))
+    se = g.add_node(Node("se/mul", Op.MUL, s, (5, 4, 3), Act.HARD_SWISH, extra_inputs=(res,)))
+    cat = g.add_node(Node("cat", Op.CONCAT, se, (5, 4, 6), Act.SIGMOID, extra_inputs=(x,)))
+    v = g.add_node(Node("pad", Op.PAD, cat, (6, 6, 6), pads=(1, 0, 0, 2)))
+    v = g.add_node(Node("gap", Op.GLOBAL_AVG_POOL, v, (1, 1, 6)))
+    g.tasks.append(Task("v2", x, v, 6))
+    return g
+
+
+def v2_corruptions(data: bytes) -> dict[str, bytes]:
+    """Hand-made corrupt v2 files from residual_se_graph's bytes (CRCs resealed, so the loader must find the
+    graph problem). Values: 0 x, 1 c1, 2 add, 3 se/gap (1, 1, 3), 4 se/squeeze (1, 1, 2), 5 se/fc, 6 se/mul,
+    7 cat, 8 pad, 9 gap; the extra-input list is [0, 1 (add), 2 (se/mul), 0 (cat)]."""
+    import struct
+    from corrupt import fix_crcs, section_span
+    from edgemerge.emm import constants as F
+    _, graph, _ = section_span(data, F.Section.GRAPH)
+    n_inputs, n_nodes = struct.unpack_from("<II", data, graph)
+    nodes = graph + F.GRAPH_HEADER_BYTES + F.INPUT_RECORD_BYTES * n_inputs
+    extra = nodes + F.NODE_RECORD_BYTES * n_nodes
+
+    def patch(offset: int, value: int) -> bytes:
+        buf = bytearray(data)
+        struct.pack_into("<I", buf, offset, value)
+        return fix_crcs(buf)
+    return {
+        "corrupt-v2-cycle": patch(extra, 2),                        # add reads its own value
+        "corrupt-v2-forward-input": patch(extra + 8, 9),            # se/mul reads a later value
+        "corrupt-v2-broadcast-mismatch": patch(extra + 8, 4),       # (1, 1, 3) · (1, 1, 2)
+        "corrupt-v2-concat-spatial": patch(extra + 12, 3),          # cat joins (5, 4, 3) with (1, 1, 3)
+        "corrupt-v2-too-many-inputs": patch(nodes + F.NODE_RECORD_BYTES + 80, 65),
+        "corrupt-v2-extra-count": patch(graph + 8, 5),
+    }
+
+
 def corpus() -> dict[str, bytes]:
     from corrupt import CORRUPTIONS
     from graphs import lut_conv_graph, two_task_graph
@@ -90,8 +139,10 @@ def corpus() -> dict[str, bytes]:
         "valid-every-plain-op": emm.to_bytes(every_plain_op_graph()),
         "valid-tensorless": emm.to_bytes(tensorless_graph()),
         "valid-merged-lenet-mobile": emm.to_bytes(merged_small_models()),
+        "valid-v2-residual-se": emm.to_bytes(residual_se_graph()),
     }
     out = dict(valid)
+    out.update(v2_corruptions(valid["valid-v2-residual-se"]))
     base = valid["valid-two-task"]
     for name, (mutate, _) in sorted(CORRUPTIONS.items()):
         out[f"corrupt-{name}"] = mutate(base)

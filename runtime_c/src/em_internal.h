@@ -46,10 +46,13 @@ struct em_kernel;
 typedef struct em_node {
     uint32_t id;    /* position in GRAPH, for messages */
     uint32_t op;    /* EM_OP_* */
-    uint32_t input; /* value id read */
+    uint32_t input; /* value id of input 0 (== inputs[0]) */
+    uint32_t input_count;   /* 1..MAX_NODE_INPUTS (FORMAT.md v2); 1 for every v1 node */
+    const uint32_t *inputs; /* [input_count] value ids, each < the node's own (the parser checked) */
+    const em_shape *value_shapes; /* the model's value shapes: multi-input kernels read their inputs' shapes */
     uint32_t activation;
     uint32_t flags; /* EM_NODE_FLAG_* (only INT8_TABLES, only on LUT ops with C = 16: checked by prepare()) */
-    em_shape in;  /* shape of the value read */
+    em_shape in;  /* shape of input 0 (other inputs: model->value_shapes[inputs[k]]) */
     em_shape out; /* declared output shape, verified by the op's prepare() */
     uint32_t kernel_h, kernel_w;
     uint32_t stride_h, stride_w;
@@ -85,6 +88,12 @@ typedef struct em_node {
      * alone). step orders every buffer lifetime above. */
     uint32_t step;
     uint32_t run_group;
+    /* Residual ADD fused into a conv's epilogue (em_plan.c fuse_residual_adds): on the conv, the value it adds
+     * to its output and the ADD's activation (residual EM_NONE: not fused); on the ADD, the conv that computes
+     * its output in its place (fused_into EM_NONE: it runs itself). */
+    uint32_t residual;
+    uint32_t residual_activation;
+    uint32_t fused_into;
 } em_node;
 
 /* Nodes that share one lookup table: the first of them to run in a run builds it, the others reuse it. */
@@ -125,6 +134,7 @@ struct em_model {
     uint32_t task_count;
     em_shape *value_shapes; /* [value_count] */
     em_node *nodes;         /* [node_count] */
+    uint32_t *node_inputs;  /* every node's inputs, node by node (em_node.inputs points here) */
     em_tensor *tensors;     /* [tensor_count] */
     em_task *tasks;         /* [task_count] */
     uint32_t *plan_nodes;   /* per task, the node indices it needs, in schedule order */
@@ -187,6 +197,7 @@ typedef struct em_op_registration {
     uint32_t op;
     const char *op_name; /* "LUT_CONV2D", as in FORMAT.md */
     em_prepare_fn prepare;
+    uint32_t min_inputs, max_inputs; /* input_count the op accepts (checked by the loader before prepare()) */
 } em_op_registration;
 
 /* The registration of `op`, or NULL for an op this runtime does not know. */

@@ -14,6 +14,11 @@
 #define EM_REFERENCE_KERNEL(op_, name_, eval_)                                                                 \
     {.op = (op_), .algorithm = EM_ALGO_REFERENCE, .isa = EM_ISA_REFERENCE, .name = (name_), .eval = (eval_)}
 
+/* The reference kernels of multi-input ops: eval_n, every input's value. Fast sets run these too (no fast
+ * kernel yet: elementwise and copies, memory-bound; em_select.c falls back to the reference). */
+#define EM_REFERENCE_KERNEL_N(op_, name_, eval_n_)                                                             \
+    {.op = (op_), .algorithm = EM_ALGO_REFERENCE, .isa = EM_ISA_REFERENCE, .name = (name_), .eval_n = (eval_n_)}
+
 /* A fast kernel on the micro-kernel table `micro_` (EM_ISA_MICRO) or the BLAS (EM_ISA_BLAS). */
 #define EM_FAST_KERNEL(op_, algorithm_, isa_, name_, supports_, plan_, pack_, run_, micro_)                     \
     {.op = (op_), .algorithm = (algorithm_), .isa = (isa_), .name = (name_), .supports = (supports_),            \
@@ -36,7 +41,7 @@
                    em_lut_int8_plan, em_lut_int8_pack, em_lut_int8_run, &(micro_)),                             \
     {.op = EM_OP_CONV2D, .algorithm = EM_ALGO_DIRECT, .isa = EM_ISA_MICRO, .name = "conv2d_f32_direct_" set_,    \
      .plan = em_conv2d_direct_plan, .run = em_conv2d_direct_run, .micro = &(micro_),                            \
-     .fusable = em_conv2d_1x1_supports, .fused_run = em_conv2d_direct_fused_run},                              \
+     .fusable = em_conv2d_1x1_supports, .fused_run = em_conv2d_direct_fused_run, .residual_add = 1},           \
     EM_FAST_KERNEL(EM_OP_DENSE, EM_ALGO_GEMV, EM_ISA_MICRO, "dense_f32_gemv_" set_, NULL, em_opt_plan_no_scratch, \
                    NULL, em_dense_gemv_run, &(micro_)),                                                         \
     EM_FAST_KERNEL(EM_OP_DEPTHWISE_CONV2D, EM_ALGO_ROWS, EM_ISA_MICRO, "depthwise_conv2d_f32_rows_" set_,        \
@@ -58,6 +63,10 @@ static const em_kernel em_registry[] = {
     EM_REFERENCE_KERNEL(EM_OP_LUT_CONV2D, "lut_conv2d_ref", em_lut_conv2d_ref),
     EM_REFERENCE_KERNEL(EM_OP_LUT_DENSE, "lut_dense_ref", em_lut_dense_ref),
     EM_REFERENCE_KERNEL(EM_OP_ACTIVATION, "activation_ref", em_activation_ref),
+    EM_REFERENCE_KERNEL(EM_OP_PAD, "pad_ref", em_pad_ref),
+    EM_REFERENCE_KERNEL_N(EM_OP_ADD, "add_ref", em_add_ref),
+    EM_REFERENCE_KERNEL_N(EM_OP_CONCAT, "concat_ref", em_concat_ref),
+    EM_REFERENCE_KERNEL_N(EM_OP_MUL, "mul_ref", em_mul_ref),
 
     EM_MATRIX_KERNELS("generic", em_micro_generic),
 #if defined(EM_HAVE_X86_SIMD)
@@ -169,6 +178,18 @@ const em_kernel *em_kernel_find(const char *name)
         if (strcmp(em_registry[i].name, name) == 0) return &em_registry[i];
     return NULL;
 }
+
+static void add_fused_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
+{
+    (void)node; /* the conv node->fused_into wrote this node's output (its epilogue added the residual) */
+    (void)input;
+    (void)output;
+    (void)env;
+}
+
+/* Not in the registry (never chosen for a node by em_kernel_choose): em_plan.c puts it on an ADD it fused. */
+const em_kernel em_add_fused_kernel = {.op = EM_OP_ADD, .algorithm = EM_ALGO_FUSED, .isa = EM_ISA_PORTABLE,
+                                       .name = "add_f32_fused_into_conv", .run = add_fused_run};
 
 int em_kernel_fusable(const em_node *node)
 {

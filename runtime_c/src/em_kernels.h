@@ -37,6 +37,7 @@ typedef enum em_algorithm {
     EM_ALGO_GEMV,          /* DENSE as one matrix-vector product */
     EM_ALGO_ROWS,          /* depthwise convolution, multiplier 1, one output row per micro-kernel call */
     EM_ALGO_COPY,          /* RESHAPE / ACTIVATION: copy with the activation */
+    EM_ALGO_FUSED,         /* nothing left to do: the op was fused into the node that feeds it */
     EM_ALGO_COUNT
 } em_algorithm;
 
@@ -55,6 +56,9 @@ typedef struct em_kernel_env {
     float *shared_table;        /* the node's table group buffer, or NULL: the table is in scratch */
     unsigned char *table_ready; /* with shared_table: 1 when it already holds this run's table */
     em_profile_counters *profile; /* NULL unless profiling: kernels add table_ns / accumulate_ns */
+    /* A residual ADD fused into this node (node->residual != EM_NONE): the value to add to the output, same
+     * shape, after bias and before node->residual_activation; NULL otherwise. */
+    const float *residual;
 } em_kernel_env;
 
 typedef int (*em_kernel_supports_fn)(const em_node *node);
@@ -63,6 +67,8 @@ typedef void (*em_kernel_pack_fn)(const em_model *model, em_node *node);
 typedef void (*em_kernel_run_fn)(const em_node *node, const float *input, float *output, const em_kernel_env *env);
 /* The reference kernels' signature: scratch is node->scratch_bytes as the op's prepare() set it. */
 typedef void (*em_eval_fn)(const em_node *node, const float *input, float *output, float *scratch);
+/* The reference kernels of multi-input ops (FORMAT.md v2): inputs[k] holds the value of node->inputs[k]. */
+typedef void (*em_eval_n_fn)(const em_node *node, const float *const *inputs, float *output, float *scratch);
 /* One product over `pixels` rows of node->in.c floats at input to rows of node->out.c at output. */
 typedef void (*em_kernel_fused_run_fn)(const em_node *node, const float *input, float *output, size_t pixels);
 
@@ -76,9 +82,11 @@ typedef struct em_kernel {
     em_kernel_pack_fn pack; /* NULL: no packed data */
     em_kernel_run_fn run;   /* NULL: call eval (reference kernels) */
     em_eval_fn eval;
+    em_eval_n_fn eval_n; /* multi-input ops (ADD, CONCAT, MUL): instead of eval */
     const struct em_micro *micro; /* the micro-kernels a fast kernel runs on (EM_ISA_MICRO, EM_ISA_BLAS) */
     em_kernel_supports_fn fusable;    /* with fused_run: the nodes it can fuse (NULL: every node it runs) */
     em_kernel_fused_run_fn fused_run; /* NULL: the kernel cannot run a fused group */
+    int residual_add; /* run() can add env->residual in its epilogue (fused residual ADD, em_plan.c) */
 } em_kernel;
 
 /* ---- the registry (em_kernels.c) ---- */
@@ -105,6 +113,8 @@ size_t em_kernel_list(uint32_t op, uint32_t kernels, const em_kernel **out, size
 const em_kernel *em_kernel_find(const char *name);
 /* Whether the node's kernel can run it as a member of a fused run group (em_plan.c). */
 int em_kernel_fusable(const em_node *node);
+/* The kernel of an ADD node whose sum its producing conv computes in its epilogue (runs nothing). */
+extern const em_kernel em_add_fused_kernel;
 
 /* ---- the choice (em_select.c) ---- */
 

@@ -43,8 +43,16 @@ static em_status prepare_nodes(em_model *m, em_error *err)
     for (i = 0; i < m->node_count; ++i) {
         em_node *node = &m->nodes[i];
         em_status st;
-        /* the value read is an input or an earlier node's output, whose shape prepare() verified */
+        /* the values read are inputs or earlier nodes' outputs, whose shapes prepare() verified */
+        if (node->input_count < node->reg->min_inputs || node->input_count > node->reg->max_inputs) {
+            if (node->reg->min_inputs == node->reg->max_inputs)
+                return em_fail_node(err, EM_STATUS_CORRUPT, node, "input_count %" PRIu32 ", the op takes %" PRIu32,
+                                    node->input_count, node->reg->min_inputs);
+            return em_fail_node(err, EM_STATUS_CORRUPT, node, "input_count %" PRIu32 ", the op takes %" PRIu32
+                                " to %" PRIu32, node->input_count, node->reg->min_inputs, node->reg->max_inputs);
+        }
         node->in = m->value_shapes[node->input];
+        node->value_shapes = m->value_shapes;
         st = node->reg->prepare(m, node, err);
         if (st != EM_STATUS_OK) return st;
         m->value_shapes[m->input_count + i] = node->out;
@@ -53,48 +61,91 @@ static em_status prepare_nodes(em_model *m, em_error *err)
     return EM_STATUS_OK;
 }
 
+/* Marks in need[] (node_count bytes) the nodes task output `output` is computed from, walking every input
+ * backwards (node order is topological, so one backward pass suffices: O(nodes + edges)); returns the
+ * bit set of graph inputs they read (MAX_INPUTS = 64 fits one word) and their count in *steps. */
+static uint64_t mark_ancestors(const em_model *m, uint32_t output, unsigned char *need, uint32_t *steps)
+{
+    uint64_t inputs_read = 0;
+    uint32_t n, k;
+    *steps = 0;
+    memset(need, 0, m->node_count);
+    if (output < m->input_count) return (uint64_t)1 << output;
+    need[output - m->input_count] = 1;
+    for (n = m->node_count; n-- > 0;) {
+        const em_node *node = &m->nodes[n];
+        if (!need[n]) continue;
+        ++*steps;
+        for (k = 0; k < node->input_count; ++k) {
+            const uint32_t v = node->inputs[k];
+            if (v < m->input_count) inputs_read |= (uint64_t)1 << v;
+            else need[v - m->input_count] = 1;
+        }
+    }
+    return inputs_read;
+}
+
 static em_status check_tasks(em_model *m, em_error *err)
 {
     size_t plan_total = 0, cursor = 0;
+    unsigned char *need;
     uint32_t i;
     em_status st;
 
+    need = (unsigned char *)em_alloc_array(&m->allocator, m->node_count, 1, "task plans", &st, err);
+    if (need == NULL) return st;
     for (i = 0; i < m->task_count; ++i) {
         em_task *t = &m->tasks[i];
         const em_shape *out;
-        uint32_t v, steps = 0;
-        if (t->input >= m->input_count)
+        uint32_t steps = 0, other;
+        uint64_t inputs_read;
+        if (t->input >= m->input_count) {
+            m->allocator.free(m->allocator.user, need);
             return em_fail(err, EM_STATUS_CORRUPT, "TASKS task %" PRIu32 " ('%s'): input %" PRIu32
                            " does not exist (GRAPH has %" PRIu32 " inputs)", i, t->name, t->input, m->input_count);
-        if (t->output >= m->value_count)
+        }
+        if (t->output >= m->value_count) {
+            m->allocator.free(m->allocator.user, need);
             return em_fail(err, EM_STATUS_CORRUPT, "TASKS task %" PRIu32 " ('%s'): output value %" PRIu32
                            " does not exist (GRAPH has %" PRIu32 " values)", i, t->name, t->output, m->value_count);
+        }
         out = &m->value_shapes[t->output];
-        if (t->classes != out->numel)
+        if (t->classes != out->numel) {
+            m->allocator.free(m->allocator.user, need);
             return em_fail(err, EM_STATUS_CORRUPT, "TASKS task %" PRIu32 " ('%s'): classes %" PRIu32 ", but output "
                            "value %" PRIu32 " (%" PRIu32 ", %" PRIu32 ", %" PRIu32 ") has %" PRIu32 " elements", i,
                            t->name, t->classes, t->output, out->h, out->w, out->c, out->numel);
-        /* Every node reads one value, so a task's nodes are one chain back to a graph input, and
-         * that input has to be the one the task is fed. */
-        for (v = t->output; v >= m->input_count; v = m->nodes[v - m->input_count].input) ++steps;
-        if (v != t->input)
+        }
+        /* The task is fed one graph input, so every value its output is computed from must come from it. */
+        inputs_read = mark_ancestors(m, t->output, need, &steps);
+        if (inputs_read != (uint64_t)1 << t->input) {
+            const uint64_t others = inputs_read & ~((uint64_t)1 << t->input);
+            for (other = 0; other < 64 && !(others >> other & 1u); ++other) continue;
+            m->allocator.free(m->allocator.user, need);
+            if (others == 0) /* defensive: every chain ends at a graph input */
+                return em_fail(err, EM_STATUS_CORRUPT, "TASKS task %" PRIu32 " ('%s'): output value %" PRIu32
+                               " does not read the task's input %" PRIu32, i, t->name, t->output, t->input);
             return em_fail(err, EM_STATUS_CORRUPT, "TASKS task %" PRIu32 " ('%s'): output value %" PRIu32
                            " is computed from graph input %" PRIu32 ", not from the task's input %" PRIu32, i,
-                           t->name, t->output, v, t->input);
+                           t->name, t->output, other, t->input);
+        }
         t->plan_node_count = steps;
         plan_total += steps; /* <= MAX_TASKS × MAX_NODES */
     }
     m->plan_nodes = (uint32_t *)em_alloc_array(&m->allocator, plan_total, sizeof *m->plan_nodes, "task plans", &st, err);
-    if (m->plan_nodes == NULL) return st;
+    if (m->plan_nodes == NULL) {
+        m->allocator.free(m->allocator.user, need);
+        return st;
+    }
     for (i = 0; i < m->task_count; ++i) {
         em_task *t = &m->tasks[i];
-        uint32_t v, k = t->plan_node_count;
+        uint32_t n, steps;
         t->first_plan_node = (uint32_t)cursor;
-        /* walk the chain backwards and fill from the end, so the plan runs in node order */
-        for (v = t->output; v >= m->input_count; v = m->nodes[v - m->input_count].input)
-            m->plan_nodes[cursor + --k] = v - m->input_count;
-        cursor += t->plan_node_count;
+        (void)mark_ancestors(m, t->output, need, &steps);
+        for (n = 0; n < m->node_count; ++n) /* node order; em_plan.c sorts it by schedule step */
+            if (need[n]) m->plan_nodes[cursor++] = n;
     }
+    m->allocator.free(m->allocator.user, need);
     return EM_STATUS_OK;
 }
 
@@ -221,7 +272,7 @@ em_status em_model_load_ex(const void *data, size_t size, const em_allocator *al
             if (options->reserved[i] != 0)
                 return em_fail(err, EM_STATUS_BAD_ARGUMENT, "em_model_load: options.reserved[%u] must be 0",
                                (unsigned)i);
-        if ((options->flags & ~EM_LOAD_NO_RUN_GROUPS) != 0)
+        if ((options->flags & ~(EM_LOAD_NO_RUN_GROUPS | EM_LOAD_NO_FUSED_ADD)) != 0)
             return em_fail(err, EM_STATUS_BAD_ARGUMENT, "em_model_load: unknown options.flags 0x%" PRIX32,
                            options->flags);
         kernels = options->kernels;
@@ -297,6 +348,7 @@ void em_model_free(em_model *model)
     a = model->allocator;
     if (model->value_shapes) a.free(a.user, model->value_shapes);
     if (model->nodes) a.free(a.user, model->nodes);
+    if (model->node_inputs) a.free(a.user, model->node_inputs);
     if (model->tensors) a.free(a.user, model->tensors);
     if (model->tasks) a.free(a.user, model->tasks);
     if (model->plan_nodes) a.free(a.user, model->plan_nodes);

@@ -262,7 +262,7 @@ static em_status lut_table_bytes(em_node *node, size_t pixels, em_error *err)
 
 static em_status prepare_conv2d(em_model *model, em_node *node, em_error *err)
 {
-    uint32_t oh, ow, expected[4];
+    uint32_t oh = 0, ow = 0, expected[4];
     em_status st = require_no_lut_fields(node, err);
     if (st == EM_STATUS_OK)
         st = resolve_tensor(model, node, "weight", node->weight_id, TENSOR_REQUIRED, EM_DTYPE_F32, 4,
@@ -283,7 +283,7 @@ static em_status prepare_conv2d(em_model *model, em_node *node, em_error *err)
 
 static em_status prepare_depthwise_conv2d(em_model *model, em_node *node, em_error *err)
 {
-    uint32_t oh, ow, expected[4];
+    uint32_t oh = 0, ow = 0, expected[4];
     uint64_t out_c;
     em_status st = require_no_lut_fields(node, err);
     if (st == EM_STATUS_OK)
@@ -342,7 +342,7 @@ static em_status require_no_tensors(const em_model *model, em_node *node, em_err
 
 static em_status prepare_pool(em_model *model, em_node *node, em_error *err)
 {
-    uint32_t oh, ow;
+    uint32_t oh = 0, ow = 0;
     em_status st = require_no_tensors(model, node, err);
     if (st == EM_STATUS_OK) st = window_output_hw(node, &oh, &ow, err);
     if (st == EM_STATUS_OK) st = expect_output(node, oh, ow, node->in.c, err);
@@ -379,9 +379,98 @@ static em_status prepare_activation(em_model *model, em_node *node, em_error *er
     return st;
 }
 
+/* ---- multi-input ops (FORMAT.md v2 "Multi-input ops") and PAD ---- */
+
+static const em_shape *input_shape(const em_model *model, const em_node *node, uint32_t k)
+{
+    return &model->value_shapes[node->inputs[k]];
+}
+
+static em_status prepare_add(em_model *model, em_node *node, em_error *err)
+{
+    uint32_t k;
+    em_status st = require_no_window(node, err);
+    if (st == EM_STATUS_OK) st = require_no_tensors(model, node, err);
+    if (st != EM_STATUS_OK) return st;
+    for (k = 1; k < node->input_count; ++k) {
+        const em_shape *s = input_shape(model, node, k);
+        if (s->h != node->in.h || s->w != node->in.w || s->c != node->in.c)
+            return em_fail_node(err, EM_STATUS_CORRUPT, node,
+                                "input %" PRIu32 " (value %" PRIu32 ") has shape (%" PRIu32 ", %" PRIu32 ", %" PRIu32
+                                "), input 0 (value %" PRIu32 ") has (%" PRIu32 ", %" PRIu32 ", %" PRIu32
+                                "): ADD needs equal shapes (no broadcasting)",
+                                k, node->inputs[k], s->h, s->w, s->c, node->inputs[0], node->in.h, node->in.w,
+                                node->in.c);
+    }
+    return expect_output(node, node->in.h, node->in.w, node->in.c, err);
+}
+
+static em_status prepare_concat(em_model *model, em_node *node, em_error *err)
+{
+    uint64_t channels = 0;
+    uint32_t k;
+    em_status st = require_no_window(node, err);
+    if (st == EM_STATUS_OK) st = require_no_tensors(model, node, err);
+    if (st != EM_STATUS_OK) return st;
+    for (k = 0; k < node->input_count; ++k) {
+        const em_shape *s = input_shape(model, node, k);
+        if (s->h != node->in.h || s->w != node->in.w)
+            return em_fail_node(err, EM_STATUS_CORRUPT, node,
+                                "input %" PRIu32 " (value %" PRIu32 ") is %" PRIu32 "x%" PRIu32 ", input 0 (value %"
+                                PRIu32 ") is %" PRIu32 "x%" PRIu32 ": CONCAT joins channels of equal spatial sizes",
+                                k, node->inputs[k], s->h, s->w, node->inputs[0], node->in.h, node->in.w);
+        channels += s->c; /* <= 64 · 2^28 */
+    }
+    if (channels * node->in.h * node->in.w > EM_MAX_VALUE_ELEMENTS)
+        return em_fail_node(err, EM_STATUS_LIMIT, node, "%" PRIu64 " concatenated channels of %" PRIu32 "x%" PRIu32
+                            " exceed MAX_VALUE_ELEMENTS", channels, node->in.h, node->in.w);
+    return expect_output(node, node->in.h, node->in.w, (uint32_t)channels, err);
+}
+
+static em_status prepare_mul(em_model *model, em_node *node, em_error *err)
+{
+    const em_shape *a = input_shape(model, node, 0), *b = input_shape(model, node, 1);
+    const em_shape *big = a;
+    em_status st = require_no_window(node, err);
+    if (st == EM_STATUS_OK) st = require_no_tensors(model, node, err);
+    if (st != EM_STATUS_OK) return st;
+    if (a->h == b->h && a->w == b->w && a->c == b->c) {
+        big = a;
+    } else if (a->c == b->c && b->h == 1 && b->w == 1) {
+        big = a; /* (H, W, C) · (1, 1, C): squeeze-and-excite */
+    } else if (a->c == b->c && a->h == 1 && a->w == 1) {
+        big = b;
+    } else {
+        return em_fail_node(err, EM_STATUS_CORRUPT, node,
+                            "input 0 (value %" PRIu32 ") has shape (%" PRIu32 ", %" PRIu32 ", %" PRIu32 "), input 1 "
+                            "(value %" PRIu32 ") has (%" PRIu32 ", %" PRIu32 ", %" PRIu32 "): MUL broadcasts only "
+                            "equal shapes or (1, 1, C) with (H, W, C)",
+                            node->inputs[0], a->h, a->w, a->c, node->inputs[1], b->h, b->w, b->c);
+    }
+    return expect_output(node, big->h, big->w, big->c, err);
+}
+
+static em_status prepare_pad(em_model *model, em_node *node, em_error *err)
+{
+    const uint64_t h = (uint64_t)node->in.h + node->pad_top + node->pad_bottom;
+    const uint64_t w = (uint64_t)node->in.w + node->pad_left + node->pad_right;
+    em_status st;
+    /* the window fields: kernel and stride 1 (the parser allowed pads up to MAX_PAD for this op) */
+    if (node->kernel_h != 1 || node->kernel_w != 1 || node->stride_h != 1 || node->stride_w != 1)
+        return em_fail_node(err, EM_STATUS_CORRUPT, node,
+                            "kernel %" PRIu32 "x%" PRIu32 " / stride %" PRIu32 "x%" PRIu32
+                            " must be 1x1 / 1x1 for this op",
+                            node->kernel_h, node->kernel_w, node->stride_h, node->stride_w);
+    st = require_no_tensors(model, node, err);
+    if (st != EM_STATUS_OK) return st;
+    /* h, w < 2^28 + 2·MAX_PAD fit 32 bits; the declared output shape they must equal was bounded by
+     * MAX_VALUE_ELEMENTS when the record was parsed */
+    return expect_output(node, (uint32_t)h, (uint32_t)w, node->in.c, err);
+}
+
 static em_status prepare_lut_conv2d(em_model *model, em_node *node, em_error *err)
 {
-    uint32_t oh, ow, out_c = 0, expected[4];
+    uint32_t oh = 0, ow = 0, out_c = 0, expected[4];
     em_status st = check_lut_fields(node, err);
     if (st == EM_STATUS_OK) st = resolve_codebook(model, node, node->in.c, err);
     if (st != EM_STATUS_OK) return st;
@@ -418,16 +507,20 @@ static em_status prepare_lut_dense(em_model *model, em_node *node, em_error *err
  * --------------------------------------------------------------------------------------------- */
 
 static const em_op_registration em_ops[] = {
-    {EM_OP_CONV2D, "CONV2D", prepare_conv2d},
-    {EM_OP_DEPTHWISE_CONV2D, "DEPTHWISE_CONV2D", prepare_depthwise_conv2d},
-    {EM_OP_DENSE, "DENSE", prepare_dense},
-    {EM_OP_MAX_POOL, "MAX_POOL", prepare_pool},
-    {EM_OP_AVG_POOL, "AVG_POOL", prepare_pool},
-    {EM_OP_GLOBAL_AVG_POOL, "GLOBAL_AVG_POOL", prepare_global_avg_pool},
-    {EM_OP_RESHAPE, "RESHAPE", prepare_reshape},
-    {EM_OP_LUT_CONV2D, "LUT_CONV2D", prepare_lut_conv2d},
-    {EM_OP_LUT_DENSE, "LUT_DENSE", prepare_lut_dense},
-    {EM_OP_ACTIVATION, "ACTIVATION", prepare_activation},
+    {EM_OP_CONV2D, "CONV2D", prepare_conv2d, 1, 1},
+    {EM_OP_DEPTHWISE_CONV2D, "DEPTHWISE_CONV2D", prepare_depthwise_conv2d, 1, 1},
+    {EM_OP_DENSE, "DENSE", prepare_dense, 1, 1},
+    {EM_OP_MAX_POOL, "MAX_POOL", prepare_pool, 1, 1},
+    {EM_OP_AVG_POOL, "AVG_POOL", prepare_pool, 1, 1},
+    {EM_OP_GLOBAL_AVG_POOL, "GLOBAL_AVG_POOL", prepare_global_avg_pool, 1, 1},
+    {EM_OP_RESHAPE, "RESHAPE", prepare_reshape, 1, 1},
+    {EM_OP_LUT_CONV2D, "LUT_CONV2D", prepare_lut_conv2d, 1, 1},
+    {EM_OP_LUT_DENSE, "LUT_DENSE", prepare_lut_dense, 1, 1},
+    {EM_OP_ACTIVATION, "ACTIVATION", prepare_activation, 1, 1},
+    {EM_OP_ADD, "ADD", prepare_add, 2, EM_MAX_NODE_INPUTS},
+    {EM_OP_CONCAT, "CONCAT", prepare_concat, 2, EM_MAX_NODE_INPUTS},
+    {EM_OP_MUL, "MUL", prepare_mul, 2, 2},
+    {EM_OP_PAD, "PAD", prepare_pad, 1, 1},
 };
 
 const em_op_registration *em_op_find(uint32_t op)

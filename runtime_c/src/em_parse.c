@@ -155,7 +155,7 @@ static em_status parse_header(const uint8_t *data, size_t size, uint32_t *versio
     v = le32(h + H_VERSION);
     if (v > EM_VERSION)
         return em_fail(err, EM_STATUS_FUTURE_VERSION, "header.version: future version %" PRIu32
-                       ", this reader supports %u", v, EM_VERSION);
+                       ", this reader supports %u to %u", v, EM_MIN_VERSION, EM_VERSION);
     if (v == 0) return em_fail(err, EM_STATUS_CORRUPT, "header.version: invalid version 0");
     if (le32(h + H_SENTINEL_U32) != EM_SENTINEL_U32)
         return em_fail(err, EM_STATUS_CORRUPT, "header.sentinel_u32: 0x%08" PRIX32
@@ -608,6 +608,12 @@ static em_status check_range(const em_node *node, const char *field, uint32_t va
     return EM_STATUS_OK;
 }
 
+static em_status check_max(const em_node *node, const char *field, uint32_t value, uint32_t max, em_error *err)
+{
+    if (value <= max) return EM_STATUS_OK;
+    return em_fail_node(err, EM_STATUS_LIMIT, node, "%s %" PRIu32 " exceeds the limit %" PRIu32, field, value, max);
+}
+
 static em_status check_pad(const em_node *node, const char *pad_name, uint32_t pad, const char *kernel_name,
                            uint32_t kernel, em_error *err)
 {
@@ -633,7 +639,7 @@ static em_status parse_node_record(em_model *m, uint32_t i, const uint8_t *rec, 
     if (node->reg == NULL)
         return em_fail(err, EM_STATUS_UNSUPPORTED, "GRAPH node %" PRIu32 ": unknown op %" PRIu32
                        " (this reader knows ops 1..%u; the file needs a newer runtime)", i, node->op,
-                       EM_OP_ACTIVATION);
+                       EM_OP_PAD);
     node->input = f[N_INPUT];
     node->activation = f[N_ACTIVATION];
     node->kernel_h = f[N_KERNEL_H];
@@ -654,22 +660,38 @@ static em_status parse_node_record(em_model *m, uint32_t i, const uint8_t *rec, 
     if (node->input >= own_value)
         return em_fail_node(err, EM_STATUS_CORRUPT, node, "reads value %" PRIu32 ", which is not computed before it "
                             "(this node produces value %" PRIu32 ")", node->input, own_value);
-    if (node->activation > EM_ACT_RELU6)
+    /* v2: reserved[0] is input_count (FORMAT.md "GRAPH"); v1: every node reads one value */
+    node->input_count = 1;
+    if (m->version >= 2) {
+        node->input_count = f[N_RESERVED];
+        if (node->input_count == 0) return em_fail_node(err, EM_STATUS_CORRUPT, node, "input_count is 0");
+        if (node->input_count > EM_MAX_NODE_INPUTS)
+            return em_fail_node(err, EM_STATUS_LIMIT, node, "input_count %" PRIu32 " exceeds MAX_NODE_INPUTS %u",
+                                node->input_count, EM_MAX_NODE_INPUTS);
+    }
+    if (node->activation > EM_ACT_LAST)
         return em_fail_node(err, EM_STATUS_CORRUPT, node, "unknown activation %" PRIu32, node->activation);
     if ((f[N_FLAGS] & ~EM_NODE_FLAGS_KNOWN) != 0)
         return em_fail_node(err, EM_STATUS_UNSUPPORTED, node, "flags 0x%08" PRIX32 ": unknown node flags 0x%08" PRIX32
                             " (this reader knows 0x%08X; the file needs a newer runtime)", f[N_FLAGS],
                             f[N_FLAGS] & ~EM_NODE_FLAGS_KNOWN, EM_NODE_FLAGS_KNOWN);
     node->flags = f[N_FLAGS]; /* which ops may carry which flag: the op's prepare() (em_ops.c) */
-    for (k = 0; k < 4; ++k)
+    for (k = m->version >= 2 ? 1u : 0u; k < 4; ++k)
         if (f[N_RESERVED + k] != 0)
             return em_fail_node(err, EM_STATUS_CORRUPT, node, "reserved[%" PRIu32 "] is %" PRIu32 ", expected 0", k,
                                 f[N_RESERVED + k]);
     if ((st = check_range(node, "kernel_h", node->kernel_h, EM_MAX_KERNEL, err)) != EM_STATUS_OK ||
         (st = check_range(node, "kernel_w", node->kernel_w, EM_MAX_KERNEL, err)) != EM_STATUS_OK ||
         (st = check_range(node, "stride_h", node->stride_h, EM_MAX_STRIDE, err)) != EM_STATUS_OK ||
-        (st = check_range(node, "stride_w", node->stride_w, EM_MAX_STRIDE, err)) != EM_STATUS_OK ||
-        (st = check_pad(node, "pad_top", node->pad_top, "kernel_h", node->kernel_h, err)) != EM_STATUS_OK ||
+        (st = check_range(node, "stride_w", node->stride_w, EM_MAX_STRIDE, err)) != EM_STATUS_OK)
+        return st;
+    if (node->op == EM_OP_PAD) { /* explicit padding: no window, pads up to MAX_PAD (its prepare() checks the rest) */
+        if ((st = check_max(node, "pad_top", node->pad_top, EM_MAX_PAD, err)) != EM_STATUS_OK ||
+            (st = check_max(node, "pad_left", node->pad_left, EM_MAX_PAD, err)) != EM_STATUS_OK ||
+            (st = check_max(node, "pad_bottom", node->pad_bottom, EM_MAX_PAD, err)) != EM_STATUS_OK ||
+            (st = check_max(node, "pad_right", node->pad_right, EM_MAX_PAD, err)) != EM_STATUS_OK)
+            return st;
+    } else if ((st = check_pad(node, "pad_top", node->pad_top, "kernel_h", node->kernel_h, err)) != EM_STATUS_OK ||
         (st = check_pad(node, "pad_bottom", node->pad_bottom, "kernel_h", node->kernel_h, err)) != EM_STATUS_OK ||
         (st = check_pad(node, "pad_left", node->pad_left, "kernel_w", node->kernel_w, err)) != EM_STATUS_OK ||
         (st = check_pad(node, "pad_right", node->pad_right, "kernel_w", node->kernel_w, err)) != EM_STATUS_OK)
@@ -690,13 +712,23 @@ static em_status parse_graph(em_loader *L, em_error *err)
     em_model *m = L->model;
     const em_span span = section_span(L, EM_SECTION_GRAPH);
     em_reader r;
-    uint32_t i;
+    uint32_t i, extra_count = 0;
+    uint64_t declared = 0;
+    size_t cursor = 0;
     em_status st;
 
     reader_init(&r, span.data, span.size, "GRAPH");
     if ((st = read_u32(&r, &m->input_count, "input_count", err)) != EM_STATUS_OK ||
         (st = read_u32(&r, &m->node_count, "node_count", err)) != EM_STATUS_OK)
         return st;
+    if (m->version >= 2) {
+        uint32_t reserved;
+        if ((st = read_u32(&r, &extra_count, "extra_input_count", err)) != EM_STATUS_OK ||
+            (st = read_u32(&r, &reserved, "reserved", err)) != EM_STATUS_OK)
+            return st;
+        if (reserved != 0)
+            return em_fail(err, EM_STATUS_CORRUPT, "GRAPH: reserved is %" PRIu32 ", expected 0", reserved);
+    }
     if (m->input_count == 0) return em_fail(err, EM_STATUS_CORRUPT, "GRAPH: input_count is 0");
     if (m->input_count > EM_MAX_INPUTS)
         return em_fail(err, EM_STATUS_LIMIT, "GRAPH: input_count %" PRIu32 " exceeds MAX_INPUTS %u", m->input_count,
@@ -705,12 +737,18 @@ static em_status parse_graph(em_loader *L, em_error *err)
     if (m->node_count > EM_MAX_NODES)
         return em_fail(err, EM_STATUS_LIMIT, "GRAPH: node_count %" PRIu32 " exceeds MAX_NODES %u", m->node_count,
                        EM_MAX_NODES);
+    if (extra_count > m->node_count * (EM_MAX_NODE_INPUTS - 1u)) /* <= 4096 · 63: no overflow */
+        return em_fail(err, EM_STATUS_LIMIT, "GRAPH: extra_input_count %" PRIu32 " exceeds node_count x "
+                       "(MAX_NODE_INPUTS - 1) = %" PRIu32, extra_count, m->node_count * (EM_MAX_NODE_INPUTS - 1u));
     m->value_count = m->input_count + m->node_count;
     m->value_shapes = (em_shape *)em_alloc_array(&m->allocator, m->value_count, sizeof *m->value_shapes,
                                               "value shapes", &st, err);
     if (m->value_shapes == NULL) return st;
     m->nodes = (em_node *)em_alloc_array(&m->allocator, m->node_count, sizeof *m->nodes, "nodes", &st, err);
     if (m->nodes == NULL) return st;
+    m->node_inputs = (uint32_t *)em_alloc_array(&m->allocator, (size_t)m->node_count + extra_count,
+                                                sizeof *m->node_inputs, "node inputs", &st, err);
+    if (m->node_inputs == NULL) return st;
 
     r.record_kind = "input";
     for (i = 0; i < m->input_count; ++i) {
@@ -742,9 +780,32 @@ static em_status parse_graph(em_loader *L, em_error *err)
         if (st != EM_STATUS_OK) return st;
         st = parse_node_record(m, i, rec, err);
         if (st != EM_STATUS_OK) return st;
+        declared += m->nodes[i].input_count - 1u; /* <= MAX_NODES · 63 */
+    }
+    if (declared != extra_count)
+        return em_fail(err, EM_STATUS_CORRUPT, "GRAPH: extra_input_count is %" PRIu32 ", but the nodes' input_count "
+                       "fields need %" PRIu64 " extra inputs", extra_count, declared);
+    /* every node's inputs: input 0 from the record, the others from the extra list in node order */
+    r.record_kind = "extra input";
+    for (i = 0; i < m->node_count; ++i) {
+        em_node *node = &m->nodes[i];
+        const uint32_t own_value = m->input_count + i;
+        uint32_t k;
+        node->inputs = m->node_inputs + cursor;
+        m->node_inputs[cursor++] = node->input;
+        for (k = 1; k < node->input_count; ++k) {
+            uint32_t v;
+            r.record = (uint32_t)(cursor - i - 1u);
+            if ((st = read_u32(&r, &v, "an input id", err)) != EM_STATUS_OK) return st;
+            if (v >= own_value)
+                return em_fail_node(err, EM_STATUS_CORRUPT, node, "input %" PRIu32 " reads value %" PRIu32 ", which "
+                                    "is not computed before it (this node produces value %" PRIu32 ")", k, v,
+                                    own_value);
+            m->node_inputs[cursor++] = v;
+        }
     }
     r.record_kind = NULL;
-    return expect_section_end(&r, "last node", err);
+    return expect_section_end(&r, m->version >= 2 ? "extra-input list" : "last node", err);
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -55,7 +55,10 @@ static int same_weights(const em_node *a, const em_node *b)
            a->codewords == b->codewords && a->in.c == b->in.c && a->out.c == b->out.c;
 }
 
-/* Every node reads one value, so the nodes form a forest (a node's parent: the node whose value it reads).
+/* With input 0 as a node's parent the nodes form a forest (in v1, where every node reads one value, that
+ * is the whole graph). Multi-input nodes (v2) have more ancestors than the forest shows, so related() may
+ * miss a dependency through inputs 1..: a group holding such a pair can never have all its inputs ready,
+ * and build_schedule() dissolves it, so the schedule stays a topological order either way.
  * Preorder numbers and subtree sizes make "a is computed from b's value" one comparison:
  * pre[b] < pre[a] < pre[b] + size[b]. Nodes come after the value they read, so one pass backwards sums the
  * sizes and one pass forwards numbers them; O(node_count), which keeps hostile graphs (MAX_NODES nodes all
@@ -120,8 +123,13 @@ static void find_run_groups(const em_model *m, const plan_tree *t, uint32_t *nod
 
 static int input_ready(const em_model *m, const unsigned char *done, uint32_t n)
 {
-    const uint32_t v = m->nodes[n].input;
-    return v < m->input_count || done[v - m->input_count];
+    const em_node *node = &m->nodes[n];
+    uint32_t k;
+    for (k = 0; k < node->input_count; ++k) {
+        const uint32_t v = node->inputs[k];
+        if (v >= m->input_count && !done[v - m->input_count]) return 0;
+    }
+    return 1;
 }
 
 /* List scheduling into m->schedule; sets node->step. Dissolves groups that block the order. next[n]: the
@@ -292,6 +300,49 @@ static em_status plan_schedule(em_model *m, uint32_t *node_group, unsigned char 
     return EM_STATUS_OK;
 }
 
+/* Residual ADDs fused into the conv that feeds them (issue 15: "residual Add fused into the epilogue of the conv
+ * that feeds it"): an ADD of two values, one of them the output of a conv whose kernel can add a residual in
+ * its epilogue, whose activation is NONE, which runs alone (no run group), and whose output nothing else
+ * reads (no other consumer, no task output); the other value must be computed before the conv's step. The
+ * conv then writes act(conv + bias + residual) straight into the ADD's buffer (the ADD's output is the conv's
+ * buffer, living to the ADD's last use) and the ADD runs nothing: one pass over memory and one buffer less.
+ * Same float32 operations as conv-then-ADD, so the result has the same bits. `consumers`: node_count words. */
+static void fuse_residual_adds(em_model *m, uint32_t *consumers)
+{
+    uint32_t n, k, t;
+    for (n = 0; n < m->node_count; ++n) {
+        m->nodes[n].residual = EM_NONE;
+        m->nodes[n].residual_activation = EM_ACT_NONE;
+        m->nodes[n].fused_into = EM_NONE;
+        consumers[n] = 0;
+    }
+    if (m->load_flags & EM_LOAD_NO_FUSED_ADD) return;
+    for (n = 0; n < m->node_count; ++n)
+        for (k = 0; k < m->nodes[n].input_count; ++k)
+            if (m->nodes[n].inputs[k] >= m->input_count) ++consumers[m->nodes[n].inputs[k] - m->input_count];
+    for (t = 0; t < m->task_count; ++t)
+        if (m->tasks[t].output >= m->input_count) consumers[m->tasks[t].output - m->input_count] += 2;
+    for (n = 0; n < m->node_count; ++n) {
+        em_node *add = &m->nodes[n];
+        if (add->op != EM_OP_ADD || add->input_count != 2) continue;
+        for (k = 0; k < 2; ++k) {
+            const uint32_t v = add->inputs[k], r = add->inputs[1 - k];
+            em_node *conv;
+            if (v < m->input_count) continue;
+            conv = &m->nodes[v - m->input_count];
+            if (!conv->kernel->residual_add || conv->activation != EM_ACT_NONE || conv->run_group != EM_NONE ||
+                consumers[v - m->input_count] != 1 || conv->residual != EM_NONE)
+                continue;
+            if (r >= m->input_count && m->nodes[r - m->input_count].step >= conv->step) continue; /* not ready */
+            conv->residual = r;
+            conv->residual_activation = add->activation;
+            add->fused_into = v - m->input_count;
+            add->kernel = &em_add_fused_kernel;
+            break;
+        }
+    }
+}
+
 static int tables_compatible(const em_node *a, const em_node *b)
 {
     return a->kernel == b->kernel && a->op == b->op && a->input == b->input && a->weight_id == b->weight_id &&
@@ -364,16 +415,23 @@ em_status em_plan_context(em_model *m, em_error *err)
     pb.blocks = pb.nodes_used = 0;
     for (n = 0; n < m->node_count; ++n) pb.block_of[n] = EM_NONE;
     fuse_groups(m, &pb, temp + 6u * m->node_count);
+    fuse_residual_adds(m, temp); /* node_group's words are free again */
 
     /* last uses, in steps */
     for (n = 0; n < m->node_count; ++n) m->nodes[n].last_use = m->nodes[n].step;
-    for (n = 0; n < m->node_count; ++n) {
-        const uint32_t v = m->nodes[n].input;
-        if (v >= m->input_count && m->nodes[v - m->input_count].last_use < m->nodes[n].step)
-            m->nodes[v - m->input_count].last_use = m->nodes[n].step;
+    for (n = 0; n < m->node_count; ++n) { /* a value lives until its last consumer, on any branch */
+        uint32_t k;
+        for (k = 0; k < m->nodes[n].input_count; ++k) {
+            const uint32_t v = m->nodes[n].inputs[k];
+            if (v >= m->input_count && m->nodes[v - m->input_count].last_use < m->nodes[n].step)
+                m->nodes[v - m->input_count].last_use = m->nodes[n].step;
+        }
     }
     for (t = 0; t < m->task_count; ++t)
         if (m->tasks[t].output >= m->input_count) m->nodes[m->tasks[t].output - m->input_count].last_use = end;
+    for (n = 0; n < m->node_count; ++n) /* a fused ADD's value is its conv's buffer: it lives as long as either */
+        if (m->nodes[n].fused_into != EM_NONE && m->nodes[m->nodes[n].fused_into].last_use < m->nodes[n].last_use)
+            m->nodes[m->nodes[n].fused_into].last_use = m->nodes[n].last_use;
 
     /* table groups */
     groups = find_table_groups(m);
@@ -418,7 +476,7 @@ em_status em_plan_context(em_model *m, em_error *err)
         if (node->table_group != EM_NONE) scratch -= node->table_bytes; /* the table lives in the group */
         if (scratch > m->max_scratch_bytes) m->max_scratch_bytes = scratch;
         node->output_offset = node->scratch_offset = 0;
-        if (pb.block_of[n] == EM_NONE) {
+        if (pb.block_of[n] == EM_NONE && node->fused_into == EM_NONE) {
             buffers[count].bytes = output_bytes(node);
             buffers[count].first = node->step;
             buffers[count].last = node->last_use;
@@ -500,6 +558,8 @@ em_status em_plan_context(em_model *m, em_error *err)
             }
         }
     }
+    for (n = 0; n < m->node_count; ++n) /* fused ADDs share their conv's output */
+        if (m->nodes[n].fused_into != EM_NONE) m->nodes[n].output_offset = m->nodes[m->nodes[n].fused_into].output_offset;
     m->arena_bytes = arena;
     m->allocator.free(m->allocator.user, buffers);
     m->allocator.free(m->allocator.user, temp);

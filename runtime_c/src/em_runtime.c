@@ -86,7 +86,32 @@ em_status em_model_node_info(const em_model *model, uint32_t node, em_node_info 
     out->kernel = n->kernel->name;
     out->run_group = n->run_group;
     out->run_group_fused = n->run_group != EM_NONE && model->run_groups[n->run_group].fused ? 1u : 0u;
+    out->input_count = n->input_count;
     return EM_STATUS_OK;
+}
+
+em_status em_model_node_input(const em_model *model, uint32_t node, uint32_t k, uint32_t *value)
+{
+    if (model == NULL || value == NULL || node >= model->node_count || k >= model->nodes[node].input_count)
+        return EM_STATUS_BAD_ARGUMENT;
+    *value = model->nodes[node].inputs[k];
+    return EM_STATUS_OK;
+}
+
+size_t em_model_arena_bytes(const em_model *model)
+{
+    return model != NULL ? model->arena_bytes : 0;
+}
+
+size_t em_model_values_bytes(const em_model *model)
+{
+    size_t total = 0;
+    uint32_t i;
+    if (model == NULL) return 0;
+    for (i = 0; i < model->node_count; ++i) /* <= MAX_NODES · 2^30: the loader sized the arena in size_t */
+        total += ((size_t)model->nodes[i].out.numel * sizeof(float) + EM_CONTEXT_ALIGNMENT - 1u) &
+                 ~(size_t)(EM_CONTEXT_ALIGNMENT - 1u);
+    return total;
 }
 
 uint32_t em_model_kernels(const em_model *model)
@@ -226,11 +251,17 @@ static void run_node(em_context *ctx, uint32_t n)
         env.shared_table = NULL;
         env.table_ready = NULL;
         env.profile = profile;
+        env.residual = node->residual != EM_NONE ? value_data(ctx, node->residual) : NULL;
         if (node->table_group != EM_NONE) {
             env.shared_table = (float *)(void *)(ctx->arena + ctx->model->table_groups[node->table_group].offset);
             env.table_ready = &ctx->table_ready[node->table_group];
         }
         k->run(node, input, ctx->node_outputs[n], &env);
+    } else if (k->eval_n != NULL) {
+        const float *inputs[EM_MAX_NODE_INPUTS];
+        uint32_t i;
+        for (i = 0; i < node->input_count; ++i) inputs[i] = value_data(ctx, node->inputs[i]);
+        k->eval_n(node, inputs, ctx->node_outputs[n], ctx->node_scratch[n]);
     } else {
         k->eval(node, input, ctx->node_outputs[n], ctx->node_scratch[n]);
     }

@@ -84,6 +84,11 @@ const em_kernel *em_kernel_choose(const em_model *model, const em_node *node, ui
     uint64_t macs;
     if (set == NULL || set == reference) /* NULL is defensive: the loader checked availability */
         return em_kernel_lookup(reference, node->op, EM_ALGO_REFERENCE, EM_ISA_REFERENCE, node);
+    /* The fast kernels' epilogues fuse ReLU and ReLU6 only (micro_template.h, em_opt_bias_activate); the
+     * portable pool, reshape and activation kernels apply em_activate() and take any activation. */
+    if (node->activation > EM_ACT_RELU6 && node->op != EM_OP_MAX_POOL && node->op != EM_OP_AVG_POOL &&
+        node->op != EM_OP_GLOBAL_AVG_POOL && node->op != EM_OP_RESHAPE && node->op != EM_OP_ACTIVATION)
+        return em_kernel_lookup(reference, node->op, EM_ALGO_REFERENCE, EM_ISA_REFERENCE, node);
 
     switch (node->op) {
     case EM_OP_LUT_CONV2D:

@@ -19,7 +19,9 @@ typedef struct emb_ext {
 } emb_ext;
 
 struct emb_builder {
-    emb_bytes meta, tasks, inputs, nodes, tensor_table, data;
+    emb_bytes meta, tasks, inputs, nodes, tensor_table, data, extra_inputs;
+    emb_bytes node_input_counts; /* v2 input_count of every node, as emb_add_node was given it */
+    uint32_t version, extra_count;
     uint32_t meta_count, task_count, input_count, node_count, tensor_count;
     emb_shape *values; /* shape of every value, inputs first */
     size_t values_cap;
@@ -128,6 +130,8 @@ void emb_destroy(emb_builder *b)
     if (b == NULL) return;
     free(b->meta.data);
     free(b->tasks.data);
+    free(b->extra_inputs.data);
+    free(b->node_input_counts.data);
     free(b->inputs.data);
     free(b->nodes.data);
     free(b->tensor_table.data);
@@ -286,10 +290,43 @@ uint32_t emb_add_node(emb_builder *b, const emb_node *n)
                             n->pad_right, n->seg_len, n->codewords, n->weight, n->index, n->bias, n->reserved[0],
                             n->reserved[1], n->reserved[2], n->reserved[3]};
     uint32_t k;
-    for (k = 0; k < 24; ++k) bytes_u32(&b->nodes, f[k]);
+    for (k = 0; k < 20; ++k) bytes_u32(&b->nodes, f[k]);
+    /* word 20: v1 reserved[0]; v2 input_count. Both forms are kept until emb_finish knows the version. */
+    bytes_u32(&b->nodes, f[20]);
+    for (k = 21; k < 24; ++k) bytes_u32(&b->nodes, f[k]);
+    bytes_u32(&b->node_input_counts, n->reserved[0] != 0 ? n->reserved[0] : 1u + n->extra_count);
+    if (n->extra_count > EMB_MAX_EXTRA_INPUTS) die("too many extra inputs");
+    for (k = 0; k < n->extra_count; ++k) bytes_u32(&b->extra_inputs, n->extra[k]);
+    b->extra_count += n->extra_count;
     push_value(b, n->out_h, n->out_w, n->out_c);
     ++b->node_count;
     return b->input_count + b->node_count - 1;
+}
+
+void emb_set_version(emb_builder *b, uint32_t version)
+{
+    b->version = version;
+}
+
+uint32_t emb_add_multi(emb_builder *b, uint32_t op, const uint32_t *values, uint32_t count, uint32_t activation)
+{
+    emb_node n = emb_node_init(op, values[0]);
+    uint32_t k, h, w, c;
+    if (count - 1u > EMB_MAX_EXTRA_INPUTS) die("too many inputs");
+    emb_value_shape(b, values[0], &n.out_h, &n.out_w, &n.out_c);
+    n.activation = activation;
+    n.extra_count = count - 1u;
+    for (k = 1; k < count; ++k) {
+        n.extra[k - 1] = values[k];
+        emb_value_shape(b, values[k], &h, &w, &c);
+        if (op == EM_OP_CONCAT) n.out_c += c;
+        else if (h * w > n.out_h * n.out_w) { /* MUL broadcast: the (H, W, C) input's shape */
+            n.out_h = h;
+            n.out_w = w;
+            n.out_c = c;
+        }
+    }
+    return emb_add_node(b, &n);
 }
 
 void emb_value_shape(const emb_builder *b, uint32_t value, uint32_t *h, uint32_t *w, uint32_t *c)
@@ -372,7 +409,7 @@ uint8_t *emb_finish(const emb_builder *b, size_t *size)
     emb_bytes sec[5];
     const emb_bytes *payload[5 + 64];
     uint32_t kinds[5 + 64];
-    uint32_t count = 0, i, k;
+    uint32_t count = 0, i, k, version;
     emb_bytes file;
     size_t cursor, table_end;
     uint8_t *h;
@@ -383,10 +420,23 @@ uint8_t *emb_finish(const emb_builder *b, size_t *size)
     bytes_append(&sec[0], b->meta.data, b->meta.size);
     bytes_u32(&sec[1], b->task_count);
     bytes_append(&sec[1], b->tasks.data, b->tasks.size);
+    version = b->version != 0 ? b->version : (b->extra_count > 0 ? 2u : 1u);
     bytes_u32(&sec[2], b->input_count);
     bytes_u32(&sec[2], b->node_count);
+    if (version >= 2) {
+        bytes_u32(&sec[2], b->extra_count);
+        bytes_u32(&sec[2], 0);
+    }
     bytes_append(&sec[2], b->inputs.data, b->inputs.size);
-    bytes_append(&sec[2], b->nodes.data, b->nodes.size);
+    {
+        const size_t nodes_at = sec[2].size;
+        bytes_append(&sec[2], b->nodes.data, b->nodes.size);
+        if (version >= 2)
+            for (i = 0; i < b->node_count; ++i) /* word 20 of every record: input_count */
+                memcpy(sec[2].data + nodes_at + (size_t)EM_NODE_RECORD_BYTES * i + 80,
+                       b->node_input_counts.data + 4u * i, 4);
+    }
+    if (version >= 2) bytes_append(&sec[2], b->extra_inputs.data, b->extra_inputs.size);
     bytes_u32(&sec[3], b->tensor_count);
     bytes_append(&sec[3], b->tensor_table.data, b->tensor_table.size);
     bytes_append(&sec[4], b->data.data, b->data.size);
@@ -421,7 +471,7 @@ uint8_t *emb_finish(const emb_builder *b, size_t *size)
     }
     h = file.data;
     emb_put_u32(h + 0, EM_MAGIC_U32);
-    emb_put_u32(h + 4, EM_VERSION);
+    emb_put_u32(h + 4, version);
     emb_put_u32(h + 8, EM_SENTINEL_U32);
     emb_put_u32(h + 12, EM_SENTINEL_F32_BITS);
     emb_put_u32(h + 16, EM_HEADER_BYTES);
@@ -477,7 +527,9 @@ size_t emb_node_record_offset(const uint8_t *buf, uint32_t node)
 {
     size_t off;
     emb_find_section(buf, EM_SECTION_GRAPH, &off, NULL);
-    return off + 8 + (size_t)EM_INPUT_RECORD_BYTES * emb_get_u32(buf + off) + (size_t)EM_NODE_RECORD_BYTES * node;
+    const size_t graph_header = emb_get_u32(buf + 4) >= 2 ? EM_GRAPH_HEADER_BYTES : EM_GRAPH_HEADER_BYTES_V1;
+    return off + graph_header + (size_t)EM_INPUT_RECORD_BYTES * emb_get_u32(buf + off) +
+           (size_t)EM_NODE_RECORD_BYTES * node;
 }
 
 size_t emb_tensor_record_offset(const uint8_t *buf, uint32_t tensor)

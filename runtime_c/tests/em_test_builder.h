@@ -13,7 +13,9 @@
 
 typedef struct emb_builder emb_builder;
 
-/* struct em_node of FORMAT.md, field for field. */
+#define EMB_MAX_EXTRA_INPUTS 70u /* more than MAX_NODE_INPUTS - 1, for the limit tests */
+
+/* struct em_node of FORMAT.md, field for field, plus the node's extra inputs (v2). */
 typedef struct emb_node {
     uint32_t op, input, activation, flags;
     uint32_t out_h, out_w, out_c;
@@ -22,7 +24,11 @@ typedef struct emb_node {
     uint32_t pad_top, pad_left, pad_bottom, pad_right;
     uint32_t seg_len, codewords;
     uint32_t weight, index, bias;
+    /* v1: the reserved words as written. v2: reserved[0] is input_count; the builder writes
+     * 1 + extra_count there unless reserved[0] is set (corrupt-file tests). */
     uint32_t reserved[4];
+    uint32_t extra_count;                        /* inputs 1.. (v2 extra-input list) */
+    uint32_t extra[EMB_MAX_EXTRA_INPUTS];
 } emb_node;
 
 /* A new builder whose META already holds the keys FORMAT.md requires. */
@@ -36,6 +42,13 @@ void emb_meta_string(emb_builder *b, const char *key, const char *value);
 /* Any bytes as a value of any type (for corrupt-file tests). */
 void emb_meta_raw(emb_builder *b, const char *key, uint32_t type, const void *value, uint32_t len);
 void emb_meta_clear(emb_builder *b); /* drops every entry, the required ones too */
+
+/* Format version of the file emb_finish writes: 1 or 2 (any other value is written as is, for tests),
+ * 0 (the default): 2 if some node has extra inputs, else 1. */
+void emb_set_version(emb_builder *b, uint32_t version);
+/* A multi-input node (ADD, CONCAT, MUL) reading values[0..count) with the output shape computed per
+ * FORMAT.md (ADD, MUL: the larger input's shape; CONCAT: channels summed). Returns its value id. */
+uint32_t emb_add_multi(emb_builder *b, uint32_t op, const uint32_t *values, uint32_t count, uint32_t activation);
 
 /* Returns the value id of the new graph input. */
 uint32_t emb_input(emb_builder *b, uint32_t h, uint32_t w, uint32_t c);
@@ -73,7 +86,7 @@ void emb_put_u64(uint8_t *p, uint64_t v);
 void emb_fix_crcs(uint8_t *buf, size_t size);
 /* File offset and size of the payload of the first section of `kind`; returns its table index or -1. */
 int emb_find_section(const uint8_t *buf, uint32_t kind, size_t *offset, size_t *payload);
-/* File offsets of records. */
+/* File offsets of records (the node records' offset depends on the file's version). */
 size_t emb_section_entry_offset(uint32_t index);
 size_t emb_node_record_offset(const uint8_t *buf, uint32_t node);
 size_t emb_tensor_record_offset(const uint8_t *buf, uint32_t tensor);

@@ -80,6 +80,71 @@ static uint8_t *build_model(size_t *size)
     return file;
 }
 
+/* A format-v2 model (a conv feeding a residual ADD, a CONCAT of three values): the node-input table and the
+ * task planner's marks fail cleanly too, on every kernel set (the fused ADD on the fast ones). */
+static void test_v2(const em_allocator *allocator, counting_allocator *counter)
+{
+    const uint32_t w_dims[4] = {1, 1, 3, 3};
+    float w[9];
+    uint32_t x, v, values[3], set;
+    emb_builder *b = emb_create();
+    em_test_rng rng;
+    emb_node n;
+    size_t size, needed, k;
+    uint8_t *file;
+    em_model *model = NULL;
+    em_error err;
+    em_status st;
+
+    em_test_rng_seed(&rng, 43);
+    em_test_fill(&rng, w, 9, 1.0f);
+    x = emb_input(b, 4, 3, 3);
+    n = emb_node_init(EM_OP_CONV2D, x);
+    n.weight = emb_tensor_f32(b, 4, w_dims, w);
+    v = emb_add_op(b, n, 3);
+    values[0] = v;
+    values[1] = x;
+    v = emb_add_multi(b, EM_OP_ADD, values, 2, EM_ACT_RELU);
+    values[0] = v;
+    values[1] = x;
+    values[2] = v;
+    emb_task_auto(b, "t", x, emb_add_multi(b, EM_OP_CONCAT, values, 3, EM_ACT_NONE));
+    file = emb_finish(b, &size);
+    emb_destroy(b);
+
+    for (set = EM_KERNELS_AUTO; set < EM_KERNELS_COUNT; ++set) {
+        em_load_options options;
+        if (!em_kernels_available(set)) continue;
+        memset(&options, 0, sizeof options);
+        options.kernels = set;
+        memset(counter, 0, sizeof *counter);
+        st = em_model_load_ex(file, size, allocator, &options, &model, &err);
+        CHECK_STATUS(st, EM_STATUS_OK, err);
+        needed = counter->calls;
+        {
+            void *memory = model != NULL ? malloc(em_context_size(model)) : NULL;
+            float in[36], out[108];
+            em_context *ctx = NULL;
+            memset(in, 0, sizeof in);
+            if (memory != NULL && em_context_init(model, memory, em_context_size(model), &ctx, &err) == EM_STATUS_OK)
+                CHECK(em_run_task(ctx, 0, in, 36, out, 108, &err) == EM_STATUS_OK);
+            CHECKF(counter->calls == needed, "v2, kernel set %s: a run allocated", em_kernels_name(set));
+            free(memory);
+        }
+        em_model_free(model);
+        CHECK(counter->live == 0);
+        for (k = 1; k <= needed; ++k) {
+            memset(counter, 0, sizeof *counter);
+            counter->fail_at = k;
+            st = em_model_load_ex(file, size, allocator, &options, &model, &err);
+            CHECKF(st == EM_STATUS_NO_MEMORY && model == NULL && counter->live == 0,
+                   "v2, kernel set %s, allocation %zu failing: status %s, %zu leaked (%s)", em_kernels_name(set), k,
+                   em_status_name(st), counter->live, err.message);
+        }
+    }
+    free(file);
+}
+
 int main(void)
 {
     size_t size, n, needed;
@@ -101,9 +166,9 @@ int main(void)
     CHECK_STATUS(st, EM_STATUS_OK, err);
     needed = counter.calls;
     CHECKF(needed >= 8, "a successful load made %zu allocations, expected every table to be allocated", needed);
-    /* the META scratch table and the context planner's two work spaces (schedule, buffers) are freed
-     * before returning */
-    CHECK(counter.live == needed - 3);
+    /* the META scratch table, the task planner's node marks and the context planner's two work spaces
+     * (schedule, buffers) are freed before returning */
+    CHECK(counter.live == needed - 4);
 
     /* contexts and runs do not allocate */
     if (model != NULL) {
@@ -209,5 +274,6 @@ int main(void)
                counter.live);
     }
     free(file);
+    test_v2(&allocator, &counter);
     return em_test_summary("test_alloc");
 }

@@ -149,7 +149,7 @@ static void test_header(void)
     buf = patched(0, 0x46554747u /* "GGUF" */, 4, 1);
     expect_reject(buf, g_valid_size, EM_STATUS_BAD_MAGIC, "header.magic", "bad magic");
     free(buf);
-    expect_patch(4, 2, 4, EM_STATUS_FUTURE_VERSION, "future version 2, this reader supports 1", "future version");
+    expect_patch(4, 3, 4, EM_STATUS_FUTURE_VERSION, "future version 3, this reader supports 1 to 2", "future version");
     expect_patch(4, 0, 4, EM_STATUS_CORRUPT, "invalid version 0", "version 0");
     expect_patch(8, 0x0D0C0B0Au, 4, EM_STATUS_CORRUPT, "header.sentinel_u32", "byte-swapped u32 sentinel");
     expect_patch(12, 0x3FC00000u /* +1.5f */, 4, EM_STATUS_CORRUPT, "header.sentinel_f32", "bad f32 sentinel");
@@ -411,7 +411,7 @@ static void test_graph(void)
     expect_node_patch(1, EMB_NODE_INPUT, 3, EM_STATUS_CORRUPT,
                       "GRAPH node 1 (MAX_POOL): reads value 3, which is not computed before it", "reads a later value");
     expect_node_patch(1, EMB_NODE_INPUT, 2, EM_STATUS_CORRUPT, "reads value 2", "reads its own value");
-    expect_node_patch(0, EMB_NODE_ACTIVATION, 3, EM_STATUS_CORRUPT, "unknown activation 3", "unknown activation");
+    expect_node_patch(0, EMB_NODE_ACTIVATION, EM_ACT_LAST + 1, EM_STATUS_CORRUPT, "unknown activation 7", "unknown activation");
     expect_node_patch(0, EMB_NODE_FLAGS, 2, EM_STATUS_UNSUPPORTED, "flags", "node flags");
     expect_node_patch(0, EMB_NODE_RESERVED + 8, 5, EM_STATUS_CORRUPT, "reserved[2] is 5", "node reserved");
     expect_node_patch(0, EMB_NODE_KERNEL_H, 0, EM_STATUS_CORRUPT, "kernel_h is 0", "kernel 0");

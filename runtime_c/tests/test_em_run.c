@@ -168,6 +168,27 @@ int main(int argc, char **argv)
     CHECK(file_contains("em_run_test.out", "lut_conv2d_")); /* the fastest kernel set this CPU has */
     CHECK(file_contains("em_run_test.out", "cpu features: "));
     CHECK(file_contains("em_run_test.out", "kernels: "));
+    CHECK(file_contains("em_run_test.out", "activation arena: ")); /* the peak of a run, and the no-reuse sum */
+    CHECK(file_contains("em_run_test.out", " bytes peak (all node outputs without reuse: "));
+    { /* a v2 model: the join's inputs are listed */
+        emb_builder *b = emb_create();
+        const uint32_t in = emb_input(b, 2, 3, 4);
+        uint32_t values[2];
+        uint8_t *v2;
+        size_t v2_size;
+        values[0] = emb_add_op(b, emb_node_init(EM_OP_ACTIVATION, in), 0);
+        values[1] = in;
+        emb_task_auto(b, "join", in, emb_add_multi(b, EM_OP_ADD, values, 2, EM_ACT_RELU));
+        v2 = emb_finish(b, &v2_size);
+        write_file("em_run_test_v2.emm", v2, v2_size);
+        CHECK(em_run("em_run_test_v2.emm --info") == 0);
+        CHECK(file_contains("em_run_test.out", "format version 2"));
+        CHECK(file_contains("em_run_test.out", "ADD"));
+        CHECK(file_contains("em_run_test.out", "inputs 1 0"));
+        remove("em_run_test_v2.emm");
+        free(v2);
+        emb_destroy(b);
+    }
 
     CHECK(em_run("em_run_test.emm --task cls --input em_run_test_in.f32 --output em_run_test_out.f32") == 0);
     check_output("em_run_test_out.f32", want_cls, 3);

@@ -102,6 +102,16 @@ static const layer_case cases[] = {
     WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 7, 8, 37, 1, 5, 5, 1, 1, 2, 2, 2, 2, EM_ACT_RELU, 1),
     WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 6, 5, 3, 1, 3, 2, 1, 1, 0, 0, 0, 0, EM_ACT_NONE, 1),
     WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 5, 1, 24, 1, 3, 3, 1, 1, 1, 1, 1, 1, EM_ACT_RELU, 1),
+    /* MobileNetV2 (issue 15): depthwise 3x3 at the block widths (t = 6), stride 1 'same' and stride 2 with TF's
+     * 0/1 pads, odd spatial sizes; point-wise expand (ReLU6) and project (no activation) 1x1 convolutions */
+    WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 15, 13, 144, 1, 3, 3, 2, 2, 0, 0, 1, 1, EM_ACT_RELU6, 1),
+    WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 7, 9, 192, 1, 3, 3, 1, 1, 1, 1, 1, 1, EM_ACT_RELU6, 1),
+    WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 5, 5, 960, 1, 3, 3, 1, 1, 1, 1, 1, 1, EM_ACT_RELU6, 1),
+    WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 9, 7, 384, 1, 3, 3, 2, 2, 0, 0, 1, 1, EM_ACT_RELU6, 1),
+    CONV(13, 11, 24, 144, 1, 1, 1, 1, 0, 0, 0, 0, EM_ACT_RELU6, 1),
+    CONV(13, 11, 144, 24, 1, 1, 1, 1, 0, 0, 0, 0, EM_ACT_NONE, 1),
+    CONV(5, 7, 960, 160, 1, 1, 1, 1, 0, 0, 0, 0, EM_ACT_NONE, 1),
+    CONV(15, 15, 3, 32, 3, 3, 2, 2, 0, 0, 1, 1, EM_ACT_RELU6, 1), /* the stem: 3x3 stride 2 on RGB */
     WINDOW_OP(EM_OP_MAX_POOL, 9, 7, 5, 0, 2, 2, 2, 2, 0, 0, 0, 0, EM_ACT_NONE, 0),
     WINDOW_OP(EM_OP_MAX_POOL, 11, 10, 19, 0, 3, 3, 2, 2, 1, 1, 1, 1, EM_ACT_RELU, 0),
     WINDOW_OP(EM_OP_AVG_POOL, 9, 7, 5, 0, 3, 3, 2, 2, 1, 1, 1, 1, EM_ACT_NONE, 0),

@@ -218,6 +218,9 @@ static void print_info(const em_model *model, const char *path, size_t file_byte
     uint32_t i;
     printf("model: %s (%zu bytes), format version %u, context %zu bytes\n", path, file_bytes,
            (unsigned)em_model_format_version(model), em_context_size(model));
+    /* the peak of a run: values reused by liveness across branches, against all values held at once */
+    printf("activation arena: %zu bytes peak (all node outputs without reuse: %zu bytes)\n",
+           em_model_arena_bytes(model), em_model_values_bytes(model));
     printf("tasks: %u\n", (unsigned)em_model_task_count(model));
     for (i = 0; i < em_model_task_count(model); ++i) {
         em_task_info t;
@@ -236,8 +239,17 @@ static void print_info(const em_model *model, const char *path, size_t file_byte
             snprintf(rc, sizeof rc, "%u/%u", (unsigned)n.seg_len, (unsigned)n.codewords);
         else
             snprintf(rc, sizeof rc, "-");
-        printf("  %4u  %-28s %-17s %-16s %-10s %s\n", (unsigned)i, n.name[0] ? safe_name(n.name, safe, sizeof safe) : "-", em_op_name(n.op), shape,
+        printf("  %4u  %-28s %-17s %-16s %-10s %s", (unsigned)i, n.name[0] ? safe_name(n.name, safe, sizeof safe) : "-", em_op_name(n.op), shape,
                rc, n.kernel);
+        if (n.input_count > 1) { /* branches join here: name every value read */
+            uint32_t k, v = 0;
+            printf("  inputs");
+            for (k = 0; k < n.input_count; ++k) {
+                em_model_node_input(model, i, k, &v);
+                printf(" %u", (unsigned)v);
+            }
+        }
+        printf("\n");
     }
     printf("cpu features: %s\n", em_runtime_cpu_features());
 }

@@ -93,6 +93,11 @@ class Runtime:
         """Graph inputs of the model (tasks reading the same input share one)."""
         return 1 + max(t.input_index for t in self.tasks)
 
+    @property
+    def arena_bytes(self) -> int:
+        """Peak activation memory of a run (values reused by liveness across branches); part of context_bytes."""
+        return self._model.arena_bytes
+
     def nodes(self) -> list[dict]:
         out = self._model.nodes()
         for n in out:

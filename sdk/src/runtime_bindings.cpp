@@ -96,6 +96,8 @@ class Model {
     uint32_t format_version() const { return em_model_format_version(model_); }
     std::string kernels() const { return em_kernels_name(em_model_kernels(model_)); }
     size_t context_bytes() const { return em_context_size(model_); }
+    size_t arena_bytes() const { return em_model_arena_bytes(model_); }
+    size_t values_bytes() const { return em_model_values_bytes(model_); }
     size_t file_bytes() const { return size_; }
 
     py::list tasks() const {
@@ -121,6 +123,13 @@ class Model {
             py::dict d;
             d["op"] = info.op;
             d["input"] = info.input;
+            py::list inputs; // every value read, input 0 first (format v2: several for ADD / CONCAT / MUL)
+            for (uint32_t k = 0; k < info.input_count; ++k) {
+                uint32_t v = 0;
+                em_model_node_input(model_, n, k, &v);
+                inputs.append(v);
+            }
+            d["inputs"] = py::tuple(inputs);
             d["out_shape"] = py::make_tuple(info.out_h, info.out_w, info.out_c);
             d["seg_len"] = info.seg_len;
             d["codewords"] = info.codewords;
@@ -348,6 +357,8 @@ PYBIND11_MODULE(_runtime, m) {
         py::dict d;
         d["MAGIC_U32"] = EM_MAGIC_U32;
         d["VERSION"] = EM_VERSION;
+        d["MIN_VERSION"] = EM_MIN_VERSION;
+        d["MAX_NODE_INPUTS"] = EM_MAX_NODE_INPUTS;
         d["SENTINEL_U32"] = EM_SENTINEL_U32;
         d["SENTINEL_F32_BITS"] = EM_SENTINEL_F32_BITS;
         d["ALIGNMENT"] = EM_ALIGNMENT;
@@ -374,6 +385,10 @@ PYBIND11_MODULE(_runtime, m) {
         .def_property_readonly("format_version", &Model::format_version)
         .def_property_readonly("kernels", &Model::kernels, "The kernel set the model runs (\"auto\" resolved).")
         .def_property_readonly("context_bytes", &Model::context_bytes)
+        .def_property_readonly("arena_bytes", &Model::arena_bytes,
+                               "Peak activation memory of a run: node outputs, scratch and tables, reused by liveness.")
+        .def_property_readonly("values_bytes", &Model::values_bytes,
+                               "What every node output would take held at once (no reuse).")
         .def_property_readonly("file_bytes", &Model::file_bytes)
         .def("tasks", &Model::tasks)
         .def("nodes", &Model::nodes)

@@ -5,7 +5,8 @@
 #define EDGEMERGE_EM_FORMAT_H
 
 #define EM_MAGIC_U32 0x464D4D45u /* "EMMF" read as a little-endian u32 */
-#define EM_VERSION 1u
+#define EM_VERSION 2u
+#define EM_MIN_VERSION 1u /* the oldest version this reader accepts (FORMAT.md "Version 1 files") */
 #define EM_SENTINEL_U32 0x0A0B0C0Du
 #define EM_SENTINEL_F32_BITS 0xBFC00000u /* -1.5f */
 #define EM_HEADER_BYTES 64u
@@ -35,6 +36,10 @@
 #define EM_MAX_SEG_LEN 256u
 #define EM_MAX_CODEWORDS 65536u
 #define EM_MAX_FILE_BYTES 4294967295u /* 2^32 - 1: offsets fit 32 bits */
+#define EM_MAX_NODE_INPUTS 64u
+#define EM_MAX_PAD 256u
+#define EM_GRAPH_HEADER_BYTES_V1 8u
+#define EM_GRAPH_HEADER_BYTES 16u
 
 /* Section kinds. */
 #define EM_SECTION_META 1u
@@ -75,6 +80,10 @@
 #define EM_OP_LUT_CONV2D 8u
 #define EM_OP_LUT_DENSE 9u
 #define EM_OP_ACTIVATION 10u
+#define EM_OP_ADD 11u
+#define EM_OP_CONCAT 12u
+#define EM_OP_MUL 13u
+#define EM_OP_PAD 14u
 
 /* Node flags (struct em_node.flags). INT8_TABLES: a LUT op with C = INT8_TABLE_CODEWORDS (4-bit indices)
  * whose table is quantised to int8 per run and accumulated in integers (FORMAT.md "int8 tables"). */
@@ -86,6 +95,11 @@
 #define EM_ACT_NONE 0u
 #define EM_ACT_RELU 1u
 #define EM_ACT_RELU6 2u
+#define EM_ACT_SIGMOID 3u
+#define EM_ACT_HARD_SIGMOID 4u
+#define EM_ACT_HARD_SWISH 5u
+#define EM_ACT_SWISH 6u
+#define EM_ACT_LAST 6u /* the largest activation value */
 
 /* Status codes (em_status). */
 #define EM_STATUS_OK 0u

@@ -55,7 +55,7 @@ typedef struct em_task_info {
 
 typedef struct em_node_info {
     uint32_t op;           /* EM_OP_* */
-    uint32_t input;        /* value id read */
+    uint32_t input;        /* value id of input 0 */
     uint32_t out_h, out_w, out_c;
     uint32_t seg_len, codewords;
     const char *name;      /* from metadata node.N.name, or "" */
@@ -67,6 +67,7 @@ typedef struct em_node_info {
      * Profiling puts a group's time on its first member in the schedule. em_run_task runs members alone. */
     uint32_t run_group;
     uint32_t run_group_fused;
+    uint32_t input_count; /* values read (format v2); `input` is input 0, em_model_node_input gives the others */
 } em_node_info;
 
 /* Kernel sets: which implementation of every op a model uses, chosen once at load (em_model_load_ex, or
@@ -91,6 +92,7 @@ typedef struct em_node_info {
 
 /* em_load_options.flags */
 #define EM_LOAD_NO_RUN_GROUPS 1u /* em_run_all runs every node alone (no run groups): for comparisons */
+#define EM_LOAD_NO_FUSED_ADD 2u  /* no residual ADD fused into the conv that feeds it: for comparisons */
 typedef struct em_load_options {
     uint32_t kernels;     /* EM_KERNELS_*; a set this CPU or build lacks fails the load with UNSUPPORTED */
     uint32_t flags;       /* EM_LOAD_* */
@@ -134,6 +136,14 @@ em_status em_model_node_info(const em_model *model, uint32_t node, em_node_info 
 
 /* Bytes of caller memory a context needs (activations of every value + kernel scratch + bookkeeping). */
 size_t em_context_size(const em_model *model);
+/* The peak of a run: the arena that holds every node's output, scratch and shared tables, with buffers
+ * reused by liveness (a value lives from its node's step to its last consumer's, on any branch; the
+ * arena is sized at load, a run allocates nothing). Part of em_context_size. */
+size_t em_model_arena_bytes(const em_model *model);
+/* What the node outputs would take without reuse (each rounded up to 64 bytes): the peak's yardstick. */
+size_t em_model_values_bytes(const em_model *model);
+/* Value id of input k of a node (k < em_node_info.input_count). */
+em_status em_model_node_input(const em_model *model, uint32_t node, uint32_t k, uint32_t *value);
 /* Lays a context out in `memory` (any alignment; the runtime aligns inside). No other allocation. */
 em_status em_context_init(const em_model *model, void *memory, size_t size, em_context **out_ctx,
                           em_error *err);

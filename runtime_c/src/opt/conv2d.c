@@ -13,6 +13,7 @@
  * row-major), so nothing is packed. LUT_CONV2D nodes with r = 1 reuse the direct path with weights
  * decoded at load (lut_conv2d_f32_decoded, at the end). */
 #include "em_opt_kernels.h"
+#include "../ref/em_ref_kernels.h"
 
 static int has_padding(const em_node *node)
 {
@@ -44,18 +45,54 @@ em_status em_conv2d_direct_plan(const em_model *model, em_node *node, em_error *
     return EM_STATUS_OK;
 }
 
+/* Output bytes of one band of a 1x1 convolution with a fused residual (about half a typical L2), and the
+ * fewest pixels in a band (below that the micro-kernels' row tiles run short). */
+#ifndef EM_RESIDUAL_BAND_BYTES
+#define EM_RESIDUAL_BAND_BYTES (128u * 1024u)
+#endif
+#ifndef EM_RESIDUAL_BAND_MIN_PIXELS
+#define EM_RESIDUAL_BAND_MIN_PIXELS 64u
+#endif
+
+/* The fused residual ADD (em_plan.c fuse_residual_adds): y = act(y + r) on one band of output rows just
+ * computed, while it is in cache; the same float32 operations as the conv's output followed by ADD. */
+static void add_residual(float *y, const float *r, size_t n, uint32_t activation)
+{
+    size_t i;
+    if (activation == EM_ACT_NONE)
+        for (i = 0; i < n; ++i) y[i] += r[i];
+    else
+        for (i = 0; i < n; ++i) y[i] = em_activate(y[i] + r[i], activation);
+}
+
 static void conv_direct(const em_node *node, const float *input, float *output, const float *weights,
-                        float *scratch)
+                        float *scratch, const float *residual)
 {
     const em_micro *micro = node->kernel->micro;
     const uint32_t cin = node->in.c, cout = node->out.c, out_w = node->out.w;
     const float *bias = em_tensor_f32(node->bias);
     const float *x = input;
     size_t x_row = (size_t)node->in.w * cin; /* floats per input row */
+    const size_t out_row = (size_t)out_w * cout;
     uint32_t oy;
     if (em_conv2d_1x1_supports(node)) { /* every pixel is one row of A */
-        micro->conv_gemm((size_t)node->out.h * out_w, cout, 1, cin, input, cin, 0, weights, cout, output, cout, bias,
-                         node->activation);
+        if (residual == NULL) {
+            micro->conv_gemm((size_t)node->out.h * out_w, cout, 1, cin, input, cin, 0, weights, cout, output, cout,
+                             bias, node->activation);
+            return;
+        }
+        /* a band of pixels at a time, then its residual while the band is in cache. Bands are large: each
+         * product call streams the whole weight matrix, so one band per output row made the 7x7x960->160
+         * MobileNetV2 projection 1.6x slower than conv-then-ADD (em_bench_kernels residual section). */
+        const size_t pixels = (size_t)node->out.h * out_w;
+        size_t band = EM_RESIDUAL_BAND_BYTES / ((size_t)cout * sizeof(float)), p0;
+        if (band < EM_RESIDUAL_BAND_MIN_PIXELS) band = EM_RESIDUAL_BAND_MIN_PIXELS;
+        for (p0 = 0; p0 < pixels; p0 += band) {
+            const size_t m = pixels - p0 < band ? pixels - p0 : band;
+            micro->conv_gemm(m, cout, 1, cin, input + p0 * cin, cin, 0, weights, cout, output + p0 * cout, cout, bias,
+                             node->activation);
+            add_residual(output + p0 * cout, residual + p0 * cout, m * cout, node->residual_activation);
+        }
         return;
     }
     if (has_padding(node)) { /* a zero-padded copy, so every kernel row is in bounds */
@@ -71,15 +108,18 @@ static void conv_direct(const em_node *node, const float *input, float *output, 
         }
         x = scratch;
     }
-    for (oy = 0; oy < node->out.h; ++oy)
+    for (oy = 0; oy < node->out.h; ++oy) {
         micro->conv_gemm(out_w, cout, node->kernel_h, (size_t)node->kernel_w * cin, x + (size_t)oy * node->stride_h * x_row,
                          (size_t)node->stride_w * cin, x_row, weights, cout, output + (size_t)oy * out_w * cout, cout,
                          bias, node->activation);
+        if (residual != NULL)
+            add_residual(output + oy * out_row, residual + oy * out_row, out_row, node->residual_activation);
+    }
 }
 
 void em_conv2d_direct_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
 {
-    conv_direct(node, input, output, em_tensor_f32(node->weight), env->scratch);
+    conv_direct(node, input, output, em_tensor_f32(node->weight), env->scratch, env->residual);
 }
 
 /* ---- BLAS: 1×1 in place, im2col in bands --------------------------------------------------------- */
@@ -220,5 +260,5 @@ void em_lut_conv2d_decoded_pack(const em_model *model, em_node *node)
 
 void em_lut_conv2d_decoded_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
 {
-    conv_direct(node, input, output, (const float *)node->packed, env->scratch);
+    conv_direct(node, input, output, (const float *)node->packed, env->scratch, NULL);
 }

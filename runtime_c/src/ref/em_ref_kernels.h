@@ -10,16 +10,32 @@
 #ifndef EDGEMERGE_EM_REF_KERNELS_H
 #define EDGEMERGE_EM_REF_KERNELS_H
 
+#include <math.h>
+
 #include "em_internal.h"
 
-/* The fused activation every op applies to its output (FORMAT.md "Activations"). */
+static inline float em_relu6(float x)
+{
+    return x <= 0.0f ? 0.0f : (x > 6.0f ? 6.0f : x);
+}
+
+/* The fused activation every op applies to its output (FORMAT.md "Activations", the exact order of
+ * operations written there; "Non-finite values" for NaN and infinities). */
 static inline float em_activate(float x, uint32_t activation)
 {
     switch (activation) {
     case EM_ACT_RELU: /* NaN stays NaN (TensorFlow's Relu), -0 gives +0: FORMAT.md "Non-finite values" */
         return x <= 0.0f ? 0.0f : x;
     case EM_ACT_RELU6:
-        return x <= 0.0f ? 0.0f : (x > 6.0f ? 6.0f : x);
+        return em_relu6(x);
+    case EM_ACT_SIGMOID: /* expf(+Inf) = +Inf gives 0 for x = -Inf; NaN stays NaN */
+        return 1.0f / (1.0f + expf(-x));
+    case EM_ACT_HARD_SIGMOID:
+        return em_relu6(x + 3.0f) / 6.0f;
+    case EM_ACT_HARD_SWISH: /* -Inf · 0 = NaN, as in TensorFlow */
+        return x * (em_relu6(x + 3.0f) / 6.0f);
+    case EM_ACT_SWISH:
+        return x * (1.0f / (1.0f + expf(-x)));
     default: /* EM_ACT_NONE; the loader rejects unknown values */
         return x;
     }
@@ -44,6 +60,11 @@ void em_avg_pool_ref(const em_node *node, const float *input, float *output, flo
 void em_global_avg_pool_ref(const em_node *node, const float *input, float *output, float *scratch);
 void em_reshape_ref(const em_node *node, const float *input, float *output, float *scratch);
 void em_activation_ref(const em_node *node, const float *input, float *output, float *scratch);
+void em_pad_ref(const em_node *node, const float *input, float *output, float *scratch);
+/* Multi-input ops (ref/graph_ref.c): inputs[k] is the value of node->inputs[k] (em_eval_n_fn). */
+void em_add_ref(const em_node *node, const float *const *inputs, float *output, float *scratch);
+void em_concat_ref(const em_node *node, const float *const *inputs, float *output, float *scratch);
+void em_mul_ref(const em_node *node, const float *const *inputs, float *output, float *scratch);
 void em_lut_conv2d_ref(const em_node *node, const float *input, float *output, float *scratch);
 void em_lut_dense_ref(const em_node *node, const float *input, float *output, float *scratch);
 /* The same ops with flag INT8_TABLES (ref/lut_int8_ref.c); em_lut_conv2d_ref / em_lut_dense_ref call them

@@ -9,7 +9,8 @@ import enum
 
 MAGIC = b"EMMF"
 MAGIC_U32 = 0x464D4D45
-VERSION = 1
+VERSION = 2
+MIN_VERSION = 1  # the oldest version readers accept (FORMAT.md "Version 1 files")
 SENTINEL_U32 = 0x0A0B0C0D
 SENTINEL_F32 = -1.5
 SENTINEL_F32_BITS = 0xBFC00000
@@ -39,6 +40,11 @@ MAX_STRIDE = 16
 MAX_SEG_LEN = 256
 MAX_CODEWORDS = 65536
 MAX_FILE_BYTES = (1 << 32) - 1
+MAX_NODE_INPUTS = 64
+MAX_PAD = 256
+ACT_LAST = 6  # the largest activation value (Act)
+GRAPH_HEADER_BYTES_V1 = 8
+GRAPH_HEADER_BYTES = 16
 
 # Node flags (em_node.flags). NODE_FLAG_INT8_TABLES: a LUT op with C = INT8_TABLE_CODEWORDS (4-bit
 # indices) whose table is quantised to int8 per run and accumulated in integers (FORMAT.md "int8 tables").
@@ -82,12 +88,20 @@ class Op(enum.IntEnum):
     LUT_CONV2D = 8
     LUT_DENSE = 9
     ACTIVATION = 10
+    ADD = 11
+    CONCAT = 12
+    MUL = 13
+    PAD = 14
 
 
 class Act(enum.IntEnum):
     NONE = 0
     RELU = 1
     RELU6 = 2
+    SIGMOID = 3
+    HARD_SIGMOID = 4
+    HARD_SWISH = 5
+    SWISH = 6
 
 
 class Status(enum.IntEnum):

@@ -40,9 +40,12 @@ class Tensor:
 
 @dataclass
 class Node:
+    """One graph node (docs/FORMAT.md "struct em_node"). `input` is input 0 (the only input of a single-input
+    node, which is what most code reads); multi-input ops (ADD, CONCAT, MUL; format v2) keep inputs 1.. in
+    `extra_inputs`, and `inputs` is all of them in order."""
     name: str
     op: Op
-    input: int                      # value id read by the node
+    input: int                      # value id of input 0
     out_shape: Shape3
     activation: Act = Act.NONE
     kernel: tuple[int, int] = (1, 1)
@@ -60,6 +63,19 @@ class Node:
     # NODE_FLAG_* bits (format.py): NODE_FLAG_INT8_TABLES on a LUT op with C = 16 makes the runtime quantise
     # its table to int8 and sum in integers (docs/FORMAT.md "int8 tables").
     flags: int = 0
+    extra_inputs: tuple[int, ...] = ()  # value ids of inputs 1.. (format v2 "extra-input list")
+
+    @property
+    def inputs(self) -> tuple[int, ...]:
+        """Every value id the node reads, input 0 first."""
+        return (self.input, *self.extra_inputs)
+
+    @inputs.setter
+    def inputs(self, values: tuple[int, ...] | list[int]) -> None:
+        values = tuple(int(v) for v in values)
+        if not values:
+            raise ValueError(f"node {self.name!r}: a node reads at least one value")
+        self.input, self.extra_inputs = values[0], values[1:]
 
     @property
     def int8_tables(self) -> bool:
@@ -125,8 +141,30 @@ class MergedGraph:
             i = v - len(self.inputs)
             if i not in needed:
                 needed.add(i)
-                stack.append(self.nodes[i].input)
+                stack.extend(self.nodes[i].inputs)
         return sorted(needed)
+
+    def graph_inputs_of(self, value: int) -> set[int]:
+        """The graph inputs a value is computed from, through every input of every node."""
+        found: set[int] = set()
+        seen: set[int] = set()
+        stack = [value]
+        while stack:
+            v = stack.pop()
+            if v in seen:
+                continue
+            seen.add(v)
+            if v < len(self.inputs):
+                found.add(v)
+            else:
+                stack.extend(self.nodes[v - len(self.inputs)].inputs)
+        return found
+
+    @property
+    def format_version(self) -> int:
+        """The version the writer gives this graph: 1 while every node reads one value (the bytes edgemerge
+        wrote before v2), 2 once a node has several inputs (docs/FORMAT.md "Version 1 files")."""
+        return 2 if any(n.extra_inputs for n in self.nodes) else 1
 
     def name_metadata(self) -> dict[str, str]:
         """The META keys that name nodes and tensors (docs/FORMAT.md "Metadata keys"), from the graph itself:

@@ -7,17 +7,23 @@ import struct
 import numpy as np
 
 from edgemerge.emm import constants as F
-from edgemerge.emm.graph import Tensor
+from edgemerge.emm.graph import Node, Shape3, Tensor
 
 HEADER_STRUCT = struct.Struct("<4sIIfIIIIQQIIII")          # 64 bytes
 SECTION_RECORD = struct.Struct("<IIQQII")                   # 32 bytes
 TASK_RECORD = struct.Struct("<32sIIII")                     # 48 bytes
 INPUT_RECORD = struct.Struct("<IIII")                       # 16 bytes
-NODE_RECORD = struct.Struct("<24I")                         # 96 bytes
+NODE_RECORD = struct.Struct("<24I")                         # 96 bytes (word 20: input_count in v2)
+GRAPH_HEADER_V1 = struct.Struct("<II")                      # input_count, node_count
+GRAPH_HEADER = struct.Struct("<IIII")                       # v2: + extra_input_count, reserved
 TENSOR_RECORD = struct.Struct("<IIIIIIIIQQ")                # 48 bytes
 assert HEADER_STRUCT.size == F.HEADER_BYTES and SECTION_RECORD.size == F.SECTION_ENTRY_BYTES
 assert TASK_RECORD.size == F.TASK_RECORD_BYTES and INPUT_RECORD.size == F.INPUT_RECORD_BYTES
 assert NODE_RECORD.size == F.NODE_RECORD_BYTES and TENSOR_RECORD.size == F.TENSOR_RECORD_BYTES
+assert GRAPH_HEADER_V1.size == F.GRAPH_HEADER_BYTES_V1 and GRAPH_HEADER.size == F.GRAPH_HEADER_BYTES
+
+# inputs each op takes (docs/FORMAT.md op table): (min, max)
+OP_INPUTS = {F.Op.ADD: (2, F.MAX_NODE_INPUTS), F.Op.CONCAT: (2, F.MAX_NODE_INPUTS), F.Op.MUL: (2, 2)}
 
 REQUIRED_SECTIONS = (F.Section.META, F.Section.TASKS, F.Section.GRAPH, F.Section.TENSORS, F.Section.DATA)
 KEY_CHARS = set(b"abcdefghijklmnopqrstuvwxyz0123456789_.-")
@@ -54,3 +60,42 @@ def node_flags_problem(op: int, codewords: int, flags: int) -> str:
 def tensor_nbytes(tensor: Tensor) -> int:
     numel = int(np.prod(tensor.shape, dtype=np.int64))
     return 4 * numel if tensor.dtype == F.DType.F32 else (numel * tensor.bits + 7) // 8
+
+
+def node_inputs_problem(node: Node, own_value: int, shapes: list[Shape3]) -> str:
+    """Why a node's inputs break docs/FORMAT.md v2 (arity, inputs computed before the node, the shape and
+    broadcast rules of ADD / CONCAT / MUL), or "" if they are fine. `shapes[v]`: the shape of value v < own."""
+    inputs = node.inputs
+    low, high = OP_INPUTS.get(node.op, (1, 1))
+    if len(inputs) > F.MAX_NODE_INPUTS:
+        return f"{len(inputs)} inputs exceed MAX_NODE_INPUTS {F.MAX_NODE_INPUTS}"
+    if not low <= len(inputs) <= high:
+        takes = str(low) if low == high else f"{low} to {high}"
+        return f"{len(inputs)} inputs, {F.Op(node.op).name} takes {takes}"
+    for k, v in enumerate(inputs):
+        if not 0 <= v < own_value:
+            return f"input {k} reads value {v}, which is not computed before it (this node produces value {own_value})"
+    got = [tuple(shapes[v]) for v in inputs]
+    if node.op == F.Op.ADD:
+        for k, shape in enumerate(got[1:], 1):
+            if shape != got[0]:
+                return (f"input {k} (value {inputs[k]}) has shape {shape}, input 0 (value {inputs[0]}) has {got[0]}: "
+                        "ADD needs equal shapes (no broadcasting)")
+    elif node.op == F.Op.CONCAT:
+        for k, shape in enumerate(got[1:], 1):
+            if shape[:2] != got[0][:2]:
+                return (f"input {k} (value {inputs[k]}) is {shape[0]}x{shape[1]}, input 0 (value {inputs[0]}) is "
+                        f"{got[0][0]}x{got[0][1]}: CONCAT joins channels of equal spatial sizes")
+    elif node.op == F.Op.MUL:
+        a, b = got
+        if not (a == b or (a[2] == b[2] and (a[:2] == (1, 1) or b[:2] == (1, 1)))):
+            return (f"input 0 (value {inputs[0]}) has shape {a}, input 1 (value {inputs[1]}) has {b}: MUL broadcasts "
+                    "only equal shapes or (1, 1, C) with (H, W, C)")
+    return ""
+
+
+def multi_input_out_shape(op: int, shapes: list[Shape3]) -> Shape3:
+    """The output shape of ADD / CONCAT / MUL over inputs of these (valid) shapes."""
+    if op == F.Op.CONCAT:
+        return (shapes[0][0], shapes[0][1], sum(s[2] for s in shapes))
+    return max(shapes, key=lambda s: s[0] * s[1])

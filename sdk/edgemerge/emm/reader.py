@@ -13,6 +13,8 @@ from edgemerge.emm import constants as F
 from edgemerge.emm.constants import Keys
 from edgemerge.emm.graph import MergedGraph, Node, Task, Tensor
 from edgemerge.emm.layout import (
+    GRAPH_HEADER,
+    GRAPH_HEADER_V1,
     HEADER_STRUCT,
     INPUT_RECORD,
     KEY_CHARS,
@@ -22,7 +24,9 @@ from edgemerge.emm.layout import (
     SECTION_RECORD,
     TASK_RECORD,
     TENSOR_RECORD,
+    multi_input_out_shape,
     node_flags_problem,
+    node_inputs_problem,
     unpack_indices,
 )
 from edgemerge.errors import EmmFormatError
@@ -61,8 +65,9 @@ def read_sections(data: bytes | memoryview) -> dict[int, memoryview]:
     (magic, version, s_u32, s_f32, header_bytes, alignment, count, flags, file_bytes, table_off,
      table_crc, r0, r1, header_crc) = HEADER_STRUCT.unpack(buf[:F.HEADER_BYTES])
     _check(magic == F.MAGIC, f"header.magic: bad magic {bytes(magic)!r}, expected {F.MAGIC!r} (not an .emm file)")
-    _check(version <= F.VERSION, f"header.version: future version {version}, this reader supports {F.VERSION}")
-    _check(version >= 1, f"header.version: invalid version {version}")
+    _check(version <= F.VERSION, f"header.version: future version {version}, this reader supports "
+                                 f"{F.MIN_VERSION} to {F.VERSION}")
+    _check(version >= F.MIN_VERSION, f"header.version: invalid version {version}")
     _check(s_u32 == F.SENTINEL_U32, f"header.sentinel_u32: 0x{s_u32:08X}, expected 0x{F.SENTINEL_U32:08X} "
                                     "(byte-order mismatch)")
     _check(struct.pack("<f", s_f32) == struct.pack("<I", F.SENTINEL_F32_BITS),
@@ -144,6 +149,63 @@ def _read_meta(payload: memoryview) -> dict[str, int | float | str]:
     return meta
 
 
+def _read_graph(payload: memoryview, version: int, graph: MergedGraph) -> None:
+    """GRAPH (docs/FORMAT.md): inputs, node records and, in version 2, the extra-input list; every node's
+    inputs are checked to be computed before it and to fit its op (arity, shapes, broadcast)."""
+    cur = _Cursor(payload, "GRAPH")
+    if version >= 2:
+        n_inputs, n_nodes, n_extra, reserved = cur.unpack(GRAPH_HEADER, "the graph header")
+        _check(reserved == 0, f"GRAPH: reserved is {reserved}, expected 0")
+    else:
+        (n_inputs, n_nodes), n_extra = cur.unpack(GRAPH_HEADER_V1, "the graph header"), 0
+    _check(1 <= n_inputs <= F.MAX_INPUTS, f"GRAPH: input count {n_inputs} outside 1..{F.MAX_INPUTS}")
+    _check(1 <= n_nodes <= F.MAX_NODES, f"GRAPH: node count {n_nodes} outside 1..{F.MAX_NODES}")
+    _check(n_extra <= n_nodes * (F.MAX_NODE_INPUTS - 1),
+           f"GRAPH: extra_input_count {n_extra} exceeds node_count x (MAX_NODE_INPUTS - 1)")
+    for i in range(n_inputs):
+        h, w, c, _ = cur.unpack(INPUT_RECORD, f"input {i}")
+        graph.inputs.append((h, w, c))
+    records = [cur.unpack(NODE_RECORD, f"node {i}") for i in range(n_nodes)]
+    counts = [f[20] if version >= 2 else 1 for f in records]
+    for i, count in enumerate(counts):
+        _check(1 <= count <= F.MAX_NODE_INPUTS,
+               f"GRAPH node {i}: input_count {count} outside 1..MAX_NODE_INPUTS ({F.MAX_NODE_INPUTS})")
+    declared = sum(c - 1 for c in counts)
+    _check(declared == n_extra, f"GRAPH: extra_input_count is {n_extra}, but the nodes' input_count fields need "
+                                f"{declared} extra inputs")
+    extra = cur.unpack(struct.Struct(f"<{n_extra}I"), "the extra-input list")
+    _check(cur.pos == len(payload), f"GRAPH: {len(payload) - cur.pos} unexpected bytes after the "
+                                    f"{'extra-input list' if version >= 2 else 'last node'}")
+    shapes = list(graph.inputs)
+    at = 0
+    for i, f in enumerate(records):
+        try:
+            op, act = F.Op(f[0]), F.Act(f[2])
+        except ValueError:
+            raise EmmFormatError(f"GRAPH node {i}: unknown op {f[0]} or activation {f[2]}") from None
+        _check(f[1] < n_inputs + i, f"GRAPH node {i}: reads value {f[1]}, which is not computed before it")
+        reserved_words = f[21:24] if version >= 2 else f[20:24]
+        _check(not any(reserved_words), f"GRAPH node {i}: non-zero reserved field")
+        problem = node_flags_problem(op, f[16], f[3])
+        _check(not problem, f"GRAPH node {i}: {problem}")
+        node = Node(
+            name=str(graph.metadata.get(Keys.Node.NAME.format(i=i), f"node{i}")), op=op, input=f[1], activation=act,
+            out_shape=(f[4], f[5], f[6]), kernel=(f[7], f[8]), stride=(f[9], f[10]),
+            pads=(f[11], f[12], f[13], f[14]), seg_len=f[15], codewords=f[16], weight=f[17], index=f[18],
+            bias=f[19], sources=tuple(s for s in str(graph.metadata.get(Keys.Node.SOURCES.format(i=i), "")).split(",") if s),
+            match_output=str(graph.metadata.get(Keys.Node.MATCH_OUTPUT.format(i=i), "")), flags=f[3],
+            extra_inputs=tuple(extra[at:at + counts[i] - 1]))
+        at += counts[i] - 1
+        problem = node_inputs_problem(node, n_inputs + i, shapes)
+        _check(not problem, f"GRAPH node {i} ({op.name}): {problem}")
+        if node.extra_inputs:
+            expected = multi_input_out_shape(op, [shapes[v] for v in node.inputs])
+            _check(tuple(node.out_shape) == tuple(expected), f"GRAPH node {i} ({op.name}): declared output shape "
+                                                           f"{tuple(node.out_shape)} does not match the computed {expected}")
+        shapes.append(tuple(node.out_shape))
+        graph.nodes.append(node)
+
+
 def read_emm(source: str | os.PathLike | bytes | memoryview) -> MergedGraph:
     """Reads an `.emm` file (a path or its bytes) into a MergedGraph, with index maps unpacked."""
     if isinstance(source, (str, os.PathLike)):
@@ -167,32 +229,15 @@ def read_emm(source: str | os.PathLike | bytes | memoryview) -> MergedGraph:
         _check(b"\0" in raw and 1 <= len(name) and set(name) <= NAME_CHARS, f"TASKS task {i}: invalid name")
         graph.tasks.append(Task(name.decode("ascii"), inp, outp, classes))
 
-    cur = _Cursor(sections[F.Section.GRAPH], "GRAPH")
-    n_inputs, n_nodes = cur.u32("input count"), cur.u32("node count")
-    _check(1 <= n_inputs <= F.MAX_INPUTS, f"GRAPH: input count {n_inputs} outside 1..{F.MAX_INPUTS}")
-    _check(1 <= n_nodes <= F.MAX_NODES, f"GRAPH: node count {n_nodes} outside 1..{F.MAX_NODES}")
-    for i in range(n_inputs):
-        h, w, c, _ = cur.unpack(INPUT_RECORD, f"input {i}")
-        graph.inputs.append((h, w, c))
-    for i in range(n_nodes):
-        f = cur.unpack(NODE_RECORD, f"node {i}")
-        try:
-            op, act = F.Op(f[0]), F.Act(f[2])
-        except ValueError:
-            raise EmmFormatError(f"GRAPH node {i}: unknown op {f[0]} or activation {f[2]}") from None
-        _check(f[1] < n_inputs + i, f"GRAPH node {i}: reads value {f[1]}, which is not computed before it")
-        problem = node_flags_problem(op, f[16], f[3])
-        _check(not problem, f"GRAPH node {i}: {problem}")
-        graph.nodes.append(Node(
-            name=str(graph.metadata.get(Keys.Node.NAME.format(i=i), f"node{i}")), op=op, input=f[1], activation=act,
-            out_shape=(f[4], f[5], f[6]), kernel=(f[7], f[8]), stride=(f[9], f[10]),
-            pads=(f[11], f[12], f[13], f[14]), seg_len=f[15], codewords=f[16], weight=f[17], index=f[18],
-            bias=f[19], sources=tuple(s for s in str(graph.metadata.get(Keys.Node.SOURCES.format(i=i), "")).split(",") if s),
-            match_output=str(graph.metadata.get(Keys.Node.MATCH_OUTPUT.format(i=i), "")), flags=f[3]))
+    _read_graph(sections[F.Section.GRAPH], struct.unpack_from("<I", data, 4)[0], graph)
+    n_inputs, n_nodes = len(graph.inputs), len(graph.nodes)
     n_values = n_inputs + n_nodes
     for t in graph.tasks:
         _check(t.input < n_inputs, f"TASKS task {t.name!r}: input {t.input} does not exist")
         _check(t.output < n_values, f"TASKS task {t.name!r}: output value {t.output} does not exist")
+        others = sorted(graph.graph_inputs_of(t.output) - {t.input})
+        _check(not others, f"TASKS task {t.name!r}: output value {t.output} is computed from graph input "
+                           f"{others[0] if others else ''}, not from the task's input {t.input}")
 
     cur = _Cursor(sections[F.Section.TENSORS], "TENSORS")
     data_section = sections[F.Section.DATA]

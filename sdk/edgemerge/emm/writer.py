@@ -15,6 +15,8 @@ from edgemerge.emm import constants as F
 from edgemerge.emm.files import atomic_write_bytes
 from edgemerge.emm.graph import MergedGraph, Node, Task, Tensor
 from edgemerge.emm.layout import (
+    GRAPH_HEADER,
+    GRAPH_HEADER_V1,
     HEADER_STRUCT,
     INPUT_RECORD,
     KEY_CHARS,
@@ -24,6 +26,7 @@ from edgemerge.emm.layout import (
     TASK_RECORD,
     TENSOR_RECORD,
     node_flags_problem,
+    node_inputs_problem,
     pack_indices,
     tensor_nbytes,
 )
@@ -35,6 +38,7 @@ class EmmWriter:
     _STEPS = ("meta", "tasks", "graph", "tensors", "finished")
 
     def __init__(self) -> None:
+        self.version = F.VERSION  # write_graph lowers it to 1 for a graph without multi-input nodes
         self._step = 0
         self._payloads: list[tuple[int, bytes]] = []
 
@@ -84,16 +88,28 @@ class EmmWriter:
         self._payloads.append((F.Section.TASKS, bytes(out)))
 
     def write_graph(self, inputs: list[tuple[int, int, int]], nodes: list[Node]) -> None:
+        """GRAPH in version 1 while every node reads one value (the bytes edgemerge wrote before v2), else in
+        version 2 with the extra-input list (docs/FORMAT.md "GRAPH", "Version 1 files")."""
         self._advance("graph")
-        out = bytearray(struct.pack("<II", len(inputs), len(nodes)))
+        self.version = 2 if any(n.extra_inputs for n in nodes) else 1
+        extra = [v for n in nodes for v in n.extra_inputs]
+        if self.version == 1:
+            out = bytearray(GRAPH_HEADER_V1.pack(len(inputs), len(nodes)))
+        else:
+            out = bytearray(GRAPH_HEADER.pack(len(inputs), len(nodes), len(extra), 0))
         for h, w, c in inputs:
             out += INPUT_RECORD.pack(h, w, c, 0)
+        shapes = [tuple(s) for s in inputs]
         for i, n in enumerate(nodes):
-            problem = node_flags_problem(n.op, n.codewords, n.flags)
+            problem = node_flags_problem(n.op, n.codewords, n.flags) or \
+                node_inputs_problem(n, len(inputs) + i, shapes)
             if problem:
                 raise ValueError(f"node {i} ({n.name}): {problem}")
+            shapes.append(tuple(n.out_shape))
+            input_count = len(n.inputs) if self.version >= 2 else 0  # v1: the reserved word
             out += NODE_RECORD.pack(int(n.op), n.input, int(n.activation), int(n.flags), *n.out_shape, *n.kernel, *n.stride,
-                              *n.pads, n.seg_len, n.codewords, n.weight, n.index, n.bias, 0, 0, 0, 0)
+                              *n.pads, n.seg_len, n.codewords, n.weight, n.index, n.bias, input_count, 0, 0, 0)
+        out += struct.pack(f"<{len(extra)}I", *extra)
         self._payloads.append((F.Section.GRAPH, bytes(out)))
 
     def write_tensors(self, tensors: list[Tensor]) -> None:
@@ -135,7 +151,7 @@ class EmmWriter:
         file_bytes = cursor
         if file_bytes > F.MAX_FILE_BYTES:
             raise ValueError(f"the model needs {file_bytes} bytes, more than MAX_FILE_BYTES {F.MAX_FILE_BYTES}")
-        header_wo_crc = HEADER_STRUCT.pack(F.MAGIC, F.VERSION, F.SENTINEL_U32, F.SENTINEL_F32, F.HEADER_BYTES,
+        header_wo_crc = HEADER_STRUCT.pack(F.MAGIC, self.version, F.SENTINEL_U32, F.SENTINEL_F32, F.HEADER_BYTES,
                                      F.ALIGNMENT, count, 0, file_bytes, F.HEADER_BYTES,
                                      zlib.crc32(entries), 0, 0, 0)[:60]
         header = header_wo_crc + struct.pack("<I", zlib.crc32(header_wo_crc))

@@ -18,6 +18,7 @@ import numpy as np
 from edgemerge.emm.constants import NONE, Act, Op
 from edgemerge.emm.graph import MergedGraph, Node, decoded_weights
 from edgemerge.emm.shapes import Pads
+from edgemerge.executors import graph_ops
 from edgemerge.importers.source_model import SourceLayer, SourceModel
 
 
@@ -108,11 +109,8 @@ def global_avg_pool(x: np.ndarray) -> np.ndarray:
 
 
 def activate(x: np.ndarray, activation: Act) -> np.ndarray:
-    if activation == Act.RELU:
-        return np.maximum(x, 0.0)
-    if activation == Act.RELU6:
-        return np.clip(x, 0.0, 6.0)
-    return x
+    # every activation of FORMAT.md (v2 adds sigmoid, hard-sigmoid, hard-swish, swish): graph_ops has the math
+    return graph_ops.activate(x, activation)
 
 
 # -- merged graphs: op -> fn(graph, node, x, bias) ---------------------------------------------
@@ -166,6 +164,10 @@ def execute_graph(graph: MergedGraph, task: str, x: np.ndarray) -> np.ndarray:
     values: dict[int, np.ndarray] = {t.input: x.astype(np.float64)}
     for i in graph.nodes_for(task):
         node = graph.nodes[i]
+        if node.op in graph_ops.OPS:  # format v2 ops (several inputs, PAD): graph_ops
+            values[len(graph.inputs) + i] = graph_ops.run(node.op, [values[v] for v in node.inputs],
+                                                          node.activation, node.pads)
+            continue
         values[len(graph.inputs) + i] = _run_node(graph, node, values[node.input])
     return values[t.output].reshape(x.shape[0], -1).astype(np.float32)
 
