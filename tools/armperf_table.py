@@ -82,7 +82,7 @@ def table(results: dict[str, dict]) -> str:
         "**Modelled, not measured** (`tools/armperf_table.py`, `../shared/armperf`): per inference of both tasks, "
         "1 thread, exact instruction counts of em_run and of LiteRT/XNNPACK under qemu-user, cycles from "
         "llvm-mca (LLVM's Cortex-A57 model for both cores: trust the A76 ratios more than its absolute figures). "
-        f"Project {first['project']['commit']}{' (uncommitted changes)' if first['project'].get('dirty') else ''}, "
+        f"Project {first['project'].get('commit', 'without git')}{' (uncommitted changes)' if first['project'].get('dirty') else ''}, "
         f"{first['date'][:10]}. Speed-up = TFLite / em_run (above 1: the merged model is cheaper).",
         "",
         "| file | core | M instr | M cycles resource | M cycles timeline | vs TFLite f32 (instr / resource) "
@@ -111,7 +111,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--presets", default="light,accu,light4", help="merged files PRESET.emm to measure")
     ap.add_argument("--cores", default="a72,a76", help="armperf cores (a72, a76, a53, a53-32)")
     ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
-    ap.add_argument("--armperf", type=Path, default=ROOT.parent / "shared" / "armperf" / "armperf")
+    # ../shared/armperf from the project root (a worktree one level deeper: ../../shared)
+    default_armperf = next((p for p in (ROOT.parent / "shared" / "armperf" / "armperf",
+                                        ROOT.parent.parent / "shared" / "armperf" / "armperf") if p.is_file()),
+                           ROOT.parent / "shared" / "armperf" / "armperf")
+    ap.add_argument("--armperf", type=Path, default=default_armperf)
     ap.add_argument("--json-dir", type=Path, help="keep armperf's JSON per preset here")
     ap.add_argument("--from-json", action="store_true", help="reuse PRESET.json from --json-dir (no armperf run)")
     ap.add_argument("--dry-run", action="store_true", help="print the table, leave the README alone")
