@@ -120,3 +120,10 @@ fuzz-long:
 
 fuzz-corpus:
 	$(PYTHON) runtime_c/fuzz/make_corpus.py
+
+# --- modelled ARM cost (../shared/armperf) of the example models, into README.md's "ARM (modelled)" section
+# make armperf ARMPERF_MODELS=DIR   (DIR: light.emm, accu.emm, light4.emm and the original .tflite / test .npz)
+ARMPERF_MODELS ?= $(EXAMPLE_OUT)
+.PHONY: armperf
+armperf:
+	$(PYTHON) tools/armperf_table.py --models $(ARMPERF_MODELS)

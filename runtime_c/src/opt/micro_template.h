@@ -19,6 +19,8 @@
  *                          lanes (EMV_W horizontal sums at the cost of about one)
  *   EMV_TB, emv_transpose_block(src, ss, dst, ds)   an EMV_TB × EMV_TB block transpose
  * Optional: EMV_CUSTOM_LUT_GATHER (the includer supplies EMV_FN(lut_accumulate_gather)).
+ *           EMV_FMA_LANE(acc, b, a, lane)  acc + b · a[lane] (a multiply-add by vector element, EMV_W = 4):
+ *                          the gemm then reads A four elements per load instead of one broadcast each.
  *
  * Nothing here reads or writes outside the ranges the em_micro contract names: tails use partial loads
  * and stores, so the kernels are clean under AddressSanitizer. */
@@ -59,7 +61,38 @@ EMV_INLINE void EMV_FN(gemm_tile)(const size_t mr, const size_t cols, const int 
     for (kb = 0; kb < kblocks; ++kb) {
         const float *ablock = a + kb * a_block;
         const float *bblock = b + kb * kin * ldb;
-        for (p = 0; p < kin; ++p) {
+        p = 0;
+#if defined(EMV_FMA_LANE)
+        /* four k at a time: a vector of each A row's next four elements and one multiply-add by lane per
+         * element (aarch64 FMLA by element), so A costs a quarter of the loads of a broadcast per element */
+        for (; p + 4 <= kin; p += 4) {
+            const float *brow = bblock + p * ldb;
+            emv bv0[4], bv1[4];
+            size_t l;
+            for (l = 0; l < 4; ++l) {
+                bv0[l] = n0 == EMV_W ? emv_loadu(brow + l * ldb) : emv_load_part(brow + l * ldb, n0);
+                bv1[l] = !two ? emv_zero()
+                              : (n1 == EMV_W ? emv_loadu(brow + l * ldb + EMV_W)
+                                             : (n1 ? emv_load_part(brow + l * ldb + EMV_W, n1) : emv_zero()));
+            }
+            for (i = 0; i < EMV_GEMM_MR; ++i) {
+                if (i < mr) {
+                    const emv av = emv_loadu(ablock + i * lda + p);
+                    acc0[i] = EMV_FMA_LANE(acc0[i], bv0[0], av, 0);
+                    acc0[i] = EMV_FMA_LANE(acc0[i], bv0[1], av, 1);
+                    acc0[i] = EMV_FMA_LANE(acc0[i], bv0[2], av, 2);
+                    acc0[i] = EMV_FMA_LANE(acc0[i], bv0[3], av, 3);
+                    if (two) {
+                        acc1[i] = EMV_FMA_LANE(acc1[i], bv1[0], av, 0);
+                        acc1[i] = EMV_FMA_LANE(acc1[i], bv1[1], av, 1);
+                        acc1[i] = EMV_FMA_LANE(acc1[i], bv1[2], av, 2);
+                        acc1[i] = EMV_FMA_LANE(acc1[i], bv1[3], av, 3);
+                    }
+                }
+            }
+        }
+#endif
+        for (; p < kin; ++p) {
             const float *brow = bblock + p * ldb;
             const emv b0 = n0 == EMV_W ? emv_loadu(brow) : emv_load_part(brow, n0);
             const emv b1 = !two ? emv_zero()

@@ -8,6 +8,14 @@
 #include "em_opt_kernels.h"
 #include "../ref/em_ref_kernels.h"
 
+#if defined(EM_HAVE_NEON) && (defined(__aarch64__) || defined(__ARM_NEON))
+#include <arm_neon.h>
+#define EM_POOL_NEON 1
+#elif defined(EM_HAVE_X86_SIMD) && (defined(__SSE2__) || defined(_M_X64))
+#include <emmintrin.h>
+#define EM_POOL_SSE2 1
+#endif
+
 size_t em_opt_align_floats(size_t floats)
 {
     const size_t per_line = EM_CONTEXT_ALIGNMENT / sizeof(float);
@@ -101,7 +109,87 @@ void em_depthwise_conv2d_rows_run(const em_node *node, const float *input, float
     }
 }
 
-/* Window walk shared by the pools: max, or mean over the cells inside the input. */
+/* max over one more window cell, as the reference: take x where x > dst or x is NaN (so the first NaN
+ * met stays, and of +0/-0 the first cell's sign), n channels. The NEON / SSE2 paths compute exactly this
+ * per lane with a compare and a select (no FMAX/MAXPS: those differ on NaN operands and on ±0). */
+static void max_into(float *dst, const float *x, size_t n)
+{
+    size_t c = 0;
+#if defined(EM_POOL_NEON)
+    for (; c + 4u <= n; c += 4u) {
+        const float32x4_t xv = vld1q_f32(x + c), d = vld1q_f32(dst + c);
+        const uint32x4_t take = vorrq_u32(vcgtq_f32(xv, d), vmvnq_u32(vceqq_f32(xv, xv)));
+        vst1q_f32(dst + c, vbslq_f32(take, xv, d));
+    }
+#elif defined(EM_POOL_SSE2)
+    for (; c + 4u <= n; c += 4u) {
+        const __m128 xv = _mm_loadu_ps(x + c), d = _mm_loadu_ps(dst + c);
+        const __m128 take = _mm_or_ps(_mm_cmpgt_ps(xv, d), _mm_cmpunord_ps(xv, xv));
+        _mm_storeu_ps(dst + c, _mm_or_ps(_mm_and_ps(take, xv), _mm_andnot_ps(take, d)));
+    }
+#endif
+    for (; c < n; ++c) dst[c] = (x[c] > dst[c] || x[c] != x[c]) ? x[c] : dst[c];
+}
+
+/* dst = the max of `count` cells (count >= 1, in the reference's cell order), n channels: one pass over
+ * the channels with each vector of sums kept in a register across the cells. */
+static void max_cells(float *dst, const float *const *cells, size_t count, size_t n)
+{
+    size_t c = 0, k;
+#if defined(EM_POOL_NEON)
+#define EM_POOL_TAKE(x, d) vbslq_f32(vorrq_u32(vcgtq_f32((x), (d)), vmvnq_u32(vceqq_f32((x), (x)))), (x), (d))
+    if (count == 4u) { /* 2×2 windows (LeNet-style pools): unrolled, no loop over the cells */
+        const float *c0 = cells[0], *c1 = cells[1], *c2 = cells[2], *c3 = cells[3];
+        for (; c + 4u <= n; c += 4u) {
+            float32x4_t d = vld1q_f32(c0 + c);
+            d = EM_POOL_TAKE(vld1q_f32(c1 + c), d);
+            d = EM_POOL_TAKE(vld1q_f32(c2 + c), d);
+            vst1q_f32(dst + c, EM_POOL_TAKE(vld1q_f32(c3 + c), d));
+        }
+    }
+    for (; c + 4u <= n; c += 4u) {
+        float32x4_t d = vld1q_f32(cells[0] + c);
+        for (k = 1; k < count; ++k) {
+            const float32x4_t xv = vld1q_f32(cells[k] + c);
+            d = EM_POOL_TAKE(xv, d);
+        }
+        vst1q_f32(dst + c, d);
+    }
+#undef EM_POOL_TAKE
+#elif defined(EM_POOL_SSE2)
+    for (; c + 4u <= n; c += 4u) {
+        __m128 d = _mm_loadu_ps(cells[0] + c);
+        for (k = 1; k < count; ++k) {
+            const __m128 xv = _mm_loadu_ps(cells[k] + c);
+            const __m128 take = _mm_or_ps(_mm_cmpgt_ps(xv, d), _mm_cmpunord_ps(xv, xv));
+            d = _mm_or_ps(_mm_and_ps(take, xv), _mm_andnot_ps(take, d));
+        }
+        _mm_storeu_ps(dst + c, d);
+    }
+#endif
+    for (; c < n; ++c) {
+        float d = cells[0][c];
+        for (k = 1; k < count; ++k) d = (cells[k][c] > d || cells[k][c] != cells[k][c]) ? cells[k][c] : d;
+        dst[c] = d;
+    }
+}
+
+/* dst = x, n floats: the pools copy one pixel's channels (often 16-64 floats) per output, where a memcpy
+ * call costs more than the copy (about an eighth of a LeNet's instructions on aarch64, armperf). */
+static void copy_cells(float *dst, const float *x, size_t n)
+{
+    size_t c = 0;
+#if defined(EM_POOL_NEON)
+    for (; c + 4u <= n; c += 4u) vst1q_f32(dst + c, vld1q_f32(x + c));
+#elif defined(EM_POOL_SSE2)
+    for (; c + 4u <= n; c += 4u) _mm_storeu_ps(dst + c, _mm_loadu_ps(x + c));
+#endif
+    for (; c < n; ++c) dst[c] = x[c];
+}
+
+/* Window walk shared by the pools: max, or mean over the cells inside the input. Max windows of up to
+ * EM_POOL_MAX_CELLS cells gather their cell pointers first and take the max in one pass (max_cells). */
+#define EM_POOL_MAX_CELLS 64u
 static void pool(const em_node *node, const float *input, float *output, int average)
 {
     const uint32_t in_w = node->in.w, channels = node->in.c, out_w = node->out.w;
@@ -110,6 +198,21 @@ static void pool(const em_node *node, const float *input, float *output, int ave
         for (ox = 0; ox < out_w; ++ox) {
             float *dst = output + ((size_t)oy * out_w + ox) * channels;
             uint32_t cells = 0;
+            if (!average && node->kernel_h * node->kernel_w <= EM_POOL_MAX_CELLS) {
+                const float *cell[EM_POOL_MAX_CELLS];
+                for (ky = 0; ky < node->kernel_h; ++ky) {
+                    const int32_t iy = em_input_coord(oy, node->stride_h, ky, node->pad_top, node->in.h);
+                    if (iy < 0) continue;
+                    for (kx = 0; kx < node->kernel_w; ++kx) {
+                        const int32_t ix = em_input_coord(ox, node->stride_w, kx, node->pad_left, in_w);
+                        if (ix >= 0) cell[cells++] = input + ((size_t)iy * in_w + (size_t)ix) * channels;
+                    }
+                }
+                if (cells > 0) max_cells(dst, cell, cells, channels); /* the loader refuses empty windows */
+                if (node->activation != EM_ACT_NONE)
+                    for (c = 0; c < channels; ++c) dst[c] = em_activate(dst[c], node->activation);
+                continue;
+            }
             for (ky = 0; ky < node->kernel_h; ++ky) {
                 const int32_t iy = em_input_coord(oy, node->stride_h, ky, node->pad_top, node->in.h);
                 if (iy < 0) continue;
@@ -119,11 +222,11 @@ static void pool(const em_node *node, const float *input, float *output, int ave
                     if (ix < 0) continue;
                     x = input + ((size_t)iy * in_w + (size_t)ix) * channels;
                     if (cells == 0) {
-                        memcpy(dst, x, channels * sizeof(float));
+                        copy_cells(dst, x, channels);
                     } else if (average) {
                         for (c = 0; c < channels; ++c) dst[c] += x[c];
                     } else {
-                        for (c = 0; c < channels; ++c) dst[c] = (x[c] > dst[c] || x[c] != x[c]) ? x[c] : dst[c];
+                        max_into(dst, x, channels);
                     }
                     ++cells;
                 }
