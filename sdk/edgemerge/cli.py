@@ -223,7 +223,8 @@ def inspect(model, as_json):
     if info["compression"]:
         click.echo(f"  originals: {_human_bytes(info['original_bytes'])} float32 parameters -> "
                    f"compression {info['compression']:.2f}x")
-    click.echo(f"  run-time memory (one context): {_human_bytes(info['context_bytes'])}")
+    click.echo(f"  run-time memory (one context): {_human_bytes(info['context_bytes'])}, of which activations "
+               f"{_human_bytes(info['arena_bytes'])} at their peak")
     click.echo("  sections: " + ", ".join(f"{k} {_human_bytes(v)}" for k, v in info["sections"].items()))
     for t in info["tasks"]:
         click.echo(f"  task {t['name']}: input {'x'.join(map(str, t['input_shape']))} (input {t['input_index']}), "

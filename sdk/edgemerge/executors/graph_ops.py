@@ -12,8 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from edgemerge.emm.constants import Act, Op
-
-Pads = tuple[int, int, int, int]   # top, left, bottom, right
+from edgemerge.emm.shapes import Pads
 
 
 def _relu6(x: np.ndarray) -> np.ndarray:

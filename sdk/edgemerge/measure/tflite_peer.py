@@ -18,8 +18,6 @@ from edgemerge.errors import ModelFormatError
 from edgemerge.quiet import native_stderr_silenced
 
 
-
-
 def interpreter_version() -> str:
     try:
         from importlib.metadata import version
