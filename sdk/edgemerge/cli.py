@@ -17,16 +17,61 @@ from edgemerge import __version__
 from edgemerge.errors import EdgemergeError
 
 
+def _error_exit(message: str) -> None:
+    """One `error:` line on stderr (names from files escaped by text.printable, so a message is one line and a
+    crafted name cannot move the cursor), then exit status 1."""
+    from edgemerge.text import printable
+
+    click.echo(f"error: {printable(message)}", err=True)
+    sys.exit(1)
+
+
 def _fail_cleanly(fn):
-    """Turns every EdgemergeError into `error: ...` on stderr and exit status 1 (no traceback)."""
+    """Every failure of a command is one `error: ...` line on stderr and exit status 1, never a traceback:
+    EdgemergeError (the message says what and where), OSError (the file and the reason: disk full, read-only,
+    permission denied...), MemoryError. Anything else is a bug in edgemerge: still one line, saying so; set
+    EDGEMERGE_DEBUG=1 to see the traceback instead."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except EdgemergeError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
+            _error_exit(str(e))
+        except OSError as e:
+            from edgemerge.emm.files import describe_os_error
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            _error_exit(f"{where}{describe_os_error(e)}")
+        except MemoryError:
+            _error_exit("out of memory (the input is too large for this machine)")
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as e:  # noqa: BLE001 - the last line of defence of "never a traceback"
+            if os.environ.get("EDGEMERGE_DEBUG"):
+                raise
+            _error_exit(f"unexpected {type(e).__name__}: {e} (a bug in edgemerge; EDGEMERGE_DEBUG=1 shows the "
+                        "traceback)")
     return wrapper
+
+
+def _check_input_file(path: str, what: str) -> None:
+    """Refuses, before any work or heavy import, an input that is missing or not a regular file (a folder; a FIFO
+    or device whose read would block or never end)."""
+    from edgemerge.text import printable
+
+    if not os.path.exists(path):
+        raise EdgemergeError(f"{what} {printable(path)}: no such file")
+    if not os.path.isfile(path):
+        raise EdgemergeError(f"{what} {printable(path)}: not a regular file")
+
+
+def _check_model_files(pairs: dict[str, str], what: str = "model file") -> None:
+    for path in pairs.values():
+        _check_input_file(path, what)
+
+
+def _needs_keras(paths) -> bool:
+    """Whether any of `paths` is a Keras file (loading one imports TensorFlow; a .tflite does not)."""
+    return any(Path(p).suffix.lower() in (".keras", ".h5", ".hdf5") for p in paths)
 
 
 def _load_tensorflow_quietly() -> None:
@@ -125,7 +170,17 @@ def merge(models, output, preset, layer_rc, int8_tables, alignment, seed, kmeans
     With --calib the merged model is calibrated (the paper's loss: each task's cross-entropy plus the L1
     mismatch of every merged layer against the original model); with --budget r/C are searched per layer.
     """
-    from edgemerge.datasets import parse_task_pairs
+    from edgemerge.datasets import check_data_files, parse_task_pairs
+    from edgemerge.emm.files import check_output_target
+
+    # every path and data file checked before TensorFlow loads (seconds) and before any work
+    sources = parse_task_pairs(models, "model")
+    if len(sources) < 2:
+        raise EdgemergeError("merge needs at least two TASK=MODEL pairs")
+    _check_model_files(sources)
+    if calib:
+        check_data_files(parse_task_pairs(calib, "--calib"))
+    check_output_target(output)
     from edgemerge.workflows.pipeline import merge_files
 
     _load_tensorflow_quietly()
@@ -133,9 +188,6 @@ def merge(models, output, preset, layer_rc, int8_tables, alignment, seed, kmeans
         # TensorFlow wants the collective-ops strategy created before any other TF work in the process.
         import tensorflow as tf
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    sources = parse_task_pairs(models, "model")
-    if len(sources) < 2:
-        raise EdgemergeError("merge needs at least two TASK=MODEL pairs")
     overrides: dict[str, tuple[int, int]] = {}
     for item in layer_rc:
         name, sep, rc = item.partition("=")
@@ -175,6 +227,7 @@ def inspect(model, as_json):
     """Show the tasks, layers, r/C, bytes per section and compression of an .emm file."""
     from edgemerge.measure.inspect_model import describe
 
+    _check_input_file(model, "model")
     info = describe(model)
     if as_json:
         _echo_json(info)
@@ -209,12 +262,17 @@ def inspect(model, as_json):
 @_fail_cleanly
 def evaluate_command(model, data, references, as_json):
     """Accuracy of each task of MODEL in the C runtime, and the drop against the original models."""
-    from edgemerge.datasets import parse_task_pairs
+    from edgemerge.datasets import check_data_files, parse_task_pairs
+
+    _check_input_file(model, "model")
+    data_files, reference_files = parse_task_pairs(data, "--data"), parse_task_pairs(references, "--reference")
+    check_data_files(data_files)
+    _check_model_files(reference_files, "reference model")
     from edgemerge.measure.evaluate import evaluate
 
-    if references:
+    if _needs_keras(reference_files.values()):
         _load_tensorflow_quietly()
-    result = evaluate(model, parse_task_pairs(data, "--data"), parse_task_pairs(references, "--reference"))
+    result = evaluate(model, data_files, reference_files)
     if as_json:
         _echo_json(result)
         return
@@ -253,11 +311,16 @@ def bench_command(model, references, threads, runs, warmup, data, seed, profile,
     from edgemerge.measure.bench import set_thread_environment
 
     set_thread_environment(threads)          # before anything loads the C runtime or its BLAS
-    from edgemerge.datasets import parse_task_pairs
+    from edgemerge.datasets import load_samples, parse_task_pairs
     from edgemerge.measure.bench import bench
 
-    result = bench(model, parse_task_pairs(references, "--vs"), threads=threads, runs=runs, warmup=warmup,
-                   data=parse_task_pairs(data, "--data"), seed=seed, profile=profile,
+    _check_input_file(model, "model")
+    reference_files, data_files = parse_task_pairs(references, "--vs"), parse_task_pairs(data, "--data")
+    _check_model_files(reference_files, "--vs model")
+    for task, path in data_files.items():
+        load_samples(path, f"--data {task}:")
+    result = bench(model, reference_files, threads=threads, runs=runs, warmup=warmup,
+                   data=data_files, seed=seed, profile=profile,
                    log=lambda m: click.echo(m, err=True))
     if as_json:
         _echo_json(result)
@@ -430,6 +493,7 @@ def flash(model, target_spec, board_name, port, identity, ssh_options, with_runt
     from edgemerge.deploy.flash import flash as do_flash
     from edgemerge.deploy.flash import parse_target
 
+    _check_input_file(model, "model")
     board = get_board(board_name) if board_name else None
     target = parse_target(target_spec, port=port, identity=identity, ssh_options=list(ssh_options),
                           connect_timeout=connect_timeout)
@@ -458,7 +522,7 @@ def flash(model, target_spec, board_name, port, identity, ssh_options, with_runt
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="the C header to write")
 @click.option("--align", "alignment", type=click.IntRange(min=1), default=None,
-              help="alignment of the array in bytes: a power of two, at least the format's 64 (the default)")
+              help="alignment of the array in bytes: a power of two from the format's 64 (the default) to 4096")
 @click.option("--name", default=None, help="C name of the array (default: from the output file name)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON summary")
 @_fail_cleanly
@@ -469,6 +533,7 @@ def export_c(model, output, alignment, name, as_json):
     """
     from edgemerge.deploy.export_c import export_c_header
 
+    _check_input_file(model, "model")
     result = export_c_header(model, output, alignment=alignment, name=name)
     if as_json:
         _echo_json(result)
@@ -540,14 +605,22 @@ def zipper():
 def zipper_run(models, calib, val, output, share, steps_per_round, bn, align, encode, l1_weight, l1_scope,
                learning_rate, seed, no_tflite, as_json):
     """Zipper TASK=MODEL pairs round by round, k = 1..L, calibrating after every round."""
-    from edgemerge.datasets import parse_task_pairs
-    from edgemerge.zipper.core import format_table, zipper_files
+    from edgemerge.datasets import check_data_files, parse_task_pairs
+    from edgemerge.text import printable
 
-    _load_tensorflow_quietly()
     sources = parse_task_pairs(models, "model")
     if len(sources) < 2:
         raise EdgemergeError("zipper needs two TASK=MODEL pairs")
-    result = zipper_files(sources, parse_task_pairs(calib, "--calib"), parse_task_pairs(val, "--val"), output,
+    _check_model_files(sources)
+    calib_files, val_files = parse_task_pairs(calib, "--calib"), parse_task_pairs(val, "--val")
+    check_data_files(calib_files)
+    check_data_files(val_files)
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise EdgemergeError(f"-o {printable(output)}: exists and is not a folder")
+    from edgemerge.zipper.core import format_table, zipper_files
+
+    _load_tensorflow_quietly()
+    result = zipper_files(sources, calib_files, val_files, output,
                           share=share, steps_per_round=steps_per_round, bn=bn, align=align, encode=encode,
                           seed=seed, l1_scope=l1_scope, tflite=not no_tflite, log=lambda m: click.echo(m, err=True),
                           calibrate_options={k: v for k, v in (("l1_weight", l1_weight), ("learning_rate", learning_rate))
@@ -567,8 +640,13 @@ def zipper_run(models, calib, val, output, share, steps_per_round, bn, align, en
 @_fail_cleanly
 def zipper_pick(folder, max_drop, output):
     """Copy the deepest zippered model within an accuracy budget from a `zipper` output folder."""
+    from edgemerge.emm.files import check_output_target
+    from edgemerge.text import printable
     from edgemerge.zipper.core import pick
 
+    if not os.path.isdir(folder):
+        raise EdgemergeError(f"{printable(folder)}: no such folder (the -o of `edgemerge zipper`)")
+    check_output_target(output)
     row = pick(folder, max_drop, output)
     drops = ", ".join(f"{t} {100 * d:+.2f}" for t, d in row["drop"].items())
     click.echo(f"picked k={row['k']} ({row['file']}: {_human_bytes(row['file_bytes'])}, "

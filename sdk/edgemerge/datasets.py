@@ -24,7 +24,7 @@ from edgemerge.inputs import DataError, check_input_array
 from edgemerge.text import printable
 
 __all__ = ["DataError", "LabelledData", "check_data_files", "check_data_path", "check_input_array", "check_labels",
-           "load_labelled", "parse_task_pairs"]
+           "load_labelled", "load_samples", "parse_task_pairs"]
 
 
 @dataclass
@@ -47,33 +47,48 @@ def check_labels(y, n_samples: int, where: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def load_labelled(path: str | os.PathLike, input_shape: tuple[int, ...] | None = None) -> LabelledData:
-    """Loads and checks a data file; `input_shape` (h, w, c) is the shape one sample must have."""
-    path = Path(path)
-    shown = printable(path)
-    check_data_path(path)
+def _read_arrays(path: Path, names: tuple[str, ...], what: str) -> list[np.ndarray]:
+    """The arrays `names` of the .npz at `path` (checked: a regular file, an .npz not a .npy, no pickles)."""
+    shown = f"{what} {printable(path)}"
+    check_data_path(path, what)
     if not zipfile.is_zipfile(path):
         try:
             with open(path, "rb") as f:
                 head = f.read(6)
         except OSError as e:
-            raise DataError(f"data file {shown}: cannot read ({e.strerror})") from None
+            raise DataError(f"{shown}: cannot read ({e.strerror})") from None
         if head == b"\x93NUMPY":
-            raise DataError(f"data file {shown}: a .npy file (one array), but an .npz with x and y is needed: "
-                            "np.savez(path, x=x, y=y)")
-        raise DataError(f"data file {shown}: not an .npz file (expected one saved by np.savez with x and y)")
+            raise DataError(f"{shown}: a .npy file (one array), but an .npz with "
+                            f"{' and '.join(names)} is needed: np.savez(path, {', '.join(f'{n}={n}' for n in names)})")
+        raise DataError(f"{shown}: not an .npz file (expected one saved by np.savez with {' and '.join(names)})")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in ("x", "y") if k not in npz.files]
+            missing = [k for k in names if k not in npz.files]
             if missing:
-                raise DataError(f"data file {shown}: missing array(s) {', '.join(missing)} (has "
-                                f"{', '.join(printable(f) for f in npz.files) or 'none'}); expected x (NHWC) and "
-                                "y (labels)")
-            x, y = npz["x"], npz["y"]
+                raise DataError(f"{shown}: missing array(s) {', '.join(missing)} (has "
+                                f"{', '.join(printable(f) for f in npz.files) or 'none'}); expected x (NHWC samples)"
+                                + (" and y (labels)" if "y" in names else ""))
+            return [npz[k] for k in names]
     except EdgemergeError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
-        raise DataError(f"data file {shown}: not a readable .npz ({printable(e)})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, NotImplementedError) as e:
+        raise DataError(f"{shown}: not a readable .npz ({printable(e)})") from None
+
+
+def load_samples(path: str | os.PathLike, what: str = "data file") -> np.ndarray:
+    """The checked `x` of a data file (float32 NHWC; `y` not needed), e.g. for `bench --data`."""
+    path = Path(path)
+    (x,) = _read_arrays(path, ("x",), what)
+    if x.ndim != 4:
+        raise DataError(f"{what} {printable(path)}: x has shape {x.shape}, expected (N, H, W, C)")
+    return check_input_array(x, f"{what} {printable(path)}: x")
+
+
+def load_labelled(path: str | os.PathLike, input_shape: tuple[int, ...] | None = None) -> LabelledData:
+    """Loads and checks a data file; `input_shape` (h, w, c) is the shape one sample must have."""
+    path = Path(path)
+    shown = printable(path)
+    x, y = _read_arrays(path, ("x", "y"), "data file")
     if x.ndim != 4:
         raise DataError(f"data file {shown}: x has shape {x.shape}, expected (N, H, W, C)")
     x = check_input_array(x, f"data file {shown}: x")
