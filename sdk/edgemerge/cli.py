@@ -183,7 +183,8 @@ def merge(models, output, preset, layer_rc, int8_tables, alignment, seed, kmeans
     check_output_target(output)
     from edgemerge.workflows.pipeline import merge_files
 
-    _load_tensorflow_quietly()
+    if _needs_keras(sources.values()) or calib or strategy != "default":
+        _load_tensorflow_quietly()   # .tflite sources alone never import TensorFlow
     if strategy == "multi-worker":
         # TensorFlow wants the collective-ops strategy created before any other TF work in the process.
         import tensorflow as tf

@@ -79,9 +79,10 @@ def load_samples(path: str | os.PathLike, what: str = "data file") -> np.ndarray
     """The checked `x` of a data file (float32 NHWC; `y` not needed), e.g. for `bench --data`."""
     path = Path(path)
     (x,) = _read_arrays(path, ("x",), what)
+    x = check_input_array(x, f"{what} {printable(path)}: x")
     if x.ndim != 4:
         raise DataError(f"{what} {printable(path)}: x has shape {x.shape}, expected (N, H, W, C)")
-    return check_input_array(x, f"{what} {printable(path)}: x")
+    return x
 
 
 def load_labelled(path: str | os.PathLike, input_shape: tuple[int, ...] | None = None) -> LabelledData:
@@ -89,9 +90,9 @@ def load_labelled(path: str | os.PathLike, input_shape: tuple[int, ...] | None =
     path = Path(path)
     shown = printable(path)
     x, y = _read_arrays(path, ("x", "y"), "data file")
+    x = check_input_array(x, f"data file {shown}: x")
     if x.ndim != 4:
         raise DataError(f"data file {shown}: x has shape {x.shape}, expected (N, H, W, C)")
-    x = check_input_array(x, f"data file {shown}: x")
     if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
         raise DataError(f"data file {shown}: samples have shape {tuple(x.shape[1:])}, "
                         f"the model expects {tuple(input_shape)}")
