@@ -53,15 +53,15 @@ def unpack_indices(data: bytes | memoryview, count: int, bits: int) -> np.ndarra
     raw = np.frombuffer(data, dtype=np.uint8)
     if raw.size * 8 < count * bits:
         raise ValueError(f"{raw.size} bytes hold fewer than {count} indices of {bits} bits")
-    padded = np.zeros(raw.size + 2, dtype=np.uint8)   # room for the 3-byte read at the end
-    padded[:raw.size] = raw
     out = np.empty(count, dtype=np.uint8 if bits <= 8 else np.uint16)
     mask = np.uint32((1 << bits) - 1)
     for start in range(0, count, UNPACK_CHUNK):
         first_bit = np.arange(start, min(count, start + UNPACK_CHUNK), dtype=np.int64) * bits
         byte, shift = first_bit >> 3, (first_bit & 7).astype(np.uint32)
-        word = (padded[byte].astype(np.uint32) | (padded[byte + 1].astype(np.uint32) << 8)
-                | (padded[byte + 2].astype(np.uint32) << 16))
+        # reads past the end are clipped to the last byte: they only fill bits above the index, masked off
+        word = (raw.take(byte, mode="clip").astype(np.uint32)
+                | (raw.take(byte + 1, mode="clip").astype(np.uint32) << 8)
+                | (raw.take(byte + 2, mode="clip").astype(np.uint32) << 16))
         out[start:start + len(first_bit)] = (word >> shift) & mask
     return out
 
