@@ -34,11 +34,15 @@ def _code(builtin: int) -> s.OperatorCodeT:
 
 
 def dense_model(input_shape=(2, 2, 1), classes: int = 3, *, helper_chain: int = 0, weight_bytes_cut: int = 0,
-                bad_tensor_index: int | None = None, tensor_name: str = "dense/MatMul", seed: int = 0) -> bytes:
+                bad_tensor_index: int | None = None, tensor_name: str = "dense/MatMul", seed: int = 0,
+                non_finite_weight: float | None = None) -> bytes:
     h, w, c = input_shape
     flat = h * w * c
     rng = np.random.default_rng(seed)
-    weights = rng.normal(size=(classes, flat)).astype("<f4").tobytes()
+    values = rng.normal(size=(classes, flat)).astype("<f4")
+    if non_finite_weight is not None:
+        values[0, 0] = non_finite_weight
+    weights = values.tobytes()
     if weight_bytes_cut:
         weights = weights[:-weight_bytes_cut]            # odd length: not a whole number of float32 values
     buffers = [s.BufferT(), s.BufferT()]
