@@ -18,11 +18,12 @@ from edgemerge.errors import EdgemergeError
 
 
 def _error_exit(message: str) -> None:
-    """One `error:` line on stderr (names from files escaped by text.printable, so a message is one line and a
-    crafted name cannot move the cursor), then exit status 1."""
-    from edgemerge.text import printable
-
-    click.echo(f"error: {printable(message)}", err=True)
+    """One `error:` line on stderr, then exit status 1. Messages name things with text.printable already; as a
+    last guard every control character left (C0, DEL, C1: a raw CR/LF or ESC from some library's message) is
+    written as `\\xNN` here, so a message is always one line and cannot move the cursor. Backslashes and
+    printable text are kept (escaping them again would double the escapes printable made)."""
+    line = "".join(f"\\x{ord(ch):02X}" if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 else ch for ch in message)
+    click.echo(f"error: {line}", err=True)
     sys.exit(1)
 
 
@@ -326,13 +327,15 @@ def bench_command(model, references, threads, runs, warmup, data, seed, profile,
     if as_json:
         _echo_json(result)
         return
+    from edgemerge.text import printable
+
     merged, reference = result["merged_ms"], result["reference_ms"]
-    click.echo(f"{model}: {len(result['tasks'])} tasks, {runs} runs per side after {warmup} warm-up, "
+    click.echo(f"{printable(model)}: {len(result['tasks'])} tasks, {runs} runs per side after {warmup} warm-up, "
                f"interleaved; inputs: {result['inputs']}")
     click.echo(f"  merged     C runtime, em_run_all ({result['merged']['runtime']}; "
                f"{result['merged_threads']} thread)")
     click.echo(f"  reference  {result['reference']['interpreter']}: "
-               + ", ".join(Path(t["reference"]).name for t in result["tasks"].values()))
+               + ", ".join(printable(Path(t["reference"]).name) for t in result["tasks"].values()))
     click.echo(f"  {'ms per run':<11} {'min':>9} {'median':>9} {'p95':>9}")
     for side, s in (("merged", merged), ("reference", reference)):
         click.echo(f"  {side:<11} {s['min']:>9.4f} {s['median']:>9.4f} {s['p95']:>9.4f}")
@@ -362,7 +365,8 @@ def bench_command(model, references, threads, runs, warmup, data, seed, profile,
                 times = f"{'-':>8} {'-':>8} {'-':>8} {'-':>6}"
             group = "" if r.get("run_group") is None else \
                 f"  group {r['run_group']}{' fused' if r.get('run_group_fused') else ''}"
-            click.echo(f"  {r['index']:>3} {r['name'][:28]:<28} {r['op']:<17} {r['kernel'][:22]:<22} {times}{group}")
+            click.echo(f"  {r['index']:>3} {printable(r['name'])[:28]:<28} {r['op']:<17} {r['kernel'][:22]:<22} "
+                       f"{times}{group}")
         if any(r.get("run_group") is not None for r in rows):
             click.echo("  run groups: nodes of different tasks with the same weights run as one step (em_run_all); "
                        "the step's time is on its first member")

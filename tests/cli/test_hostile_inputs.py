@@ -273,6 +273,8 @@ def _problems(result: dict) -> str | None:
         return f"signal {-code}"
     if "error: unexpected" in err:
         return f"an unexpected error (a bug caught by the last line of defence): {err}"
+    if "\r" in err:
+        return f"a raw CR reached stderr: {err!r}"
     if "\x1b" in err or "\x1b" in result["stdout"]:
         return f"an ESC byte reached the terminal: {err!r}"
     if code == 1:
