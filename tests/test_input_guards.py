@@ -69,3 +69,21 @@ def test_the_runtime_refuses_bad_arrays_from_the_python_api():
         rt.run(task, x.astype(np.complex64))
     with pytest.raises(DataError, match="non-finite"):
         rt.run_all({task: bad})
+
+
+def test_eval_on_a_model_whose_reference_context_is_too_large_is_one_error_line(tmp_path, monkeypatch):
+    """The C loader refuses a context past EM_MAX_CONTEXT_BYTES (LIMIT) with the reference kernels; eval shows
+    that as one error line, not a MemoryError traceback (the file of runtime_c/tests/test_context_limit.c)."""
+    from click.testing import CliRunner
+
+    from edgemerge.cli import main
+    g = lut_conv_graph(h=256, w=256, cin=1, cout=4, k=(1, 1), pads=(0, 0, 0, 0), r=1, c=12288)
+    model = tmp_path / "big-context.emm"
+    emm.write_emm(g, model)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.zeros((1, 256, 256, 1), np.float32), y=np.zeros(1, np.int64))
+    monkeypatch.setenv("EM_KERNELS", "ref")
+    r = CliRunner().invoke(main, ["eval", str(model), "--data", f"t={data}"])
+    assert r.exit_code == 1 and (r.exception is None or isinstance(r.exception, SystemExit)), r.exception
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert "EM_MAX_CONTEXT_BYTES" in r.stderr and str(model) in r.stderr

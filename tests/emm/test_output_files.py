@@ -7,7 +7,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from graphs import lut_conv_graph, two_task_graph
+from graphs import lut_conv_graph
 
 from edgemerge import emm
 from edgemerge.emm import constants as F

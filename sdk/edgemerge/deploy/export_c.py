@@ -139,7 +139,8 @@ def export_c_header(model: str | os.PathLike, output: str | os.PathLike, *, alig
     model, output = Path(model), Path(output)
     alignment = check_alignment(alignment if alignment is not None else ALIGNMENT)
     name = (check_name(name) if name is not None else
-            check_name(c_name(output.name.split(".")[0]), f"the array name (from the output file name {printable(output.name)!r})"))
+            check_name(c_name(output.name.split(".")[0]),
+                       f"the array name (from the output file name {printable(output.name)!r})"))
     check_output_target(output)
     try:
         data = model.read_bytes()

@@ -7,12 +7,13 @@ Targets
                                      device needs nothing but sshd and coreutils (sha256sum, mktemp).
     dir:DIR                          a mounted SD card or any folder.
 
-Every file goes to a temporary name beside its final one (`.NAME.edgemerge-tmp.` and a random part), is synced, its
-SHA-256 is read back *on the target* and compared with the host's, and only then renamed over the old file
+Every file goes to a temporary name beside its final one (`.NAME.edgemerge-tmp.` and a random part), is synced,
+its SHA-256 is read back *on the target* and compared with the host's, and only then renamed over the old file
 (rename(2) is atomic within a folder); the final file is read back once more. An interrupted flash (network
 gone, Ctrl-C, SIGKILL) therefore leaves the previous model in place: at worst a temporary file, which the
-next flash of the same name removes (by the exact form of the names flash creates, never a glob). Before anything is written the target is probed: `uname -m` against
-the board profile's `uname_m` (ssh), free space against the file size, sha256sum present.
+next flash of the same name removes (by the exact form of the names flash creates, never a glob). Before
+anything is written the target is probed: `uname -m` against the board profile's `uname_m` (ssh), free space
+against the file size, sha256sum present; a read-only folder is reported as read-only.
 
 `--verify` runs a fixed seeded input per task through em_run on the device (ssh) or under the board's
 emulator (dir) and compares with the host runtime: same top-1, logits within 1e-4 (relative to the
