@@ -70,9 +70,9 @@ def check_name(name: str, what: str = "--name") -> str:
 
 def check_alignment(alignment: int) -> int:
     if alignment < ALIGNMENT or alignment > MAX_ALIGNMENT or alignment & (alignment - 1):
-        raise ExportError(f"--align {alignment}: must be a power of two from {ALIGNMENT} (the .emm format aligns "
-                          f"every tensor to 64 bytes from the start of the file) to {MAX_ALIGNMENT} (a page; "
-                          "compilers and linkers refuse larger alignments)")
+        raise ExportError(f"--align {alignment}: must be a power of two, at least {ALIGNMENT} (the .emm format "
+                          "aligns every tensor to 64 bytes from the start of the file) and at most "
+                          f"{MAX_ALIGNMENT} (a page; compilers and linkers refuse larger alignments)")
     return alignment
 
 
