@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "sdk" / "edgemerge"
 
 # Low -> high; names on one rank are peers.
 WING_ORDER: tuple[tuple[str, ...], ...] = (
-    ("errors", "text", "extras", "quiet"),   # ground floor: errors, printing, optional extras, native stderr
+    ("errors", "text", "extras", "quiet", "inputs"),   # ground floor: errors, printing, optional extras, native stderr
     ("emm",),
     ("runtime", "datasets"),
     ("importers",),

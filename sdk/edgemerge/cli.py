@@ -18,16 +18,62 @@ from edgemerge import __version__
 from edgemerge.errors import EdgemergeError
 
 
+def _error_exit(message: str) -> None:
+    """One `error:` line on stderr, then exit status 1. Messages name things with text.printable already; as a
+    last guard every control character left (C0, DEL, C1: a raw CR/LF or ESC from some library's message) is
+    written as `\\xNN` here, so a message is always one line and cannot move the cursor. Backslashes and
+    printable text are kept (escaping them again would double the escapes printable made)."""
+    line = "".join(f"\\x{ord(ch):02X}" if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 else ch for ch in message)
+    click.echo(f"error: {line}", err=True)
+    sys.exit(1)
+
+
 def _fail_cleanly(fn):
-    """Turns every EdgemergeError into `error: ...` on stderr and exit status 1 (no traceback)."""
+    """Every failure of a command is one `error: ...` line on stderr and exit status 1, never a traceback:
+    EdgemergeError (the message says what and where), OSError (the file and the reason: disk full, read-only,
+    permission denied...), MemoryError. Anything else is a bug in edgemerge: still one line, saying so; set
+    EDGEMERGE_DEBUG=1 to see the traceback instead."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except EdgemergeError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
+            _error_exit(str(e))
+        except OSError as e:
+            from edgemerge.emm.files import describe_os_error
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            _error_exit(f"{where}{describe_os_error(e)}")
+        except MemoryError:
+            _error_exit("out of memory (the input is too large for this machine)")
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as e:  # noqa: BLE001 - the last line of defence of "never a traceback"
+            if os.environ.get("EDGEMERGE_DEBUG"):
+                raise
+            _error_exit(f"unexpected {type(e).__name__}: {e} (a bug in edgemerge; EDGEMERGE_DEBUG=1 shows the "
+                        "traceback)")
     return wrapper
+
+
+def _check_input_file(path: str, what: str) -> None:
+    """Refuses, before any work or heavy import, an input that is missing or not a regular file (a folder; a FIFO
+    or device whose read would block or never end)."""
+    from edgemerge.text import printable
+
+    if not os.path.exists(path):
+        raise EdgemergeError(f"{what} {printable(path)}: no such file")
+    if not os.path.isfile(path):
+        raise EdgemergeError(f"{what} {printable(path)}: not a regular file")
+
+
+def _check_model_files(pairs: dict[str, str], what: str = "model file") -> None:
+    for path in pairs.values():
+        _check_input_file(path, what)
+
+
+def _needs_keras(paths) -> bool:
+    """Whether any of `paths` is a Keras file (loading one imports TensorFlow; a .tflite does not)."""
+    return any(Path(p).suffix.lower() in (".keras", ".h5", ".hdf5") for p in paths)
 
 
 def _load_tensorflow_quietly() -> None:
@@ -143,20 +189,27 @@ def merge(models, output, preset, layer_rc, int8_tables, alignment, seed, kmeans
     With --calib the merged model is calibrated (the paper's loss: each task's cross-entropy plus the L1
     mismatch of every merged layer against the original model); with --budget r/C are searched per layer.
     """
+    from edgemerge.datasets import check_data_files, parse_task_pairs
+    from edgemerge.emm.files import check_output_target
     from edgemerge.extras import require
 
+    # every path and data file checked before TensorFlow loads (seconds) and before any work
+    sources = parse_task_pairs(models, "model")
+    if len(sources) < 2:
+        raise EdgemergeError("merge needs at least two TASK=MODEL pairs")
+    _check_model_files(sources)
+    if calib:
+        check_data_files(parse_task_pairs(calib, "--calib"))
+    check_output_target(output)
     require("merge", "edgemerge merge")
-    from edgemerge.datasets import parse_task_pairs
     from edgemerge.workflows.pipeline import merge_files
 
-    _load_tensorflow_quietly()
+    if _needs_keras(sources.values()) or calib or strategy != "default":
+        _load_tensorflow_quietly()   # .tflite sources alone never import TensorFlow
     if strategy == "multi-worker":
         # TensorFlow wants the collective-ops strategy created before any other TF work in the process.
         import tensorflow as tf
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    sources = parse_task_pairs(models, "model")
-    if len(sources) < 2:
-        raise EdgemergeError("merge needs at least two TASK=MODEL pairs")
     overrides: dict[str, tuple[int, int]] = {}
     for item in layer_rc:
         name, sep, rc = item.partition("=")
@@ -215,6 +268,7 @@ def inspect(model, as_json):
     """Show the tasks, layers, r/C, bytes per section and compression of an .emm file."""
     from edgemerge.measure.inspect_model import describe
 
+    _check_input_file(model, "model")
     info = describe(model)
     if as_json:
         _echo_json(info)
@@ -265,12 +319,16 @@ def _echo_sharing(info: dict) -> None:
 @_fail_cleanly
 def evaluate_command(model, data, references, as_json):
     """Accuracy of each task of MODEL in the C runtime, and the drop against the original models."""
-    from edgemerge.datasets import parse_task_pairs
+    from edgemerge.datasets import check_data_files, parse_task_pairs
+
+    _check_input_file(model, "model")
+    data_files, reference_files = parse_task_pairs(data, "--data"), parse_task_pairs(references, "--reference")
+    check_data_files(data_files)
+    _check_model_files(reference_files, "reference model")
     from edgemerge.measure.evaluate import evaluate
 
-    reference_files = parse_task_pairs(references, "--reference")
     _load_reference_stacks(reference_files, "edgemerge eval --reference")
-    result = evaluate(model, parse_task_pairs(data, "--data"), reference_files)
+    result = evaluate(model, data_files, reference_files)
     if as_json:
         _echo_json(result)
         return
@@ -311,22 +369,29 @@ def bench_command(model, references, threads, runs, warmup, data, seed, profile,
 
     require("peers", "edgemerge bench")
     set_thread_environment(threads)          # before anything loads the C runtime or its BLAS
-    from edgemerge.datasets import parse_task_pairs
+    from edgemerge.datasets import load_samples, parse_task_pairs
     from edgemerge.measure.bench import bench
 
-    result = bench(model, parse_task_pairs(references, "--vs"), threads=threads, runs=runs, warmup=warmup,
-                   data=parse_task_pairs(data, "--data"), seed=seed, profile=profile,
+    _check_input_file(model, "model")
+    reference_files, data_files = parse_task_pairs(references, "--vs"), parse_task_pairs(data, "--data")
+    _check_model_files(reference_files, "--vs model")
+    for task, path in data_files.items():
+        load_samples(path, f"--data {task}:")
+    result = bench(model, reference_files, threads=threads, runs=runs, warmup=warmup,
+                   data=data_files, seed=seed, profile=profile,
                    log=lambda m: click.echo(m, err=True))
     if as_json:
         _echo_json(result)
         return
+    from edgemerge.text import printable
+
     merged, reference = result["merged_ms"], result["reference_ms"]
-    click.echo(f"{model}: {len(result['tasks'])} tasks, {runs} runs per side after {warmup} warm-up, "
+    click.echo(f"{printable(model)}: {len(result['tasks'])} tasks, {runs} runs per side after {warmup} warm-up, "
                f"interleaved; inputs: {result['inputs']}")
     click.echo(f"  merged     C runtime, em_run_all ({result['merged']['runtime']}; "
                f"{result['merged_threads']} thread)")
     click.echo(f"  reference  {result['reference']['interpreter']}: "
-               + ", ".join(Path(t["reference"]).name for t in result["tasks"].values()))
+               + ", ".join(printable(Path(t["reference"]).name) for t in result["tasks"].values()))
     click.echo(f"  {'ms per run':<11} {'min':>9} {'median':>9} {'p95':>9}")
     for side, s in (("merged", merged), ("reference", reference)):
         click.echo(f"  {side:<11} {s['min']:>9.4f} {s['median']:>9.4f} {s['p95']:>9.4f}")
@@ -358,7 +423,8 @@ def bench_command(model, references, threads, runs, warmup, data, seed, profile,
                 times = f"{'-':>8} {'-':>8} {'-':>8} {'-':>6}"
             group = "" if r.get("run_group") is None else \
                 f"  group {r['run_group']}{' fused' if r.get('run_group_fused') else ''}"
-            click.echo(f"  {r['index']:>3} {r['name'][:28]:<28} {r['op']:<17} {r['kernel'][:22]:<22} {times}{group}")
+            click.echo(f"  {r['index']:>3} {printable(r['name'])[:28]:<28} {r['op']:<17} {r['kernel'][:22]:<22} "
+                       f"{times}{group}")
         if any(r.get("run_group") is not None for r in rows):
             click.echo("  run groups: nodes of different tasks with the same weights run as one step (em_run_all); "
                        "the step's time is on its first member")
@@ -490,6 +556,7 @@ def flash(model, target_spec, board_name, port, identity, ssh_options, with_runt
     from edgemerge.deploy.flash import flash as do_flash
     from edgemerge.deploy.flash import parse_target
 
+    _check_input_file(model, "model")
     board = get_board(board_name) if board_name else None
     target = parse_target(target_spec, port=port, identity=identity, ssh_options=list(ssh_options),
                           connect_timeout=connect_timeout)
@@ -614,7 +681,7 @@ def report_command(model, data, references, plots, runs, output, as_json):
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="the C header to write")
 @click.option("--align", "alignment", type=click.IntRange(min=1), default=None,
-              help="alignment of the array in bytes: a power of two, at least the format's 64 (the default)")
+              help="alignment of the array in bytes: a power of two from the format's 64 (the default) to 4096")
 @click.option("--name", default=None, help="C name of the array (default: from the output file name)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON summary")
 @_fail_cleanly
@@ -625,6 +692,7 @@ def export_c(model, output, alignment, name, as_json):
     """
     from edgemerge.deploy.export_c import export_c_header
 
+    _check_input_file(model, "model")
     result = export_c_header(model, output, alignment=alignment, name=name)
     if as_json:
         _echo_json(result)
@@ -702,15 +770,23 @@ def zipper_run(models, calib, val, output, share, steps_per_round, bn, align, en
     require("plots", "edgemerge zipper (tradeoff.png)")
     if not no_tflite:
         require("peers", "edgemerge zipper (TFLite timings; or pass --no-tflite)")
-    from edgemerge.datasets import parse_task_pairs
+    from edgemerge.datasets import check_data_files, parse_task_pairs
+    from edgemerge.text import printable
+
+    sources = parse_task_pairs(models, "model")
+    if len(sources) < 2:
+        raise EdgemergeError("zipper needs two TASK=MODEL pairs")
+    _check_model_files(sources)
+    calib_files, val_files = parse_task_pairs(calib, "--calib"), parse_task_pairs(val, "--val")
+    check_data_files(calib_files)
+    check_data_files(val_files)
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise EdgemergeError(f"-o {printable(output)}: exists and is not a folder")
     from edgemerge.workflows.zipper_files import zipper_files
     from edgemerge.zipper.report import format_table
 
     _load_tensorflow_quietly()
-    sources = parse_task_pairs(models, "model")
-    if len(sources) < 2:
-        raise EdgemergeError("zipper needs two TASK=MODEL pairs")
-    result = zipper_files(sources, parse_task_pairs(calib, "--calib"), parse_task_pairs(val, "--val"), output,
+    result = zipper_files(sources, calib_files, val_files, output,
                           share=share, steps_per_round=steps_per_round, bn=bn, align=align, encode=encode,
                           seed=seed, l1_scope=l1_scope, tflite=not no_tflite, log=lambda m: click.echo(m, err=True),
                           calibrate_options={k: v for k, v in (("l1_weight", l1_weight), ("learning_rate", learning_rate))
@@ -731,8 +807,13 @@ def zipper_run(models, calib, val, output, share, steps_per_round, bn, align, en
 @_fail_cleanly
 def zipper_pick(folder, max_drop, output, as_json):
     """Copy the deepest zippered model within an accuracy budget from a `zipper` output folder."""
+    from edgemerge.emm.files import check_output_target
+    from edgemerge.text import printable
     from edgemerge.zipper.report import pick
 
+    if not os.path.isdir(folder):
+        raise EdgemergeError(f"{printable(folder)}: no such folder (the -o of `edgemerge zipper`)")
+    check_output_target(output)
     row = pick(folder, max_drop, output)
     if as_json:
         _echo_json({**row, "output": str(output), "max_drop": max_drop})

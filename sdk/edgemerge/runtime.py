@@ -9,6 +9,8 @@ import numpy as np
 
 from edgemerge.emm.constants import Op, Status
 from edgemerge.errors import EdgemergeError, EmmFormatError, RuntimeStatusError
+from edgemerge.inputs import check_input_array
+from edgemerge.text import printable
 
 try:
     from edgemerge import _runtime
@@ -63,16 +65,16 @@ class Runtime:
             try:
                 data = self.path.read_bytes()
             except FileNotFoundError:
-                raise EmmFormatError(f"{source}: no such file") from None
+                raise EmmFormatError(f"{printable(source)}: no such file") from None
             except OSError as e:
-                raise EmmFormatError(f"{source}: cannot read ({e.strerror})") from None
+                raise EmmFormatError(f"{printable(source)}: cannot read ({e.strerror})") from None
         else:
             self.path, data = None, bytes(source)
         try:
             self._model = rt.Model(data, kernels, run_groups)
         except rt.StatusError as e:
             status, message = e.args
-            where = f"{self.path}: " if self.path else ""
+            where = f"{printable(self.path)}: " if self.path else ""
             raise EmmFormatError(f"{where}{message}", status=status) from None
         self.tasks = [TaskInfo(i, t["name"], t["input_index"], tuple(t["input_shape"]), t["classes"])
                       for i, t in enumerate(self._model.tasks())]
@@ -112,16 +114,18 @@ class Runtime:
         for t in self.tasks:
             if t.name == task:
                 return t
-        raise EdgemergeError(f"no task named {task!r}; the model has: {', '.join(self.task_names)}")
+        raise EdgemergeError(f"no task named {printable(task)!r}; the model has: "
+                             f"{', '.join(map(printable, self.task_names))}")
 
     # -- running --------------------------------------------------------------------------------
     def run(self, task: str | int, x: np.ndarray) -> np.ndarray:
         """Logits of `task` for a float32 NHWC batch `x` ([N, H, W, C], or one [H, W, C] sample)."""
         info = self.task(task)
-        x = np.asarray(x, dtype=np.float32)
+        x = np.asarray(x)
         if x.ndim not in (3, 4) or tuple(x.shape[-3:]) != info.input_shape:
-            raise EdgemergeError(f"task {info.name!r} expects input of shape (N, {', '.join(map(str, info.input_shape))})"
-                                 f", got {tuple(x.shape)}")
+            raise EdgemergeError(f"task {printable(info.name)!r} expects input of shape "
+                                 f"(N, {', '.join(map(str, info.input_shape))}), got {tuple(x.shape)}")
+        x = check_input_array(x, f"Runtime.run({printable(info.name)!r}): x")
         return _call(self._model.run, info.index, x, value_errors=False)
 
     def predict(self, task: str | int, x: np.ndarray) -> np.ndarray:
@@ -133,7 +137,7 @@ class Runtime:
         Returns (logits by task name, how many times each node ran)."""
         arrays: list[np.ndarray | None] = [None] * self.input_count
         for name, x in inputs.items():
-            arrays[self.task(name).input_index] = np.asarray(x, dtype=np.float32)
+            arrays[self.task(name).input_index] = check_input_array(x, f"Runtime.run_all: x of {printable(name)!r}")
         missing = [t.name for t in self.tasks if arrays[t.input_index] is None]
         if missing:
             raise EdgemergeError(f"run_all needs an input for task(s) {', '.join(missing)}")

@@ -310,20 +310,6 @@ def _umask() -> int:
     return mask
 
 
-_DRIVER = """
-import os, sys, time
-if os.environ.get("EM_TEST_SLOW_FSYNC"):
-    real_fsync = os.fsync
-    def slow_fsync(fd):  # a slow disk: the temporary file is written, not yet renamed
-        sys.stderr.write("EM_TEST_IN_WRITE\\n"); sys.stderr.flush()
-        time.sleep(300)
-        real_fsync(fd)
-    os.fsync = slow_fsync
-from edgemerge.cli import main
-main(prog_name="edgemerge")
-"""
-
-
 @pytest.fixture(scope="module")
 def keras_pair(tmp_path_factory):
     """Two LeNet-sized Keras models (untrained: the merge only needs their weights)."""
@@ -337,9 +323,12 @@ def keras_pair(tmp_path_factory):
     return folder / "a.keras", folder / "b.keras"
 
 
-# (signal, phase): "kmeans" = right after both models are imported (alignment and k-means under way);
-# "write" = the temporary file is written and waits in fsync, not yet renamed
+# (signal, phase): "kmeans" = both models imported, the merge (alignment, k-means) about to start; "write" = the
+# temporary file is written and synced, not yet renamed. The process stops at the phase through the test-only hook
+# (emm.files.test_pause_point: EDGEMERGE_TEST_PAUSE_AT), creates a marker file and waits there for the signal, so
+# the signal always arrives during the phase under test: no race against a timer, whatever the machine's load.
 KILL_CASES = [(sig, phase) for phase in ("kmeans", "write") for sig in ("SIGINT", "SIGTERM", "SIGKILL")]
+PAUSE_PHASE = {"kmeans": "merge", "write": "rename"}
 
 
 def test_killed_merge_leaves_the_previous_output_intact(keras_pair, tmp_path):
@@ -351,40 +340,45 @@ def test_killed_merge_leaves_the_previous_output_intact(keras_pair, tmp_path):
         folder.mkdir()
         out = folder / "merged.emm"
         out.write_bytes(previous)
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        if phase == "write":
-            env["EM_TEST_SLOW_FSYNC"] = "1"
-        proc = subprocess.Popen([sys.executable, "-c", _DRIVER, "merge", f"a={a}", f"b={b}", "-o", str(out),
+        marker = tmp_path / f"{phase}-{sig}.paused"
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "EDGEMERGE_TEST_PAUSE_AT": PAUSE_PHASE[phase],
+               "EDGEMERGE_TEST_PAUSE_MARKER": str(marker)}
+        proc = subprocess.Popen([sys.executable, "-m", "edgemerge.cli", "merge", f"a={a}", f"b={b}", "-o", str(out),
                                  "--kmeans-inits", "1"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                 text=True, env=env, cwd=folder)
-        runs.append({"sig": sig, "phase": phase, "proc": proc, "out": out, "folder": folder,
-                     "trigger": "imported b:" if phase == "kmeans" else "EM_TEST_IN_WRITE",
-                     "seen": threading.Event(), "stderr": []})
-
-    def watch(run) -> None:
-        for line in run["proc"].stderr:
-            run["stderr"].append(line)
-            if run["trigger"] in line and not run["seen"].is_set():
-                run["seen"].set()
-                run["proc"].send_signal(getattr(signal, run["sig"]))
-
-    watchers = [threading.Thread(target=watch, args=(run,), daemon=True) for run in runs]
-    for w in watchers:
-        w.start()
+        runs.append({"sig": sig, "phase": phase, "proc": proc, "out": out, "folder": folder, "marker": marker,
+                     "seen": False, "stderr": []})
+    readers = [threading.Thread(target=lambda r=run: r["stderr"].extend(r["proc"].stderr), daemon=True)
+               for run in runs]
+    for reader in readers:
+        reader.start()
     try:
+        # wait for each process to reach its phase (an event: the marker file), then signal it; the overall limit
+        # only catches a process that never gets there
+        deadline = time.monotonic() + 600
+        waiting = list(runs)
+        while waiting and time.monotonic() < deadline:
+            for run in list(waiting):
+                if run["marker"].exists():
+                    run["seen"] = True
+                    run["proc"].send_signal(getattr(signal, run["sig"]))
+                    waiting.remove(run)
+                elif run["proc"].poll() is not None:
+                    waiting.remove(run)
+            time.sleep(0.05)
         for run in runs:
             run["code"] = run["proc"].wait(timeout=600)
     finally:
         for run in runs:
             if run["proc"].poll() is None:
                 run["proc"].kill()
-    for w in watchers:
-        w.join(timeout=10)
+    for reader in readers:
+        reader.join(timeout=10)
 
     for run in runs:
         label = f"{run['sig']} during {run['phase']}"
         log = "".join(run["stderr"])[-2000:]
-        assert run["seen"].is_set(), f"{label}: the merge never reached its trigger: {log}"
+        assert run["seen"], f"{label}: the merge never reached its phase: {log}"
         assert run["code"] != 0, f"{label}: the merge finished anyway: {log}"
         assert "Traceback" not in log, f"{label}: {log}"
         # the previous file is untouched and still loads
@@ -398,3 +392,13 @@ def test_killed_merge_leaves_the_previous_output_intact(keras_pair, tmp_path):
             assert len(leftovers) == 1, (label, leftovers)
         else:
             assert leftovers == [], (label, leftovers)
+
+
+def test_the_pause_hook_does_nothing_when_unset(monkeypatch, tmp_path):
+    from edgemerge.emm.files import PAUSE_ENV, test_pause_point
+    monkeypatch.delenv(PAUSE_ENV, raising=False)
+    test_pause_point("rename")            # returns at once: nothing to wait for
+    monkeypatch.setenv(PAUSE_ENV, "merge")
+    test_pause_point("rename")            # another phase: returns at once too
+    emm.write_emm(two_task_graph(), tmp_path / "m.emm")
+    assert (tmp_path / "m.emm").is_file()

@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 from corrupt import fix_crcs, section_span
+from graphs import two_task_graph
+
 from edgemerge import _runtime, emm
 from edgemerge.emm import constants as F
 from edgemerge.emm.constants import Act, Op
@@ -16,7 +18,6 @@ from edgemerge.emm.graph import MergedGraph, Node, Task, Tensor
 from edgemerge.errors import EmmFormatError
 from edgemerge.executors import graph_ops
 from edgemerge.runtime import Runtime
-from graphs import two_task_graph
 
 H, W, C, CLASSES = 6, 5, 4, 3
 

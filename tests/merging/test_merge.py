@@ -11,8 +11,7 @@ from synthetic_models import chain_model, conv, dense, flatten, lenet_like, mobi
 from edgemerge.emm.constants import NONE, Act, DType, Op, index_bits
 from edgemerge.emm.graph import decoded_weights
 from edgemerge.errors import AlignmentError, EdgemergeError
-from edgemerge.executors.numpy_exec import execute_graph
-from edgemerge.executors.numpy_exec import forward_numpy
+from edgemerge.executors.numpy_exec import execute_graph, forward_numpy
 from edgemerge.merging.merge import PRESETS, merge_models
 
 

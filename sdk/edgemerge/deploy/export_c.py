@@ -22,7 +22,9 @@ from pathlib import Path
 from edgemerge import __version__
 from edgemerge.emm import atomic_write_bytes
 from edgemerge.emm.constants import ALIGNMENT, HEADER_BYTES, MAGIC
+from edgemerge.emm.files import check_output_target
 from edgemerge.errors import EdgemergeError, EmmFormatError
+from edgemerge.text import printable
 
 _C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern float for goto if
 inline int long register restrict return short signed sizeof static struct switch typedef union unsigned void
@@ -43,17 +45,34 @@ def c_name(text: str) -> str:
     return name
 
 
-def check_name(name: str) -> str:
+MAX_ALIGNMENT = 4096
+"""The largest --align: a page. Compilers and linkers refuse (or silently ignore) larger alignments of a static
+array (GCC's limit on ELF is 2^28 and many embedded linkers stop at a page), and nothing in the runtime needs
+more than the format's 64."""
+MAX_NAME_CHARS = 63
+"""C99 guarantees 63 significant initial characters of an internal identifier."""
+
+
+def check_name(name: str, what: str = "--name") -> str:
+    """`name` if it is a C identifier that is not a keyword and leaves the macros it derives valid, else
+    ExportError. `what` says where the name came from (an option or the output file name)."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or name in _C_KEYWORDS:
-        raise ExportError(f"--name {name!r} is not a C identifier (letters, digits and '_', not starting "
-                          "with a digit, not a keyword)")
+        raise ExportError(f"{what} {printable(name)!r} is not a C identifier (letters, digits and '_', not "
+                          "starting with a digit, not a C keyword); give another with --name")
+    if len(name) > MAX_NAME_CHARS:
+        raise ExportError(f"{what} {name[:20]}...: {len(name)} characters, more than the {MAX_NAME_CHARS} a C "
+                          "compiler must tell apart; give a shorter one with --name")
+    if name.startswith("__") or re.match(r"_[A-Z]", name):
+        raise ExportError(f"{what} {name!r} is reserved for the C implementation (it starts with '__' or '_' and "
+                          "a capital); give another with --name")
     return name
 
 
 def check_alignment(alignment: int) -> int:
-    if alignment < ALIGNMENT or alignment & (alignment - 1):
-        raise ExportError(f"--align {alignment}: must be a power of two and at least {ALIGNMENT} (the .emm "
-                          "format aligns every tensor to 64 bytes from the start of the file)")
+    if alignment < ALIGNMENT or alignment > MAX_ALIGNMENT or alignment & (alignment - 1):
+        raise ExportError(f"--align {alignment}: must be a power of two, at least {ALIGNMENT} (the .emm format "
+                          "aligns every tensor to 64 bytes from the start of the file) and at most "
+                          f"{MAX_ALIGNMENT} (a page; compilers and linkers refuse larger alignments)")
     return alignment
 
 
@@ -119,13 +138,16 @@ def export_c_header(model: str | os.PathLike, output: str | os.PathLike, *, alig
 
     model, output = Path(model), Path(output)
     alignment = check_alignment(alignment if alignment is not None else ALIGNMENT)
-    name = check_name(name) if name is not None else c_name(output.name.split(".")[0])
+    name = (check_name(name) if name is not None else
+            check_name(c_name(output.name.split(".")[0]),
+                       f"the array name (from the output file name {printable(output.name)!r})"))
+    check_output_target(output)
     try:
         data = model.read_bytes()
     except OSError as e:
-        raise ExportError(f"{model}: cannot read ({e.strerror})") from None
+        raise ExportError(f"{printable(model)}: cannot read ({e.strerror})") from None
     if len(data) < HEADER_BYTES or data[:4] != MAGIC:
-        raise EmmFormatError(f"{model}: not an .emm file")
+        raise EmmFormatError(f"{printable(model)}: not an .emm file")
     Runtime(data)  # the C loader validates the whole file: a header of a corrupt model is never written
     text = render_header(data, name, alignment, model.name)
     atomic_write_bytes(output, text.encode("ascii"))

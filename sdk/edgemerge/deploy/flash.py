@@ -7,12 +7,13 @@ Targets
                                      device needs nothing but sshd and coreutils (sha256sum, mktemp).
     dir:DIR                          a mounted SD card or any folder.
 
-Every file goes to a temporary name beside its final one (`.NAME.edgemerge-tmp.XXXXXX`), is synced, its
-SHA-256 is read back *on the target* and compared with the host's, and only then renamed over the old file
+Every file goes to a temporary name beside its final one (`.NAME.edgemerge-tmp.` and a random part), is synced,
+its SHA-256 is read back *on the target* and compared with the host's, and only then renamed over the old file
 (rename(2) is atomic within a folder); the final file is read back once more. An interrupted flash (network
 gone, Ctrl-C, SIGKILL) therefore leaves the previous model in place: at worst a temporary file, which the
-next flash of the same name removes. Before anything is written the target is probed: `uname -m` against
-the board profile's `uname_m` (ssh), free space against the file size, sha256sum present.
+next flash of the same name removes (by the exact form of the names flash creates, never a glob). Before
+anything is written the target is probed: `uname -m` against the board profile's `uname_m` (ssh), free space
+against the file size, sha256sum present; a read-only folder is reported as read-only.
 
 `--verify` runs a fixed seeded input per task through em_run on the device (ssh) or under the board's
 emulator (dir) and compares with the host runtime: same top-1, logits within 1e-4 (relative to the
@@ -23,7 +24,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import shlex
+import stat
 import subprocess
 import tempfile
 import time
@@ -34,7 +37,9 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
+from edgemerge.emm.files import create_temporary, describe_os_error, file_kind
 from edgemerge.errors import EdgemergeError
+from edgemerge.text import printable
 
 EM_RUN_NAME = "em_run"
 TMP_MARK = ".edgemerge-tmp."
@@ -52,8 +57,19 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _tmp_glob(name: str) -> str:
+def _tmp_prefix(name: str) -> str:
     return f".{name}{TMP_MARK}"
+
+
+_TMP_RANDOM = re.compile(r"[0-9a-f]{12}")
+"""The random part of a temporary name this module creates (emm.files.create_temporary: 12 hex digits)."""
+
+
+def _is_our_temporary(entry: str, name: str) -> bool:
+    """True only for a name this module creates for `name`: the literal prefix `.<name>.edgemerge-tmp.` then
+    12 hex digits. Compared as text, never as a glob: `--name '*'` must not match another model's temporary."""
+    prefix = _tmp_prefix(name)
+    return entry.startswith(prefix) and bool(_TMP_RANDOM.fullmatch(entry[len(prefix):]))
 
 
 def _check_file_name(name: str) -> str:
@@ -84,7 +100,7 @@ class DirTarget:
     kind = "dir"
 
     def describe(self) -> str:
-        return f"dir:{self.directory}"
+        return f"dir:{printable(self.directory)}"
 
     def probe(self) -> dict:
         """Checks without changing anything; the folder itself is created by install() (its parent must
@@ -95,22 +111,46 @@ class DirTarget:
             if d.exists() or not d.parent.is_dir():
                 raise FlashError(f"{self.describe()}: no such folder (is the card mounted?)")
             at = d.parent
-        if not os.access(at, os.W_OK | os.X_OK):
-            raise FlashError(f"{self.describe()}: {at} is not writable")
         st = os.statvfs(at)
+        if st.f_flag & getattr(os, "ST_RDONLY", 1):
+            raise FlashError(f"{self.describe()}: {at} is on a read-only file system; nothing was changed")
+        if not os.access(at, os.W_OK | os.X_OK):
+            raise FlashError(f"{self.describe()}: {at} is not writable (permission denied); nothing was changed")
         return {"machine": None, "free_bytes": st.f_bavail * st.f_frsize}
 
+    def check_name_free(self, name: str) -> None:
+        """Refuses a final name that is there but is not a regular file (a folder, device, FIFO, socket)."""
+        try:
+            st = os.stat(self.directory / name)
+        except OSError:
+            return
+        if not stat.S_ISREG(st.st_mode):
+            raise FlashError(f"{self.describe()}: {printable(name)} there is {file_kind(st.st_mode)}, not a regular "
+                             "file; refusing to replace it (choose another --name); nothing was changed")
+
     def existing_sha256(self, name: str) -> str | None:
+        self.check_name_free(name)  # never read a folder, or a FIFO that would block
         try:
             return _sha256((self.directory / name).read_bytes())
         except FileNotFoundError:
             return None
+        except OSError as e:
+            raise FlashError(f"{self.describe()}: cannot read the installed {printable(name)} "
+                             f"({describe_os_error(e)}); nothing was changed") from None
 
     def remove_leftovers(self, name: str) -> int:
+        """Removes the temporaries an interrupted flash of `name` left: exactly the names `install` creates for
+        `name` (see _is_our_temporary), and only regular files."""
         removed = 0
-        for p in self.directory.glob(_tmp_glob(name) + "*"):
+        try:
+            entries = list(os.scandir(self.directory))
+        except OSError:
+            return 0
+        for entry in entries:
+            if not _is_our_temporary(entry.name, name) or not entry.is_file(follow_symlinks=False):
+                continue
             try:
-                p.unlink()
+                os.unlink(self.directory / entry.name)
                 removed += 1
             except OSError:
                 pass
@@ -134,9 +174,13 @@ class DirTarget:
         try:
             self.directory.mkdir(exist_ok=True)
         except OSError as e:
-            raise FlashError(f"{self.describe()}: cannot create the folder ({e.strerror})") from None
-        fd, tmp_name = tempfile.mkstemp(prefix=_tmp_glob(name), dir=self.directory)
-        tmp = Path(tmp_name)
+            raise FlashError(f"{self.describe()}: cannot create the folder ({describe_os_error(e)})") from None
+        self.check_name_free(name)
+        try:
+            fd, tmp = create_temporary(self.directory, _tmp_prefix(name), "", mode)
+        except OSError as e:
+            raise FlashError(f"{self.describe()}: cannot create a file there ({describe_os_error(e)}); "
+                             "nothing was changed") from None
         try:
             try:
                 with os.fdopen(fd, "wb") as f:
@@ -147,15 +191,20 @@ class DirTarget:
                     os.fsync(f.fileno())
             except OSError as e:
                 if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise FlashError(f"{self.describe()}: no space left writing {name} ({len(data)} bytes); "
-                                     "the previous file is unchanged") from None
-                raise FlashError(f"{self.describe()}: writing {name} failed ({e.strerror}); "
+                    raise FlashError(f"{self.describe()}: no space left writing {printable(name)} ({len(data)} "
+                                     "bytes); the previous file is unchanged") from None
+                raise FlashError(f"{self.describe()}: writing {printable(name)} failed ({describe_os_error(e)}); "
                                  "the previous file is unchanged") from None
             got = self._read_back(tmp)
             if got != want:
                 raise FlashError(f"{self.describe()}: checksum mismatch for {name}: the target read back "
                                  f"sha256 {got}, the host sent {want}; the previous file is unchanged")
-            os.replace(tmp, final)
+            self.check_name_free(name)
+            try:
+                os.replace(tmp, final)
+            except OSError as e:
+                raise FlashError(f"{self.describe()}: renaming onto {printable(name)} failed "
+                                 f"({describe_os_error(e)}); the previous file is unchanged") from None
         except BaseException:
             try:
                 tmp.unlink()

@@ -30,18 +30,46 @@ KEY_CHARS = set(b"abcdefghijklmnopqrstuvwxyz0123456789_.-")
 NAME_CHARS = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 
+UNPACK_CHUNK = 1 << 16
+"""Indices packed or unpacked per step: bounds its temporaries to a few MiB whatever the tensor size."""
+
+
 def pack_indices(values: np.ndarray, bits: int) -> bytes:
-    flat = np.ascontiguousarray(values, dtype=np.uint64).reshape(-1)
+    flat = np.asarray(values).reshape(-1)
     if flat.size and int(flat.max()) >> bits:
         raise ValueError(f"index value {int(flat.max())} does not fit in {bits} bits")
-    bit_matrix = ((flat[:, None] >> np.arange(bits, dtype=np.uint64)) & 1).astype(np.uint8)
-    return np.packbits(bit_matrix.reshape(-1), bitorder="little").tobytes()
+    # UNPACK_CHUNK indices at a time (a multiple of 8, so every chunk ends on a byte): temporaries of a few MiB
+    # instead of ~9 bytes per bit of the whole tensor
+    shifts = np.arange(bits, dtype=np.uint32)
+    pieces = []
+    for start in range(0, flat.size, UNPACK_CHUNK):
+        chunk = flat[start:start + UNPACK_CHUNK].astype(np.uint32)
+        bit_matrix = ((chunk[:, None] >> shifts) & 1).astype(np.uint8)
+        pieces.append(np.packbits(bit_matrix.reshape(-1), bitorder="little").tobytes())
+    return b"".join(pieces)
 
 
 def unpack_indices(data: bytes | memoryview, count: int, bits: int) -> np.ndarray:
-    stream = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")[: count * bits]
-    weights = (1 << np.arange(bits, dtype=np.uint64))
-    return (stream.reshape(count, bits).astype(np.uint64) @ weights).astype(np.uint32)
+    """The `count` `bits`-bit indices packed LSB first in `data` (FORMAT.md "Index maps"), as uint8 (bits <= 8)
+    or uint16. Memory: the result (1-2 bytes per index) plus fixed-size temporaries: each index is read from the
+    3 bytes that hold it (bits <= 16 span at most 3 bytes) and shifted, UNPACK_CHUNK indices at a time, never one
+    byte per bit (which took a 16 MiB file to 2.2 GiB)."""
+    if not 1 <= bits <= 16:
+        raise ValueError(f"index width {bits} outside 1..16")
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if raw.size * 8 < count * bits:
+        raise ValueError(f"{raw.size} bytes hold fewer than {count} indices of {bits} bits")
+    out = np.empty(count, dtype=np.uint8 if bits <= 8 else np.uint16)
+    mask = np.uint32((1 << bits) - 1)
+    for start in range(0, count, UNPACK_CHUNK):
+        first_bit = np.arange(start, min(count, start + UNPACK_CHUNK), dtype=np.int64) * bits
+        byte, shift = first_bit >> 3, (first_bit & 7).astype(np.uint32)
+        # reads past the end are clipped to the last byte: they only fill bits above the index, masked off
+        word = (raw.take(byte, mode="clip").astype(np.uint32)
+                | (raw.take(byte + 1, mode="clip").astype(np.uint32) << 8)
+                | (raw.take(byte + 2, mode="clip").astype(np.uint32) << 16))
+        out[start:start + len(first_bit)] = (word >> shift) & mask
+    return out
 
 
 def node_flags_problem(op: int, codewords: int, flags: int) -> str:

@@ -18,6 +18,7 @@ from edgemerge.importers.source_model import (
     SourceModel,
     same_padding,
 )
+from edgemerge.text import printable
 
 
 def _load_keras(path: Path) -> SourceModel:
@@ -48,14 +49,28 @@ def load_source_model(path: str | os.PathLike) -> SourceModel:
     """Imports a trained model file; the importer is chosen by suffix (see SUPPORTED_SUFFIXES)."""
     path = Path(path)
     if not path.exists():
-        raise ModelFormatError(f"model file {path}: no such file")
+        raise ModelFormatError(f"model file {printable(path)}: no such file")
     if not path.is_file():
-        raise ModelFormatError(f"model file {path}: not a file")
+        raise ModelFormatError(f"model file {printable(path)}: not a file")
     importer = _IMPORTERS.get(path.suffix.lower())
     if importer is None:
         raise ModelFormatError(f"model file {path}: unsupported file type {path.suffix or '(no suffix)'!r} "
                                f"(supported: {', '.join(SUPPORTED_SUFFIXES)})")
-    return importer(path)
+    return _refuse_non_finite_weights(importer(path))
+
+
+def _refuse_non_finite_weights(model: SourceModel) -> SourceModel:
+    """A source model with NaN or +-Inf in a layer's weights or bias is refused here, naming the layer: merged,
+    it would spread them into codebooks other tasks share."""
+    import numpy as np
+
+    for layer in model.layers:
+        for what, values in (("weights", layer.weights), ("bias", layer.bias)):
+            if values is not None and not np.all(np.isfinite(values)):
+                bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+                raise ModelFormatError(f"model file {printable(model.path)}: layer {printable(layer.name)}: {bad} "
+                                       f"of {np.size(values)} {what} values are NaN or infinite")
+    return model
 
 
 __all__ = ["load_source_model", "SourceModel", "SourceLayer", "same_padding",

@@ -334,7 +334,7 @@ def load_keras_model(path: Path) -> SourceModel:
     """Imports a `.keras` or `.h5` model file (see the module docstring for what is supported)."""
     keras = _import_keras()
     try:
-        model = keras.models.load_model(path, compile=False)
+        model = keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as e:           # Keras raises many types (ValueError, OSError, TypeError...)
         raise ModelFormatError(f"{path}: cannot load as a Keras model ({type(e).__name__}: {e})") from None
     if not isinstance(model, keras.Model):

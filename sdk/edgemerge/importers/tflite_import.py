@@ -52,6 +52,7 @@ from edgemerge.importers.source_model import (
     conv_output_size,
     same_padding,
 )
+from edgemerge.text import printable
 
 SUPPORTED_OPS: tuple[str, ...] = (
     "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN", "RESHAPE",
@@ -133,6 +134,7 @@ class _TFLiteGraph:
                                 tuple(int(d) for d in (t.shape if t.shape is not None else ())))
                         for i, t in enumerate(self.graph.tensors or [])]
         self.ops = list(self.graph.operators or [])
+        self._check_indices()
         self.op_names = [self._op_name(op) for op in self.ops]
         self.producer: dict[int, int] = {}
         self.consumers: dict[int, list[tuple[int, int]]] = {}
@@ -142,6 +144,29 @@ class _TFLiteGraph:
             for pos, t in enumerate(self._indices(op.inputs)):
                 if t >= 0:
                     self.consumers.setdefault(t, []).append((i, pos))
+
+    def _check_indices(self) -> None:
+        """Every tensor index the file holds (graph inputs/outputs, operator inputs/outputs, -1 = an omitted
+        optional input) and every buffer index is bounds-checked once here, so the rest of the importer indexes
+        lists without a check (a crafted file must give one clear error, never an IndexError)."""
+        n = len(self.tensors)
+
+        def check(values: Any, what: str, optional: bool = False) -> None:
+            for v in self._indices(values):
+                if not (0 <= v < n or (optional and v == -1)):
+                    raise ModelFormatError(f"{printable(self.file_name)}: {what} refers to tensor {v}, but subgraph 0 "
+                                           f"has {n} tensors")
+
+        check(self.graph.inputs, "the graph input list")
+        check(self.graph.outputs, "the graph output list")
+        for i, op in enumerate(self.ops):
+            check(op.inputs, f"op {i}'s input list", optional=True)
+            check(op.outputs, f"op {i}'s output list")
+        n_buffers = len(self.model.buffers or [])
+        for i, t in enumerate(self.graph.tensors or []):
+            if not 0 <= int(t.buffer) < max(1, n_buffers):
+                raise ModelFormatError(f"{printable(self.file_name)}: tensor {i} refers to buffer {t.buffer}, but the "
+                                       f"file has {n_buffers} buffers")
 
     @staticmethod
     def _indices(values: Any) -> list[int]:
@@ -187,8 +212,16 @@ class _TFLiteGraph:
                  "UINT8": "u1", "INT16": "<i2"}.get(self.type_name(tensor))
         if dtype is None:
             return None
+        itemsize = np.dtype(dtype).itemsize
+        if len(raw) % itemsize:
+            raise ModelFormatError(f"{printable(self.file_name)}: tensor '{printable(self.tensors[tensor].name)}' "
+                                   f"({self.type_name(tensor)}) has a buffer of {len(raw)} bytes, not a multiple of "
+                                   f"{itemsize}")
         values = np.frombuffer(raw, dtype=dtype)
         shape = self.tensors[tensor].shape
+        if any(d < 0 for d in shape):
+            raise ModelFormatError(f"{printable(self.file_name)}: constant tensor "
+                                   f"'{printable(self.tensors[tensor].name)}' has a negative dimension {list(shape)}")
         if values.size != int(np.prod(shape, dtype=np.int64)):
             raise ModelFormatError(f"{self.file_name}: tensor '{self.tensors[tensor].name}' holds {values.size} "
                                    f"values, its shape {list(shape)} needs {int(np.prod(shape))}")
@@ -223,8 +256,8 @@ class _ChainBuilder:
     # -- errors -----------------------------------------------------------------------------------
     def _where(self, i: int) -> str:
         outputs = self.g.outputs(i)
-        out = f" (output '{self.g.tensors[outputs[0]].name}')" if outputs else ""
-        return f"{self.file_name}: op {i} {self.g.op_names[i]}{out}"
+        out = f" (output '{printable(self.g.tensors[outputs[0]].name)}')" if outputs else ""
+        return f"{printable(self.file_name)}: op {i} {printable(self.g.op_names[i])}{out}"
 
     def unsupported(self, i: int, why: str | None = None) -> UnsupportedLayerError:
         if why is None:
@@ -237,23 +270,45 @@ class _ChainBuilder:
 
     # -- graph structure --------------------------------------------------------------------------
     def _is_shape_helper(self, i: int) -> bool:
-        """True when op i computes only integer tensors that end up solely as RESHAPE shape inputs."""
-        if i in self._helper_memo:
-            return self._helper_memo[i]
-        self._helper_memo[i] = False     # cycles (invalid files) are not helpers
+        """True when op i computes only integer tensors that end up solely as RESHAPE shape inputs.
+
+        A depth-first walk over consumers with an explicit stack, not recursion: a long chain of helper-like ops
+        (3000 in a crafted file) must not hit Python's recursion limit. An op on a cycle (invalid files) is not
+        a helper."""
         g = self.g
-        outputs = g.outputs(i)
-        ok = (g.op_names[i] in _SHAPE_HELPER_OPS and bool(outputs)
-              and all(g.type_name(t) in ("INT32", "INT64") for t in outputs)
-              and not any(t in g._indices(g.graph.outputs) for t in outputs))
-        if ok:
-            for t in outputs:
-                for consumer, pos in g.consumers.get(t, []):
-                    is_shape_input = g.op_names[consumer] == "RESHAPE" and pos == 1
-                    if not (is_shape_input or self._is_shape_helper(consumer)):
-                        ok = False
-        self._helper_memo[i] = ok
-        return ok
+        graph_outputs = set(g._indices(g.graph.outputs))
+
+        def own_test(op: int) -> bool:
+            outputs = g.outputs(op)
+            return (g.op_names[op] in _SHAPE_HELPER_OPS and bool(outputs)
+                    and all(g.type_name(t) in ("INT32", "INT64") for t in outputs)
+                    and not any(t in graph_outputs for t in outputs))
+
+        def dependencies(op: int) -> list[int]:
+            """The consumers of op's outputs whose answer decides op's (not a RESHAPE's shape input)."""
+            return [c for t in g.outputs(op) for c, pos in g.consumers.get(t, [])
+                    if not (g.op_names[c] == "RESHAPE" and pos == 1)]
+
+        on_stack: set[int] = set()
+        stack: list[tuple[int, bool]] = [(i, False)]
+        while stack:
+            op, expanded = stack.pop()
+            if op in self._helper_memo and not expanded:
+                continue
+            if not expanded:
+                if not own_test(op):
+                    self._helper_memo[op] = False
+                    continue
+                on_stack.add(op)
+                self._helper_memo[op] = False        # provisional: a cycle back to op is not a helper
+                stack.append((op, True))
+                for c in dependencies(op):
+                    if c not in self._helper_memo and c not in on_stack:
+                        stack.append((c, False))
+                continue
+            on_stack.discard(op)
+            self._helper_memo[op] = all(self._helper_memo.get(c, False) for c in dependencies(op))
+        return self._helper_memo[i]
 
     def _unique(self, base: str) -> str:
         name, n = base, 2

@@ -95,16 +95,12 @@ class Stats:
 
 def _load_samples(path: str | os.PathLike, shape: tuple[int, int, int], task: str) -> np.ndarray:
     """SAMPLE_POOL samples of `x` from a data file (.npz; `y` is not needed), the first ones, cycled."""
+    from edgemerge.datasets import load_samples  # the input guards: dtype, uint8, NaN/Inf, empty, .npy
+
     path = Path(path)
     if not path.is_file():
         raise EdgemergeError(f"--data {task}={path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            if "x" not in npz.files:
-                raise EdgemergeError(f"--data {task}={path}: no array x (has {', '.join(npz.files) or 'none'})")
-            x = npz["x"]
-    except (OSError, ValueError) as e:
-        raise EdgemergeError(f"--data {task}={path}: not a readable .npz ({e})") from None
+    x = load_samples(path, f"--data {task}:")
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape) or len(x) == 0:
         raise EdgemergeError(f"--data {task}={path}: x has shape {tuple(x.shape)}, task {task!r} needs "
                              f"(N >= 1, {', '.join(map(str, shape))})")

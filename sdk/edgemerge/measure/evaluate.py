@@ -21,7 +21,7 @@ def reference_predictions(model_path: str | os.PathLike, x: np.ndarray, batch: i
     if suffix in (".keras", ".h5", ".hdf5"):
         import keras
         try:
-            model = keras.models.load_model(path, compile=False)
+            model = keras.models.load_model(path, compile=False, safe_mode=True)
         except Exception as e:  # Keras raises many types for unreadable files
             raise ModelFormatError(f"reference model {path}: cannot load ({e})") from None
         expected = tuple(model.input_shape[1:])

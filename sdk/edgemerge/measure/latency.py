@@ -72,7 +72,7 @@ def tflite_interpreter(keras_path: str | os.PathLike):
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
-    model = keras.models.load_model(keras_path, compile=False)
+    model = keras.models.load_model(keras_path, compile=False, safe_mode=True)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     with contextlib.redirect_stdout(io.StringIO()):
         flatbuffer = converter.convert()

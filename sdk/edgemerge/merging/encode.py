@@ -19,11 +19,18 @@ import numpy as np
 
 from edgemerge.emm.codebook import decode_codebook
 from edgemerge.emm.constants import MAX_CODEWORDS, MAX_SEG_LEN
+from edgemerge.errors import EdgemergeError
+from edgemerge.text import printable
 
 # Below this many k-means problems in one call, worker start-up costs more than it saves.
 PARALLEL_MIN_SEGMENTS = 32
 # k-means problems with fewer vectors than this run single-threaded.
 SINGLE_THREAD_MAX_VECTORS = 8192
+
+
+class NonFiniteWeightsError(EdgemergeError, ValueError):
+    """A layer's weights hold NaN or +-Inf: k-means would spread them into a codebook shared with other layers
+    (and tasks). Also a ValueError, as this module's other refusals of bad weights."""
 
 
 def validate_rc(seg_len: int, codewords: int, where: str = "") -> None:
@@ -184,8 +191,10 @@ def encode_groups(specs: Sequence[GroupSpec], *, seed: int = 0, kmeans_inits: in
             raise ValueError(f"layers {', '.join(spec.weights)}: a group holds only conv [KH, KW, Cin, Cout] "
                              "or only dense [In, Out] weights")
         for name, w in spec.weights.items():
-            if not np.all(np.isfinite(w)):
-                raise ValueError(f"layer {name}: weights contain NaN or infinity")
+            bad = int(np.size(w) - np.count_nonzero(np.isfinite(w)))
+            if bad:
+                raise NonFiniteWeightsError(f"layer {printable(name)}: {bad} of {np.size(w)} weights are NaN or "
+                                            "infinite; the source model is broken (retrain or repair it)")
         vectors = {name: segment_vectors(w, spec.seg_len) for name, w in spec.weights.items()}
         s_max = max(v.shape[0] for v in vectors.values())
         first_problem = len(problems)

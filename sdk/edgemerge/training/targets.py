@@ -47,7 +47,7 @@ def load_original(path: Path) -> tuple[object, Callable[[str], object]]:
         raise EdgemergeError(f"original model {path}: no such file")
     if path.suffix.lower() in _KERAS_SUFFIXES:
         try:
-            orig = keras.models.load_model(path, compile=False)
+            orig = keras.models.load_model(path, compile=False, safe_mode=True)
         except Exception as e:  # Keras raises many types for unreadable files
             raise EdgemergeError(f"original model {path}: cannot load ({e})") from None
         if len(orig.inputs) != 1 or len(orig.outputs) != 1:

@@ -26,17 +26,20 @@ def merge_files(sources: dict[str, str | os.PathLike], output: str | os.PathLike
     and the file is never larger than the `accu` preset's merge. When nothing tried meets the budget,
     `output` is not written and `BudgetNotMet` (an EdgemergeError carrying the summary) is raised, unless
     `best_effort`: then the best found is written and summary["search"]["missed"] names the bounds missed."""
+    from edgemerge.emm.files import check_output_target, test_pause_point
     from edgemerge.importers import load_source_model
     from edgemerge.merging.align import parse_alignment
     from edgemerge.merging.merge import merge_models
 
     log = log or (lambda message: None)
     started = time.perf_counter()
+    check_output_target(output)   # a folder, device or FIFO as -o is refused before the work, not after
     models = {}
     for task, path in sources.items():
         models[task] = load_source_model(path)
         log(f"imported {task}: {path} ({len(models[task].layers)} layers, "
             f"{models[task].param_bytes} parameter bytes)")
+    test_pause_point("merge")   # test-only (emm/files.py): kill tests stop a merge here, deterministically
     groups = parse_alignment(alignment) if alignment else None
     if budget and not calib:
         raise EdgemergeError("--budget needs calibration data (--calib TASK=NPZ for every task)")

@@ -92,7 +92,7 @@ def load_batch_norms(models: Mapping[str, SourceModel]) -> dict[str, dict[int, B
         out[task] = {}
         if Path(model.path).suffix.lower() not in (".keras", ".h5", ".hdf5"):
             continue            # no BatchNorm to read: average_layer falls back to the folded weights
-        keras_model = keras.models.load_model(model.path, compile=False)
+        keras_model = keras.models.load_model(model.path, compile=False, safe_mode=True)
         for i, layer in enumerate(model.layers):
             if layer.weights is None:
                 continue
