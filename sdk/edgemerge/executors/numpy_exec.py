@@ -19,7 +19,7 @@ from edgemerge.emm.constants import NONE, Act, Op
 from edgemerge.emm.graph import MergedGraph, Node, decoded_weights
 from edgemerge.emm.shapes import Pads
 from edgemerge.executors import graph_ops
-from edgemerge.importers.source_model import SourceLayer, SourceModel
+from edgemerge.importers.source_model import MODEL_INPUT, SourceLayer, SourceModel
 
 
 def _pad_nhwc(x: np.ndarray, pads: Pads, value: float = 0.0) -> np.ndarray:
@@ -172,34 +172,49 @@ def execute_graph(graph: MergedGraph, task: str, x: np.ndarray) -> np.ndarray:
     return values[t.output].reshape(x.shape[0], -1).astype(np.float32)
 
 
-# -- imported source models: layer kind -> fn(layer, x) --------------------------------------------
-LayerFn = Callable[[SourceLayer, np.ndarray], np.ndarray]
+# -- imported source models: layer kind -> fn(layer, inputs) --------------------------------------------
+# Single-input kinds take the one input; joins (add, concat, mul) take every input, in order.
+LayerFn = Callable[[SourceLayer, list[np.ndarray]], np.ndarray]
 LAYER_OPS: dict[str, LayerFn] = {
-    "conv": lambda layer, x: conv2d(x, layer.weights, layer.bias, layer.stride, layer.pads),
-    "depthwise": lambda layer, x: depthwise_conv2d(x, layer.weights, layer.bias, layer.stride, layer.pads),
-    "dense": lambda layer, x: dense(x, layer.weights, layer.bias),
-    "max_pool": lambda layer, x: max_pool(x, layer.kernel, layer.stride, layer.pads),
-    "avg_pool": lambda layer, x: avg_pool(x, layer.kernel, layer.stride, layer.pads),
-    "global_avg_pool": lambda layer, x: global_avg_pool(x),
-    "flatten": lambda layer, x: x.reshape(x.shape[0], 1, 1, -1),
-    "activation": lambda layer, x: x,
+    "conv": lambda layer, xs: conv2d(xs[0], layer.weights, layer.bias, layer.stride, layer.pads),
+    "depthwise": lambda layer, xs: depthwise_conv2d(xs[0], layer.weights, layer.bias, layer.stride, layer.pads),
+    "dense": lambda layer, xs: dense(xs[0], layer.weights, layer.bias),
+    "max_pool": lambda layer, xs: max_pool(xs[0], layer.kernel, layer.stride, layer.pads),
+    "avg_pool": lambda layer, xs: avg_pool(xs[0], layer.kernel, layer.stride, layer.pads),
+    "global_avg_pool": lambda layer, xs: global_avg_pool(xs[0]),
+    "flatten": lambda layer, xs: xs[0].reshape(xs[0].shape[0], 1, 1, -1),
+    "activation": lambda layer, xs: xs[0],
+    "pad": lambda layer, xs: graph_ops.pad(xs[0], layer.pads),
+    "add": lambda layer, xs: graph_ops.add(xs),
+    "concat": lambda layer, xs: graph_ops.concat(xs),
+    "mul": lambda layer, xs: graph_ops.mul(xs[0], xs[1]),
 }
 
 
 def forward_numpy(model: SourceModel, x: np.ndarray) -> np.ndarray:
     """Runs the imported layers on a batch `x` [N, h, w, c]; returns float64 [N, outputs] (logits: the
-    final softmax, if any, is not applied). How importers are checked against their framework."""
+    final softmax, if any, is not applied). How importers are checked against their framework. Each value is
+    dropped after its last reader, so a long chain holds one or two activations at a time."""
     x = np.asarray(x, np.float64)
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(model.input_shape):
         raise ValueError(f"model {model.name!r}: input batch has shape {x.shape}, "
                          f"expected (N, {', '.join(map(str, model.input_shape))})")
-    for layer in model.layers:
+    model.check_topology()
+    last_reader = {name: positions[-1] for name, positions in model.consumers().items()}
+    values: dict[str, np.ndarray] = {MODEL_INPUT: x}
+    y = x
+    for i, layer in enumerate(model.layers):
         fn = LAYER_OPS.get(layer.kind)
         if fn is None:
             raise ValueError(f"layer {layer.name!r}: unknown kind {layer.kind!r}")
-        x = fn(layer, x)
-        if tuple(x.shape[1:]) != tuple(layer.out_shape):
-            raise ValueError(f"layer {layer.name!r}: computed shape {tuple(x.shape[1:])}, "
+        names = model.inputs_of(i)
+        y = fn(layer, [values[name] for name in names])
+        if tuple(y.shape[1:]) != tuple(layer.out_shape):
+            raise ValueError(f"layer {layer.name!r}: computed shape {tuple(y.shape[1:])}, "
                              f"declared {layer.out_shape}")
-        x = activate(x, layer.activation)
-    return x.reshape(x.shape[0], -1)
+        values[layer.name] = activate(y, layer.activation)
+        y = values[layer.name]
+        for name in names:
+            if last_reader.get(name) == i:
+                del values[name]
+    return y.reshape(y.shape[0], -1)
