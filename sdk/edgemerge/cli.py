@@ -273,7 +273,9 @@ def inspect(model, as_json):
     if as_json:
         _echo_json(info)
         return
-    click.echo(f"{info['path']}: .emm v{info['format_version']}, {_human_bytes(info['file_bytes'])}")
+    from edgemerge.text import printable   # names and paths come from the file: never print them raw
+
+    click.echo(f"{printable(info['path'])}: .emm v{info['format_version']}, {_human_bytes(info['file_bytes'])}")
     if info["compression"]:
         click.echo(f"  originals: {_human_bytes(info['original_bytes'])} float32 parameters -> "
                    f"compression {info['compression']:.2f}x")
@@ -281,7 +283,7 @@ def inspect(model, as_json):
                f"{_human_bytes(info['arena_bytes'])} at their peak")
     click.echo("  sections: " + ", ".join(f"{k} {_human_bytes(v)}" for k, v in info["sections"].items()))
     for t in info["tasks"]:
-        click.echo(f"  task {t['name']}: input {'x'.join(map(str, t['input_shape']))} (input {t['input_index']}), "
+        click.echo(f"  task {printable(t['name'])}: input {'x'.join(map(str, t['input_shape']))} (input {t['input_index']}), "
                    f"{t['classes']} classes")
     click.echo(f"  {'#':>3} {'layer':<28} {'op':<17} {'out':<12} {'r/C':<8} {'bytes':>10}  kernel")
     for layer in info["layers"]:
@@ -289,8 +291,8 @@ def inspect(model, as_json):
         if layer.get("int8_tables"):
             rc += " i8"   # int8 tables (FORMAT.md "int8 tables")
         shape = "x".join(map(str, layer["out_shape"]))
-        click.echo(f"  {layer['index']:>3} {layer['name'][:28]:<28} {layer['op']:<17} {shape:<12} {rc:<8} "
-                   f"{layer['bytes']:>10}  {layer['kernel']}")
+        click.echo(f"  {layer['index']:>3} {printable(layer['name'])[:28]:<28} {layer['op']:<17} {shape:<12} {rc:<8} "
+                   f"{layer['bytes']:>10}  {printable(layer['kernel'])}")
     _echo_sharing(info)
 
 

@@ -277,6 +277,8 @@ def _problems(result: dict) -> str | None:
         return f"a raw CR reached stderr: {err!r}"
     if "\x1b" in err or "\x1b" in result["stdout"]:
         return f"an ESC byte reached the terminal: {err!r}"
+    if "\r" in result["stdout"] or any(line.startswith("error: forged") for line in result["stdout"].splitlines()):
+        return f"a name from a file forged a line on stdout: {result['stdout']!r}"
     if code == 1:
         errors = [line for line in err.splitlines() if line.startswith("error: ")]
         if len(errors) != 1 or not err.rstrip("\n").splitlines()[-1].startswith("error: "):
