@@ -37,7 +37,7 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
-from edgemerge.emm.files import create_temporary, describe_os_error, file_kind
+from edgemerge.emm.files import create_temporary, describe_os_error, file_kind, fsync_folder
 from edgemerge.errors import EdgemergeError
 from edgemerge.text import printable
 
@@ -211,7 +211,7 @@ class DirTarget:
             except FileNotFoundError:
                 pass
             raise
-        _fsync_folder(self.directory)
+        fsync_folder(self.directory)
         got = self._read_back(final)
         if got != want:
             raise FlashError(f"{self.describe()}: {name} reads back sha256 {got} after the rename, the host "
@@ -238,19 +238,6 @@ class DirTarget:
                 raise FlashError(f"em_run on {self.describe()} failed for task {task!r} (exit {r.returncode}): "
                                  f"{r.stderr.strip()}")
             return yout.read_bytes()
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------------------------------

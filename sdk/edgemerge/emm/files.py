@@ -73,7 +73,7 @@ def _file_mode(path: Path) -> int:
     return 0o666 & ~mask
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
     """Makes the rename durable (POSIX); a no-op where folders cannot be opened."""
     flags = getattr(os, "O_DIRECTORY", None)
     if flags is None:
@@ -182,7 +182,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         except OSError as e:
             raise OutputFileError(f"cannot write {path}: {describe_os_error(e)}; the previous file is unchanged",
                                   e.errno) from None
-        _fsync_folder(path.parent)
+        fsync_folder(path.parent)
     except BaseException:
         try:
             os.unlink(tmp)
