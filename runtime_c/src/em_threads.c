@@ -18,6 +18,22 @@
 
 #if EM_THREADS
 #include <pthread.h>
+#include <sched.h>
+#endif
+
+/* A job of em_run_all lasts tens of microseconds on the small models this runtime is for; waking a thread
+ * through a condition variable costs about as much. So a worker first spins (reading the generation with
+ * acquire loads) for a while after each job and only then sleeps, and the caller spins for the workers'
+ * count-down, yielding the core after a while (a loaded machine may have descheduled a worker). GCC and
+ * Clang's __atomic builtins; other compilers use the mutex and condition variables only. */
+#if EM_THREADS && (defined(__GNUC__) || defined(__clang__))
+#define EM_POOL_SPIN 1
+#define EM_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define EM_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define EM_DECREMENT(p) __atomic_sub_fetch((p), 1u, __ATOMIC_ACQ_REL)
+#define EM_SPINS 20000u /* about 50-100 µs of polling */
+#else
+#define EM_POOL_SPIN 0
 #endif
 
 typedef struct em_pool_worker {
@@ -37,6 +53,7 @@ struct em_pool {
     uint32_t started;         /* threads created (for em_pool_free after a partial create) */
     uint64_t generation;
     uint32_t pending;
+    uint32_t sleepers; /* workers waiting on `wake` (under lock) */
     int stop;
     em_pool_fn fn;
     void *arg;
@@ -52,8 +69,15 @@ static void *worker_main(void *p)
     for (;;) {
         em_pool_fn fn;
         void *arg;
+#if EM_POOL_SPIN
+        uint32_t spin;
+        for (spin = 0; spin < EM_SPINS && EM_LOAD(&pool->generation) == seen && !EM_LOAD(&pool->stop); ++spin) {
+        }
+#endif
         pthread_mutex_lock(&pool->lock);
+        ++pool->sleepers;
         while (pool->generation == seen && !pool->stop) pthread_cond_wait(&pool->wake, &pool->lock);
+        --pool->sleepers;
         if (pool->stop) {
             pthread_mutex_unlock(&pool->lock);
             return NULL;
@@ -63,9 +87,13 @@ static void *worker_main(void *p)
         arg = pool->arg;
         pthread_mutex_unlock(&pool->lock);
         fn(arg, self->id);
+#if EM_POOL_SPIN
+        EM_DECREMENT(&pool->pending);
+#else
         pthread_mutex_lock(&pool->lock);
         if (--pool->pending == 0) pthread_cond_signal(&pool->done);
         pthread_mutex_unlock(&pool->lock);
+#endif
     }
 }
 #endif
@@ -151,7 +179,11 @@ void em_pool_free(em_pool *pool)
     if (pool->threads > 1) {
         uint32_t i;
         pthread_mutex_lock(&pool->lock);
+#if EM_POOL_SPIN
+        EM_STORE(&pool->stop, 1);
+#else
         pool->stop = 1;
+#endif
         pthread_cond_broadcast(&pool->wake);
         pthread_mutex_unlock(&pool->lock);
         for (i = 0; i < pool->started; ++i) pthread_join(pool->handles[i], NULL);
@@ -179,14 +211,27 @@ void em_pool_run(em_pool *pool, em_pool_fn fn, void *arg)
         pthread_mutex_lock(&pool->lock);
         pool->fn = fn;
         pool->arg = arg;
+#if EM_POOL_SPIN
+        EM_STORE(&pool->pending, pool->threads - 1u);
+        EM_STORE(&pool->generation, pool->generation + 1u); /* spinning workers see fn/arg after this */
+#else
         pool->pending = pool->threads - 1u;
         ++pool->generation;
-        pthread_cond_broadcast(&pool->wake);
+#endif
+        if (pool->sleepers > 0) pthread_cond_broadcast(&pool->wake);
         pthread_mutex_unlock(&pool->lock);
         fn(arg, 0);
+#if EM_POOL_SPIN
+        {
+            uint32_t spin = 0;
+            while (EM_LOAD(&pool->pending) > 0)
+                if (++spin > EM_SPINS) sched_yield(); /* a descheduled worker: give it the core */
+        }
+#else
         pthread_mutex_lock(&pool->lock);
         while (pool->pending > 0) pthread_cond_wait(&pool->done, &pool->lock);
         pthread_mutex_unlock(&pool->lock);
+#endif
         pthread_mutex_unlock(&pool->busy);
         return;
     }
