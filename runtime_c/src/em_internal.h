@@ -94,6 +94,9 @@ typedef struct em_node {
     uint32_t residual;
     uint32_t residual_activation;
     uint32_t fused_into;
+    /* EM_LOAD_PARALLEL_TASKS (em_plan.c plan_lanes): the task whose lane runs this node (the only task that
+     * needs it), or EM_NONE for a node several tasks need, run before the lanes start. */
+    uint32_t lane;
 } em_node;
 
 /* Nodes that share one lookup table: the first of them to run in a run builds it, the others reuse it. */
@@ -151,6 +154,10 @@ struct em_model {
     em_table_group *table_groups; /* [table_group_count], or NULL */
     uint32_t table_group_count;
     size_t arena_bytes; /* the planned activations + scratch + shared tables of one context */
+    /* EM_LOAD_PARALLEL_TASKS: schedule[0 .. prefix_steps) are the nodes several tasks need, the rest lane
+     * nodes (node.lane); lane_count = task_count, or 0 when the model was planned serially. */
+    uint32_t lane_count;
+    uint32_t prefix_steps;
 };
 
 /* Per-node profiling counters of a context (em_node_profile, kept internally). */
@@ -168,6 +175,7 @@ struct em_context {
     unsigned char *table_ready;   /* [table_group_count]: the group's table holds this run's values */
     int profiling;
     unsigned char *arena;
+    em_pool *pool; /* em_context_set_pool, or NULL */
 };
 
 /* Walks the context layout: with base == NULL only measures (*total = bytes em_context_size reports,

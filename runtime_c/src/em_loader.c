@@ -272,7 +272,7 @@ em_status em_model_load_ex(const void *data, size_t size, const em_allocator *al
             if (options->reserved[i] != 0)
                 return em_fail(err, EM_STATUS_BAD_ARGUMENT, "em_model_load: options.reserved[%u] must be 0",
                                (unsigned)i);
-        if ((options->flags & ~(EM_LOAD_NO_RUN_GROUPS | EM_LOAD_NO_FUSED_ADD)) != 0)
+        if ((options->flags & ~(EM_LOAD_NO_RUN_GROUPS | EM_LOAD_NO_FUSED_ADD | EM_LOAD_PARALLEL_TASKS)) != 0)
             return em_fail(err, EM_STATUS_BAD_ARGUMENT, "em_model_load: unknown options.flags 0x%" PRIX32,
                            options->flags);
         kernels = options->kernels;

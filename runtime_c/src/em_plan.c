@@ -41,6 +41,7 @@ typedef struct plan_buffer {
     size_t offset;
     uint32_t kind; /* 0 output, 1 scratch, 2 table group, 3 output block */
     uint32_t id;   /* node, group or block */
+    uint32_t lane; /* EM_LOAD_PARALLEL_TASKS: the lane that alone uses it, or EM_NONE */
 } plan_buffer;
 
 /* ---- run groups and the schedule ---------------------------------------------------------------- */
@@ -245,6 +246,43 @@ static void fuse_groups(em_model *m, plan_blocks *pb, uint32_t *scratch)
 
 /* The schedule, the run groups and em_run_task's plans in schedule order. `work`: 4 · node_count words
  * (tree numbers, then member lists) and MAX_TASKS more. */
+/* EM_LOAD_PARALLEL_TASKS: a node only one task needs belongs to that task's lane; a node several tasks need
+ * (a shared trunk) to none. The nodes several tasks need are closed under "reads": everything such a node
+ * reads is needed by the same tasks. So running them first (the prefix) and then every lane on its own
+ * thread respects every dependency; the schedule becomes the prefix, then the lane nodes, each part in its
+ * former order (a stable partition of a topological order is one). A node no task needs could read lane
+ * values and run after them: such a model keeps the serial plan (lane_count 0). `work`: 2 × node_count words. */
+static void plan_lanes(em_model *m, uint32_t *work)
+{
+    uint32_t *need = work, *order = work + m->node_count;
+    uint32_t t, n, k, at = 0;
+    if (m->task_count < 2) return;
+    for (n = 0; n < m->node_count; ++n) need[n] = 0;
+    for (t = 0; t < m->task_count; ++t)
+        for (k = 0; k < m->tasks[t].plan_node_count; ++k) {
+            const uint32_t node = m->plan_nodes[m->tasks[t].first_plan_node + k];
+            ++need[node];
+            m->nodes[node].lane = t;
+        }
+    for (n = 0; n < m->node_count; ++n) {
+        if (need[n] == 0) {
+            for (k = 0; k < m->node_count; ++k) m->nodes[k].lane = EM_NONE;
+            return;
+        }
+        if (need[n] > 1) m->nodes[n].lane = EM_NONE;
+    }
+    for (n = 0; n < m->node_count; ++n)
+        if (m->nodes[m->schedule[n]].lane == EM_NONE) order[at++] = m->schedule[n];
+    m->prefix_steps = at;
+    for (n = 0; n < m->node_count; ++n)
+        if (m->nodes[m->schedule[n]].lane != EM_NONE) order[at++] = m->schedule[n];
+    for (n = 0; n < m->node_count; ++n) { /* no run groups: one node per step */
+        m->schedule[n] = order[n];
+        m->nodes[order[n]].step = n;
+    }
+    m->lane_count = m->task_count;
+}
+
 static em_status plan_schedule(em_model *m, uint32_t *node_group, unsigned char *done, uint32_t *work, em_error *err)
 {
     const uint32_t count_nodes = m->node_count;
@@ -256,7 +294,7 @@ static em_status plan_schedule(em_model *m, uint32_t *node_group, unsigned char 
     tree.cursor = work + 2u * count_nodes;
     number_tree(m, &tree);
     find_run_groups(m, &tree, node_group, work + 4u * count_nodes);
-    if (m->load_flags & EM_LOAD_NO_RUN_GROUPS)
+    if (m->load_flags & (EM_LOAD_NO_RUN_GROUPS | EM_LOAD_PARALLEL_TASKS)) /* a group's members are in several lanes */
         for (n = 0; n < count_nodes; ++n) node_group[n] = EM_NONE;
     for (n = 0; n < count_nodes; ++n) { /* member lists (tree.cursor's words are free again) */
         const uint32_t g = node_group[n];
@@ -266,6 +304,8 @@ static em_status plan_schedule(em_model *m, uint32_t *node_group, unsigned char 
         last[g] = n;
     }
     build_schedule(m, node_group, next, done);
+    for (n = 0; n < m->node_count; ++n) m->nodes[n].lane = EM_NONE;
+    if (m->load_flags & EM_LOAD_PARALLEL_TASKS) plan_lanes(m, work); /* next[] and last[] are free again */
     for (n = 0; n < m->node_count; ++n) {
         m->nodes[n].run_group = EM_NONE;
         if (node_group[n] == n) ++count;
@@ -349,7 +389,9 @@ static int tables_compatible(const em_node *a, const em_node *b)
            a->seg_len == b->seg_len && a->codewords == b->codewords && a->segments == b->segments &&
            a->stride_h == b->stride_h && a->stride_w == b->stride_w && a->pad_top == b->pad_top &&
            a->pad_left == b->pad_left && a->pad_bottom == b->pad_bottom && a->pad_right == b->pad_right &&
-           a->table_bytes == b->table_bytes;
+           a->table_bytes == b->table_bytes &&
+           /* two lanes never share a table: only a node run before the lanes may build one they read */
+           (a->lane == b->lane || a->lane == EM_NONE || b->lane == EM_NONE);
 }
 
 /* Groups nodes with compatible shareable tables; returns the number of groups. */
@@ -429,6 +471,19 @@ em_status em_plan_context(em_model *m, em_error *err)
     }
     for (t = 0; t < m->task_count; ++t)
         if (m->tasks[t].output >= m->input_count) m->nodes[m->tasks[t].output - m->input_count].last_use = end;
+    if (m->lane_count > 0) /* a prefix value a lane reads lives until every lane is done: lanes have no steps in common */
+        for (n = 0; n < m->node_count; ++n) {
+            uint32_t k;
+            if (m->nodes[n].lane == EM_NONE) continue;
+            for (k = 0; k < m->nodes[n].input_count; ++k) {
+                const uint32_t v = m->nodes[n].inputs[k];
+                if (v >= m->input_count && m->nodes[v - m->input_count].lane == EM_NONE)
+                    m->nodes[v - m->input_count].last_use = end;
+            }
+            if (m->nodes[n].residual != EM_NONE && m->nodes[n].residual >= m->input_count &&
+                m->nodes[m->nodes[n].residual - m->input_count].lane == EM_NONE)
+                m->nodes[m->nodes[n].residual - m->input_count].last_use = end;
+        }
     for (n = 0; n < m->node_count; ++n) /* a fused ADD's value is its conv's buffer: it lives as long as either */
         if (m->nodes[n].fused_into != EM_NONE && m->nodes[m->nodes[n].fused_into].last_use < m->nodes[n].last_use)
             m->nodes[m->nodes[n].fused_into].last_use = m->nodes[n].last_use;
@@ -482,6 +537,7 @@ em_status em_plan_context(em_model *m, em_error *err)
             buffers[count].last = node->last_use;
             buffers[count].kind = 0;
             buffers[count].id = n;
+            buffers[count].lane = node->lane;
             ++count;
         }
         if (scratch > 0) {
@@ -494,6 +550,7 @@ em_status em_plan_context(em_model *m, em_error *err)
             buffers[count].first = buffers[count].last = node->step;
             buffers[count].kind = 1;
             buffers[count].id = n;
+            buffers[count].lane = node->lane;
             ++count;
         }
     }
@@ -504,6 +561,7 @@ em_status em_plan_context(em_model *m, em_error *err)
         buf->last = 0;
         buf->kind = 3;
         buf->id = b;
+        buf->lane = EM_NONE; /* blocks come from run groups, which a lane plan has none of */
         for (i = 0; i < pb.block_count[b]; ++i) {
             const em_node *node = &m->nodes[pb.block_nodes[pb.block_first[b] + i]];
             if (!em_add_size(buf->bytes, output_bytes(node), &buf->bytes)) {
@@ -521,6 +579,17 @@ em_status em_plan_context(em_model *m, em_error *err)
         buffers[count].last = m->nodes[m->table_groups[i].last_node].step;
         buffers[count].kind = 2;
         buffers[count].id = (uint32_t)i;
+        buffers[count].lane = EM_NONE;
+        if (m->lane_count > 0) { /* one lane's table, or built before the lanes and read by them to their end */
+            uint32_t lane = EM_NONE, mixed = 0;
+            for (n = 0; n < m->node_count; ++n) {
+                if (m->nodes[n].table_group != i) continue;
+                if (m->nodes[n].lane == EM_NONE || (lane != EM_NONE && lane != m->nodes[n].lane)) mixed = 1;
+                else lane = m->nodes[n].lane;
+            }
+            if (!mixed) buffers[count].lane = lane;
+            else if (lane != EM_NONE) buffers[count].last = end;
+        }
         ++count;
     }
 
@@ -529,7 +598,9 @@ em_status em_plan_context(em_model *m, em_error *err)
         plan_buffer *buf = &buffers[i];
         size_t overlaps = 0, offset = 0, k;
         for (j = 0; j < i; ++j)
-            if (buffers[j].first <= buf->last && buf->first <= buffers[j].last) overlapping[overlaps++] = &buffers[j];
+            if ((buffers[j].first <= buf->last && buf->first <= buffers[j].last) ||
+                (buffers[j].lane != EM_NONE && buf->lane != EM_NONE && buffers[j].lane != buf->lane))
+                overlapping[overlaps++] = &buffers[j]; /* different lanes run at the same time */
         qsort(overlapping, overlaps, sizeof *overlapping, by_offset);
         for (k = 0; k < overlaps; ++k) {
             const plan_buffer *o = overlapping[k];

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "em_kernels.h"
+#include "em_threads.h"
 
 /* ---------------------------------------------------------------------------------------------
  * Model accessors
@@ -162,6 +163,7 @@ int em_context_layout(const em_model *model, unsigned char *base, size_t *total,
         ctx->table_ready = base + at_ready;
         ctx->arena = base + at_arena;
         ctx->profiling = 0;
+        ctx->pool = NULL;
         for (i = 0; i < model->input_count; ++i) ctx->inputs[i] = NULL;
         for (i = 0; i < model->node_count; ++i) {
             const em_node *node = &model->nodes[i];
@@ -198,6 +200,18 @@ em_status em_context_init(const em_model *model, void *memory, size_t size, em_c
         return em_fail(err, EM_STATUS_LIMIT, "em_context_init: context size overflows"); /* defensive: load checked */
     em_error_clear(err);
     return EM_STATUS_OK;
+}
+
+em_status em_context_set_pool(em_context *ctx, em_pool *pool)
+{
+    if (ctx == NULL) return EM_STATUS_BAD_ARGUMENT;
+    ctx->pool = pool;
+    return EM_STATUS_OK;
+}
+
+uint32_t em_model_task_lanes(const em_model *model)
+{
+    return model != NULL ? model->lane_count : 0;
 }
 
 uint64_t em_context_node_runs(const em_context *ctx, uint32_t node)
@@ -349,6 +363,26 @@ em_status em_run_task(em_context *ctx, uint32_t task, const float *input, size_t
     return EM_STATUS_OK;
 }
 
+/* The lanes of em_run_all on a pool: worker w runs lanes w, w + threads, ... each lane's nodes in schedule
+ * order on one thread. Lanes write disjoint bytes (em_plan.c gives no two lanes shared bytes), their own
+ * nodes' counters and the ready flags of their own tables only; they read prefix values and tables that
+ * were complete before the job started. */
+typedef struct lane_job {
+    em_context *ctx;
+    uint32_t threads;
+} lane_job;
+
+static void run_lanes(void *arg, uint32_t worker)
+{
+    const lane_job *job = (const lane_job *)arg;
+    em_context *ctx = job->ctx;
+    const em_model *m = ctx->model;
+    uint32_t lane, i;
+    for (lane = worker; lane < m->lane_count; lane += job->threads)
+        for (i = m->prefix_steps; i < m->node_count; ++i)
+            if (m->nodes[m->schedule[i]].lane == lane) run_node(ctx, m->schedule[i]);
+}
+
 em_status em_run_all(em_context *ctx, const float *const *inputs, float *const *outputs, em_error *err)
 {
     const em_model *m;
@@ -368,9 +402,19 @@ em_status em_run_all(em_context *ctx, const float *const *inputs, float *const *
 
     for (i = 0; i < m->input_count; ++i) ctx->inputs[i] = inputs[i];
     begin_run(ctx);
+    i = 0;
     /* the schedule is a topological order, so a trunk shared by several tasks runs once; nodes that share
-     * weights across tasks run as one step (em_plan.c) */
-    for (i = 0; i < m->node_count;) {
+     * weights across tasks run as one step (em_plan.c). A lane plan with a pool: the prefix (nodes several
+     * tasks need) here, then the lanes on the pool's workers. */
+    if (ctx->pool != NULL && m->lane_count > 1 && em_pool_threads(ctx->pool) > 1) {
+        lane_job job;
+        for (i = 0; i < m->prefix_steps; ++i) run_node(ctx, m->schedule[i]);
+        job.ctx = ctx;
+        job.threads = em_pool_threads(ctx->pool);
+        em_pool_run(ctx->pool, run_lanes, &job);
+        i = m->node_count;
+    }
+    for (; i < m->node_count;) {
         const uint32_t n = m->schedule[i];
         if (m->nodes[n].run_group == EM_NONE) {
             run_node(ctx, n);

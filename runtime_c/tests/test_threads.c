@@ -175,6 +175,127 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* (f) The runtime's own threads: a model loaded with EM_LOAD_PARALLEL_TASKS runs its task lanes on pools of
+ * 1, 2 and 4 workers (and with no pool), on every kernel set of this CPU; every output must have the bits of
+ * the serial plan's em_run_all. Two contexts share one pool from two threads at once too (a run that finds
+ * the pool busy does its lanes itself): same bits. */
+typedef struct pool_user {
+    em_context *ctx;
+    const float *const *in;
+    float out[3][8];
+    int failures;
+} pool_user;
+
+static void *pool_user_main(void *arg)
+{
+    pool_user *u = (pool_user *)arg;
+    float *outs[3];
+    em_error err;
+    int k;
+    outs[0] = u->out[0];
+    outs[1] = u->out[1];
+    outs[2] = u->out[2];
+    for (k = 0; k < 50; ++k)
+        if (em_run_all(u->ctx, u->in, outs, &err) != EM_STATUS_OK) ++u->failures;
+    return NULL;
+}
+
+static void check_pools(const uint8_t *file, size_t size, const shared_state *s)
+{
+    static const uint32_t pool_sizes[4] = {0, 1, 2, 4};
+    uint32_t kernels;
+    for (kernels = EM_KERNELS_REFERENCE; kernels < EM_KERNELS_COUNT; ++kernels) {
+        em_load_options options;
+        em_model *model = NULL;
+        em_error err;
+        size_t p;
+        if (!em_kernels_available(kernels)) continue;
+        memset(&options, 0, sizeof options);
+        options.kernels = kernels;
+        options.flags = EM_LOAD_PARALLEL_TASKS;
+        if (em_model_load_ex(file, size, NULL, &options, &model, &err) != EM_STATUS_OK) {
+            CHECKF(0, "load with EM_LOAD_PARALLEL_TASKS on %s: %s", em_kernels_name(kernels), err.message);
+            continue;
+        }
+        CHECKF(em_model_task_lanes(model) == 3, "%u lanes on %s", (unsigned)em_model_task_lanes(model),
+               em_kernels_name(kernels));
+        for (p = 0; p < 4; ++p) {
+            em_model *serial = NULL;
+            em_pool *pool = NULL;
+            em_context *ctx = NULL;
+            void *memory = malloc(em_context_size(model));
+            int sample, mismatches = 0;
+            uint32_t t;
+            options.flags = 0;
+            if (em_model_load_ex(file, size, NULL, &options, &serial, &err) != EM_STATUS_OK || memory == NULL ||
+                em_context_init(model, memory, em_context_size(model), &ctx, &err) != EM_STATUS_OK ||
+                (pool_sizes[p] > 0 && em_pool_create(pool_sizes[p], NULL, &pool, &err) != EM_STATUS_OK)) {
+                CHECKF(0, "set-up for %u threads: %s", (unsigned)pool_sizes[p], err.message);
+                free(memory);
+                em_model_free(serial);
+                continue;
+            }
+            em_context_set_pool(ctx, pool);
+            for (sample = 0; sample < SAMPLES; ++sample) {
+                float got[3][8], want[3][8];
+                float *outs[3] = {got[0], got[1], got[2]}, *wants[3] = {want[0], want[1], want[2]};
+                const float *in[2] = {s->inputs[sample][0], s->inputs[sample][1]};
+                void *serial_memory = malloc(em_context_size(serial));
+                em_context *serial_ctx = NULL;
+                if (serial_memory == NULL ||
+                    em_context_init(serial, serial_memory, em_context_size(serial), &serial_ctx, &err) != EM_STATUS_OK ||
+                    em_run_all(serial_ctx, in, wants, &err) != EM_STATUS_OK || em_run_all(ctx, in, outs, &err) != EM_STATUS_OK) {
+                    CHECKF(0, "run: %s", err.message);
+                    free(serial_memory);
+                    break;
+                }
+                free(serial_memory);
+                for (t = 0; t < s->task_count; ++t)
+                    if (memcmp(got[t], want[t], s->classes[t] * sizeof(float)) != 0) ++mismatches;
+            }
+            CHECKF(mismatches == 0, "%s, %u threads: %d task outputs differ from the serial plan", em_kernels_name(kernels),
+                   (unsigned)pool_sizes[p], mismatches);
+            CHECKF(em_context_node_runs(ctx, 0) == SAMPLES, "node 0 ran %llu times",
+                   (unsigned long long)em_context_node_runs(ctx, 0));
+            if (pool_sizes[p] == 2) { /* two contexts, one pool, two threads at once */
+                pool_user users[2];
+                pthread_t handles[2];
+                void *more = malloc(em_context_size(model));
+                const float *in[2] = {s->inputs[3][0], s->inputs[3][1]};
+                int u;
+                memset(users, 0, sizeof users);
+                users[0].ctx = ctx;
+                users[0].in = in;
+                users[1].in = in;
+                if (more != NULL && em_context_init(model, more, em_context_size(model), &users[1].ctx, &err) == EM_STATUS_OK) {
+                    em_context_set_pool(users[1].ctx, pool);
+                    for (u = 0; u < 2; ++u) pthread_create(&handles[u], NULL, pool_user_main, &users[u]);
+                    for (u = 0; u < 2; ++u) pthread_join(handles[u], NULL);
+                    for (u = 0; u < 2; ++u) {
+                        CHECK(users[u].failures == 0);
+                        for (t = 0; t < s->task_count; ++t)
+                            CHECKF(memcmp(users[u].out[t], s->expected[3][t], s->classes[t] * sizeof(float)) == 0 ||
+                                       kernels != em_model_kernels(s->model),
+                                   "shared pool: context %d task %u differs", u, (unsigned)t);
+                    }
+                }
+                free(more);
+            }
+            em_pool_free(pool);
+            free(memory);
+            em_model_free(serial);
+        }
+        em_model_free(model);
+    }
+    {
+        em_pool *pool = NULL;
+        em_error err;
+        CHECK(em_pool_create(0, NULL, &pool, &err) == EM_STATUS_BAD_ARGUMENT && pool == NULL);
+        CHECK(em_pool_create(EM_MAX_THREADS + 1u, NULL, &pool, &err) == EM_STATUS_BAD_ARGUMENT);
+    }
+    printf("test_threads: lane plans on pools of 0/1/2/4 workers give the serial plan's bits on every kernel set\n");
+}
+
 int main(void)
 {
     size_t size, bytes;
@@ -263,6 +384,7 @@ int main(void)
     CHECKF(runs == (unsigned long)THREADS * ROUNDS * SAMPLES, "%lu runs on the threads", runs);
     printf("test_threads: %d threads, %lu concurrent runs, all identical to the serial run\n", created, runs);
 
+    check_pools(file, size, &s);
     pthread_cond_destroy(&s.go);
     pthread_mutex_destroy(&s.lock);
     for (k = 0; k < SAMPLES; ++k) {

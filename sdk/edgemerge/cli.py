@@ -350,8 +350,9 @@ def evaluate_command(model, data, references, as_json):
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--vs", "references", multiple=True, required=True, metavar="TASK=ORIGINAL.tflite",
               help="the task's original model in TFLite (float or quantised); one for every task")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="TFLite interpreter threads and OPENBLAS_NUM_THREADS (the C runtime is single-threaded)")
+@click.option("--threads", type=click.IntRange(min=1, max=64), default=1, show_default=True,
+              help="threads of both sides: TFLite interpreter threads and OPENBLAS_NUM_THREADS, and the C runtime's "
+                   "pool (em_run_all's task lanes in parallel)")
 @click.option("--runs", type=click.IntRange(min=1), default=200, show_default=True,
               help="timed runs per side (one run = every task once on one sample)")
 @click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True, help="untimed runs first")
@@ -391,7 +392,7 @@ def bench_command(model, references, threads, runs, warmup, data, seed, profile,
     click.echo(f"{printable(model)}: {len(result['tasks'])} tasks, {runs} runs per side after {warmup} warm-up, "
                f"interleaved; inputs: {result['inputs']}")
     click.echo(f"  merged     C runtime, em_run_all ({result['merged']['runtime']}; "
-               f"{result['merged_threads']} thread)")
+               f"{result['merged_threads']} thread(s), {result.get('merged_task_lanes', 0)} task lanes)")
     click.echo(f"  reference  {result['reference']['interpreter']}: "
                + ", ".join(printable(Path(t["reference"]).name) for t in result["tasks"].values()))
     click.echo(f"  {'ms per run':<11} {'min':>9} {'median':>9} {'p95':>9}")

@@ -56,9 +56,15 @@ def _call(fn, *args, value_errors: bool = True):
 class Runtime:
     """A loaded `.emm` model. Thread-safe: every call runs in its own context, with the GIL released."""
 
-    def __init__(self, source: str | os.PathLike | bytes, *, kernels: str = "auto", run_groups: bool = True):
+    def __init__(self, source: str | os.PathLike | bytes, *, kernels: str = "auto", run_groups: bool = True,
+                 threads: int = 1):
         """`kernels`: the kernel set ("auto", "ref", ... `_runtime.kernel_sets()`); `run_groups=False` makes
-        run_all run every node alone (no run groups), for comparisons."""
+        run_all run every node alone (no run groups), for comparisons. `threads` > 1: run_all / bench_all run
+        the tasks' own nodes (their lanes) in parallel on a pool of that many workers made once here (the
+        model is planned with EM_LOAD_PARALLEL_TASKS, without run groups); outputs have the same bits for
+        every thread count."""
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 64:
+            raise ValueError(f"threads must be a whole number in 1..64, got {threads!r}")
         rt = _require_runtime()
         if isinstance(source, (str, os.PathLike)):
             self.path: Path | None = Path(source)
@@ -71,7 +77,7 @@ class Runtime:
         else:
             self.path, data = None, bytes(source)
         try:
-            self._model = rt.Model(data, kernels, run_groups)
+            self._model = rt.Model(data, kernels, run_groups, threads)
         except rt.StatusError as e:
             status, message = e.args
             where = f"{printable(self.path)}: " if self.path else ""
@@ -88,6 +94,8 @@ class Runtime:
     context_bytes = _model_property(
         "context_bytes", "Caller memory one run context needs: activations, scratch and bookkeeping (peak run-time bytes).")
     kernels = _model_property("kernels", 'The kernel set the model runs ("auto" resolved).')
+    threads = _model_property("threads", "Workers of the model's pool (1: serial).")
+    task_lanes = _model_property("task_lanes", "Task lanes run_all runs in parallel (0: the serial plan).")
     file_bytes = _model_property("file_bytes", "Bytes of the .emm image the runtime reads (in place).")
 
     @property

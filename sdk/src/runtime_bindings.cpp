@@ -66,18 +66,25 @@ class Model {
     // kernels: "auto" (em_model_load: the fastest set, or the EM_KERNELS environment variable), or a kernel
     // set by name ("ref", "generic", "sse2", "avx2", "avx512", "neon"; see em_runtime.h).
     // run_groups=False: em_run_all runs every node alone (EM_LOAD_NO_RUN_GROUPS), to compare against.
-    explicit Model(py::buffer data, const std::string &kernels = "auto", bool run_groups = true) {
+    // threads > 1: loaded with EM_LOAD_PARALLEL_TASKS and a pool of `threads` workers that every call's
+    // context uses (em_run_all runs the task lanes in parallel; a call that finds the pool busy with another
+    // call runs its lanes itself). Same output bits for every thread count.
+    explicit Model(py::buffer data, const std::string &kernels = "auto", bool run_groups = true,
+                   uint32_t threads = 1) {
+        if (threads < 1 || threads > EM_MAX_THREADS)
+            throw py::value_error("threads must be 1.." + std::to_string(EM_MAX_THREADS) + ", got " +
+                                  std::to_string(threads));
         py::buffer_info info = data.request();
         size_ = static_cast<size_t>(info.size) * static_cast<size_t>(info.itemsize);
         buffer_ = aligned_alloc_64(size_);
         std::memcpy(buffer_.get(), info.ptr, size_);
         em_error err{};
         em_status status;
-        if (kernels == "auto" && run_groups) {
+        if (kernels == "auto" && run_groups && threads == 1) {
             status = em_model_load(buffer_.get(), size_, nullptr, &model_, &err);
         } else {
             em_load_options options{};
-            options.flags = run_groups ? 0u : EM_LOAD_NO_RUN_GROUPS;
+            options.flags = (run_groups ? 0u : EM_LOAD_NO_RUN_GROUPS) | (threads > 1 ? EM_LOAD_PARALLEL_TASKS : 0u);
             if (kernels == "auto") {
                 const char *env = std::getenv("EM_KERNELS");   // as em_model_load does
                 if (env != nullptr && env[0] != '\0' && !em_kernels_from_name(env, &options.kernels))
@@ -88,8 +95,17 @@ class Model {
             status = em_model_load_ex(buffer_.get(), size_, nullptr, &options, &model_, &err);
         }
         if (status != EM_STATUS_OK) throw_status(err);
+        if (threads > 1 && em_pool_create(threads, nullptr, &pool_, &err) != EM_STATUS_OK) {
+            em_model_free(model_);
+            throw_status(err);
+        }
     }
-    ~Model() { em_model_free(model_); }
+    ~Model() {
+        em_pool_free(pool_);  // no call is running: a call holds a reference to the Python object
+        em_model_free(model_);
+    }
+    uint32_t threads() const { return em_pool_threads(pool_); }
+    uint32_t task_lanes() const { return em_model_task_lanes(model_); }
     Model(const Model &) = delete;
     Model &operator=(const Model &) = delete;
 
@@ -166,6 +182,7 @@ class Model {
         {
             py::gil_scoped_release release;
             Context context(model_);
+            em_context_set_pool(context.ctx, pool_);
             for (size_t i = 0; i < batch; ++i) {
                 if (em_run_task(context.ctx, task, src + i * per_sample, per_sample, dst + i * info.classes,
                                 info.classes, &err) != EM_STATUS_OK)
@@ -211,6 +228,7 @@ class Model {
         {
             py::gil_scoped_release release;
             Context context(model_);
+            em_context_set_pool(context.ctx, pool_);
             std::vector<const float *> in_ptr(n_inputs);
             std::vector<float *> out_ptr(n_tasks);
             em_error err{};
@@ -262,6 +280,7 @@ class Model {
         {
             py::gil_scoped_release release;
             Context context(model_);
+            em_context_set_pool(context.ctx, pool_);
             std::vector<const float *> in_ptr(n_inputs);
             em_error err{};
             for (uint64_t k = 0; k < uint64_t(warmup) + runs; ++k) {
@@ -312,6 +331,7 @@ class Model {
         {
             py::gil_scoped_release release;
             Context context(model_);
+            em_context_set_pool(context.ctx, pool_);
             std::vector<const float *> in_ptr(n_inputs);
             em_error err{};
             for (uint64_t k = 0; k < uint64_t(warmup) + runs; ++k) {
@@ -338,6 +358,7 @@ class Model {
     AlignedBuffer buffer_;
     size_t size_ = 0;
     em_model *model_ = nullptr;
+    em_pool *pool_ = nullptr;  // threads > 1
 };
 
 }  // namespace
@@ -378,8 +399,8 @@ PYBIND11_MODULE(_runtime, m) {
     m.def("set_blas_threads", [](int threads) { em_runtime_set_blas_threads(threads); }, py::arg("threads"),
           "Threads the linked BLAS may use (process-wide; no-op without BLAS). Benchmarks set 1.");
     py::class_<Model>(m, "Model")
-        .def(py::init<py::buffer, const std::string &, bool>(), py::arg("data"), py::arg("kernels") = "auto",
-             py::arg("run_groups") = true,
+        .def(py::init<py::buffer, const std::string &, bool, uint32_t>(), py::arg("data"), py::arg("kernels") = "auto",
+             py::arg("run_groups") = true, py::arg("threads") = 1,
              "Validates and loads an .emm image (copied, 64-byte aligned) with a kernel set (\"auto\", \"ref\", ...); "
              "run_groups=False makes run_all run every node alone (no run groups), for comparisons.")
         .def_property_readonly("format_version", &Model::format_version)
@@ -390,6 +411,9 @@ PYBIND11_MODULE(_runtime, m) {
         .def_property_readonly("values_bytes", &Model::values_bytes,
                                "What every node output would take held at once (no reuse).")
         .def_property_readonly("file_bytes", &Model::file_bytes)
+        .def_property_readonly("threads", &Model::threads, "Workers of the model's pool (1: serial).")
+        .def_property_readonly("task_lanes", &Model::task_lanes,
+                               "Task lanes run_all can run in parallel (0: the serial plan).")
         .def("tasks", &Model::tasks)
         .def("nodes", &Model::nodes)
         .def("run", &Model::run, py::arg("task"), py::arg("x"))

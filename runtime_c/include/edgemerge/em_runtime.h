@@ -93,6 +93,11 @@ typedef struct em_node_info {
 /* em_load_options.flags */
 #define EM_LOAD_NO_RUN_GROUPS 1u /* em_run_all runs every node alone (no run groups): for comparisons */
 #define EM_LOAD_NO_FUSED_ADD 2u  /* no residual ADD fused into the conv that feeds it: for comparisons */
+/* Plan for threads (em_context_set_pool): em_run_all runs the nodes shared by several tasks first, then each
+ * task's own nodes (its lane) on the pool's threads, the lanes in parallel. The arena gives every lane its
+ * own bytes (no sharing between lanes: a larger context than the serial plan), and there are no run groups
+ * (their members belong to different lanes). Without a pool such a model runs the same steps serially. */
+#define EM_LOAD_PARALLEL_TASKS 4u
 typedef struct em_load_options {
     uint32_t kernels;     /* EM_KERNELS_*; a set this CPU or build lacks fails the load with UNSUPPORTED */
     uint32_t flags;       /* EM_LOAD_* */
@@ -158,6 +163,25 @@ em_status em_run_task(em_context *ctx, uint32_t task, const float *input, size_t
  * one step (em_node_info.run_group); the outputs have the same bits as em_run_task's. */
 em_status em_run_all(em_context *ctx, const float *const *inputs, float *const *outputs, em_error *err);
 
+/* Threads: a worker pool of `threads` workers (the calling thread is worker 0, so threads-1 pthreads are
+ * started here; 1..EM_MAX_THREADS). Create it once, hand it to contexts with em_context_set_pool; a run then
+ * starts no thread and allocates nothing. A pool may serve several contexts: a run that finds the pool busy
+ * with another context's run does its work on the calling thread instead of waiting. Outputs have the same
+ * bits for every thread count: each lane runs its nodes in the serial order on one thread, and no reduction
+ * is split. A build without pthreads (-DEM_THREADS=0) accepts only threads = 1 (UNSUPPORTED otherwise).
+ * Free the pool after the last run of every context that uses it. */
+#define EM_MAX_THREADS 64u
+typedef struct em_pool em_pool;
+em_status em_pool_create(uint32_t threads, const em_allocator *allocator, em_pool **out_pool, em_error *err);
+void em_pool_free(em_pool *pool);
+uint32_t em_pool_threads(const em_pool *pool);
+/* Attach a pool to a context (NULL: run serially, the default). Only a model loaded with
+ * EM_LOAD_PARALLEL_TASKS and at least two lanes (em_model_task_lanes) uses it. */
+em_status em_context_set_pool(em_context *ctx, em_pool *pool);
+/* Lanes em_run_all can run in parallel: the tasks with nodes of their own, planned with
+ * EM_LOAD_PARALLEL_TASKS; 0 when the model was planned serially (no flag, one task, or a node no task needs). */
+uint32_t em_model_task_lanes(const em_model *model);
+
 /* How many times node `node` has run in this context since em_context_init (profiling, tests). */
 uint64_t em_context_node_runs(const em_context *ctx, uint32_t node);
 
@@ -176,8 +200,8 @@ const char *em_runtime_cpu_features(void);
 int em_kernels_available(uint32_t kernels);
 const char *em_kernels_name(uint32_t kernels);
 int em_kernels_from_name(const char *name, uint32_t *out_kernels);
-/* Threads a linked BLAS may use (OpenBLAS is process-wide); a no-op without BLAS. The runtime itself is
- * single-threaded; benchmarks set 1. */
+/* Threads a linked BLAS may use (OpenBLAS is process-wide); a no-op without BLAS. The runtime's own threads
+ * are a pool's (em_pool_create); benchmarks set this to 1. */
 void em_runtime_set_blas_threads(int threads);
 
 #ifdef __cplusplus

@@ -39,7 +39,8 @@ warm-up) and returns per node its runs and total / table-build / accumulation na
 their means per run (means, unlike the medians above, include any preemption; the clock reads add a little).
 
 OPENBLAS_NUM_THREADS is set to `threads` before the C runtime is loaded (and in the measuring processes).
-The C runtime itself runs single-threaded; that is said in the result (`merged_threads`).
+The C runtime runs em_run_all's task lanes on a pool of `threads` workers (`Runtime(..., threads=N)`: every
+task's own nodes on one thread, the shared trunk first); `merged_threads` and `merged_task_lanes` say so.
 """
 from __future__ import annotations
 
@@ -249,7 +250,7 @@ def _memory_child(side: str, spec: dict) -> dict:
     reset = _reset_peak()
     if side == "merged":
         with open(spec["model"], "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as image:
-            model = _runtime.Model(image)
+            model = _runtime.Model(image, "auto", True, threads)
         model.bench_all(pools, 0, runs)
     else:
         models = {task: TFLiteModel(path, num_threads=threads) for task, path in spec["references"].items()}
@@ -300,7 +301,7 @@ def bench(model_path: str | os.PathLike, references: dict[str, str], *, threads:
     from edgemerge import runtime as runtime_module
     from edgemerge.measure.tflite_peer import interpreter_version
 
-    runtime = runtime_module.Runtime(model_path)
+    runtime = runtime_module.Runtime(model_path, threads=threads)
     models = _open_references(runtime, references, threads)
     pools = _input_pools(runtime, data or {}, seed)
     merged_run, merged_method = merged_timer(runtime, pools)
@@ -341,7 +342,8 @@ def bench(model_path: str | os.PathLike, references: dict[str, str], *, threads:
     agreement = _agreement(runtime, models, pools)
     result.update({
         "threads": threads,
-        "merged_threads": 1,
+        "merged_threads": threads,
+        "merged_task_lanes": runtime.task_lanes,
         "runs": runs,
         "warmup": warmup,
         "interleaved": True,
@@ -383,7 +385,14 @@ def bench(model_path: str | os.PathLike, references: dict[str, str], *, threads:
         }
     if profile:
         result["profile"] = node_profile(runtime, pools, warmup, runs)
-    warnings.append("the C runtime ran single-threaded" + (f" (TFLite used {threads} threads)" if threads > 1 else ""))
+    if threads == 1:
+        warnings.append("the C runtime ran single-threaded (--threads N runs its task lanes in parallel)")
+    else:
+        warnings.append(f"the C runtime ran its {runtime.task_lanes} task lanes on {threads} threads "
+                        "(each task's own nodes on one thread; a single task's nodes are not split)"
+                        if runtime.task_lanes > 1 else
+                        f"the C runtime ran single-threaded: the model has no parallel task lanes "
+                        f"(TFLite used {threads} threads)")
     result["notes"] = warnings
     return result
 
