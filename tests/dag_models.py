@@ -125,3 +125,49 @@ def mobilenet_like(seed: int = 1, classes: int = 4, width: int = 8) -> SourceMod
 
 def dag_pair(width: int = 8) -> dict[str, SourceModel]:
     return {"res": resnet_like(width=width), "mnv": mobilenet_like(width=width)}
+
+
+_KERAS_ACTIVATIONS = {Act.NONE: None, Act.RELU: "relu", Act.RELU6: "relu6", Act.SIGMOID: "sigmoid",
+                      Act.HARD_SIGMOID: "hard_sigmoid", Act.HARD_SWISH: "hard_silu", Act.SWISH: "silu"}
+
+
+def to_keras(source: SourceModel):
+    """The functional Keras model a `SourceModel` of this module stands for (same weights; every layer's output
+    under the layer's name, after its activation; softmax on the head), as a user's residual .keras file would
+    be: Conv2D / DepthwiseConv2D behind an explicit ZeroPadding2D, Add / Multiply / Concatenate, keep-dims
+    global average pools, Flatten + Dense head."""
+    import keras
+
+    x_in = keras.Input(shape=source.input_shape, name="image")
+    values = {MODEL_INPUT: x_in}
+    for i, layer in enumerate(source.layers):
+        xs = [values[n] for n in source.inputs_of(i)]
+        act = _KERAS_ACTIVATIONS[layer.activation]
+        top, left, bottom, right = layer.pads
+        if layer.kind in ("conv", "depthwise"):
+            x = xs[0]
+            if any(layer.pads):
+                x = keras.layers.ZeroPadding2D(((top, bottom), (left, right)), name=f"{layer.name}_pad")(x)
+            if layer.kind == "conv":
+                keras_layer = keras.layers.Conv2D(layer.weights.shape[3], layer.kernel, layer.stride, activation=act,
+                                                  name=layer.name)
+            else:
+                keras_layer = keras.layers.DepthwiseConv2D(layer.kernel, layer.stride, activation=act, name=layer.name)
+            y = keras_layer(x)
+            keras_layer.set_weights([layer.weights, layer.bias])
+        elif layer.kind == "dense":
+            keras_layer = keras.layers.Dense(layer.weights.shape[1], activation=act, name=layer.name)
+            y = keras_layer(keras.layers.Flatten(name=f"{layer.name}_flat")(xs[0]))
+            keras_layer.set_weights([layer.weights, layer.bias])
+        else:
+            joined = {"add": lambda n: keras.layers.Add(name=n)(xs), "mul": lambda n: keras.layers.Multiply(name=n)(xs),
+                      "concat": lambda n: keras.layers.Concatenate(name=n)(xs),
+                      "pad": lambda n: keras.layers.ZeroPadding2D(((top, bottom), (left, right)), name=n)(xs[0]),
+                      "global_avg_pool": lambda n: keras.layers.GlobalAveragePooling2D(keepdims=True, name=n)(xs[0])}
+            if act is None:
+                y = joined[layer.kind](layer.name)
+            else:        # Keras joins carry no activation: the named output is the Activation after it
+                y = keras.layers.Activation(act, name=layer.name)(joined[layer.kind](f"{layer.name}_pre"))
+        values[layer.name] = y
+    probs = keras.layers.Softmax(name="probs")(values[source.layers[-1].name])
+    return keras.Model(x_in, probs, name=source.name)
