@@ -1,7 +1,10 @@
 """Which layers of which models share a codebook: the layer alignment.
 
 Mergeable layers are a model's conv layers and its dense layers except the last dense layer (the task's
-branch head, kept as float). Depthwise convolutions are never merged. An alignment is a list of
+branch head, kept as float). Depthwise convolutions are never merged. On graphs (residual, branching) the
+same rules hold in the layers' topological order (SourceModel.layers): shortcut/projection convs are convs
+like any other, and point-wise 1x1 convs are E-Conv layers with r over Cin (README "Point-wise and
+depthwise layers" has the size figures behind that choice). An alignment is a list of
 `LayerGroup`s; each maps task -> layer name, its members are all of one kind (conv with conv, dense with
 dense), no layer is in two groups, and for every pair of tasks the groups they share keep both models'
 layer order (strictly increasing). Every mergeable layer is in exactly one group; a group with one member

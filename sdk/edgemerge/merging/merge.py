@@ -1,13 +1,15 @@
 """Merging imported models into one `MergedGraph` (NeuralMerger, Chou et al., IJCAI 2018).
 
-Every task keeps its own input and its own chain of nodes; what is shared are the codebooks of aligned
-layers (`align.py`). Per task:
+Every task keeps its own input and its own nodes, which follow the task's graph (a chain, or a DAG whose
+joins become ADD / CONCAT / MUL nodes reading several values, format v2); what is shared are the codebooks
+of aligned layers (`align.py`). A chain gives exactly the v1 graph it always did. Per task:
 
 - conv layers            -> LUT_CONV2D (codebook of the layer's group + the layer's own index map and bias)
 - dense layers but head  -> LUT_DENSE  (likewise)
 - the head (last dense)  -> DENSE, float
 - depthwise convs        -> DEPTHWISE_CONV2D, float
 - pools, flatten, standalone activations -> MAX_POOL / AVG_POOL / GLOBAL_AVG_POOL / RESHAPE / ACTIVATION
+- joins add / concat / mul, explicit pad -> ADD / CONCAT / MUL (inputs in the layer's order) / PAD
 
 Segment length r and codebook size C come from a preset (`PRESETS`), per group, and can be overridden
 per group with `layer_rc`.
@@ -34,6 +36,7 @@ from edgemerge.emm.constants import (
 from edgemerge.emm.graph import MergedGraph, Node, Task, Tensor
 from edgemerge.errors import EdgemergeError
 from edgemerge.importers import SourceLayer, SourceModel
+from edgemerge.importers.source_model import JOIN_KINDS, MODEL_INPUT
 from edgemerge.merging.align import AlignmentLink, LayerGroup, align_models
 from edgemerge.merging.encode import GroupSpec, encode_groups, validate_rc
 
@@ -212,22 +215,39 @@ def _check_sources(sources: Mapping[str, SourceModel]) -> None:
                                  "[A-Za-z0-9_.-] required")
         if not model.layers:
             raise EdgemergeError(f"task {task!r}: model {model.name!r} has no layers")
+        try:
+            model.check_topology()
+        except ValueError as e:
+            raise EdgemergeError(f"task {task!r}: {e}") from None
 
 
 def _index_bytes(index: np.ndarray, codewords: int) -> int:
     return (int(index.size) * index_bits(codewords) + 7) // 8
 
 
-def _add_layer_node(graph: MergedGraph, task: str, layer: SourceLayer, value: int, *, is_head: bool,
+# Source-layer kinds that read no weights, by the op that computes them (joins and PAD: format v2).
+_PLAIN_OPS: dict[str, Op] = {"max_pool": Op.MAX_POOL, "avg_pool": Op.AVG_POOL, "global_avg_pool": Op.GLOBAL_AVG_POOL,
+                             "flatten": Op.RESHAPE, "activation": Op.ACTIVATION, "add": Op.ADD,
+                             "concat": Op.CONCAT, "mul": Op.MUL, "pad": Op.PAD}
+
+
+def _add_layer_node(graph: MergedGraph, task: str, layer: SourceLayer, values: Sequence[int], *, is_head: bool,
                     lut: tuple[int, int, int, np.ndarray] | None, int8_tables: bool = False) -> int:
-    """Appends the node of one source layer reading `value`; `lut` = (codebook tensor id, r, C, index map)
-    for encoded layers. Returns the value id the node produces."""
+    """Appends the node of one source layer reading `values` (one value id, or every input of a join in
+    order); `lut` = (codebook tensor id, r, C, index map) for encoded layers. Returns the value id the node
+    produces."""
     prefix = f"{task}/{layer.name}"
-    node = Node(name=prefix, op=Op.RESHAPE, input=value, out_shape=tuple(layer.out_shape),
+    node = Node(name=prefix, op=Op.RESHAPE, input=values[0], out_shape=tuple(layer.out_shape),
                 activation=layer.activation, sources=(f"{task}:{layer.name}",),
                 match_output=f"{task}:{layer.match_output}" if layer.match_output else "")
     if layer.kind in ("conv", "depthwise", "max_pool", "avg_pool"):
         node.kernel, node.stride, node.pads = tuple(layer.kernel), tuple(layer.stride), tuple(layer.pads)
+    elif layer.kind == "pad":
+        node.pads = tuple(layer.pads)          # FORMAT.md: PAD keeps kernel/stride 1
+    if len(values) > 1:
+        if layer.kind not in JOIN_KINDS:       # defensive: SourceModel.inputs_of gives one name otherwise
+            raise EdgemergeError(f"{task}:{layer.name}: a {layer.kind} layer reads one input, not {len(values)}")
+        node.inputs = tuple(values)
 
     def bias_tensor(size: int) -> int:
         bias = layer.bias if layer.bias is not None else np.zeros(size, np.float32)
@@ -249,8 +269,7 @@ def _add_layer_node(graph: MergedGraph, task: str, layer: SourceLayer, value: in
     elif layer.kind == "conv":
         raise EdgemergeError(f"{task}:{layer.name}: a conv layer cannot be a head")   # defensive
     else:
-        node.op = {"max_pool": Op.MAX_POOL, "avg_pool": Op.AVG_POOL, "global_avg_pool": Op.GLOBAL_AVG_POOL,
-                   "flatten": Op.RESHAPE, "activation": Op.ACTIVATION}[layer.kind]
+        node.op = _PLAIN_OPS[layer.kind]
     return graph.add_node(node)
 
 
@@ -343,12 +362,16 @@ def merge_models(sources: Mapping[str, SourceModel], preset: str = "accu",
     # All inputs first: value ids of nodes count from the number of inputs.
     input_of = {task: graph.add_input(model.input_shape) for task, model in sources.items()}
     for task, model in sources.items():
-        value = input_of[task]
+        # each task's nodes follow its DAG: a layer reads the values of the layers it names (MODEL_INPUT: the
+        # task's input); for a chain that is the node before, i.e. exactly the graphs of format v1
+        value_of = {MODEL_INPUT: input_of[task]}
         head = model.head
-        for layer in model.layers:
-            value = _add_layer_node(graph, task, layer, value, is_head=layer is head,
-                                    lut=lut_of.get(f"{task}:{layer.name}"),
+        value = input_of[task]
+        for position, layer in enumerate(model.layers):
+            value = _add_layer_node(graph, task, layer, [value_of[n] for n in model.inputs_of(position)],
+                                    is_head=layer is head, lut=lut_of.get(f"{task}:{layer.name}"),
                                     int8_tables=f"{task}:{layer.name}" in int8_of)
+            value_of[layer.name] = value
         graph.tasks.append(Task(task, input_of[task], value, int(np.prod(graph.value_shape(value)))))
     _write_metadata(graph, sources, preset, seed, kmeans_inits)
     if int8_groups:

@@ -5,7 +5,10 @@
 - index maps are int32 constants; a LUT node rebuilds its weights by a gather exactly as
   `graph.decoded_weights` does (W[ky, kx, s·r + j, co] = codebook[s, index[ky, kx, s, co], j], cut to Cin)
   and then runs an ordinary convolution / matmul (explicit `tf.pad`, then VALID), bias, activation;
-- pools, reshape and activations follow the Keras reference (explicit pool pads map to VALID or SAME).
+- pools, reshape and activations follow the Keras reference (explicit pool pads map to VALID or SAME);
+- format v2 nodes read every input (`Node.inputs`): ADD sums in input order, CONCAT joins channels, MUL
+  multiplies (a (1, 1, C) gate broadcasts), PAD pads with zeros; activations are `graph_ops.activate`'s
+  formulas (hard-sigmoid = relu6(x + 3) / 6, hard-swish = x · hard-sigmoid(x), swish = x · sigmoid(x)).
 
 The op semantics are one table, `_OP_FORMS` (op -> function), plus `_ACTIVATIONS`; a new op is one row.
 """
@@ -90,6 +93,31 @@ def _identity(model: "TFMergedGraph", i: int, node: Node, x):
     return x
 
 
+# ---- format v2 ops: (model, node index, node, *inputs) -> output (graph_ops' math; no bias on these ops) ----
+def _add(model: "TFMergedGraph", i: int, node: Node, *xs):
+    y = xs[0]
+    for x in xs[1:]:                   # summed in input order, as FORMAT.md ADD
+        y = y + x
+    return y
+
+
+def _concat(model: "TFMergedGraph", i: int, node: Node, *xs):
+    import tensorflow as tf
+
+    return tf.concat(list(xs), axis=-1)
+
+
+def _mul(model: "TFMergedGraph", i: int, node: Node, a, b):
+    return a * b                       # (1, 1, C) broadcasts over (H, W, C) as numpy/TF do
+
+
+def _pad(model: "TFMergedGraph", i: int, node: Node, x):
+    import tensorflow as tf
+
+    top, left, bottom, right = node.pads
+    return tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
+
+
 _OP_FORMS: dict[Op, Callable] = {
     Op.CONV2D: _conv,
     Op.LUT_CONV2D: _conv,
@@ -101,13 +129,26 @@ _OP_FORMS: dict[Op, Callable] = {
     Op.GLOBAL_AVG_POOL: _global_avg_pool,
     Op.RESHAPE: _reshape,
     Op.ACTIVATION: _identity,          # the node's activation (applied below) is all it does
+    Op.ADD: _add,
+    Op.CONCAT: _concat,
+    Op.MUL: _mul,
+    Op.PAD: _pad,                      # zeros, then the activation: padding becomes act(0) as FORMAT.md says
 }
 
 
-def _activation(act: Act) -> Callable | None:
+def _hard_sigmoid(y):
     import tensorflow as tf
 
-    return {Act.NONE: lambda y: y, Act.RELU: tf.nn.relu, Act.RELU6: tf.nn.relu6}.get(act)
+    return tf.nn.relu6(y + 3.0) / 6.0          # graph_ops.activate / TFLite: relu6(x + 3) / 6
+
+
+def _activation(act: Act) -> Callable | None:
+    """Every activation of FORMAT.md, by the formulas of `executors.graph_ops.activate`."""
+    import tensorflow as tf
+
+    return {Act.NONE: lambda y: y, Act.RELU: tf.nn.relu, Act.RELU6: tf.nn.relu6, Act.SIGMOID: tf.sigmoid,
+            Act.HARD_SIGMOID: _hard_sigmoid, Act.HARD_SWISH: lambda y: y * _hard_sigmoid(y),
+            Act.SWISH: lambda y: y * tf.sigmoid(y)}.get(act)
 
 
 class TFMergedGraph:
@@ -175,12 +216,13 @@ class TFMergedGraph:
             return w[0, 0, :int(np.prod(in_shape)), :]
         return w[:, :, :in_shape[2], :]
 
-    def _node(self, i: int, x):
+    def _node(self, i: int, *xs):
+        """Node `i` on its inputs (one, or every input of a multi-input node in order)."""
         node = self.graph.nodes[i]
         form = _OP_FORMS.get(node.op)
         if form is None:
             raise EdgemergeError(f"node {node.name}: op {node.op!r} has no TensorFlow form")
-        y = form(self, i, node, x)
+        y = form(self, i, node, *xs)
         if node.bias != NONE:
             y = y + self.variables[node.bias]
         activation = _activation(node.activation)
@@ -203,7 +245,7 @@ class TFMergedGraph:
         values = {t.input: tf.convert_to_tensor(x, dtype=tf.float32)}
         outputs = {}
         for i in order:
-            values[n_in + i] = self._node(i, values[self.graph.nodes[i].input])
+            values[n_in + i] = self._node(i, *(values[v] for v in self.graph.nodes[i].inputs))
             if i in wanted:
                 outputs[i] = values[n_in + i]
         logits = tf.reshape(values[t.output], [-1, t.classes])
