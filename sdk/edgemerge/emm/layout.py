@@ -77,6 +77,8 @@ def node_flags_problem(op: int, codewords: int, flags: int) -> str:
     unknown = int(flags) & ~F.NODE_FLAGS_KNOWN
     if unknown:
         return f"unknown node flags 0x{unknown:08X} (this version knows 0x{F.NODE_FLAGS_KNOWN:08X})"
+    if flags & F.NODE_FLAG_INT8_TABLES and flags & F.NODE_FLAG_INT8_ACT:
+        return "flags INT8_ACT and INT8_TABLES exclude each other"
     if flags & F.NODE_FLAG_INT8_TABLES:
         if op not in (F.Op.LUT_CONV2D, F.Op.LUT_DENSE):
             return "flag INT8_TABLES is only defined for LUT ops"
@@ -85,8 +87,6 @@ def node_flags_problem(op: int, codewords: int, flags: int) -> str:
     if flags & F.NODE_FLAG_INT8_ACT:   # FORMAT.md "int8 activations"
         if op not in (F.Op.LUT_CONV2D, F.Op.LUT_DENSE):
             return "flag INT8_ACT is only defined for LUT ops"
-        if flags & F.NODE_FLAG_INT8_TABLES:
-            return "flags INT8_ACT and INT8_TABLES exclude each other"
     return ""
 
 
