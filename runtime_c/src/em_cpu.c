@@ -74,6 +74,23 @@ static int x86_supports(uint32_t kernels)
 }
 #endif
 
+#if defined(EM_HAVE_ARM_DOTPROD) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
+
+/* The ARMv8.2 dot-product instructions (sdot/udot; Linux HWCAP asimddp, bit 20 of AT_HWCAP on aarch64):
+ * the int8 tiles of LUT ops with int8 activations use sdot where this is 1 (em_int8_gemm_micro_for).
+ * Cortex-A76 (Raspberry Pi 5) has them, the A72 (Pi 4) and A53 (Pi 3) do not. Only Linux is asked; other
+ * systems use the ARMv8.0 path. */
+int em_cpu_has_arm_dotprod(void)
+{
+#if defined(EM_HAVE_ARM_DOTPROD) && defined(__linux__)
+    return (getauxval(AT_HWCAP) & (1ul << 20)) != 0;
+#else
+    return 0;
+#endif
+}
+
 int em_cpu_supports(uint32_t kernels)
 {
     switch (kernels) {
@@ -169,6 +186,7 @@ const char *em_runtime_cpu_features(void)
     if (em_cpu_supports(EM_KERNELS_SSE2)) return EM_ARCH_LINE "; kernels: sse2 generic ref; " EM_BLAS_LINE;
     return EM_ARCH_LINE "; kernels: generic ref; " EM_BLAS_LINE;
 #elif defined(EM_HAVE_NEON)
+    if (em_cpu_has_arm_dotprod()) return EM_ARCH_LINE " (dotprod); kernels: neon generic ref; " EM_BLAS_LINE;
     return EM_ARCH_LINE "; kernels: neon generic ref; " EM_BLAS_LINE;
 #else
     return EM_ARCH_LINE "; kernels: generic ref (SIMD off in this build); " EM_BLAS_LINE;

@@ -51,7 +51,8 @@ typedef struct em_node {
     const uint32_t *inputs; /* [input_count] value ids, each < the node's own (the parser checked) */
     const em_shape *value_shapes; /* the model's value shapes: multi-input kernels read their inputs' shapes */
     uint32_t activation;
-    uint32_t flags; /* EM_NODE_FLAG_* (only INT8_TABLES, only on LUT ops with C = 16: checked by prepare()) */
+    uint32_t flags; /* EM_NODE_FLAG_* (INT8_TABLES, INT8_ACT: LUT ops only, checked by prepare()) */
+    float input_scale; /* INT8_ACT: sx of FORMAT.md "int8 activations" (record word 21); else 0 */
     em_shape in;  /* shape of input 0 (other inputs: model->value_shapes[inputs[k]]) */
     em_shape out; /* declared output shape, verified by the op's prepare() */
     uint32_t kernel_h, kernel_w;

@@ -38,6 +38,7 @@ typedef enum em_algorithm {
     EM_ALGO_ROWS,          /* depthwise convolution, multiplier 1, one output row per micro-kernel call */
     EM_ALGO_COPY,          /* RESHAPE / ACTIVATION: copy with the activation */
     EM_ALGO_FUSED,         /* nothing left to do: the op was fused into the node that feeds it */
+    EM_ALGO_LUT_INT8_ACT,  /* int8 input and codebook, int32 sums: an int8 GEMM (flag INT8_ACT) */
     EM_ALGO_COUNT
 } em_algorithm;
 

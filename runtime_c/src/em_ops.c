@@ -6,6 +6,8 @@
  * prepare() runs once per node at load time, in node order, after the generic record checks of the
  * loader (op known, input id earlier, kernel/stride limits, pads < kernel, output dims non-zero and
  * within MAX_VALUE_ELEMENTS). node->in is the already-verified shape of the value it reads. */
+#include <float.h>
+#include <math.h>
 #include <stdio.h>
 
 #include "em_internal.h"
@@ -42,6 +44,8 @@ static em_status require_no_lut_fields(const em_node *node, em_error *err)
                             node->seg_len, node->codewords);
     if (node->flags & EM_NODE_FLAG_INT8_TABLES)
         return em_fail_node(err, EM_STATUS_CORRUPT, node, "flag INT8_TABLES is only defined for LUT ops");
+    if (node->flags & EM_NODE_FLAG_INT8_ACT)
+        return em_fail_node(err, EM_STATUS_CORRUPT, node, "flag INT8_ACT is only defined for LUT ops");
     return EM_STATUS_OK;
 }
 
@@ -63,6 +67,15 @@ static em_status check_lut_fields(const em_node *node, em_error *err)
         return em_fail_node(err, EM_STATUS_CORRUPT, node,
                             "flag INT8_TABLES needs C = %u (4-bit indices), this node has C = %" PRIu32,
                             EM_INT8_TABLE_CODEWORDS, node->codewords);
+    if ((node->flags & EM_NODE_FLAG_INT8_ACT) && (node->flags & EM_NODE_FLAG_INT8_TABLES))
+        return em_fail_node(err, EM_STATUS_CORRUPT, node, "flags INT8_ACT and INT8_TABLES exclude each other");
+    if (node->flags & EM_NODE_FLAG_INT8_ACT) { /* FORMAT.md "int8 activations": sx > 0, 1 / sx finite */
+        const float sx = node->input_scale;
+        if (!(sx > 0.0f && sx <= FLT_MAX && 1.0f / sx <= FLT_MAX))
+            return em_fail_node(err, EM_STATUS_CORRUPT, node,
+                                "flag INT8_ACT: input scale %g is not a finite positive float with a finite inverse",
+                                (double)sx);
+    }
     return EM_STATUS_OK;
 }
 
@@ -240,6 +253,30 @@ static em_status check_int8_terms(const em_node *node, uint64_t taps, em_error *
     if (!(node->flags & EM_NODE_FLAG_INT8_TABLES) || terms <= 0x7FFFFFFFu / 127u) return EM_STATUS_OK;
     return em_fail_node(err, EM_STATUS_LIMIT, node,
                         "%" PRIu64 " terms per output: too many for exact int32 sums of an int8 table", terms);
+}
+
+/* int8 activations (FORMAT.md): the node's codebook segments finite, KH·KW·S·r int8 products per output
+ * summed exactly in int32; the reference's scratch grows by the int8 input and codebook (after the int32
+ * table, which has the float table's size). */
+static em_status check_int8_act(em_node *node, uint64_t taps, size_t pixels, em_error *err)
+{
+    const uint64_t products = taps * node->segments * node->seg_len;
+    const float *codebook = em_tensor_f32(node->weight);
+    const size_t cb_n = (size_t)node->segments * node->codewords * node->seg_len;
+    size_t i, extra;
+    if (!(node->flags & EM_NODE_FLAG_INT8_ACT)) return EM_STATUS_OK;
+    if (products > EM_INT8_ACT_MAX_PRODUCTS)
+        return em_fail_node(err, EM_STATUS_LIMIT, node,
+                            "%" PRIu64 " int8 products per output exceed INT8_ACT_MAX_PRODUCTS %u (int32 sums)",
+                            products, EM_INT8_ACT_MAX_PRODUCTS);
+    for (i = 0; i < cb_n; ++i)
+        if (!(fabsf(codebook[i]) <= FLT_MAX))
+            return em_fail_node(err, EM_STATUS_CORRUPT, node,
+                                "flag INT8_ACT: codebook entry %zu is not finite (no int8 scale)", i);
+    if (!em_mul_size(pixels, (size_t)node->segments * node->seg_len, &extra) ||
+        !em_add_size(extra, cb_n + 8u, &extra) || !em_add_size(node->scratch_bytes, extra, &node->scratch_bytes))
+        return em_fail_node(err, EM_STATUS_LIMIT, node, "int8 input of %zu pixels does not fit in memory", pixels);
+    return EM_STATUS_OK;
 }
 
 /* Scratch bytes of a LUT table of `pixels` × S × C floats. */
@@ -483,6 +520,8 @@ static em_status prepare_lut_conv2d(em_model *model, em_node *node, em_error *er
     if (st == EM_STATUS_OK) st = expect_output(node, oh, ow, out_c, err);
     if (st == EM_STATUS_OK) st = check_int8_terms(node, (uint64_t)node->kernel_h * node->kernel_w, err);
     if (st == EM_STATUS_OK) st = lut_table_bytes(node, (size_t)node->in.h * node->in.w, err);
+    if (st == EM_STATUS_OK)
+        st = check_int8_act(node, (uint64_t)node->kernel_h * node->kernel_w, (size_t)node->in.h * node->in.w, err);
     return st;
 }
 
@@ -499,6 +538,7 @@ static em_status prepare_lut_dense(em_model *model, em_node *node, em_error *err
     if (st == EM_STATUS_OK) st = expect_output(node, 1, 1, out_count, err);
     if (st == EM_STATUS_OK) st = check_int8_terms(node, 1, err);
     if (st == EM_STATUS_OK) st = lut_table_bytes(node, 1, err);
+    if (st == EM_STATUS_OK) st = check_int8_act(node, 1, 1, err);
     return st;
 }
 

@@ -676,8 +676,12 @@ static em_status parse_node_record(em_model *m, uint32_t i, const uint8_t *rec, 
                             " (this reader knows 0x%08X; the file needs a newer runtime)", f[N_FLAGS],
                             f[N_FLAGS] & ~EM_NODE_FLAGS_KNOWN, EM_NODE_FLAGS_KNOWN);
     node->flags = f[N_FLAGS]; /* which ops may carry which flag: the op's prepare() (em_ops.c) */
+    node->input_scale = 0.0f;
+    if (node->flags & EM_NODE_FLAG_INT8_ACT) /* FORMAT.md "int8 activations": sx, checked by prepare() */
+        memcpy(&node->input_scale, &f[EM_NODE_WORD_INPUT_SCALE], sizeof node->input_scale);
     for (k = m->version >= 2 ? 1u : 0u; k < 4; ++k)
-        if (f[N_RESERVED + k] != 0)
+        if (f[N_RESERVED + k] != 0 &&
+            !(N_RESERVED + k == EM_NODE_WORD_INPUT_SCALE && (node->flags & EM_NODE_FLAG_INT8_ACT)))
             return em_fail_node(err, EM_STATUS_CORRUPT, node, "reserved[%" PRIu32 "] is %" PRIu32 ", expected 0", k,
                                 f[N_RESERVED + k]);
     if ((st = check_range(node, "kernel_h", node->kernel_h, EM_MAX_KERNEL, err)) != EM_STATUS_OK ||

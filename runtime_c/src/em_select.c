@@ -42,7 +42,7 @@ static uint64_t lut_conv2d_table_sharers(const em_model *model, const em_node *n
     if (model == NULL) return 1;
     for (i = 0; i < model->node_count; ++i) {
         const em_node *o = &model->nodes[i];
-        count += o->op == EM_OP_LUT_CONV2D && !(o->flags & EM_NODE_FLAG_INT8_TABLES) && o->input == node->input &&
+        count += o->op == EM_OP_LUT_CONV2D && !(o->flags & (EM_NODE_FLAG_INT8_TABLES | EM_NODE_FLAG_INT8_ACT)) && o->input == node->input &&
                  o->weight_id == node->weight_id && o->seg_len == node->seg_len && o->codewords == node->codewords &&
                  o->kernel_h == node->kernel_h && o->kernel_w == node->kernel_w && o->stride_h == node->stride_h &&
                  o->stride_w == node->stride_w && o->pad_top == node->pad_top && o->pad_left == node->pad_left &&
@@ -92,6 +92,15 @@ const em_kernel *em_kernel_choose(const em_model *model, const em_node *node, ui
 
     switch (node->op) {
     case EM_OP_LUT_CONV2D:
+    case EM_OP_LUT_DENSE:
+        if (node->flags & EM_NODE_FLAG_INT8_ACT) { /* int8 GEMM (sdot where the CPU has it); else the reference */
+            k = em_kernel_lookup(set, node->op, EM_ALGO_LUT_INT8_ACT, EM_ISA_MICRO, node);
+            break;
+        }
+        if (node->op == EM_OP_LUT_DENSE) {
+            k = em_kernel_lookup(set, node->op, int8 ? EM_ALGO_LUT_INT8 : EM_ALGO_LUT_TABLES, EM_ISA_MICRO, node);
+            break;
+        }
         if (int8) { /* byte-shuffle lookups; the reference if too large */
             k = em_kernel_lookup(set, node->op, EM_ALGO_LUT_INT8, EM_ISA_MICRO, node);
             break;
@@ -99,9 +108,6 @@ const em_kernel *em_kernel_choose(const em_model *model, const em_node *node, ui
         if (lut_conv2d_prefers_decoded(model, node))
             k = em_kernel_lookup(set, node->op, EM_ALGO_LUT_DECODED, EM_ISA_MICRO, node);
         if (k == NULL) k = em_kernel_lookup(set, node->op, EM_ALGO_LUT_TABLES, EM_ISA_MICRO, node);
-        break;
-    case EM_OP_LUT_DENSE:
-        k = em_kernel_lookup(set, node->op, int8 ? EM_ALGO_LUT_INT8 : EM_ALGO_LUT_TABLES, EM_ISA_MICRO, node);
         break;
     case EM_OP_CONV2D:
         macs = (uint64_t)node->out.numel * node->kernel_h * node->kernel_w * node->in.c;

@@ -412,7 +412,7 @@ static void test_graph(void)
                       "GRAPH node 1 (MAX_POOL): reads value 3, which is not computed before it", "reads a later value");
     expect_node_patch(1, EMB_NODE_INPUT, 2, EM_STATUS_CORRUPT, "reads value 2", "reads its own value");
     expect_node_patch(0, EMB_NODE_ACTIVATION, EM_ACT_LAST + 1, EM_STATUS_CORRUPT, "unknown activation 7", "unknown activation");
-    expect_node_patch(0, EMB_NODE_FLAGS, 2, EM_STATUS_UNSUPPORTED, "flags", "node flags");
+    expect_node_patch(0, EMB_NODE_FLAGS, 4, EM_STATUS_UNSUPPORTED, "flags", "node flags"); /* 0x4: unknown bit */
     expect_node_patch(0, EMB_NODE_RESERVED + 8, 5, EM_STATUS_CORRUPT, "reserved[2] is 5", "node reserved");
     expect_node_patch(0, EMB_NODE_KERNEL_H, 0, EM_STATUS_CORRUPT, "kernel_h is 0", "kernel 0");
     expect_node_patch(0, EMB_NODE_KERNEL_W, 65, EM_STATUS_LIMIT, "kernel_w 65 exceeds the limit 64", "kernel 65");

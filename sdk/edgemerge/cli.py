@@ -160,6 +160,9 @@ def main() -> None:
 @click.option("--int8-tables", "int8_tables", multiple=True, metavar="NAME[,NAME..]",
               help="encode these layers' groups (NAME or TASK:LAYER, or 'all') with C=16 and int8 tables, "
                    "looked up with byte shuffles at run time; repeatable")
+@click.option("--int8", "int8_act", multiple=True, metavar="NAME[,NAME..]",
+              help="run these merged layers (NAME or TASK:LAYER, or 'all') with int8 activations and codebooks "
+                   "(int8 dot products at run time); input scales from the --calib data; repeatable")
 @click.option("--align", "alignment", multiple=True, metavar="TASK:LAYER=TASK:LAYER",
               help="merge exactly these layer pairs instead of the default in-order pairing; repeatable")
 @click.option("--seed", default=0, show_default=True, help="seed of the k-means initialisations")
@@ -180,7 +183,7 @@ def main() -> None:
               show_default=True, help="tf.distribute strategy for calibration (multi-worker reads TF_CONFIG)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON summary")
 @_fail_cleanly
-def merge(models, output, preset, layer_rc, int8_tables, alignment, seed, kmeans_inits, calib, steps, calib_fraction, budget,
+def merge(models, output, preset, layer_rc, int8_tables, int8_act, alignment, seed, kmeans_inits, calib, steps, calib_fraction, budget,
           best_effort, strategy, as_json):
     """Merge models given as TASK=MODEL pairs (.keras or .h5) into one .emm file.
 
@@ -222,6 +225,9 @@ def merge(models, output, preset, layer_rc, int8_tables, alignment, seed, kmeans
         raise EdgemergeError("--steps and --calib-fraction need --calib TASK=NPZ for every task")
     if best_effort and not budget:
         raise EdgemergeError("--best-effort goes with --budget")
+    int8_names = [n.strip() for item in int8_act for n in item.split(",") if n.strip()]
+    if int8_names and not calib_files:
+        raise EdgemergeError("--int8 needs --calib TASK=NPZ: the input scales come from calibration data")
     from edgemerge.workflows.budget import BudgetNotMet
     try:
         summary = merge_files(sources, output, preset=preset, layer_rc=overrides, alignment=list(alignment),
@@ -229,6 +235,13 @@ def merge(models, output, preset, layer_rc, int8_tables, alignment, seed, kmeans
                               calib_fraction=calib_fraction, budget=budget, strategy=strategy,
                               int8_tables=[n.strip() for item in int8_tables for n in item.split(",") if n.strip()],
                               best_effort=best_effort, log=lambda m: click.echo(m, err=True))
+        if int8_names:   # docs/FORMAT.md "int8 activations": scales measured on the merged, calibrated model
+            from edgemerge.merging.quantize import quantize_file
+            try:
+                summary["int8_act"] = quantize_file(output, int8_names, calib_files)
+            except Exception:
+                Path(output).unlink(missing_ok=True)   # no merged file without the int8 layers asked for
+                raise
     except BudgetNotMet as e:
         # the verdict on stdout (where a script reads results), then `error: ...` and exit 1
         if as_json:
@@ -247,6 +260,8 @@ def merge(models, output, preset, layer_rc, int8_tables, alignment, seed, kmeans
             click.echo(f"  {task}: held-out accuracy {100 * r['accuracy_before']:.2f}% -> "
                        f"{100 * r['accuracy_after']:.2f}% after calibration "
                        f"(original {100 * r['reference_accuracy']:.2f}%)")
+        if summary.get("int8_act", {}).get("layers"):
+            click.echo(f"  int8 activations: {', '.join(summary['int8_act']['layers'])}")
         if "search" in summary:
             search = summary["search"]
             chosen = ", ".join(f"{k}={v}" for k, v in search["layer_rc"].items())

@@ -88,7 +88,18 @@
 /* Node flags (struct em_node.flags). INT8_TABLES: a LUT op with C = INT8_TABLE_CODEWORDS (4-bit indices)
  * whose table is quantised to int8 per run and accumulated in integers (FORMAT.md "int8 tables"). */
 #define EM_NODE_FLAG_INT8_TABLES 1u
-#define EM_NODE_FLAGS_KNOWN 1u
+/* INT8_ACT: a LUT op whose input is quantised to int8 with the scale stored in the node record's
+ * reserved[1] (float32 bits) and whose codebook is quantised to int8 at load; table and sums in int32
+ * (FORMAT.md "int8 activations"). Exclusive with INT8_TABLES. */
+#define EM_NODE_FLAG_INT8_ACT 2u
+#define EM_NODE_FLAGS_KNOWN 3u
+/* The node-record word (index into the 24 u32 words) holding INT8_ACT's input scale. */
+#define EM_NODE_WORD_INPUT_SCALE 21u
+/* Largest |q| of an int8 activation or codebook entry (symmetric, -128 unused). */
+#define EM_INT8_ACT_MAX 127u
+/* Terms (taps · S · r products of |q| <= 127) whose int32 sum of one output is always exact:
+ * floor((2^31 − 1) / 127²). */
+#define EM_INT8_ACT_MAX_PRODUCTS 133144u
 #define EM_INT8_TABLE_CODEWORDS 16u
 
 /* Fused activations. */

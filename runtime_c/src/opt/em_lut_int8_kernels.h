@@ -50,4 +50,11 @@ em_status em_lut_int8_plan(const em_model *model, em_node *node, em_error *err);
 void em_lut_int8_pack(const em_model *model, em_node *node);
 void em_lut_int8_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
 
+/* int8 activations (flag INT8_ACT; opt/lut_int8_act.c on the tiles of em_int8_gemm.h): supports() only
+ * flagged nodes. */
+int em_lut_int8_act_supports(const em_node *node);
+em_status em_lut_int8_act_plan(const em_model *model, em_node *node, em_error *err);
+void em_lut_int8_act_pack(const em_model *model, em_node *node);
+void em_lut_int8_act_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+
 #endif /* EDGEMERGE_EM_LUT_INT8_KERNELS_H */

@@ -79,6 +79,8 @@ extern const em_micro em_micro_blas;
 
 /* Whether this CPU can run `kernels` (em_cpu.c): CPUID + OS state on x86, build flags elsewhere. */
 int em_cpu_supports(uint32_t kernels);
+/* 1 where the CPU has the ARMv8.2 dot product and this build has the sdot tiles (em_cpu.c). */
+int em_cpu_has_arm_dotprod(void);
 /* Sets the linked BLAS's thread count (no-op without BLAS). */
 void em_blas_set_threads(int threads);
 

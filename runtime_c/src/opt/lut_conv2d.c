@@ -63,7 +63,7 @@ static int compute_layout(const em_node *node, lut_conv_layout *L)
     uint64_t band_out, band_rows, plane, chunk_rows;
 
     memset(L, 0, sizeof *L);
-    if (node->flags & EM_NODE_FLAG_INT8_TABLES) return 0; /* int8 tables: opt/lut_int8.c */
+    if (node->flags & (EM_NODE_FLAG_INT8_TABLES | EM_NODE_FLAG_INT8_ACT)) return 0; /* opt/lut_int8*.c */
     if (row_floats * hq * 4u <= EM_LUT_TABLE_BUDGET_BYTES) {
         band_out = node->out.h;
         band_rows = hq; /* the whole plane: a single band, shareable */

@@ -91,7 +91,7 @@ int em_lut_int8_supports(const em_node *node)
 
 int em_lut_f32_supports(const em_node *node)
 {
-    return !(node->flags & EM_NODE_FLAG_INT8_TABLES);
+    return !(node->flags & (EM_NODE_FLAG_INT8_TABLES | EM_NODE_FLAG_INT8_ACT));
 }
 
 em_status em_lut_int8_plan(const em_model *model, em_node *node, em_error *err)

@@ -71,6 +71,9 @@ void em_lut_dense_ref(const em_node *node, const float *input, float *output, fl
  * for flagged nodes, so the reference kernel of an op is always the spec of the node it runs. */
 void em_lut_conv2d_int8_ref(const em_node *node, const float *input, float *output, float *scratch);
 void em_lut_dense_int8_ref(const em_node *node, const float *input, float *output, float *scratch);
+/* Both LUT ops with flag INT8_ACT (ref/lut_int8_act_ref.c, FORMAT.md "int8 activations"), reached through
+ * em_lut_conv2d_ref / em_lut_dense_ref. */
+void em_lut_int8_act_ref(const em_node *node, const float *input, float *output, float *scratch);
 
 /* LUT ops' first step (ref/lut_table_ref.c), shared by LUT_CONV2D and LUT_DENSE, float and int8: for one
  * input pixel x (Cin channels),

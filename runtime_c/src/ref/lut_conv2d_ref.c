@@ -25,6 +25,10 @@ void em_lut_conv2d_ref(const em_node *node, const float *input, float *output, f
     size_t p;
     uint32_t oy, ox, co, ky, kx, s;
 
+    if (node->flags & EM_NODE_FLAG_INT8_ACT) { /* FORMAT.md "int8 activations" */
+        em_lut_int8_act_ref(node, input, output, scratch);
+        return;
+    }
     if (node->flags & EM_NODE_FLAG_INT8_TABLES) { /* FORMAT.md "int8 tables" */
         em_lut_conv2d_int8_ref(node, input, output, scratch);
         return;

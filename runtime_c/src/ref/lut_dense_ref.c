@@ -16,6 +16,10 @@ void em_lut_dense_ref(const em_node *node, const float *input, float *output, fl
     float *table = scratch;
     uint32_t o, s;
 
+    if (node->flags & EM_NODE_FLAG_INT8_ACT) { /* FORMAT.md "int8 activations" */
+        em_lut_int8_act_ref(node, input, output, scratch);
+        return;
+    }
     if (node->flags & EM_NODE_FLAG_INT8_TABLES) { /* FORMAT.md "int8 tables" */
         em_lut_dense_int8_ref(node, input, output, scratch);
         return;

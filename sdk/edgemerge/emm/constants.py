@@ -49,7 +49,14 @@ GRAPH_HEADER_BYTES = 16
 # Node flags (em_node.flags). NODE_FLAG_INT8_TABLES: a LUT op with C = INT8_TABLE_CODEWORDS (4-bit
 # indices) whose table is quantised to int8 per run and accumulated in integers (FORMAT.md "int8 tables").
 NODE_FLAG_INT8_TABLES = 1
-NODE_FLAGS_KNOWN = 1
+# NODE_FLAG_INT8_ACT: a LUT op whose input is quantised to int8 with a scale stored in the node record
+# (word NODE_WORD_INPUT_SCALE, float32 bits) and whose codebook is quantised to int8 at load; exact int32
+# table and sums (FORMAT.md "int8 activations"). Exclusive with NODE_FLAG_INT8_TABLES.
+NODE_FLAG_INT8_ACT = 2
+NODE_FLAGS_KNOWN = 3
+NODE_WORD_INPUT_SCALE = 21
+INT8_ACT_MAX = 127
+INT8_ACT_MAX_PRODUCTS = (2**31 - 1) // (127 * 127)
 INT8_TABLE_CODEWORDS = 16
 
 

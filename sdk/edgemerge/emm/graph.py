@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgemerge.emm.codebook import decode_codebook
-from edgemerge.emm.constants import NODE_FLAG_INT8_TABLES, NONE, Act, DType, Keys, Op, index_bits
+from edgemerge.emm.constants import NODE_FLAG_INT8_ACT, NODE_FLAG_INT8_TABLES, NONE, Act, DType, Keys, Op, index_bits
 
 Shape3 = tuple[int, int, int]
 
@@ -63,6 +63,8 @@ class Node:
     # NODE_FLAG_* bits (format.py): NODE_FLAG_INT8_TABLES on a LUT op with C = 16 makes the runtime quantise
     # its table to int8 and sum in integers (docs/FORMAT.md "int8 tables").
     flags: int = 0
+    # NODE_FLAG_INT8_ACT: the input scale sx (float32; FORMAT.md "int8 activations", record word 21); 0 without it
+    input_scale: float = 0.0
     extra_inputs: tuple[int, ...] = ()  # value ids of inputs 1.. (format v2 "extra-input list")
 
     @property
@@ -80,6 +82,10 @@ class Node:
     @property
     def int8_tables(self) -> bool:
         return bool(self.flags & NODE_FLAG_INT8_TABLES)
+
+    @property
+    def int8_act(self) -> bool:
+        return bool(self.flags & NODE_FLAG_INT8_ACT)
 
 
 @dataclass

@@ -77,11 +77,27 @@ def node_flags_problem(op: int, codewords: int, flags: int) -> str:
     unknown = int(flags) & ~F.NODE_FLAGS_KNOWN
     if unknown:
         return f"unknown node flags 0x{unknown:08X} (this version knows 0x{F.NODE_FLAGS_KNOWN:08X})"
+    if flags & F.NODE_FLAG_INT8_TABLES and flags & F.NODE_FLAG_INT8_ACT:
+        return "flags INT8_ACT and INT8_TABLES exclude each other"
     if flags & F.NODE_FLAG_INT8_TABLES:
         if op not in (F.Op.LUT_CONV2D, F.Op.LUT_DENSE):
             return "flag INT8_TABLES is only defined for LUT ops"
         if codewords != F.INT8_TABLE_CODEWORDS:
             return f"flag INT8_TABLES needs C = {F.INT8_TABLE_CODEWORDS} (4-bit indices), this node has C = {codewords}"
+    if flags & F.NODE_FLAG_INT8_ACT:   # FORMAT.md "int8 activations"
+        if op not in (F.Op.LUT_CONV2D, F.Op.LUT_DENSE):
+            return "flag INT8_ACT is only defined for LUT ops"
+    return ""
+
+
+def input_scale_problem(scale: float) -> str:
+    """Why an INT8_ACT input scale is invalid (FORMAT.md "int8 activations": finite, > 0, with a finite
+    float32 inverse), or "" if it is fine."""
+    s = np.float32(scale)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        inverse = np.float32(1.0) / s
+    if not (np.isfinite(s) and s > 0 and np.isfinite(inverse)):
+        return f"flag INT8_ACT: input scale {float(s)!r} is not a finite positive float with a finite inverse"
     return ""
 
 

@@ -25,6 +25,7 @@ from edgemerge.emm.layout import (
     TASK_RECORD,
     TENSOR_RECORD,
     multi_input_out_shape,
+    input_scale_problem,
     node_flags_problem,
     node_inputs_problem,
     unpack_indices,
@@ -184,16 +185,23 @@ def _read_graph(payload: memoryview, version: int, graph: MergedGraph) -> None:
         except ValueError:
             raise EmmFormatError(f"GRAPH node {i}: unknown op {f[0]} or activation {f[2]}") from None
         _check(f[1] < n_inputs + i, f"GRAPH node {i}: reads value {f[1]}, which is not computed before it")
-        reserved_words = f[21:24] if version >= 2 else f[20:24]
-        _check(not any(reserved_words), f"GRAPH node {i}: non-zero reserved field")
         problem = node_flags_problem(op, f[16], f[3])
         _check(not problem, f"GRAPH node {i}: {problem}")
+        input_scale = 0.0
+        if f[3] & F.NODE_FLAG_INT8_ACT:   # FORMAT.md "int8 activations": sx in record word 21
+            input_scale = float(struct.unpack("<f", struct.pack("<I", f[F.NODE_WORD_INPUT_SCALE]))[0])
+            problem = input_scale_problem(input_scale)
+            _check(not problem, f"GRAPH node {i}: {problem}")
+            f = (*f[:F.NODE_WORD_INPUT_SCALE], 0, *f[F.NODE_WORD_INPUT_SCALE + 1:])
+        reserved_words = f[21:24] if version >= 2 else f[20:24]
+        _check(not any(reserved_words), f"GRAPH node {i}: non-zero reserved field")
         node = Node(
             name=str(graph.metadata.get(Keys.Node.NAME.format(i=i), f"node{i}")), op=op, input=f[1], activation=act,
             out_shape=(f[4], f[5], f[6]), kernel=(f[7], f[8]), stride=(f[9], f[10]),
             pads=(f[11], f[12], f[13], f[14]), seg_len=f[15], codewords=f[16], weight=f[17], index=f[18],
             bias=f[19], sources=tuple(s for s in str(graph.metadata.get(Keys.Node.SOURCES.format(i=i), "")).split(",") if s),
             match_output=str(graph.metadata.get(Keys.Node.MATCH_OUTPUT.format(i=i), "")), flags=f[3],
+            input_scale=input_scale,
             extra_inputs=tuple(extra[at:at + counts[i] - 1]))
         at += counts[i] - 1
         problem = node_inputs_problem(node, n_inputs + i, shapes)

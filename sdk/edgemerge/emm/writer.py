@@ -25,12 +25,20 @@ from edgemerge.emm.layout import (
     SECTION_RECORD,
     TASK_RECORD,
     TENSOR_RECORD,
+    input_scale_problem,
     node_flags_problem,
     node_inputs_problem,
     pack_indices,
     tensor_nbytes,
 )
 
+
+
+def _scale_word(node) -> int:
+    """Record word 21 (FORMAT.md "int8 activations"): the input scale's float32 bits with INT8_ACT, else 0."""
+    if not node.flags & F.NODE_FLAG_INT8_ACT:
+        return 0
+    return struct.unpack("<I", struct.pack("<f", float(node.input_scale)))[0]
 
 class EmmWriter:
     """Serialises one model section by section. Steps must come in the order of the file."""
@@ -102,13 +110,15 @@ class EmmWriter:
         shapes = [tuple(s) for s in inputs]
         for i, n in enumerate(nodes):
             problem = node_flags_problem(n.op, n.codewords, n.flags) or \
+                (input_scale_problem(n.input_scale) if n.flags & F.NODE_FLAG_INT8_ACT else "") or \
                 node_inputs_problem(n, len(inputs) + i, shapes)
             if problem:
                 raise ValueError(f"node {i} ({n.name}): {problem}")
             shapes.append(tuple(n.out_shape))
             input_count = len(n.inputs) if self.version >= 2 else 0  # v1: the reserved word
             out += NODE_RECORD.pack(int(n.op), n.input, int(n.activation), int(n.flags), *n.out_shape, *n.kernel, *n.stride,
-                              *n.pads, n.seg_len, n.codewords, n.weight, n.index, n.bias, input_count, 0, 0, 0)
+                              *n.pads, n.seg_len, n.codewords, n.weight, n.index, n.bias, input_count,
+                              _scale_word(n), 0, 0)
         out += struct.pack(f"<{len(extra)}I", *extra)
         self._payloads.append((F.Section.GRAPH, bytes(out)))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgemerge.datasets import load_labelled
-from edgemerge.emm.constants import NODE_FLAG_INT8_TABLES
+from edgemerge.emm.constants import NODE_FLAG_INT8_ACT, NODE_FLAG_INT8_TABLES
 from edgemerge.errors import EdgemergeError, ModelFormatError
 from edgemerge.runtime import Runtime
 
@@ -41,12 +41,13 @@ def _float_tables_twin(model_path: str | os.PathLike) -> tuple[Runtime | None, s
     (identical codebooks and indices, float tables), and the tasks that run an int8-table layer."""
     from edgemerge import emm
     graph = emm.read_emm(model_path)
-    flagged = [i for i, node in enumerate(graph.nodes) if node.int8_tables]
+    flagged = [i for i, node in enumerate(graph.nodes) if node.int8_tables or node.int8_act]
     if not flagged:
         return None, set()
     tasks = {t.name for t in graph.tasks if set(graph.nodes_for(t.name)) & set(flagged)}
     for node in graph.nodes:
-        node.flags &= ~NODE_FLAG_INT8_TABLES
+        node.flags &= ~(NODE_FLAG_INT8_TABLES | NODE_FLAG_INT8_ACT)   # and int8 activations (FORMAT.md)
+        node.input_scale = 0.0
     return Runtime(emm.to_bytes(graph)), tasks
 
 

@@ -1,0 +1,248 @@
+/* LUT_CONV2D and LUT_DENSE with int8 activations (flag INT8_ACT; FORMAT.md "int8 activations"): the kernels
+ * lut_conv2d_i8a_<set> / lut_dense_i8a_<set>. Their result is the reference's (ref/lut_int8_act_ref.c) bit
+ * for bit: the integer sum of a node's table terms equals the direct convolution of the int8 input with
+ * the int8 codebook decoded into weights (integer sums are exact in any order), so these kernels decode
+ * the quantised codebook once at load and run one int8 GEMM with int32 sums (em_int8_gemm.h: sdot,
+ * smull/sadalp, vpmaddwd or C). That beats the table for the layers merged models have at `light` on the
+ * dot-product cores (the table costs H·W·S·C·r products plus a gather per term; sdot does 16 products per
+ * instruction), and it takes the r = 1 first convs, where a table saves nothing.
+ *
+ * Per run: (1) non-finite check and quantisation of the whole input (qx), (2) per band of up to BAND output
+ * pixels an im2col of qx rows (depth K = KH·KW·Cin, zero in the padding and past K up to K4·4), (3) the
+ * 4×16 tiles, (4) out = f32(acc) · k, then + bias, then ReLU/ReLU6 (the reference's order, no FMA).
+ *
+ * Packed (model-owned, at load): layout | weights [N16][K4][16][4] int8 (channels past Cout and depths past
+ * K are 0). Scratch: qx [P·Cin] | band rows [BAND][K4·4] | one int32 tile [4·16]. */
+#include <string.h>
+
+#include "../em_int8_act.h"
+#include "em_int8_gemm.h"
+#include "em_lut_int8_kernels.h"
+#include "em_opt_kernels.h"
+
+#define BAND 64u /* output pixels per im2col band: a multiple of 4 (the tile's rows) */
+#define MAX_PACKED_BYTES ((uint64_t)256u << 20)
+
+typedef struct int8_act_layout {
+    uint32_t in_h, in_w, in_c, taps, k, k4, n16;
+    float scale; /* k of FORMAT.md: f32(sx · f32(m / 127)) */
+    size_t weights_offset, packed_bytes;
+    size_t band_offset, tile_offset, scratch_bytes;
+} int8_act_layout;
+
+static size_t align64(size_t x)
+{
+    return (x + 63u) & ~(size_t)63u;
+}
+
+static int compute_layout(const em_node *node, int8_act_layout *L)
+{
+    const int dense = node->op == EM_OP_LUT_DENSE;
+    uint64_t k, k4, n16, weights, qx, band;
+    memset(L, 0, sizeof *L);
+    if (!(node->flags & EM_NODE_FLAG_INT8_ACT)) return 0;
+    L->in_h = dense ? 1u : node->in.h;
+    L->in_w = dense ? 1u : node->in.w;
+    L->in_c = em_int8_act_in_c(node);
+    L->taps = dense ? 1u : node->kernel_h * node->kernel_w;
+    k = (uint64_t)L->taps * L->in_c;
+    k4 = (k + 3u) / 4u;
+    n16 = ((uint64_t)node->out.c + 15u) / 16u;
+    weights = n16 * k4 * 64u;
+    qx = (uint64_t)L->in_h * L->in_w * L->in_c;
+    band = (uint64_t)BAND * k4 * 4u;
+    if (k > EM_INT8_ACT_MAX_PRODUCTS || weights > MAX_PACKED_BYTES || qx > (uint64_t)SIZE_MAX / 4u) return 0;
+    L->k = (uint32_t)k;
+    L->k4 = (uint32_t)k4;
+    L->n16 = (uint32_t)n16;
+    L->weights_offset = align64(sizeof *L);
+    L->packed_bytes = L->weights_offset + (size_t)weights;
+    L->band_offset = align64((size_t)qx);
+    L->tile_offset = L->band_offset + align64((size_t)band);
+    L->scratch_bytes = L->tile_offset + 64u * sizeof(int32_t);
+    return 1;
+}
+
+int em_lut_int8_act_supports(const em_node *node)
+{
+    int8_act_layout L;
+    return compute_layout(node, &L);
+}
+
+em_status em_lut_int8_act_plan(const em_model *model, em_node *node, em_error *err)
+{
+    int8_act_layout L;
+    (void)model;
+    if (!compute_layout(node, &L)) /* em_kernel_choose checked supports(); defensive */
+        return em_fail_node(err, EM_STATUS_LIMIT, node, "too large for kernel %s", node->kernel->name);
+    node->packed_bytes = L.packed_bytes;
+    node->scratch_bytes = L.scratch_bytes;
+    node->table_bytes = 0;
+    node->table_shareable = 0;
+    return EM_STATUS_OK;
+}
+
+void em_lut_int8_act_pack(const em_model *model, em_node *node)
+{
+    int8_act_layout *L = (int8_act_layout *)node->packed;
+    int8_t *weights;
+    const float *codebook = em_tensor_f32(node->weight);
+    const uint32_t r = node->seg_len, C = node->codewords, S = node->segments, cout = node->out.c;
+    float cb_absmax, cb_inverse;
+    uint32_t nb, q, n, e;
+    (void)model;
+    compute_layout(node, L);
+    weights = (int8_t *)node->packed + L->weights_offset;
+    cb_absmax = em_int8_act_codebook_absmax(node);
+    cb_inverse = em_lut_int8_inverse(cb_absmax);
+    L->scale = em_int8_act_output_scale(node, cb_absmax);
+    for (nb = 0; nb < L->n16; ++nb)
+        for (q = 0; q < L->k4; ++q)
+            for (n = 0; n < 16u; ++n)
+                for (e = 0; e < 4u; ++e) {
+                    const uint32_t depth = 4u * q + e, co = nb * 16u + n;
+                    int8_t w = 0;
+                    if (depth < L->k && co < cout) {
+                        const uint32_t tap = depth / L->in_c, ci = depth % L->in_c, s = ci / r;
+                        const uint32_t c = em_idx_get(node->index_map->data, node->index_map->bits,
+                                                      ((uint64_t)tap * S + s) * cout + co);
+                        w = (int8_t)em_lut_int8_quantize(codebook[((size_t)s * C + c) * r + ci % r], cb_inverse);
+                    }
+                    weights[(((size_t)nb * L->k4 + q) * 16u + n) * 4u + e] = w;
+                }
+}
+
+/* Row `m` of the im2col band: the KH·KW·Cin int8 values output pixel m reads (0 in the padding), then
+ * zeros up to K4·4. */
+static void im2col_row(const em_node *node, const int8_act_layout *L, const int8_t *qx, uint32_t m, int8_t *row)
+{
+    const uint32_t kh = node->kernel_h, kw = node->kernel_w, cin = L->in_c;
+    const uint32_t oy = m / node->out.w, ox = m % node->out.w;
+    const int64_t y0 = (int64_t)oy * node->stride_h - node->pad_top;
+    const int64_t x0 = (int64_t)ox * node->stride_w - node->pad_left;
+    const int64_t first = x0 < 0 ? -x0 : 0;
+    const int64_t last = x0 + kw > (int64_t)L->in_w ? (int64_t)L->in_w - x0 : (int64_t)kw; /* kx in [first, last) */
+    uint32_t ky;
+    for (ky = 0; ky < kh; ++ky) {
+        const int64_t iy = y0 + ky;
+        int8_t *dst = row + (size_t)ky * kw * cin;
+        if (iy < 0 || iy >= (int64_t)L->in_h || first >= last) {
+            memset(dst, 0, (size_t)kw * cin);
+            continue;
+        }
+        if (first > 0) memset(dst, 0, (size_t)first * cin);
+        memcpy(dst + (size_t)first * cin, qx + ((size_t)iy * L->in_w + (size_t)(x0 + first)) * cin,
+               (size_t)(last - first) * cin);
+        if (last < (int64_t)kw) memset(dst + (size_t)last * cin, 0, (size_t)(kw - last) * cin);
+    }
+    memset(row + L->k, 0, (size_t)L->k4 * 4u - L->k);
+}
+
+void em_lut_int8_act_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
+{
+    const int8_act_layout *L = (const int8_act_layout *)node->packed;
+    const int8_t *weights = (const int8_t *)node->packed + L->weights_offset;
+    const em_micro *micro = node->kernel->micro;
+    const em_lut_int8_micro *i8 = em_lut_int8_micro_for(micro->kernels);
+    const em_int8_gemm_micro *gemm = em_int8_gemm_micro_for(micro->kernels);
+    const int dense = node->op == EM_OP_LUT_DENSE;
+    const uint32_t cout = node->out.c, pixels = dense ? 1u : node->out.h * node->out.w;
+    const size_t lda = (size_t)L->k4 * 4u, in_numel = (size_t)L->in_h * L->in_w * L->in_c;
+    const float *bias = em_tensor_f32(node->bias);
+    const float scale = L->scale;
+    int8_t *qx = (int8_t *)(void *)env->scratch;
+    int8_t *band = (int8_t *)(void *)((unsigned char *)env->scratch + L->band_offset);
+    int32_t *tile = (int32_t *)(void *)((unsigned char *)env->scratch + L->tile_offset);
+    uint32_t m0, i, nb, n;
+    uint64_t t0 = 0, t1 = 0;
+
+    if (env->profile) t0 = em_platform_now_ns();
+    if (!em_lut_int8_finite(i8->absmax(input, in_numel))) { /* no int8 image: every output NaN */
+        em_lut_int8_fill_nan(output, node->out.numel);
+        return;
+    }
+    i8->quantize(input, in_numel, em_int8_act_input_inverse(node), qx);
+    if (env->profile) t1 = em_platform_now_ns();
+    for (m0 = 0; m0 < pixels; m0 += BAND) {
+        const uint32_t rows = pixels - m0 < BAND ? pixels - m0 : BAND;
+        const uint32_t rows4 = (rows + 3u) & ~3u;
+        if (dense) {
+            memcpy(band, qx, L->in_c);
+            memset(band + L->in_c, 0, lda - L->in_c);
+        } else {
+            for (i = 0; i < rows; ++i) im2col_row(node, L, qx, m0 + i, band + (size_t)i * lda);
+        }
+        memset(band + (size_t)rows * lda, 0, (size_t)(rows4 - rows) * lda);
+        for (i = 0; i < rows; i += 4u)
+            for (nb = 0; nb < L->n16; ++nb) {
+                const uint32_t valid_rows = rows - i < 4u ? rows - i : 4u;
+                const uint32_t first = nb * 16u, cols = cout - first < 16u ? cout - first : 16u;
+                uint32_t rr;
+                gemm->tile(band + (size_t)i * lda, lda, weights + (size_t)nb * L->k4 * 64u, L->k4, tile);
+                for (rr = 0; rr < valid_rows; ++rr) {
+                    float *out = output + (size_t)(m0 + i + rr) * cout + first;
+                    for (n = 0; n < cols; ++n) out[n] = (float)tile[rr * 16u + n] * scale;
+                }
+            }
+    }
+    em_opt_bias_activate(output, pixels, cout, bias, node->activation);
+    if (env->profile) {
+        env->profile->table_ns += t1 - t0;
+        env->profile->accumulate_ns += em_platform_now_ns() - t1;
+    }
+}
+
+/* ---- tiles: generic C, and the choice per set ---- */
+
+static void tile_generic(const int8_t *a, size_t lda, const int8_t *b, size_t k4, int32_t *c)
+{
+    size_t i, q, n, e;
+    for (i = 0; i < 64u; ++i) c[i] = 0;
+    for (q = 0; q < k4; ++q)
+        for (i = 0; i < 4u; ++i) {
+            const int8_t *x = a + i * lda + 4u * q;
+            for (n = 0; n < 16u; ++n) {
+                const int8_t *w = b + q * 64u + n * 4u;
+                int32_t sum = 0;
+                for (e = 0; e < 4u; ++e) sum += (int32_t)x[e] * w[e];
+                c[i * 16u + n] += sum;
+            }
+        }
+}
+
+const em_int8_gemm_micro em_int8_gemm_generic = {"generic", tile_generic};
+
+const em_int8_gemm_micro *em_int8_gemm_micro_for(uint32_t kernels)
+{
+#if defined(EM_HAVE_X86_SIMD)
+    if (kernels == EM_KERNELS_AVX2 || kernels == EM_KERNELS_AVX512) return &em_int8_gemm_avx2;
+#endif
+#if defined(EM_HAVE_NEON)
+    if (kernels == EM_KERNELS_NEON) {
+#if defined(EM_HAVE_ARM_DOTPROD)
+        if (em_cpu_has_arm_dotprod()) return &em_int8_gemm_sdot;
+#endif
+        return &em_int8_gemm_neon;
+    }
+#endif
+    (void)kernels;
+    return &em_int8_gemm_generic;
+}
+
+size_t em_int8_gemm_micro_list(const em_int8_gemm_micro **out, size_t max)
+{
+    size_t n = 0;
+#define EM_ADD_TILES(t) do { if (n < max) out[n] = (t); ++n; } while (0)
+    EM_ADD_TILES(&em_int8_gemm_generic);
+#if defined(EM_HAVE_X86_SIMD)
+    if (em_cpu_supports(EM_KERNELS_AVX2)) EM_ADD_TILES(&em_int8_gemm_avx2);
+#endif
+#if defined(EM_HAVE_NEON)
+    EM_ADD_TILES(&em_int8_gemm_neon);
+#endif
+#if defined(EM_HAVE_ARM_DOTPROD)
+    if (em_cpu_has_arm_dotprod()) EM_ADD_TILES(&em_int8_gemm_sdot);
+#endif
+#undef EM_ADD_TILES
+    return n;
+}

@@ -1,0 +1,35 @@
+/* int8 tiles with AVX2 (em_int8_gemm.h), for the avx2 and avx512 sets: the 16 bytes of 4 channels × 4
+ * depths are sign-extended to 16 int16 (vpmovsxbw), the row's 4-byte patch broadcast likewise, and
+ * vpmaddwd adds adjacent products into int32 pairs (channel n: depths 0+1, 2+3); the pairs are joined at
+ * the end. Exact (|product| ≤ 127²). One row at a time: 4 accumulators. (VNNI's vpdpbusd would need an
+ * unsigned operand and a zero-point correction: not used.) */
+#include <immintrin.h>
+#include <string.h>
+
+#include "../opt/em_int8_gemm.h"
+
+static void tile_avx2(const int8_t *a, size_t lda, const int8_t *b, size_t k4, int32_t *c)
+{
+    size_t i, q, g, n;
+    for (i = 0; i < 4; ++i) {
+        const int8_t *row = a + i * lda;
+        const int8_t *bq = b;
+        __m256i acc[4];
+        int32_t pairs[32];
+        for (g = 0; g < 4; ++g) acc[g] = _mm256_setzero_si256();
+        for (q = 0; q < k4; ++q, bq += 64) {
+            int32_t v;
+            __m256i x;
+            memcpy(&v, row + 4 * q, sizeof v);
+            x = _mm256_cvtepi8_epi16(_mm_set1_epi32(v));
+            for (g = 0; g < 4; ++g) {
+                const __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(bq + 16 * g)));
+                acc[g] = _mm256_add_epi32(acc[g], _mm256_madd_epi16(w, x));
+            }
+        }
+        for (g = 0; g < 4; ++g) _mm256_storeu_si256((__m256i *)(void *)(pairs + 8 * g), acc[g]);
+        for (n = 0; n < 16; ++n) c[i * 16 + n] = pairs[2 * n] + pairs[2 * n + 1];
+    }
+}
+
+const em_int8_gemm_micro em_int8_gemm_avx2 = {"avx2", tile_avx2};

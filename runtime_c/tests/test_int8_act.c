@@ -1,0 +1,384 @@
+/* LUT ops with int8 activations (flag INT8_ACT; FORMAT.md "int8 activations"):
+ *
+ *  - every int8 tile this build has and this CPU runs (generic, avx2, neon smull/sadalp, sdot) equals a
+ *    naive int32 sum exactly, for depths 4..1200 and extreme operands (every value ±127);
+ *  - every lut_*_i8a_* kernel of every available set equals the reference kernel (the table form) bit for
+ *    bit on one-node models of odd shapes (Cout not a multiple of 16, odd H/W, strides 1-3, 'same' /
+ *    'valid' / asymmetric pads, r not dividing Cin, C = 2..64, Cin = 1 first convs), with inputs that
+ *    saturate the input scale; the set's own choice for a flagged node is an i8a kernel;
+ *  - the int8 result stays close to the float LUT op (loose: quantisation error);
+ *  - a NaN or infinite input makes every output NaN in every kernel;
+ *  - the loader refuses a bad input scale, the flag with INT8_TABLES or on a non-LUT op, a non-finite
+ *    codebook entry, and keeps reserved[1] = 0 required without the flag.
+ * Run under qemu with -cpu cortex-a76 (sdot) and -cpu cortex-a72 (no dot product) by the aarch64 --ctest
+ * build: the tile list then holds sdot or not. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "em_kernels.h"
+#include "em_test_builder.h"
+#include "em_test_util.h"
+#include "opt/em_int8_gemm.h"
+
+typedef struct act_case {
+    uint32_t op;
+    uint32_t h, w, cin, cout, kh, kw, sh, sw, pt, pl, pb, pr, r, C, act, bias;
+    float clip; /* the input scale is clip · max|x| / 127: < 1 saturates the largest inputs */
+} act_case;
+
+#define CONV(h, w, cin, cout, kh, kw, sh, sw, pt, pl, pb, pr, r, C, act, bias, clip) \
+    {EM_OP_LUT_CONV2D, h, w, cin, cout, kh, kw, sh, sw, pt, pl, pb, pr, r, C, act, bias, clip}
+#define DENSE(in, out, r, C, act, bias, clip) {EM_OP_LUT_DENSE, 1, 1, in, out, 1, 1, 1, 1, 0, 0, 0, 0, r, C, act, bias, clip}
+
+static const act_case cases[] = {
+    CONV(28, 28, 1, 32, 5, 5, 1, 1, 0, 0, 0, 0, 1, 32, EM_ACT_RELU, 1, 1.0f),  /* LeNet conv1 (Cin = 1) */
+    CONV(12, 12, 32, 64, 5, 5, 1, 1, 0, 0, 0, 0, 8, 64, EM_ACT_RELU, 1, 0.7f), /* LeNet conv2 */
+    CONV(9, 7, 5, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2, 16, EM_ACT_RELU, 1, 1.0f),     /* 'same', r not dividing Cin */
+    CONV(14, 14, 48, 40, 5, 5, 1, 1, 2, 2, 2, 2, 4, 16, EM_ACT_NONE, 1, 0.5f), /* Cout 40 */
+    CONV(11, 10, 7, 3, 3, 3, 2, 2, 0, 0, 1, 1, 3, 5, EM_ACT_RELU6, 0, 1.0f),   /* stride 2, C = 5 */
+    CONV(6, 5, 16, 1, 1, 1, 1, 1, 0, 0, 0, 0, 4, 2, EM_ACT_NONE, 1, 1.0f),     /* point-wise, Cout 1, C = 2 */
+    CONV(12, 13, 9, 17, 5, 3, 2, 1, 2, 1, 2, 1, 5, 16, EM_ACT_NONE, 1, 1.0f),  /* mixed strides, Cout 17 */
+    CONV(5, 5, 3, 15, 3, 3, 3, 3, 1, 1, 1, 1, 1, 8, EM_ACT_NONE, 1, 1.0f),     /* stride = kernel */
+    CONV(1, 1, 4, 33, 1, 1, 1, 1, 0, 0, 0, 0, 3, 16, EM_ACT_RELU, 1, 1.0f),    /* a single pixel */
+    CONV(4, 9, 2, 31, 4, 2, 1, 2, 3, 0, 0, 1, 2, 16, EM_ACT_RELU, 1, 1.0f),    /* windows mostly padding */
+    CONV(7, 3, 11, 16, 2, 3, 2, 1, 0, 1, 1, 1, 4, 16, EM_ACT_NONE, 0, 0.3f),   /* even kernel, asymmetric pads */
+    CONV(9, 9, 5, 7, 3, 3, 1, 1, 1, 1, 1, 1, 8, 16, EM_ACT_RELU, 1, 1.0f),     /* r > Cin: one short segment */
+    CONV(17, 15, 3, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 16, EM_ACT_RELU, 1, 1.0f),  /* > 1 band of 64 pixels */
+    DENSE(10, 7, 3, 16, EM_ACT_RELU, 1, 1.0f),
+    DENSE(64, 1, 16, 16, EM_ACT_NONE, 1, 1.0f),
+    DENSE(70, 33, 7, 32, EM_ACT_RELU6, 1, 0.6f),
+    DENSE(1600, 40, 4, 16, EM_ACT_RELU, 1, 1.0f),
+    DENSE(300, 17, 5, 64, EM_ACT_RELU, 1, 1.0f),
+};
+#define CASE_COUNT (sizeof cases / sizeof cases[0])
+
+typedef struct built {
+    uint8_t *file;
+    size_t size;
+    float *x;
+    size_t nx, ny;
+    float scale;
+} built;
+
+static void set_input_scale(built *b, float scale)
+{
+    uint32_t bits;
+    memcpy(&bits, &scale, sizeof bits);
+    emb_put_u32(b->file + emb_node_record_offset(b->file, 0) + 4 * EM_NODE_WORD_INPUT_SCALE, bits);
+    emb_fix_crcs(b->file, b->size);
+    b->scale = scale;
+}
+
+static void build_case(const act_case *c, uint32_t flags, uint32_t seed, built *out)
+{
+    emb_builder *b = emb_create();
+    em_test_rng rng;
+    const int dense = c->op == EM_OP_LUT_DENSE;
+    const uint32_t S = (c->cin + c->r - 1) / c->r, taps = dense ? 1 : c->kh * c->kw;
+    const uint32_t cb_dims[3] = {S, c->C, c->r};
+    const size_t cb_count = (size_t)S * c->C * c->r, idx_count = (size_t)taps * S * c->cout;
+    uint32_t *idx = (uint32_t *)malloc(idx_count * sizeof(uint32_t));
+    float *codebook = (float *)malloc(cb_count * sizeof(float));
+    uint32_t in, o, oh, ow, oc, bits = 1;
+    emb_node n = emb_node_init(c->op, 0);
+    size_t i;
+    float m = 0.0f;
+    while ((1u << bits) < c->C) ++bits;
+    em_test_rng_seed(&rng, seed);
+    in = dense ? emb_input(b, 1, 1, c->cin) : emb_input(b, c->h, c->w, c->cin);
+    n.input = in;
+    n.flags = flags;
+    n.activation = c->act;
+    if (!dense) {
+        n.kernel_h = c->kh;
+        n.kernel_w = c->kw;
+        n.stride_h = c->sh;
+        n.stride_w = c->sw;
+        n.pad_top = c->pt;
+        n.pad_left = c->pl;
+        n.pad_bottom = c->pb;
+        n.pad_right = c->pr;
+    }
+    em_test_fill(&rng, codebook, cb_count, 0.3f);
+    for (i = 0; i < idx_count; ++i) idx[i] = em_test_rand_below(&rng, c->C);
+    idx[idx_count / 2] = c->C - 1;
+    n.seg_len = c->r;
+    n.codewords = c->C;
+    n.weight = emb_tensor_f32(b, 3, cb_dims, codebook);
+    if (dense) {
+        const uint32_t dims[2] = {S, c->cout};
+        n.index = emb_tensor_idx(b, 2, dims, bits, idx);
+    } else {
+        const uint32_t dims[4] = {c->kh, c->kw, S, c->cout};
+        n.index = emb_tensor_idx(b, 4, dims, bits, idx);
+    }
+    if (c->bias) {
+        float *bias = (float *)malloc(c->cout * sizeof(float));
+        em_test_fill(&rng, bias, c->cout, 0.5f);
+        n.bias = emb_tensor_f32(b, 1, &c->cout, bias);
+        free(bias);
+    }
+    o = emb_add_op(b, n, c->cout);
+    emb_task_auto(b, "t", in, o);
+    emb_value_shape(b, o, &oh, &ow, &oc);
+    out->file = emb_finish(b, &out->size);
+    emb_destroy(b);
+    free(idx);
+    free(codebook);
+    out->nx = dense ? c->cin : (size_t)c->h * c->w * c->cin;
+    out->ny = (size_t)oh * ow * oc;
+    out->x = (float *)malloc(out->nx * sizeof(float));
+    em_test_fill(&rng, out->x, out->nx, 1.0f);
+    for (i = 0; i < out->nx; ++i) m = fabsf(out->x[i]) > m ? fabsf(out->x[i]) : m;
+    out->scale = 0.0f;
+    if (flags & EM_NODE_FLAG_INT8_ACT) set_input_scale(out, c->clip * m / 127.0f);
+}
+
+static int run_model(const built *b, uint32_t kernels, const em_kernel *force, float *y, char *kernel_name,
+                     size_t name_size)
+{
+    em_model *model = NULL;
+    em_context *ctx = NULL;
+    void *memory;
+    em_error err;
+    em_node_info info;
+    em_status st = em_model_load_forced(b->file, b->size, NULL, kernels, force, &model, &err);
+    if (!CHECKF(st == EM_STATUS_OK, "load: %s", err.message)) return 0;
+    memory = malloc(em_context_size(model));
+    st = em_context_init(model, memory, em_context_size(model), &ctx, &err);
+    if (CHECKF(st == EM_STATUS_OK, "context: %s", err.message)) {
+        memset(y, 0xFF, b->ny * sizeof(float));
+        st = em_run_task(ctx, 0, b->x, b->nx, y, b->ny, &err);
+        CHECK_STATUS(st, EM_STATUS_OK, err);
+    }
+    em_model_node_info(model, 0, &info);
+    snprintf(kernel_name, name_size, "%s", info.kernel);
+    free(memory);
+    em_model_free(model);
+    return st == EM_STATUS_OK;
+}
+
+/* Every tile implementation equals a naive sum exactly. */
+static void test_tiles_exact(void)
+{
+    static const size_t depths4[] = {1, 2, 7, 64, 300};
+    const em_int8_gemm_micro *tiles[8];
+    const size_t count = em_int8_gemm_micro_list(tiles, 8);
+    em_test_rng rng;
+    size_t t, di, extreme;
+    em_test_rng_seed(&rng, 17);
+    for (t = 0; t < count && t < 8; ++t) {
+        for (di = 0; di < sizeof depths4 / sizeof depths4[0]; ++di)
+            for (extreme = 0; extreme < 3; ++extreme) {
+                const size_t k4 = depths4[di], lda = k4 * 4 + 8; /* a row stride longer than the depth */
+                int8_t *a = (int8_t *)malloc(4 * lda), *b = (int8_t *)malloc(k4 * 64);
+                int32_t c[64];
+                size_t i, n, k, bad = 0;
+                for (i = 0; i < 4 * lda; ++i)
+                    a[i] = (int8_t)(extreme == 0 ? (int)em_test_rand_below(&rng, 255) - 127 : (extreme == 1 ? 127 : -127));
+                for (i = 0; i < k4 * 64; ++i)
+                    b[i] = (int8_t)(extreme == 0 ? (int)em_test_rand_below(&rng, 255) - 127 : 127);
+                memset(c, 0x55, sizeof c);
+                tiles[t]->tile(a, lda, b, k4, c);
+                for (i = 0; i < 4; ++i)
+                    for (n = 0; n < 16; ++n) {
+                        int64_t want = 0;
+                        for (k = 0; k < 4 * k4; ++k) want += (int64_t)a[i * lda + k] * b[(k / 4) * 64 + n * 4 + k % 4];
+                        bad += want != c[i * 16 + n];
+                    }
+                CHECKF(bad == 0, "tile %s: %zu of 64 sums wrong (depth %zu, extreme %zu)", tiles[t]->isa, bad, 4 * k4,
+                       extreme);
+                free(a);
+                free(b);
+            }
+        printf("int8 tile %s: exact\n", tiles[t]->isa);
+    }
+    CHECKF(count >= 1, "no int8 tiles");
+}
+
+static void test_kernels_against_reference(void)
+{
+    size_t i, exercised = 0;
+    for (i = 0; i < CASE_COUNT; ++i) {
+        const act_case *c = &cases[i];
+        built b, f;
+        float *want, *got, *flt;
+        char name[96], what[200];
+        uint32_t set;
+        size_t k;
+        build_case(c, EM_NODE_FLAG_INT8_ACT, 700u + (uint32_t)i, &b);
+        want = (float *)malloc(b.ny * sizeof(float));
+        got = (float *)malloc(b.ny * sizeof(float));
+        flt = (float *)malloc(b.ny * sizeof(float));
+        snprintf(what, sizeof what, "int8-act case %zu (%s %ux%ux%u -> %u, r=%u, C=%u)", i, em_op_name(c->op),
+                 (unsigned)c->h, (unsigned)c->w, (unsigned)c->cin, (unsigned)c->cout, (unsigned)c->r, (unsigned)c->C);
+        if (!run_model(&b, EM_KERNELS_REFERENCE, NULL, want, name, sizeof name)) goto next;
+        CHECKF(strcmp(name, c->op == EM_OP_LUT_DENSE ? "lut_dense_ref" : "lut_conv2d_ref") == 0, "%s: ref runs %s",
+               what, name);
+        for (set = EM_KERNELS_GENERIC; set < EM_KERNELS_COUNT; ++set) {
+            const em_kernel *kernels[16];
+            size_t count, j;
+            if (!em_kernels_available(set)) continue;
+            count = em_kernel_list(c->op, set, kernels, 16);
+            for (j = 0; j < count && j < 16; ++j) {
+                size_t differ = 0, at = 0;
+                char kwhat[300];
+                if (strstr(kernels[j]->name, "_i8a_") == NULL) continue;
+                snprintf(kwhat, sizeof kwhat, "%s, kernel %s", what, kernels[j]->name);
+                if (!run_model(&b, set, kernels[j], got, name, sizeof name)) continue;
+                CHECKF(strcmp(name, kernels[j]->name) == 0, "%s: node runs %s", kwhat, name);
+                for (k = 0; k < b.ny; ++k)
+                    if (memcmp(&got[k], &want[k], sizeof(float)) != 0 && differ++ == 0) at = k;
+                CHECKF(differ == 0, "%s: %zu outputs differ from the reference (first at %zu: %.9g vs %.9g)", kwhat,
+                       differ, at, (double)got[at], (double)want[at]);
+                ++exercised;
+            }
+            if (run_model(&b, set, NULL, got, name, sizeof name))
+                CHECKF(strstr(name, "_i8a_") != NULL, "%s: set %s chose %s", what, em_kernels_name(set), name);
+        }
+        /* the float LUT op of the same file: int8 stays within a loose quantisation bound */
+        build_case(c, 0, 700u + (uint32_t)i, &f);
+        if (run_model(&f, EM_KERNELS_REFERENCE, NULL, flt, name, sizeof name) && c->clip == 1.0f) {
+            double worst = 0.0, range = 0.0;
+            for (k = 0; k < b.ny; ++k) {
+                const double d = fabs((double)flt[k] - (double)want[k]);
+                worst = d > worst ? d : worst;
+                range = fabs((double)flt[k]) > range ? fabs((double)flt[k]) : range;
+            }
+            CHECKF(worst <= 0.05 * range + 1e-3, "%s: int8 vs float differ by %.3g (outputs up to %.3g)", what, worst,
+                   range);
+        }
+        free(f.file);
+        free(f.x);
+    next:
+        free(want);
+        free(got);
+        free(flt);
+        free(b.file);
+        free(b.x);
+    }
+    printf("int8-act kernels checked against the reference: %zu kernel runs\n", exercised);
+    CHECKF(exercised >= CASE_COUNT, "only %zu int8-act kernel runs", exercised);
+}
+
+/* A NaN or infinite input: every output NaN, in every kernel. */
+static void test_nonfinite_input(void)
+{
+    static const float bad[2] = {NAN, INFINITY};
+    size_t ci, bi;
+    for (ci = 0; ci < 2; ++ci) {
+        const act_case *c = &cases[ci == 0 ? 2 : 13];
+        for (bi = 0; bi < 2; ++bi) {
+            built b;
+            float *y;
+            char name[96];
+            uint32_t set;
+            build_case(c, EM_NODE_FLAG_INT8_ACT, 40u + (uint32_t)ci, &b);
+            b.x[b.nx / 3] = bad[bi];
+            y = (float *)malloc(b.ny * sizeof(float));
+            for (set = EM_KERNELS_REFERENCE; set < EM_KERNELS_COUNT; ++set) {
+                size_t k, finite = 0;
+                if (!em_kernels_available(set)) continue;
+                if (!run_model(&b, set, NULL, y, name, sizeof name)) continue;
+                for (k = 0; k < b.ny; ++k) finite += isnan(y[k]) ? 0u : 1u;
+                CHECKF(finite == 0, "%s with a %s input: %zu outputs not NaN", name, bi ? "Inf" : "NaN", finite);
+            }
+            free(y);
+            free(b.file);
+            free(b.x);
+        }
+    }
+}
+
+static void expect_refused(const uint8_t *file, size_t size, em_status want, const char *needle)
+{
+    em_model *model = NULL;
+    em_error err;
+    em_status st = em_model_load(file, size, NULL, &model, &err);
+    CHECK_STATUS(st, want, err);
+    CHECKF(st != EM_STATUS_OK && strstr(err.message, needle) != NULL, "message '%s' lacks '%s'", err.message, needle);
+    em_model_free(model);
+}
+
+static void test_loader_rules(void)
+{
+    const act_case *c = &cases[2];
+    built b;
+    size_t rec;
+    uint32_t flags;
+    /* input scales: 0, negative, NaN, Inf, a denormal whose inverse overflows */
+    static const float scales[5] = {0.0f, -1.0f, NAN, INFINITY, 1e-45f};
+    size_t i;
+    for (i = 0; i < 5; ++i) {
+        build_case(c, EM_NODE_FLAG_INT8_ACT, 5, &b);
+        set_input_scale(&b, scales[i]);
+        expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "input scale");
+        free(b.file);
+        free(b.x);
+    }
+    /* both int8 flags */
+    build_case(c, EM_NODE_FLAG_INT8_ACT, 5, &b);
+    rec = emb_node_record_offset(b.file, 0);
+    flags = EM_NODE_FLAG_INT8_ACT | EM_NODE_FLAG_INT8_TABLES;
+    emb_put_u32(b.file + rec + 4 * 3, flags);
+    emb_fix_crcs(b.file, b.size);
+    expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "exclude each other");
+    /* a scale without the flag: reserved[1] must stay 0 */
+    emb_put_u32(b.file + rec + 4 * 3, 0);
+    emb_fix_crcs(b.file, b.size);
+    expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "reserved");
+    free(b.file);
+    free(b.x);
+    /* a non-finite codebook entry */
+    {
+        emb_builder *eb = emb_create();
+        {
+            const uint32_t in = emb_input(eb, 1, 1, 4), cb_dims[3] = {2, 2, 2}, idx_dims[2] = {2, 3};
+            const float cb[8] = {0.1f, 0.2f, NAN, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f};
+            const uint32_t idx[6] = {0, 1, 1, 0, 1, 0};
+            emb_node n = emb_node_init(EM_OP_LUT_DENSE, in);
+            uint32_t out;
+            n.flags = EM_NODE_FLAG_INT8_ACT;
+            n.seg_len = 2;
+            n.codewords = 2;
+            n.weight = emb_tensor_f32(eb, 3, cb_dims, cb);
+            n.index = emb_tensor_idx(eb, 2, idx_dims, 1, idx);
+            out = emb_add_op(eb, n, 3);
+            emb_task_auto(eb, "t", in, out);
+            b.file = emb_finish(eb, &b.size);
+            emb_destroy(eb);
+            set_input_scale(&b, 0.01f);
+            expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "not finite");
+            free(b.file);
+        }
+    }
+    /* the flag on a non-LUT op */
+    {
+        emb_builder *eb = emb_create();
+        const uint32_t in = emb_input(eb, 1, 1, 4), dims[2] = {4, 3};
+        const float w[12] = {0};
+        emb_node n = emb_node_init(EM_OP_DENSE, in);
+        uint32_t out;
+        n.flags = EM_NODE_FLAG_INT8_ACT;
+        n.weight = emb_tensor_f32(eb, 2, dims, w);
+        out = emb_add_op(eb, n, 3);
+        emb_task_auto(eb, "t", in, out);
+        b.file = emb_finish(eb, &b.size);
+        emb_destroy(eb);
+        set_input_scale(&b, 0.01f);
+        expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "only defined for LUT ops");
+        free(b.file);
+    }
+}
+
+int main(void)
+{
+    printf("cpu: %s\n", em_runtime_cpu_features());
+    test_tiles_exact();
+    test_kernels_against_reference();
+    test_nonfinite_input();
+    test_loader_rules();
+    return em_test_summary("test_int8_act");
+}
