@@ -78,7 +78,10 @@ class CMakeBuild(build_ext):
 # The base install runs models (Runtime, inspect, run, eval, export-c, boards, build, flash, report): numpy
 # and click only. The heavy stacks are extras; a command that needs one says which (edgemerge/extras.py).
 EXTRAS = {
-    "merge": ["tensorflow>=2.16", "scikit-learn>=1.4", "h5py>=3.10", "scipy>=1.11"],
+    # every load_model passes safe_mode=True; Keras 3.14 is the first release where safe mode also stops the
+    # known bypasses (config.json enabling unsafe deserialisation, HDF5 Lambda, TFSMLayer: CVE-2025-9906,
+    # CVE-2025-9905, CVE-2026-1462)
+    "merge": ["tensorflow>=2.16", "keras>=3.14", "scikit-learn>=1.4", "h5py>=3.10", "scipy>=1.11"],
     "peers": ["ai-edge-litert>=1.2"],
     "plots": ["matplotlib>=3.8"],
 }
@@ -97,20 +100,7 @@ setup(
     install_requires=[
         "numpy>=1.26",
         "click>=8.1",
-<<<<<<< HEAD
         "tomli>=2; python_version<'3.11'",   # board profiles (tomllib is in the standard library from 3.11)
-=======
-        "scikit-learn>=1.4",
-        "tensorflow>=2.16",
-        # every load_model passes safe_mode=True; Keras 3.14 is the first release where safe mode also stops the
-        # known bypasses (config.json enabling unsafe deserialisation, HDF5 Lambda, TFSMLayer: CVE-2025-9906,
-        # CVE-2025-9905, CVE-2026-1462)
-        "keras>=3.14",
-        "h5py>=3.10",
-        "ai-edge-litert>=1.2",
-        "scipy>=1.11",
-        "matplotlib>=3.8",
->>>>>>> rel-py
     ],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["edgemerge=edgemerge.cli:main"]},
