@@ -90,3 +90,31 @@ def test_bench_vs_onnx_and_tflite(setup):
     assert "CPUExecutionProvider" in out["tasks"]["vision"]["reference_peer"]
     assert out["tasks"]["vision"]["top1_agreement"] >= 0.9    # the merged task agrees with ONNX Runtime
     assert out["reference_ms"]["median"] > 0 and out["reference_peak_bytes"] > 0
+
+
+def test_calibration_targets_from_onnx_runtime(setup):
+    """L1 targets of an ONNX original: ONNX Runtime with the matched tensors exposed, NHWC, checked before use."""
+    from edgemerge import emm
+    from edgemerge.errors import EdgemergeError
+    from edgemerge.training.targets import OnnxTargetModel, load_targets
+
+    d, data = setup
+    graph = emm.read_emm(d / "m.emm")
+    targets, _ = load_targets(graph, {"vision": str(PLAIN)}, ["vision"])
+    tg = targets["vision"]
+    assert isinstance(tg.model, OnnxTargetModel) and tg.nodes
+    x = data["x1"].transpose(0, 2, 3, 1)
+    outs = tg.model(x)
+    assert len(outs) == len(tg.nodes) + 1
+    np.testing.assert_allclose(outs[-1], data["plain_cnn_logits"], rtol=1e-5, atol=1e-5)
+    for i, out in zip(tg.nodes, outs):
+        shape = tuple(graph.nodes[i].out_shape)
+        assert tuple(out.shape[1:]) == (shape if out.ndim == 4 else (int(np.prod(shape)),))   # NCHW -> NHWC
+    in_tf = tf.function(lambda t: tg.model(t, training=False))(tf.constant(x))
+    np.testing.assert_allclose(np.asarray(in_tf[0]), outs[0], rtol=1e-6)
+    # a node matched to the wrong tensor fails the numeric spot check before any training
+    first, second = tg.nodes[0], tg.nodes[1]
+    wrong = [(first, graph.nodes[second].match_output.partition(":")[2])]
+    graph.nodes[second].out_shape = graph.nodes[first].out_shape
+    with pytest.raises(EdgemergeError, match="spot check|shape"):
+        load_targets(graph, {"vision": str(PLAIN)}, ["vision"], l1_targets={"vision": wrong})
