@@ -84,6 +84,7 @@ EXTRAS = {
     "merge": ["tensorflow>=2.16", "keras>=3.14", "scikit-learn>=1.4", "h5py>=3.10", "scipy>=1.11"],
     "peers": ["ai-edge-litert>=1.2"],
     "plots": ["matplotlib>=3.8"],
+    "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],   # PyTorch models exported to ONNX; ONNX Runtime as a peer
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 

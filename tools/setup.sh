@@ -77,7 +77,7 @@ PYTHON="${PYTHON:-python3}"
 "$PYTHON" -m pip install -q --upgrade-strategy only-if-needed -r requirements-dev.txt
 # Build without isolation: the build requirements are in requirements-dev.txt, so repeated set-ups
 # rebuild only the C runtime and bindings instead of downloading a fresh build environment.
-# [all]: the merge stack, the TFLite peers and the plots (setup.py's extras; requirements-dev.txt already holds
+# [all]: the merge stack, the TFLite peers, the plots and ONNX (onnx + onnxruntime; setup.py's extras; requirements-dev.txt already holds
 # them, so this installs nothing new unless the two lists drift apart).
 "$PYTHON" -m pip install -q --no-build-isolation --upgrade-strategy only-if-needed ".[all]"
 "$PYTHON" -c "import edgemerge._runtime" || { echo "setup: the C runtime module did not build" >&2; exit 1; }

@@ -101,7 +101,9 @@ def _load_reference_stacks(reference_files: dict[str, str], what: str) -> None:
     suffixes = {Path(f).suffix.lower() for f in reference_files.values()}
     if ".tflite" in suffixes:
         require("peers", f"{what} with a .tflite model")
-    if suffixes - {".tflite"}:
+    if ".onnx" in suffixes:
+        require("onnx", f"{what} with an .onnx model")
+    if suffixes - {".tflite", ".onnx"}:
         require("merge", f"{what} with a Keras model")
         _load_tensorflow_quietly()
 
@@ -409,7 +411,8 @@ def bench_command(model, references, threads, runs, warmup, data, seed, profile,
     click.echo(f"  merged     C runtime, em_run_all ({result['merged']['runtime']}; "
                f"{result['merged_threads']} thread(s), {result.get('merged_task_lanes', 0)} task lanes)")
     click.echo(f"  reference  {result['reference']['interpreter']}: "
-               + ", ".join(printable(Path(t["reference"]).name) for t in result["tasks"].values()))
+               + ", ".join(f"{printable(Path(t['reference']).name)} ({t['reference_kind']})"
+                           for t in result["tasks"].values()))
     click.echo(f"  {'ms per run':<11} {'min':>9} {'median':>9} {'p95':>9}")
     for side, s in (("merged", merged), ("reference", reference)):
         click.echo(f"  {side:<11} {s['min']:>9.4f} {s['median']:>9.4f} {s['p95']:>9.4f}")

@@ -3,7 +3,8 @@ stack it needs is not installed.
 
 `pip install edgemerge` installs what runs a merged model (numpy, click and the C runtime module); merging,
 calibrating and zippering need TensorFlow and scikit-learn (`[merge]`), timing against the originals needs
-LiteRT (`[peers]`), the trade-off plots need matplotlib (`[plots]`). Commands check with `require()` before
+LiteRT (`[peers]`), the trade-off plots need matplotlib (`[plots]`), ONNX models (PyTorch exports) need onnx and ONNX Runtime
+(`[onnx]`). Commands check with `require()` before
 importing, so a missing stack is `error: edgemerge merge needs TensorFlow: pip install "edgemerge[merge]"`,
 not a ModuleNotFoundError traceback from deep inside the merge.
 """
@@ -18,6 +19,7 @@ EXTRAS: dict[str, tuple[tuple[str, str], ...]] = {
     "merge": (("tensorflow", "TensorFlow"), ("sklearn", "scikit-learn"), ("h5py", "h5py"), ("scipy", "SciPy")),
     "peers": (("ai_edge_litert", "LiteRT (ai-edge-litert)"),),
     "plots": (("matplotlib", "matplotlib"),),
+    "onnx": (("onnx", "onnx"), ("onnxruntime", "ONNX Runtime (onnxruntime)")),
 }
 
 

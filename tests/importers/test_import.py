@@ -258,9 +258,9 @@ def test_unsupported_layers_are_named(tmp_path, case):
 def test_missing_file_and_unknown_suffix(tmp_path):
     with pytest.raises(ModelFormatError, match="no such file"):
         load_source_model(tmp_path / "nope.keras")
-    other = tmp_path / "model.onnx"
+    other = tmp_path / "model.pt"          # .onnx, the earlier example here, is read now (onnx_import)
     other.write_bytes(b"\0")
-    with pytest.raises(ModelFormatError, match=r"unsupported file type '\.onnx' \(supported: \.keras, \.h5"):
+    with pytest.raises(ModelFormatError, match=r"unsupported file type '\.pt' \(supported: \.keras, \.h5"):
         load_source_model(other)
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"not a zip file")

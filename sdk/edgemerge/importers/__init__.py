@@ -35,12 +35,18 @@ def _load_tflite(path: Path) -> SourceModel:
     return load_tflite_model(path)
 
 
+def _load_onnx(path: Path) -> SourceModel:
+    from edgemerge.importers.onnx_import import load_onnx_model  # needs the [onnx] extra
+    return load_onnx_model(path)
+
+
 # suffix (lower case) -> importer
 _IMPORTERS: dict[str, Callable[[Path], SourceModel]] = {
     ".keras": _load_keras,
     ".h5": _load_keras,
     ".hdf5": _load_keras,
     ".tflite": _load_tflite,
+    ".onnx": _load_onnx,
 }
 SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(_IMPORTERS)
 

@@ -130,8 +130,9 @@ def _input_pools(runtime, data: dict[str, str], seed: int) -> list[np.ndarray]:
 
 
 def _open_references(runtime, references: dict[str, str], threads: int) -> dict[str, Any]:
-    """The TFLite model of every task, checked against the task (tasks, file, input shape, outputs)."""
-    from edgemerge.measure.tflite_peer import TFLiteModel
+    """The peer of every task (.tflite: LiteRT, .onnx: ONNX Runtime), checked against the task (tasks, file,
+    input shape, outputs)."""
+    from edgemerge.measure.onnx_peer import open_peer
 
     tasks = runtime.task_names
     unknown = [t for t in references if t not in tasks]
@@ -147,10 +148,11 @@ def _open_references(runtime, references: dict[str, str], threads: int) -> dict[
         path = Path(references[task])
         if not path.is_file():
             raise ModelFormatError(f"--vs {task}={path}: no such file")
-        if path.suffix.lower() != ".tflite":
+        if path.suffix.lower() not in (".tflite", ".onnx"):
             raise ModelFormatError(f"--vs {task}={path}: the reference must be a .tflite file (the TFLite "
-                                   "interpreter runs it); convert the model with tf.lite.TFLiteConverter")
-        model = TFLiteModel(path, num_threads=threads)
+                                   "interpreter runs it; convert the model with tf.lite.TFLiteConverter) or an "
+                                   ".onnx file (ONNX Runtime runs it)")
+        model = open_peer(path, num_threads=threads)
         info = runtime.task(task)
         if tuple(model.input_shape) != tuple(info.input_shape):
             raise ModelFormatError(f"--vs {task}={path}: the model takes input of shape {tuple(model.input_shape)}, "
@@ -238,9 +240,14 @@ def _memory_child(side: str, spec: dict) -> dict:
         from edgemerge import _runtime
         pools = [rng.random((1, *shape), dtype=np.float32) for shape in spec["input_shapes"]]
     else:
-        import ai_edge_litert.interpreter  # noqa: F401
+        kinds = {Path(p).suffix.lower() for p in spec["references"].values()}
+        if ".tflite" in kinds:
+            import ai_edge_litert.interpreter  # noqa: F401
+        if ".onnx" in kinds:
+            import onnxruntime  # noqa: F401
 
-        from edgemerge.measure.tflite_peer import TFLiteModel  # imports ai_edge_litert below, before the baseline
+        # imports the peers' libraries below, before the baseline
+        from edgemerge.measure.onnx_peer import open_peer
         samples = {task: rng.random(tuple(shape), dtype=np.float32) for task, shape in spec["task_shapes"].items()}
     model_files = {str(Path(p).resolve()) for p in ([spec["model"]] if side == "merged"
                                                      else spec["references"].values())}
@@ -253,7 +260,7 @@ def _memory_child(side: str, spec: dict) -> dict:
             model = _runtime.Model(image, "auto", True, threads)
         model.bench_all(pools, 0, runs)
     else:
-        models = {task: TFLiteModel(path, num_threads=threads) for task, path in spec["references"].items()}
+        models = {task: open_peer(path, num_threads=threads) for task, path in spec["references"].items()}
         prepared = {task: models[task].prepare_input(samples[task]) for task in models}
         for _ in range(runs):
             for task, m in models.items():
@@ -299,7 +306,6 @@ def bench(model_path: str | os.PathLike, references: dict[str, str], *, threads:
     log = log or (lambda message: None)
     warnings = [w for w in [set_thread_environment(threads)] if w]
     from edgemerge import runtime as runtime_module
-    from edgemerge.measure.tflite_peer import interpreter_version
 
     runtime = runtime_module.Runtime(model_path, threads=threads)
     models = _open_references(runtime, references, threads)
@@ -351,9 +357,11 @@ def bench(model_path: str | os.PathLike, references: dict[str, str], *, threads:
         "merged": {"model": str(runtime.path), "file_bytes": int(file_bytes), "context_bytes": int(context_bytes),
                    "timing": merged_method, "runtime": _cpu_features(),
                    "kernels": sorted({n["kernel"] for n in runtime.nodes()})},
-        "reference": {"interpreter": f"{interpreter_version()}, XNNPACK delegate, num_threads={threads}",
+        "reference": {"interpreter": "; ".join(sorted({_peer_description(m, threads) for m in models.values()})),
                       "timing": "invoke() of every model, perf_counter_ns"},
         "tasks": {task: {"reference": str(m.path), "reference_bytes": m.path.stat().st_size,
+                         "reference_kind": getattr(m, "kind", "tflite"),
+                         "reference_peer": _peer_description(m, threads),
                          "reference_input": str(m.input_dtype),
                          "input_shape": list(runtime.task(task).input_shape),
                          "reference_ms": Stats.of_ns(per_model_ns[:, j]).as_dict(),
@@ -395,6 +403,11 @@ def bench(model_path: str | os.PathLike, references: dict[str, str], *, threads:
                         f"(TFLite used {threads} threads)")
     result["notes"] = warnings
     return result
+
+
+def _peer_description(model, threads: int) -> str:
+    from edgemerge.measure.tflite_peer import interpreter_version
+    return getattr(model, "description", f"{interpreter_version()}, XNNPACK delegate, num_threads={threads}")
 
 
 def _task_alone_ms(runtime, task: str, pools: list[np.ndarray], warmup: int, runs: int) -> dict[str, float]:

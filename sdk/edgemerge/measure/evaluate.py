@@ -13,7 +13,8 @@ from edgemerge.runtime import Runtime
 
 
 def reference_predictions(model_path: str | os.PathLike, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Top-1 predictions of an original model file (.keras/.h5 through Keras, .tflite through LiteRT)."""
+    """Top-1 predictions of an original model file (.keras/.h5 through Keras, .tflite through LiteRT, .onnx
+    through ONNX Runtime; `x` is NHWC for all three)."""
     path = Path(model_path)
     if not path.is_file():
         raise ModelFormatError(f"reference model {path}: no such file")
@@ -33,7 +34,22 @@ def reference_predictions(model_path: str | os.PathLike, x: np.ndarray, batch: i
     if suffix == ".tflite":
         from edgemerge.measure.tflite_peer import TFLiteModel
         return np.argmax(TFLiteModel(path).run_batch(x), axis=-1)
-    raise ModelFormatError(f"reference model {path}: unsupported file type {suffix!r} (.keras, .h5, .tflite)")
+    if suffix == ".onnx":
+        from edgemerge.measure.onnx_peer import ONNXModel
+        return np.argmax(ONNXModel(path).run_batch(x, batch), axis=-1)
+    raise ModelFormatError(f"reference model {path}: unsupported file type {suffix!r} (.keras, .h5, .tflite, .onnx)")
+
+
+def _onnx_task_data(labelled, hwc: tuple[int, ...]):
+    from edgemerge.datasets import DataError
+    from edgemerge.importers.onnx_import import to_nhwc
+
+    x = to_nhwc(labelled.x, hwc, f"data file {labelled.path}")
+    if tuple(x.shape[1:]) != hwc:
+        raise DataError(f"data file {labelled.path}: samples have shape {tuple(labelled.x.shape[1:])}, the model "
+                        f"expects {hwc} (NHWC) or {(hwc[2], hwc[0], hwc[1])} (NCHW, the ONNX model's layout)")
+    labelled.x = x
+    return labelled
 
 
 def _float_tables_twin(model_path: str | os.PathLike) -> tuple[Runtime | None, set[str]]:
@@ -67,7 +83,10 @@ def evaluate(model_path: str | os.PathLike, data: dict[str, str], references: di
     results: dict[str, dict] = {}
     for task, data_path in data.items():
         info = runtime.task(task)
-        labelled = load_labelled(data_path, info.input_shape)
+        onnx_task = Path(references.get(task, "")).suffix.lower() == ".onnx"
+        labelled = load_labelled(data_path, None if onnx_task else info.input_shape)
+        if onnx_task:   # an ONNX original's data may be NCHW, as its users know it (importers/onnx_import.to_nhwc)
+            labelled = _onnx_task_data(labelled, tuple(info.input_shape))
         if labelled.y.size and (labelled.y.min() < 0 or labelled.y.max() >= info.classes):
             raise EdgemergeError(f"data file {data_path}: labels outside 0..{info.classes - 1} for task {task!r}")
         predicted = runtime.predict(task, labelled.x)

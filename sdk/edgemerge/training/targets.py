@@ -2,7 +2,8 @@
 
 `orig_n` is the output of the layer named by `node.match_output` ("task:layer") in that task's original
 model, computed on the same batch (a Keras file is run by Keras; a .tflite file is rebuilt in Keras from what
-the importer read, `keras_reference.build_source_keras`). `scale_n` is the mean |orig_n| over (up to)
+the importer read, `keras_reference.build_source_keras`; an .onnx file is run by ONNX Runtime with the matched
+tensors added as graph outputs, `OnnxTargetModel`, after a check that they are what the importer matched). `scale_n` is the mean |orig_n| over (up to)
 `SCALE_SAMPLES` calibration samples, so each L1 term is a relative mismatch whatever a model's magnitudes.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ SCALE_SAMPLES = 512              # samples used to measure each original activat
 @dataclass
 class Targets:
     """For one task: the original model with extra outputs at the matched layers."""
-    model: object                       # keras.Model: x -> [matched layer outputs..., final output]
+    model: object                       # keras.Model (or OnnxTargetModel): x -> [matched outputs..., final output]
     nodes: list[int]                    # node index of each matched output (same order)
     layers: list[str]
     scales: list[float] = field(default_factory=list)
@@ -68,6 +69,87 @@ def load_original(path: Path) -> tuple[object, Callable[[str], object]]:
     return model, outputs.__getitem__
 
 
+class OnnxTargetModel:
+    """An ONNX original in ONNX Runtime (CPU, optimisations on) with `tensors` exposed as extra outputs: called
+    like a Keras model on an NHWC batch, it returns [each tensor in NHWC, final logits]. Inside a tf.function
+    (the training step) it runs through tf.numpy_function; the targets are constants, no gradient flows."""
+
+    def __init__(self, path: Path, tensors: list[str]):
+        import onnx
+        import onnxruntime as ort
+
+        model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+        known = {v.name: v for v in list(model.graph.value_info) + list(model.graph.output)}
+        final = model.graph.output[0].name
+        del model.graph.output[:]
+        for name in tensors:
+            if name not in known:
+                raise KeyError(name)
+            model.graph.output.append(known[name])
+        model.graph.output.append(known[final])
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(model.SerializeToString(), sess_options=opts,
+                                            providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.tensors = list(tensors)
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        nchw = np.ascontiguousarray(np.asarray(x, np.float32).transpose(0, 3, 1, 2))
+        outs = self.session.run(None, {self.input_name: nchw})
+        return [np.ascontiguousarray(o.transpose(0, 2, 3, 1)) if o.ndim == 4 else o for o in outs]
+
+    def __call__(self, x, training: bool = False):
+        if isinstance(x, np.ndarray):
+            return self.run(x)
+        import tensorflow as tf
+
+        outs = tf.numpy_function(lambda a: [o.astype(np.float32) for o in self.run(a)], [x],
+                                 [tf.float32] * (len(self.tensors) + 1), stateful=False)
+        return list(outs)
+
+
+def _onnx_targets(path: Path, graph: MergedGraph, task: str, pairs: list[tuple[int, str]]) -> Targets:
+    """Targets of an ONNX original, the matching checked before training: each exposed tensor has the node's
+    shape, and on two seeded samples equals (1e-3 relative) the imported layer whose match_output it is."""
+    from edgemerge.executors.numpy_exec import LAYER_OPS, activate
+    from edgemerge.importers import load_source_model
+    from edgemerge.importers.source_model import MODEL_INPUT
+
+    source = load_source_model(path)
+    want_shape = tuple(graph.task_input_shape(task))
+    if tuple(source.input_shape) != want_shape:
+        raise EdgemergeError(f"original model {path} expects samples of shape {tuple(source.input_shape)}, "
+                             f"task {task!r} of the merged model reads {want_shape}")
+    try:
+        model = OnnxTargetModel(path, [layer for _, layer in pairs])
+    except KeyError as e:
+        node = graph.nodes[next(i for i, layer in pairs if layer == e.args[0])]
+        raise EdgemergeError(f"node {node.name}: match_output {node.match_output!r} names no tensor of {path}") from None
+    x = np.random.default_rng(0).random((2, *want_shape), dtype=np.float32)
+    outs = model.run(x)
+    values: dict[str, np.ndarray] = {MODEL_INPUT: x.astype(np.float64)}
+    by_tensor: dict[str, np.ndarray] = {}
+    for i, layer in enumerate(source.layers):
+        y = activate(LAYER_OPS[layer.kind](layer, [values[n] for n in source.inputs_of(i)]), layer.activation)
+        values[layer.name] = y
+        if layer.match_output:
+            by_tensor[layer.match_output] = y
+    for (i, name), out in zip(pairs, outs):
+        node = graph.nodes[i]
+        if int(np.prod(out.shape[1:])) != int(np.prod(node.out_shape)):
+            raise EdgemergeError(f"node {node.name}: tensor {name} of {path} has shape {tuple(out.shape[1:])} "
+                                 f"(NHWC), the node's is {node.out_shape}")
+        mine = by_tensor.get(name)
+        if mine is None or mine.size != out.size or \
+                np.max(np.abs(mine.reshape(-1) - out.reshape(-1))) > 1e-3 * max(np.max(np.abs(out)), 1e-6):
+            raise EdgemergeError(f"node {node.name}: tensor {name} of {path} in ONNX Runtime does not match the "
+                                 "imported layer's output (numeric spot check); the L1 target would be wrong")
+    return Targets(model, [i for i, _ in pairs], [name for _, name in pairs])
+
+
 def load_targets(graph: MergedGraph, originals: Mapping[str, str | os.PathLike], tasks: list[str],
                   l1_targets: Mapping[str, list[tuple[int, str]]] | None = None
                   ) -> tuple[dict[str, Targets], dict[str, list[str]]]:
@@ -79,6 +161,12 @@ def load_targets(graph: MergedGraph, originals: Mapping[str, str | os.PathLike],
     targets, skipped = {}, {}
     for task in tasks:
         path = Path(originals[task])
+        if path.suffix.lower() == ".onnx":
+            skipped[task] = []
+            pairs = [(i, layer) for i, layer in (l1_targets or {}).get(task, [])] if l1_targets and task in l1_targets \
+                else _default_pairs(graph, task, skipped[task])
+            targets[task] = _onnx_targets(path, graph, task, pairs)
+            continue
         orig, layer_output = load_original(path)
         want_shape = tuple(graph.task_input_shape(task))
         if tuple(orig.input_shape[1:]) != want_shape:
@@ -93,16 +181,7 @@ def load_targets(graph: MergedGraph, originals: Mapping[str, str | os.PathLike],
                     raise EdgemergeError(f"l1_targets[{task!r}]: node {i} is not computed by task {task!r}")
                 pairs.append((i, layer_name))
         else:
-            pairs = []
-            for i in graph.nodes_for(task):
-                node = graph.nodes[i]
-                if node.op not in LUT_OPS:
-                    continue
-                owner, _, layer_name = node.match_output.partition(":")
-                if not node.match_output or owner != task or not layer_name:
-                    skipped[task].append(node.name)
-                    continue
-                pairs.append((i, layer_name))
+            pairs = _default_pairs(graph, task, skipped[task])
         for i, layer_name in pairs:
             node = graph.nodes[i]
             try:
@@ -122,6 +201,21 @@ def load_targets(graph: MergedGraph, originals: Mapping[str, str | os.PathLike],
         model = keras.Model(orig.inputs[0], outputs, name=f"targets_{task}")
         targets[task] = Targets(model, nodes, layers)
     return targets, skipped
+
+
+def _default_pairs(graph: MergedGraph, task: str, skipped: list[str]) -> list[tuple[int, str]]:
+    """(node index, original layer name) of every LUT node of `task` whose match_output names a layer of it."""
+    pairs = []
+    for i in graph.nodes_for(task):
+        node = graph.nodes[i]
+        if node.op not in LUT_OPS:
+            continue
+        owner, _, layer_name = node.match_output.partition(":")
+        if not node.match_output or owner != task or not layer_name:
+            skipped.append(node.name)
+            continue
+        pairs.append((i, layer_name))
+    return pairs
 
 
 def target_outputs(targets: Targets, x) -> list:
