@@ -9,7 +9,10 @@ their own BatchNorm, so later rounds work on calibrated weights too; layers with
 that are not Keras files, fall back to "fold"). `align="hungarian"` first permutes the output
 channels of each conv of the newly shared block of the other models to best match the first model's filters
 (`scipy.optimize.linear_sum_assignment` on squared distances), carrying the permutation into the layers
-that read them, which leaves those models' functions unchanged.
+that read them, which leaves those models' functions unchanged. In graphs only convs whose output channels
+reach conv/dense inputs through channel-wise layers alone are matched (`_carry_plan`): in an inverted-residual
+block the expand conv (its channels are internal to the block), not the project conv, whose channels are the
+residual stream's (the skip connection and every later block's Add would need the same permutation).
 
 `ZipState` holds every layer's current values (folded float32), its BatchNorm and the encoded shared layers.
 """
