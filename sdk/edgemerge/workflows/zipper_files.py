@@ -120,8 +120,9 @@ def _check_options(share: str, bn: str, align: str, l1_scope: str, steps_per_rou
 
 
 def _prepare(sources, calib, val, out_dir: Path, latency: bool, tflite: bool, latency_samples: int,
-             say: Callable[[str], None]) -> _Run:
-    """Imports the models, finds their blocks, loads and checks the data, measures the originals."""
+             say: Callable[[str], None], imported: Mapping[str, SourceModel] | None = None) -> _Run:
+    """Imports the models (unless `imported` gives them), finds their blocks, loads and checks the data,
+    measures the originals."""
     from edgemerge.datasets import load_labelled
     from edgemerge.importers import load_source_model
     from edgemerge.measure.evaluate import reference_predictions
@@ -129,7 +130,7 @@ def _prepare(sources, calib, val, out_dir: Path, latency: bool, tflite: bool, la
     tasks = list(sources)
     models = {}
     for task, path in sources.items():
-        models[task] = load_source_model(path)
+        models[task] = imported[task] if imported is not None else load_source_model(path)
         say(f"zipper: imported {task}: {path} ({len(models[task].layers)} layers)")
     layout = check_pair(models)
     say(f"zipper: {layout.depth} blocks: " + "; ".join(
@@ -176,17 +177,23 @@ def zipper_files(sources: Mapping[str, str | os.PathLike], calib: Mapping[str, s
                  encode: str | None = None, seed: int = 0, l1_scope: str = DEFAULT_L1_SCOPE,
                  latency: bool = True, tflite: bool = True,
                  latency_samples: int = LATENCY_SAMPLES, plot: bool = True, calibrate_options: dict | None = None,
-                 log: Callable[[str], None] | None = None) -> ZipperResult:
+                 log: Callable[[str], None] | None = None,
+                 imported: Mapping[str, SourceModel] | None = None) -> ZipperResult:
     """Zippers the TASK=model files round by round (see zipper/) and writes into `output`:
     k00.emm (the unmerged models in one file: the baseline), k01.emm .. kLL.emm, report.json and
     tradeoff.png. `calib`: TASK -> .npz for calibration (10 % of it held out to pick checkpoints);
-    `val`: TASK -> .npz on which every file is evaluated in the C runtime. Returns the report."""
+    `val`: TASK -> .npz on which every file is evaluated in the C runtime. `imported`: TASK -> the
+    SourceModel of each file when the caller already has it (the file is then only read by Keras/TFLite:
+    reference accuracy, calibration targets, latency), e.g. a graph the file importer cannot read yet.
+    Returns the report."""
     from edgemerge.training.calibrate import calibrate
 
     say = log or (lambda message: None)
     started = time.perf_counter()
     out_dir = _check_options(share, bn, align, l1_scope, steps_per_round, sources, calib, val, output)
-    run = _prepare(sources, calib, val, out_dir, latency, tflite, latency_samples, say)
+    if imported is not None and set(imported) != set(sources):
+        raise EdgemergeError(f"imported models for {', '.join(imported)}, files for {', '.join(sources)}")
+    run = _prepare(sources, calib, val, out_dir, latency, tflite, latency_samples, say, imported)
     models, layout, tasks = run.models, run.layout, run.tasks
 
     state = ZipState.from_models(models)

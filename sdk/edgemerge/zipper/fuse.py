@@ -9,7 +9,10 @@ their own BatchNorm, so later rounds work on calibrated weights too; layers with
 that are not Keras files, fall back to "fold"). `align="hungarian"` first permutes the output
 channels of each conv of the newly shared block of the other models to best match the first model's filters
 (`scipy.optimize.linear_sum_assignment` on squared distances), carrying the permutation into the layers
-that read them, which leaves those models' functions unchanged.
+that read them, which leaves those models' functions unchanged. In graphs only convs whose output channels
+reach conv/dense inputs through channel-wise layers alone are matched (`_carry_plan`): in an inverted-residual
+block the expand conv (its channels are internal to the block), not the project conv, whose channels are the
+residual stream's (the skip connection and every later block's Add would need the same permutation).
 
 `ZipState` holds every layer's current values (folded float32), its BatchNorm and the encoded shared layers.
 """
@@ -146,12 +149,45 @@ def average_layer(model: SourceModel, position: int, state: ZipState, tasks: Seq
     return w.astype(np.float32), b.astype(np.float32), mean_bn
 
 
+# Layers that read a value channel by channel: a permutation of their input channels passes through them.
+_CHANNELWISE = ("depthwise", "pad", "activation", "max_pool", "avg_pool", "global_avg_pool", "flatten")
+
+
+def _carry_plan(model: SourceModel, position: int) -> list[int] | None:
+    """The layers an output-channel permutation of layer `position` must be carried into, in topological
+    order: channel-wise layers pass it on, conv and dense layers absorb it (input channels). None when it
+    cannot be carried without changing the model's function: a join (residual Add, Concatenate, the MUL of
+    a squeeze-and-excite) or the model's output is reached. In an inverted-residual block that leaves the
+    expand conv (its channels are internal to the block: depthwise, then the project conv's input) and
+    excludes the project conv (its channels also feed the skip connection and the next blocks)."""
+    readers = model.consumers()
+    plan, stack = set(), [position]
+    while stack:
+        q = stack.pop()
+        after = readers.get(model.layers[q].name, [])
+        if not after:
+            return None
+        for r in after:
+            kind = model.layers[r].kind
+            if kind in ("conv", "dense"):
+                plan.add(r)
+            elif kind in _CHANNELWISE:
+                if r not in plan:
+                    plan.add(r)
+                    stack.append(r)
+            else:
+                return None
+    return sorted(plan)
+
+
 def _permute_inputs(model: SourceModel, state: ZipState, task: str, start: int, order: np.ndarray) -> None:
-    """Carries an output-channel permutation of the layer before `start` into the layers that read it:
-    channel-wise layers (depthwise, pools, activations) are permuted and passed through; the first conv or
-    dense layer has its input channels permuted and ends the walk."""
-    for i in range(start, len(model.layers)):
+    """Carries an output-channel permutation of layer `start` into the layers `_carry_plan` lists:
+    channel-wise layers (depthwise, pads, pools, activations) are permuted and pass it on; conv and dense
+    layers have their input channels permuted."""
+    orders = {start: order}
+    for i in _carry_plan(model, start) or ():
         layer = model.layers[i]
+        order = orders[model.position(model.inputs_of(i)[0])]
         if layer.kind == "depthwise":
             w, b = state.weights[task][i], state.biases[task][i]
             m = w.shape[3]
@@ -160,24 +196,26 @@ def _permute_inputs(model: SourceModel, state: ZipState, task: str, start: int, 
             state.biases[task][i] = np.ascontiguousarray(b[out_order])
             if i in state.batch_norms.get(task, {}):
                 state.batch_norms[task][i] = state.batch_norms[task][i].permuted(out_order)
-            order = out_order
+            orders[i] = out_order
         elif layer.kind == "conv":
             state.weights[task][i] = np.ascontiguousarray(state.weights[task][i][:, :, order, :])
-            return
         elif layer.kind == "dense":
             h, w_, c = layer.in_shape
-            flat = np.arange(h * w_ * c).reshape(h, w_, c)[:, :, order].reshape(-1)
+            flat = np.arange(h * w_ * c).reshape(h, w_, c)[:, :, order].reshape(-1) if order.size == c else order
             state.weights[task][i] = np.ascontiguousarray(state.weights[task][i][flat, :])
-            return
         elif layer.kind == "flatten":
             h, w_, c = layer.in_shape
-            order = np.arange(h * w_ * c).reshape(h, w_, c)[:, :, order].reshape(-1)
+            orders[i] = np.arange(h * w_ * c).reshape(h, w_, c)[:, :, order].reshape(-1)
+        else:
+            orders[i] = order
 
 
 def hungarian_align(models: Mapping[str, SourceModel], state: ZipState, positions: Sequence[int]) -> dict:
     """Permutes, for every task but the first, the output channels of each conv among `positions` (in order)
-    to match the first task's filters, and carries each permutation into the layers after it. Returns
-    {position: {task: fraction of channels that moved}}."""
+    to match the first task's filters, and carries each permutation into the layers after it. Convs whose
+    permutation cannot be carried (`_carry_plan`: their output reaches a residual Add, a concat or a
+    multiply) are left as they are. Returns {position: {task: fraction of channels that moved}} for the
+    convs that were matched."""
     from scipy.optimize import linear_sum_assignment
 
     tasks = list(models)
@@ -187,6 +225,8 @@ def hungarian_align(models: Mapping[str, SourceModel], state: ZipState, position
         layer = models[ref].layers[p]
         if layer.kind != "conv":
             continue            # depthwise channels follow their input; dense layers are never in the trunk
+        if _carry_plan(models[ref], p) is None:
+            continue            # e.g. a project conv: its channels are the residual stream's
         a = np.concatenate([state.weights[ref][p].reshape(-1, layer.out_shape[2]),
                             state.biases[ref][p][None, :]]).astype(np.float64).T        # [Cout, features]
         moved[p] = {}
@@ -202,5 +242,5 @@ def hungarian_align(models: Mapping[str, SourceModel], state: ZipState, position
             state.biases[task][p] = np.ascontiguousarray(state.biases[task][p][order])
             if p in state.batch_norms.get(task, {}):
                 state.batch_norms[task][p] = state.batch_norms[task][p].permuted(order)
-            _permute_inputs(models[task], state, task, p + 1, order)
+            _permute_inputs(models[task], state, task, p, order)
     return moved

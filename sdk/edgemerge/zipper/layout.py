@@ -1,9 +1,19 @@
 """The pair's common architecture: which layers the models share and where the blocks are.
 
 The models read the same input and have the same trunk (layer by layer: kind, shapes, kernel, stride,
-padding, activation); their tails (pooling, heads) may differ. The trunk is cut into blocks, block j ending
-at the j-th point-wise layer (a 1×1 conv right after a depthwise conv); block 1 also holds the layers
+padding, activation, and which earlier layers each one reads); their tails (pooling, heads) may differ. The
+trunk is cut into blocks, each a run of consecutive layer positions (topological order), block j ending at
+the j-th point-wise "project" layer (a 1×1 conv reading a depthwise conv). Block 1 also holds the layers
 before the first depthwise conv (the first conv). Round k = 1..L shares blocks 1..k (zipper/rounds.py).
+
+- Chains (MobileNet-v1): a block is [depthwise, point-wise]; its one point-wise conv is what
+  `share="pointwise"` shares.
+- Graphs (MobileNetV2 inverted-residual blocks): a block is [expand 1×1 (absent in MobileNetV2's first
+  block), explicit pad (if any), depthwise 3×3, project 1×1, residual Add]. The expand conv is a 1×1 conv
+  inside the block that reads the block's input and feeds the depthwise conv (through pads only); the Add
+  is the layer adding the project conv's output to the block's input (present when the shapes match), and
+  it ends the block. `share="pointwise"` shares the expand and project convs; `share="block"` every layer of
+  the block, the Add included.
 """
 from __future__ import annotations
 
@@ -13,6 +23,7 @@ from typing import Mapping
 
 from edgemerge.errors import EdgemergeError
 from edgemerge.importers import SourceLayer, SourceModel
+from edgemerge.importers.source_model import MODEL_INPUT
 
 SHARE_MODES = ("pointwise", "block")
 DEFAULT_SHARE = "pointwise"
@@ -26,8 +37,15 @@ def file_name(model: SourceModel) -> str:
 @dataclass(frozen=True)
 class Block:
     index: int                        # 1-based
-    positions: tuple[int, ...]        # layer positions in the chain
-    pointwise: int                    # position of the block's point-wise conv
+    positions: tuple[int, ...]        # layer positions (consecutive, topological order)
+    pointwise: int                    # position of the block's point-wise (project) conv
+    expand: int | None = None         # position of the expand 1x1 conv (inverted-residual blocks)
+    add: int | None = None            # position of the residual Add (when the block has one)
+
+    @property
+    def pointwise_convs(self) -> tuple[int, ...]:
+        """What share="pointwise" shares: the expand (if any) and project convs."""
+        return (self.pointwise,) if self.expand is None else (self.expand, self.pointwise)
 
 
 @dataclass
@@ -48,7 +66,7 @@ class PairLayout:
         if not 0 <= k <= self.depth:
             raise EdgemergeError(f"k={k} is outside 0..{self.depth} (the models have {self.depth} blocks)")
         if share == "pointwise":
-            return [b.pointwise for b in self.blocks[:k]]
+            return [p for b in self.blocks[:k] for p in b.pointwise_convs]
         return [p for b in self.blocks[:k] for p in b.positions]
 
 
@@ -83,14 +101,11 @@ def check_pair(models: Mapping[str, SourceModel]) -> PairLayout:
                 f"the models read different inputs: {first_task} ({file_name(first)}) "
                 f"{'x'.join(map(str, first.input_shape))}, {task} ({file_name(other)}) "
                 f"{'x'.join(map(str, other.input_shape))}; zippering needs the same input")
-    # The trunk: up to the last point-wise conv of the first model (its blocks are found below).
-    pointwise = [i for i, layer in enumerate(first.layers)
-                 if layer.kind == "conv" and tuple(layer.kernel) == (1, 1) and i > 0
-                 and first.layers[i - 1].kind == "depthwise"]
-    if not pointwise:
+    blocks = find_blocks(first)
+    if not blocks:
         raise EdgemergeError(f"{first_task} ({file_name(first)}) has no depthwise-separable block (a depthwise "
                              "conv followed by a 1x1 conv): nothing to zipper")
-    trunk_end = pointwise[-1] + 1
+    trunk_end = blocks[-1].positions[-1] + 1
     for task in tasks[1:]:
         other = models[task]
         for i in range(trunk_end):
@@ -104,14 +119,58 @@ def check_pair(models: Mapping[str, SourceModel]) -> PairLayout:
                 raise EdgemergeError(
                     f"architectures differ at layer {i + 1}: {first_task}:{a.name} ({_describe(a)}) vs "
                     f"{task}:{b.name} ({_describe(b)})")
+            if input_positions(first, i) != input_positions(other, i):
+                raise EdgemergeError(
+                    f"architectures differ at layer {i + 1}: {first_task}:{a.name} reads "
+                    f"{_describe_inputs(first, i)}, {task}:{b.name} reads {_describe_inputs(other, i)}")
         if len(other.layers) == trunk_end:
             raise EdgemergeError(f"{task} ({file_name(other)}) ends with its last point-wise conv: a model needs "
                                  "its own layers (a head) after the shared trunk")
     if len(first.layers) == trunk_end:
         raise EdgemergeError(f"{first_task} ({file_name(first)}) ends with its last point-wise conv: a model "
                              "needs its own layers (a head) after the shared trunk")
-    blocks, start = [], 0
-    for j, p in enumerate(pointwise, start=1):
-        blocks.append(Block(j, tuple(range(start, p + 1)), p))
-        start = p + 1
     return PairLayout(tasks, blocks)
+
+
+def input_positions(model: SourceModel, position: int) -> tuple[int, ...]:
+    """The positions of the layers `position` reads (-1: the model input)."""
+    return tuple(-1 if name == MODEL_INPUT else model.position(name) for name in model.inputs_of(position))
+
+
+def _describe_inputs(model: SourceModel, position: int) -> str:
+    return ", ".join("the model input" if p < 0 else f"layer {p + 1} ({model.layers[p].name})"
+                     for p in input_positions(model, position))
+
+
+def _is_pointwise_conv(layer: SourceLayer) -> bool:
+    return layer.kind == "conv" and tuple(layer.kernel) == (1, 1) and tuple(layer.stride) == (1, 1)
+
+
+def find_blocks(model: SourceModel) -> list[Block]:
+    """The blocks of one model (see the module docstring); [] when it has no depthwise-separable block."""
+    layers = model.layers
+    readers = model.consumers()
+    blocks: list[Block] = []
+    start = 0
+    for p, layer in enumerate(layers):
+        inputs = input_positions(model, p)
+        if not (layer.kind == "conv" and tuple(layer.kernel) == (1, 1) and len(inputs) == 1 and inputs[0] >= 0
+                and layers[inputs[0]].kind == "depthwise"):
+            continue
+        expand = add = None
+        if not model.is_chain:
+            # back from the depthwise conv through explicit pads: an expand conv inside this block?
+            src = input_positions(model, inputs[0])[0]
+            while src >= start and layers[src].kind == "pad":
+                src = input_positions(model, src)[0]
+            if src >= start and _is_pointwise_conv(layers[src]):
+                expand, block_input = src, input_positions(model, src)[0]
+            else:
+                block_input = src
+            for r in readers.get(layer.name, []):
+                if layers[r].kind == "add" and sorted(input_positions(model, r)) == sorted((p, block_input)):
+                    add = r
+        end = p if add is None else max(p, add)
+        blocks.append(Block(len(blocks) + 1, tuple(range(start, end + 1)), p, expand, add))
+        start = end + 1
+    return blocks

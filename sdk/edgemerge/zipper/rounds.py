@@ -1,10 +1,15 @@
 """The merged graph of round k: blocks 1..k shared, every value from the `ZipState`.
 
-- `share="pointwise"` (the paper): the point-wise convs of blocks 1..k are ONE weight tensor and ONE bias
-  tensor used by both tasks' nodes; everything else (first conv, depthwise convs, tails) stays per task.
-  Each task keeps its own chain of nodes reading the shared input: smaller file, same compute.
-- `share="block"`: every layer of blocks 1..k is ONE node computed once (`em_run_all`) whose output forks
-  into the per-task rest: smaller file and less compute.
+- `share="pointwise"` (the paper): the point-wise convs of blocks 1..k (in inverted-residual blocks the
+  expand and project convs) are ONE weight tensor and ONE bias tensor used by both tasks' nodes; everything
+  else (first conv, depthwise convs, residual Adds, tails) stays per task. Each task keeps its own nodes
+  reading the shared input: smaller file, same compute.
+- `share="block"`: every layer of blocks 1..k (residual Adds included) is ONE node computed once
+  (`em_run_all`); the per-task rest reads the trunk's values (the last block's output, and any earlier
+  trunk value a skip connection of the rest reads): smaller file and less compute.
+
+Graphs (SourceModel DAGs) are built like chains: every node reads the values of the layers its source layer
+reads (`SourceModel.inputs_of`), by position, which `layout.check_pair` checked to be the same in every task.
 
 Layers shared in an earlier round keep their calibrated values; calibration (`calibrate.calibrate` with the
 paper's loss: each task's cross-entropy plus the relative L1 mismatch between every shared layer's output
@@ -25,6 +30,7 @@ from edgemerge.emm.constants import NONE, Keys, Op
 from edgemerge.emm.graph import MergedGraph, Node, Task, Tensor, decoded_weights
 from edgemerge.errors import EdgemergeError
 from edgemerge.importers import SourceLayer, SourceModel
+from edgemerge.importers.source_model import JOIN_KINDS
 from edgemerge.merging.merge import source_metadata
 from edgemerge.zipper.fuse import (
     DEFAULT_ALIGN,
@@ -34,7 +40,7 @@ from edgemerge.zipper.fuse import (
     average_layer,
     hungarian_align,
 )
-from edgemerge.zipper.layout import SPATIAL_KINDS, PairLayout, file_name
+from edgemerge.zipper.layout import SPATIAL_KINDS, PairLayout, file_name, input_positions
 
 # The L1 terms of each round's calibration: the shared layers' outputs against each original's (the paper), or
 # every layer that has an original counterpart, each task's own layers included (its branch is then held near
@@ -43,7 +49,7 @@ L1_SCOPES = ("shared", "all")
 DEFAULT_L1_SCOPE = "shared"
 _OPS = {"conv": Op.CONV2D, "depthwise": Op.DEPTHWISE_CONV2D, "dense": Op.DENSE, "max_pool": Op.MAX_POOL,
         "avg_pool": Op.AVG_POOL, "global_avg_pool": Op.GLOBAL_AVG_POOL, "flatten": Op.RESHAPE,
-        "activation": Op.ACTIVATION}
+        "activation": Op.ACTIVATION, "add": Op.ADD, "concat": Op.CONCAT, "mul": Op.MUL, "pad": Op.PAD}
 
 
 @dataclass
@@ -59,11 +65,18 @@ class RoundGraph:
     l1_targets: dict[str, list[tuple[int, str]]]         # what calibrate's L1 terms compare
 
 
-def _layer_node(name: str, layer: SourceLayer, value: int, sources: tuple[str, ...], match_output: str) -> Node:
-    node = Node(name=name, op=_OPS[layer.kind], input=value, out_shape=tuple(layer.out_shape),
+def _layer_node(name: str, layer: SourceLayer, values: Sequence[int], sources: tuple[str, ...],
+                match_output: str) -> Node:
+    node = Node(name=name, op=_OPS[layer.kind], input=values[0], out_shape=tuple(layer.out_shape),
                 activation=layer.activation, sources=sources, match_output=match_output)
     if layer.kind in SPATIAL_KINDS:
         node.kernel, node.stride, node.pads = tuple(layer.kernel), tuple(layer.stride), tuple(layer.pads)
+    elif layer.kind == "pad":
+        node.pads = tuple(layer.pads)          # docs/FORMAT.md: PAD keeps kernel/stride 1
+    if len(values) > 1:
+        if layer.kind not in JOIN_KINDS:       # defensive: SourceModel.inputs_of gives one name otherwise
+            raise EdgemergeError(f"{layer.name}: a {layer.kind} layer reads one input, not {len(values)}")
+        node.inputs = tuple(values)
     return node
 
 
@@ -111,14 +124,14 @@ def build_round(models: Mapping[str, SourceModel], layout: PairLayout, state: Zi
             shared_tensors[p] = (weight, index, bias)
         return weight, index, bias
 
-    def add(task_list: list[str], p: int, value: int) -> int:
-        """Node of layer p for `task_list` (one task, or every task for a shared trunk node)."""
+    def add(task_list: list[str], p: int, values: Sequence[int]) -> int:
+        """Node of layer p for `task_list` (one task, or every task for a shared trunk node), reading `values`."""
         first = models[task_list[0]].layers[p]
         is_shared = p in shared_set
         prefix = f"shared/{first.name}" if is_shared else f"{task_list[0]}/{first.name}"
         sources = tuple(f"{t}:{models[t].layers[p].name}" for t in (tasks if is_shared else task_list))
         match = models[task_list[0]].layers[p].match_output
-        node = _layer_node(prefix if len(task_list) > 1 else f"{task_list[0]}/{first.name}", first, value,
+        node = _layer_node(prefix if len(task_list) > 1 else f"{task_list[0]}/{first.name}", first, values,
                            sources, f"{task_list[0]}:{match}" if match else "")
         if first.weights is not None:
             node.weight, node.index, node.bias = tensors_of(task_list[0], p, prefix)
@@ -137,16 +150,19 @@ def build_round(models: Mapping[str, SourceModel], layout: PairLayout, state: Zi
 
     trunk_nodes: list[int] = []
     start = 0
-    trunk_value = graph_input
+    trunk_values = {-1: graph_input}        # layer position (-1: the model input) -> value id
     if share == "block" and shared:
+        ref = models[tasks[0]]
         for p in range(shared[-1] + 1):
-            trunk_value = add(tasks, p, trunk_value)
+            trunk_values[p] = add(tasks, p, [trunk_values[q] for q in input_positions(ref, p)])
             trunk_nodes.append(len(graph.nodes) - 1)
         start = shared[-1] + 1
     for task in tasks:
-        value = trunk_value
-        for p in range(start, len(models[task].layers)):
-            value = add([task], p, value)
+        model = models[task]
+        values = dict(trunk_values)
+        for p in range(start, len(model.layers)):
+            values[p] = add([task], p, [values[q] for q in input_positions(model, p)])
+        value = values[len(model.layers) - 1]
         graph.tasks.append(Task(task, graph_input, value, int(np.prod(graph.value_shape(value)))))
     _metadata(graph, models, k=k, depth=layout.depth, share=share, bn=bn, align=align, encode=encode)
     return RoundGraph(graph, k, weight_ids, bias_ids, node_of, shared, trunk_nodes, l1)
@@ -192,8 +208,8 @@ def share_round(models: Mapping[str, SourceModel], layout: PairLayout, state: Zi
             if mean_bn is not None:
                 state.batch_norms[t][p] = mean_bn
     if encode:
-        encoded_now = _encode_pointwise(models, layout, state, [p for p in new if p in
-                                                                 {b.pointwise for b in layout.blocks}], encode, seed)
+        pointwise = {q for b in layout.blocks for q in b.pointwise_convs}
+        encoded_now = _encode_pointwise(models, layout, state, [p for p in new if p in pointwise], encode, seed)
         if encoded_now:
             info["encoded"] = encoded_now
     state.shared.update(new)
