@@ -1,0 +1,4 @@
+"""`python -m edgemerge.cli`: the same as the `edgemerge` command."""
+from edgemerge.cli import main
+
+main()
