@@ -377,10 +377,12 @@ def evaluate_command(model, data, references, as_json):
               help="with --on: where the board's em_run build is (or goes): default build/BOARD")
 @click.option("--connect-timeout", type=click.IntRange(min=1), default=10, show_default=True,
               help="with --on: seconds ssh waits for the device")
+@click.option("--device-python", default="python3", show_default=True, metavar="PYTHON",
+              help="with --on: the device's Python that runs the peers (it needs numpy and ai-edge-litert)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @_fail_cleanly
 def bench_command(model, references, threads, runs, warmup, data, seed, profile, profile_csv, on_device, board_name,
-                  identity, port, ssh_options, runtime_dir, connect_timeout, as_json):
+                  identity, port, ssh_options, runtime_dir, connect_timeout, device_python, as_json):
     """Time MODEL (all tasks, C runtime) against the original models (TFLite, XNNPACK), interleaved.
 
     \b
@@ -398,7 +400,7 @@ def bench_command(model, references, threads, runs, warmup, data, seed, profile,
             raise click.UsageError("--data, --profile and --profile-csv are not available with --on (em_run --task "
                                    "all times a fixed input and has no per-node profile)")
         _bench_on_device(model, on_device, board_name, peer_sets, threads, runs, warmup, identity, port,
-                         ssh_options, runtime_dir, connect_timeout, as_json)
+                         ssh_options, runtime_dir, connect_timeout, device_python, as_json)
         return
     if board_name or identity or port or ssh_options or runtime_dir:
         raise click.UsageError("--board, --identity, --port, --ssh-option and --runtime-dir go with --on")
@@ -511,7 +513,7 @@ def _bench_profile(rows, by_op) -> None:
 
 
 def _bench_on_device(model, url, board_name, peer_sets, threads, runs, warmup, identity, port, ssh_options,
-                     runtime_dir, connect_timeout, as_json) -> None:
+                     runtime_dir, connect_timeout, device_python, as_json) -> None:
     from edgemerge.deploy.boards import get_board
     from edgemerge.deploy.remote_bench import bench_on_device
     from edgemerge.text import printable
@@ -521,7 +523,8 @@ def _bench_on_device(model, url, board_name, peer_sets, threads, runs, warmup, i
     board = get_board(board_name)
     result = bench_on_device(model, url, board, peer_sets, threads=threads, runs=runs, warmup=warmup,
                              runtime_dir=runtime_dir, identity=identity, port=port, ssh_options=list(ssh_options),
-                             connect_timeout=connect_timeout, log=lambda m: click.echo(f"{m}...", err=True))
+                             connect_timeout=connect_timeout, python=device_python,
+                             log=lambda m: click.echo(f"{m}...", err=True))
     if as_json:
         _echo_json(result)
         return

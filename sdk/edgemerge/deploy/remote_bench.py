@@ -10,7 +10,8 @@
    the file already read), first_ms (the first run, before the warm-up) and min / median / p95 / mean / std.
 4. The peers (--vs, one or more sets of originals as in `bench`): where `python3 -c "import ai_edge_litert,
    numpy"` works on the device, their files and device_peer.py (standard library + numpy + ai-edge-litert,
-   nothing of edgemerge) are copied there and run with the same runs / warm-up / threads; otherwise each peer
+   nothing of edgemerge) are copied there and run by that Python (--device-python, default `python3` as the
+   login shell finds it) with the same runs / warm-up / threads; otherwise each peer
    is reported as skipped with the reason. The sides are NOT interleaved on the device: em_run runs first (its
    own process, all its runs), then each peer's process. The peers are checked on the host first (every task
    given, input shapes and class counts match the merged model).
@@ -27,7 +28,6 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from edgemerge.deploy.flash import EM_RUN_NAME, FlashError, SshTarget, flash, parse_target
-from edgemerge.errors import EdgemergeError
 from edgemerge.text import printable
 
 DEFAULT_DIR = "/~/edgemerge-bench"
@@ -40,15 +40,16 @@ exec "$dir/em_run" "$dir/$model" "$@"
 """
 
 _PYTHON_PROBE = r"""
-command -v python3 >/dev/null 2>&1 || { echo "no python3 on the device"; exit 1; }
-python3 -c "import ai_edge_litert.interpreter, numpy" 2>&1 | tail -n 1
+py=$1
+command -v "$py" >/dev/null 2>&1 || { echo "no $py on the device"; exit 0; }
+"$py" -c "import ai_edge_litert.interpreter, numpy" 2>&1 | tail -n 1
 exit 0
 """
 
 _PEER = r"""
-dir=$1; shift
+dir=$1; py=$2; shift 2
 cd -- "$dir" || exit 40
-exec python3 ./em_bench_peer.py "$@"
+exec "$py" ./em_bench_peer.py "$@"
 """
 
 _NODE_LINE = re.compile(r"^\s+(\d+)\s+(\S+)\s+(\S+)\s+\(\d+, \d+, \d+\)\s+\S+\s+(\S+)")
@@ -98,9 +99,9 @@ def _em_run(target: SshTarget, model_name: str, args: list[str], what: str, time
     return r.stdout.decode(errors="replace")
 
 
-def _python_on_device(target: SshTarget) -> str | None:
-    """None when the device's python3 imports ai_edge_litert and numpy, else the reason it does not."""
-    r = target.run_script(_PYTHON_PROBE, [], "the python3 probe", timeout=120)
+def _python_on_device(target: SshTarget, python: str) -> str | None:
+    """None when the device's `python` imports ai_edge_litert and numpy, else the reason it does not."""
+    r = target.run_script(_PYTHON_PROBE, [python], "the python probe", timeout=120)
     out = r.stdout.decode(errors="replace").strip()
     if r.returncode != 0 or out:
         return out.splitlines()[-1] if out else f"the python3 probe failed (exit {r.returncode})"
@@ -110,7 +111,7 @@ def _python_on_device(target: SshTarget) -> str | None:
 def bench_on_device(model: str | Path, url: str, board, references: list[dict[str, str]] | None = None, *,
                     threads: int = 1, runs: int = 200, warmup: int = 20, runtime_dir=None,
                     identity: str | None = None, port: int | None = None, ssh_options: list[str] | None = None,
-                    connect_timeout: int = 10, log: Callable[[str], None] | None = None) -> dict:
+                    connect_timeout: int = 10, python: str = "python3", log: Callable[[str], None] | None = None) -> dict:
     """Installs em_run and `model` on the device at `url` and benchmarks there; see the module docstring."""
     from edgemerge.measure.bench import open_peer_models, peer_kind, peer_label
     from edgemerge.runtime import Runtime
@@ -160,7 +161,7 @@ def bench_on_device(model: str | Path, url: str, board, references: list[dict[st
     tasks = {task: {"merged_alone": _timing(t), "peers": {}} for task, t in timings["tasks"].items()}
 
     peers: list[dict[str, Any]] = []
-    reason = _python_on_device(target) if peers_here else None
+    reason = _python_on_device(target, python) if peers_here else None
     for n, (label, models) in enumerate(peers_here, start=1):
         kinds = sorted({peer_kind(m.path) for m in models.values()})
         entry: dict[str, Any] = {"label": label, "kind": "+".join(kinds),
@@ -168,7 +169,7 @@ def bench_on_device(model: str | Path, url: str, board, references: list[dict[st
         if kinds != ["tflite"]:
             entry.update(status="skipped", reason=f"only .tflite peers run on the device (this one is {entry['kind']})")
         elif reason is not None:
-            entry.update(status="skipped", reason=f"python3 with ai-edge-litert is not usable on the device: {reason}")
+            entry.update(status="skipped", reason=f"{python} with ai-edge-litert is not usable on the device: {reason}")
         else:
             log(f"running peer {label} on the device")
             remote = {}
@@ -178,7 +179,7 @@ def bench_on_device(model: str | Path, url: str, board, references: list[dict[st
                 remote[task] = remote_name
             target.install((Path(__file__).parent / "device_peer.py").read_bytes(), PEER_SCRIPT, 0o644)
             spec = {"models": remote, "runs": runs, "warmup": warmup, "threads": threads, "seed": 0}
-            r = target.run_script(_PEER, [target.directory, json.dumps(spec)], f"peer {label}", timeout=budget)
+            r = target.run_script(_PEER, [target.directory, python, json.dumps(spec)], f"peer {label}", timeout=budget)
             out = r.stdout.decode(errors="replace").strip().splitlines()
             if r.returncode != 0 or not out:
                 err = r.stderr.decode(errors="replace").strip().splitlines()
