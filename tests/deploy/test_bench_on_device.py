@@ -125,7 +125,7 @@ def test_bench_on_the_device_with_float_and_int8_peers(device, pair, host_runtim
         assert peer["speedup"] == pytest.approx(peer["ms"]["median"] / merged["ms"]["median"])
         assert peer["peak_bytes"] is not None and peer["peak_bytes"] >= 0
     assert set(result["tasks"]) == {"a", "b"}
-    for task, t in result["tasks"].items():
+    for t in result["tasks"].values():
         assert ordered(t["merged_alone"]["ms"]) and t["merged_alone"]["runs"] == RUNS
         assert set(t["peers"]) == set(labels)
         assert t["peers"]["tflite int8"]["input"] == "int8" and t["peers"]["tflite float32"]["input"] == "float32"
