@@ -42,3 +42,22 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
     import tiny_pair
 
     return tiny_pair.build_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+# -- the loopback OpenSSH server of the deploy tests (tests/ssh_server.py) ---------------------------------
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    from ssh_server import Sshd
+
+    server = Sshd(tmp_path_factory.mktemp("sshd"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def device(sshd):
+    """The server with an empty fake-command folder (cleared again after the test)."""
+    yield sshd
+    for p in sshd.fakebin.iterdir():
+        p.unlink()

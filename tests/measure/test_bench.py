@@ -158,3 +158,86 @@ def test_bad_data_and_missing_model(pair, tmp_path):
               data={"a": str(tmp_path / "wrong.npz")}, memory=False)
     result = cli("bench", tmp_path / "none.emm", "--vs", f"a={pair['a']}")
     assert result.returncode == 1 and "no such file" in result.stderr
+
+
+# -- every side's load time, first run and spread; several peers; per-op totals and the CSV ------------------
+def ordered(ms: dict) -> bool:
+    return 0 < ms["min"] <= ms["median"] <= ms["p95"] and ms["std"] >= 0 and ms["mean"] >= ms["min"]
+
+
+def test_every_side_reports_load_first_run_and_spread(bench_json, pair):
+    merged = bench_json["merged"]
+    assert merged["load_ms"] > 0 and merged["first_run_ms"] > 0 and ordered(merged["ms"])
+    assert {k: merged["ms"][k] for k in ("min", "median", "p95")} == bench_json["merged_ms"]
+    assert merged["peak_bytes"] == bench_json["merged_peak_bytes"]
+    [peer] = bench_json["peers"]
+    assert peer["label"] == "tflite float32" and peer["kind"] == "tflite"
+    assert peer["load_ms"] > 0 and peer["first_run_ms"] > 0 and ordered(peer["ms"])
+    assert {k: peer["ms"][k] for k in ("min", "median", "p95")} == bench_json["reference_ms"]
+    assert peer["speedup"] == bench_json["speedup"] and peer["peak_bytes"] == bench_json["reference_peak_bytes"]
+    for task, t in peer["tasks"].items():
+        assert t["file"] == str(pair[task]) and ordered(t["ms"])
+        assert ordered(bench_json["tasks"][task]["merged_alone_ms"])
+
+
+def test_profile_totals_per_op_type(bench_json):
+    rows, by_op = bench_json["profile"], bench_json["profile_by_op"]
+    if rows[0]["runs"] is None:
+        assert by_op == []
+        return
+    assert sorted(o["op"] for o in by_op) == sorted({r["op"] for r in rows})
+    for o in by_op:
+        mine = [r for r in rows if r["op"] == o["op"]]
+        assert o["nodes"] == len(mine)
+        assert o["ms_per_run"] == pytest.approx(sum(r["ms_per_run"] for r in mine))
+    assert sum(o["share"] for o in by_op) == pytest.approx(1.0)
+    assert [o["total_ms"] for o in by_op] == sorted((o["total_ms"] for o in by_op), reverse=True)
+
+
+def test_float_and_int8_peers_in_one_run_and_the_profile_csv(pair, tmp_path):
+    import csv
+    b_int8 = to_tflite(keras.Sequential([keras.Input((12, 12, 3)), L.Conv2D(8, 3, padding="same"),
+                                         L.GlobalAveragePooling2D(), L.Dense(4)]), tmp_path / "b_int8.tflite",
+                       int8_sample_shape=(12, 12, 3))
+    out = tmp_path / "sub" / "profile.csv"
+    result = cli("bench", pair["emm"], "--vs", f"a={pair['a']}", "--vs", f"b={pair['b']}", "--vs",
+                 f"a={pair['a_int8']}", "--vs", f"b={b_int8}", "--runs", 3, "--warmup", 0, "--profile-csv", out,
+                 "--json")
+    assert result.returncode == 0, result.stderr
+    r = json.loads(result.stdout)
+    assert [p["label"] for p in r["peers"]] == ["tflite float32", "tflite int8"]
+    int8 = r["peers"][1]
+    assert {t: v["file"] for t, v in int8["tasks"].items()} == {"a": str(pair["a_int8"]), "b": str(b_int8)}
+    assert all(v["input"] == "int8" for v in int8["tasks"].values())
+    assert int8["speedup"] == pytest.approx(int8["ms"]["median"] / r["merged"]["ms"]["median"])
+    assert isinstance(int8["peak_bytes"], int) and int8["peak_bytes"] > 0
+    assert r["tasks"]["a"]["reference"] == str(pair["a"])       # the older keys: the first peer
+    with open(out, newline="") as f:
+        table = list(csv.reader(f))
+    assert table[0] == ["node", "op", "kernel", "ms", "share"]
+    assert [row[0] for row in table[1:]] == [p["name"] for p in r["profile"]]
+    assert [row[2] for row in table[1:]] == [p["kernel"] for p in r["profile"]]
+    if r["profile"][0]["runs"] is not None:
+        assert sum(float(row[4]) for row in table[1:]) == pytest.approx(1.0, abs=1e-4)
+    assert r["profile_csv"] == str(out)
+
+
+def test_parse_peer_sets():
+    from edgemerge.measure.bench import parse_peer_sets
+    assert parse_peer_sets(["a=x", "b=y", "a=x8", "b=y8"]) == [{"a": "x", "b": "y"}, {"a": "x8", "b": "y8"}]
+    assert parse_peer_sets(["a=x", "a=x8", "b=y"]) == [{"a": "x", "b": "y"}, {"a": "x8"}]
+    with pytest.raises(EdgemergeError, match="given twice"):
+        parse_peer_sets(["a=x", "a=x"])
+    with pytest.raises(EdgemergeError, match="expected TASK=PATH"):
+        parse_peer_sets(["a"])
+
+
+def test_profile_csv_to_a_folder_is_refused_before_measuring(pair, tmp_path):
+    result = cli("bench", pair["emm"], "--vs", f"a={pair['a']}", "--vs", f"b={pair['b']}", "--runs", 1,
+                 "--profile-csv", tmp_path)
+    assert result.returncode == 2 and "is a directory" in result.stderr     # click's own check: usage
+    (tmp_path / "plain").write_text("x")
+    result = cli("bench", pair["emm"], "--vs", f"a={pair['a']}", "--vs", f"b={pair['b']}", "--runs", 1,
+                 "--profile-csv", tmp_path / "plain" / "p.csv")
+    assert result.returncode == 1 and result.stderr.startswith("error: "), result.stderr
+    assert "bench:" not in result.stderr and "Traceback" not in result.stderr   # refused before measuring

@@ -106,8 +106,9 @@ def evaluate_command(model, data, references, as_json):
 # ------------------------------------------------------------------------------------------------
 @main.command(name="bench")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--vs", "references", multiple=True, required=True, metavar="TASK=ORIGINAL.tflite",
-              help="the task's original model in TFLite (float or quantised); one for every task")
+@click.option("--vs", "references", multiple=True, metavar="TASK=ORIGINAL",
+              help="the task's original model: .tflite (float or quantised; LiteRT) or .onnx (ONNX Runtime); one for every task; a task's second "
+                   "file starts a second peer (e.g. float and int8 originals measured in one run)")
 @click.option("--threads", type=click.IntRange(min=1, max=64), default=1, show_default=True,
               help="threads of both sides: TFLite interpreter threads and OPENBLAS_NUM_THREADS, and the C runtime's "
                    "pool (em_run_all's task lanes in parallel)")
@@ -117,79 +118,195 @@ def evaluate_command(model, data, references, as_json):
 @click.option("--data", multiple=True, metavar="TASK=NPZ",
               help="real samples (x of an .npz) for a task instead of seeded random ones; repeatable")
 @click.option("--seed", default=0, show_default=True, help="seed of the random inputs")
-@click.option("--profile", is_flag=True, help="also time every node of the merged model (C profiling API)")
+@click.option("--profile", is_flag=True, help="also time every node of the merged model (C profiling API), with "
+                                              "totals per op type")
+@click.option("--profile-csv", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="write the per-node profile (node, op, kernel, ms, share) as CSV (implies --profile)")
+@click.option("--on", "on_device", default=None, metavar="ssh://[USER@]HOST[:PORT][/DIR]",
+              help="benchmark on a device: install the board's em_run and MODEL there (flash), run em_run and, "
+                   "where the device's python3 has ai-edge-litert, the peers")
+@click.option("--board", "board_name", metavar="NAME", help="the device's board profile (with --on)")
+@click.option("--identity", type=click.Path(dir_okay=False), default=None,
+              help="ssh private key for --on (only that key: IdentitiesOnly)")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="ssh port for --on")
+@click.option("--ssh-option", "ssh_options", multiple=True, metavar="KEY=VALUE",
+              help="an OpenSSH option for --on (`ssh -o KEY=VALUE`); repeatable")
+@click.option("--runtime-dir", type=click.Path(file_okay=False), default=None,
+              help="with --on: where the board's em_run build is (or goes): default build/BOARD")
+@click.option("--connect-timeout", type=click.IntRange(min=1), default=10, show_default=True,
+              help="with --on: seconds ssh waits for the device")
+@click.option("--device-python", default="python3", show_default=True, metavar="PYTHON",
+              help="with --on: the device's Python that runs the peers (it needs numpy and ai-edge-litert)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @_fail_cleanly
-def bench_command(model, references, threads, runs, warmup, data, seed, profile, as_json):
+def bench_command(model, references, threads, runs, warmup, data, seed, profile, profile_csv, on_device, board_name,
+                  identity, port, ssh_options, runtime_dir, connect_timeout, device_python, as_json):
     """Time MODEL (all tasks, C runtime) against the original models (TFLite, XNNPACK), interleaved.
 
-    Example: edgemerge bench merged.emm --vs fashion=lenet_fashion.tflite --vs words=net3_words.tflite
+    \b
+    edgemerge bench merged.emm --vs fashion=lenet_fashion.tflite --vs words=net3_words.tflite
+    edgemerge bench merged.emm --on ssh://pi@raspberrypi.local --board rpi4-aarch64 [--vs ...] --json
     """
+    from edgemerge.measure.bench import parse_peer_sets
+
+    _check_input_file(model, "model")
+    peer_sets = parse_peer_sets(references)
+    for files in peer_sets:
+        _check_model_files(files, "--vs model")
+    if on_device is not None:
+        if data or profile or profile_csv:
+            raise click.UsageError("--data, --profile and --profile-csv are not available with --on (em_run --task "
+                                   "all times a fixed input and has no per-node profile)")
+        _bench_on_device(model, on_device, board_name, peer_sets, threads, runs, warmup, identity, port,
+                         ssh_options, runtime_dir, connect_timeout, device_python, as_json)
+        return
+    if board_name or identity or port or ssh_options or runtime_dir:
+        raise click.UsageError("--board, --identity, --port, --ssh-option and --runtime-dir go with --on")
+    if not peer_sets:
+        raise click.UsageError("Missing option '--vs' (TASK=ORIGINAL.tflite for every task; optional with --on)")
+    if profile_csv:
+        from edgemerge.emm.files import check_output_target
+        check_output_target(profile_csv)      # before minutes of measuring
+        profile = True
     from edgemerge.extras import require
     from edgemerge.measure.bench import set_thread_environment
 
-    require("peers", "edgemerge bench")
+    kinds = {Path(f).suffix.lower() for files in peer_sets for f in files.values()}
+    if ".tflite" in kinds:
+        require("peers", "edgemerge bench with a .tflite original")
+    if ".onnx" in kinds:
+        require("onnx", "edgemerge bench with an .onnx original")
     set_thread_environment(threads)          # before anything loads the C runtime or its BLAS
     from edgemerge.datasets import load_samples, parse_task_pairs
-    from edgemerge.measure.bench import bench
+    from edgemerge.measure.bench import bench, write_profile_csv
 
-    _check_input_file(model, "model")
-    reference_files, data_files = parse_task_pairs(references, "--vs"), parse_task_pairs(data, "--data")
-    _check_model_files(reference_files, "--vs model")
+    data_files = parse_task_pairs(data, "--data")
     for task, path in data_files.items():
         load_samples(path, f"--data {task}:")
-    result = bench(model, reference_files, threads=threads, runs=runs, warmup=warmup,
+    result = bench(model, peer_sets, threads=threads, runs=runs, warmup=warmup,
                    data=data_files, seed=seed, profile=profile,
                    log=lambda m: click.echo(m, err=True))
+    if profile_csv:
+        write_profile_csv(profile_csv, result["profile"])
+        result["profile_csv"] = str(profile_csv)
     if as_json:
         _echo_json(result)
         return
     from edgemerge.text import printable
 
-    merged, reference = result["merged_ms"], result["reference_ms"]
     click.echo(f"{printable(model)}: {len(result['tasks'])} tasks, {runs} runs per side after {warmup} warm-up, "
-               f"interleaved; inputs: {result['inputs']}")
-    click.echo(f"  merged     C runtime, em_run_all ({result['merged']['runtime']}; "
-               f"{result['merged_threads']} thread(s), {result.get('merged_task_lanes', 0)} task lanes)")
-    click.echo(f"  reference  {result['reference']['interpreter']}: "
-               + ", ".join(f"{printable(Path(t['reference']).name)} ({t['reference_kind']})"
-                           for t in result["tasks"].values()))
-    click.echo(f"  {'ms per run':<11} {'min':>9} {'median':>9} {'p95':>9}")
-    for side, s in (("merged", merged), ("reference", reference)):
-        click.echo(f"  {side:<11} {s['min']:>9.4f} {s['median']:>9.4f} {s['p95']:>9.4f}")
-    click.echo(f"  speedup    {result['speedup']:.2f}x (reference median / merged median)")
+               f"interleaved; inputs: {result['inputs']}; measured on this machine")
     m = result["merged"]
-    click.echo(f"  peak memory: merged {_human_bytes(result['merged_peak_bytes'])} (model "
-               f"{_human_bytes(m['file_bytes'])} + context {_human_bytes(m['context_bytes'])}; measured as RSS "
-               f"{_human_bytes(result['merged_rss_peak_bytes'])})")
+    click.echo(f"  merged     C runtime, em_run_all ({m['runtime']}; {result['merged_threads']} thread(s), "
+               f"{result.get('merged_task_lanes', 0)} task lanes)")
+    for i, peer in enumerate(result["peers"]):
+        click.echo(f"  {'reference' if i == 0 else '':<10} {printable(peer['label'])}: {peer['runtime']}: "
+                   + ", ".join(printable(Path(t["file"]).name) for t in peer["tasks"].values()))
+    rows = [("merged", m, None)] + [(p["label"], p, p["speedup"]) for p in result["peers"]]
+    _bench_table(rows)
     held = result["memory"]["reference"]["held"]
-    click.echo(f"               reference {_human_bytes(result['reference_peak_bytes'])} (peak RSS growth: heap "
-               f"{_human_bytes(held['heap'])} + model files {_human_bytes(held['model_files'])} held after the "
-               f"runs; {_human_bytes(held['library_code'])} of TFLite library code not counted)")
-    click.echo(f"  {'per task':<11} {'merged alone':>13} {'reference':>10} {'speedup':>8}   (medians, ms)")
-    for task, t in result["tasks"].items():
-        alone, ref = t["merged_alone_ms"]["median"], t["reference_ms"]["median"]
-        click.echo(f"  {task:<11} {alone:>13.4f} {ref:>10.4f} {ref / alone if alone > 0 else float('inf'):>7.2f}x")
+    click.echo(f"  peak memory: merged = model {_human_bytes(m['file_bytes'])} + context "
+               f"{_human_bytes(m['context_bytes'])} (as RSS {_human_bytes(result['merged_rss_peak_bytes'])}); "
+               f"reference = peak RSS growth: heap {_human_bytes(held['heap'])} + model files "
+               f"{_human_bytes(held['model_files'])}; TFLite library code not counted")
+    _bench_task_table({task: (t["merged_alone_ms"]["median"],
+                              [p["tasks"][task]["ms"]["median"] for p in result["peers"]])
+                       for task, t in result["tasks"].items()}, [p["label"] for p in result["peers"]])
     if profile:
-        rows = result["profile"]
-        timed = rows and rows[0]["runs"] is not None
-        total = sum(r["total_ms"] for r in rows) if timed else 0.0
-        click.echo(f"  {'#':>3} {'node':<28} {'op':<17} {'kernel':<22} {'ms/run':>8} {'table':>8} {'accum':>8} "
-                   f"{'share':>6}")
-        for r in rows:
-            if timed:
-                per = r["runs"] or 1
-                times = (f"{r['ms_per_run']:>8.4f} {r['table_ms'] / per:>8.4f} {r['accumulate_ms'] / per:>8.4f} "
-                         f"{100 * r['total_ms'] / total if total else 0:>5.1f}%")
-            else:
-                times = f"{'-':>8} {'-':>8} {'-':>8} {'-':>6}"
-            group = "" if r.get("run_group") is None else \
-                f"  group {r['run_group']}{' fused' if r.get('run_group_fused') else ''}"
-            click.echo(f"  {r['index']:>3} {printable(r['name'])[:28]:<28} {r['op']:<17} {r['kernel'][:22]:<22} "
-                       f"{times}{group}")
-        if any(r.get("run_group") is not None for r in rows):
-            click.echo("  run groups: nodes of different tasks with the same weights run as one step (em_run_all); "
-                       "the step's time is on its first member")
+        _bench_profile(result["profile"], result["profile_by_op"])
+        if profile_csv:
+            click.echo(f"  profile written to {printable(profile_csv)}")
+    for note in result["notes"]:
+        click.echo(f"  note: {note}")
+
+
+def _bench_table(rows) -> None:
+    """One line per side: load, first run, min / median / p95 / std (ms), peak memory, speedup of merged."""
+    click.echo(f"  {'side':<18} {'load':>8} {'first':>8} {'min':>8} {'median':>8} {'p95':>8} {'std':>8} "
+               f"{'peak mem':>10} {'speedup':>8}   (ms)")
+    for label, side, speedup in rows:
+        from edgemerge.text import printable
+        s = side["ms"]
+        peak = _human_bytes(side["peak_bytes"]) if side.get("peak_bytes") is not None else "-"
+        click.echo(f"  {printable(label)[:18]:<18} {side['load_ms']:>8.3f} {side['first_run_ms']:>8.3f} "
+                   f"{s['min']:>8.4f} {s['median']:>8.4f} {s['p95']:>8.4f} {s['std']:>8.4f} {peak:>10} "
+                   f"{'' if speedup is None else f'{speedup:.2f}x':>8}")
+    click.echo("  speedup = the peer's median / the merged median")
+
+
+def _bench_task_table(tasks: dict[str, tuple[float, list[float | None]]], labels: list[str]) -> None:
+    from edgemerge.text import printable
+    click.echo(f"  {'per task':<18} {'merged alone':>13}" + "".join(f" {printable(l)[:16]:>16}" for l in labels)
+               + "   (medians, ms; speedup in brackets)")
+    for task, (alone, peers) in tasks.items():
+        cells = "".join(f" {'skipped':>16}" if ms is None else f" {_ms_and_ratio(ms, alone):>16}" for ms in peers)
+        click.echo(f"  {printable(task)[:18]:<18} {alone:>13.4f}{cells}")
+
+
+def _ms_and_ratio(ms: float, merged: float) -> str:
+    return f"{ms:.4f} ({ms / merged:.2f}x)" if merged > 0 else f"{ms:.4f} (-)"
+
+
+def _bench_profile(rows, by_op) -> None:
+    from edgemerge.text import printable
+    timed = rows and rows[0]["runs"] is not None
+    total = sum(r["total_ms"] for r in rows) if timed else 0.0
+    click.echo(f"  {'#':>3} {'node':<28} {'op':<17} {'kernel':<22} {'ms/run':>8} {'table':>8} {'accum':>8} "
+               f"{'share':>6}")
+    for r in rows:
+        if timed:
+            per = r["runs"] or 1
+            times = (f"{r['ms_per_run']:>8.4f} {r['table_ms'] / per:>8.4f} {r['accumulate_ms'] / per:>8.4f} "
+                     f"{100 * r['total_ms'] / total if total else 0:>5.1f}%")
+        else:
+            times = f"{'-':>8} {'-':>8} {'-':>8} {'-':>6}"
+        group = "" if r.get("run_group") is None else \
+            f"  group {r['run_group']}{' fused' if r.get('run_group_fused') else ''}"
+        click.echo(f"  {r['index']:>3} {printable(r['name'])[:28]:<28} {r['op']:<17} {r['kernel'][:22]:<22} "
+                   f"{times}{group}")
+    if any(r.get("run_group") is not None for r in rows):
+        click.echo("  run groups: nodes of different tasks with the same weights run as one step (em_run_all); "
+                   "the step's time is on its first member")
+    if by_op:
+        click.echo(f"  {'per op type':<21} {'nodes':>5} {'ms/run':>8} {'table':>8} {'accum':>8} {'share':>6}")
+        for o in by_op:
+            click.echo(f"  {o['op']:<21} {o['nodes']:>5} {o['ms_per_run']:>8.4f} {o['table_ms_per_run']:>8.4f} "
+                       f"{o['accumulate_ms_per_run']:>8.4f} {100 * o['share']:>5.1f}%")
+
+
+def _bench_on_device(model, url, board_name, peer_sets, threads, runs, warmup, identity, port, ssh_options,
+                     runtime_dir, connect_timeout, device_python, as_json) -> None:
+    from edgemerge.deploy.boards import get_board
+    from edgemerge.deploy.remote_bench import bench_on_device
+    from edgemerge.text import printable
+
+    if not board_name:
+        raise click.UsageError("--on needs --board NAME (the device's board profile: which em_run to install)")
+    board = get_board(board_name)
+    result = bench_on_device(model, url, board, peer_sets, threads=threads, runs=runs, warmup=warmup,
+                             runtime_dir=runtime_dir, identity=identity, port=port, ssh_options=list(ssh_options),
+                             connect_timeout=connect_timeout, python=device_python,
+                             log=lambda m: click.echo(f"{m}...", err=True))
+    if as_json:
+        _echo_json(result)
+        return
+    m = result["merged"]
+    click.echo(f"{printable(model)} on {result['on']} (board {result['board']}, {result['machine']}): "
+               f"{runs} runs after {warmup} warm-up per side, measured on the device, not interleaved")
+    click.echo(f"  cpu features: {m['cpu_features']}; kernel set {m['kernels']}; kernels used: "
+               f"{', '.join(m['kernels_used'])}")
+    rows = [("merged (em_run)", m, None)]
+    for p in result["peers"]:
+        if p["status"] == "ran":
+            rows.append((p["label"], p, p["speedup"]))
+    _bench_table(rows)
+    for p in result["peers"]:
+        if p["status"] != "ran":
+            click.echo(f"  peer {printable(p['label'])}: skipped: {printable(p['reason'])}")
+    labels = [p["label"] for p in result["peers"] if p["status"] == "ran"]
+    _bench_task_table({task: (t["merged_alone"]["ms"]["median"],
+                              [t["peers"][l]["ms"]["median"] if l in t["peers"] else None for l in labels])
+                       for task, t in result["tasks"].items()}, labels)
     for note in result["notes"]:
         click.echo(f"  note: {note}")
 

@@ -443,6 +443,12 @@ class SshTarget:
                              f"sent {want}: the device's storage is failing")
         return final, int(values.get("leftovers", "0") or 0)
 
+    def run_script(self, script: str, args: list[str], what: str, data: bytes = b"",
+                   timeout: float = 600) -> subprocess.CompletedProcess:
+        """Runs `sh -c script sh args...` on the device (args quoted, never pasted into the script); ssh's own
+        failures (unreachable, refused key, host key) raise FlashError, the script's exit status is returned."""
+        return self._run(script, args, what, data=data, timeout=timeout)
+
     def run_em_run(self, board, task: str, x: bytes, model_name: str) -> bytes:
         r = self._run(_RUN, [self.directory, model_name, task], f"em_run of task {task!r}", data=x)
         if r.returncode != 0:

@@ -11,8 +11,21 @@ What one run is, on each side:
 
 Runs are interleaved (merged, reference, reference, merged, ...: the order alternates every round) after
 `warmup` interleaved rounds, so machine noise and cache pollution hit both sides alike; the garbage collector
-is off while timing. Reported per side: min / median / p95 in milliseconds, and
-`speedup = reference median / merged median`.
+is off while timing. Reported per side: min / median / p95 / mean / std in milliseconds, and
+`speedup = peer median / merged median`.
+
+Peers: every `--vs TASK=FILE` names one original model of one task; giving a task a second file starts a
+second peer (the first file of every task is peer 1, the second of every task peer 2, ...), so float and int8
+originals are measured in the same run: `--vs a=a.tflite --vs b=b.tflite --vs a=a.int8.tflite --vs
+b=b.int8.tflite`. A peer's kind comes from its file's suffix (PEER_KINDS); every peer is interleaved with the
+merged model (the order of the sides rotates every round). `peers` in the result lists every figure of every
+peer; the older keys `reference_ms`, `speedup`, `reference_peak_bytes` and `tasks[...].reference*` are the
+first peer's.
+
+Load and first run (per side, once, before the warm-up): `load_ms` is the wall time to open the side's
+model(s) in this process (merged: `Runtime(path)`, reading the file, parsing and planning; a peer: creating
+and allocating every interpreter), `first_run_ms` the first timed run right after (cold caches, lazy
+set-up such as XNNPACK's weight packing).
 
 Inputs: a pool of SAMPLE_POOL seeded uniform [0, 1) samples per graph input (or the first samples of
 `--data TASK=NPZ`); round k uses sample k % pool on both sides.
@@ -37,6 +50,8 @@ Peak memory (bytes):
 Profile (`profile=True`): `Model.profile_all` runs em_run_all with the C profiling API on (after the same
 warm-up) and returns per node its runs and total / table-build / accumulation nanoseconds; the table shows
 their means per run (means, unlike the medians above, include any preemption; the clock reads add a little).
+`profile_by_op` totals them per op type; `profile_csv_bytes` is the per-node table as CSV (node, op, kernel,
+ms, share).
 
 OPENBLAS_NUM_THREADS is set to `threads` before the C runtime is loaded (and in the measuring processes).
 The C runtime runs em_run_all's task lanes on a pool of `threads` workers (`Runtime(..., threads=N)`: every
@@ -44,7 +59,9 @@ task's own nodes on one thread, the shared trunk first); `merged_threads` and `m
 """
 from __future__ import annotations
 
+import csv
 import gc
+import io
 import json
 import mmap
 import os
@@ -58,7 +75,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgemerge.errors import EdgemergeError, ModelFormatError
-from edgemerge.measure.latency import merged_timer, node_profile
+from edgemerge.measure.latency import merged_timer, node_profile, profile_by_op
 
 DEFAULT_RUNS = 200
 DEFAULT_WARMUP = 20
@@ -84,13 +101,20 @@ class Stats:
     min: float
     median: float
     p95: float
+    mean: float = 0.0
+    std: float = 0.0       # sample standard deviation (n - 1); 0 for one run
 
     @classmethod
     def of_ns(cls, ns: np.ndarray) -> "Stats":
         ms = np.asarray(ns, np.float64) / 1e6
-        return cls(float(ms.min()), float(np.median(ms)), float(np.percentile(ms, 95)))
+        return cls(float(ms.min()), float(np.median(ms)), float(np.percentile(ms, 95)), float(ms.mean()),
+                   float(ms.std(ddof=1)) if ms.size > 1 else 0.0)
 
     def as_dict(self) -> dict[str, float]:
+        return {"min": self.min, "median": self.median, "p95": self.p95, "mean": self.mean, "std": self.std}
+
+    def summary(self) -> dict[str, float]:
+        """min / median / p95 only: the form of the older top-level keys merged_ms and reference_ms."""
         return {"min": self.min, "median": self.median, "p95": self.p95}
 
 
@@ -129,11 +153,67 @@ def _input_pools(runtime, data: dict[str, str], seed: int) -> list[np.ndarray]:
     return pools   # type: ignore[return-value]
 
 
-def _open_references(runtime, references: dict[str, str], threads: int) -> dict[str, Any]:
-    """The peer of every task (.tflite: LiteRT, .onnx: ONNX Runtime), checked against the task (tasks, file,
-    input shape, outputs)."""
-    from edgemerge.measure.onnx_peer import open_peer
+PEER_KINDS = {".tflite": "tflite", ".onnx": "onnxruntime"}
+"""File suffix -> peer kind. A kind needs an entry in _open_peer_model and _preload_peer_libraries."""
 
+
+def peer_kind(path: str | os.PathLike) -> str | None:
+    return PEER_KINDS.get(Path(path).suffix.lower())
+
+
+def _open_peer_model(path: str | os.PathLike, threads: int):
+    """One original model in its runtime: an object with path, input_shape, output_size, input_dtype and
+    prepare_input / set_input / invoke / output / run_one (tflite_peer.TFLiteModel's interface)."""
+    kind = peer_kind(path)
+    if kind == "tflite":
+        from edgemerge.measure.tflite_peer import TFLiteModel
+        return TFLiteModel(path, num_threads=threads)
+    if kind == "onnxruntime":
+        from edgemerge.measure.onnx_peer import ONNXModel
+        return ONNXModel(path, num_threads=threads)
+    raise ModelFormatError(f"--vs {path}: no peer runtime for {Path(path).suffix or 'a file without a suffix'}")
+
+
+def _preload_peer_libraries(kinds) -> None:
+    """Imports the peers' runtimes (before a memory baseline: library code is not the peer's data)."""
+    for kind in set(kinds):
+        if kind == "tflite":
+            import ai_edge_litert.interpreter  # noqa: F401
+        elif kind == "onnxruntime":
+            import onnxruntime  # noqa: F401
+
+
+def _peer_runtime(kind: str, threads: int) -> str:
+    if kind == "tflite":
+        from edgemerge.measure.tflite_peer import interpreter_version
+        return f"{interpreter_version()}, XNNPACK delegate, num_threads={threads}"
+    if kind == "onnxruntime":
+        from edgemerge.measure.onnx_peer import runtime_version
+        return f"{runtime_version()}, CPUExecutionProvider, intra_op_num_threads={threads}, all graph optimisations"
+    return kind
+
+
+def parse_peer_sets(values: tuple[str, ...] | list[str], what: str = "--vs") -> list[dict[str, str]]:
+    """TASK=FILE arguments -> peers: the n-th file given for a task belongs to peer n. The same file twice
+    for one task is a mistake, not a second peer."""
+    from edgemerge.text import printable
+
+    sets: list[dict[str, str]] = []
+    for item in values:
+        task, sep, path = item.partition("=")
+        if not sep or not task or not path:
+            raise EdgemergeError(f"{what} {printable(item)!r}: expected TASK=PATH")
+        given = [peer[task] for peer in sets if task in peer]
+        if path in given:
+            raise EdgemergeError(f"{what}: task {printable(task)!r} given twice with {printable(path)}")
+        if len(given) == len(sets):
+            sets.append({})
+        sets[len(given)][task] = path
+    return sets
+
+
+def _open_references(runtime, references: dict[str, str], threads: int) -> dict[str, Any]:
+    """The peer model of every task, checked against the task (tasks, file, input shape, outputs)."""
     tasks = runtime.task_names
     unknown = [t for t in references if t not in tasks]
     if unknown:
@@ -144,15 +224,17 @@ def _open_references(runtime, references: dict[str, str], threads: int) -> dict[
         raise EdgemergeError(f"--vs: no reference model for task(s) {', '.join(missing)}; give --vs TASK=ORIGINAL.tflite "
                              f"for every task of {runtime.path} ({', '.join(tasks)})")
     models = {}
+    kinds = set()
     for task in tasks:          # the model's task order, whatever the command line order
         path = Path(references[task])
         if not path.is_file():
             raise ModelFormatError(f"--vs {task}={path}: no such file")
-        if path.suffix.lower() not in (".tflite", ".onnx"):
+        if peer_kind(path) is None:
             raise ModelFormatError(f"--vs {task}={path}: the reference must be a .tflite file (the TFLite "
                                    "interpreter runs it; convert the model with tf.lite.TFLiteConverter) or an "
                                    ".onnx file (ONNX Runtime runs it)")
-        model = open_peer(path, num_threads=threads)
+        kinds.add(peer_kind(path))
+        model = _open_peer_model(path, threads)
         info = runtime.task(task)
         if tuple(model.input_shape) != tuple(info.input_shape):
             raise ModelFormatError(f"--vs {task}={path}: the model takes input of shape {tuple(model.input_shape)}, "
@@ -162,6 +244,22 @@ def _open_references(runtime, references: dict[str, str], threads: int) -> dict[
                                    f"has {info.classes} classes")
         models[task] = model
     return models
+
+
+def _peer_label(models: dict[str, Any], taken: set[str]) -> str:
+    """`tflite float32`, `tflite int8`, or `tflite mixed` (kind and the input types of its models), made unique."""
+    kinds = sorted({peer_kind(m.path) or "?" for m in models.values()})
+    dtypes = sorted({str(m.input_dtype) for m in models.values()})
+    label = f"{'+'.join(kinds)} {dtypes[0] if len(dtypes) == 1 else 'mixed'}"
+    unique, n = label, 2
+    while unique in taken:
+        unique, n = f"{label} #{n}", n + 1
+    taken.add(unique)
+    return unique
+
+
+open_peer_models = _open_references      # the public names (deploy.remote_bench checks peers on the host)
+peer_label = _peer_label
 
 
 # ------------------------------------------------------------------------------------------------
@@ -240,14 +338,7 @@ def _memory_child(side: str, spec: dict) -> dict:
         from edgemerge import _runtime
         pools = [rng.random((1, *shape), dtype=np.float32) for shape in spec["input_shapes"]]
     else:
-        kinds = {Path(p).suffix.lower() for p in spec["references"].values()}
-        if ".tflite" in kinds:
-            import ai_edge_litert.interpreter  # noqa: F401
-        if ".onnx" in kinds:
-            import onnxruntime  # noqa: F401
-
-        # imports the peers' libraries below, before the baseline
-        from edgemerge.measure.onnx_peer import open_peer
+        _preload_peer_libraries(peer_kind(p) for p in spec["references"].values())
         samples = {task: rng.random(tuple(shape), dtype=np.float32) for task, shape in spec["task_shapes"].items()}
     model_files = {str(Path(p).resolve()) for p in ([spec["model"]] if side == "merged"
                                                      else spec["references"].values())}
@@ -260,7 +351,7 @@ def _memory_child(side: str, spec: dict) -> dict:
             model = _runtime.Model(image, "auto", True, threads)
         model.bench_all(pools, 0, runs)
     else:
-        models = {task: open_peer(path, num_threads=threads) for task, path in spec["references"].items()}
+        models = {task: _open_peer_model(path, threads) for task, path in spec["references"].items()}
         prepared = {task: models[task].prepare_input(samples[task]) for task in models}
         for _ in range(runs):
             for task, m in models.items():
@@ -294,59 +385,103 @@ def _measure_memory(side: str, spec: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
-def bench(model_path: str | os.PathLike, references: dict[str, str], *, threads: int = 1,
+def bench(model_path: str | os.PathLike, references: dict[str, str] | list[dict[str, str]], *, threads: int = 1,
           runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP, data: dict[str, str] | None = None,
           seed: int = 0, profile: bool = False, memory: bool = True,
           log: Callable[[str], None] | None = None) -> dict:
-    """Benchmarks `model_path` (.emm) against `references` (task -> original .tflite); see the module
-    docstring for what is measured. Returns the JSON-ready result."""
+    """Benchmarks `model_path` (.emm) against `references`: one peer (task -> original file) or a list of
+    peers (parse_peer_sets); see the module docstring for what is measured. Returns the JSON-ready result."""
     if threads < 1 or runs < 1 or warmup < 0:
         raise EdgemergeError(f"bench: threads and runs must be >= 1 and warmup >= 0 "
                              f"(got threads={threads}, runs={runs}, warmup={warmup})")
+    peer_sets = [references] if isinstance(references, dict) else list(references)
+    if not peer_sets:
+        raise EdgemergeError("bench: no peer (--vs TASK=ORIGINAL for every task)")
     log = log or (lambda message: None)
     warnings = [w for w in [set_thread_environment(threads)] if w]
     from edgemerge import runtime as runtime_module
 
+    started = time.perf_counter_ns()
     runtime = runtime_module.Runtime(model_path, threads=threads)
-    models = _open_references(runtime, references, threads)
+    merged_load_ns = time.perf_counter_ns() - started
     pools = _input_pools(runtime, data or {}, seed)
     merged_run, merged_method = merged_timer(runtime, pools)
-    reference_run = _reference_timer(runtime, models, pools)
+    merged_first_ns = merged_run(0)
+    peers: list[dict[str, Any]] = []
+    labels: set[str] = set()
+    for files in peer_sets:
+        started = time.perf_counter_ns()
+        models = _open_references(runtime, files, threads)
+        load_ns = time.perf_counter_ns() - started
+        run = _reference_timer(runtime, models, pools)
+        peers.append({"models": models, "label": _peer_label(models, labels), "run": run,
+                      "load_ns": load_ns, "first_ns": run(0)[0]})
 
-    log(f"bench: {warmup} warm-up and {runs} timed rounds, interleaved, {threads} thread(s)")
+    sides = 1 + len(peers)
+    log(f"bench: {warmup} warm-up and {runs} timed rounds, interleaved ({sides} sides), {threads} thread(s)")
     merged_ns = np.empty(runs, np.int64)
-    reference_ns = np.empty(runs, np.int64)
-    per_model_ns = np.empty((runs, len(models)), np.int64)
+    for peer in peers:
+        peer["ns"] = np.empty(runs, np.int64)
+        peer["per_model_ns"] = np.empty((runs, len(peer["models"])), np.int64)
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
     try:
         for k in range(warmup + runs):
-            if k % 2 == 0:
-                m_ns = merged_run(k)
-                r_ns, per_model = reference_run(k)
-            else:
-                r_ns, per_model = reference_run(k)
-                m_ns = merged_run(k)
-            if k >= warmup:
-                merged_ns[k - warmup], reference_ns[k - warmup] = m_ns, r_ns
-                per_model_ns[k - warmup] = per_model
+            for j in range(sides):
+                side = (j + k) % sides          # every side takes every place in the order equally often
+                if side == 0:
+                    m_ns = merged_run(k)
+                    if k >= warmup:
+                        merged_ns[k - warmup] = m_ns
+                    continue
+                peer = peers[side - 1]
+                r_ns, per_model = peer["run"](k)
+                if k >= warmup:
+                    peer["ns"][k - warmup] = r_ns
+                    peer["per_model_ns"][k - warmup] = per_model
     finally:
         if gc_was_enabled:
             gc.enable()
 
-    merged, reference = Stats.of_ns(merged_ns), Stats.of_ns(reference_ns)
+    merged = Stats.of_ns(merged_ns)
     file_bytes = runtime.file_bytes
     context_bytes = runtime.context_bytes
+    mem_runs = max(1, min(MEMORY_RUNS, runs))
+    peer_results = []
+    for peer in peers:
+        models = peer["models"]
+        stats = Stats.of_ns(peer["ns"])
+        agreement = _agreement(runtime, models, pools)
+        kinds = sorted({peer_kind(m.path) for m in models.values()})
+        entry = {"label": peer["label"], "kind": "+".join(kinds),
+                 "runtime": "; ".join(_peer_runtime(k, threads) for k in kinds),
+                 "timing": "invoke() of every model, perf_counter_ns",
+                 "load_ms": peer["load_ns"] / 1e6, "first_run_ms": peer["first_ns"] / 1e6,
+                 "ms": stats.as_dict(),
+                 "speedup": stats.median / merged.median if merged.median > 0 else float("inf"),
+                 "peak_bytes": None,
+                 "tasks": {task: {"file": str(m.path), "bytes": m.path.stat().st_size, "input": str(m.input_dtype),
+                                  "kind": peer_kind(m.path), "peer": _peer_runtime(peer_kind(m.path), threads),
+                                  "ms": Stats.of_ns(peer["per_model_ns"][:, j]).as_dict(),
+                                  "top1_agreement": agreement[task]}
+                           for j, (task, m) in enumerate(models.items())}}
+        if memory:
+            log(f"bench: measuring the peak memory of {peer['label']} in a fresh process")
+            mem = _measure_memory("reference", {
+                "threads": threads, "runs": mem_runs,
+                "references": {t: str(m.path) for t, m in models.items()},
+                "task_shapes": {t: list(runtime.task(t).input_shape) for t in models}})
+            entry["peak_bytes"] = mem["peak_bytes"]
+            entry["memory"] = mem
+        peer_results.append(entry)
+    first = peer_results[0]
     result: dict[str, Any] = {
-        "merged_ms": merged.as_dict(),
-        "reference_ms": reference.as_dict(),
-        "speedup": reference.median / merged.median if merged.median > 0 else float("inf"),
+        "merged_ms": merged.summary(),
+        "reference_ms": {k: first["ms"][k] for k in ("min", "median", "p95")},
+        "speedup": first["speedup"],
         "merged_peak_bytes": int(file_bytes + context_bytes),
-        "reference_peak_bytes": None,
-    }
-    agreement = _agreement(runtime, models, pools)
-    result.update({
+        "reference_peak_bytes": first["peak_bytes"],
         "threads": threads,
         "merged_threads": threads,
         "merged_task_lanes": runtime.task_lanes,
@@ -356,43 +491,38 @@ def bench(model_path: str | os.PathLike, references: dict[str, str], *, threads:
         "inputs": "data" if data else f"seeded uniform [0, 1), seed {seed}",
         "merged": {"model": str(runtime.path), "file_bytes": int(file_bytes), "context_bytes": int(context_bytes),
                    "timing": merged_method, "runtime": _cpu_features(),
-                   "kernels": sorted({n["kernel"] for n in runtime.nodes()})},
-        "reference": {"interpreter": "; ".join(sorted({_peer_description(m, threads) for m in models.values()})),
-                      "timing": "invoke() of every model, perf_counter_ns"},
-        "tasks": {task: {"reference": str(m.path), "reference_bytes": m.path.stat().st_size,
-                         "reference_kind": getattr(m, "kind", "tflite"),
-                         "reference_peer": _peer_description(m, threads),
-                         "reference_input": str(m.input_dtype),
+                   "kernels": sorted({n["kernel"] for n in runtime.nodes()}),
+                   "load_ms": merged_load_ns / 1e6, "first_run_ms": merged_first_ns / 1e6,
+                   "ms": merged.as_dict(), "peak_bytes": int(file_bytes + context_bytes)},
+        "reference": {"interpreter": first["runtime"], "timing": first["timing"]},
+        "peers": peer_results,
+        "tasks": {task: {"reference": t["file"], "reference_bytes": t["bytes"], "reference_input": t["input"],
+                         "reference_kind": t["kind"], "reference_peer": t["peer"],
                          "input_shape": list(runtime.task(task).input_shape),
-                         "reference_ms": Stats.of_ns(per_model_ns[:, j]).as_dict(),
+                         "reference_ms": t["ms"],
                          "merged_alone_ms": _task_alone_ms(runtime, task, pools, warmup, runs),
-                         "top1_agreement": agreement[task]}
-                  for j, (task, m) in enumerate(models.items())},
-    })
+                         "top1_agreement": t["top1_agreement"]}
+                  for task, t in first["tasks"].items()},
+    }
     if memory:
-        log("bench: measuring peak memory in fresh processes")
-        mem_runs = max(1, min(MEMORY_RUNS, runs))
-        ref_mem = _measure_memory("reference", {
-            "threads": threads, "runs": mem_runs,
-            "references": {t: str(m.path) for t, m in models.items()},
-            "task_shapes": {t: list(runtime.task(t).input_shape) for t in models}})
+        log("bench: measuring the merged model's peak memory in a fresh process")
         merged_mem = _measure_memory("merged", {
             "threads": threads, "runs": mem_runs, "model": str(Path(runtime.path).resolve()),
             "input_shapes": [list(p.shape[1:]) for p in pools]})
-        result["reference_peak_bytes"] = ref_mem["peak_bytes"]
         result["merged_rss_peak_bytes"] = merged_mem["peak_bytes"]
         result["memory"] = {
             "merged_counted": "model bytes (used in place) + context bytes of one run; the parsed node/tensor "
                               "tables are not exposed by the C API and not counted",
-            "reference_counted": f"{ref_mem['method']} of a fresh process creating the interpreters from the "
-                                 ".tflite files and running them, less newly resident library code: heap "
+            "reference_counted": f"{first['memory']['method']} of a fresh process creating the interpreters from "
+                                 "the peer's files and running them, less newly resident library code: heap "
                                  "(XNNPACK packed weights, arenas, interpreter state) + mapped model file pages",
-            "reference": ref_mem,
+            "reference": first["memory"],
             "merged_rss": {**merged_mem, "counted": "the same measurement for the C runtime (model mapped, "
                                                     "copied by the binding to an aligned buffer, then run)"},
         }
     if profile:
         result["profile"] = node_profile(runtime, pools, warmup, runs)
+        result["profile_by_op"] = profile_by_op(result["profile"])
     if threads == 1:
         warnings.append("the C runtime ran single-threaded (--threads N runs its task lanes in parallel)")
     else:
@@ -405,9 +535,26 @@ def bench(model_path: str | os.PathLike, references: dict[str, str], *, threads:
     return result
 
 
-def _peer_description(model, threads: int) -> str:
-    from edgemerge.measure.tflite_peer import interpreter_version
-    return getattr(model, "description", f"{interpreter_version()}, XNNPACK delegate, num_threads={threads}")
+PROFILE_CSV_COLUMNS = ("node", "op", "kernel", "ms", "share")
+
+
+def profile_csv_bytes(rows: list[dict]) -> bytes:
+    """The per-node profile as CSV: node name, op, kernel, mean ms per run, share of the profiled total
+    (0..1). Rows without timings (a runtime without the profiling API) have empty ms and share."""
+    total = sum(r["total_ms"] for r in rows if r.get("runs"))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(PROFILE_CSV_COLUMNS)
+    for r in rows:
+        timed = bool(r.get("runs"))
+        writer.writerow([r["name"], r["op"], r["kernel"], f"{r['ms_per_run']:.6f}" if timed else "",
+                         f"{r['total_ms'] / total:.6f}" if timed and total else ""])
+    return out.getvalue().encode()
+
+
+def write_profile_csv(path: str | os.PathLike, rows: list[dict]) -> None:
+    from edgemerge.emm.files import atomic_write_bytes
+    atomic_write_bytes(path, profile_csv_bytes(rows))
 
 
 def _task_alone_ms(runtime, task: str, pools: list[np.ndarray], warmup: int, runs: int) -> dict[str, float]:

@@ -64,6 +64,27 @@ def node_profile(runtime, pools: list[np.ndarray], warmup: int, runs: int) -> li
     return out
 
 
+def profile_by_op(rows: list[dict]) -> list[dict]:
+    """`node_profile` rows totalled per op type: nodes, mean ms per run (table build and accumulation
+    included) and share of the profiled total, the largest first. Empty when the runtime has no profiling
+    API (rows without runs)."""
+    timed = [r for r in rows if r.get("runs")]
+    total = sum(r["total_ms"] for r in timed)
+    ops: dict[str, dict] = {}
+    for r in timed:
+        op = ops.setdefault(r["op"], {"op": r["op"], "nodes": 0, "ms_per_run": 0.0, "table_ms_per_run": 0.0,
+                                      "accumulate_ms_per_run": 0.0, "total_ms": 0.0})
+        op["nodes"] += 1
+        op["ms_per_run"] += r["ms_per_run"]
+        op["table_ms_per_run"] += r["table_ms"] / r["runs"]
+        op["accumulate_ms_per_run"] += r["accumulate_ms"] / r["runs"]
+        op["total_ms"] += r["total_ms"]
+    out = sorted(ops.values(), key=lambda o: -o["total_ms"])
+    for o in out:
+        o["share"] = o["total_ms"] / total if total else 0.0
+    return out
+
+
 # -- TFLite (the peer) ---------------------------------------------------------------------------------
 def tflite_interpreter(keras_path: str | os.PathLike):
     """A Keras model converted in memory to float32 TFLite, in an interpreter with one thread (the default
