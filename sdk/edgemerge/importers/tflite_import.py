@@ -43,7 +43,7 @@ import numpy as np
 
 from edgemerge.emm.constants import MAX_KERNEL, MAX_STRIDE, Act
 from edgemerge.errors import ModelFormatError, UnsupportedLayerError
-from edgemerge.importers.keras_import import _compose
+from edgemerge.importers.keras_import import _compose  # noqa: F401  (chain walk)
 from edgemerge.importers.source_model import (
     WEIGHTED_KINDS,
     Shape3,
