@@ -93,4 +93,5 @@ def logits_model(model):
     last = model.layers[-1]
     if getattr(last, "activation", None) is not None and getattr(last.activation, "__name__", "") == "softmax":
         last.activation = keras.activations.linear
+        model.predict_function = None      # Keras caches the traced predict function: trace again without softmax
     return model
