@@ -56,9 +56,11 @@ def resnet8(input_shape=(32, 32, 3), classes=10, seed=0, name="resnet8"):
     return model
 
 
-def se_net(input_shape=(16, 16, 3), classes=5, seed=0):
+def se_net(input_shape=(16, 16, 3), classes=5, seed=0, gate="hard_sigmoid"):
     """Squeeze-and-excite, Concatenate, explicit ZeroPadding2D before a pool, hard-swish / swish / sigmoid /
-    hard-sigmoid, GlobalAveragePooling2D with keepdims and a Reshape to (1, 1, C)."""
+    hard-sigmoid (`gate`: the TFLite converter lowers hard_sigmoid to ADD/RELU6/MUL by constants, which the
+    .tflite importer does not read; pass "sigmoid" there), GlobalAveragePooling2D with keepdims and a Reshape to
+    (1, 1, C)."""
     import keras
     from keras import layers as L
     keras.utils.set_random_seed(seed)
@@ -72,7 +74,7 @@ def se_net(input_shape=(16, 16, 3), classes=5, seed=0):
     x = L.Concatenate(name="cat")([a, b])                                    # 14 channels
     s = L.GlobalAveragePooling2D(keepdims=True, name="squeeze")(x)
     s = L.Conv2D(4, 1, activation="relu", name="se_reduce")(s)
-    s = L.Conv2D(14, 1, activation="hard_sigmoid", name="se_expand")(s)
+    s = L.Conv2D(14, 1, activation=gate, name="se_expand")(s)
     x = L.Multiply(name="excite")([x, s])
     g = L.GlobalAveragePooling2D(name="gate_gap")(x)
     g = L.Dense(14, activation="sigmoid", name="gate_dense")(g)
