@@ -276,6 +276,9 @@ def convert(model, output, task, as_json):
 
     _check_input_file(model, "model file")
     check_output_target(output)
+    if task is not None:
+        from edgemerge.merging.convert import check_task_name
+        check_task_name(task)
     _load_reference_stacks({"model": model}, "edgemerge convert")
     from edgemerge.workflows.convert import convert_file
 

@@ -36,6 +36,14 @@ def default_task_name(model: SourceModel) -> str:
     return name or "model"
 
 
+def check_task_name(task: str) -> None:
+    """Raises EdgemergeError unless `task` is a valid task name (checked before any model is loaded)."""
+    if not _TASK_NAME.fullmatch(task) or len(task.encode()) >= TASK_NAME_BYTES:
+        from edgemerge.text import printable
+        raise EdgemergeError(f"task name {printable(task)!r}: 1..{TASK_NAME_BYTES - 1} characters of "
+                             "[A-Za-z0-9_.-] required")
+
+
 def _node(graph: MergedGraph, task: str, layer: SourceLayer, inputs: tuple[int, ...]) -> Node:
     op = KIND_OPS.get(layer.kind)
     if op is None:
@@ -59,8 +67,7 @@ def _node(graph: MergedGraph, task: str, layer: SourceLayer, inputs: tuple[int, 
 def convert_model(model: SourceModel, task: str | None = None) -> MergedGraph:
     """`model` as a one-task graph with exact float32 weights; `task` defaults to the model's name."""
     task = task or default_task_name(model)
-    if not _TASK_NAME.fullmatch(task) or len(task.encode()) >= TASK_NAME_BYTES:
-        raise EdgemergeError(f"task name {task!r}: 1..{TASK_NAME_BYTES - 1} characters of [A-Za-z0-9_.-] required")
+    check_task_name(task)
     if not model.layers:
         raise EdgemergeError(f"model {model.name!r} has no layers")
     try:
@@ -79,4 +86,4 @@ def convert_model(model: SourceModel, task: str | None = None) -> MergedGraph:
     return graph
 
 
-__all__ = ["KIND_OPS", "convert_model", "default_task_name"]
+__all__ = ["KIND_OPS", "check_task_name", "convert_model", "default_task_name"]

@@ -15,9 +15,11 @@ def convert_file(model: str | os.PathLike, output: str | os.PathLike, *, task: s
     and returns a summary: output, task, nodes, ops per kind, format version, file bytes, original bytes."""
     from edgemerge.emm.files import check_output_target
     from edgemerge.importers import load_source_model
-    from edgemerge.merging.convert import convert_model
+    from edgemerge.merging.convert import check_task_name, convert_model
 
     started = time.perf_counter()
+    if task is not None:
+        check_task_name(task)
     check_output_target(output)    # a folder, device or FIFO as -o is refused before the work, not after
     source = load_source_model(model)
     graph = convert_model(source, task)
