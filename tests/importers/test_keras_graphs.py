@@ -164,3 +164,13 @@ def test_nested_models_are_refused_by_type(tmp_path):
     model = keras.Model(x_in, L.Dense(2)(L.Flatten()(inner(x_in))))
     with pytest.raises((UnsupportedLayerError, ModelFormatError), match="backbone"):
         load_source_model(save(model, tmp_path))
+
+
+def test_merge_refuses_graphs_with_one_clear_error_until_it_handles_them(tmp_path):
+    from edgemerge.workflows.pipeline import merge_files
+
+    path = save(residual_nets.resnet8(), tmp_path, "resnet8")
+    with pytest.raises(ModelFormatError, match=r"merge: model file resnet8\.keras is a graph with branches "
+                                               r"\(layer s1_add \(add\) reads"):
+        merge_files({"a": path, "b": path}, tmp_path / "m.emm")
+    assert not (tmp_path / "m.emm").exists()

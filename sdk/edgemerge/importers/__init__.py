@@ -59,6 +59,20 @@ def load_source_model(path: str | os.PathLike) -> SourceModel:
     return _refuse_non_finite_weights(importer(path))
 
 
+def refuse_branches(model: SourceModel, what: str) -> None:
+    """For the workflows that still treat models as chains (merge, zipper): a model whose layers join branches
+    is refused with one clear error naming its first join, until those workflows handle graphs
+    (`edgemerge convert` runs such a model on its own)."""
+    for i in range(len(model.layers)):
+        names = model.inputs_of(i)
+        if len(names) > 1 or (i and names != (model.layers[i - 1].name,)):
+            layer = model.layers[i]
+            raise ModelFormatError(f"{what}: model file {printable(model.path.name)} is a graph with branches "
+                                   f"(layer {printable(layer.name)} ({layer.kind}) reads "
+                                   f"{', '.join(printable(n) for n in names)}); {what} supports single-chain models "
+                                   "only so far (`edgemerge convert` runs one such model without merging)")
+
+
 def _refuse_non_finite_weights(model: SourceModel) -> SourceModel:
     """A source model with NaN or +-Inf in a layer's weights or bias is refused here, naming the layer: merged,
     it would spread them into codebooks other tasks share."""
@@ -73,5 +87,5 @@ def _refuse_non_finite_weights(model: SourceModel) -> SourceModel:
     return model
 
 
-__all__ = ["load_source_model", "SourceModel", "SourceLayer", "same_padding",
+__all__ = ["load_source_model", "refuse_branches", "SourceModel", "SourceLayer", "same_padding",
            "LAYER_KINDS", "WEIGHTED_KINDS", "SUPPORTED_SUFFIXES"]

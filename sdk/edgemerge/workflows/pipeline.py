@@ -27,7 +27,7 @@ def merge_files(sources: dict[str, str | os.PathLike], output: str | os.PathLike
     `output` is not written and `BudgetNotMet` (an EdgemergeError carrying the summary) is raised, unless
     `best_effort`: then the best found is written and summary["search"]["missed"] names the bounds missed."""
     from edgemerge.emm.files import check_output_target, test_pause_point
-    from edgemerge.importers import load_source_model
+    from edgemerge.importers import load_source_model, refuse_branches
     from edgemerge.merging.align import parse_alignment
     from edgemerge.merging.merge import merge_models
 
@@ -37,6 +37,7 @@ def merge_files(sources: dict[str, str | os.PathLike], output: str | os.PathLike
     models = {}
     for task, path in sources.items():
         models[task] = load_source_model(path)
+        refuse_branches(models[task], "merge")     # until merging handles graphs (issue 15 part 4)
         log(f"imported {task}: {path} ({len(models[task].layers)} layers, "
             f"{models[task].param_bytes} parameter bytes)")
     test_pause_point("merge")   # test-only (emm/files.py): kill tests stop a merge here, deterministically

@@ -123,13 +123,14 @@ def _prepare(sources, calib, val, out_dir: Path, latency: bool, tflite: bool, la
              say: Callable[[str], None]) -> _Run:
     """Imports the models, finds their blocks, loads and checks the data, measures the originals."""
     from edgemerge.datasets import load_labelled
-    from edgemerge.importers import load_source_model
+    from edgemerge.importers import load_source_model, refuse_branches
     from edgemerge.measure.evaluate import reference_predictions
 
     tasks = list(sources)
     models = {}
     for task, path in sources.items():
         models[task] = load_source_model(path)
+        refuse_branches(models[task], "zipper")    # until zippering handles graphs (issue 15 part 5)
         say(f"zipper: imported {task}: {path} ({len(models[task].layers)} layers)")
     layout = check_pair(models)
     say(f"zipper: {layout.depth} blocks: " + "; ".join(
