@@ -76,14 +76,6 @@ def _to_numpy(variable: Any) -> np.ndarray:
     return np.array(variable.numpy())
 
 
-def _compose(first: Act, then: Act) -> Act:
-    """relu / relu6 composition (kept for callers of the chain importers); see `dag_fold.compose`."""
-    composed = dag_fold.compose(first, then)
-    if composed is None:
-        raise ValueError(f"activations {first.name} and {then.name} do not compose into one")
-    return composed
-
-
 class _GraphBuilder:
     """Turns Keras layers, in topological order, into unfused `SourceLayer`s with explicit inputs.
 
