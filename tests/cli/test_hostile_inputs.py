@@ -199,15 +199,22 @@ def _cases(c) -> tuple[list[dict], list[dict]]:
     tfl = c["tflite"]
     for name, path in tfl.items():
         add(light, f"merge-tflite/{name}", "merge", f"a={path}", f"b={path}", "-o", work / f"{name}.emm")
+        add(light, f"convert-tflite/{name}", "convert", path, "-o", work / f"{name}-converted.emm")
         add(light, f"eval-reference/{name}", "eval", valid, "--data", f"t0={c['data']['one-hot']}",
             "--reference", f"t0={path}")
     for name, target in targets.items():
         add(light, f"merge-to/{name}", "merge", f"a={tfl['chain-3000']}", f"b={tfl['chain-3000']}", "-o", target)
+        add(light, f"convert-to/{name}", "convert", tfl["chain-3000"], "-o", target)
         add(light, f"export-c-to/{name}", "export-c", valid, "-o", target)
         add(light, f"zipper-pick-to/{name}", "zipper", "pick", work, "--max-drop", 0.1, "-o", target)
         add(light, f"flash-to/{name}", "flash", valid, "--to", f"dir:{target}")
     add(light, "merge/missing-model", "merge", f"a={work / 'nope.keras'}", f"b={work / 'nope.keras'}", "-o",
         work / "x.emm")
+    add(light, "convert/missing-model", "convert", work / "nope.keras", "-o", work / "x.emm")
+    add(light, "convert/folder-model", "convert", work, "-o", work / "x.emm")
+    add(light, "convert/fifo-model", "convert", targets["fifo"], "-o", work / "x.emm")
+    add(light, "convert/emm-model", "convert", valid, "-o", work / "x.emm")
+    add(light, "convert/bad-task", "convert", tfl["chain-3000"], "-o", work / "x.emm", "--task", "a\x1b[2Jb")
     add(light, "merge/one-model", "merge", f"a={tfl['chain-3000']}", "-o", work / "x.emm")
     add(light, "merge/bad-pair", "merge", "no-equals-sign", "b=x", "-o", work / "x.emm")
     add(light, "merge/folder-model", "merge", f"a={work}", f"b={work}", "-o", work / "x.emm")
@@ -236,7 +243,9 @@ def _cases(c) -> tuple[list[dict], list[dict]]:
     add(heavy, "merge/lambda-keras", "merge", f"a={lam}", f"b={lam}", "-o", work / "lambda.emm")
     add(heavy, "eval/lambda-reference", "eval", valid, "--data", f"t0={c['data']['label-count']}", "--reference",
         f"t0={lam}")
+    add(heavy, "convert/lambda-keras", "convert", lam, "-o", work / "lambda-converted.emm")
     (work / "text.keras").write_text("not a keras file")
+    add(heavy, "convert/text-keras", "convert", work / "text.keras", "-o", work / "t.emm")
     add(heavy, "merge/text-keras", "merge", f"a={work / 'text.keras'}", f"b={lam}", "-o", work / "t.emm")
     add(heavy, "zipper/lambda", "zipper", f"a={lam}", f"b={lam}", "--calib", f"a={c['data']['label-count']}",
         "--calib", f"b={c['data']['label-count']}", "--val", f"a={c['data']['label-count']}",

@@ -215,8 +215,9 @@ UNSUPPORTED = {
     "upsampling": (lambda: _chain(L.UpSampling2D(name="up")), "layer 'up' of type UpSampling2D is not supported"),
     "tanh": (lambda: _chain(L.Conv2D(3, 3, activation="tanh", name="c")),
              "layer 'c' of type Conv2D: activation 'tanh' is not supported"),
-    "sigmoid_layer": (lambda: _chain(L.Conv2D(3, 3), L.Activation("sigmoid", name="act")),
-                      "layer 'act' of type Activation: activation 'sigmoid' is not supported"),
+    # sigmoid became supported with format v2 (issue 15); elu stands in for an unsupported activation layer
+    "elu_layer": (lambda: _chain(L.Conv2D(3, 3), L.Activation("elu", name="act")),
+                  "layer 'act' of type Activation: activation 'elu' is not supported"),
     "dilation": (lambda: _chain(L.Conv2D(3, 3, dilation_rate=2, name="c")),
                  "layer 'c' of type Conv2D: dilation_rate (2, 2) is not supported"),
     "groups": (lambda: _chain(L.Conv2D(4, 3, groups=2, name="c")), "layer 'c' of type Conv2D: groups=2"),
@@ -279,10 +280,12 @@ def test_structure_errors(tmp_path):
     with pytest.raises(ModelFormatError, match="2 outputs"):
         load_source_model(save(two_outputs, tmp_path, "two_outputs"))
 
+    # a residual join was refused while only chains were supported (issue 15 part 3): it now imports as a DAG
     x = L.Conv2D(1, 3, padding="same", name="trunk")(a)
     residual = keras.Model(a, L.Add(name="add")([x, L.Conv2D(1, 3, padding="same", name="side")(x)]))
-    with pytest.raises(ModelFormatError, match=r"'add' of type Add joins 2 inputs|'trunk' feeds 2 layers"):
-        load_source_model(save(residual, tmp_path, "residual"))
+    imported = load_source_model(save(residual, tmp_path, "residual"))
+    assert [layer.kind for layer in imported.layers] == ["conv", "conv", "add"]
+    assert imported.layers[-1].inputs == ("trunk", "side") and not imported.is_chain
 
     shared = L.Conv2D(1, 3, padding="same", name="shared")
     twice = keras.Model(a, shared(shared(a)))

@@ -217,13 +217,16 @@ def test_unsupported_operator_is_named_with_its_index(tmp_path, layer, op):
     assert f"op 1 {op}" in message and "bad.tflite" in message and "supported" in message
 
 
-def test_branching_model_is_refused(tmp_path):
+def test_branching_model_imports(tmp_path):
+    """Refused while only chains were supported; since issue 15 part 3 the ADD joins two values of the DAG."""
     inputs = keras.Input((8, 8, 2))
     a = L.Conv2D(2, 3, padding="same")(inputs)
     outputs = L.Dense(3)(L.Flatten()(L.Add()([a, inputs])))
     path = convert(keras.Model(inputs, outputs), tmp_path / "residual.tflite")
-    with pytest.raises((UnsupportedLayerError, ModelFormatError), match="ADD|single chain"):
-        load_source_model(path)
+    source = load_source_model(path)
+    assert "add" in [layer.kind for layer in source.layers] and not source.is_chain
+    x = samples(source.input_shape)
+    assert max_rel_err(forward_numpy(source, x), interpreter_logits(path, x)) <= 1e-4
 
 
 def test_not_a_flatbuffer(tmp_path):

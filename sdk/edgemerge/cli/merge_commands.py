@@ -1,4 +1,5 @@
-"""The commands that build models: merge (NeuralMerger, calibration, the budget search) and zipper run/pick."""
+"""The commands that build models: merge (NeuralMerger, calibration, the budget search), convert (one model,
+exact float weights) and zipper run/pick."""
 from __future__ import annotations
 
 import os
@@ -7,10 +8,12 @@ from pathlib import Path
 import click
 
 from edgemerge.cli.common import (
+    _check_input_file,
     _check_model_files,
     _echo_json,
     _fail_cleanly,
     _human_bytes,
+    _load_reference_stacks,
     _load_tensorflow_quietly,
     _needs_keras,
     main,
@@ -141,6 +144,42 @@ def merge(models, output, preset, layer_rc, int8_tables, int8_act, alignment, se
                 click.echo(f"  OUTSIDE budget {budget} (--best-effort): misses {'; '.join(search['missed'])}")
             click.echo(f"  tried {len(search['table'])} settings: {search['record']['json']}, "
                        f"{search['record']['plot']}")
+
+
+# ------------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="the .emm file to write")
+@click.option("--task", default=None, help="task name in the file (default: the model file's name)")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON summary")
+@_fail_cleanly
+def convert(model, output, task, as_json):
+    """Convert one model (.keras, .h5, .tflite) into an .emm file with its exact float32 weights (no merging,
+    no codebooks): to run one model in the runtime, and to check the importer against the framework.
+
+    Example: edgemerge convert mobilenet_v2.keras -o mnv2.emm
+    """
+    from edgemerge.emm.files import check_output_target
+
+    _check_input_file(model, "model file")
+    check_output_target(output)
+    if task is not None:
+        from edgemerge.merging.convert import check_task_name
+        check_task_name(task)
+    _load_reference_stacks({"model": model}, "edgemerge convert")
+    from edgemerge.workflows.convert import convert_file
+
+    summary = convert_file(model, output, task=task)
+    if as_json:
+        _echo_json(summary)
+        return
+    ops = ", ".join(f"{n} {op}" for op, n in sorted(summary["ops"].items(), key=lambda kv: -kv[1]))
+    click.echo(f"wrote {output}: .emm v{summary['format_version']}, {summary['nodes']} nodes ({ops}), "
+               f"{_human_bytes(summary['file_bytes'])}; task {summary['task']}: input "
+               f"{'x'.join(map(str, summary['input_shape']))}, {summary['classes']} outputs "
+               f"({'logits; the final softmax is not applied' if summary['head_activation'] == 'softmax' else 'as the model computes them'})")
+
+
 
 
 # ------------------------------------------------------------------------------------------------

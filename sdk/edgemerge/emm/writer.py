@@ -33,7 +33,6 @@ from edgemerge.emm.layout import (
 )
 
 
-
 def _scale_word(node) -> int:
     """Record word 21 (FORMAT.md "int8 activations"): the input scale's float32 bits with INT8_ACT, else 0."""
     if not node.flags & F.NODE_FLAG_INT8_ACT:

@@ -5,12 +5,14 @@
   lookups (`graph.decoded_weights`), so any disagreement between the two is a bug in the runtime's
   table-lookup arithmetic, not in quantisation.
 - `build_source_keras`: an imported `SourceModel` (what an importer read from a .keras or .tflite file), with
-  an output per layer. Calibration uses it to run original models that Keras cannot load itself (.tflite):
+  an output per layer; chains and graphs with branches (every layer reads its named inputs). Calibration uses it to run original models that Keras cannot load itself (.tflite):
   the L1 targets and the originals' predictions then come from the very weights the merge encoded.
 
 Each form has ONE table keyed by op: `KERAS_NODE_OPS` (merged-graph op) and `KERAS_LAYER_OPS` (source-layer
 kind); both use the same layer builders (`_conv`, `_depthwise`, `_dense`, `_pool`), since a `Node` and a
-`SourceLayer` name kernel, stride and pads alike. A new op is one row in each.
+`SourceLayer` name kernel, stride and pads alike. A new op is one row in each. Both read a list of inputs (one
+for most ops, several for ADD / CONCAT / MUL) and keep every value 4-D, a flat vector as (1, 1, n), so that
+joins of flat and spatial values broadcast as the format says (MUL of (H, W, C) by (1, 1, C)).
 """
 from __future__ import annotations
 
@@ -21,12 +23,26 @@ import numpy as np
 from edgemerge.emm.constants import NONE, Act, Op
 from edgemerge.emm.graph import MergedGraph, Node, decoded_weights
 from edgemerge.emm.shapes import keras_padding
+from edgemerge.importers.source_model import MODEL_INPUT
 
-# Act -> a Keras layer (Act.NONE adds none)
+# Act -> a Keras layer (Act.NONE adds none). Keras 3's hard_sigmoid is relu6(x + 3) / 6 and hard_silu
+# x · hard_sigmoid(x), as docs/FORMAT.md defines HARD_SIGMOID / HARD_SWISH; silu is swish.
 _ACTIVATIONS: dict[Act, Callable[[Any], Any]] = {
     Act.RELU: lambda keras: keras.layers.ReLU(),
     Act.RELU6: lambda keras: keras.layers.ReLU(max_value=6.0),
+    Act.SIGMOID: lambda keras: keras.layers.Activation("sigmoid"),
+    Act.HARD_SIGMOID: lambda keras: keras.layers.Activation("hard_sigmoid"),
+    Act.HARD_SWISH: lambda keras: keras.layers.Activation("hard_silu"),
+    Act.SWISH: lambda keras: keras.layers.Activation("silu"),
 }
+
+
+def _activate(keras, x, activation: Act, what: str):
+    if activation in _ACTIVATIONS:
+        return _ACTIVATIONS[activation](keras)(x)
+    if activation != Act.NONE:
+        raise ValueError(f"{what}: unknown activation {activation!r}")
+    return x
 
 
 def _pool_padding_of(what: str, in_hw: tuple[int, int], spec) -> str:
@@ -72,7 +88,20 @@ def _depthwise(keras, x, spec, weights: np.ndarray, bias: np.ndarray | None):
 
 def _dense(keras, x, spec, weights: np.ndarray, bias: np.ndarray | None):
     x = keras.layers.Flatten()(x)
-    return _weighted(keras.layers.Dense(weights.shape[1], use_bias=bias is not None), x, weights, bias)
+    x = _weighted(keras.layers.Dense(weights.shape[1], use_bias=bias is not None), x, weights, bias)
+    return keras.layers.Reshape((1, 1, weights.shape[1]))(x)
+
+
+def _join(kind: str):
+    """ADD / CONCAT / MUL of a list of 4-D values (Keras' Multiply broadcasts a (1, 1, C) gate)."""
+    def build(keras, xs):
+        if kind == "mul":
+            return keras.layers.Multiply()(xs)
+        return keras.layers.Add()(xs) if kind == "add" else keras.layers.Concatenate(axis=-1)(xs)
+    return build
+
+
+_add, _concat, _mul = _join("add"), _join("concat"), _join("mul")
 
 
 def _pool(layer_class: str):
@@ -89,17 +118,23 @@ def _node_bias(graph: MergedGraph, node: Node) -> np.ndarray | None:
     return graph.tensors[node.bias].array if node.bias != NONE else None
 
 
+# fn(keras, graph, node, xs): xs are the node's inputs in order (one for single-input ops)
 KERAS_NODE_OPS: dict[Op, Callable[..., Any]] = {
-    Op.CONV2D: lambda keras, g, n, x: _conv(keras, x, n, decoded_weights(g, n), _node_bias(g, n)),
-    Op.LUT_CONV2D: lambda keras, g, n, x: _conv(keras, x, n, decoded_weights(g, n), _node_bias(g, n)),
-    Op.DEPTHWISE_CONV2D: lambda keras, g, n, x: _depthwise(keras, x, n, decoded_weights(g, n), _node_bias(g, n)),
-    Op.DENSE: lambda keras, g, n, x: _dense(keras, x, n, decoded_weights(g, n), _node_bias(g, n)),
-    Op.LUT_DENSE: lambda keras, g, n, x: _dense(keras, x, n, decoded_weights(g, n), _node_bias(g, n)),
-    Op.MAX_POOL: lambda keras, g, n, x: _max_pool(keras, x, n, _pool_padding(g, n)),
-    Op.AVG_POOL: lambda keras, g, n, x: _avg_pool(keras, x, n, _pool_padding(g, n)),
-    Op.GLOBAL_AVG_POOL: lambda keras, g, n, x: keras.layers.GlobalAveragePooling2D()(x),
-    Op.RESHAPE: lambda keras, g, n, x: keras.layers.Reshape(n.out_shape)(x),
-    Op.ACTIVATION: lambda keras, g, n, x: x,
+    Op.CONV2D: lambda keras, g, n, xs: _conv(keras, xs[0], n, decoded_weights(g, n), _node_bias(g, n)),
+    Op.LUT_CONV2D: lambda keras, g, n, xs: _conv(keras, xs[0], n, decoded_weights(g, n), _node_bias(g, n)),
+    Op.DEPTHWISE_CONV2D: lambda keras, g, n, xs: _depthwise(keras, xs[0], n, decoded_weights(g, n),
+                                                            _node_bias(g, n)),
+    Op.DENSE: lambda keras, g, n, xs: _dense(keras, xs[0], n, decoded_weights(g, n), _node_bias(g, n)),
+    Op.LUT_DENSE: lambda keras, g, n, xs: _dense(keras, xs[0], n, decoded_weights(g, n), _node_bias(g, n)),
+    Op.MAX_POOL: lambda keras, g, n, xs: _max_pool(keras, xs[0], n, _pool_padding(g, n)),
+    Op.AVG_POOL: lambda keras, g, n, xs: _avg_pool(keras, xs[0], n, _pool_padding(g, n)),
+    Op.GLOBAL_AVG_POOL: lambda keras, g, n, xs: keras.layers.GlobalAveragePooling2D(keepdims=True)(xs[0]),
+    Op.RESHAPE: lambda keras, g, n, xs: keras.layers.Reshape(n.out_shape)(xs[0]),
+    Op.ACTIVATION: lambda keras, g, n, xs: xs[0],
+    Op.ADD: lambda keras, g, n, xs: _add(keras, xs),
+    Op.CONCAT: lambda keras, g, n, xs: _concat(keras, xs),
+    Op.MUL: lambda keras, g, n, xs: _mul(keras, xs),
+    Op.PAD: lambda keras, g, n, xs: _zero_pad(keras, xs[0], n.pads),
 }
 
 
@@ -115,27 +150,28 @@ def build_keras_reference(graph: MergedGraph, task: str):
         build = KERAS_NODE_OPS.get(node.op)
         if build is None:
             raise ValueError(f"node {node.name}: op {node.op!r} has no Keras reference")
-        x = build(keras, graph, node, values[node.input])
-        if node.activation in _ACTIVATIONS:
-            x = _ACTIVATIONS[node.activation](keras)(x)
-        values[len(graph.inputs) + i] = x
+        x = build(keras, graph, node, [values[v] for v in node.inputs])
+        values[len(graph.inputs) + i] = _activate(keras, x, node.activation, f"node {node.name}")
     out = keras.layers.Flatten()(values[t.output])
     return keras.Model(x_in, out, name=f"reference_{task}")
 
 
 # -- imported source models: layer kind -> fn(keras, layer, x) -------------------------------------
+# fn(keras, layer, xs): xs are the layer's inputs in order (`SourceModel.inputs_of`)
 KERAS_LAYER_OPS: dict[str, Callable[..., Any]] = {
-    "conv": lambda keras, layer, x: _conv(keras, x, layer, layer.weights, layer.bias),
-    "depthwise": lambda keras, layer, x: _depthwise(keras, x, layer, layer.weights, layer.bias),
-    "dense": lambda keras, layer, x: _dense(keras, x, layer, layer.weights, layer.bias),
-    "max_pool": lambda keras, layer, x: _max_pool(keras, x, layer, _source_pool_padding(layer)),
-    "avg_pool": lambda keras, layer, x: _avg_pool(keras, x, layer, _source_pool_padding(layer)),
-    "global_avg_pool": lambda keras, layer, x: keras.layers.GlobalAveragePooling2D()(x),
-    "flatten": lambda keras, layer, x: keras.layers.Flatten()(x),
-    "activation": lambda keras, layer, x: x,
+    "conv": lambda keras, layer, xs: _conv(keras, xs[0], layer, layer.weights, layer.bias),
+    "depthwise": lambda keras, layer, xs: _depthwise(keras, xs[0], layer, layer.weights, layer.bias),
+    "dense": lambda keras, layer, xs: _dense(keras, xs[0], layer, layer.weights, layer.bias),
+    "max_pool": lambda keras, layer, xs: _max_pool(keras, xs[0], layer, _source_pool_padding(layer)),
+    "avg_pool": lambda keras, layer, xs: _avg_pool(keras, xs[0], layer, _source_pool_padding(layer)),
+    "global_avg_pool": lambda keras, layer, xs: keras.layers.GlobalAveragePooling2D(keepdims=True)(xs[0]),
+    "flatten": lambda keras, layer, xs: keras.layers.Reshape(tuple(layer.out_shape))(xs[0]),
+    "activation": lambda keras, layer, xs: xs[0],
+    "add": lambda keras, layer, xs: _add(keras, xs),
+    "concat": lambda keras, layer, xs: _concat(keras, xs),
+    "mul": lambda keras, layer, xs: _mul(keras, xs),
+    "pad": lambda keras, layer, xs: _zero_pad(keras, xs[0], layer.pads),
 }
-# kinds that read a flat value as it is; the others read a (1, 1, n) value as a map
-_FLAT_KINDS = ("dense", "flatten", "activation")
 
 
 def build_source_keras(source) -> tuple[object, dict[str, object]]:
@@ -151,21 +187,20 @@ def build_source_keras(source) -> tuple[object, dict[str, object]]:
     import keras
 
     x_in = keras.Input(shape=tuple(source.input_shape), name="input")
-    x = x_in
+    source.check_topology()
+    values: dict[str, object] = {MODEL_INPUT: x_in}
     outputs: dict[str, object] = {}
-    for layer in source.layers:
-        if len(x.shape) == 2 and layer.kind not in _FLAT_KINDS:
-            x = keras.layers.Reshape(tuple(layer.in_shape))(x)       # a flat (1, 1, n) value read as a map
+    x = x_in
+    for i, layer in enumerate(source.layers):
         build = KERAS_LAYER_OPS.get(layer.kind)
         if build is None:
             raise ValueError(f"layer {layer.name!r}: unknown kind {layer.kind!r}")
-        x = build(keras, layer, x)
-        if layer.activation in _ACTIVATIONS:
-            x = _ACTIVATIONS[layer.activation](keras)(x)
-        elif layer.activation != Act.NONE:
-            raise ValueError(f"layer {layer.name!r}: unknown activation {layer.activation!r}")
+        x = build(keras, layer, [values[name] for name in source.inputs_of(i)])
+        x = _activate(keras, x, layer.activation, f"layer {layer.name!r}")
+        values[layer.name] = x
         if layer.match_output:
-            outputs[layer.match_output] = x
+            flat = tuple(layer.out_shape[:2]) == (1, 1)
+            outputs[layer.match_output] = keras.layers.Flatten()(x) if flat else x
     y = keras.layers.Flatten()(x)
     if source.head_activation == "softmax":
         y = keras.layers.Softmax()(y)

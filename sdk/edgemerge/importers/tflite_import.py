@@ -1,4 +1,5 @@
-"""Importer for float TFLite models (`.tflite`): single-chain CNNs as `tf.lite.TFLiteConverter` writes them.
+"""Importer for float TFLite models (`.tflite`): CNNs as `tf.lite.TFLiteConverter` writes them, chains and graphs
+with branches (residual ADD, CONCATENATION, squeeze-and-excite MUL), e.g. a converted MobileNetV2 or ResNet.
 
 The flatbuffer is read with the TFLite schema's generated Python code that ships inside `ai-edge-litert`
 (`ai_edge_litert.schema_py_generated`, the object API): it is the official schema, versioned with the
@@ -6,8 +7,9 @@ interpreter we already depend on for the TFLite peer, and it needs only `flatbuf
 interpreter's `_get_ops_details()` was not used: it is private and does not expose builtin options (padding,
 strides, fused activation), which the import needs.
 
-Operators are read in the file's order (the execution order) and must form one chain from the single input to
-the single output. Supported operators and how they map (anything else raises `UnsupportedLayerError` naming
+Operators are read in the file's order (the execution order): each reads the values of its input tensors (the
+DAG is built from tensor producers and readers), and every value must lead to the single output. Supported
+operators and how they map (anything else raises `UnsupportedLayerError` naming
 the operator, its index and its output tensor):
 
 - CONV_2D: "conv"; weights [Cout, KH, KW, Cin] become [KH, KW, Cin, Cout]; padding SAME/VALID, strides,
@@ -20,7 +22,12 @@ the operator, its index and its output tensor):
 - RESHAPE and SQUEEZE to a flat shape: "flatten" (omitted when the input is already flat). The small integer
   sub-graph Keras's Flatten converts to (SHAPE, STRIDED_SLICE, PACK, ... feeding RESHAPE's shape input) is
   recognised and skipped.
-- RELU, RELU6: fused into a preceding conv/depthwise/dense (or activation) layer, else an "activation" layer.
+- ADD (equal shapes), MUL (equal shapes, or an (H, W, C) map times a (1, 1, C) gate), CONCATENATION (over
+  channels), each with its fused activation: "add" / "mul" / "concat". An operand that is a constant (e.g. a
+  MUL by a scalar) is refused, naming the operator.
+- PAD, PADV2 with zeros, over height and width: "pad", folded into the conv / depthwise it alone feeds.
+- RELU, RELU6, LOGISTIC (sigmoid), HARD_SWISH: fused into the layer producing their input (weighted layers,
+  activations, joins) where nothing else reads it and the activations compose; else an "activation" layer.
 - SOFTMAX (beta 1) as the last operator: dropped (outputs are logits), recorded in `head_activation`.
 - DEQUANTIZE of a constant FLOAT16 tensor (float16 weight storage): the weights are widened to float32.
 
@@ -41,11 +48,11 @@ from typing import Any
 
 import numpy as np
 
-from edgemerge.emm.constants import MAX_KERNEL, MAX_STRIDE, Act
+from edgemerge.emm.constants import MAX_KERNEL, MAX_PAD, MAX_STRIDE, Act
 from edgemerge.errors import ModelFormatError, UnsupportedLayerError
-from edgemerge.importers.keras_import import _compose
+from edgemerge.importers import dag_fold
 from edgemerge.importers.source_model import (
-    WEIGHTED_KINDS,
+    MODEL_INPUT,
     Shape3,
     SourceLayer,
     SourceModel,
@@ -56,12 +63,16 @@ from edgemerge.text import printable
 
 SUPPORTED_OPS: tuple[str, ...] = (
     "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN", "RESHAPE",
-    "SQUEEZE", "RELU", "RELU6", "SOFTMAX (last)", "DEQUANTIZE (float16 weights)")
+    "SQUEEZE", "ADD", "MUL", "CONCATENATION", "PAD", "PADV2 (zeros)", "RELU", "RELU6", "LOGISTIC", "HARD_SWISH",
+    "SOFTMAX (last)", "DEQUANTIZE (float16 weights)")
 # Operators that only compute integer shape vectors (for a RESHAPE); skipped when that is all they feed.
 _SHAPE_HELPER_OPS = frozenset({"SHAPE", "STRIDED_SLICE", "PACK", "CONCATENATION", "GATHER", "SLICE", "CAST",
                                "REDUCE_PROD", "SQUEEZE", "EXPAND_DIMS", "FILL", "RESHAPE", "MUL", "ADD", "SUB"})
 _QUANTISED_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 _MEAN_AXES = frozenset({1, 2})
+# elementwise activation operators -> the format activation of their standalone layer
+_ELEMENTWISE_ACTIVATIONS = {"RELU": Act.RELU, "RELU6": Act.RELU6, "LOGISTIC": Act.SIGMOID,
+                            "HARD_SWISH": Act.HARD_SWISH}
 
 
 def _schema():
@@ -228,8 +239,9 @@ class _TFLiteGraph:
         return values.reshape(shape)
 
 
-class _ChainBuilder:
-    """Walks the operators of one chain, in order, into `SourceLayer`s, tracking the current shape."""
+class _GraphBuilder:
+    """Walks the operators, in the file's order, into unfused `SourceLayer`s with explicit inputs (tensor ->
+    value), then folds pads and activations (dag_fold)."""
 
     def __init__(self, g: _TFLiteGraph):
         self.g = g
@@ -250,7 +262,8 @@ class _ChainBuilder:
             "CONV_2D": self._conv2d, "DEPTHWISE_CONV_2D": self._depthwise, "FULLY_CONNECTED": self._dense,
             "MAX_POOL_2D": self._pool, "AVERAGE_POOL_2D": self._pool, "MEAN": self._mean,
             "RESHAPE": self._reshape, "SQUEEZE": self._reshape, "RELU": self._relu, "RELU6": self._relu,
-            "SOFTMAX": self._softmax,
+            "LOGISTIC": self._relu, "HARD_SWISH": self._relu, "SOFTMAX": self._softmax, "ADD": self._add,
+            "MUL": self._mul, "CONCATENATION": self._concat, "PAD": self._pad, "PADV2": self._pad,
         }
 
     # -- errors -----------------------------------------------------------------------------------
@@ -362,6 +375,8 @@ class _ChainBuilder:
 
     # -- the walk ---------------------------------------------------------------------------------
     def build(self) -> tuple[Shape3, list[SourceLayer]]:
+        """Reads the operators in the file's order (TFLite's execution order, so every input is computed before
+        its reader), each reading the values of its input tensors: chains and graphs with branches alike."""
         g = self.g
         graph_inputs, graph_outputs = g._indices(g.graph.inputs), g._indices(g.graph.outputs)
         if len(graph_inputs) != 1:
@@ -382,7 +397,9 @@ class _ChainBuilder:
             raise ModelFormatError(f"{self.file_name}: input shape {list(shape)} is not supported; expected "
                                    "(1, height, width, channels)")
         input_shape: Shape3 = (shape[1], shape[2], shape[3])
-        self.current, self.shape = x, input_shape
+        self.value_of = {x: MODEL_INPUT}
+        self.shapes = {MODEL_INPUT: input_shape}
+        softmax_output = None
 
         for i in range(len(g.ops)):
             name = g.op_names[i]
@@ -394,36 +411,49 @@ class _ChainBuilder:
             if self._is_shape_helper(i):
                 self.skipped.add(i)
                 continue
-            if self.current == graph_outputs[0] and self.head_activation == "softmax":
-                raise self.unsupported(i, "follows the final SOFTMAX")
             handler = self._handlers.get(name)
             if handler is None:
                 raise self.unsupported(i)
             inputs = g.inputs(i)
-            if not inputs or inputs[0] != self.current:
-                read = f"'{g.tensors[inputs[0]].name}'" if inputs and inputs[0] >= 0 else "no tensor"
-                raise ModelFormatError(f"{self._where(i)} reads {read}, not the output of the previous operator "
-                                       f"('{g.tensors[self.current].name}'): only single-chain models are "
-                                       "supported")
+            if not inputs or inputs[0] < 0:
+                raise self.unsupported(i, "reads no tensor")
+            if softmax_output is not None and softmax_output in inputs:
+                raise self.unsupported(i, "follows the final SOFTMAX")
+            if inputs[0] not in self.value_of:
+                producer = g.producer.get(inputs[0])
+                by = f"op {producer} {g.op_names[producer]}" if producer is not None else "no operator"
+                raise ModelFormatError(f"{self._where(i)} reads '{printable(g.tensors[inputs[0]].name)}', computed by "
+                                       f"{by} (a constant or a value computed later): only float values computed "
+                                       "before the operator are supported as its first input")
             if g.type_name(inputs[0]) != "FLOAT32":
                 raise self.quantised(i, f"its input is {g.type_name(inputs[0])}")
-            others = [c for c, _ in g.consumers.get(self.current, []) if c != i and c not in self.skipped
-                      and not self._is_shape_helper(c)]
-            if others or self.current in graph_outputs and self.current != x:
-                users = ", ".join(f"op {c} {g.op_names[c]}" for c in others) or "the model output"
-                raise ModelFormatError(f"{self.file_name}: tensor '{g.tensors[self.current].name}' feeds op {i} "
-                                       f"{name} and {users}; branches are not supported, only a single chain")
             outputs = g.outputs(i)
             if len(outputs) != 1:
                 raise self.unsupported(i, f"{len(outputs)} outputs, expected 1")
+            self.input_value = self.value_of[inputs[0]]
+            self.shape = self.shapes[self.input_value]
+            self.output_value = self.input_value      # handlers that emit a layer set it to the layer's name
             handler(i)
-            self.current = outputs[0]
-        if self.current != graph_outputs[0]:
-            raise ModelFormatError(f"{self.file_name}: the chain ends at '{g.tensors[self.current].name}', not at "
-                                   f"the model output '{g.tensors[graph_outputs[0]].name}'")
-        if not self.layers:
+            self.value_of[outputs[0]] = self.output_value
+            if name == "SOFTMAX":
+                softmax_output = outputs[0]
+        output_value = self.value_of.get(graph_outputs[0])
+        if output_value is None:
+            raise ModelFormatError(f"{self.file_name}: no operator computes the model output "
+                                   f"'{printable(g.tensors[graph_outputs[0]].name)}'")
+        if output_value == MODEL_INPUT or not self.layers:
             raise ModelFormatError(f"{self.file_name}: the model has no layers")
-        return input_shape, self.layers
+        layers = self.layers
+        reads = {n for layer in layers for n in layer.inputs}
+        unread = [layer.name for layer in layers if layer.name not in reads and layer.name != output_value]
+        if unread or layers[-1].name != output_value:
+            raise ModelFormatError(f"{self.file_name}: layer(s) {', '.join(unread or [layers[-1].name])} do not "
+                                   f"lead to the model output '{printable(g.tensors[graph_outputs[0]].name)}'; a "
+                                   "model has one output")
+        dag_fold.fold_pads(layers)
+        dag_fold.fuse_activations(layers)
+        dag_fold.drop_implicit_inputs(layers)
+        return input_shape, layers
 
     # -- helpers ----------------------------------------------------------------------------------
     def _options(self, i: int) -> Any:
@@ -482,7 +512,11 @@ class _ChainBuilder:
         for array in (layer.weights, layer.bias):
             if array is not None:
                 self.param_count += int(array.size)
+        if not layer.inputs:
+            layer.inputs = (self.input_value,)
         self.layers.append(layer)
+        self.shapes[layer.name] = layer.out_shape
+        self.output_value = layer.name
         self.shape = layer.out_shape
 
     def _is_flat(self) -> bool:
@@ -546,9 +580,11 @@ class _ChainBuilder:
             if bool(options.keepNumDims):
                 raise self.unsupported(i, "keep_num_dims on a non-flat input is not supported")
             # FULLY_CONNECTED flattens its input itself: make that explicit for the merged graph
-            self.layers.append(SourceLayer(self._unique(f"{self._layer_name_base(i)}_flatten"), "flatten",
-                                           self.shape, (1, 1, n)))
-            self.shape = (1, 1, n)
+            flatten = SourceLayer(self._unique(f"{self._layer_name_base(i)}_flatten"), "flatten", self.shape,
+                                  (1, 1, n), inputs=(self.input_value,))
+            self.layers.append(flatten)
+            self.shapes[flatten.name] = flatten.out_shape
+            self.input_value, self.shape = flatten.name, (1, 1, n)
         self._emit(i, SourceLayer(self._layer_name(i), "dense", self.shape, (1, 1, out),
                                   weights=np.ascontiguousarray(w.T), bias=self._bias(i, out),
                                   activation=self._activation(i, options)))
@@ -587,18 +623,91 @@ class _ChainBuilder:
         self._emit(i, SourceLayer(self._layer_name(i), "flatten", self.shape, (1, 1, n)))
 
     def _relu(self, i: int) -> None:
-        act = Act.RELU if self.g.op_names[i] == "RELU" else Act.RELU6
+        """RELU, RELU6, LOGISTIC, HARD_SWISH: a standalone activation layer (dag_fold fuses it into the layer
+        before it where that layer has no other reader)."""
+        act = _ELEMENTWISE_ACTIVATIONS[self.g.op_names[i]]
         self._check_declared(i, self.shape)
-        name = self._layer_name_base(i)
         output = self.g.tensors[self.g.outputs(i)[0]].name
-        previous = self.layers[-1] if self.layers else None
-        if previous is not None and previous.kind in (*WEIGHTED_KINDS, "activation"):
-            previous.activation = _compose(previous.activation, act)
-            previous.fused += (name,)
-            previous.match_output = output
-        else:
-            self.layers.append(SourceLayer(self._unique(name), "activation", self.shape, self.shape,
-                                           activation=act, match_output=output))
+        layer = SourceLayer(self._layer_name(i), "activation", self.shape, self.shape, activation=act,
+                            inputs=(self.input_value,))
+        self._emit(i, layer)
+        layer.match_output, layer.fused = output, ()
+
+    def _join_values(self, i: int) -> list[str]:
+        """The values op i joins: every input must be a float value computed before it (no constants)."""
+        g = self.g
+        values = []
+        for t in g.inputs(i):
+            if t < 0:
+                continue
+            if t not in self.value_of:
+                raise self.unsupported(i, f"its input '{printable(g.tensors[t].name)}' is a constant or not computed "
+                                          "before it; only joins of computed values are supported")
+            if g.type_name(t) != "FLOAT32":
+                raise self.quantised(i, f"its input is {g.type_name(t)}")
+            values.append(self.value_of[t])
+        return values
+
+    def _add(self, i: int) -> None:
+        values = self._join_values(i)
+        shapes = [self.shapes[v] for v in values]
+        if len(values) < 2 or len(set(shapes)) != 1:
+            raise self.unsupported(i, f"ADD of inputs {[list(s) for s in shapes]}: only equal shapes are supported")
+        self._emit(i, SourceLayer(self._layer_name(i), "add", shapes[0], shapes[0], inputs=tuple(values),
+                                  activation=self._activation(i, self._options(i))))
+
+    def _mul(self, i: int) -> None:
+        values = self._join_values(i)
+        if len(values) != 2:
+            raise self.unsupported(i, f"MUL of {len(values)} computed inputs: only two are supported")
+        a, b = (self.shapes[v] for v in values)
+        if a != b:
+            if not (a[2] == b[2] and (a[:2] == (1, 1) or b[:2] == (1, 1))):
+                raise self.unsupported(i, f"MUL of {list(a)} and {list(b)}: only equal shapes or an (H, W, C) map "
+                                          "times a (1, 1, C) gate are supported")
+            if a[:2] == (1, 1):
+                values, (a, b) = [values[1], values[0]], (b, a)
+        self._emit(i, SourceLayer(self._layer_name(i), "mul", a, a, inputs=tuple(values),
+                                  activation=self._activation(i, self._options(i))))
+
+    def _concat(self, i: int) -> None:
+        values = self._join_values(i)
+        options = self._options(i)
+        rank = len(self.g.tensors[self.g.outputs(i)[0]].shape)
+        if int(options.axis) not in (-1, rank - 1):
+            raise self.unsupported(i, f"concatenation over axis {int(options.axis)} of rank-{rank} values is not "
+                                      "supported (only over channels, the last axis)")
+        shapes = [self.shapes[v] for v in values]
+        if len(values) < 2 or len({s[:2] for s in shapes}) != 1:
+            raise self.unsupported(i, f"CONCATENATION of {[list(s) for s in shapes]}: only values of equal spatial "
+                                      "size are supported")
+        out = (shapes[0][0], shapes[0][1], sum(s[2] for s in shapes))
+        self._emit(i, SourceLayer(self._layer_name(i), "concat", shapes[0], out, inputs=tuple(values),
+                                  activation=self._activation(i, options)))
+
+    def _pad(self, i: int) -> None:
+        g = self.g
+        inputs = g.inputs(i)
+        if len(inputs) < 2 or inputs[1] < 0:
+            raise self.unsupported(i, "has no paddings input")
+        paddings = g.raw_constant(inputs[1])
+        if paddings is None or g.type_name(inputs[1]) not in ("INT32", "INT64"):
+            raise self.unsupported(i, "paddings are not a constant integer tensor")
+        if g.op_names[i] == "PADV2" and len(inputs) > 2 and inputs[2] >= 0:
+            value = g.raw_constant(inputs[2])
+            if value is None or np.any(np.asarray(value, np.float64) != 0.0):
+                raise self.unsupported(i, "pads with a value other than a constant 0")
+        paddings = np.asarray(paddings, np.int64)
+        if paddings.shape != (4, 2) or np.any(paddings[0] != 0) or np.any(paddings[3] != 0):
+            raise self.unsupported(i, f"paddings {paddings.tolist()} are not supported (only height and width of "
+                                      "a 4-D value)")
+        (top, bottom), (left, right) = paddings[1], paddings[2]
+        pads = (int(top), int(left), int(bottom), int(right))
+        if any(p < 0 or p > MAX_PAD for p in pads):
+            raise self.unsupported(i, f"padding {pads} is outside 0..{MAX_PAD}")
+        h, w, c = self.shape
+        self._emit(i, SourceLayer(self._layer_name(i), "pad", self.shape, (h + top + bottom, w + left + right, c),
+                                  pads=pads))
 
     def _softmax(self, i: int) -> None:
         g = self.g
@@ -620,7 +729,7 @@ def load_tflite_model(path: Path) -> SourceModel:
     except OSError as e:
         raise ModelFormatError(f"{path}: cannot read ({e.strerror})") from None
     graph = _TFLiteGraph(path, data)
-    builder = _ChainBuilder(graph)
+    builder = _GraphBuilder(graph)
     input_shape, layers = builder.build()
     return SourceModel(name=path.stem, path=path, input_shape=input_shape, layers=layers,
                        param_bytes=4 * builder.param_count, head_activation=builder.head_activation)
