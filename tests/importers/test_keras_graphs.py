@@ -166,11 +166,23 @@ def test_nested_models_are_refused_by_type(tmp_path):
         load_source_model(save(model, tmp_path))
 
 
-def test_merge_refuses_graphs_with_one_clear_error_until_it_handles_them(tmp_path):
+def test_residual_keras_models_of_different_architectures_merge_and_run(tmp_path):
+    """merge_files on two functional Keras files (ResNet-8 with projection shortcuts, MobileNetV2): the merged
+    DAG runs in the C runtime and equals the numpy executor of the same graph."""
+    from edgemerge import emm
+    from edgemerge.executors.numpy_exec import execute_graph
+    from edgemerge.runtime import Runtime
     from edgemerge.workflows.pipeline import merge_files
 
-    path = save(residual_nets.resnet8(), tmp_path, "resnet8")
-    with pytest.raises(ModelFormatError, match=r"merge: model file resnet8\.keras is a graph with branches "
-                                               r"\(layer s1_add \(add\) reads"):
-        merge_files({"a": path, "b": path}, tmp_path / "m.emm")
-    assert not (tmp_path / "m.emm").exists()
+    a = save(residual_nets.resnet8(), tmp_path, "resnet8")
+    b = save(residual_nets.mobilenet_v2(), tmp_path, "mnv2")
+    out = tmp_path / "m.emm"
+    merge_files({"a": a, "b": b}, out, preset="light")
+    graph = emm.read_emm(out)
+    assert {n.op.name for n in graph.nodes} >= {"ADD", "LUT_CONV2D"}
+    rt = Runtime(out)
+    for task in ("a", "b"):
+        x = np.random.default_rng(3).random((2, *rt.task(task).input_shape), dtype=np.float32)
+        ref = execute_graph(graph, task, x)
+        got = rt.run(task, x)
+        assert np.max(np.abs(got - ref)) <= 1e-4 * max(1.0, float(np.max(np.abs(ref))))
