@@ -173,6 +173,9 @@ def test_wheel_in_a_fresh_virtualenv_runs_without_the_merge_stack(tmp_path):
     assert (work / "rpi4" / "em_run").is_file()
     assert (work / "rpi4" / "em_run").read_bytes()[18:20] == (0xB7).to_bytes(2, "little")   # ELF aarch64
 
+    # model files that exist (their paths are checked first): the missing stack is what stops the merge
+    for name in ("a.keras", "b.keras"):
+        (work / name).write_bytes(b"PK\x03\x04 placeholder")
     result = run(edgemerge, "merge", "a=a.keras", "b=b.keras", "-o", "out.emm")
     assert result.returncode == 1
     assert result.stderr.strip() == 'error: edgemerge merge needs TensorFlow: pip install "edgemerge[merge]"'
