@@ -191,6 +191,10 @@ em_status em_plan_context(em_model *model, em_error *err);
 
 /* Monotonic nanoseconds for profiling (em_platform.c; a board without a clock returns 0). */
 uint64_t em_platform_now_ns(void);
+
+/* `allocator` itself, or malloc/free when it is NULL (em_platform.c): the one default of em_model_load and
+ * em_pool_create. */
+em_allocator em_allocator_or_default(const em_allocator *allocator);
 /* Resolves the kernel set AUTO to the best set this CPU supports (em_cpu.c); other sets unchanged. */
 uint32_t em_kernels_resolve(uint32_t kernels);
 

@@ -21,18 +21,6 @@
 #include "em_kernels.h"
 #include "em_parse.h"
 
-static void *default_alloc(void *user, size_t bytes)
-{
-    (void)user;
-    return malloc(bytes);
-}
-
-static void default_free(void *user, void *ptr)
-{
-    (void)user;
-    free(ptr);
-}
-
 /* ---------------------------------------------------------------------------------------------
  * 3. Nodes through their ops, tasks against the graph
  * --------------------------------------------------------------------------------------------- */
@@ -314,13 +302,7 @@ static em_status load_model(const void *data, size_t size, const em_allocator *a
         return em_fail(err, EM_STATUS_UNSUPPORTED, "em_model_load: this host does not store float32 as "
                        "little-endian IEEE-754, so tensors cannot be used in place");
 
-    if (allocator != NULL) {
-        a = *allocator;
-    } else {
-        a.alloc = default_alloc;
-        a.free = default_free;
-        a.user = NULL;
-    }
+    a = em_allocator_or_default(allocator);
     memset(&L, 0, sizeof L);
     L.model = (em_model *)em_alloc_array(&a, 1, sizeof *L.model, "the model", &st, err);
     if (L.model == NULL) return st;

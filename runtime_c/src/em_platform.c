@@ -6,7 +6,31 @@
 #define _POSIX_C_SOURCE 199309L /* clock_gettime */
 #endif
 
+#include <stdlib.h>
+
 #include "em_internal.h"
+
+static void *default_alloc(void *user, size_t bytes)
+{
+    (void)user;
+    return malloc(bytes);
+}
+
+static void default_free(void *user, void *ptr)
+{
+    (void)user;
+    free(ptr);
+}
+
+em_allocator em_allocator_or_default(const em_allocator *allocator)
+{
+    em_allocator a;
+    if (allocator != NULL) return *allocator;
+    a.alloc = default_alloc;
+    a.free = default_free;
+    a.user = NULL;
+    return a;
+}
 
 #if defined(EM_PLATFORM_CUSTOM_CLOCK)
 /* provided by the board */

@@ -98,18 +98,6 @@ static void *worker_main(void *p)
 }
 #endif
 
-static void *default_alloc(void *user, size_t bytes)
-{
-    (void)user;
-    return malloc(bytes);
-}
-
-static void default_free(void *user, void *ptr)
-{
-    (void)user;
-    free(ptr);
-}
-
 em_status em_pool_create(uint32_t threads, const em_allocator *allocator, em_pool **out_pool, em_error *err)
 {
     em_allocator a;
@@ -126,13 +114,7 @@ em_status em_pool_create(uint32_t threads, const em_allocator *allocator, em_poo
 #endif
     if (allocator != NULL && (allocator->alloc == NULL || allocator->free == NULL))
         return em_fail(err, EM_STATUS_BAD_ARGUMENT, "em_pool_create: allocator needs both alloc and free");
-    if (allocator != NULL) {
-        a = *allocator;
-    } else {
-        a.alloc = default_alloc;
-        a.free = default_free;
-        a.user = NULL;
-    }
+    a = em_allocator_or_default(allocator);
     pool = (em_pool *)a.alloc(a.user, sizeof *pool);
     if (pool == NULL) return em_fail(err, EM_STATUS_NO_MEMORY, "em_pool_create: out of memory");
     memset(pool, 0, sizeof *pool);
