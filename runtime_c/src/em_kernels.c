@@ -106,8 +106,8 @@ static const em_kernel em_registry[] = {
 #endif
     EM_PORTABLE_ROW_KERNEL(EM_OP_DEPTHWISE_CONV2D, "depthwise_conv2d_f32_direct", em_depthwise_conv2d_direct_run,
                            em_depthwise_conv2d_direct_run_part),
-    EM_PORTABLE_ROW_KERNEL(EM_OP_MAX_POOL, "max_pool_f32", em_max_pool_run, em_max_pool_run_part),
-    EM_PORTABLE_ROW_KERNEL(EM_OP_AVG_POOL, "avg_pool_f32", em_avg_pool_run, em_avg_pool_run_part),
+    EM_PORTABLE_ROW_KERNEL(EM_OP_MAX_POOL, "max_pool_f32", em_max_pool_run, em_pool_run_part),
+    EM_PORTABLE_ROW_KERNEL(EM_OP_AVG_POOL, "avg_pool_f32", em_avg_pool_run, em_pool_run_part),
     EM_PORTABLE_KERNEL(EM_OP_GLOBAL_AVG_POOL, EM_ALGO_DIRECT, "global_avg_pool_f32", em_global_avg_pool_run),
     EM_PORTABLE_KERNEL(EM_OP_RESHAPE, EM_ALGO_COPY, "reshape_f32_copy", em_copy_activate_run),
     EM_PORTABLE_KERNEL(EM_OP_ACTIVATION, EM_ALGO_COPY, "activation_f32", em_copy_activate_run),

@@ -94,10 +94,8 @@ void em_avg_pool_run(const em_node *node, const float *input, float *output, con
 uint32_t em_opt_split_rows(const em_node *node, const em_kernel_env *env, uint32_t step, uint32_t *units);
 void em_depthwise_conv2d_direct_run_part(const em_node *node, const float *input, float *output,
                                          const em_kernel_env *env, uint32_t step, uint32_t begin, uint32_t end);
-void em_max_pool_run_part(const em_node *node, const float *input, float *output, const em_kernel_env *env,
-                          uint32_t step, uint32_t begin, uint32_t end);
-void em_avg_pool_run_part(const em_node *node, const float *input, float *output, const em_kernel_env *env,
-                          uint32_t step, uint32_t begin, uint32_t end);
+void em_pool_run_part(const em_node *node, const float *input, float *output, const em_kernel_env *env,
+                      uint32_t step, uint32_t begin, uint32_t end); /* MAX_POOL and AVG_POOL */
 void em_global_avg_pool_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
 void em_copy_activate_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
 

@@ -281,12 +281,13 @@ void em_max_pool_run(const em_node *node, const float *input, float *output, con
     pool(node, input, output, 0, 0, node->out.h);
 }
 
-void em_max_pool_run_part(const em_node *node, const float *input, float *output, const em_kernel_env *env,
-                          uint32_t step, uint32_t begin, uint32_t end)
+/* both pools' run_part: the op says which */
+void em_pool_run_part(const em_node *node, const float *input, float *output, const em_kernel_env *env,
+                      uint32_t step, uint32_t begin, uint32_t end)
 {
     (void)env;
     (void)step;
-    pool(node, input, output, 0, begin, end);
+    pool(node, input, output, node->op == EM_OP_AVG_POOL, begin, end);
 }
 
 void em_avg_pool_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
@@ -295,13 +296,6 @@ void em_avg_pool_run(const em_node *node, const float *input, float *output, con
     pool(node, input, output, 1, 0, node->out.h);
 }
 
-void em_avg_pool_run_part(const em_node *node, const float *input, float *output, const em_kernel_env *env,
-                          uint32_t step, uint32_t begin, uint32_t end)
-{
-    (void)env;
-    (void)step;
-    pool(node, input, output, 1, begin, end);
-}
 
 void em_global_avg_pool_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
 {
