@@ -98,6 +98,10 @@ typedef struct em_node {
     /* EM_LOAD_PARALLEL_TASKS (em_plan.c plan_lanes): the task whose lane runs this node (the only task that
      * needs it), or EM_NONE for a node several tasks need, run before the lanes start. */
     uint32_t lane;
+    /* Threads (em_plan.c): the node's estimated work (em_node_cost), and whether a run with a pool splits it
+     * over the workers (its kernel has split() and cost >= EM_SPLIT_MIN_COST). */
+    uint64_t cost;
+    int split;
 } em_node;
 
 /* Nodes that share one lookup table: the first of them to run in a run builds it, the others reuse it. */
@@ -159,6 +163,12 @@ struct em_model {
      * nodes (node.lane); lane_count = task_count, or 0 when the model was planned serially. */
     uint32_t lane_count;
     uint32_t prefix_steps;
+    /* Work estimates (em_node_cost) for choosing, per run with a pool, between the task lanes and splitting
+     * nodes: of the prefix's and of all nodes, each as the part in split nodes and the rest, and the number
+     * of split nodes; lane_cost[t] is lane t's (lane plans only). */
+    uint64_t prefix_cost_split, prefix_cost_serial, cost_split, cost_serial;
+    uint32_t prefix_split_nodes, split_nodes;
+    uint64_t lane_cost[EM_MAX_TASKS];
 };
 
 /* Per-node profiling counters of a context (em_node_profile, kept internally). */

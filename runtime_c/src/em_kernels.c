@@ -23,18 +23,24 @@
 #define EM_FAST_KERNEL(op_, algorithm_, isa_, name_, supports_, plan_, pack_, run_, micro_)                     \
     {.op = (op_), .algorithm = (algorithm_), .isa = (isa_), .name = (name_), .supports = (supports_),            \
      .plan = (plan_), .pack = (pack_), .run = (run_), .micro = (micro_)}
+/* The same with a split over threads (em_kernels.h split / run_part). */
+#define EM_SPLIT_KERNEL(op_, algorithm_, isa_, name_, supports_, plan_, pack_, run_, micro_, split_, run_part_)  \
+    {.op = (op_), .algorithm = (algorithm_), .isa = (isa_), .name = (name_), .supports = (supports_),            \
+     .plan = (plan_), .pack = (pack_), .run = (run_), .micro = (micro_), .split = (split_), .run_part = (run_part_)}
 
 /* The kernels on one set's micro-kernel table (matrix products, depthwise rows). Names:
  * <op>_<dtype>_<algorithm>_<set>. The direct convolution also runs fused run groups of 1×1 nodes. */
 #define EM_MATRIX_KERNELS(set_, micro_)                                                                          \
-    EM_FAST_KERNEL(EM_OP_LUT_CONV2D, EM_ALGO_LUT_TABLES, EM_ISA_MICRO, "lut_conv2d_f32_" set_,                   \
-                   em_lut_conv2d_planar_supports, em_lut_conv2d_planar_plan, em_lut_conv2d_planar_pack,        \
-                   em_lut_conv2d_planar_run, &(micro_)),                                                        \
-    EM_FAST_KERNEL(EM_OP_LUT_CONV2D, EM_ALGO_LUT_DECODED, EM_ISA_MICRO, "lut_conv2d_f32_decoded_" set_,          \
-                   em_lut_f32_supports, em_lut_conv2d_decoded_plan, em_lut_conv2d_decoded_pack,                \
-                   em_lut_conv2d_decoded_run, &(micro_)),                                                       \
-    EM_FAST_KERNEL(EM_OP_LUT_DENSE, EM_ALGO_LUT_TABLES, EM_ISA_MICRO, "lut_dense_f32_" set_, em_lut_f32_supports, \
-                   em_lut_dense_plan, em_lut_dense_pack, em_lut_dense_run, &(micro_)),                          \
+    EM_SPLIT_KERNEL(EM_OP_LUT_CONV2D, EM_ALGO_LUT_TABLES, EM_ISA_MICRO, "lut_conv2d_f32_" set_,                  \
+                    em_lut_conv2d_planar_supports, em_lut_conv2d_planar_plan, em_lut_conv2d_planar_pack,       \
+                    em_lut_conv2d_planar_run, &(micro_), em_lut_conv2d_planar_split,                           \
+                    em_lut_conv2d_planar_run_part),                                                            \
+    EM_SPLIT_KERNEL(EM_OP_LUT_CONV2D, EM_ALGO_LUT_DECODED, EM_ISA_MICRO, "lut_conv2d_f32_decoded_" set_,         \
+                    em_lut_f32_supports, em_lut_conv2d_decoded_plan, em_lut_conv2d_decoded_pack,               \
+                    em_lut_conv2d_decoded_run, &(micro_), em_conv2d_direct_split, em_lut_conv2d_decoded_run_part), \
+    EM_SPLIT_KERNEL(EM_OP_LUT_DENSE, EM_ALGO_LUT_TABLES, EM_ISA_MICRO, "lut_dense_f32_" set_, em_lut_f32_supports, \
+                    em_lut_dense_plan, em_lut_dense_pack, em_lut_dense_run, &(micro_), em_lut_dense_split,      \
+                    em_lut_dense_run_part),                                                                    \
     EM_FAST_KERNEL(EM_OP_LUT_CONV2D, EM_ALGO_LUT_INT8, EM_ISA_MICRO, "lut_conv2d_i8_" set_, em_lut_int8_supports, \
                    em_lut_int8_plan, em_lut_int8_pack, em_lut_int8_run, &(micro_)),                             \
     EM_FAST_KERNEL(EM_OP_LUT_DENSE, EM_ALGO_LUT_INT8, EM_ISA_MICRO, "lut_dense_i8_" set_, em_lut_int8_supports,   \
@@ -47,16 +53,22 @@
                    &(micro_)),                                                                                  \
     {.op = EM_OP_CONV2D, .algorithm = EM_ALGO_DIRECT, .isa = EM_ISA_MICRO, .name = "conv2d_f32_direct_" set_,    \
      .plan = em_conv2d_direct_plan, .run = em_conv2d_direct_run, .micro = &(micro_),                            \
-     .fusable = em_conv2d_1x1_supports, .fused_run = em_conv2d_direct_fused_run, .residual_add = 1},           \
-    EM_FAST_KERNEL(EM_OP_DENSE, EM_ALGO_GEMV, EM_ISA_MICRO, "dense_f32_gemv_" set_, NULL, em_opt_plan_no_scratch, \
-                   NULL, em_dense_gemv_run, &(micro_)),                                                         \
-    EM_FAST_KERNEL(EM_OP_DEPTHWISE_CONV2D, EM_ALGO_ROWS, EM_ISA_MICRO, "depthwise_conv2d_f32_rows_" set_,        \
-                   em_depthwise_conv2d_rows_supports, em_opt_plan_no_scratch, NULL, em_depthwise_conv2d_rows_run, \
-                   &(micro_))
+     .fusable = em_conv2d_1x1_supports, .fused_run = em_conv2d_direct_fused_run, .residual_add = 1,            \
+     .split = em_conv2d_direct_split, .run_part = em_conv2d_direct_run_part},                                   \
+    EM_SPLIT_KERNEL(EM_OP_DENSE, EM_ALGO_GEMV, EM_ISA_MICRO, "dense_f32_gemv_" set_, NULL, em_opt_plan_no_scratch, \
+                    NULL, em_dense_gemv_run, &(micro_), em_dense_gemv_split, em_dense_gemv_run_part),            \
+    EM_SPLIT_KERNEL(EM_OP_DEPTHWISE_CONV2D, EM_ALGO_ROWS, EM_ISA_MICRO, "depthwise_conv2d_f32_rows_" set_,       \
+                    em_depthwise_conv2d_rows_supports, em_opt_plan_no_scratch, NULL, em_depthwise_conv2d_rows_run, \
+                    &(micro_), em_opt_split_rows, em_depthwise_conv2d_rows_run_part)
 
 /* Ops without a matrix product: one portable kernel serves every fast set. */
 #define EM_PORTABLE_KERNEL(op_, algorithm_, name_, run_)                                                        \
     EM_FAST_KERNEL(op_, algorithm_, EM_ISA_PORTABLE, name_, NULL, em_opt_plan_no_scratch, NULL, run_, NULL)
+
+/* ... whose runs split into output rows over threads */
+#define EM_PORTABLE_ROW_KERNEL(op_, name_, run_, run_part_)                                                     \
+    EM_SPLIT_KERNEL(op_, EM_ALGO_DIRECT, EM_ISA_PORTABLE, name_, NULL, em_opt_plan_no_scratch, NULL, run_, NULL,  \
+                    em_opt_split_rows, run_part_)
 
 static const em_kernel em_registry[] = {
     EM_REFERENCE_KERNEL(EM_OP_CONV2D, "conv2d_ref", em_conv2d_ref),
@@ -92,10 +104,10 @@ static const em_kernel em_registry[] = {
     EM_FAST_KERNEL(EM_OP_DENSE, EM_ALGO_GEMV, EM_ISA_BLAS, "dense_f32_gemv_blas", NULL, em_opt_plan_no_scratch, NULL,
                    em_dense_gemv_run, &em_micro_blas),
 #endif
-    EM_PORTABLE_KERNEL(EM_OP_DEPTHWISE_CONV2D, EM_ALGO_DIRECT, "depthwise_conv2d_f32_direct",
-                       em_depthwise_conv2d_direct_run),
-    EM_PORTABLE_KERNEL(EM_OP_MAX_POOL, EM_ALGO_DIRECT, "max_pool_f32", em_max_pool_run),
-    EM_PORTABLE_KERNEL(EM_OP_AVG_POOL, EM_ALGO_DIRECT, "avg_pool_f32", em_avg_pool_run),
+    EM_PORTABLE_ROW_KERNEL(EM_OP_DEPTHWISE_CONV2D, "depthwise_conv2d_f32_direct", em_depthwise_conv2d_direct_run,
+                           em_depthwise_conv2d_direct_run_part),
+    EM_PORTABLE_ROW_KERNEL(EM_OP_MAX_POOL, "max_pool_f32", em_max_pool_run, em_pool_run_part),
+    EM_PORTABLE_ROW_KERNEL(EM_OP_AVG_POOL, "avg_pool_f32", em_avg_pool_run, em_pool_run_part),
     EM_PORTABLE_KERNEL(EM_OP_GLOBAL_AVG_POOL, EM_ALGO_DIRECT, "global_avg_pool_f32", em_global_avg_pool_run),
     EM_PORTABLE_KERNEL(EM_OP_RESHAPE, EM_ALGO_COPY, "reshape_f32_copy", em_copy_activate_run),
     EM_PORTABLE_KERNEL(EM_OP_ACTIVATION, EM_ALGO_COPY, "activation_f32", em_copy_activate_run),

@@ -73,6 +73,25 @@ typedef void (*em_eval_n_fn)(const em_node *node, const float *const *inputs, fl
 /* One product over `pixels` rows of node->in.c floats at input to rows of node->out.c at output. */
 typedef void (*em_kernel_fused_run_fn)(const em_node *node, const float *input, float *output, size_t pixels);
 
+/* Splitting one run of a node over a pool's workers (em_runtime.c run_split; nodes whose cost reaches
+ * EM_SPLIT_MIN_COST, em_select.c). A kernel with split() describes its run as steps 0, 1, ...:
+ * split(node, env, step, &units) returns 0 past the last step, else the step's kind (EM_STEP_*, for the
+ * profile) with *units set to the step's pieces (0: nothing to do this run, e.g. a shared table already
+ * built). The pieces of a step write bytes no other piece of it writes and compute each output element with
+ * the same operations in the same order as run() does (whole output rows, output channels, or blocks of
+ * EM_SPLIT_COLUMNS columns, which the micro-kernels' vector blocking divides), so any grouping of pieces over
+ * any threads gives run()'s bits. run_part(..., step, begin, end) computes pieces [begin, end) of a step;
+ * steps run in order, each finished before the next. split() runs on the calling thread between steps, so it
+ * may do a step's serial bookkeeping (mark a shared table built). */
+#define EM_STEP_TABLE 1u  /* building a lookup table (profile: table_ns) */
+#define EM_STEP_OUTPUT 2u /* computing output values (profile: accumulate_ns) */
+/* Column blocks of split matrix-vector products: a multiple of 4 vectors on every ISA (AVX-512's 16 lanes
+ * included), the widest block gemv_t and lut_accumulate_gather run before their tail code. */
+#define EM_SPLIT_COLUMNS 64u
+typedef uint32_t (*em_kernel_split_fn)(const em_node *node, const em_kernel_env *env, uint32_t step, uint32_t *units);
+typedef void (*em_kernel_run_part_fn)(const em_node *node, const float *input, float *output, const em_kernel_env *env,
+                                      uint32_t step, uint32_t begin, uint32_t end);
+
 typedef struct em_kernel {
     uint32_t op;
     em_algorithm algorithm;
@@ -88,6 +107,8 @@ typedef struct em_kernel {
     em_kernel_supports_fn fusable;    /* with fused_run: the nodes it can fuse (NULL: every node it runs) */
     em_kernel_fused_run_fn fused_run; /* NULL: the kernel cannot run a fused group */
     int residual_add; /* run() can add env->residual in its epilogue (fused residual ADD, em_plan.c) */
+    em_kernel_split_fn split;       /* NULL: the kernel runs a node on one thread */
+    em_kernel_run_part_fn run_part; /* with split */
 } em_kernel;
 
 /* ---- the registry (em_kernels.c) ---- */
@@ -123,5 +144,13 @@ extern const em_kernel em_add_fused_kernel;
  * what the set offers. Called after prepare() succeeded; never NULL (the reference kernel is the
  * fallback). */
 const em_kernel *em_kernel_choose(const em_model *model, const em_node *node, uint32_t kernels);
+
+/* Estimated work of one run of the node with its chosen kernel, in the cost model's units (one multiply-add
+ * of the direct convolution, em_select.c). Nodes below EM_SPLIT_MIN_COST run on one thread: splitting them
+ * would cost more in handoffs than it saves. */
+uint64_t em_node_cost(const em_node *node);
+#ifndef EM_SPLIT_MIN_COST
+#define EM_SPLIT_MIN_COST 32768u
+#endif
 
 #endif /* EDGEMERGE_EM_KERNELS_H */

@@ -383,6 +383,36 @@ static void fuse_residual_adds(em_model *m, uint32_t *consumers)
     }
 }
 
+/* Threads: each node's cost and whether a run with a pool splits it (em_kernels.h split), and the sums
+ * em_run_all compares to choose between the task lanes and split nodes. (A fused run group's step is one
+ * product, never split; its members run alone, and may be split, in em_run_task.) */
+static void plan_split(em_model *m)
+{
+    uint32_t n, t;
+    m->prefix_cost_split = m->prefix_cost_serial = m->cost_split = m->cost_serial = 0;
+    m->prefix_split_nodes = m->split_nodes = 0;
+    for (t = 0; t < EM_MAX_TASKS; ++t) m->lane_cost[t] = 0;
+    for (n = 0; n < m->node_count; ++n) {
+        em_node *node = &m->nodes[n];
+        node->cost = em_node_cost(node);
+        node->split = node->kernel->split != NULL && node->kernel->run_part != NULL && node->cost >= EM_SPLIT_MIN_COST;
+        if (node->split) {
+            m->cost_split += node->cost;
+            ++m->split_nodes;
+        } else {
+            m->cost_serial += node->cost;
+        }
+        if (m->lane_count > 0 && node->lane != EM_NONE) {
+            m->lane_cost[node->lane] += node->cost;
+        } else if (node->split) {
+            m->prefix_cost_split += node->cost;
+            ++m->prefix_split_nodes;
+        } else {
+            m->prefix_cost_serial += node->cost;
+        }
+    }
+}
+
 static int tables_compatible(const em_node *a, const em_node *b)
 {
     return a->kernel == b->kernel && a->op == b->op && a->input == b->input && a->weight_id == b->weight_id &&
@@ -458,6 +488,7 @@ em_status em_plan_context(em_model *m, em_error *err)
     for (n = 0; n < m->node_count; ++n) pb.block_of[n] = EM_NONE;
     fuse_groups(m, &pb, temp + 6u * m->node_count);
     fuse_residual_adds(m, temp); /* node_group's words are free again */
+    plan_split(m);
 
     /* last uses, in steps */
     for (n = 0; n < m->node_count; ++n) m->nodes[n].last_use = m->nodes[n].step;

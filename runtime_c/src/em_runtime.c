@@ -252,7 +252,60 @@ static const float *value_data(const em_context *ctx, uint32_t value)
     return value < m->input_count ? ctx->inputs[value] : ctx->node_outputs[value - m->input_count];
 }
 
-static void run_node(em_context *ctx, uint32_t n)
+/* One step of a split node on the pool: pieces [units · c / chunks, units · (c + 1) / chunks) per chunk c. */
+typedef struct split_job {
+    const em_node *node;
+    const float *input;
+    float *output;
+    const em_kernel_env *env;
+    uint32_t step, units, chunks;
+} split_job;
+
+static void run_split_chunk(void *arg, uint32_t chunk)
+{
+    const split_job *job = (const split_job *)arg;
+    const uint32_t begin = (uint32_t)((uint64_t)job->units * chunk / job->chunks);
+    const uint32_t end = (uint32_t)((uint64_t)job->units * (chunk + 1u) / job->chunks);
+    if (begin < end) job->node->kernel->run_part(job->node, job->input, job->output, job->env, job->step, begin, end);
+}
+
+/* Chunks per worker of a split step: more than one, so a worker that starts late (or a slower piece) leaves
+ * less of the step to wait for; few, since every claim is an atomic operation on a shared line. */
+#ifndef EM_SPLIT_CHUNKS_PER_THREAD
+#define EM_SPLIT_CHUNKS_PER_THREAD 2u
+#endif
+
+/* A run of a split node: its kernel's steps in order, each over the pool (em_kernels.h split / run_part).
+ * The pieces get no profile (they would add to one counter from several threads); the step's time goes to
+ * table_ns or accumulate_ns here. */
+static void run_split(em_context *ctx, const em_node *node, const float *input, float *output, em_kernel_env *env)
+{
+    const uint32_t threads = em_pool_threads(ctx->pool);
+    em_profile_counters *profile = env->profile;
+    split_job job;
+    uint32_t kind;
+    env->profile = NULL;
+    job.node = node;
+    job.input = input;
+    job.output = output;
+    job.env = env;
+    for (job.step = 0; (kind = node->kernel->split(node, env, job.step, &job.units)) != 0; ++job.step) {
+        const uint64_t start = profile != NULL ? em_platform_now_ns() : 0;
+        if (job.units == 0) continue;
+        job.chunks = job.units < threads * EM_SPLIT_CHUNKS_PER_THREAD ? job.units : threads * EM_SPLIT_CHUNKS_PER_THREAD;
+        em_pool_run_chunks(ctx->pool, run_split_chunk, &job, job.chunks);
+        if (profile != NULL) {
+            const uint64_t ns = em_platform_now_ns() - start;
+            if (kind == EM_STEP_TABLE) profile->table_ns += ns;
+            else profile->accumulate_ns += ns;
+        }
+    }
+    env->profile = profile;
+}
+
+/* Runs node n. `split`: whether a split node may use the context's pool (not inside a task lane, which
+ * already has a worker of its own). */
+static void run_node_on(em_context *ctx, uint32_t n, int split)
 {
     const em_node *node = &ctx->model->nodes[n];
     const em_kernel *k = node->kernel;
@@ -270,7 +323,10 @@ static void run_node(em_context *ctx, uint32_t n)
             env.shared_table = (float *)(void *)(ctx->arena + ctx->model->table_groups[node->table_group].offset);
             env.table_ready = &ctx->table_ready[node->table_group];
         }
-        k->run(node, input, ctx->node_outputs[n], &env);
+        if (split && node->split && ctx->pool != NULL && em_pool_threads(ctx->pool) > 1)
+            run_split(ctx, node, input, ctx->node_outputs[n], &env);
+        else
+            k->run(node, input, ctx->node_outputs[n], &env);
     } else if (k->eval_n != NULL) {
         const float *inputs[EM_MAX_NODE_INPUTS];
         uint32_t i;
@@ -284,6 +340,11 @@ static void run_node(em_context *ctx, uint32_t n)
         ++profile->runs;
     }
     ++ctx->node_runs[n];
+}
+
+static void run_node(em_context *ctx, uint32_t n)
+{
+    run_node_on(ctx, n, 1);
 }
 
 /* One step of em_run_all for run group g: a fused group is one product over the members' pixels, whose
@@ -380,7 +441,41 @@ static void run_lanes(void *arg, uint32_t worker)
     uint32_t lane, i;
     for (lane = worker; lane < m->lane_count; lane += job->threads)
         for (i = m->prefix_steps; i < m->node_count; ++i)
-            if (m->nodes[m->schedule[i]].lane == lane) run_node(ctx, m->schedule[i]);
+            if (m->nodes[m->schedule[i]].lane == lane) run_node_on(ctx, m->schedule[i], 0);
+}
+
+/* Handoffs cost, in the cost model's units, per split step (about 0.5 µs, em_select.c) and the steps per
+ * split node (most kernels have two). */
+#define EM_SPLIT_HANDOFF_COST (EM_SPLIT_MIN_COST / 2u)
+#define EM_SPLIT_STEPS_PER_NODE 2u
+
+/* Whether em_run_all on `threads` workers runs the task lanes in parallel rather than the schedule node by
+ * node with the large nodes split: the estimate of the longest worker's work, prefix then lanes (each lane
+ * on one worker, lanes w, w + threads, ... on worker w, as run_lanes deals them out), against that of
+ * splitting every split node over all workers. Lanes win when the tasks are balanced and many nodes are
+ * small; splitting when one task dominates (the example pair: its fashion task is 60% of the work). The cost
+ * model is rough per layer (on the example pair it puts the two tasks within 10% of each other, measured
+ * 60:40), and a lane's imbalance costs the whole difference while a split step's only a piece, so the lanes
+ * must be estimated EM_LANES_MARGIN_X10 / 10 times faster to be chosen. */
+#ifndef EM_LANES_MARGIN_X10
+#define EM_LANES_MARGIN_X10 12u
+#endif
+static int lanes_help(const em_model *m, uint32_t threads)
+{
+    uint64_t lanes = m->prefix_cost_serial + m->prefix_cost_split / threads +
+                     (uint64_t)m->prefix_split_nodes * EM_SPLIT_STEPS_PER_NODE * EM_SPLIT_HANDOFF_COST;
+    uint64_t worst = 0, split;
+    uint32_t w, t;
+    if (m->lane_count < 2) return 0;
+    for (w = 0; w < threads && w < m->lane_count; ++w) {
+        uint64_t load = 0;
+        for (t = w; t < m->lane_count; t += threads) load += m->lane_cost[t];
+        if (load > worst) worst = load;
+    }
+    lanes += worst;
+    split = m->cost_serial + m->cost_split / threads + (uint64_t)m->split_nodes * EM_SPLIT_STEPS_PER_NODE *
+                                                           EM_SPLIT_HANDOFF_COST;
+    return lanes * EM_LANES_MARGIN_X10 < split * 10u;
 }
 
 em_status em_run_all(em_context *ctx, const float *const *inputs, float *const *outputs, em_error *err)
@@ -404,9 +499,11 @@ em_status em_run_all(em_context *ctx, const float *const *inputs, float *const *
     begin_run(ctx);
     i = 0;
     /* the schedule is a topological order, so a trunk shared by several tasks runs once; nodes that share
-     * weights across tasks run as one step (em_plan.c). A lane plan with a pool: the prefix (nodes several
-     * tasks need) here, then the lanes on the pool's workers. */
-    if (ctx->pool != NULL && m->lane_count > 1 && em_pool_threads(ctx->pool) > 1) {
+     * weights across tasks run as one step (em_plan.c). A lane plan with a pool, where the lanes help
+     * (lanes_help): the prefix (nodes several tasks need) here, then the lanes on the pool's workers; else
+     * node by node, each split node over the pool's workers (run_node). */
+    if (ctx->pool != NULL && m->lane_count > 1 && em_pool_threads(ctx->pool) > 1 &&
+        lanes_help(m, em_pool_threads(ctx->pool))) {
         lane_job job;
         for (i = 0; i < m->prefix_steps; ++i) run_node(ctx, m->schedule[i]);
         job.ctx = ctx;

@@ -141,3 +141,54 @@ const em_kernel *em_kernel_choose(const em_model *model, const em_node *node, ui
     }
     return k != NULL ? k : em_kernel_lookup(reference, node->op, EM_ALGO_REFERENCE, EM_ISA_REFERENCE, node);
 }
+
+/* ---- work estimate for splitting a run over threads ------------------------------------------------
+ * Same unit as above (one multiply-add of the direct convolution). Fitted to the per-node profile of the
+ * README pair at `light` (AVX-512, 1 thread): a pool's float per window cell costs about 20 units
+ * (EM_COST_POOL_CELL: memory-bound compares); a direct convolution whose kernel row is short (KW·Cin < 16
+ * floats, e.g. the r = 1 first layers on one input channel) runs its multiply-adds 16 / (KW·Cin) times slower
+ * (the micro-kernel's k loop is too short to keep its accumulators busy); a copy or an elementwise value
+ * costs about one unit. EM_SPLIT_MIN_COST (em_kernels.h),
+ * 32768 units, is about 1-2 µs of one core's work on the example pair's layers (13 000 units/µs for its
+ * r = 1 first conv, 60 000 for its LUT layers, AVX-512): a handoff to the pool's workers and back costs
+ * about 0.3-1 µs, so a node below that runs on one thread. */
+#ifndef EM_COST_POOL_CELL
+#define EM_COST_POOL_CELL 20u
+#endif
+
+static uint64_t direct_conv_cost(const em_node *node, uint64_t macs)
+{
+    const uint64_t row = (uint64_t)node->kernel_w * node->in.c;
+    return row < 16u ? macs * 16u / (row ? row : 1u) : macs;
+}
+
+uint64_t em_node_cost(const em_node *node)
+{
+    const uint64_t taps = (uint64_t)node->kernel_h * node->kernel_w;
+    const uint64_t out_px = (uint64_t)node->out.h * node->out.w, in_px = (uint64_t)node->in.h * node->in.w;
+    const uint64_t r = node->seg_len ? node->seg_len : 1u, C = node->codewords;
+    const uint64_t S = (node->in.c + r - 1u) / r;
+    switch (node->op) {
+    case EM_OP_CONV2D:
+        return direct_conv_cost(node, out_px * taps * node->in.c * node->out.c);
+    case EM_OP_DEPTHWISE_CONV2D:
+        return out_px * taps * node->out.c;
+    case EM_OP_DENSE:
+        return (uint64_t)node->in.numel * node->out.c;
+    case EM_OP_LUT_CONV2D:
+        if (node->kernel != NULL && node->kernel->algorithm == EM_ALGO_LUT_DECODED)
+            return direct_conv_cost(node, out_px * taps * node->in.c * node->out.c);
+        return (in_px * S * r * C * EM_LUT_COST_TABLE_X10 + out_px * taps * S * node->out.c * EM_LUT_COST_ADD_X10) / 10u;
+    case EM_OP_LUT_DENSE: {
+        const uint64_t s_dense = (node->in.numel + r - 1u) / r;
+        return ((uint64_t)node->in.numel * C * EM_LUT_COST_TABLE_X10 + s_dense * node->out.c * EM_LUT_COST_ADD_X10) / 10u;
+    }
+    case EM_OP_MAX_POOL:
+    case EM_OP_AVG_POOL:
+        return (uint64_t)node->out.numel * taps * EM_COST_POOL_CELL;
+    case EM_OP_GLOBAL_AVG_POOL:
+        return (uint64_t)node->in.numel * EM_COST_POOL_CELL;
+    default:
+        return node->out.numel;
+    }
+}

@@ -1,12 +1,26 @@
-/* The worker pool (em_threads.h): threads-1 pthreads that sleep on a condition variable between jobs,
- * plus the caller as worker 0. A job is a generation number: em_pool_run publishes fn/arg, bumps the
- * generation and wakes the workers; each runs fn(arg, its id) once and counts down `pending`; the caller
- * runs its own share, then waits for pending == 0. Everything a job writes is published to the caller by
- * the mutex (its unlock/lock pairs order the memory), so no atomics are needed and the code stays C99.
+/* The worker pool (em_threads.h): threads-1 pthreads plus the caller, sharing fork-join jobs of `chunks`
+ * independent pieces.
  *
- * One job at a time per pool: `busy` is taken with a trylock, and a caller that finds the pool busy (two
- * contexts sharing one pool) runs every worker's share itself instead of waiting: same results, no
- * deadlock, no unbounded wait. */
+ * Handoff. A job is published by storing its chunk count in `ticket`; every participant (the caller
+ * included) claims chunks by decrementing `ticket` with a compare-and-swap and counts finished chunks in
+ * `done`; the caller returns when done == chunks. Chunks are claimed, not assigned, so a worker that the OS
+ * has descheduled (a loaded machine) or that is still asleep simply claims nothing: the caller runs its
+ * share, and waits only for chunks already started. Which thread runs a chunk never changes its result
+ * (em_threads.h), so the outputs stay the same bits. The job's fn / arg / chunks are read only after a
+ * successful claim: until that chunk is done the caller cannot finish the job, so they cannot change under
+ * the reader; a claim is always of the current job (the ticket's value is the job's state, nothing else).
+ *
+ * Latency. Nodes of the models this runtime is for last 1-40 µs, and a wake-up through a condition
+ * variable (a futex system call) costs several. So after each job a worker spins on `ticket` (relaxed
+ * loads with a pause instruction) for EM_POOL_SPIN_NS, then sleeps on the condition variable: an idle pool
+ * costs nothing. A sleeper is registered in `sleepers` under the mutex before it re-checks the ticket, and
+ * the caller reads `sleepers` after storing the ticket (both sequentially consistent), so either the
+ * worker sees the job or the caller sees the sleeper and broadcasts: no lost wake-up.
+ *
+ * Atomics are GCC / Clang's __atomic builtins (the compilers of every board profile; C99 has no atomics);
+ * other compilers get the same protocol under the mutex with condition variables (slower handoff, same
+ * results). One job at a time per pool: `busy` is taken with a trylock, and a caller that finds the pool
+ * busy (two contexts sharing one pool, or a node split inside a task lane) runs every chunk itself. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,19 +35,41 @@
 #include <sched.h>
 #endif
 
-/* A job of em_run_all lasts tens of microseconds on the small models this runtime is for; waking a thread
- * through a condition variable costs about as much. So a worker first spins (reading the generation with
- * acquire loads) for a while after each job and only then sleeps, and the caller spins for the workers'
- * count-down, yielding the core after a while (a loaded machine may have descheduled a worker). GCC and
- * Clang's __atomic builtins; other compilers use the mutex and condition variables only. */
 #if EM_THREADS && (defined(__GNUC__) || defined(__clang__))
-#define EM_POOL_SPIN 1
-#define EM_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define EM_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
-#define EM_DECREMENT(p) __atomic_sub_fetch((p), 1u, __ATOMIC_ACQ_REL)
-#define EM_SPINS 20000u /* about 50-100 µs of polling */
+#define EM_POOL_ATOMICS 1
+#define EM_LOAD_RELAXED(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define EM_LOAD_ACQUIRE(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define EM_LOAD_SEQ(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define EM_STORE_RELAXED(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define EM_STORE_SEQ(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+#define EM_ADD_SEQ(p, v) __atomic_add_fetch((p), (v), __ATOMIC_SEQ_CST)
+#define EM_ADD_RELEASE(p, v) __atomic_add_fetch((p), (v), __ATOMIC_RELEASE)
+#define EM_CAS_ACQUIRE(p, expected, desired) \
+    __atomic_compare_exchange_n((p), (expected), (desired), 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)
 #else
-#define EM_POOL_SPIN 0
+#define EM_POOL_ATOMICS 0
+#endif
+
+/* How long a worker polls for the next job after one before it sleeps. A run of a small model is a chain of
+ * jobs a few µs apart, and benchmarks run back to back; 100 µs covers both and is short next to a time slice. */
+#ifndef EM_POOL_SPIN_NS
+#define EM_POOL_SPIN_NS 100000u
+#endif
+/* Polls between clock reads while spinning, and before the caller, waiting for a started chunk, yields its
+ * core (a worker may have been descheduled mid-chunk on a loaded machine). */
+#define EM_POOL_POLLS 256u
+
+#if EM_POOL_ATOMICS
+/* A pause in a spin loop: lets the sibling hyper-thread run and saves power; a no-op elsewhere. */
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__) || (defined(__arm__) && (defined(__ARM_ARCH_7A__) || defined(__ARM_ARCH_8A__) || \
+                                                     (defined(__ARM_ARCH) && __ARM_ARCH >= 7)))
+    __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
 #endif
 
 typedef struct em_pool_worker {
@@ -41,61 +77,130 @@ typedef struct em_pool_worker {
     uint32_t id;
 } em_pool_worker;
 
+/* The fields every participant writes (ticket, done) each get a cache line of their own: the claims of
+ * one would otherwise invalidate the other's line on every chunk. */
+#define EM_POOL_PAD 64
+
 struct em_pool {
     em_allocator allocator;
     uint32_t threads; /* workers, the caller included */
 #if EM_THREADS
     pthread_mutex_t lock;
-    pthread_cond_t wake, done;
-    pthread_mutex_t busy;     /* held for the duration of a job */
-    pthread_t *handles;       /* [threads - 1] */
-    em_pool_worker *workers;  /* [threads - 1] */
-    uint32_t started;         /* threads created (for em_pool_free after a partial create) */
-    uint64_t generation;
-    uint32_t pending;
-    uint32_t sleepers; /* workers waiting on `wake` (under lock) */
-    int stop;
+    pthread_cond_t wake, finished;
+    pthread_mutex_t busy;    /* held for the duration of a job */
+    pthread_t *handles;      /* [threads - 1] */
+    em_pool_worker *workers; /* [threads - 1] */
+    uint32_t started;        /* threads created (for em_pool_free after a partial create) */
+    /* the current job, written by the caller only while no chunk of it can be claimed */
     em_pool_fn fn;
     void *arg;
+    uint32_t chunks;
+    int stop;
+    uint32_t sleepers; /* workers waiting on `wake` (changed under lock) */
+    char pad0[EM_POOL_PAD];
+    uint32_t ticket; /* chunks of the current job not yet claimed; chunk chunks - ticket is next */
+    char pad1[EM_POOL_PAD];
+    uint32_t done; /* chunks of the current job finished */
+    char pad2[EM_POOL_PAD];
 #endif
 };
 
 #if EM_THREADS
-static void *worker_main(void *p)
+#if EM_POOL_ATOMICS
+/* Claims and runs chunks of the current job until none is left unclaimed. */
+static void claim_chunks(em_pool *pool)
 {
-    em_pool_worker *self = (em_pool_worker *)p;
-    em_pool *pool = self->pool;
-    uint64_t seen = 0;
-    for (;;) {
-        em_pool_fn fn;
-        void *arg;
-#if EM_POOL_SPIN
-        uint32_t spin;
-        for (spin = 0; spin < EM_SPINS && EM_LOAD(&pool->generation) == seen && !EM_LOAD(&pool->stop); ++spin) {
+    uint32_t t = EM_LOAD_RELAXED(&pool->ticket);
+    while (t != 0) {
+        if (EM_CAS_ACQUIRE(&pool->ticket, &t, t - 1u)) { /* t: the value seen; on failure, the new value */
+            pool->fn(pool->arg, pool->chunks - t);
+            EM_ADD_RELEASE(&pool->done, 1u);
+            t = EM_LOAD_RELAXED(&pool->ticket);
         }
-#endif
-        pthread_mutex_lock(&pool->lock);
-        ++pool->sleepers;
-        while (pool->generation == seen && !pool->stop) pthread_cond_wait(&pool->wake, &pool->lock);
-        --pool->sleepers;
-        if (pool->stop) {
-            pthread_mutex_unlock(&pool->lock);
-            return NULL;
-        }
-        seen = pool->generation;
-        fn = pool->fn;
-        arg = pool->arg;
-        pthread_mutex_unlock(&pool->lock);
-        fn(arg, self->id);
-#if EM_POOL_SPIN
-        EM_DECREMENT(&pool->pending);
-#else
-        pthread_mutex_lock(&pool->lock);
-        if (--pool->pending == 0) pthread_cond_signal(&pool->done);
-        pthread_mutex_unlock(&pool->lock);
-#endif
     }
 }
+
+/* Waits until a job has unclaimed chunks or the pool stops: spins EM_POOL_SPIN_NS, then sleeps. */
+static void wait_for_job(em_pool *pool)
+{
+    const uint64_t start = em_platform_now_ns();
+    uint32_t polls = 0;
+    while (EM_LOAD_RELAXED(&pool->ticket) == 0 && !EM_LOAD_RELAXED(&pool->stop)) {
+        cpu_relax();
+        if (++polls % EM_POOL_POLLS != 0) continue;
+        if (em_platform_now_ns() - start < EM_POOL_SPIN_NS) continue;
+        pthread_mutex_lock(&pool->lock);
+        EM_ADD_SEQ(&pool->sleepers, 1u);
+        while (EM_LOAD_SEQ(&pool->ticket) == 0 && !EM_LOAD_SEQ(&pool->stop)) pthread_cond_wait(&pool->wake, &pool->lock);
+        EM_ADD_SEQ(&pool->sleepers, (uint32_t)-1);
+        pthread_mutex_unlock(&pool->lock);
+        return;
+    }
+}
+
+static void *worker_main(void *p)
+{
+    em_pool *pool = ((em_pool_worker *)p)->pool;
+    for (;;) {
+        wait_for_job(pool);
+        if (EM_LOAD_ACQUIRE(&pool->stop)) return NULL;
+        claim_chunks(pool);
+    }
+}
+
+static void run_job(em_pool *pool)
+{
+    uint32_t polls = 0;
+    EM_STORE_RELAXED(&pool->done, 0u);
+    EM_STORE_SEQ(&pool->ticket, pool->chunks); /* publishes fn / arg / chunks / done to the claimers */
+    if (EM_LOAD_SEQ(&pool->sleepers) > 0) {
+        pthread_mutex_lock(&pool->lock);
+        pthread_cond_broadcast(&pool->wake);
+        pthread_mutex_unlock(&pool->lock);
+    }
+    claim_chunks(pool);
+    while (EM_LOAD_ACQUIRE(&pool->done) != pool->chunks) { /* chunks other workers started */
+        cpu_relax();
+        if (++polls >= EM_POOL_POLLS) sched_yield();
+    }
+}
+#else
+/* The same protocol under the mutex. */
+static void claim_chunks_locked(em_pool *pool)
+{
+    while (pool->ticket != 0) {
+        const uint32_t chunk = pool->chunks - pool->ticket--;
+        pthread_mutex_unlock(&pool->lock);
+        pool->fn(pool->arg, chunk);
+        pthread_mutex_lock(&pool->lock);
+        if (++pool->done == pool->chunks) pthread_cond_broadcast(&pool->finished);
+    }
+}
+
+static void *worker_main(void *p)
+{
+    em_pool *pool = ((em_pool_worker *)p)->pool;
+    pthread_mutex_lock(&pool->lock);
+    for (;;) {
+        while (pool->ticket == 0 && !pool->stop) pthread_cond_wait(&pool->wake, &pool->lock);
+        if (pool->stop) break;
+        claim_chunks_locked(pool);
+    }
+    pthread_mutex_unlock(&pool->lock);
+    return NULL;
+}
+
+static void run_job(em_pool *pool)
+{
+    pthread_mutex_lock(&pool->lock);
+    pool->done = 0;
+    pool->ticket = pool->chunks;
+    pthread_cond_broadcast(&pool->wake);
+    claim_chunks_locked(pool);
+    while (pool->done != pool->chunks) pthread_cond_wait(&pool->finished, &pool->lock);
+    pthread_mutex_unlock(&pool->lock);
+}
+#endif
 #endif
 
 em_status em_pool_create(uint32_t threads, const em_allocator *allocator, em_pool **out_pool, em_error *err)
@@ -134,7 +239,7 @@ em_status em_pool_create(uint32_t threads, const em_allocator *allocator, em_poo
         pthread_mutex_init(&pool->lock, NULL);
         pthread_mutex_init(&pool->busy, NULL);
         pthread_cond_init(&pool->wake, NULL);
-        pthread_cond_init(&pool->done, NULL);
+        pthread_cond_init(&pool->finished, NULL);
         for (i = 0; i + 1u < threads; ++i) {
             pool->workers[i].pool = pool;
             pool->workers[i].id = i + 1u;
@@ -161,15 +266,15 @@ void em_pool_free(em_pool *pool)
     if (pool->threads > 1) {
         uint32_t i;
         pthread_mutex_lock(&pool->lock);
-#if EM_POOL_SPIN
-        EM_STORE(&pool->stop, 1);
+#if EM_POOL_ATOMICS
+        EM_STORE_SEQ(&pool->stop, 1);
 #else
         pool->stop = 1;
 #endif
         pthread_cond_broadcast(&pool->wake);
         pthread_mutex_unlock(&pool->lock);
         for (i = 0; i < pool->started; ++i) pthread_join(pool->handles[i], NULL);
-        pthread_cond_destroy(&pool->done);
+        pthread_cond_destroy(&pool->finished);
         pthread_cond_destroy(&pool->wake);
         pthread_mutex_destroy(&pool->busy);
         pthread_mutex_destroy(&pool->lock);
@@ -185,38 +290,23 @@ uint32_t em_pool_threads(const em_pool *pool)
     return pool != NULL ? pool->threads : 1u;
 }
 
-void em_pool_run(em_pool *pool, em_pool_fn fn, void *arg)
+void em_pool_run_chunks(em_pool *pool, em_pool_fn fn, void *arg, uint32_t chunks)
 {
-    uint32_t w;
+    uint32_t c;
 #if EM_THREADS
-    if (pool->threads > 1 && pthread_mutex_trylock(&pool->busy) == 0) {
-        pthread_mutex_lock(&pool->lock);
+    if (pool->threads > 1 && chunks > 1 && pthread_mutex_trylock(&pool->busy) == 0) {
         pool->fn = fn;
         pool->arg = arg;
-#if EM_POOL_SPIN
-        EM_STORE(&pool->pending, pool->threads - 1u);
-        EM_STORE(&pool->generation, pool->generation + 1u); /* spinning workers see fn/arg after this */
-#else
-        pool->pending = pool->threads - 1u;
-        ++pool->generation;
-#endif
-        if (pool->sleepers > 0) pthread_cond_broadcast(&pool->wake);
-        pthread_mutex_unlock(&pool->lock);
-        fn(arg, 0);
-#if EM_POOL_SPIN
-        {
-            uint32_t spin = 0;
-            while (EM_LOAD(&pool->pending) > 0)
-                if (++spin > EM_SPINS) sched_yield(); /* a descheduled worker: give it the core */
-        }
-#else
-        pthread_mutex_lock(&pool->lock);
-        while (pool->pending > 0) pthread_cond_wait(&pool->done, &pool->lock);
-        pthread_mutex_unlock(&pool->lock);
-#endif
+        pool->chunks = chunks;
+        run_job(pool);
         pthread_mutex_unlock(&pool->busy);
         return;
     }
 #endif
-    for (w = 0; w < pool->threads; ++w) fn(arg, w); /* no threads, or the pool is busy: the same split, here */
+    for (c = 0; c < chunks; ++c) fn(arg, c); /* no threads, one chunk, or the pool is busy: every chunk here */
+}
+
+void em_pool_run(em_pool *pool, em_pool_fn fn, void *arg)
+{
+    em_pool_run_chunks(pool, fn, arg, pool->threads);
 }

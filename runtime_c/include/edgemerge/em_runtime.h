@@ -166,17 +166,18 @@ em_status em_run_all(em_context *ctx, const float *const *inputs, float *const *
 /* Threads: a worker pool of `threads` workers (the calling thread is worker 0, so threads-1 pthreads are
  * started here; 1..EM_MAX_THREADS). Create it once, hand it to contexts with em_context_set_pool; a run then
  * starts no thread and allocates nothing. A pool may serve several contexts: a run that finds the pool busy
- * with another context's run does its work on the calling thread instead of waiting. Outputs have the same
- * bits for every thread count: each lane runs its nodes in the serial order on one thread, and no reduction
- * is split. A build without pthreads (-DEM_THREADS=0) accepts only threads = 1 (UNSUPPORTED otherwise).
+ * with another context's run does its work on the calling thread instead of waiting. Large nodes (above a
+ * cost threshold) are split over the workers by output rows / channels / column blocks, or em_run_all runs
+ * the task lanes in parallel where the cost model favours that. Outputs have the same bits for every thread
+ * count: each output element is computed by one thread with the serial operations, and no reduction is split. A build without pthreads (-DEM_THREADS=0) accepts only threads = 1 (UNSUPPORTED otherwise).
  * Free the pool after the last run of every context that uses it. */
 #define EM_MAX_THREADS 64u
 typedef struct em_pool em_pool;
 em_status em_pool_create(uint32_t threads, const em_allocator *allocator, em_pool **out_pool, em_error *err);
 void em_pool_free(em_pool *pool);
 uint32_t em_pool_threads(const em_pool *pool);
-/* Attach a pool to a context (NULL: run serially, the default). Only a model loaded with
- * EM_LOAD_PARALLEL_TASKS and at least two lanes (em_model_task_lanes) uses it. */
+/* Attach a pool to a context (NULL: run serially, the default). em_run_task and em_run_all split large nodes
+ * over it; task lanes need a model loaded with EM_LOAD_PARALLEL_TASKS and at least two lanes. */
 em_status em_context_set_pool(em_context *ctx, em_pool *pool);
 /* Lanes em_run_all can run in parallel: the tasks with nodes of their own, planned with
  * EM_LOAD_PARALLEL_TASKS; 0 when the model was planned serially (no flag, one task, or a node no task needs). */

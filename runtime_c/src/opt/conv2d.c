@@ -65,8 +65,43 @@ static void add_residual(float *y, const float *r, size_t n, uint32_t activation
         for (i = 0; i < n; ++i) y[i] = em_activate(y[i] + r[i], activation);
 }
 
-static void conv_direct(const em_node *node, const float *input, float *output, const float *weights,
-                        float *scratch, const float *residual)
+/* The direct convolution in two steps, each over a range of its pieces, so a run can be split over threads
+ * (em_kernels.h split / run_part): step 0, the zero-padded copy of padded input rows [begin, end) into
+ * scratch (nothing without padding); step 1, output rows [begin, end) (for 1×1 nodes, rows of out_w pixels
+ * of the one product). Every output element is the same micro-kernel sum whichever range computes it. */
+static uint32_t conv_direct_steps(const em_node *node, uint32_t step, uint32_t *units)
+{
+    if (step == 0) {
+        *units = has_padding(node) ? node->in.h + node->pad_top + node->pad_bottom : 0u;
+        return EM_STEP_OUTPUT;
+    }
+    if (step == 1) {
+        *units = node->out.h;
+        return EM_STEP_OUTPUT;
+    }
+    return 0;
+}
+
+static void conv_direct_pad_rows(const em_node *node, const float *input, float *scratch, uint32_t begin, uint32_t end)
+{
+    const size_t cin = node->in.c, row = (size_t)node->in.w * cin;
+    const size_t x_row = ((size_t)node->in.w + node->pad_left + node->pad_right) * cin;
+    uint32_t y;
+    for (y = begin; y < end; ++y) {
+        float *dst = scratch + (size_t)y * x_row;
+        size_t i;
+        if (y < node->pad_top || y - node->pad_top >= node->in.h) {
+            for (i = 0; i < x_row; ++i) dst[i] = 0.0f;
+            continue;
+        }
+        for (i = 0; i < (size_t)node->pad_left * cin; ++i) dst[i] = 0.0f;
+        for (i = 0; i < row; ++i) dst[(size_t)node->pad_left * cin + i] = input[(size_t)(y - node->pad_top) * row + i];
+        for (i = (size_t)node->pad_left * cin + row; i < x_row; ++i) dst[i] = 0.0f;
+    }
+}
+
+static void conv_direct_rows(const em_node *node, const float *input, float *output, const float *weights,
+                             const float *scratch, const float *residual, uint32_t begin, uint32_t end)
 {
     const em_micro *micro = node->kernel->micro;
     const uint32_t cin = node->in.c, cout = node->out.c, out_w = node->out.w;
@@ -76,39 +111,32 @@ static void conv_direct(const em_node *node, const float *input, float *output, 
     const size_t out_row = (size_t)out_w * cout;
     uint32_t oy;
     if (em_conv2d_1x1_supports(node)) { /* every pixel is one row of A */
+        const size_t first = (size_t)begin * out_w, pixels = (size_t)(end - begin) * out_w;
         if (residual == NULL) {
-            micro->conv_gemm((size_t)node->out.h * out_w, cout, 1, cin, input, cin, 0, weights, cout, output, cout,
-                             bias, node->activation);
+            micro->conv_gemm(pixels, cout, 1, cin, input + first * cin, cin, 0, weights, cout, output + first * cout,
+                             cout, bias, node->activation);
             return;
         }
         /* a band of pixels at a time, then its residual while the band is in cache. Bands are large: each
          * product call streams the whole weight matrix, so one band per output row made the 7x7x960->160
          * MobileNetV2 projection 1.6x slower than conv-then-ADD (em_bench_kernels residual section). */
-        const size_t pixels = (size_t)node->out.h * out_w;
-        size_t band = EM_RESIDUAL_BAND_BYTES / ((size_t)cout * sizeof(float)), p0;
-        if (band < EM_RESIDUAL_BAND_MIN_PIXELS) band = EM_RESIDUAL_BAND_MIN_PIXELS;
-        for (p0 = 0; p0 < pixels; p0 += band) {
-            const size_t m = pixels - p0 < band ? pixels - p0 : band;
-            micro->conv_gemm(m, cout, 1, cin, input + p0 * cin, cin, 0, weights, cout, output + p0 * cout, cout, bias,
-                             node->activation);
-            add_residual(output + p0 * cout, residual + p0 * cout, m * cout, node->residual_activation);
+        {
+            size_t band = EM_RESIDUAL_BAND_BYTES / ((size_t)cout * sizeof(float)), p0;
+            if (band < EM_RESIDUAL_BAND_MIN_PIXELS) band = EM_RESIDUAL_BAND_MIN_PIXELS;
+            for (p0 = first; p0 < first + pixels; p0 += band) {
+                const size_t m = first + pixels - p0 < band ? first + pixels - p0 : band;
+                micro->conv_gemm(m, cout, 1, cin, input + p0 * cin, cin, 0, weights, cout, output + p0 * cout, cout,
+                                 bias, node->activation);
+                add_residual(output + p0 * cout, residual + p0 * cout, m * cout, node->residual_activation);
+            }
         }
         return;
     }
-    if (has_padding(node)) { /* a zero-padded copy, so every kernel row is in bounds */
-        const size_t hp = (size_t)node->in.h + node->pad_top + node->pad_bottom;
-        const size_t row = (size_t)node->in.w * cin;
-        size_t y, i;
+    if (has_padding(node)) { /* the zero-padded copy (step 0), so every kernel row is in bounds */
         x_row = ((size_t)node->in.w + node->pad_left + node->pad_right) * cin;
-        for (i = 0; i < hp * x_row; ++i) scratch[i] = 0.0f;
-        for (y = 0; y < node->in.h; ++y) {
-            float *dst = scratch + (y + node->pad_top) * x_row + (size_t)node->pad_left * cin;
-            const float *src = input + y * row;
-            for (i = 0; i < row; ++i) dst[i] = src[i];
-        }
         x = scratch;
     }
-    for (oy = 0; oy < node->out.h; ++oy) {
+    for (oy = begin; oy < end; ++oy) {
         micro->conv_gemm(out_w, cout, node->kernel_h, (size_t)node->kernel_w * cin, x + (size_t)oy * node->stride_h * x_row,
                          (size_t)node->stride_w * cin, x_row, weights, cout, output + (size_t)oy * out_w * cout, cout,
                          bias, node->activation);
@@ -117,9 +145,36 @@ static void conv_direct(const em_node *node, const float *input, float *output, 
     }
 }
 
+static void conv_direct_part(const em_node *node, const float *input, float *output, const float *weights,
+                             const em_kernel_env *env, uint32_t step, uint32_t begin, uint32_t end)
+{
+    if (step == 0) conv_direct_pad_rows(node, input, env->scratch, begin, end);
+    else conv_direct_rows(node, input, output, weights, env->scratch, env->residual, begin, end);
+}
+
+static void conv_direct(const em_node *node, const float *input, float *output, const float *weights,
+                        const em_kernel_env *env)
+{
+    uint32_t step, units;
+    for (step = 0; conv_direct_steps(node, step, &units) != 0; ++step)
+        if (units > 0) conv_direct_part(node, input, output, weights, env, step, 0, units);
+}
+
 void em_conv2d_direct_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
 {
-    conv_direct(node, input, output, em_tensor_f32(node->weight), env->scratch, env->residual);
+    conv_direct(node, input, output, em_tensor_f32(node->weight), env);
+}
+
+uint32_t em_conv2d_direct_split(const em_node *node, const em_kernel_env *env, uint32_t step, uint32_t *units)
+{
+    (void)env;
+    return conv_direct_steps(node, step, units);
+}
+
+void em_conv2d_direct_run_part(const em_node *node, const float *input, float *output, const em_kernel_env *env,
+                               uint32_t step, uint32_t begin, uint32_t end)
+{
+    conv_direct_part(node, input, output, em_tensor_f32(node->weight), env, step, begin, end);
 }
 
 /* ---- BLAS: 1×1 in place, im2col in bands --------------------------------------------------------- */
@@ -260,5 +315,39 @@ void em_lut_conv2d_decoded_pack(const em_model *model, em_node *node)
 
 void em_lut_conv2d_decoded_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
 {
-    conv_direct(node, input, output, (const float *)node->packed, env->scratch, NULL);
+    em_kernel_env plain = *env;
+    plain.residual = NULL; /* the decoded kernel fuses no residual ADD (no residual_add in the registry) */
+    conv_direct(node, input, output, (const float *)node->packed, &plain);
+}
+
+void em_lut_conv2d_decoded_run_part(const em_node *node, const float *input, float *output, const em_kernel_env *env,
+                                    uint32_t step, uint32_t begin, uint32_t end)
+{
+    em_kernel_env plain = *env;
+    plain.residual = NULL;
+    conv_direct_part(node, input, output, (const float *)node->packed, &plain, step, begin, end);
+}
+
+/* ---- DENSE split into blocks of EM_SPLIT_COLUMNS outputs (gemv_t's 4-vector blocks, then its tail, as in
+ * one call: the block boundaries are multiples of the 4-vector width) ---------------------------------- */
+
+uint32_t em_dense_gemv_split(const em_node *node, const em_kernel_env *env, uint32_t step, uint32_t *units)
+{
+    (void)env;
+    if (step != 0) return 0;
+    *units = (node->out.c + EM_SPLIT_COLUMNS - 1u) / EM_SPLIT_COLUMNS;
+    return EM_STEP_OUTPUT;
+}
+
+void em_dense_gemv_run_part(const em_node *node, const float *input, float *output, const em_kernel_env *env,
+                            uint32_t step, uint32_t begin, uint32_t end)
+{
+    const size_t j0 = (size_t)begin * EM_SPLIT_COLUMNS;
+    const size_t j1 = (size_t)end * EM_SPLIT_COLUMNS < node->out.c ? (size_t)end * EM_SPLIT_COLUMNS : node->out.c;
+    const float *bias = em_tensor_f32(node->bias);
+    (void)env;
+    (void)step;
+    node->kernel->micro->gemv_t(node->in.numel, j1 - j0, input, em_tensor_f32(node->weight) + j0, node->out.c,
+                                output + j0);
+    em_opt_bias_activate(output + j0, 1, (uint32_t)(j1 - j0), bias != NULL ? bias + j0 : NULL, node->activation);
 }

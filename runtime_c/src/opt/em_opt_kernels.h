@@ -41,20 +41,32 @@ int em_lut_conv2d_planar_supports(const em_node *node);
 em_status em_lut_conv2d_planar_plan(const em_model *model, em_node *node, em_error *err);
 void em_lut_conv2d_planar_pack(const em_model *model, em_node *node);
 void em_lut_conv2d_planar_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+uint32_t em_lut_conv2d_planar_split(const em_node *node, const em_kernel_env *env, uint32_t step, uint32_t *units);
+void em_lut_conv2d_planar_run_part(const em_node *node, const float *input, float *output, const em_kernel_env *env,
+                                   uint32_t step, uint32_t begin, uint32_t end);
 
 /* ---- LUT_CONV2D as a convolution with weights decoded at load (opt/conv2d.c) ---- */
 em_status em_lut_conv2d_decoded_plan(const em_model *model, em_node *node, em_error *err);
 void em_lut_conv2d_decoded_pack(const em_model *model, em_node *node);
 void em_lut_conv2d_decoded_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+void em_lut_conv2d_decoded_run_part(const em_node *node, const float *input, float *output, const em_kernel_env *env,
+                                    uint32_t step, uint32_t begin, uint32_t end);
 
 /* ---- LUT_DENSE (opt/lut_dense.c) ---- */
 em_status em_lut_dense_plan(const em_model *model, em_node *node, em_error *err);
 void em_lut_dense_pack(const em_model *model, em_node *node);
 void em_lut_dense_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+uint32_t em_lut_dense_split(const em_node *node, const em_kernel_env *env, uint32_t step, uint32_t *units);
+void em_lut_dense_run_part(const em_node *node, const float *input, float *output, const em_kernel_env *env,
+                           uint32_t step, uint32_t begin, uint32_t end);
 
 /* ---- CONV2D and DENSE over gemm/gemv (opt/conv2d.c) ---- */
 em_status em_conv2d_direct_plan(const em_model *model, em_node *node, em_error *err);
 void em_conv2d_direct_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+/* split for the direct kernel and the decoded LUT kernel: step 0 the padded copy, step 1 the output rows */
+uint32_t em_conv2d_direct_split(const em_node *node, const em_kernel_env *env, uint32_t step, uint32_t *units);
+void em_conv2d_direct_run_part(const em_node *node, const float *input, float *output, const em_kernel_env *env,
+                               uint32_t step, uint32_t begin, uint32_t end);
 int em_conv2d_1x1_supports(const em_node *node);
 void em_conv2d_1x1_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
 /* Fused run groups of 1×1 nodes (em_plan.c): one product over all the members' pixel rows. */
@@ -63,16 +75,27 @@ void em_conv2d_1x1_fused_run(const em_node *node, const float *input, float *out
 em_status em_conv2d_im2col_plan(const em_model *model, em_node *node, em_error *err);
 void em_conv2d_im2col_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
 void em_dense_gemv_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+uint32_t em_dense_gemv_split(const em_node *node, const em_kernel_env *env, uint32_t step, uint32_t *units);
+void em_dense_gemv_run_part(const em_node *node, const float *input, float *output, const em_kernel_env *env,
+                            uint32_t step, uint32_t begin, uint32_t end);
 
 /* ---- DEPTHWISE_CONV2D, multiplier 1, on the micro-kernels' depthwise_row (opt/portable.c) ---- */
 int em_depthwise_conv2d_rows_supports(const em_node *node);
 void em_depthwise_conv2d_rows_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+void em_depthwise_conv2d_rows_run_part(const em_node *node, const float *input, float *output, const em_kernel_env *env,
+                                       uint32_t step, uint32_t begin, uint32_t end);
 
 /* ---- ops without a matrix product, portable C (opt/portable.c) ---- */
 void em_depthwise_conv2d_direct_run(const em_node *node, const float *input, float *output,
                                     const em_kernel_env *env);
 void em_max_pool_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
 void em_avg_pool_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+/* split of the row kernels (depthwise, pools): one step, one piece per output row */
+uint32_t em_opt_split_rows(const em_node *node, const em_kernel_env *env, uint32_t step, uint32_t *units);
+void em_depthwise_conv2d_direct_run_part(const em_node *node, const float *input, float *output,
+                                         const em_kernel_env *env, uint32_t step, uint32_t begin, uint32_t end);
+void em_pool_run_part(const em_node *node, const float *input, float *output, const em_kernel_env *env,
+                      uint32_t step, uint32_t begin, uint32_t end); /* MAX_POOL and AVG_POOL */
 void em_global_avg_pool_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
 void em_copy_activate_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
 

@@ -219,14 +219,15 @@ static void build_table(const em_node *node, const lut_conv_layout *L, const flo
 
 /* Bias and activation on a tile of planar sums [co][q], before it is transposed: one long contiguous
  * run per output channel (on NHWC rows it would be two passes over short runs of Cout). */
-static void bias_activate_tile(const em_node *node, const lut_conv_layout *L, float *tile, size_t len)
+static void bias_activate_tile(const em_node *node, const lut_conv_layout *L, float *tile, size_t len, uint32_t co0,
+                               uint32_t co1)
 {
     const float *bias = em_tensor_f32(node->bias);
-    const uint32_t cout = node->out.c, activation = node->activation;
+    const uint32_t activation = node->activation;
     uint32_t co;
     size_t i;
     if (bias == NULL && activation == EM_ACT_NONE) return;
-    for (co = 0; co < cout; ++co) {
+    for (co = co0; co < co1; ++co) {
         float *t = tile + (size_t)co * L->chunk;
         const float b = bias != NULL ? bias[co] : 0.0f;
         if (activation == EM_ACT_RELU) {
@@ -248,22 +249,41 @@ static void bias_activate_tile(const em_node *node, const lut_conv_layout *L, fl
 /* Moves a tile of planar sums [co][q] (rows of wq pixels, bias and activation applied) into NHWC output
  * rows; the columns ox >= out_w of each tile row were computed only to keep runs contiguous. */
 static void store_tile(const em_node *node, const lut_conv_layout *L, const float *tile, uint32_t rows,
-                       uint32_t first_row, float *output)
+                       uint32_t first_row, float *output, uint32_t co0, uint32_t co1)
 {
     const em_micro *micro = node->kernel->micro;
     const uint32_t cout = node->out.c, out_w = node->out.w;
     uint32_t row;
     for (row = 0; row < rows; ++row)
-        micro->transpose(tile + (size_t)row * L->wq, L->chunk, cout, out_w,
-                         output + (size_t)(first_row + row) * out_w * cout, cout);
+        micro->transpose(tile + (size_t)co0 * L->chunk + (size_t)row * L->wq, L->chunk, co1 - co0, out_w,
+                         output + (size_t)(first_row + row) * out_w * cout + co0, cout);
+}
+
+/* Output channels [co0, co1) of the band starting at output row first_row (`rows` rows), from its table:
+ * each channel's sums in its own rows of the tile, so channel ranges run on different threads at once. */
+static void accumulate_band(const em_node *node, const lut_conv_layout *L, const float *table, float *tile,
+                            uint32_t first_row, uint32_t rows, float *output, uint32_t co0, uint32_t co1)
+{
+    const uint32_t *base = (const uint32_t *)(const void *)((const unsigned char *)node->packed + L->base_offset);
+    const uint16_t *idx = (const uint16_t *)(const void *)((const unsigned char *)node->packed + L->idx_offset);
+    const em_micro *micro = node->kernel->micro;
+    uint32_t chunk_row;
+    for (chunk_row = 0; chunk_row < rows; chunk_row += L->chunk_rows) {
+        const uint32_t chunk_rows = rows - chunk_row < L->chunk_rows ? rows - chunk_row : L->chunk_rows;
+        const size_t q0 = (size_t)chunk_row * L->wq;
+        const size_t len = (size_t)(chunk_rows - 1u) * L->wq + node->out.w;
+        uint32_t co;
+        for (co = co0; co < co1; ++co)
+            micro->lut_accumulate_planar(table + q0, L->plane, base, idx + (size_t)co * L->terms, L->terms, len,
+                                         tile + (size_t)co * L->chunk, 0);
+        bias_activate_tile(node, L, tile, len, co0, co1);
+        store_tile(node, L, tile, chunk_rows, first_row + chunk_row, output, co0, co1);
+    }
 }
 
 void em_lut_conv2d_planar_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
 {
     const lut_conv_layout *L = (const lut_conv_layout *)node->packed;
-    const uint32_t *base = (const uint32_t *)(const void *)((const unsigned char *)node->packed + L->base_offset);
-    const uint16_t *idx = (const uint16_t *)(const void *)((const unsigned char *)node->packed + L->idx_offset);
-    const em_micro *micro = node->kernel->micro;
     const int shared = env->shared_table != NULL;
     float *table = shared ? env->shared_table : env->scratch;
     float *x = shared ? env->scratch : env->scratch + node->table_bytes / sizeof(float);
@@ -275,7 +295,6 @@ void em_lut_conv2d_planar_run(const em_node *node, const float *input, float *ou
     for (first_row = 0; first_row < out_h; first_row += L->band_out_rows) {
         const uint32_t rows = out_h - first_row < L->band_out_rows ? out_h - first_row : L->band_out_rows;
         const int built = !shared || !*env->table_ready;
-        uint32_t chunk_row;
         if (env->profile) t0 = em_platform_now_ns();
         if (built) {
             /* with one phase, only the rows this band reads need a table (a shared table has them all) */
@@ -287,21 +306,124 @@ void em_lut_conv2d_planar_run(const em_node *node, const float *input, float *ou
             if (shared) *env->table_ready = 1;
         }
         if (env->profile) t1 = em_platform_now_ns();
-        for (chunk_row = 0; chunk_row < rows; chunk_row += L->chunk_rows) {
-            const uint32_t chunk_rows = rows - chunk_row < L->chunk_rows ? rows - chunk_row : L->chunk_rows;
-            const size_t q0 = (size_t)chunk_row * L->wq;
-            const size_t len = (size_t)(chunk_rows - 1u) * L->wq + node->out.w;
-            uint32_t co;
-            for (co = 0; co < cout; ++co)
-                micro->lut_accumulate_planar(table + q0, L->plane, base, idx + (size_t)co * L->terms, L->terms, len,
-                                             tile + (size_t)co * L->chunk, 0);
-            bias_activate_tile(node, L, tile, len);
-            store_tile(node, L, tile, chunk_rows, first_row + chunk_row, output);
-        }
+        accumulate_band(node, L, table, tile, first_row, rows, output, 0, cout);
         if (env->profile) {
             const uint64_t t2 = em_platform_now_ns();
             if (built) env->profile->table_ns += t1 - t0;
             env->profile->accumulate_ns += t2 - t1;
+        }
+    }
+}
+
+/* ---- split over threads (em_kernels.h) -------------------------------------------------------------
+ * Per band two steps: 2·band builds the table (none when a shared table is already built), 2·band + 1
+ * accumulates, one piece per output channel (accumulate_band). Table pieces: with one phase (stride 1) a
+ * piece is one segment × one plane row, whose input row it transposes itself (zeros for padding) and whose
+ * columns it multiplies, so no step is needed between the copy and the product; with strides a piece is one
+ * segment, its channels' whole planes. The product's every table entry is the gemm's sum over the segment, so
+ * it does not depend on the column range of the call. */
+
+/* Rows of the band's table the run needs, as em_lut_conv2d_planar_run computes them (phase-plane rows). */
+static uint32_t band_table_rows(const em_node *node, const lut_conv_layout *L, int shared, uint32_t first_row)
+{
+    const uint32_t rows = node->out.h - first_row < L->band_out_rows ? node->out.h - first_row : L->band_out_rows;
+    uint32_t needed = L->band_rows;
+    if (L->phases == 1u && !shared && rows + L->halo < needed) needed = rows + L->halo;
+    if (L->phases == 1u && L->hq - first_row < needed) needed = L->hq - first_row;
+    return needed;
+}
+
+uint32_t em_lut_conv2d_planar_split(const em_node *node, const em_kernel_env *env, uint32_t step, uint32_t *units)
+{
+    const lut_conv_layout *L = (const lut_conv_layout *)node->packed;
+    const int shared = env->shared_table != NULL;
+    const uint32_t band = step / 2u, first_row = band * L->band_out_rows;
+    if (first_row >= node->out.h) return 0;
+    if (step % 2u == 0) {
+        if (shared && *env->table_ready) *units = 0;
+        else *units = L->phases == 1u ? node->segments * band_table_rows(node, L, shared, first_row) : node->segments;
+        return EM_STEP_TABLE;
+    }
+    if (shared) *env->table_ready = 1; /* the table step finished: the table holds this run's values */
+    *units = node->out.c;
+    return EM_STEP_OUTPUT;
+}
+
+/* Zero-padded planar copy of channels [c0, c1) for the plane rows [pr0, pr1) of phase row py (all column
+ * phases): what transpose_input writes there. */
+static void transpose_rows(const em_node *node, const lut_conv_layout *L, const float *input, uint32_t first_row,
+                           float *x, uint32_t c0, uint32_t c1, uint32_t py, uint32_t pr0, uint32_t pr1)
+{
+    const em_micro *micro = node->kernel->micro;
+    const uint32_t in_h = node->in.h, in_w = node->in.w, cin = node->in.c;
+    const uint32_t sh = node->stride_h, sw = node->stride_w;
+    uint32_t pr, px, c;
+    for (pr = pr0; pr < pr1; ++pr) {
+        const uint64_t yp = (uint64_t)(first_row + pr) * sh + py; /* row of the padded input */
+        const size_t row_offset = ((size_t)py * sw * L->band_rows + pr) * L->wq;
+        for (c = c0; c < c1; ++c)
+            for (px = 0; px < sw; ++px)
+                memset(x + (size_t)c * L->plane + row_offset + (size_t)px * L->band_rows * L->wq, 0,
+                       L->wq * sizeof(float));
+        if (yp < node->pad_top || yp - node->pad_top >= in_h) continue; /* padding: stays 0 */
+        for (px = 0; px < sw; ++px) {
+            const uint32_t first_ix = (px + sw - node->pad_left % sw) % sw;
+            const uint32_t xp = first_ix + node->pad_left;
+            const float *src = input + (size_t)(yp - node->pad_top) * in_w * cin;
+            if (first_ix >= in_w) continue;
+            micro->transpose(src + (size_t)first_ix * cin + c0, (size_t)sw * cin, (in_w - first_ix + sw - 1u) / sw,
+                             c1 - c0, x + (size_t)c0 * L->plane + row_offset + (size_t)px * L->band_rows * L->wq + xp / sw,
+                             L->plane);
+        }
+    }
+}
+
+/* table[s] = codebook[s] · X[s·r .. s·r + r) over plane columns [col0, col1). */
+static void build_table_columns(const em_node *node, const lut_conv_layout *L, const float *x, uint32_t s,
+                                size_t col0, size_t col1, float *table)
+{
+    const uint32_t r = node->seg_len, C = node->codewords, cin = node->in.c;
+    const uint32_t first = s * r;
+    const uint32_t len = cin - first < r ? cin - first : r;
+    node->kernel->micro->gemm(C, col1 - col0, len, em_tensor_f32(node->weight) + (size_t)s * C * r, r,
+                              x + (size_t)first * L->plane + col0, L->plane, table + (size_t)s * C * L->plane + col0,
+                              L->plane);
+}
+
+void em_lut_conv2d_planar_run_part(const em_node *node, const float *input, float *output, const em_kernel_env *env,
+                                   uint32_t step, uint32_t begin, uint32_t end)
+{
+    const lut_conv_layout *L = (const lut_conv_layout *)node->packed;
+    const int shared = env->shared_table != NULL;
+    float *table = shared ? env->shared_table : env->scratch;
+    float *x = shared ? env->scratch : env->scratch + node->table_bytes / sizeof(float);
+    float *tile = x + em_opt_align_floats(L->x_floats);
+    const uint32_t first_row = step / 2u * L->band_out_rows, r = node->seg_len, cin = node->in.c;
+    if (step % 2u == 1) {
+        const uint32_t rows =
+            node->out.h - first_row < L->band_out_rows ? node->out.h - first_row : L->band_out_rows;
+        accumulate_band(node, L, table, tile, first_row, rows, output, begin, end);
+        return;
+    }
+    if (L->phases == 1u) { /* pieces: segment u / rows, plane row u % rows; runs of one segment together */
+        const uint32_t rows = band_table_rows(node, L, shared, first_row);
+        uint32_t u = begin;
+        while (u < end) {
+            const uint32_t s = u / rows, pr0 = u % rows;
+            const uint32_t pr1 = end - u < rows - pr0 ? pr0 + (end - u) : rows;
+            const uint32_t c1 = (s + 1u) * r < cin ? (s + 1u) * r : cin;
+            transpose_rows(node, L, input, first_row, x, s * r, c1, 0, pr0, pr1);
+            build_table_columns(node, L, x, s, (size_t)pr0 * L->wq, (size_t)pr1 * L->wq, table);
+            u += pr1 - pr0;
+        }
+        return;
+    }
+    {
+        uint32_t s, py;
+        for (s = begin; s < end; ++s) {
+            const uint32_t c1 = (s + 1u) * r < cin ? (s + 1u) * r : cin;
+            for (py = 0; py < node->stride_h; ++py) transpose_rows(node, L, input, first_row, x, s * r, c1, py, 0, L->band_rows);
+            build_table_columns(node, L, x, s, 0, L->plane, table);
         }
     }
 }

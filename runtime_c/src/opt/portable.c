@@ -50,15 +50,24 @@ void em_opt_bias_activate(float *y, size_t pixels, uint32_t channels, const floa
     }
 }
 
-void em_depthwise_conv2d_direct_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
+/* Row kernels split over threads (em_kernels.h): one step, one piece per output row; the serial run is the
+ * same loop over every row. */
+uint32_t em_opt_split_rows(const em_node *node, const em_kernel_env *env, uint32_t step, uint32_t *units)
+{
+    (void)env;
+    if (step != 0) return 0;
+    *units = node->out.h;
+    return EM_STEP_OUTPUT;
+}
+
+static void depthwise_direct_rows(const em_node *node, const float *input, float *output, uint32_t begin, uint32_t end)
 {
     const uint32_t in_w = node->in.w, cin = node->in.c, out_w = node->out.w, cout = node->out.c;
     const uint32_t multiplier = cout / cin;
     const float *weights = em_tensor_f32(node->weight); /* [KH, KW, Cin, M]: tap-major rows of Cout */
     const float *bias = em_tensor_f32(node->bias);
     uint32_t oy, ox, ky, kx, c, m;
-    (void)env;
-    for (oy = 0; oy < node->out.h; ++oy) {
+    for (oy = begin; oy < end; ++oy) {
         for (ox = 0; ox < out_w; ++ox) {
             float *acc = output + ((size_t)oy * out_w + ox) * cout;
             for (c = 0; c < cout; ++c) acc[c] = 0.0f;
@@ -84,6 +93,20 @@ void em_depthwise_conv2d_direct_run(const em_node *node, const float *input, flo
     }
 }
 
+void em_depthwise_conv2d_direct_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
+{
+    (void)env;
+    depthwise_direct_rows(node, input, output, 0, node->out.h);
+}
+
+void em_depthwise_conv2d_direct_run_part(const em_node *node, const float *input, float *output,
+                                         const em_kernel_env *env, uint32_t step, uint32_t begin, uint32_t end)
+{
+    (void)env;
+    (void)step;
+    depthwise_direct_rows(node, input, output, begin, end);
+}
+
 /* Depthwise with multiplier 1 (MobileNets) on the ISA's depthwise_row micro-kernel: one call per output
  * row, with the input rows under the kernel (NULL for padding rows), so no padded copy is made. */
 int em_depthwise_conv2d_rows_supports(const em_node *node)
@@ -91,14 +114,13 @@ int em_depthwise_conv2d_rows_supports(const em_node *node)
     return node->out.c == node->in.c && node->kernel_h <= EM_MAX_KERNEL;
 }
 
-void em_depthwise_conv2d_rows_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
+static void depthwise_micro_rows(const em_node *node, const float *input, float *output, uint32_t begin, uint32_t end)
 {
     const float *rows[EM_MAX_KERNEL];
     const size_t row_floats = (size_t)node->in.w * node->in.c;
     const float *weights = em_tensor_f32(node->weight), *bias = em_tensor_f32(node->bias);
     uint32_t oy, ky;
-    (void)env;
-    for (oy = 0; oy < node->out.h; ++oy) {
+    for (oy = begin; oy < end; ++oy) {
         for (ky = 0; ky < node->kernel_h; ++ky) {
             const int32_t iy = em_input_coord(oy, node->stride_h, ky, node->pad_top, node->in.h);
             rows[ky] = iy < 0 ? NULL : input + (size_t)iy * row_floats;
@@ -107,6 +129,20 @@ void em_depthwise_conv2d_rows_run(const em_node *node, const float *input, float
                                            node->pad_left, node->out.w, node->in.c, weights, bias, node->activation,
                                            output + (size_t)oy * node->out.w * node->out.c);
     }
+}
+
+void em_depthwise_conv2d_rows_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
+{
+    (void)env;
+    depthwise_micro_rows(node, input, output, 0, node->out.h);
+}
+
+void em_depthwise_conv2d_rows_run_part(const em_node *node, const float *input, float *output, const em_kernel_env *env,
+                                       uint32_t step, uint32_t begin, uint32_t end)
+{
+    (void)env;
+    (void)step;
+    depthwise_micro_rows(node, input, output, begin, end);
 }
 
 /* max over one more window cell, as the reference: take x where x > dst or x is NaN (so the first NaN
@@ -190,11 +226,11 @@ static void copy_cells(float *dst, const float *x, size_t n)
 /* Window walk shared by the pools: max, or mean over the cells inside the input. Max windows of up to
  * EM_POOL_MAX_CELLS cells gather their cell pointers first and take the max in one pass (max_cells). */
 #define EM_POOL_MAX_CELLS 64u
-static void pool(const em_node *node, const float *input, float *output, int average)
+static void pool(const em_node *node, const float *input, float *output, int average, uint32_t begin, uint32_t end)
 {
     const uint32_t in_w = node->in.w, channels = node->in.c, out_w = node->out.w;
     uint32_t oy, ox, ky, kx, c;
-    for (oy = 0; oy < node->out.h; ++oy) {
+    for (oy = begin; oy < end; ++oy) {
         for (ox = 0; ox < out_w; ++ox) {
             float *dst = output + ((size_t)oy * out_w + ox) * channels;
             uint32_t cells = 0;
@@ -242,14 +278,24 @@ static void pool(const em_node *node, const float *input, float *output, int ave
 void em_max_pool_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
 {
     (void)env;
-    pool(node, input, output, 0);
+    pool(node, input, output, 0, 0, node->out.h);
+}
+
+/* both pools' run_part: the op says which */
+void em_pool_run_part(const em_node *node, const float *input, float *output, const em_kernel_env *env,
+                      uint32_t step, uint32_t begin, uint32_t end)
+{
+    (void)env;
+    (void)step;
+    pool(node, input, output, node->op == EM_OP_AVG_POOL, begin, end);
 }
 
 void em_avg_pool_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
 {
     (void)env;
-    pool(node, input, output, 1);
+    pool(node, input, output, 1, 0, node->out.h);
 }
+
 
 void em_global_avg_pool_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
 {

@@ -54,8 +54,10 @@ their means per run (means, unlike the medians above, include any preemption; th
 ms, share).
 
 OPENBLAS_NUM_THREADS is set to `threads` before the C runtime is loaded (and in the measuring processes).
-The C runtime runs em_run_all's task lanes on a pool of `threads` workers (`Runtime(..., threads=N)`: every
-task's own nodes on one thread, the shared trunk first); `merged_threads` and `merged_task_lanes` say so.
+The C runtime runs on a pool of `threads` workers (`Runtime(..., threads=N)`): large nodes split over the
+workers, or the task lanes in parallel where its cost model favours them; `merged_threads` and
+`merged_task_lanes` say so. With threads > 1 the same model also runs on one thread as one more interleaved
+side, and `merged_threads_speedup` is its median over the threaded median: the threads' gain from one run.
 """
 from __future__ import annotations
 
@@ -407,6 +409,8 @@ def bench(model_path: str | os.PathLike, references: dict[str, str] | list[dict[
     pools = _input_pools(runtime, data or {}, seed)
     merged_run, merged_method = merged_timer(runtime, pools)
     merged_first_ns = merged_run(0)
+    # the 1-thread side of merged_threads_speedup (None with threads = 1)
+    serial_run = merged_timer(runtime_module.Runtime(model_path, threads=1), pools)[0] if threads > 1 else None
     peers: list[dict[str, Any]] = []
     labels: set[str] = set()
     for files in peer_sets:
@@ -417,7 +421,8 @@ def bench(model_path: str | os.PathLike, references: dict[str, str] | list[dict[
         peers.append({"models": models, "label": _peer_label(models, labels), "run": run,
                       "load_ns": load_ns, "first_ns": run(0)[0]})
 
-    sides = 1 + len(peers)
+    sides = 1 + len(peers) + (serial_run is not None)
+    serial_ns = np.empty(runs, np.int64)
     log(f"bench: {warmup} warm-up and {runs} timed rounds, interleaved ({sides} sides), {threads} thread(s)")
     merged_ns = np.empty(runs, np.int64)
     for peer in peers:
@@ -434,6 +439,11 @@ def bench(model_path: str | os.PathLike, references: dict[str, str] | list[dict[
                     m_ns = merged_run(k)
                     if k >= warmup:
                         merged_ns[k - warmup] = m_ns
+                    continue
+                if side == len(peers) + 1:      # the 1-thread merged side (threads > 1 only)
+                    s_ns = serial_run(k)
+                    if k >= warmup:
+                        serial_ns[k - warmup] = s_ns
                     continue
                 peer = peers[side - 1]
                 r_ns, per_model = peer["run"](k)
@@ -485,6 +495,9 @@ def bench(model_path: str | os.PathLike, references: dict[str, str] | list[dict[
         "threads": threads,
         "merged_threads": threads,
         "merged_task_lanes": runtime.task_lanes,
+        "merged_1thread_ms": Stats.of_ns(serial_ns).as_dict() if serial_run is not None else None,
+        "merged_threads_speedup": (Stats.of_ns(serial_ns).median / merged.median
+                                   if serial_run is not None and merged.median > 0 else None),
         "runs": runs,
         "warmup": warmup,
         "interleaved": True,
@@ -524,15 +537,21 @@ def bench(model_path: str | os.PathLike, references: dict[str, str] | list[dict[
         result["profile"] = node_profile(runtime, pools, warmup, runs)
         result["profile_by_op"] = profile_by_op(result["profile"])
     if threads == 1:
-        warnings.append("the C runtime ran single-threaded (--threads N runs its task lanes in parallel)")
+        warnings.append("the C runtime ran single-threaded (--threads N splits large nodes over N workers)")
     else:
-        warnings.append(f"the C runtime ran its {runtime.task_lanes} task lanes on {threads} threads "
-                        "(each task's own nodes on one thread; a single task's nodes are not split)"
-                        if runtime.task_lanes > 1 else
-                        f"the C runtime ran single-threaded: the model has no parallel task lanes "
-                        f"(TFLite used {threads} threads)")
+        warnings.append(f"the C runtime ran on {threads} threads, {result['merged_threads_speedup']:.2f}x its "
+                        f"1-thread median in the same run (load average {_load_average()})")
     result["notes"] = warnings
     return result
+
+
+def _load_average() -> str:
+    """The 1-minute load average, to read a threaded ratio against (a loaded machine gives the second thread
+    no core of its own); "unknown" where the OS has none."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except (AttributeError, OSError):
+        return "unknown"
 
 
 PROFILE_CSV_COLUMNS = ("node", "op", "kernel", "ms", "share")
