@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
+import subprocess
+import sys
+import time
 import tracemalloc
 
 import numpy as np
@@ -131,3 +135,35 @@ def test_reading_a_multi_mib_file_stays_within_a_small_multiple_of_its_size():
     assert peak < 3 * len(data), f"peak {peak} bytes for a {len(data)}-byte file"
     np.testing.assert_array_equal(graph.tensors[1].array.reshape(-1)[:1000],
                                   _big_lut_graph(8 * 1024 * 1024).tensors[1].array.reshape(-1)[:1000])
+
+
+# The kill tests' pause hook must end on a signal whichever thread the OS delivers it to. Here the main thread
+# blocks SIGINT, so the kernel hands it to the helper thread; CPython still raises KeyboardInterrupt in the main
+# thread, but only at its next bytecode: one long sleep never gets there (a loaded `make test` hung on this).
+_PAUSE_CHILD = """
+import os, signal, sys, threading
+from edgemerge.emm.files import test_pause_point
+threading.Thread(target=threading.Event().wait, daemon=True).start()
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+try:
+    test_pause_point("phase")
+except KeyboardInterrupt:
+    sys.exit(42)
+"""
+
+
+def test_pause_point_ends_on_a_signal_delivered_to_another_thread(tmp_path):
+    marker = tmp_path / "paused"
+    env = {**os.environ, "EDGEMERGE_TEST_PAUSE_AT": "phase", "EDGEMERGE_TEST_PAUSE_MARKER": str(marker),
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", _PAUSE_CHILD], env=env)
+    try:
+        while not marker.exists():          # an event (the marker), not a timer
+            assert proc.poll() is None, "the child ended before reaching the pause point"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        # generous: the hook ends within a fraction of a second; the old one slept for an hour
+        assert proc.wait(timeout=120) == 42
+    finally:
+        proc.kill()
+        proc.wait()

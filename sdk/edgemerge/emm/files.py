@@ -52,8 +52,12 @@ def test_pause_point(phase: str) -> None:
     if marker:
         with open(marker, "w") as f:
             f.write(f"{os.getpid()} {phase}\n")
-    while True:  # only a signal ends this
-        time.sleep(3600)
+    # Only a signal ends this. Short sleeps, not one long one: CPython runs a signal's Python handler in the
+    # main thread at its next bytecode, but the OS may deliver a process-directed signal to any thread that does
+    # not block it (TensorFlow starts many); then the main thread's sleep is not interrupted, and a 3600 s sleep
+    # made a SIGINT'ed test process hang for an hour under load (seen in a loaded `make test`).
+    while True:
+        time.sleep(0.05)
 
 
 test_pause_point.__test__ = False  # not a pytest test, whatever its name
