@@ -202,11 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="examples/build/pytorch", help="folder for data, models and results")
     ap.add_argument("--steps", type=int, default=1000, help="calibration steps of the merge")
     ap.add_argument("--layer-rc", action="append", default=None, metavar="NAME=r/C",
-                    help="r/C overrides of the merge (default: words/fc1=16/32, see README \"PyTorch users\")")
+                    help="r/C overrides of the merge (default: words:fc1=16/32, see README \"PyTorch users\")")
     ap.add_argument("--qemu-samples", type=int, default=500, help="test samples run by em_run under qemu")
     ap.add_argument("--bench-runs", type=int, default=200)
     args = ap.parse_args(argv)
-    layer_rc = ["words/fc1=16/32"] if args.layer_rc is None else [v for v in args.layer_rc if v]
+    layer_rc = ["words:fc1=16/32"] if args.layer_rc is None else [v for v in args.layer_rc if v]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     em = edgemerge_command()
