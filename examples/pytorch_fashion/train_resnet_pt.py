@@ -31,25 +31,24 @@ CONFIG = {"version": 1, "seed": SEED, "epochs": 2, "batch_size": 128, "learning_
           "weight_decay": 1e-4, "channels": [16, 32, 64], "opset": 17, "threads": 2}
 
 
+def _fixture_block():
+    """The basic residual block of the committed fixture resnet_bn.onnx (tools/make_onnx_fixtures.py: 3x3 conv +
+    BatchNorm + ReLU, 3x3 conv + BatchNorm, a 1x1 conv + BatchNorm projection shortcut when the shape changes),
+    loaded from that script so that the demo's network and the fixture's share one definition."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "make_onnx_fixtures.py"
+    spec = importlib.util.spec_from_file_location("make_onnx_fixtures", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.BasicBlock
+
+
 def build_model():
     import torch
     from torch import nn
 
-    class BasicBlock(nn.Module):
-        def __init__(self, cin: int, cout: int, stride: int):
-            super().__init__()
-            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(cout)
-            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(cout)
-            self.short = None
-            if stride != 1 or cin != cout:     # the projection shortcut: 1x1 conv + BatchNorm
-                self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            y = torch.relu(self.bn1(self.conv1(x)))
-            y = self.bn2(self.conv2(y))
-            return torch.relu(y + (x if self.short is None else self.short(x)))
+    BasicBlock = _fixture_block()
 
     class ResNetPT(nn.Module):
         def __init__(self, channels=(16, 32, 64)):
