@@ -12,6 +12,12 @@ setup:
 demo: setup
 	$(PYTHON) -m examples.fashion_words.demo --out $(EXAMPLE_OUT)
 
+# README "PyTorch users": a PyTorch ResNet (ONNX) converted, checked on the host and rpi4-aarch64 under qemu, merged
+# with the example's Keras words model, evaluated and benchmarked; figures in $(EXAMPLE_OUT)/pytorch (needs torch)
+.PHONY: pytorch-demo
+pytorch-demo: setup
+	$(PYTHON) -m examples.pytorch_fashion.demo --out $(EXAMPLE_OUT)/pytorch
+
 test-c:
 	cmake -S . -B $(BUILD)/c-host -DCMAKE_BUILD_TYPE=Release -DEM_BUILD_TESTS=ON >/dev/null
 	cmake --build $(BUILD)/c-host -j 2

@@ -33,6 +33,9 @@ class LabelledData:
     y: np.ndarray
     path: Path
 
+    def __str__(self) -> str:        # messages name the file the arrays came from, not the arrays
+        return printable(self.path)
+
 
 def check_labels(y, n_samples: int, where: str) -> np.ndarray:
     """Integer class labels, one per sample; one-hot (N, K) and float labels refused with the fix."""
@@ -85,12 +88,18 @@ def load_samples(path: str | os.PathLike, what: str = "data file") -> np.ndarray
     return x
 
 
-def load_labelled(path: str | os.PathLike, input_shape: tuple[int, ...] | None = None) -> LabelledData:
-    """Loads and checks a data file; `input_shape` (h, w, c) is the shape one sample must have."""
-    path = Path(path)
-    shown = printable(path)
-    x, y = _read_arrays(path, ("x", "y"), "data file")
-    x = check_input_array(x, f"data file {shown}: x")
+def load_labelled(path: str | os.PathLike | LabelledData, input_shape: tuple[int, ...] | None = None) -> LabelledData:
+    """Loads and checks a data file; `input_shape` (h, w, c) is the shape one sample must have. Data already
+    loaded (a LabelledData: e.g. an ONNX task's NCHW calibration file in NHWC, workflows/pipeline) is not read
+    again, only its shape checked."""
+    if isinstance(path, LabelledData):
+        x, y, path = path.x, path.y, path.path
+        shown = printable(path)
+    else:
+        path = Path(path)
+        shown = printable(path)
+        x, y = _read_arrays(path, ("x", "y"), "data file")
+        x = check_input_array(x, f"data file {shown}: x")
     if x.ndim != 4:
         raise DataError(f"data file {shown}: x has shape {x.shape}, expected (N, H, W, C)")
     if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):

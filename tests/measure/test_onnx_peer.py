@@ -92,6 +92,31 @@ def test_bench_vs_onnx_and_tflite(setup):
     assert out["reference_ms"]["median"] > 0 and out["reference_peak_bytes"] > 0
 
 
+def test_bench_data_nchw_for_an_onnx_task(setup, tmp_path):
+    """`bench --data` of a task with an .onnx peer takes NCHW (the ONNX model's layout) like NHWC: the same pool,
+    so the same agreement with ONNX Runtime; a shape that is neither layout is one error line; without an .onnx
+    peer for the task, NCHW data is refused as before (the merged model reads NHWC)."""
+    d, _ = setup
+    k_data = tmp_path / "k.npz"
+    np.savez(k_data, x=np.random.default_rng(0).random((4, 32, 32, 1), dtype=np.float32))
+    agreements = []
+    for name in ("nchw.npz", "nhwc.npz"):
+        r = cli("bench", d / "m.emm", "--vs", f"vision={PLAIN}", "--vs", f"k={d / 'k.tflite'}", "--runs", "5",
+                "--warmup", "1", "--data", f"vision={d / name}", "--data", f"k={k_data}", "--json")
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert out["inputs"] == "data"
+        agreements.append(out["tasks"]["vision"]["top1_agreement"])
+    assert agreements[0] == agreements[1]
+    np.savez(tmp_path / "bad.npz", x=np.zeros((2, 32, 1, 32), np.float32))
+    for vs, data, needle in ((f"vision={PLAIN}", tmp_path / "bad.npz", "NCHW"),
+                             (f"vision={d / 'k.tflite'}", d / "nchw.npz", "(8, 1, 32, 32)")):
+        r = cli("bench", d / "m.emm", "--vs", vs, "--vs", f"k={d / 'k.tflite'}", "--runs", "2", "--warmup", "0",
+                "--data", f"vision={data}")
+        assert r.returncode == 1 and r.stderr.startswith("error: ") and needle in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
 def test_calibration_targets_from_onnx_runtime(setup):
     """L1 targets of an ONNX original: ONNX Runtime with the matched tensors exposed, NHWC, checked before use."""
     from edgemerge import emm

@@ -10,7 +10,8 @@ Layout: ONNX models from PyTorch are NCHW; the SourceModel (and the runtime) is 
 once here (conv [Cout, Cin, KH, KW] -> [KH, KW, Cin, Cout]; depthwise [C*M, 1, KH, KW] -> [KH, KW, C, M]);
 a dense layer reading a flattened C x H x W value gets its rows reordered from ONNX's CHW order to the HWC order
 the runtime flattens in. The model's declared input layout is NCHW (`INPUT_LAYOUT`); its data converts with
-`nchw_to_nhwc`/`to_nhwc` (measure/evaluate, bench: NHWC always accepted, NCHW when the shape is unambiguous).
+`nchw_to_nhwc`/`to_nhwc`/`onnx_task_samples` (eval --data, merge --calib, bench --data: NHWC always
+accepted, NCHW when the shape is unambiguous).
 
 Folding: BatchNormalization after a conv/dense layer read by nothing else is folded into its weights (a lone
 one becomes a 1x1 depthwise layer); an activation after a conv/dense/add read by nothing else is fused into
@@ -76,6 +77,19 @@ def to_nhwc(x: np.ndarray, hwc: tuple[int, int, int], where: str) -> np.ndarray:
     if sample == (c, h, w):
         return nchw_to_nhwc(x)
     return x
+
+
+def onnx_task_samples(x: np.ndarray, hwc: tuple[int, int, int], where: str) -> np.ndarray:
+    """The samples of a task whose original is an ONNX model (eval --data, merge --calib, bench --data), in the
+    runtime's NHWC layout: `to_nhwc`, and a shape that is neither layout refused naming both."""
+    from edgemerge.inputs import DataError
+
+    h, w, c = (int(v) for v in hwc)
+    nhwc = to_nhwc(x, (h, w, c), where)
+    if nhwc.ndim != 4 or tuple(nhwc.shape[1:]) != (h, w, c):
+        raise DataError(f"{where}: samples have shape {tuple(np.shape(x)[1:])}, the model expects {(h, w, c)} (NHWC) "
+                        f"or {(c, h, w)} (NCHW, the ONNX model's layout)")
+    return nhwc
 
 
 class _Builder:

@@ -120,14 +120,18 @@ class Stats:
         return {"min": self.min, "median": self.median, "p95": self.p95}
 
 
-def _load_samples(path: str | os.PathLike, shape: tuple[int, int, int], task: str) -> np.ndarray:
-    """SAMPLE_POOL samples of `x` from a data file (.npz; `y` is not needed), the first ones, cycled."""
+def _load_samples(path: str | os.PathLike, shape: tuple[int, int, int], task: str, onnx: bool = False) -> np.ndarray:
+    """SAMPLE_POOL samples of `x` from a data file (.npz; `y` is not needed), the first ones, cycled. For a task
+    with an ONNX original (`onnx`), NCHW samples are accepted too (importers/onnx_import.onnx_task_samples)."""
     from edgemerge.datasets import load_samples  # the input guards: dtype, uint8, NaN/Inf, empty, .npy
 
     path = Path(path)
     if not path.is_file():
         raise EdgemergeError(f"--data {task}={path}: no such file")
     x = load_samples(path, f"--data {task}:")
+    if onnx:
+        from edgemerge.importers.onnx_import import onnx_task_samples
+        x = onnx_task_samples(x, shape, f"--data {task}={path}")
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape) or len(x) == 0:
         raise EdgemergeError(f"--data {task}={path}: x has shape {tuple(x.shape)}, task {task!r} needs "
                              f"(N >= 1, {', '.join(map(str, shape))})")
@@ -135,8 +139,9 @@ def _load_samples(path: str | os.PathLike, shape: tuple[int, int, int], task: st
     return np.ascontiguousarray(x[np.arange(SAMPLE_POOL) % min(len(x), SAMPLE_POOL)], dtype=np.float32)
 
 
-def _input_pools(runtime, data: dict[str, str], seed: int) -> list[np.ndarray]:
-    """One [P, H, W, C] float32 pool per graph input of the merged model."""
+def _input_pools(runtime, data: dict[str, str], seed: int, onnx_tasks: set[str] = frozenset()) -> list[np.ndarray]:
+    """One [P, H, W, C] float32 pool per graph input of the merged model (`onnx_tasks`: tasks with an .onnx peer,
+    whose data may be NCHW)."""
     n_inputs = runtime.input_count
     shapes: dict[int, tuple[int, int, int]] = {t.input_index: t.input_shape for t in runtime.tasks}
     rng = np.random.default_rng(seed)
@@ -148,7 +153,7 @@ def _input_pools(runtime, data: dict[str, str], seed: int) -> list[np.ndarray]:
             raise EdgemergeError(f"--data: tasks {given_by[info.input_index]!r} and {task!r} read the same model "
                                  "input; give data for one of them")
         given_by[info.input_index] = task
-        pools[info.input_index] = _load_samples(path, info.input_shape, task)
+        pools[info.input_index] = _load_samples(path, info.input_shape, task, task in onnx_tasks)
     for i in range(n_inputs):
         if pools[i] is None:
             pools[i] = rng.random((SAMPLE_POOL, *shapes[i]), dtype=np.float32)
@@ -406,7 +411,8 @@ def bench(model_path: str | os.PathLike, references: dict[str, str] | list[dict[
     started = time.perf_counter_ns()
     runtime = runtime_module.Runtime(model_path, threads=threads)
     merged_load_ns = time.perf_counter_ns() - started
-    pools = _input_pools(runtime, data or {}, seed)
+    onnx_tasks = {t for files in peer_sets for t, f in files.items() if peer_kind(f) == "onnxruntime"}
+    pools = _input_pools(runtime, data or {}, seed, onnx_tasks)
     merged_run, merged_method = merged_timer(runtime, pools)
     merged_first_ns = merged_run(0)
     # the 1-thread side of merged_threads_speedup (None with threads = 1)

@@ -41,14 +41,9 @@ def reference_predictions(model_path: str | os.PathLike, x: np.ndarray, batch: i
 
 
 def _onnx_task_data(labelled, hwc: tuple[int, ...]):
-    from edgemerge.datasets import DataError
-    from edgemerge.importers.onnx_import import to_nhwc
+    from edgemerge.importers.onnx_import import onnx_task_samples
 
-    x = to_nhwc(labelled.x, hwc, f"data file {labelled.path}")
-    if tuple(x.shape[1:]) != hwc:
-        raise DataError(f"data file {labelled.path}: samples have shape {tuple(labelled.x.shape[1:])}, the model "
-                        f"expects {hwc} (NHWC) or {(hwc[2], hwc[0], hwc[1])} (NCHW, the ONNX model's layout)")
-    labelled.x = x
+    labelled.x = onnx_task_samples(labelled.x, hwc, f"data file {labelled.path}")
     return labelled
 
 

@@ -43,6 +43,7 @@ def merge_files(sources: dict[str, str | os.PathLike], output: str | os.PathLike
     groups = parse_alignment(alignment) if alignment else None
     if budget and not calib:
         raise EdgemergeError("--budget needs calibration data (--calib TASK=NPZ for every task)")
+    calib = _nhwc_calibration(sources, models, calib)
     calibration = search = None
     calibrate_kwargs = {"steps": steps, "calib_fraction": calib_fraction, "strategy": strategy, "seed": seed,
                         "progress": log, **(calibrate_options or {})}
@@ -78,6 +79,25 @@ def merge_files(sources: dict[str, str | os.PathLike], output: str | os.PathLike
         summary["search"] = search
     log(f"merged {len(models)} models in {summary['seconds']} s")
     return summary
+
+
+def _nhwc_calibration(sources, models, calib):
+    """`calib` with the files of tasks whose original is an ONNX model loaded now and put in the runtime's NHWC
+    layout (importers/onnx_import.onnx_task_samples: NHWC taken as is, NCHW, the layout PyTorch users have,
+    transposed, a shape that reads both ways refused); calibration and the budget search read the loaded data
+    (datasets.load_labelled takes it as it is). Other tasks' files stay paths, loaded where they are used."""
+    if not calib:
+        return calib
+    from edgemerge.datasets import LabelledData, load_labelled
+    from edgemerge.importers.onnx_import import onnx_task_samples
+
+    out = dict(calib)
+    for task, path in calib.items():
+        if task in sources and Path(sources[task]).suffix.lower() == ".onnx":
+            data = load_labelled(path)
+            x = onnx_task_samples(data.x, models[task].input_shape, f"calibration data {data}")
+            out[task] = LabelledData(x, data.y, data.path)
+    return out
 
 
 def _search_budget(models, sources, calib, budget, output, *, preset, layer_rc, groups, seed, kmeans_inits,
