@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 import zlib
+from functools import partial
 from pathlib import Path
 
 import graphs
@@ -34,13 +35,12 @@ import pytest
 from edgemerge.deploy.flash import TMP_MARK, DirTarget, FlashError, flash, parse_target
 from edgemerge.emm import to_bytes, write_emm
 from ssh_server import free_port
+from cli_runner import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def cli(*args, timeout=300, env=None):
-    return subprocess.run([sys.executable, "-m", "edgemerge.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT, env=env)
+cli = partial(run_cli, timeout=300, cwd=ROOT)
 
 
 def leftovers(folder: Path) -> list[str]:

@@ -24,11 +24,7 @@ from edgemerge.merging.merge import merge_models  # noqa: E402
 from edgemerge.training.calibrate import TFMergedGraph, calibrate, tf_forward  # noqa: E402
 from edgemerge.training.targets import load_targets, target_outputs  # noqa: E402
 from edgemerge.training.tf_form import _activation  # noqa: E402
-
-
-def max_rel_err(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
+from numeric import max_rel_err  # noqa: E402
 
 
 @pytest.mark.parametrize("act", list(Act))
