@@ -205,3 +205,19 @@ def randomise(model, seed: int = 0, *, biases: bool = True) -> None:
             weights = layer.get_weights()
             weights[-1] = rng.normal(0, 0.1, weights[-1].shape).astype(np.float32)
             layer.set_weights(weights)
+
+
+def refused_on_import(model, directory: Path, name: str, fragment: str):
+    """`model` saved as NAME.keras is refused by load_source_model with an UnsupportedLayerError that starts
+    with the file name and names `fragment`; the error is returned for more checks."""
+    import pytest
+
+    from edgemerge.errors import UnsupportedLayerError
+    from edgemerge.importers import load_source_model
+
+    path = directory / f"{name}.keras"
+    model.save(path)
+    with pytest.raises(UnsupportedLayerError) as info:
+        load_source_model(path)
+    assert fragment in str(info.value) and str(info.value).startswith(f"{name}.keras: "), str(info.value)
+    return info.value
