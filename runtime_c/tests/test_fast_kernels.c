@@ -137,14 +137,7 @@ static uint32_t add_layer(emb_builder *b, const layer_case *c, uint32_t in, em_t
     n.activation = c->activation;
     if (c->op != EM_OP_DENSE && c->op != EM_OP_LUT_DENSE && c->op != EM_OP_GLOBAL_AVG_POOL &&
         c->op != EM_OP_RESHAPE && c->op != EM_OP_ACTIVATION) {
-        n.kernel_h = c->kh;
-        n.kernel_w = c->kw;
-        n.stride_h = c->sh;
-        n.stride_w = c->sw;
-        n.pad_top = c->pt;
-        n.pad_left = c->pl;
-        n.pad_bottom = c->pb;
-        n.pad_right = c->pr;
+        emb_node_window(&n, c->kh, c->kw, c->sh, c->sw, c->pt, c->pl, c->pb, c->pr);
     }
     if (c->op == EM_OP_CONV2D || c->op == EM_OP_DENSE || c->op == EM_OP_DEPTHWISE_CONV2D) {
         const uint32_t dims4[4] = {c->kh, c->kw, c->cin, c->cout}, dims2[2] = {c->cin, c->cout};
