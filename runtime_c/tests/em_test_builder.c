@@ -540,7 +540,7 @@ int emb_find_section(const uint8_t *buf, uint32_t kind, size_t *offset, size_t *
 
 size_t emb_node_record_offset(const uint8_t *buf, uint32_t node)
 {
-    size_t off;
+    size_t off = 0; /* emb_find_section leaves it unset when the section is missing */
     emb_find_section(buf, EM_SECTION_GRAPH, &off, NULL);
     const size_t graph_header = emb_get_u32(buf + 4) >= 2 ? EM_GRAPH_HEADER_BYTES : EM_GRAPH_HEADER_BYTES_V1;
     return off + graph_header + (size_t)EM_INPUT_RECORD_BYTES * emb_get_u32(buf + off) +
@@ -549,14 +549,14 @@ size_t emb_node_record_offset(const uint8_t *buf, uint32_t node)
 
 size_t emb_tensor_record_offset(const uint8_t *buf, uint32_t tensor)
 {
-    size_t off;
+    size_t off = 0; /* emb_find_section leaves it unset when the section is missing */
     emb_find_section(buf, EM_SECTION_TENSORS, &off, NULL);
     return off + 4 + (size_t)EM_TENSOR_RECORD_BYTES * tensor;
 }
 
 size_t emb_task_record_offset(const uint8_t *buf, uint32_t task)
 {
-    size_t off;
+    size_t off = 0; /* emb_find_section leaves it unset when the section is missing */
     emb_find_section(buf, EM_SECTION_TASKS, &off, NULL);
     return off + 4 + (size_t)EM_TASK_RECORD_BYTES * task;
 }
@@ -566,6 +566,15 @@ size_t emb_tensor_data_offset(const uint8_t *buf, uint32_t tensor)
     size_t data;
     emb_find_section(buf, EM_SECTION_DATA, &data, NULL);
     return data + (size_t)emb_get_u64(buf + emb_tensor_record_offset(buf, tensor) + 32);
+}
+
+uint8_t *emb_finish_one_task(emb_builder *b, uint32_t input, uint32_t output, size_t *size)
+{
+    uint8_t *file;
+    emb_task_auto(b, "t", input, output);
+    file = emb_finish(b, size);
+    emb_destroy(b);
+    return file;
 }
 
 void emb_lut_model_build(const emb_lut_layer *c, uint32_t flags, uint32_t seed, emb_lut_model *out)

@@ -78,6 +78,8 @@ void emb_extension(emb_builder *b, uint32_t kind, const void *payload, uint32_t 
 
 /* The finished file (malloc'd; free() it). The builder stays usable. */
 uint8_t *emb_finish(const emb_builder *b, size_t *size);
+/* The one-task model: task "t" from `input` to `output`, the file finished and the builder destroyed. */
+uint8_t *emb_finish_one_task(emb_builder *b, uint32_t input, uint32_t output, size_t *size);
 
 /* ---- helpers for patching finished files ---- */
 uint32_t emb_crc32(const void *data, size_t size); /* bitwise, independent of src/em_crc32.c */

@@ -96,9 +96,7 @@ static uint8_t *build_model(size_t *size)
     v = add_weighted(b, &rng, EM_OP_DENSE, v, 16, 24, 1);
     v = add_lut(b, &rng, EM_OP_LUT_DENSE, v, 24, 10, 4, 16, 1, EM_NODE_FLAG_INT8_TABLES);
     v = add_lut(b, &rng, EM_OP_LUT_DENSE, v, 10, 7, 2, 9, 1, 0);
-    emb_task_auto(b, "t", in, v);
-    file = emb_finish(b, size);
-    emb_destroy(b);
+    file = emb_finish_one_task(b, in, v, size);
     return file;
 }
 

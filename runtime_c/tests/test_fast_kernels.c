@@ -438,9 +438,7 @@ static void test_profiling_api(void)
     em_test_rng_seed(&rng, 5);
     in = emb_input(b, 9, 7, 5);
     out = add_layer(b, &c, in, &rng);
-    emb_task_auto(b, "t", in, out);
-    file = emb_finish(b, &size);
-    emb_destroy(b);
+    file = emb_finish_one_task(b, in, out, &size);
     em_test_fill(&rng, x, sizeof x / sizeof x[0], 1.0f);
     if (load(file, size, EM_KERNELS_AUTO, NULL, &l, "profiling")) {
         em_run_task(l.ctx, 0, x, sizeof x / sizeof x[0], y, sizeof y / sizeof y[0], &err);

@@ -268,9 +268,7 @@ static void test_loader_rules(void)
             n.weight = emb_tensor_f32(eb, 3, cb_dims, cb);
             n.index = emb_tensor_idx(eb, 2, idx_dims, 1, idx);
             out = emb_add_op(eb, n, 3);
-            emb_task_auto(eb, "t", in, out);
-            b.file = emb_finish(eb, &b.size);
-            emb_destroy(eb);
+            b.file = emb_finish_one_task(eb, in, out, &b.size);
             set_input_scale(&b, 0.01f);
             expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "not finite");
             free(b.file);
@@ -286,9 +284,7 @@ static void test_loader_rules(void)
         n.flags = EM_NODE_FLAG_INT8_ACT;
         n.weight = emb_tensor_f32(eb, 2, dims, w);
         out = emb_add_op(eb, n, 3);
-        emb_task_auto(eb, "t", in, out);
-        b.file = emb_finish(eb, &b.size);
-        emb_destroy(eb);
+        b.file = emb_finish_one_task(eb, in, out, &b.size);
         set_input_scale(&b, 0.01f);
         expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "only defined for LUT ops");
         free(b.file);
