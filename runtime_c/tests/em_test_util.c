@@ -233,3 +233,13 @@ int em_test_run_forced(const uint8_t *file, size_t size, uint32_t kernels, const
     em_model_free(model);
     return st == EM_STATUS_OK;
 }
+
+em_status em_test_load_with(const uint8_t *file, size_t size, const em_allocator *allocator, uint32_t kernels,
+                            uint32_t flags, em_model **model, em_error *err)
+{
+    em_load_options options;
+    memset(&options, 0, sizeof options);
+    options.kernels = kernels;
+    options.flags = flags;
+    return em_model_load_ex(file, size, allocator, &options, model, err);
+}

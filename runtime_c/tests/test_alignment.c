@@ -118,14 +118,11 @@ int main(void)
         skew_free(&state, p);
     }
     for (set = 0; set < EM_KERNELS_COUNT; ++set) {
-        em_load_options options;
         em_model *model = NULL;
         em_error err;
         em_status st;
         if (!em_kernels_available(set)) continue;
-        memset(&options, 0, sizeof options);
-        options.kernels = set;
-        st = em_model_load_ex(file, size, &skew, &options, &model, &err);
+        st = em_test_load_with(file, size, &skew, set, 0, &model, &err);
         if (!CHECK_STATUS(st, EM_STATUS_OK, err)) continue;
         for (i = 0; i < model->node_count; ++i) {
             const em_node *node = &model->nodes[i];
