@@ -5,8 +5,14 @@ from __future__ import annotations
 import struct
 import zlib
 
+import numpy as np
+import pytest
+from cli_runner import run_cli
+
 from edgemerge.emm import constants as F
 from edgemerge.emm.layout import SECTION_RECORD
+from edgemerge.errors import EmmFormatError
+from edgemerge.runtime import Runtime
 
 
 def section_span(data: bytes, kind: int) -> tuple[int, int, int]:
@@ -110,3 +116,30 @@ CORRUPTIONS = {
     "index_past_codewords": (index_past_codewords, "index"),
     "shape_overflow": (shape_overflow, "tensor"),
 }
+
+
+# -- what every refusal must look like -------------------------------------------------------------------
+def c_loader_refuses(valid: bytes, mutate, keyword: str) -> tuple[bytes, EmmFormatError]:
+    """`mutate(valid)` changes the file, and the C loader (Runtime) raises EmmFormatError naming `keyword` for
+    it; the bad bytes and the error are returned for more checks."""
+    bad = mutate(valid)
+    assert bad != valid
+    with pytest.raises(EmmFormatError) as info:
+        Runtime(bad)
+    assert keyword in str(info.value).lower(), str(info.value)
+    return bad, info.value
+
+
+def cli_refuses(folder, name: str, bad: bytes, keyword: str, input_shape: tuple[int, int, int], task: str) -> None:
+    """`inspect --json` and `eval --data` on the file `bad` both exit 1 with one `error:` line naming `keyword`
+    and no traceback (`input_shape` and `task` make a valid --data file, so only the model is at fault)."""
+    path = folder / f"{name}.emm"
+    path.write_bytes(bad)
+    data = folder / f"{task}.npz"
+    np.savez(data, x=np.zeros((2, *input_shape), np.float32), y=np.zeros(2, np.int64))
+    for args in (["inspect", path, "--json"], ["eval", path, "--data", f"{task}={data}", "--json"]):
+        result = run_cli(*args, timeout=120)
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+        assert keyword in result.stderr.lower(), result.stderr
+        assert "Traceback" not in result.stderr

@@ -171,3 +171,18 @@ def to_keras(source: SourceModel):
         values[layer.name] = y
     probs = keras.layers.Softmax(name="probs")(values[source.layers[-1].name])
     return keras.Model(x_in, probs, name=source.name)
+
+
+def dag_pair_files(directory: Path, samples: int):
+    """dag_pair() saved as functional .keras originals, with calibration sets of `samples` random inputs each,
+    labelled by the originals: (sources, {task: .keras path}, {task: .npz path})."""
+    sources, originals, calib = dag_pair(), {}, {}
+    rng = np.random.default_rng(0)
+    for task, source in sources.items():
+        model = to_keras(source)
+        originals[task] = directory / f"{task}.keras"
+        model.save(originals[task])
+        x = rng.normal(size=(samples, *source.input_shape)).astype(np.float32)
+        calib[task] = directory / f"{task}.npz"
+        np.savez(calib[task], x=x, y=np.argmax(model.predict(x, verbose=0), axis=1).astype(np.int64))
+    return sources, originals, calib

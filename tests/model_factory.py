@@ -186,3 +186,38 @@ def keras_logits(model, x: np.ndarray) -> np.ndarray:
         finally:
             last.activation = saved
     return np.asarray(model.predict(x, verbose=0, batch_size=256), np.float64).reshape(len(x), -1)
+
+
+def randomise(model, seed: int = 0, *, biases: bool = True) -> None:
+    """Non-trivial BatchNorm parameters and statistics (so folding is really exercised) and, with `biases`,
+    non-zero biases (the TFLite converter drops all-zero ones)."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            values = ([rng.uniform(0.5, 2.0, n)] if layer.scale else []) + \
+                     ([rng.normal(0, 0.5, n)] if layer.center else []) + \
+                     [rng.normal(0, 0.5, n), rng.uniform(0.2, 3.0, n)]
+            layer.set_weights(values)
+        elif biases and getattr(layer, "bias", None) is not None:
+            weights = layer.get_weights()
+            weights[-1] = rng.normal(0, 0.1, weights[-1].shape).astype(np.float32)
+            layer.set_weights(weights)
+
+
+def refused_on_import(model, directory: Path, name: str, fragment: str):
+    """`model` saved as NAME.keras is refused by load_source_model with an UnsupportedLayerError that starts
+    with the file name and names `fragment`; the error is returned for more checks."""
+    import pytest
+
+    from edgemerge.errors import UnsupportedLayerError
+    from edgemerge.importers import load_source_model
+
+    path = directory / f"{name}.keras"
+    model.save(path)
+    with pytest.raises(UnsupportedLayerError) as info:
+        load_source_model(path)
+    assert fragment in str(info.value) and str(info.value).startswith(f"{name}.keras: "), str(info.value)
+    return info.value

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "em_counting_alloc.h" /* tests/: an allocator that counts and can fail its n-th call */
 #include "em_internal.h" /* the node fields, to bound the work of a run (tests may look inside) */
 
 /* ---------------------------------------------------------------------------------------------
@@ -31,32 +32,6 @@ static void fuzz_fail(const char *fmt, ...)
     } while (0)
 
 /* ---------------------------------------------------------------------------------------------
- * A counting allocator that can fail its n-th allocation
- * --------------------------------------------------------------------------------------------- */
-
-typedef struct fuzz_allocator {
-    size_t calls, fail_at, live;
-} fuzz_allocator;
-
-static void *fuzz_alloc(void *user, size_t bytes)
-{
-    fuzz_allocator *a = (fuzz_allocator *)user;
-    void *p;
-    if (++a->calls == a->fail_at) return NULL;
-    p = malloc(bytes);
-    if (p != NULL) ++a->live;
-    return p;
-}
-
-static void fuzz_free(void *user, void *ptr)
-{
-    fuzz_allocator *a = (fuzz_allocator *)user;
-    if (ptr == NULL) return;
-    --a->live;
-    free(ptr);
-}
-
-/* ---------------------------------------------------------------------------------------------
  * Loading
  * --------------------------------------------------------------------------------------------- */
 
@@ -76,7 +51,7 @@ static void check_error(em_status st, const em_error *err, const em_model *model
 }
 
 /* Loads an exact-size copy (so a sanitizer sees any read past the end) through a counting allocator. */
-static em_status load_copy(const uint8_t *data, size_t size, em_model **model, fuzz_allocator *counter,
+static em_status load_copy(const uint8_t *data, size_t size, em_model **model, em_counting_allocator *counter,
                            uint8_t **copy_out, const char *what)
 {
     em_allocator allocator;
@@ -86,9 +61,7 @@ static em_status load_copy(const uint8_t *data, size_t size, em_model **model, f
     FUZZ_REQUIRE(copy != NULL, "out of memory copying %zu bytes", size);
     if (size) memcpy(copy, data, size);
     memset(counter, 0, sizeof *counter);
-    allocator.alloc = fuzz_alloc;
-    allocator.free = fuzz_free;
-    allocator.user = counter;
+    em_counting_allocator_bind(&allocator, counter);
     memset(&err, 0x5A, sizeof err); /* garbage: the loader must set status and message itself */
     *model = (em_model *)(void *)&err;
     st = em_model_load(copy, size, &allocator, model, &err);
@@ -106,16 +79,14 @@ static em_status load_copy(const uint8_t *data, size_t size, em_model **model, f
 /* A load that fails at allocation n (1-based) must say "out of memory", free everything, and set nothing. */
 static void check_failing_allocation(const uint8_t *data, size_t size, size_t n)
 {
-    fuzz_allocator counter;
+    em_counting_allocator counter;
     em_allocator allocator;
     em_model *model = NULL;
     em_error err;
     em_status st;
     memset(&counter, 0, sizeof counter);
     counter.fail_at = n;
-    allocator.alloc = fuzz_alloc;
-    allocator.free = fuzz_free;
-    allocator.user = &counter;
+    em_counting_allocator_bind(&allocator, &counter);
     st = em_model_load(data, size, &allocator, &model, &err);
     check_error(st, &err, model, "load with a failing allocator");
     FUZZ_REQUIRE(st == EM_STATUS_NO_MEMORY, "allocation %zu failing: status %s (%s)", n, em_status_name(st),
@@ -427,7 +398,7 @@ static uint32_t hash_bytes(const uint8_t *data, size_t size)
 static int check_loaded(const uint8_t *data, size_t size, em_status *status, em_fuzz_stats *stats,
                         const char *what)
 {
-    fuzz_allocator counter;
+    em_counting_allocator counter;
     em_model *model = NULL;
     uint8_t *copy = NULL;
     const uint32_t seed = hash_bytes(data, size);

@@ -297,9 +297,10 @@ static em_status lut_table_bytes(em_node *node, size_t pixels, em_error *err)
  * prepare() of each op
  * --------------------------------------------------------------------------------------------- */
 
-static em_status prepare_conv2d(em_model *model, em_node *node, em_error *err)
+/* CONV2D and DEPTHWISE_CONV2D: no LUT fields, no index map, and a float weight [KH, KW, Cin, X] whose last
+ * dimension X (Cout, or the depth multiplier M) is the weight's to choose; `expected` gets the four dims. */
+static em_status resolve_window_weight(em_model *model, em_node *node, uint32_t expected[4], em_error *err)
 {
-    uint32_t oh = 0, ow = 0, expected[4];
     em_status st = require_no_lut_fields(node, err);
     if (st == EM_STATUS_OK)
         st = resolve_tensor(model, node, "weight", node->weight_id, TENSOR_REQUIRED, EM_DTYPE_F32, 4,
@@ -310,8 +311,14 @@ static em_status prepare_conv2d(em_model *model, em_node *node, em_error *err)
     expected[0] = node->kernel_h;
     expected[1] = node->kernel_w;
     expected[2] = node->in.c;
-    expected[3] = node->weight->dims[3]; /* Cout is the weight's to choose */
-    st = expect_dims(node, "weight", node->weight_id, node->weight, expected, err);
+    expected[3] = node->weight->dims[3];
+    return expect_dims(node, "weight", node->weight_id, node->weight, expected, err);
+}
+
+static em_status prepare_conv2d(em_model *model, em_node *node, em_error *err)
+{
+    uint32_t oh = 0, ow = 0, expected[4];
+    em_status st = resolve_window_weight(model, node, expected, err); /* expected[3]: Cout */
     if (st == EM_STATUS_OK) st = resolve_bias(model, node, expected[3], err);
     if (st == EM_STATUS_OK) st = window_output_hw(node, &oh, &ow, err);
     if (st == EM_STATUS_OK) st = expect_output(node, oh, ow, expected[3], err);
@@ -322,18 +329,7 @@ static em_status prepare_depthwise_conv2d(em_model *model, em_node *node, em_err
 {
     uint32_t oh = 0, ow = 0, expected[4];
     uint64_t out_c;
-    em_status st = require_no_lut_fields(node, err);
-    if (st == EM_STATUS_OK)
-        st = resolve_tensor(model, node, "weight", node->weight_id, TENSOR_REQUIRED, EM_DTYPE_F32, 4,
-                            &node->weight, err);
-    if (st == EM_STATUS_OK)
-        st = resolve_tensor(model, node, "index", node->index_id, TENSOR_FORBIDDEN, 0, 0, &node->index_map, err);
-    if (st != EM_STATUS_OK) return st;
-    expected[0] = node->kernel_h;
-    expected[1] = node->kernel_w;
-    expected[2] = node->in.c;
-    expected[3] = node->weight->dims[3]; /* depth multiplier M */
-    st = expect_dims(node, "weight", node->weight_id, node->weight, expected, err);
+    em_status st = resolve_window_weight(model, node, expected, err); /* expected[3]: multiplier M */
     if (st != EM_STATUS_OK) return st;
     out_c = (uint64_t)node->in.c * expected[3];
     if (out_c > EM_MAX_VALUE_ELEMENTS)

@@ -1,5 +1,7 @@
 #include "em_test_builder.h"
 
+#include "em_test_util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -283,6 +285,19 @@ emb_node emb_node_init(uint32_t op, uint32_t input)
     return n;
 }
 
+void emb_node_window(emb_node *n, uint32_t kh, uint32_t kw, uint32_t sh, uint32_t sw, uint32_t pt, uint32_t pl,
+                     uint32_t pb, uint32_t pr)
+{
+    n->kernel_h = kh;
+    n->kernel_w = kw;
+    n->stride_h = sh;
+    n->stride_w = sw;
+    n->pad_top = pt;
+    n->pad_left = pl;
+    n->pad_bottom = pb;
+    n->pad_right = pr;
+}
+
 uint32_t emb_add_node(emb_builder *b, const emb_node *n)
 {
     const uint32_t f[24] = {n->op, n->input, n->activation, n->flags, n->out_h, n->out_w, n->out_c, n->kernel_h,
@@ -525,7 +540,7 @@ int emb_find_section(const uint8_t *buf, uint32_t kind, size_t *offset, size_t *
 
 size_t emb_node_record_offset(const uint8_t *buf, uint32_t node)
 {
-    size_t off;
+    size_t off = 0; /* emb_find_section leaves it unset when the section is missing */
     emb_find_section(buf, EM_SECTION_GRAPH, &off, NULL);
     const size_t graph_header = emb_get_u32(buf + 4) >= 2 ? EM_GRAPH_HEADER_BYTES : EM_GRAPH_HEADER_BYTES_V1;
     return off + graph_header + (size_t)EM_INPUT_RECORD_BYTES * emb_get_u32(buf + off) +
@@ -534,14 +549,14 @@ size_t emb_node_record_offset(const uint8_t *buf, uint32_t node)
 
 size_t emb_tensor_record_offset(const uint8_t *buf, uint32_t tensor)
 {
-    size_t off;
+    size_t off = 0; /* emb_find_section leaves it unset when the section is missing */
     emb_find_section(buf, EM_SECTION_TENSORS, &off, NULL);
     return off + 4 + (size_t)EM_TENSOR_RECORD_BYTES * tensor;
 }
 
 size_t emb_task_record_offset(const uint8_t *buf, uint32_t task)
 {
-    size_t off;
+    size_t off = 0; /* emb_find_section leaves it unset when the section is missing */
     emb_find_section(buf, EM_SECTION_TASKS, &off, NULL);
     return off + 4 + (size_t)EM_TASK_RECORD_BYTES * task;
 }
@@ -551,4 +566,74 @@ size_t emb_tensor_data_offset(const uint8_t *buf, uint32_t tensor)
     size_t data;
     emb_find_section(buf, EM_SECTION_DATA, &data, NULL);
     return data + (size_t)emb_get_u64(buf + emb_tensor_record_offset(buf, tensor) + 32);
+}
+
+uint8_t *emb_finish_one_task(emb_builder *b, uint32_t input, uint32_t output, size_t *size)
+{
+    uint8_t *file;
+    emb_task_auto(b, "t", input, output);
+    file = emb_finish(b, size);
+    emb_destroy(b);
+    return file;
+}
+
+void emb_lut_model_build(const emb_lut_layer *c, uint32_t flags, uint32_t seed, emb_lut_model *out)
+{
+    emb_builder *b = emb_create();
+    em_test_rng rng;
+    const int dense = c->op == EM_OP_LUT_DENSE;
+    const uint32_t S = (c->cin + c->r - 1) / c->r, taps = dense ? 1 : c->kh * c->kw;
+    const uint32_t cb_dims[3] = {S, c->C, c->r};
+    const size_t cb_count = (size_t)S * c->C * c->r, idx_count = (size_t)taps * S * c->cout;
+    uint32_t *idx = (uint32_t *)malloc(idx_count * sizeof(uint32_t));
+    uint32_t in, o, oh, ow, oc, bits = 1;
+    emb_node n = emb_node_init(c->op, 0);
+    size_t i;
+    while ((1u << bits) < c->C) ++bits;
+    em_test_rng_seed(&rng, seed);
+    in = dense ? emb_input(b, 1, 1, c->cin) : emb_input(b, c->h, c->w, c->cin);
+    n.input = in;
+    n.flags = flags;
+    n.activation = c->act;
+    if (!dense) emb_node_window(&n, c->kh, c->kw, c->sh, c->sw, c->pt, c->pl, c->pb, c->pr);
+    out->codebook = (float *)malloc(cb_count * sizeof(float));
+    em_test_fill(&rng, out->codebook, cb_count, 0.3f);
+    for (i = 0; i < idx_count; ++i) idx[i] = em_test_rand_below(&rng, c->C);
+    idx[idx_count / 2] = c->C - 1;
+    n.seg_len = c->r;
+    n.codewords = c->C;
+    n.weight = emb_tensor_f32(b, 3, cb_dims, out->codebook);
+    if (dense) {
+        const uint32_t dims[2] = {S, c->cout};
+        n.index = emb_tensor_idx(b, 2, dims, bits, idx);
+    } else {
+        const uint32_t dims[4] = {c->kh, c->kw, S, c->cout};
+        n.index = emb_tensor_idx(b, 4, dims, bits, idx);
+    }
+    if (c->bias) {
+        float *bias = (float *)malloc(c->cout * sizeof(float));
+        em_test_fill(&rng, bias, c->cout, 0.5f);
+        n.bias = emb_tensor_f32(b, 1, &c->cout, bias);
+        free(bias);
+    }
+    o = emb_add_op(b, n, c->cout);
+    emb_task_auto(b, "t", in, o);
+    emb_value_shape(b, o, &oh, &ow, &oc);
+    out->file = emb_finish(b, &out->size);
+    emb_destroy(b);
+    free(idx);
+    out->nx = dense ? c->cin : (size_t)c->h * c->w * c->cin;
+    out->ny = (size_t)oh * ow * oc;
+    out->x = (float *)malloc(out->nx * sizeof(float));
+    em_test_fill(&rng, out->x, out->nx, 1.0f);
+    out->scale = 0.0f;
+}
+
+void emb_lut_model_free(emb_lut_model *m)
+{
+    free(m->file);
+    free(m->codebook);
+    free(m->x);
+    m->file = NULL;
+    m->codebook = m->x = NULL;
 }

@@ -61,6 +61,9 @@ uint32_t emb_tensor_idx(emb_builder *b, uint32_t ndim, const uint32_t *dims, uin
 emb_node emb_node_init(uint32_t op, uint32_t input);
 /* Appends a node as given; returns its value id. */
 uint32_t emb_add_node(emb_builder *b, const emb_node *node);
+/* Sets a node's window: kernel, strides and pads (top, left, bottom, right). */
+void emb_node_window(emb_node *n, uint32_t kh, uint32_t kw, uint32_t sh, uint32_t sw, uint32_t pt, uint32_t pl,
+                     uint32_t pb, uint32_t pr);
 /* Appends a node after computing its output shape from its input's shape per FORMAT.md (out_c: the
  * output channel count for conv/dense/LUT ops, ignored by the others). Returns its value id. */
 uint32_t emb_add_op(emb_builder *b, emb_node node, uint32_t out_c);
@@ -75,6 +78,8 @@ void emb_extension(emb_builder *b, uint32_t kind, const void *payload, uint32_t 
 
 /* The finished file (malloc'd; free() it). The builder stays usable. */
 uint8_t *emb_finish(const emb_builder *b, size_t *size);
+/* The one-task model: task "t" from `input` to `output`, the file finished and the builder destroyed. */
+uint8_t *emb_finish_one_task(emb_builder *b, uint32_t input, uint32_t output, size_t *size);
 
 /* ---- helpers for patching finished files ---- */
 uint32_t emb_crc32(const void *data, size_t size); /* bitwise, independent of src/em_crc32.c */
@@ -92,6 +97,27 @@ size_t emb_node_record_offset(const uint8_t *buf, uint32_t node);
 size_t emb_tensor_record_offset(const uint8_t *buf, uint32_t tensor);
 size_t emb_task_record_offset(const uint8_t *buf, uint32_t task);
 size_t emb_tensor_data_offset(const uint8_t *buf, uint32_t tensor); /* file offset of its payload */
+
+/* ---- one-node LUT models of the int8 kernel tests (test_lut_int8, test_int8_act) ---- */
+typedef struct emb_lut_layer {
+    uint32_t op; /* EM_OP_LUT_CONV2D, or EM_OP_LUT_DENSE (h = w = 1, the window unused) */
+    uint32_t h, w, cin, cout, kh, kw, sh, sw, pt, pl, pb, pr, r, C, act, bias;
+} emb_lut_layer;
+
+typedef struct emb_lut_model {
+    uint8_t *file;
+    size_t size;
+    float *codebook; /* [S, C, r] */
+    float *x;        /* one input sample of nx values; the output has ny */
+    size_t nx, ny;
+    float scale; /* the INT8_ACT input scale written into the node (0: none) */
+} emb_lut_model;
+
+/* The layer as the only node of a one-task model with node flags `flags`, drawn in this order from a generator
+ * seeded with `seed`: the codebook (scale 0.3), the indices below C (the middle one C - 1, so the last
+ * codeword is read), the bias (0.5) when the layer has one, and the input (1.0). Free with emb_lut_model_free. */
+void emb_lut_model_build(const emb_lut_layer *layer, uint32_t flags, uint32_t seed, emb_lut_model *out);
+void emb_lut_model_free(emb_lut_model *m);
 
 /* Byte offsets of fields inside a node record (4 × the field number of struct em_node). */
 enum {

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "em_internal.h" /* em_model_load_forced */
+
 static int checks_run;
 static int checks_failed;
 
@@ -206,4 +208,38 @@ double *em_test_decode_lut(const float *codebook, uint32_t codewords, uint32_t s
                 weights[(t * cin + ci) * cout + co] = codebook[(s * codewords + c) * seg_len + j];
             }
     return weights;
+}
+
+int em_test_run_forced(const uint8_t *file, size_t size, uint32_t kernels, const struct em_kernel *force,
+                       const float *x, size_t nx, float *y, size_t ny, char *kernel_name, size_t name_size)
+{
+    em_model *model = NULL;
+    em_context *ctx = NULL;
+    void *memory;
+    em_error err;
+    em_node_info info;
+    em_status st = em_model_load_forced(file, size, NULL, kernels, force, &model, &err);
+    if (!CHECKF(st == EM_STATUS_OK, "load: %s", err.message)) return 0;
+    memory = malloc(em_context_size(model));
+    st = em_context_init(model, memory, em_context_size(model), &ctx, &err);
+    if (CHECKF(st == EM_STATUS_OK, "context: %s", err.message)) {
+        memset(y, 0xFF, ny * sizeof(float));
+        st = em_run_task(ctx, 0, x, nx, y, ny, &err);
+        CHECK_STATUS(st, EM_STATUS_OK, err);
+    }
+    em_model_node_info(model, 0, &info);
+    snprintf(kernel_name, name_size, "%s", info.kernel);
+    free(memory);
+    em_model_free(model);
+    return st == EM_STATUS_OK;
+}
+
+em_status em_test_load_with(const uint8_t *file, size_t size, const em_allocator *allocator, uint32_t kernels,
+                            uint32_t flags, em_model **model, em_error *err)
+{
+    em_load_options options;
+    memset(&options, 0, sizeof options);
+    options.kernels = kernels;
+    options.flags = flags;
+    return em_model_load_ex(file, size, allocator, &options, model, err);
 }

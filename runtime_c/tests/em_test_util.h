@@ -27,6 +27,17 @@ int em_test_summary(const char *name);
     CHECKF((got) == (want), "status %d (%s), expected %d (%s): %s", (int)(got), em_status_name(got),     \
            (int)(want), em_status_name(want), (err).message)
 
+/* Loads `file` with kernel set `kernels` (and, when `force` is not NULL, that kernel for every node it fits:
+ * em_model_load_forced), runs task 0 on x[nx] into y[ny] (first filled with NaN bytes), and writes the name of
+ * node 0's kernel into kernel_name. Returns 1 if the load and the run succeeded (failures are CHECKs). */
+struct em_kernel;
+
+/* em_model_load_ex with kernel set `kernels` and load flags `flags` (the other options zero). */
+em_status em_test_load_with(const uint8_t *file, size_t size, const em_allocator *allocator, uint32_t kernels,
+                            uint32_t flags, em_model **model, em_error *err);
+int em_test_run_forced(const uint8_t *file, size_t size, uint32_t kernels, const struct em_kernel *force,
+                       const float *x, size_t nx, float *y, size_t ny, char *kernel_name, size_t name_size);
+
 /* ---- random ---- */
 typedef struct em_test_rng {
     uint32_t state;

@@ -96,9 +96,7 @@ static uint8_t *build_model(size_t *size)
     v = add_weighted(b, &rng, EM_OP_DENSE, v, 16, 24, 1);
     v = add_lut(b, &rng, EM_OP_LUT_DENSE, v, 24, 10, 4, 16, 1, EM_NODE_FLAG_INT8_TABLES);
     v = add_lut(b, &rng, EM_OP_LUT_DENSE, v, 10, 7, 2, 9, 1, 0);
-    emb_task_auto(b, "t", in, v);
-    file = emb_finish(b, size);
-    emb_destroy(b);
+    file = emb_finish_one_task(b, in, v, size);
     return file;
 }
 
@@ -120,14 +118,11 @@ int main(void)
         skew_free(&state, p);
     }
     for (set = 0; set < EM_KERNELS_COUNT; ++set) {
-        em_load_options options;
         em_model *model = NULL;
         em_error err;
         em_status st;
         if (!em_kernels_available(set)) continue;
-        memset(&options, 0, sizeof options);
-        options.kernels = set;
-        st = em_model_load_ex(file, size, &skew, &options, &model, &err);
+        st = em_test_load_with(file, size, &skew, set, 0, &model, &err);
         if (!CHECK_STATUS(st, EM_STATUS_OK, err)) continue;
         for (i = 0; i < model->node_count; ++i) {
             const em_node *node = &model->nodes[i];

@@ -5,32 +5,9 @@
 #include <string.h>
 
 #include "em_test_builder.h"
+#include "em_counting_alloc.h"
 #include "em_test_util.h"
 
-typedef struct counting_allocator {
-    size_t calls;   /* allocations attempted */
-    size_t fail_at; /* 1-based number of the allocation that fails; 0: none */
-    size_t live;    /* allocated and not yet freed */
-} counting_allocator;
-
-static void *counting_alloc(void *user, size_t bytes)
-{
-    counting_allocator *a = (counting_allocator *)user;
-    void *p;
-    ++a->calls;
-    if (a->calls == a->fail_at) return NULL;
-    p = malloc(bytes);
-    if (p != NULL) ++a->live;
-    return p;
-}
-
-static void counting_free(void *user, void *ptr)
-{
-    counting_allocator *a = (counting_allocator *)user;
-    if (ptr == NULL) return;
-    --a->live;
-    free(ptr);
-}
 
 /* Two tasks, named nodes (so every allocation of the loader happens: model, META scratch, tasks,
  * value shapes, nodes, tensors, plans, names). */
@@ -82,7 +59,7 @@ static uint8_t *build_model(size_t *size)
 
 /* A format-v2 model (a conv feeding a residual ADD, a CONCAT of three values): the node-input table and the
  * task planner's marks fail cleanly too, on every kernel set (the fused ADD on the fast ones). */
-static void test_v2(const em_allocator *allocator, counting_allocator *counter)
+static void test_v2(const em_allocator *allocator, em_counting_allocator *counter)
 {
     const uint32_t w_dims[4] = {1, 1, 3, 3};
     float w[9];
@@ -149,16 +126,14 @@ int main(void)
 {
     size_t size, n, needed;
     uint8_t *file = build_model(&size);
-    counting_allocator counter;
+    em_counting_allocator counter;
     em_allocator allocator;
     em_model *model = NULL;
     em_context *ctx = NULL;
     em_error err;
     em_status st;
 
-    allocator.alloc = counting_alloc;
-    allocator.free = counting_free;
-    allocator.user = &counter;
+    em_counting_allocator_bind(&allocator, &counter);
 
     /* how many allocations a successful load makes */
     memset(&counter, 0, sizeof counter);

@@ -13,32 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "em_counting_alloc.h"
 #include "em_test_util.h"
 
 #define GUARD 64u
 #define GUARD_BYTE 0xC3u
 
-typedef struct counting_allocator {
-    size_t calls, fail_at, live;
-} counting_allocator;
-
-static void *counting_alloc(void *user, size_t bytes)
-{
-    counting_allocator *a = (counting_allocator *)user;
-    void *p;
-    if (++a->calls == a->fail_at) return NULL;
-    p = malloc(bytes);
-    if (p != NULL) ++a->live;
-    return p;
-}
-
-static void counting_free(void *user, void *ptr)
-{
-    counting_allocator *a = (counting_allocator *)user;
-    if (ptr == NULL) return;
-    --a->live;
-    free(ptr);
-}
 
 static uint8_t *read_model(const char *path, size_t *size)
 {
@@ -150,16 +130,14 @@ static void test_context_memory(const em_model *model)
 
 static void test_failing_allocations(const uint8_t *data, size_t size)
 {
-    counting_allocator counter;
+    em_counting_allocator counter;
     em_allocator allocator;
     em_model *model = NULL;
     em_error err;
     em_status st;
     size_t needed, n, clean = 0;
 
-    allocator.alloc = counting_alloc;
-    allocator.free = counting_free;
-    allocator.user = &counter;
+    em_counting_allocator_bind(&allocator, &counter);
     memset(&counter, 0, sizeof counter);
     st = em_model_load(data, size, &allocator, &model, &err);
     CHECK_STATUS(st, EM_STATUS_OK, err);

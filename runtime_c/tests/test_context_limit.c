@@ -33,9 +33,7 @@ int main(void)
     n.weight = emb_tensor_f32(b, 3, cb_dims, cb);
     n.index = emb_tensor_idx(b, 4, idx_dims, 14, idx);
     v = emb_add_op(b, n, 4);
-    emb_task_auto(b, "t", in, v);
-    file = emb_finish(b, &size);
-    emb_destroy(b);
+    file = emb_finish_one_task(b, in, v, &size);
     free(cb);
 
     memset(&options, 0, sizeof options);

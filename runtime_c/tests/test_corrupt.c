@@ -286,6 +286,21 @@ static void meta_missing_required(emb_builder *b)
     emb_meta_u64(b, "source.count", 1);
 }
 static void meta_node_name_not_string(emb_builder *b) { emb_meta_u64(b, "node.1.name", 7); }
+
+/* META that the loader refuses as corrupt, with the words its message must hold */
+static const struct {
+    void (*meta)(emb_builder *b);
+    const char *needle, *label;
+} bad_meta[] = {
+    {meta_duplicate, "duplicate key \"source.count\"", "duplicate META key"},
+    {meta_bad_char, "outside [a-z0-9_.-]", "META key charset"},
+    {meta_wrong_type, "(node.0.sources): type u64, expected string", "META key type"},
+    {meta_bad_utf8, "not valid UTF-8", "META bad UTF-8"},
+    {meta_overlong_utf8, "not valid UTF-8", "META overlong UTF-8"},
+    {meta_unknown_type, "unknown value type 9", "META value type"},
+    {meta_missing_required, "required key \"edgemerge.original_bytes\" is missing", "META required key"},
+    {meta_node_name_not_string, "expected string", "node name type"},
+};
 static void meta_good_extras(emb_builder *b)
 {
     emb_meta_string(b, "merge.preset", "light");
@@ -298,7 +313,7 @@ static void meta_good_extras(emb_builder *b)
 static void test_meta_and_tasks(void)
 {
     base_options o = {3, 4, NULL};
-    size_t off, len;
+    size_t off, len, i;
     uint8_t *file;
     em_error err;
 
@@ -306,22 +321,10 @@ static void test_meta_and_tasks(void)
     file = build_base(&o, &len);
     CHECKF(load_copy(file, len, &err) == EM_STATUS_OK, "valid extras rejected: %s", err.message);
     free(file);
-    o.meta = meta_duplicate;
-    expect_built(&o, EM_STATUS_CORRUPT, "duplicate key \"source.count\"", "duplicate META key");
-    o.meta = meta_bad_char;
-    expect_built(&o, EM_STATUS_CORRUPT, "outside [a-z0-9_.-]", "META key charset");
-    o.meta = meta_wrong_type;
-    expect_built(&o, EM_STATUS_CORRUPT, "(node.0.sources): type u64, expected string", "META key type");
-    o.meta = meta_bad_utf8;
-    expect_built(&o, EM_STATUS_CORRUPT, "not valid UTF-8", "META bad UTF-8");
-    o.meta = meta_overlong_utf8;
-    expect_built(&o, EM_STATUS_CORRUPT, "not valid UTF-8", "META overlong UTF-8");
-    o.meta = meta_unknown_type;
-    expect_built(&o, EM_STATUS_CORRUPT, "unknown value type 9", "META value type");
-    o.meta = meta_missing_required;
-    expect_built(&o, EM_STATUS_CORRUPT, "required key \"edgemerge.original_bytes\" is missing", "META required key");
-    o.meta = meta_node_name_not_string;
-    expect_built(&o, EM_STATUS_CORRUPT, "expected string", "node name type");
+    for (i = 0; i < sizeof bad_meta / sizeof bad_meta[0]; ++i) {
+        o.meta = bad_meta[i].meta;
+        expect_built(&o, EM_STATUS_CORRUPT, bad_meta[i].needle, bad_meta[i].label);
+    }
 
     emb_find_section(g_valid, EM_SECTION_META, &off, &len);
     expect_patch(off, EM_MAX_META_ENTRIES + 1, 4, EM_STATUS_LIMIT, "MAX_META_ENTRIES", "META count over the limit");

@@ -56,6 +56,15 @@ static int file_contains(const char *path, const char *needle)
     return found;
 }
 
+/* em_run --output OUTPUT (task cls of the test model) exits 1 with `message` on stderr. */
+static void expect_output_refused(const char *output, const char *message)
+{
+    char args[256];
+    snprintf(args, sizeof args, "em_run_test.emm --task cls --input em_run_test_in.f32 --output %s", output);
+    CHECKF(em_run(args) == 1, "em_run --output %s: expected exit status 1", output);
+    CHECKF(file_contains("em_run_test.err", message), "em_run --output %s: stderr lacks \"%s\"", output, message);
+}
+
 static void write_file(const char *path, const void *data, size_t size)
 {
     FILE *f = fopen(path, "wb");
@@ -277,22 +286,19 @@ int main(int argc, char **argv)
 
         remove("em_run_test_link.f32");
         CHECK(symlink("em_run_test_victim.txt", "em_run_test_link.f32") == 0);
-        CHECK(em_run("em_run_test.emm --task cls --input em_run_test_in.f32 --output em_run_test_link.f32") == 1);
-        CHECK(file_contains("em_run_test.err", "em_run_test_link.f32: is a symbolic link"));
+        expect_output_refused("em_run_test_link.f32", "em_run_test_link.f32: is a symbolic link");
         CHECK(lstat("em_run_test_link.f32", &st) == 0 && S_ISLNK(st.st_mode));
         remove("em_run_test_link.f32");
 
         remove("em_run_test_fifo");
         CHECK(mkfifo("em_run_test_fifo", 0600) == 0);
-        CHECK(em_run("em_run_test.emm --task cls --input em_run_test_in.f32 --output em_run_test_fifo") == 1);
-        CHECK(file_contains("em_run_test.err", "em_run_test_fifo: not a regular file (a FIFO)"));
+        expect_output_refused("em_run_test_fifo", "em_run_test_fifo: not a regular file (a FIFO)");
         CHECK(lstat("em_run_test_fifo", &st) == 0 && S_ISFIFO(st.st_mode));
         remove("em_run_test_fifo");
 
         rmdir("em_run_test_dir");
         CHECK(mkdir("em_run_test_dir", 0700) == 0);
-        CHECK(em_run("em_run_test.emm --task cls --input em_run_test_in.f32 --output em_run_test_dir") == 1);
-        CHECK(file_contains("em_run_test.err", "em_run_test_dir: not a regular file (a directory)"));
+        expect_output_refused("em_run_test_dir", "em_run_test_dir: not a regular file (a directory)");
         rmdir("em_run_test_dir");
 
         CHECK(chmod("em_run_test_out.f32", 0640) == 0);

@@ -137,14 +137,7 @@ static uint32_t add_layer(emb_builder *b, const layer_case *c, uint32_t in, em_t
     n.activation = c->activation;
     if (c->op != EM_OP_DENSE && c->op != EM_OP_LUT_DENSE && c->op != EM_OP_GLOBAL_AVG_POOL &&
         c->op != EM_OP_RESHAPE && c->op != EM_OP_ACTIVATION) {
-        n.kernel_h = c->kh;
-        n.kernel_w = c->kw;
-        n.stride_h = c->sh;
-        n.stride_w = c->sw;
-        n.pad_top = c->pt;
-        n.pad_left = c->pl;
-        n.pad_bottom = c->pb;
-        n.pad_right = c->pr;
+        emb_node_window(&n, c->kh, c->kw, c->sh, c->sw, c->pt, c->pl, c->pb, c->pr);
     }
     if (c->op == EM_OP_CONV2D || c->op == EM_OP_DENSE || c->op == EM_OP_DEPTHWISE_CONV2D) {
         const uint32_t dims4[4] = {c->kh, c->kw, c->cin, c->cout}, dims2[2] = {c->cin, c->cout};
@@ -445,9 +438,7 @@ static void test_profiling_api(void)
     em_test_rng_seed(&rng, 5);
     in = emb_input(b, 9, 7, 5);
     out = add_layer(b, &c, in, &rng);
-    emb_task_auto(b, "t", in, out);
-    file = emb_finish(b, &size);
-    emb_destroy(b);
+    file = emb_finish_one_task(b, in, out, &size);
     em_test_fill(&rng, x, sizeof x / sizeof x[0], 1.0f);
     if (load(file, size, EM_KERNELS_AUTO, NULL, &l, "profiling")) {
         em_run_task(l.ctx, 0, x, sizeof x / sizeof x[0], y, sizeof y / sizeof y[0], &err);

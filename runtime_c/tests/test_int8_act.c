@@ -23,14 +23,14 @@
 #include "opt/em_int8_gemm.h"
 
 typedef struct act_case {
-    uint32_t op;
-    uint32_t h, w, cin, cout, kh, kw, sh, sw, pt, pl, pb, pr, r, C, act, bias;
+    emb_lut_layer layer;
     float clip; /* the input scale is clip · max|x| / 127: < 1 saturates the largest inputs */
 } act_case;
 
 #define CONV(h, w, cin, cout, kh, kw, sh, sw, pt, pl, pb, pr, r, C, act, bias, clip) \
-    {EM_OP_LUT_CONV2D, h, w, cin, cout, kh, kw, sh, sw, pt, pl, pb, pr, r, C, act, bias, clip}
-#define DENSE(in, out, r, C, act, bias, clip) {EM_OP_LUT_DENSE, 1, 1, in, out, 1, 1, 1, 1, 0, 0, 0, 0, r, C, act, bias, clip}
+    {{EM_OP_LUT_CONV2D, h, w, cin, cout, kh, kw, sh, sw, pt, pl, pb, pr, r, C, act, bias}, clip}
+#define DENSE(in, out, r, C, act, bias, clip) \
+    {{EM_OP_LUT_DENSE, 1, 1, in, out, 1, 1, 1, 1, 0, 0, 0, 0, r, C, act, bias}, clip}
 
 static const act_case cases[] = {
     CONV(28, 28, 1, 32, 5, 5, 1, 1, 0, 0, 0, 0, 1, 32, EM_ACT_RELU, 1, 1.0f),  /* LeNet conv1 (Cin = 1) */
@@ -54,13 +54,7 @@ static const act_case cases[] = {
 };
 #define CASE_COUNT (sizeof cases / sizeof cases[0])
 
-typedef struct built {
-    uint8_t *file;
-    size_t size;
-    float *x;
-    size_t nx, ny;
-    float scale;
-} built;
+typedef emb_lut_model built;
 
 static void set_input_scale(built *b, float scale)
 {
@@ -73,91 +67,19 @@ static void set_input_scale(built *b, float scale)
 
 static void build_case(const act_case *c, uint32_t flags, uint32_t seed, built *out)
 {
-    emb_builder *b = emb_create();
-    em_test_rng rng;
-    const int dense = c->op == EM_OP_LUT_DENSE;
-    const uint32_t S = (c->cin + c->r - 1) / c->r, taps = dense ? 1 : c->kh * c->kw;
-    const uint32_t cb_dims[3] = {S, c->C, c->r};
-    const size_t cb_count = (size_t)S * c->C * c->r, idx_count = (size_t)taps * S * c->cout;
-    uint32_t *idx = (uint32_t *)malloc(idx_count * sizeof(uint32_t));
-    float *codebook = (float *)malloc(cb_count * sizeof(float));
-    uint32_t in, o, oh, ow, oc, bits = 1;
-    emb_node n = emb_node_init(c->op, 0);
-    size_t i;
     float m = 0.0f;
-    while ((1u << bits) < c->C) ++bits;
-    em_test_rng_seed(&rng, seed);
-    in = dense ? emb_input(b, 1, 1, c->cin) : emb_input(b, c->h, c->w, c->cin);
-    n.input = in;
-    n.flags = flags;
-    n.activation = c->act;
-    if (!dense) {
-        n.kernel_h = c->kh;
-        n.kernel_w = c->kw;
-        n.stride_h = c->sh;
-        n.stride_w = c->sw;
-        n.pad_top = c->pt;
-        n.pad_left = c->pl;
-        n.pad_bottom = c->pb;
-        n.pad_right = c->pr;
-    }
-    em_test_fill(&rng, codebook, cb_count, 0.3f);
-    for (i = 0; i < idx_count; ++i) idx[i] = em_test_rand_below(&rng, c->C);
-    idx[idx_count / 2] = c->C - 1;
-    n.seg_len = c->r;
-    n.codewords = c->C;
-    n.weight = emb_tensor_f32(b, 3, cb_dims, codebook);
-    if (dense) {
-        const uint32_t dims[2] = {S, c->cout};
-        n.index = emb_tensor_idx(b, 2, dims, bits, idx);
-    } else {
-        const uint32_t dims[4] = {c->kh, c->kw, S, c->cout};
-        n.index = emb_tensor_idx(b, 4, dims, bits, idx);
-    }
-    if (c->bias) {
-        float *bias = (float *)malloc(c->cout * sizeof(float));
-        em_test_fill(&rng, bias, c->cout, 0.5f);
-        n.bias = emb_tensor_f32(b, 1, &c->cout, bias);
-        free(bias);
-    }
-    o = emb_add_op(b, n, c->cout);
-    emb_task_auto(b, "t", in, o);
-    emb_value_shape(b, o, &oh, &ow, &oc);
-    out->file = emb_finish(b, &out->size);
-    emb_destroy(b);
-    free(idx);
-    free(codebook);
-    out->nx = dense ? c->cin : (size_t)c->h * c->w * c->cin;
-    out->ny = (size_t)oh * ow * oc;
-    out->x = (float *)malloc(out->nx * sizeof(float));
-    em_test_fill(&rng, out->x, out->nx, 1.0f);
+    size_t i;
+    emb_lut_model_build(&c->layer, flags, seed, out);
+    free(out->codebook); /* the int8-act checks compare kernels' outputs only */
+    out->codebook = NULL;
     for (i = 0; i < out->nx; ++i) m = fabsf(out->x[i]) > m ? fabsf(out->x[i]) : m;
-    out->scale = 0.0f;
     if (flags & EM_NODE_FLAG_INT8_ACT) set_input_scale(out, c->clip * m / 127.0f);
 }
 
 static int run_model(const built *b, uint32_t kernels, const em_kernel *force, float *y, char *kernel_name,
                      size_t name_size)
 {
-    em_model *model = NULL;
-    em_context *ctx = NULL;
-    void *memory;
-    em_error err;
-    em_node_info info;
-    em_status st = em_model_load_forced(b->file, b->size, NULL, kernels, force, &model, &err);
-    if (!CHECKF(st == EM_STATUS_OK, "load: %s", err.message)) return 0;
-    memory = malloc(em_context_size(model));
-    st = em_context_init(model, memory, em_context_size(model), &ctx, &err);
-    if (CHECKF(st == EM_STATUS_OK, "context: %s", err.message)) {
-        memset(y, 0xFF, b->ny * sizeof(float));
-        st = em_run_task(ctx, 0, b->x, b->nx, y, b->ny, &err);
-        CHECK_STATUS(st, EM_STATUS_OK, err);
-    }
-    em_model_node_info(model, 0, &info);
-    snprintf(kernel_name, name_size, "%s", info.kernel);
-    free(memory);
-    em_model_free(model);
-    return st == EM_STATUS_OK;
+    return em_test_run_forced(b->file, b->size, kernels, force, b->x, b->nx, y, b->ny, kernel_name, name_size);
 }
 
 /* Every tile implementation equals a naive sum exactly. */
@@ -212,16 +134,16 @@ static void test_kernels_against_reference(void)
         want = (float *)malloc(b.ny * sizeof(float));
         got = (float *)malloc(b.ny * sizeof(float));
         flt = (float *)malloc(b.ny * sizeof(float));
-        snprintf(what, sizeof what, "int8-act case %zu (%s %ux%ux%u -> %u, r=%u, C=%u)", i, em_op_name(c->op),
-                 (unsigned)c->h, (unsigned)c->w, (unsigned)c->cin, (unsigned)c->cout, (unsigned)c->r, (unsigned)c->C);
+        snprintf(what, sizeof what, "int8-act case %zu (%s %ux%ux%u -> %u, r=%u, C=%u)", i, em_op_name(c->layer.op),
+                 (unsigned)c->layer.h, (unsigned)c->layer.w, (unsigned)c->layer.cin, (unsigned)c->layer.cout, (unsigned)c->layer.r, (unsigned)c->layer.C);
         if (!run_model(&b, EM_KERNELS_REFERENCE, NULL, want, name, sizeof name)) goto next;
-        CHECKF(strcmp(name, c->op == EM_OP_LUT_DENSE ? "lut_dense_ref" : "lut_conv2d_ref") == 0, "%s: ref runs %s",
+        CHECKF(strcmp(name, c->layer.op == EM_OP_LUT_DENSE ? "lut_dense_ref" : "lut_conv2d_ref") == 0, "%s: ref runs %s",
                what, name);
         for (set = EM_KERNELS_GENERIC; set < EM_KERNELS_COUNT; ++set) {
             const em_kernel *kernels[16];
             size_t count, j;
             if (!em_kernels_available(set)) continue;
-            count = em_kernel_list(c->op, set, kernels, 16);
+            count = em_kernel_list(c->layer.op, set, kernels, 16);
             for (j = 0; j < count && j < 16; ++j) {
                 size_t differ = 0, at = 0;
                 char kwhat[300];
@@ -346,9 +268,7 @@ static void test_loader_rules(void)
             n.weight = emb_tensor_f32(eb, 3, cb_dims, cb);
             n.index = emb_tensor_idx(eb, 2, idx_dims, 1, idx);
             out = emb_add_op(eb, n, 3);
-            emb_task_auto(eb, "t", in, out);
-            b.file = emb_finish(eb, &b.size);
-            emb_destroy(eb);
+            b.file = emb_finish_one_task(eb, in, out, &b.size);
             set_input_scale(&b, 0.01f);
             expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "not finite");
             free(b.file);
@@ -364,9 +284,7 @@ static void test_loader_rules(void)
         n.flags = EM_NODE_FLAG_INT8_ACT;
         n.weight = emb_tensor_f32(eb, 2, dims, w);
         out = emb_add_op(eb, n, 3);
-        emb_task_auto(eb, "t", in, out);
-        b.file = emb_finish(eb, &b.size);
-        emb_destroy(eb);
+        b.file = emb_finish_one_task(eb, in, out, &b.size);
         set_input_scale(&b, 0.01f);
         expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "only defined for LUT ops");
         free(b.file);

@@ -74,14 +74,7 @@ static const conv_case conv_cases[] = {
 static emb_node window_node(uint32_t op, uint32_t input, const em_test_window *win, uint32_t activation)
 {
     emb_node n = emb_node_init(op, input);
-    n.kernel_h = win->kh;
-    n.kernel_w = win->kw;
-    n.stride_h = win->sh;
-    n.stride_w = win->sw;
-    n.pad_top = win->pt;
-    n.pad_left = win->pl;
-    n.pad_bottom = win->pb;
-    n.pad_right = win->pr;
+    emb_node_window(&n, win->kh, win->kw, win->sh, win->sw, win->pt, win->pl, win->pb, win->pr);
     n.activation = activation;
     return n;
 }

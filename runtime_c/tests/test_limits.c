@@ -121,187 +121,143 @@ static uint8_t *finish(emb_builder *b, size_t *size)
 }
 
 /* ---------------------------------------------------------------------------------------------
- * Counts
+ * Counts and lengths: one builder per limit, given how many of the thing the file holds
  * --------------------------------------------------------------------------------------------- */
 
-static void test_sections(void)
+static uint8_t *with_sections(uint32_t count, size_t *size)
 {
-    uint32_t extra;
-    for (extra = EM_MAX_SECTIONS - 5; extra <= EM_MAX_SECTIONS - 4; ++extra) {
-        emb_builder *b = emb_create();
-        uint32_t in, v = tiny_graph(b, &in), k;
-        size_t size;
-        uint8_t *file;
-        emb_task_auto(b, "t", in, v);
-        for (k = 0; k < extra; ++k) emb_extension(b, 0x1000u + k, "x", 1, k % 5); /* DATA (empty here) stays last */
-        file = finish(b, &size);
-        if (extra + 5 == EM_MAX_SECTIONS)
-            expect_loads(file, size, 1, "64 sections");
-        else
-            expect_status(file, size, EM_STATUS_LIMIT, "exceeds MAX_SECTIONS 64", "65 sections");
-        free(file);
-    }
+    emb_builder *b = emb_create();
+    uint32_t in, v = tiny_graph(b, &in), k;
+    emb_task_auto(b, "t", in, v);
+    /* 5 required sections; DATA (empty here) stays last */
+    for (k = 0; k + 5 < count; ++k) emb_extension(b, 0x1000u + k, "x", 1, k % 5);
+    return finish(b, size);
 }
 
-static void test_tasks(void)
+static uint8_t *with_tasks(uint32_t count, size_t *size)
 {
-    uint32_t count;
-    for (count = EM_MAX_TASKS; count <= EM_MAX_TASKS + 1; ++count) {
-        emb_builder *b = emb_create();
-        uint32_t in, v = tiny_graph(b, &in), k;
-        size_t size;
-        uint8_t *file;
-        for (k = 0; k < count; ++k) {
-            char name[16];
-            snprintf(name, sizeof name, "t%u", (unsigned)k);
-            emb_task_auto(b, name, in, v);
-        }
-        file = finish(b, &size);
-        if (count == EM_MAX_TASKS)
-            expect_loads(file, size, 1, "64 tasks");
-        else
-            expect_status(file, size, EM_STATUS_LIMIT, "TASKS: count 65 exceeds MAX_TASKS 64", "65 tasks");
-        free(file);
+    emb_builder *b = emb_create();
+    uint32_t in, v = tiny_graph(b, &in), k;
+    for (k = 0; k < count; ++k) {
+        char name[16];
+        snprintf(name, sizeof name, "t%u", (unsigned)k);
+        emb_task_auto(b, name, in, v);
     }
+    return finish(b, size);
 }
 
-static void test_inputs(void)
+static uint8_t *with_inputs(uint32_t count, size_t *size)
 {
-    uint32_t count;
-    for (count = EM_MAX_INPUTS; count <= EM_MAX_INPUTS + 1; ++count) {
-        emb_builder *b = emb_create();
-        uint32_t first = emb_input(b, 1, 1, 2), k, v;
-        size_t size;
-        uint8_t *file;
-        for (k = 1; k < count; ++k) emb_input(b, 1, 1, 2);
-        v = emb_add_op(b, emb_node_init(EM_OP_ACTIVATION, count - 1), 0); /* reads the last input */
-        emb_task_auto(b, "t", count - 1, v);
-        (void)first;
-        file = finish(b, &size);
-        if (count == EM_MAX_INPUTS)
-            expect_loads(file, size, 1, "64 inputs");
-        else
-            expect_status(file, size, EM_STATUS_LIMIT, "GRAPH: input_count 65 exceeds MAX_INPUTS 64", "65 inputs");
-        free(file);
-    }
+    emb_builder *b = emb_create();
+    uint32_t k, v;
+    for (k = 0; k < count; ++k) emb_input(b, 1, 1, 2);
+    v = emb_add_op(b, emb_node_init(EM_OP_ACTIVATION, count - 1), 0); /* reads the last input */
+    emb_task_auto(b, "t", count - 1, v);
+    return finish(b, size);
 }
 
-static void test_nodes(void)
+static uint8_t *with_nodes(uint32_t count, size_t *size)
 {
-    uint32_t count;
-    for (count = EM_MAX_NODES; count <= EM_MAX_NODES + 1; ++count) {
-        emb_builder *b = emb_create();
-        uint32_t in = emb_input(b, 1, 1, 3), v = in, k;
-        size_t size;
-        uint8_t *file;
-        for (k = 0; k < count; ++k) {
-            emb_node n = emb_node_init(EM_OP_ACTIVATION, v);
-            n.activation = k % 2 ? EM_ACT_RELU : EM_ACT_RELU6;
-            v = emb_add_op(b, n, 0);
-        }
-        emb_task_auto(b, "chain", in, v);
-        file = finish(b, &size);
-        if (count == EM_MAX_NODES)
-            expect_loads(file, size, 1, "4096 nodes");
-        else
-            expect_status(file, size, EM_STATUS_LIMIT, "GRAPH: node_count 4097 exceeds MAX_NODES 4096", "4097 nodes");
-        free(file);
+    emb_builder *b = emb_create();
+    uint32_t in = emb_input(b, 1, 1, 3), v = in, k;
+    for (k = 0; k < count; ++k) {
+        emb_node n = emb_node_init(EM_OP_ACTIVATION, v);
+        n.activation = k % 2 ? EM_ACT_RELU : EM_ACT_RELU6;
+        v = emb_add_op(b, n, 0);
     }
+    emb_task_auto(b, "chain", in, v);
+    return finish(b, size);
 }
 
-static void test_tensors(void)
+static uint8_t *with_tensors(uint32_t count, size_t *size)
 {
-    uint32_t count;
-    for (count = EM_MAX_TENSORS; count <= EM_MAX_TENSORS + 1; ++count) {
-        const uint32_t dims[2] = {4, 2}, one = 1;
-        const float w[8] = {1, 2, 3, 4, 5, 6, 7, 8}, x = 0.5f;
-        emb_builder *b = emb_create();
-        uint32_t in = emb_input(b, 1, 1, 4), v, k;
-        emb_node n = emb_node_init(EM_OP_DENSE, in);
-        size_t size;
-        uint8_t *file;
-        n.weight = emb_tensor_f32(b, 2, dims, w);
-        v = emb_add_op(b, n, 2);
-        emb_task_auto(b, "t", in, v);
-        for (k = 1; k < count; ++k) emb_tensor_f32(b, 1, &one, &x); /* unused tensors are valid */
-        file = finish(b, &size);
-        if (count == EM_MAX_TENSORS)
-            expect_loads(file, size, 1, "16384 tensors");
-        else
-            expect_status(file, size, EM_STATUS_LIMIT, "TENSORS: count 16385 exceeds MAX_TENSORS 16384",
-                          "16385 tensors");
-        free(file);
-    }
+    const uint32_t dims[2] = {4, 2}, one = 1;
+    const float w[8] = {1, 2, 3, 4, 5, 6, 7, 8}, x = 0.5f;
+    emb_builder *b = emb_create();
+    uint32_t in = emb_input(b, 1, 1, 4), v, k;
+    emb_node n = emb_node_init(EM_OP_DENSE, in);
+    n.weight = emb_tensor_f32(b, 2, dims, w);
+    v = emb_add_op(b, n, 2);
+    emb_task_auto(b, "t", in, v);
+    for (k = 1; k < count; ++k) emb_tensor_f32(b, 1, &one, &x); /* unused tensors are valid */
+    return finish(b, size);
 }
 
-/* ---------------------------------------------------------------------------------------------
- * META
- * --------------------------------------------------------------------------------------------- */
-
-static void test_meta(void)
+static uint8_t *with_meta_entries(uint32_t count, size_t *size)
 {
-    uint32_t count;
-    /* emb_create() holds the 3 required keys */
-    for (count = EM_MAX_META_ENTRIES; count <= EM_MAX_META_ENTRIES + 1; ++count) {
-        emb_builder *b = emb_create();
-        uint32_t in, v = tiny_graph(b, &in), k;
-        size_t size;
-        uint8_t *file;
-        emb_task_auto(b, "t", in, v);
-        for (k = 3; k < count; ++k) {
-            char key[24];
-            snprintf(key, sizeof key, "x.%u", (unsigned)k);
-            emb_meta_u64(b, key, k);
-        }
-        file = finish(b, &size);
-        if (count == EM_MAX_META_ENTRIES)
-            expect_loads(file, size, 0, "65536 META entries");
-        else
-            expect_status(file, size, EM_STATUS_LIMIT, "META: 65537 entries exceed MAX_META_ENTRIES 65536",
-                          "65537 META entries");
-        free(file);
+    emb_builder *b = emb_create(); /* holds the 3 required keys */
+    uint32_t in, v = tiny_graph(b, &in), k;
+    emb_task_auto(b, "t", in, v);
+    for (k = 3; k < count; ++k) {
+        char key[24];
+        snprintf(key, sizeof key, "x.%u", (unsigned)k);
+        emb_meta_u64(b, key, k);
     }
-    {
-        char key[EM_MAX_KEY_BYTES + 2];
-        uint32_t len;
-        for (len = EM_MAX_KEY_BYTES; len <= EM_MAX_KEY_BYTES + 1; ++len) {
-            emb_builder *b = emb_create();
-            uint32_t in, v = tiny_graph(b, &in);
+    return finish(b, size);
+}
+
+static uint8_t *with_key_bytes(uint32_t len, size_t *size)
+{
+    char key[EM_MAX_KEY_BYTES + 2];
+    emb_builder *b = emb_create();
+    uint32_t in, v = tiny_graph(b, &in);
+    memset(key, 'k', len);
+    key[len] = '\0';
+    emb_meta_u64(b, key, 1);
+    emb_task_auto(b, "t", in, v);
+    return finish(b, size);
+}
+
+static uint8_t *with_string_bytes(uint32_t len, size_t *size)
+{
+    char *value = (char *)malloc((size_t)len + 1);
+    emb_builder *b = emb_create();
+    uint32_t in, v = tiny_graph(b, &in);
+    memset(value, 'a', len);
+    value[len] = '\0';
+    emb_meta_string(b, "x.big", value);
+    free(value);
+    emb_task_auto(b, "t", in, v);
+    return finish(b, size);
+}
+
+/* A file with `limit` of the thing loads (and runs every task when `run`); one with limit + 1 is refused with
+ * EM_STATUS_LIMIT and a message holding `message`. */
+static const struct count_limit {
+    const char *what;
+    uint32_t limit;
+    uint8_t *(*build)(uint32_t count, size_t *size);
+    int run;
+    const char *message;
+} count_limits[] = {
+    {"sections", EM_MAX_SECTIONS, with_sections, 1, "exceeds MAX_SECTIONS 64"},
+    {"tasks", EM_MAX_TASKS, with_tasks, 1, "TASKS: count 65 exceeds MAX_TASKS 64"},
+    {"inputs", EM_MAX_INPUTS, with_inputs, 1, "GRAPH: input_count 65 exceeds MAX_INPUTS 64"},
+    {"nodes", EM_MAX_NODES, with_nodes, 1, "GRAPH: node_count 4097 exceeds MAX_NODES 4096"},
+    {"tensors", EM_MAX_TENSORS, with_tensors, 1, "TENSORS: count 16385 exceeds MAX_TENSORS 16384"},
+    {"META entries", EM_MAX_META_ENTRIES, with_meta_entries, 0, "META: 65537 entries exceed MAX_META_ENTRIES 65536"},
+    {"bytes of a META key", EM_MAX_KEY_BYTES, with_key_bytes, 0, "key_len 256 exceeds MAX_KEY_BYTES 255"},
+    {"bytes of a META string", EM_MAX_STRING_BYTES, with_string_bytes, 0,
+     "string of 1048577 bytes exceeds MAX_STRING_BYTES"},
+};
+
+static void test_count_limits(void)
+{
+    size_t i;
+    for (i = 0; i < sizeof count_limits / sizeof count_limits[0]; ++i) {
+        const struct count_limit *c = &count_limits[i];
+        uint32_t count;
+        for (count = c->limit; count <= c->limit + 1; ++count) {
+            char label[64];
             size_t size;
-            uint8_t *file;
-            memset(key, 'k', len);
-            key[len] = '\0';
-            emb_meta_u64(b, key, 1);
-            emb_task_auto(b, "t", in, v);
-            file = finish(b, &size);
-            if (len == EM_MAX_KEY_BYTES)
-                expect_loads(file, size, 0, "key of 255 bytes");
+            uint8_t *file = c->build(count, &size);
+            snprintf(label, sizeof label, "%u %s", (unsigned)count, c->what);
+            if (count == c->limit)
+                expect_loads(file, size, c->run, label);
             else
-                expect_status(file, size, EM_STATUS_LIMIT, "key_len 256 exceeds MAX_KEY_BYTES 255", "key of 256 bytes");
+                expect_status(file, size, EM_STATUS_LIMIT, c->message, label);
             free(file);
         }
-    }
-    {
-        char *value = (char *)malloc(EM_MAX_STRING_BYTES + 2);
-        uint32_t len;
-        for (len = EM_MAX_STRING_BYTES; len <= EM_MAX_STRING_BYTES + 1; ++len) {
-            emb_builder *b = emb_create();
-            uint32_t in, v = tiny_graph(b, &in);
-            size_t size;
-            uint8_t *file;
-            memset(value, 'a', len);
-            value[len] = '\0';
-            emb_meta_string(b, "x.big", value);
-            emb_task_auto(b, "t", in, v);
-            file = finish(b, &size);
-            if (len == EM_MAX_STRING_BYTES)
-                expect_loads(file, size, 0, "string of 1 MiB");
-            else
-                expect_status(file, size, EM_STATUS_LIMIT, "string of 1048577 bytes exceeds MAX_STRING_BYTES",
-                              "string of 1 MiB + 1");
-            free(file);
-        }
-        free(value);
     }
 }
 
@@ -541,12 +497,7 @@ static void test_file_bytes(void)
 
 int main(void)
 {
-    test_sections();
-    test_tasks();
-    test_inputs();
-    test_nodes();
-    test_tensors();
-    test_meta();
+    test_count_limits();
     test_dims_and_elements();
     test_window();
     test_lut_limits();

@@ -21,14 +21,11 @@
 #include "em_lut_int8.h"
 #include "opt/em_lut_int8_kernels.h"
 
-typedef struct int8_case {
-    uint32_t op;
-    uint32_t h, w, cin, cout, kh, kw, sh, sw, pt, pl, pb, pr, r, act, bias;
-} int8_case;
+typedef emb_lut_layer int8_case; /* C = 16 */
 
 #define CONV4(h, w, cin, cout, kh, kw, sh, sw, pt, pl, pb, pr, r, act, bias) \
-    {EM_OP_LUT_CONV2D, h, w, cin, cout, kh, kw, sh, sw, pt, pl, pb, pr, r, act, bias}
-#define DENSE4(in, out, r, act, bias) {EM_OP_LUT_DENSE, 1, 1, in, out, 1, 1, 1, 1, 0, 0, 0, 0, r, act, bias}
+    {EM_OP_LUT_CONV2D, h, w, cin, cout, kh, kw, sh, sw, pt, pl, pb, pr, r, 16, act, bias}
+#define DENSE4(in, out, r, act, bias) {EM_OP_LUT_DENSE, 1, 1, in, out, 1, 1, 1, 1, 0, 0, 0, 0, r, 16, act, bias}
 
 static const int8_case cases[] = {
     CONV4(9, 7, 5, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2, EM_ACT_RELU, 1),     /* 'same', r not dividing Cin */
@@ -53,77 +50,16 @@ static const int8_case cases[] = {
 };
 #define CASE_COUNT (sizeof cases / sizeof cases[0])
 
-typedef struct built {
-    uint8_t *file;
-    size_t size;
-    float *codebook, *x;
-    size_t nx, ny;
-} built;
+typedef emb_lut_model built;
 
 static void build_case(const int8_case *c, uint32_t flags, uint32_t seed, built *out)
 {
-    emb_builder *b = emb_create();
-    em_test_rng rng;
-    const int dense = c->op == EM_OP_LUT_DENSE;
-    const uint32_t S = (c->cin + c->r - 1) / c->r, taps = dense ? 1 : c->kh * c->kw;
-    const uint32_t cb_dims[3] = {S, 16, c->r};
-    const size_t cb_count = (size_t)S * 16 * c->r, idx_count = (size_t)taps * S * c->cout;
-    uint32_t *idx = (uint32_t *)malloc(idx_count * sizeof(uint32_t));
-    uint32_t in, o, oh, ow, oc;
-    emb_node n = emb_node_init(c->op, 0);
-    size_t i;
-    em_test_rng_seed(&rng, seed);
-    in = dense ? emb_input(b, 1, 1, c->cin) : emb_input(b, c->h, c->w, c->cin);
-    n.input = in;
-    n.flags = flags;
-    n.activation = c->act;
-    if (!dense) {
-        n.kernel_h = c->kh;
-        n.kernel_w = c->kw;
-        n.stride_h = c->sh;
-        n.stride_w = c->sw;
-        n.pad_top = c->pt;
-        n.pad_left = c->pl;
-        n.pad_bottom = c->pb;
-        n.pad_right = c->pr;
-    }
-    out->codebook = (float *)malloc(cb_count * sizeof(float));
-    em_test_fill(&rng, out->codebook, cb_count, 0.3f);
-    for (i = 0; i < idx_count; ++i) idx[i] = em_test_rand_below(&rng, 16);
-    idx[idx_count / 2] = 15;
-    n.seg_len = c->r;
-    n.codewords = 16;
-    n.weight = emb_tensor_f32(b, 3, cb_dims, out->codebook);
-    if (dense) {
-        const uint32_t dims[2] = {S, c->cout};
-        n.index = emb_tensor_idx(b, 2, dims, 4, idx);
-    } else {
-        const uint32_t dims[4] = {c->kh, c->kw, S, c->cout};
-        n.index = emb_tensor_idx(b, 4, dims, 4, idx);
-    }
-    if (c->bias) {
-        float *bias = (float *)malloc(c->cout * sizeof(float));
-        em_test_fill(&rng, bias, c->cout, 0.5f);
-        n.bias = emb_tensor_f32(b, 1, &c->cout, bias);
-        free(bias);
-    }
-    o = emb_add_op(b, n, c->cout);
-    emb_task_auto(b, "t", in, o);
-    emb_value_shape(b, o, &oh, &ow, &oc);
-    out->file = emb_finish(b, &out->size);
-    emb_destroy(b);
-    free(idx);
-    out->nx = dense ? c->cin : (size_t)c->h * c->w * c->cin;
-    out->ny = (size_t)oh * ow * oc;
-    out->x = (float *)malloc(out->nx * sizeof(float));
-    em_test_fill(&rng, out->x, out->nx, 1.0f);
+    emb_lut_model_build(c, flags, seed, out);
 }
 
 static void free_built(built *b)
 {
-    free(b->file);
-    free(b->codebook);
-    free(b->x);
+    emb_lut_model_free(b);
 }
 
 /* max |table| in double: the scale the kernels use, up to float rounding */
@@ -148,25 +84,7 @@ static double table_absmax(const int8_case *c, const built *b)
 static int run_model(const built *b, uint32_t kernels, const em_kernel *force, float *y, char *kernel_name,
                      size_t name_size)
 {
-    em_model *model = NULL;
-    em_context *ctx = NULL;
-    void *memory;
-    em_error err;
-    em_node_info info;
-    em_status st = em_model_load_forced(b->file, b->size, NULL, kernels, force, &model, &err);
-    if (!CHECKF(st == EM_STATUS_OK, "load: %s", err.message)) return 0;
-    memory = malloc(em_context_size(model));
-    st = em_context_init(model, memory, em_context_size(model), &ctx, &err);
-    if (CHECKF(st == EM_STATUS_OK, "context: %s", err.message)) {
-        memset(y, 0xFF, b->ny * sizeof(float));
-        st = em_run_task(ctx, 0, b->x, b->nx, y, b->ny, &err);
-        CHECK_STATUS(st, EM_STATUS_OK, err);
-    }
-    em_model_node_info(model, 0, &info);
-    snprintf(kernel_name, name_size, "%s", info.kernel);
-    free(memory);
-    em_model_free(model);
-    return st == EM_STATUS_OK;
+    return em_test_run_forced(b->file, b->size, kernels, force, b->x, b->nx, y, b->ny, kernel_name, name_size);
 }
 
 static void test_kernels_against_reference(void)

@@ -206,15 +206,11 @@ static void check_pools(const uint8_t *file, size_t size, const shared_state *s)
     static const uint32_t pool_sizes[4] = {0, 1, 2, 4};
     uint32_t kernels;
     for (kernels = EM_KERNELS_REFERENCE; kernels < EM_KERNELS_COUNT; ++kernels) {
-        em_load_options options;
         em_model *model = NULL;
         em_error err;
         size_t p;
         if (!em_kernels_available(kernels)) continue;
-        memset(&options, 0, sizeof options);
-        options.kernels = kernels;
-        options.flags = EM_LOAD_PARALLEL_TASKS;
-        if (em_model_load_ex(file, size, NULL, &options, &model, &err) != EM_STATUS_OK) {
+        if (em_test_load_with(file, size, NULL, kernels, EM_LOAD_PARALLEL_TASKS, &model, &err) != EM_STATUS_OK) {
             CHECKF(0, "load with EM_LOAD_PARALLEL_TASKS on %s: %s", em_kernels_name(kernels), err.message);
             continue;
         }
@@ -227,8 +223,7 @@ static void check_pools(const uint8_t *file, size_t size, const shared_state *s)
             void *memory = malloc(em_context_size(model));
             int sample, mismatches = 0;
             uint32_t t;
-            options.flags = 0;
-            if (em_model_load_ex(file, size, NULL, &options, &serial, &err) != EM_STATUS_OK || memory == NULL ||
+            if (em_test_load_with(file, size, NULL, kernels, 0, &serial, &err) != EM_STATUS_OK || memory == NULL ||
                 em_context_init(model, memory, em_context_size(model), &ctx, &err) != EM_STATUS_OK ||
                 (pool_sizes[p] > 0 && em_pool_create(pool_sizes[p], NULL, &pool, &err) != EM_STATUS_OK)) {
                 CHECKF(0, "set-up for %u threads: %s", (unsigned)pool_sizes[p], err.message);

@@ -61,6 +61,55 @@ struct Context {
 
 using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
+// The inputs and outputs of bench_all / profile_all: one [N, H, W, C] array per graph input, checked against the
+// model's input shapes (a ValueError naming the input otherwise); run k reads sample k % N of each. One output
+// buffer per task, reused by every run.
+class RepeatedRuns {
+  public:
+    RepeatedRuns(const em_model *model, const std::vector<FloatArray> &inputs) {
+        const uint32_t n_inputs = em_model_input_count(model);
+        if (inputs.size() != n_inputs)
+            throw py::value_error("model has " + std::to_string(n_inputs) + " inputs, got " +
+                                  std::to_string(inputs.size()) + " arrays");
+        per_sample_.resize(n_inputs);
+        samples_.resize(n_inputs);
+        base_.resize(n_inputs);
+        in_ptr_.resize(n_inputs);
+        for (uint32_t i = 0; i < n_inputs; ++i) {
+            uint32_t h, w, c;
+            em_model_input_shape(model, i, &h, &w, &c);
+            const FloatArray &a = inputs[i];
+            if (a.ndim() != 4 || a.shape(0) < 1 || a.shape(1) != h || a.shape(2) != w || a.shape(3) != c)
+                throw py::value_error("input " + std::to_string(i) + " must have shape (N >= 1, " +
+                                      std::to_string(h) + ", " + std::to_string(w) + ", " + std::to_string(c) + ")");
+            per_sample_[i] = size_t(h) * w * c;
+            samples_[i] = size_t(a.shape(0));
+            base_[i] = a.data();
+        }
+        const uint32_t n_tasks = em_model_task_count(model);
+        out_storage_.resize(n_tasks);
+        out_ptr_.resize(n_tasks);
+        for (uint32_t t = 0; t < n_tasks; ++t) {
+            em_task_info info{};
+            em_model_task_info(model, t, &info);
+            out_storage_[t].resize(info.classes);
+            out_ptr_[t] = out_storage_[t].data();
+        }
+    }
+    // The input pointers of run k (valid until the next call).
+    const float *const *inputs_of_run(uint64_t k) {
+        for (size_t i = 0; i < base_.size(); ++i) in_ptr_[i] = base_[i] + (k % samples_[i]) * per_sample_[i];
+        return in_ptr_.data();
+    }
+    float *const *outputs() { return out_ptr_.data(); }
+
+  private:
+    std::vector<size_t> per_sample_, samples_;
+    std::vector<const float *> base_, in_ptr_;
+    std::vector<std::vector<float>> out_storage_;
+    std::vector<float *> out_ptr_;
+};
+
 class Model {
   public:
     // kernels: "auto" (em_model_load: the fastest set, or the EM_KERNELS environment variable), or a kernel
@@ -249,45 +298,19 @@ class Model {
     // [N, H, W, C] inputs (one array per graph input, as run_all). One context is reused; the GIL is
     // released; only em_run_all is inside the clock (CLOCK_MONOTONIC). Returns per-run nanoseconds.
     py::array_t<int64_t> bench_all(std::vector<FloatArray> inputs, uint32_t warmup, uint32_t runs) const {
-        const uint32_t n_inputs = em_model_input_count(model_);
-        if (inputs.size() != n_inputs)
-            throw py::value_error("model has " + std::to_string(n_inputs) + " inputs, got " +
-                                  std::to_string(inputs.size()) + " arrays");
-        std::vector<size_t> per_sample(n_inputs), samples(n_inputs);
-        std::vector<const float *> in_base(n_inputs);
-        for (uint32_t i = 0; i < n_inputs; ++i) {
-            uint32_t h, w, c;
-            em_model_input_shape(model_, i, &h, &w, &c);
-            const FloatArray &a = inputs[i];
-            if (a.ndim() != 4 || a.shape(0) < 1 || a.shape(1) != h || a.shape(2) != w || a.shape(3) != c)
-                throw py::value_error("input " + std::to_string(i) + " must have shape (N >= 1, " +
-                                      std::to_string(h) + ", " + std::to_string(w) + ", " + std::to_string(c) + ")");
-            per_sample[i] = size_t(h) * w * c;
-            samples[i] = size_t(a.shape(0));
-            in_base[i] = a.data();
-        }
-        const uint32_t n_tasks = em_model_task_count(model_);
-        std::vector<std::vector<float>> out_storage(n_tasks);
-        std::vector<float *> out_ptr(n_tasks);
-        for (uint32_t t = 0; t < n_tasks; ++t) {
-            em_task_info info{};
-            em_model_task_info(model_, t, &info);
-            out_storage[t].resize(info.classes);
-            out_ptr[t] = out_storage[t].data();
-        }
+        RepeatedRuns batches(model_, inputs);
         py::array_t<int64_t> times(static_cast<py::ssize_t>(runs));
         int64_t *ns = times.mutable_data();
         {
             py::gil_scoped_release release;
             Context context(model_);
             em_context_set_pool(context.ctx, pool_);
-            std::vector<const float *> in_ptr(n_inputs);
             em_error err{};
             for (uint64_t k = 0; k < uint64_t(warmup) + runs; ++k) {
-                for (uint32_t i = 0; i < n_inputs; ++i) in_ptr[i] = in_base[i] + (k % samples[i]) * per_sample[i];
+                const float *const *in = batches.inputs_of_run(k);
                 struct timespec start, stop;
                 clock_gettime(CLOCK_MONOTONIC, &start);
-                const em_status status = em_run_all(context.ctx, in_ptr.data(), out_ptr.data(), &err);
+                const em_status status = em_run_all(context.ctx, in, batches.outputs(), &err);
                 clock_gettime(CLOCK_MONOTONIC, &stop);
                 if (status != EM_STATUS_OK) throw_status(err);
                 if (k >= warmup)
@@ -301,44 +324,18 @@ class Model {
     // profiled runs (sample k % N, as bench_all) in one context with the GIL released. Returns one dict per
     // node: runs, total_ns, table_ns, accumulate_ns (em_node_profile).
     py::list profile_all(std::vector<FloatArray> inputs, uint32_t warmup, uint32_t runs) const {
-        const uint32_t n_inputs = em_model_input_count(model_);
-        if (inputs.size() != n_inputs)
-            throw py::value_error("model has " + std::to_string(n_inputs) + " inputs, got " +
-                                  std::to_string(inputs.size()) + " arrays");
-        std::vector<size_t> per_sample(n_inputs), samples(n_inputs);
-        std::vector<const float *> in_base(n_inputs);
-        for (uint32_t i = 0; i < n_inputs; ++i) {
-            uint32_t h, w, c;
-            em_model_input_shape(model_, i, &h, &w, &c);
-            const FloatArray &a = inputs[i];
-            if (a.ndim() != 4 || a.shape(0) < 1 || a.shape(1) != h || a.shape(2) != w || a.shape(3) != c)
-                throw py::value_error("input " + std::to_string(i) + " must have shape (N >= 1, " +
-                                      std::to_string(h) + ", " + std::to_string(w) + ", " + std::to_string(c) + ")");
-            per_sample[i] = size_t(h) * w * c;
-            samples[i] = size_t(a.shape(0));
-            in_base[i] = a.data();
-        }
-        const uint32_t n_tasks = em_model_task_count(model_);
-        std::vector<std::vector<float>> out_storage(n_tasks);
-        std::vector<float *> out_ptr(n_tasks);
-        for (uint32_t t = 0; t < n_tasks; ++t) {
-            em_task_info info{};
-            em_model_task_info(model_, t, &info);
-            out_storage[t].resize(info.classes);
-            out_ptr[t] = out_storage[t].data();
-        }
+        RepeatedRuns batches(model_, inputs);
         std::vector<em_node_profile> profiles(em_model_node_count(model_));
         {
             py::gil_scoped_release release;
             Context context(model_);
             em_context_set_pool(context.ctx, pool_);
-            std::vector<const float *> in_ptr(n_inputs);
             em_error err{};
             for (uint64_t k = 0; k < uint64_t(warmup) + runs; ++k) {
                 if (k == warmup && em_context_enable_profiling(context.ctx, 1) != EM_STATUS_OK)
                     throw StatusError{EM_STATUS_BAD_ARGUMENT, "cannot enable profiling"};
-                for (uint32_t i = 0; i < n_inputs; ++i) in_ptr[i] = in_base[i] + (k % samples[i]) * per_sample[i];
-                if (em_run_all(context.ctx, in_ptr.data(), out_ptr.data(), &err) != EM_STATUS_OK) throw_status(err);
+                if (em_run_all(context.ctx, batches.inputs_of_run(k), batches.outputs(), &err) != EM_STATUS_OK)
+                    throw_status(err);
             }
             for (uint32_t n = 0; n < profiles.size(); ++n) em_context_node_profile(context.ctx, n, &profiles[n]);
         }

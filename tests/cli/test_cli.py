@@ -7,11 +7,7 @@ import sys
 import model_factory
 import numpy as np
 import pytest
-
-
-def cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "edgemerge.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
+from cli_runner import run_cli as cli
 
 
 @pytest.fixture(scope="module")

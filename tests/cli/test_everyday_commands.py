@@ -15,11 +15,7 @@ from synthetic_models import lenet_like
 from edgemerge.emm.writer import write_emm
 from edgemerge.merging.merge import merge_models
 from edgemerge.runtime import Runtime
-
-
-def cli(*args, cwd=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "edgemerge.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd)
+from cli_runner import run_cli as cli
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,18 @@ import json
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
-import numpy as np
 import pytest
+from cli_runner import run_cli
 from ssh_server import free_port
 
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 pytest.importorskip("ai_edge_litert")
+
+from tflite_convert import to_tflite  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 L = keras.layers
@@ -27,23 +30,7 @@ RUNS, WARMUP = 5, 1
 pytestmark = pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:UserWarning")
 
 
-def cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "edgemerge.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
-
-
-def to_tflite(model, path, int8_sample_shape=None):
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if int8_sample_shape is not None:
-        rng = np.random.default_rng(0)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([rng.random((1, *int8_sample_shape), dtype=np.float32)]
-                                                    for _ in range(8))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    path.write_bytes(converter.convert())
-    return path
+cli = partial(run_cli, cwd=ROOT)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +44,8 @@ def pair(tmp_path_factory):
     b = keras.Sequential([keras.Input((12, 12, 3)), L.Conv2D(8, 3, padding="same", activation="relu"),
                           L.GlobalAveragePooling2D(), L.Dense(4)])
     paths = {"a": to_tflite(a, d / "a.tflite"), "b": to_tflite(b, d / "b.tflite"),
-             "a8": to_tflite(a, d / "a8.tflite", (16, 16, 1)), "b8": to_tflite(b, d / "b8.tflite", (12, 12, 3))}
+             "a8": to_tflite(a, d / "a8.tflite", optimise="int8-io", sample_shape=(16, 16, 1)),
+             "b8": to_tflite(b, d / "b8.tflite", optimise="int8-io", sample_shape=(12, 12, 3))}
     paths["emm"] = d / "m.emm"
     merge_files({"a": paths["a"], "b": paths["b"]}, paths["emm"], preset="accu")
     return paths

@@ -16,13 +16,14 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edgemerge.deploy.boards import BoardError, build_board, load_board, load_boards, source_root
+from cli_runner import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 QEMU_BOARDS = ("rpi4-aarch64", "rpi3-armhf")
@@ -38,9 +39,7 @@ ALL_BOARDS = sorted(p.stem for p in (ROOT / "boards").glob("*.toml"))
 EMULATED_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}  # never let a pthread OpenBLAS spin under qemu
 
 
-def cli(*args, env=None, cwd=ROOT, timeout=900):
-    return subprocess.run([sys.executable, "-m", "edgemerge.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd, env=env)
+cli = partial(run_cli, cwd=ROOT, timeout=900)
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 import zlib
+from functools import partial
 from pathlib import Path
 
 import graphs
@@ -34,13 +35,12 @@ import pytest
 from edgemerge.deploy.flash import TMP_MARK, DirTarget, FlashError, flash, parse_target
 from edgemerge.emm import to_bytes, write_emm
 from ssh_server import free_port
+from cli_runner import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def cli(*args, timeout=300, env=None):
-    return subprocess.run([sys.executable, "-m", "edgemerge.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT, env=env)
+cli = partial(run_cli, timeout=300, cwd=ROOT)
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -74,6 +74,13 @@ def install_old(folder: Path, models, name="merged.emm") -> bytes:
     old = models["old"].read_bytes()
     (folder / name).write_bytes(old)
     return old
+
+
+def flash_target(kind: str, device, folder: Path) -> tuple[str, list[str]]:
+    """--to and the extra options of a flash to `folder` over ssh (the loopback server) or as a local folder."""
+    if kind == "ssh":
+        return device.url(folder), device.args()
+    return f"dir:{folder}", []
 
 
 def assert_failed_cleanly(result, message: str, folder: Path, old: bytes, name="merged.emm"):
@@ -176,8 +183,7 @@ def test_paths_with_spaces_and_shell_characters_reach_the_device_intact(device, 
 def test_a_flash_killed_midway_leaves_the_previous_model(kind, device, models, tmp_path):
     folder = tmp_path / "target"
     old = install_old(folder, models)
-    to = device.url(folder) if kind == "ssh" else f"dir:{folder}"
-    extra = device.args() if kind == "ssh" else []
+    to, extra = flash_target(kind, device, folder)
     size = models["big"].stat().st_size
     proc = subprocess.Popen([sys.executable, "-m", "edgemerge.cli", "flash", models["big"], "--to", to,
                              *map(str, extra), "--name", "merged.emm", "--limit-rate", "32"], cwd=ROOT,
@@ -308,8 +314,7 @@ def small_disk(tmp_path):
 def test_a_full_disk(kind, device, models, small_disk):
     folder = small_disk / "models"
     old = install_old(folder, models)
-    to = device.url(folder) if kind == "ssh" else f"dir:{folder}"
-    extra = device.args() if kind == "ssh" else []
+    to, extra = flash_target(kind, device, folder)
     r = cli("flash", models["big"], "--to", to, *extra, "--name", "merged.emm")
     assert_failed_cleanly(r, r"the device's disk is full: \d+ bytes free, \d+ needed for merged\.emm; "
                              r"nothing was changed", folder, old)

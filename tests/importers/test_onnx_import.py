@@ -5,8 +5,6 @@ not show (Clip attributes, HardSigmoid alpha, Pad, MatMul+Add, count_include_pad
 op, truncated file, dynamic size, ambiguous layout) as one `error:` line through the CLI."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,19 +20,11 @@ from edgemerge.errors import ModelFormatError  # noqa: E402
 from edgemerge.executors.numpy_exec import forward_numpy  # noqa: E402
 from edgemerge.importers import SUPPORTED_SUFFIXES, load_source_model  # noqa: E402
 from edgemerge.importers.onnx_import import nchw_to_nhwc, to_nhwc  # noqa: E402
+from numeric import max_rel_err  # noqa: E402
+from cli_runner import run_cli as cli  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "onnx"
 MODELS = {"plain_cnn": "x1", "resnet_bn": "x3", "mobilenet_se": "x3"}
-
-
-def cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "edgemerge.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def max_rel_err(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
 
 
 def ort_run(path, x_nchw):

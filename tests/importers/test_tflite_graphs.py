@@ -14,7 +14,9 @@ tf = pytest.importorskip("tensorflow")
 pytest.importorskip("ai_edge_litert")
 
 import residual_nets  # noqa: E402
-from test_tflite_import import convert, interpreter_logits, max_rel_err  # noqa: E402
+from numeric import max_rel_err  # noqa: E402
+from test_tflite_import import interpreter_logits  # noqa: E402
+from tflite_convert import to_tflite  # noqa: E402
 
 from edgemerge.errors import UnsupportedLayerError  # noqa: E402
 from edgemerge.executors.numpy_exec import forward_numpy  # noqa: E402
@@ -30,7 +32,7 @@ BUILDERS = {
 @pytest.fixture(scope="module")
 def tflite_files(tmp_path_factory) -> dict[str, Path]:
     directory = tmp_path_factory.mktemp("tflite_graphs")
-    return {name: convert(build(), directory / f"{name}.tflite") for name, build in BUILDERS.items()}
+    return {name: to_tflite(build(), directory / f"{name}.tflite") for name, build in BUILDERS.items()}
 
 
 @pytest.mark.parametrize("name", list(BUILDERS))
@@ -70,6 +72,6 @@ def test_arithmetic_with_a_constant_is_refused_naming_the_operator(tmp_path):
     y = keras.layers.Rescaling(2.0, offset=-1.0, name="affine")(y)    # MUL / ADD by constants in the .tflite
     y = keras.layers.MaxPooling2D(name="pool")(y)                      # (nothing to fold them into)
     y = keras.layers.Dense(2)(keras.layers.Flatten()(y))
-    path = convert(keras.Model(x_in, y), tmp_path / "scaled.tflite")
+    path = to_tflite(keras.Model(x_in, y), tmp_path / "scaled.tflite")
     with pytest.raises(UnsupportedLayerError, match=r"scaled\.tflite: op \d+ (MUL|ADD) .*constant"):
         load_source_model(path)

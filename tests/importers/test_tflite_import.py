@@ -5,8 +5,6 @@ unsupported operators; and `edgemerge merge` with .tflite inputs end to end."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -21,55 +19,12 @@ from edgemerge.emm.constants import Act  # noqa: E402
 from edgemerge.errors import ModelFormatError, UnsupportedLayerError  # noqa: E402
 from edgemerge.executors.numpy_exec import forward_numpy  # noqa: E402
 from edgemerge.importers import SUPPORTED_SUFFIXES, load_source_model  # noqa: E402
+import model_factory  # noqa: E402
+from numeric import max_rel_err  # noqa: E402
+from tflite_convert import to_tflite  # noqa: E402
+from cli_runner import run_cli as cli  # noqa: E402
 
 L = keras.layers
-
-
-def cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "edgemerge.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def max_rel_err(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
-
-
-def randomise(model, seed: int = 0) -> None:
-    """Non-zero biases and non-trivial BatchNorm statistics, so that folding and biases are exercised (the
-    converter drops all-zero biases)."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, L.BatchNormalization):
-            n = layer.moving_mean.shape[0]
-            values = ([rng.uniform(0.5, 2.0, n)] if layer.scale else []) + \
-                     ([rng.normal(0, 0.5, n)] if layer.center else []) + \
-                     [rng.normal(0, 0.5, n), rng.uniform(0.2, 3.0, n)]
-            layer.set_weights(values)
-        elif getattr(layer, "bias", None) is not None:
-            weights = layer.get_weights()
-            weights[-1] = rng.normal(0, 0.1, weights[-1].shape).astype(np.float32)
-            layer.set_weights(weights)
-
-
-def convert(model, path: Path, *, optimise: str | None = None, sample_shape=None) -> Path:
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if optimise == "float16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif optimise == "dynamic":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif optimise in ("int8", "int8-io"):
-        rng = np.random.default_rng(0)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([rng.random((1, *sample_shape), dtype=np.float32)]
-                                                    for _ in range(8))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if optimise == "int8-io":
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-    path.write_bytes(converter.convert())
-    return path
 
 
 def interpreter_logits(path: Path, x: np.ndarray) -> np.ndarray:
@@ -132,8 +87,8 @@ def converted(tmp_path_factory) -> dict[str, tuple[object, Path]]:
     for i, (name, build) in enumerate(ARCHS.items()):
         keras.utils.set_random_seed(i)
         model = build()
-        randomise(model, seed=i)
-        out[name] = (model, convert(model, directory / f"{name}.tflite"))
+        model_factory.randomise(model, seed=i)
+        out[name] = (model, to_tflite(model, directory / f"{name}.tflite"))
     return out
 
 
@@ -189,7 +144,7 @@ def test_layer_kinds_names_and_parameter_bytes(converted):
 
 def test_float16_weights_are_widened(converted, tmp_path):
     model, _ = converted["mobile"]
-    path = convert(model, tmp_path / "half.tflite", optimise="float16")
+    path = to_tflite(model, tmp_path / "half.tflite", optimise="float16")
     source = load_source_model(path)
     x = samples(source.input_shape)
     assert max_rel_err(forward_numpy(source, x), interpreter_logits(path, x)) <= 1e-4
@@ -200,7 +155,7 @@ def test_float16_weights_are_widened(converted, tmp_path):
                                           ("dynamic", "FULLY_CONNECTED")])
 def test_quantised_models_are_refused_naming_the_op(converted, tmp_path, optimise, op):
     model, _ = converted["lenet"]
-    path = convert(model, tmp_path / f"{optimise}.tflite", optimise=optimise, sample_shape=(28, 28, 1))
+    path = to_tflite(model, tmp_path / f"{optimise}.tflite", optimise=optimise, sample_shape=(28, 28, 1))
     with pytest.raises(UnsupportedLayerError, match="quantised") as info:
         load_source_model(path)
     assert op in str(info.value) and path.name in str(info.value)
@@ -210,7 +165,7 @@ def test_quantised_models_are_refused_naming_the_op(converted, tmp_path, optimis
                                        (lambda: L.LeakyReLU(0.1), "LEAKY_RELU")])
 def test_unsupported_operator_is_named_with_its_index(tmp_path, layer, op):
     model = keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(4, 3), layer(), L.Flatten(), L.Dense(3)])
-    path = convert(model, tmp_path / "bad.tflite")
+    path = to_tflite(model, tmp_path / "bad.tflite")
     with pytest.raises(UnsupportedLayerError) as info:
         load_source_model(path)
     message = str(info.value)
@@ -222,7 +177,7 @@ def test_branching_model_imports(tmp_path):
     inputs = keras.Input((8, 8, 2))
     a = L.Conv2D(2, 3, padding="same")(inputs)
     outputs = L.Dense(3)(L.Flatten()(L.Add()([a, inputs])))
-    path = convert(keras.Model(inputs, outputs), tmp_path / "residual.tflite")
+    path = to_tflite(keras.Model(inputs, outputs), tmp_path / "residual.tflite")
     source = load_source_model(path)
     assert "add" in [layer.kind for layer in source.layers] and not source.is_chain
     x = samples(source.input_shape)

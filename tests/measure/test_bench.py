@@ -4,8 +4,6 @@ timed tests: nothing here depends on how fast either side is."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,29 +13,12 @@ tf = pytest.importorskip("tensorflow")
 pytest.importorskip("ai_edge_litert")
 
 from edgemerge.errors import EdgemergeError  # noqa: E402
+from tflite_convert import to_tflite  # noqa: E402
+from cli_runner import run_cli as cli  # noqa: E402
 
 L = keras.layers
 RUNS, WARMUP = 12, 2
 pytestmark = pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:UserWarning")
-
-
-def cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "edgemerge.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def to_tflite(model, path, int8_sample_shape=None):
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if int8_sample_shape is not None:        # full integer quantisation: the peer a user would likely pick
-        rng = np.random.default_rng(0)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([rng.random((1, *int8_sample_shape), dtype=np.float32)]
-                                                    for _ in range(8))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    path.write_bytes(converter.convert())
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +34,7 @@ def pair(tmp_path_factory):
                           L.MaxPooling2D(), L.Conv2D(16, 3, padding="same", activation="relu"),
                           L.GlobalAveragePooling2D(), L.Dense(4)])
     paths = {"a": to_tflite(a, directory / "a.tflite"), "b": to_tflite(b, directory / "b.tflite"),
-             "a_int8": to_tflite(a, directory / "a_int8.tflite", int8_sample_shape=(16, 16, 1))}
+             "a_int8": to_tflite(a, directory / "a_int8.tflite", optimise="int8-io", sample_shape=(16, 16, 1))}
     paths["emm"] = directory / "m.emm"
     merge_files({"a": paths["a"], "b": paths["b"]}, paths["emm"], preset="accu")
     return paths
@@ -198,7 +179,7 @@ def test_float_and_int8_peers_in_one_run_and_the_profile_csv(pair, tmp_path):
     import csv
     b_int8 = to_tflite(keras.Sequential([keras.Input((12, 12, 3)), L.Conv2D(8, 3, padding="same"),
                                          L.GlobalAveragePooling2D(), L.Dense(4)]), tmp_path / "b_int8.tflite",
-                       int8_sample_shape=(12, 12, 3))
+                       optimise="int8-io", sample_shape=(12, 12, 3))
     out = tmp_path / "sub" / "profile.csv"
     result = cli("bench", pair["emm"], "--vs", f"a={pair['a']}", "--vs", f"b={pair['b']}", "--vs",
                  f"a={pair['a_int8']}", "--vs", f"b={b_int8}", "--runs", 3, "--warmup", 0, "--profile-csv", out,

@@ -4,8 +4,7 @@ the plain-CNN fixture merged with a Keras chain of the same input size (merging 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +16,13 @@ tf = pytest.importorskip("tensorflow")
 pytest.importorskip("ai_edge_litert")
 
 from edgemerge.measure.onnx_peer import ONNXModel, open_peer  # noqa: E402
+from cli_runner import run_cli  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "onnx"
 PLAIN = FIXTURES / "plain_cnn.onnx"
 
 
-def cli(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "edgemerge.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
+cli = partial(run_cli, timeout=900)
 
 
 @pytest.fixture(scope="module")

@@ -13,20 +13,15 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 
 import model_factory
 import numpy as np
 import pytest
+from cli_runner import run_cli as cli
 
 SECTIONS = ("overview", "graph", "bytes", "accuracy", "latency", "plots")
-
-
-def cli(*args, cwd=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "edgemerge.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd)
 
 
 def chromium() -> str:

@@ -13,11 +13,7 @@ from edgemerge.emm.graph import decoded_weights
 from edgemerge.errors import AlignmentError, EdgemergeError
 from edgemerge.executors.numpy_exec import execute_graph, forward_numpy
 from edgemerge.merging.merge import PRESETS, merge_models
-
-
-def max_rel_err(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
+from numeric import max_rel_err
 
 
 def expected_out_shape(graph, node):

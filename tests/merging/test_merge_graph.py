@@ -14,11 +14,7 @@ from edgemerge.executors.numpy_exec import execute_graph, forward_numpy
 from edgemerge.importers.source_model import SourceLayer
 from edgemerge.merging.align import align_models, mergeable_layers
 from edgemerge.merging.merge import merge_models
-
-
-def max_rel_err(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
+from numeric import max_rel_err
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,7 @@ import pytest
 from graphs import lut_conv_graph, two_task_graph
 
 from edgemerge import _runtime, emm
-
-
-def max_rel_err(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
+from numeric import max_rel_err
 
 
 def test_every_kernel_set_matches_the_reference_kernels():

@@ -9,11 +9,7 @@ from edgemerge.emm.constants import Act
 from edgemerge.emm.graph import decoded_weights
 from edgemerge.executors.keras_reference import reference_logits
 from edgemerge.runtime import Runtime
-
-
-def max_rel_err(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
+from numeric import max_rel_err
 
 
 CONV_CASES = [

@@ -11,7 +11,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from dag_models import dag_pair, to_keras  # noqa: E402
+from dag_models import dag_pair_files  # noqa: E402
 
 from edgemerge import _runtime, emm  # noqa: E402
 from edgemerge.emm.constants import Act, Op  # noqa: E402
@@ -24,11 +24,7 @@ from edgemerge.merging.merge import merge_models  # noqa: E402
 from edgemerge.training.calibrate import TFMergedGraph, calibrate, tf_forward  # noqa: E402
 from edgemerge.training.targets import load_targets, target_outputs  # noqa: E402
 from edgemerge.training.tf_form import _activation  # noqa: E402
-
-
-def max_rel_err(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
+from numeric import max_rel_err  # noqa: E402
 
 
 @pytest.mark.parametrize("act", list(Act))
@@ -79,18 +75,7 @@ def test_tf_form_of_every_v2_op_equals_numpy():
 @pytest.fixture(scope="module")
 def dag_files(tmp_path_factory):
     """The hand-built pair as functional .keras originals, and calibration sets labelled by the originals."""
-    directory = tmp_path_factory.mktemp("dag_pair")
-    sources, originals, calib = dag_pair(), {}, {}
-    rng = np.random.default_rng(0)
-    for task, source in sources.items():
-        model = to_keras(source)
-        originals[task] = directory / f"{task}.keras"
-        model.save(originals[task])
-        x = rng.normal(size=(512, *source.input_shape)).astype(np.float32)
-        y = np.argmax(model.predict(x, verbose=0), axis=1).astype(np.int64)
-        calib[task] = directory / f"{task}.npz"
-        np.savez(calib[task], x=x, y=y)
-    return sources, originals, calib
+    return dag_pair_files(tmp_path_factory.mktemp("dag_pair"), samples=512)
 
 
 def test_tf_form_of_a_merged_dag_pair_equals_numpy(dag_files):

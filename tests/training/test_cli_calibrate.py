@@ -2,17 +2,15 @@
 file is smaller than the originals by the same factor, loses less accuracy than the uncalibrated merge, and
 the C runtime runs exactly the trained model (logits equal to the TF form)."""
 import json
-import subprocess
-import sys
+from functools import partial
 
 import model_factory
 import numpy as np
 import pytest
+from cli_runner import run_cli
 
 
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "edgemerge.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=900)
+cli = partial(run_cli, timeout=900)
 
 
 @pytest.fixture(scope="module")

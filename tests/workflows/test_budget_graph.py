@@ -2,12 +2,11 @@
 holds for graphs too, so the search never returns a file larger than the `accu` preset's merge."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow")
 
-from dag_models import dag_pair, to_keras  # noqa: E402
+from dag_models import dag_pair_files  # noqa: E402
 
 from edgemerge import emm  # noqa: E402
 from edgemerge.merging.merge import merge_models  # noqa: E402
@@ -15,15 +14,7 @@ from edgemerge.workflows.budget import search_rc  # noqa: E402
 
 
 def test_search_on_a_dag_pair_never_exceeds_the_accu_file(tmp_path):
-    sources, originals, calib = dag_pair(), {}, {}
-    rng = np.random.default_rng(0)
-    for task, source in sources.items():
-        model = to_keras(source)
-        originals[task] = tmp_path / f"{task}.keras"
-        model.save(originals[task])
-        x = rng.normal(size=(256, *source.input_shape)).astype(np.float32)
-        calib[task] = tmp_path / f"{task}.npz"
-        np.savez(calib[task], x=x, y=np.argmax(model.predict(x, verbose=0), axis=1))
+    sources, originals, calib = dag_pair_files(tmp_path, samples=256)
     merge = lambda preset: lambda layer_rc: merge_models(sources, preset, layer_rc=layer_rc,  # noqa: E731
                                                          kmeans_inits=1, n_jobs=1).graph
     ceiling = merge("accu")({})

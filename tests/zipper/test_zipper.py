@@ -3,8 +3,6 @@ models of the same architecture, trained briefly on Fashion-MNIST for two labell
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import model_factory
@@ -14,6 +12,7 @@ import pytest
 from edgemerge import emm
 from edgemerge.emm.constants import NONE, Op
 from edgemerge.errors import EdgemergeError
+from cli_runner import run_cli as cli
 
 BLOCKS = ((1, 16), (2, 16), (1, 24))        # (depthwise stride, point-wise filters)
 TASKS = {"a": 10, "b": 4}
@@ -71,11 +70,6 @@ def sources(pair):
     from edgemerge.importers import load_source_model
 
     return {task: load_source_model(path) for task, path in pair["models"].items()}
-
-
-def cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "edgemerge.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def pos(model, name):

@@ -406,17 +406,48 @@ def bench(model_path: str | os.PathLike, references: dict[str, str] | list[dict[
         raise EdgemergeError("bench: no peer (--vs TASK=ORIGINAL for every task)")
     log = log or (lambda message: None)
     warnings = [w for w in [set_thread_environment(threads)] if w]
+    onnx_tasks = {t for files in peer_sets for t, f in files.items() if peer_kind(f) == "onnxruntime"}
+    merged_side = _open_merged(model_path, threads, data or {}, seed, onnx_tasks)
+    runtime, pools = merged_side["runtime"], merged_side["pools"]
+    peers = _open_peers(runtime, peer_sets, threads, pools)
+    merged_ns, serial_ns = _time_interleaved(merged_side["run"], peers, warmup, runs, threads, log,
+                                             merged_side["serial_run"])
+    merged = Stats.of_ns(merged_ns)
+    merged_side["serial"] = Stats.of_ns(serial_ns) if serial_ns is not None else None
+    mem_runs = max(1, min(MEMORY_RUNS, runs))
+    peer_results = [_peer_result(runtime, peer, merged, pools, threads, mem_runs if memory else 0, log)
+                    for peer in peers]
+    result = _result(merged_side, merged, peer_results, threads=threads, runs=runs, warmup=warmup,
+                     inputs="data" if data else f"seeded uniform [0, 1), seed {seed}")
+    if memory:
+        result.update(_merged_memory(runtime, pools, threads, mem_runs, peer_results[0], log))
+    if profile:
+        result["profile"] = node_profile(runtime, pools, warmup, runs)
+        result["profile_by_op"] = profile_by_op(result["profile"])
+    warnings.append(_threads_note(threads, result["merged_threads_speedup"]))
+    result["notes"] = warnings
+    return result
+
+
+def _open_merged(model_path: str | os.PathLike, threads: int, data: dict[str, str], seed: int,
+                 onnx_tasks: set[str]) -> dict[str, Any]:
+    """The merged side: the Runtime (load timed), its input pools (`--data` or seeded samples), its timer
+    and its first run (timed)."""
     from edgemerge import runtime as runtime_module
 
     started = time.perf_counter_ns()
     runtime = runtime_module.Runtime(model_path, threads=threads)
-    merged_load_ns = time.perf_counter_ns() - started
-    onnx_tasks = {t for files in peer_sets for t, f in files.items() if peer_kind(f) == "onnxruntime"}
-    pools = _input_pools(runtime, data or {}, seed, onnx_tasks)
-    merged_run, merged_method = merged_timer(runtime, pools)
-    merged_first_ns = merged_run(0)
+    load_ns = time.perf_counter_ns() - started
+    pools = _input_pools(runtime, data, seed, onnx_tasks)
+    run, method = merged_timer(runtime, pools)
     # the 1-thread side of merged_threads_speedup (None with threads = 1)
     serial_run = merged_timer(runtime_module.Runtime(model_path, threads=1), pools)[0] if threads > 1 else None
+    return {"runtime": runtime, "pools": pools, "run": run, "method": method, "load_ns": load_ns,
+            "first_ns": run(0), "serial_run": serial_run}
+
+
+def _open_peers(runtime, peer_sets: list[dict[str, str]], threads: int, pools: list[np.ndarray]) -> list[dict]:
+    """Every peer opened (load timed) with its timer and its first run (timed)."""
     peers: list[dict[str, Any]] = []
     labels: set[str] = set()
     for files in peer_sets:
@@ -426,9 +457,16 @@ def bench(model_path: str | os.PathLike, references: dict[str, str] | list[dict[
         run = _reference_timer(runtime, models, pools)
         peers.append({"models": models, "label": _peer_label(models, labels), "run": run,
                       "load_ns": load_ns, "first_ns": run(0)[0]})
+    return peers
 
+
+def _time_interleaved(merged_run, peers: list[dict], warmup: int, runs: int, threads: int,
+                      log: Callable[[str], None], serial_run=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """`warmup` + `runs` interleaved rounds with the garbage collector off; returns the merged side's
+    nanoseconds per timed round and those of its 1-thread twin (`serial_run`, threads > 1; else None), and
+    fills every peer's "ns" and "per_model_ns"."""
     sides = 1 + len(peers) + (serial_run is not None)
-    serial_ns = np.empty(runs, np.int64)
+    serial_ns = np.empty(runs, np.int64) if serial_run is not None else None
     log(f"bench: {warmup} warm-up and {runs} timed rounds, interleaved ({sides} sides), {threads} thread(s)")
     merged_ns = np.empty(runs, np.int64)
     for peer in peers:
@@ -459,40 +497,47 @@ def bench(model_path: str | os.PathLike, references: dict[str, str] | list[dict[
     finally:
         if gc_was_enabled:
             gc.enable()
+    return merged_ns, serial_ns
 
-    merged = Stats.of_ns(merged_ns)
-    file_bytes = runtime.file_bytes
-    context_bytes = runtime.context_bytes
-    mem_runs = max(1, min(MEMORY_RUNS, runs))
-    peer_results = []
-    for peer in peers:
-        models = peer["models"]
-        stats = Stats.of_ns(peer["ns"])
-        agreement = _agreement(runtime, models, pools)
-        kinds = sorted({peer_kind(m.path) for m in models.values()})
-        entry = {"label": peer["label"], "kind": "+".join(kinds),
-                 "runtime": "; ".join(_peer_runtime(k, threads) for k in kinds),
-                 "timing": "invoke() of every model, perf_counter_ns",
-                 "load_ms": peer["load_ns"] / 1e6, "first_run_ms": peer["first_ns"] / 1e6,
-                 "ms": stats.as_dict(),
-                 "speedup": stats.median / merged.median if merged.median > 0 else float("inf"),
-                 "peak_bytes": None,
-                 "tasks": {task: {"file": str(m.path), "bytes": m.path.stat().st_size, "input": str(m.input_dtype),
-                                  "kind": peer_kind(m.path), "peer": _peer_runtime(peer_kind(m.path), threads),
-                                  "ms": Stats.of_ns(peer["per_model_ns"][:, j]).as_dict(),
-                                  "top1_agreement": agreement[task]}
-                           for j, (task, m) in enumerate(models.items())}}
-        if memory:
-            log(f"bench: measuring the peak memory of {peer['label']} in a fresh process")
-            mem = _measure_memory("reference", {
-                "threads": threads, "runs": mem_runs,
-                "references": {t: str(m.path) for t, m in models.items()},
-                "task_shapes": {t: list(runtime.task(t).input_shape) for t in models}})
-            entry["peak_bytes"] = mem["peak_bytes"]
-            entry["memory"] = mem
-        peer_results.append(entry)
+
+def _peer_result(runtime, peer: dict, merged: Stats, pools: list[np.ndarray], threads: int, mem_runs: int,
+                 log: Callable[[str], None]) -> dict[str, Any]:
+    """One entry of `peers`: its figures, per-task figures and top-1 agreement, and (mem_runs > 0) its peak
+    memory measured in a fresh process."""
+    models = peer["models"]
+    stats = Stats.of_ns(peer["ns"])
+    agreement = _agreement(runtime, models, pools)
+    kinds = sorted({peer_kind(m.path) for m in models.values()})
+    entry = {"label": peer["label"], "kind": "+".join(kinds),
+             "runtime": "; ".join(_peer_runtime(k, threads) for k in kinds),
+             "timing": "invoke() of every model, perf_counter_ns",
+             "load_ms": peer["load_ns"] / 1e6, "first_run_ms": peer["first_ns"] / 1e6,
+             "ms": stats.as_dict(),
+             "speedup": stats.median / merged.median if merged.median > 0 else float("inf"),
+             "peak_bytes": None,
+             "tasks": {task: {"file": str(m.path), "bytes": m.path.stat().st_size, "input": str(m.input_dtype),
+                              "kind": peer_kind(m.path), "peer": _peer_runtime(peer_kind(m.path), threads),
+                              "ms": Stats.of_ns(peer["per_model_ns"][:, j]).as_dict(),
+                              "top1_agreement": agreement[task]}
+                       for j, (task, m) in enumerate(models.items())}}
+    if mem_runs:
+        log(f"bench: measuring the peak memory of {peer['label']} in a fresh process")
+        mem = _measure_memory("reference", {
+            "threads": threads, "runs": mem_runs,
+            "references": {t: str(m.path) for t, m in models.items()},
+            "task_shapes": {t: list(runtime.task(t).input_shape) for t in models}})
+        entry["peak_bytes"] = mem["peak_bytes"]
+        entry["memory"] = mem
+    return entry
+
+
+def _result(merged_side: dict, merged: Stats, peer_results: list[dict], *, threads: int, runs: int, warmup: int,
+            inputs: str) -> dict[str, Any]:
+    """The JSON result: the merged side, every peer, and the first peer's figures under the older keys."""
+    runtime, pools, serial = merged_side["runtime"], merged_side["pools"], merged_side["serial"]
+    file_bytes, context_bytes = runtime.file_bytes, runtime.context_bytes
     first = peer_results[0]
-    result: dict[str, Any] = {
+    return {
         "merged_ms": merged.summary(),
         "reference_ms": {k: first["ms"][k] for k in ("min", "median", "p95")},
         "speedup": first["speedup"],
@@ -501,17 +546,16 @@ def bench(model_path: str | os.PathLike, references: dict[str, str] | list[dict[
         "threads": threads,
         "merged_threads": threads,
         "merged_task_lanes": runtime.task_lanes,
-        "merged_1thread_ms": Stats.of_ns(serial_ns).as_dict() if serial_run is not None else None,
-        "merged_threads_speedup": (Stats.of_ns(serial_ns).median / merged.median
-                                   if serial_run is not None and merged.median > 0 else None),
+        "merged_1thread_ms": serial.as_dict() if serial is not None else None,
+        "merged_threads_speedup": serial.median / merged.median if serial is not None and merged.median > 0 else None,
         "runs": runs,
         "warmup": warmup,
         "interleaved": True,
-        "inputs": "data" if data else f"seeded uniform [0, 1), seed {seed}",
+        "inputs": inputs,
         "merged": {"model": str(runtime.path), "file_bytes": int(file_bytes), "context_bytes": int(context_bytes),
-                   "timing": merged_method, "runtime": _cpu_features(),
+                   "timing": merged_side["method"], "runtime": _cpu_features(),
                    "kernels": sorted({n["kernel"] for n in runtime.nodes()}),
-                   "load_ms": merged_load_ns / 1e6, "first_run_ms": merged_first_ns / 1e6,
+                   "load_ms": merged_side["load_ns"] / 1e6, "first_run_ms": merged_side["first_ns"] / 1e6,
                    "ms": merged.as_dict(), "peak_bytes": int(file_bytes + context_bytes)},
         "reference": {"interpreter": first["runtime"], "timing": first["timing"]},
         "peers": peer_results,
@@ -523,13 +567,19 @@ def bench(model_path: str | os.PathLike, references: dict[str, str] | list[dict[
                          "top1_agreement": t["top1_agreement"]}
                   for task, t in first["tasks"].items()},
     }
-    if memory:
-        log("bench: measuring the merged model's peak memory in a fresh process")
-        merged_mem = _measure_memory("merged", {
-            "threads": threads, "runs": mem_runs, "model": str(Path(runtime.path).resolve()),
-            "input_shapes": [list(p.shape[1:]) for p in pools]})
-        result["merged_rss_peak_bytes"] = merged_mem["peak_bytes"]
-        result["memory"] = {
+
+
+def _merged_memory(runtime, pools: list[np.ndarray], threads: int, mem_runs: int, first: dict,
+                   log: Callable[[str], None]) -> dict[str, Any]:
+    """merged_rss_peak_bytes and the `memory` block: the merged model measured in a fresh process, beside
+    the first peer's measurement."""
+    log("bench: measuring the merged model's peak memory in a fresh process")
+    merged_mem = _measure_memory("merged", {
+        "threads": threads, "runs": mem_runs, "model": str(Path(runtime.path).resolve()),
+        "input_shapes": [list(p.shape[1:]) for p in pools]})
+    return {
+        "merged_rss_peak_bytes": merged_mem["peak_bytes"],
+        "memory": {
             "merged_counted": "model bytes (used in place) + context bytes of one run; the parsed node/tensor "
                               "tables are not exposed by the C API and not counted",
             "reference_counted": f"{first['memory']['method']} of a fresh process creating the interpreters from "
@@ -538,17 +588,15 @@ def bench(model_path: str | os.PathLike, references: dict[str, str] | list[dict[
             "reference": first["memory"],
             "merged_rss": {**merged_mem, "counted": "the same measurement for the C runtime (model mapped, "
                                                     "copied by the binding to an aligned buffer, then run)"},
-        }
-    if profile:
-        result["profile"] = node_profile(runtime, pools, warmup, runs)
-        result["profile_by_op"] = profile_by_op(result["profile"])
+        },
+    }
+
+
+def _threads_note(threads: int, speedup: float | None) -> str:
     if threads == 1:
-        warnings.append("the C runtime ran single-threaded (--threads N splits large nodes over N workers)")
-    else:
-        warnings.append(f"the C runtime ran on {threads} threads, {result['merged_threads_speedup']:.2f}x its "
-                        f"1-thread median in the same run (load average {_load_average()})")
-    result["notes"] = warnings
-    return result
+        return "the C runtime ran single-threaded (--threads N splits large nodes over N workers)"
+    return (f"the C runtime ran on {threads} threads, {speedup:.2f}x its 1-thread median in the same run "
+            f"(load average {_load_average()})")
 
 
 def _load_average() -> str:
