@@ -92,9 +92,9 @@ def edgemerge_command() -> list[str]:
     return [sys.executable, "-m", "edgemerge.cli"]
 
 
-def run(cmd: list, capture: bool = False) -> str:
+def run(cmd: list, capture: bool = False, env: dict | None = None) -> str:
     print("$ " + " ".join(str(c) for c in cmd), flush=True)
-    result = subprocess.run([str(c) for c in cmd], check=True, text=True,
+    result = subprocess.run([str(c) for c in cmd], check=True, text=True, env=env,
                             stdout=subprocess.PIPE if capture else None)
     return result.stdout if capture else ""
 

@@ -25,29 +25,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from examples._common import edgemerge_command, run
+
 REL_TOL = 1e-4                 # C runtime vs ONNX Runtime, relative to the sample's largest |logit|
 MAX_DROP = 0.01                # accuracy drop per task allowed at accu (1 point)
 INT8_SAMPLES = 256             # calibration samples of the int8 reference files
-
-
-def edgemerge_command() -> list[str]:
-    exe = shutil.which("edgemerge")
-    return [exe] if exe else [sys.executable, "-m", "edgemerge.cli"]
-
-
-def run(cmd: list, capture: bool = False, env: dict | None = None) -> str:
-    print("$ " + " ".join(str(c) for c in cmd), flush=True)
-    result = subprocess.run([str(c) for c in cmd], check=True, text=True, env=env,
-                            stdout=subprocess.PIPE if capture else None)
-    return result.stdout if capture else ""
 
 
 def max_relative_difference(got: np.ndarray, want: np.ndarray) -> float:
@@ -202,11 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="examples/build/pytorch", help="folder for data, models and results")
     ap.add_argument("--steps", type=int, default=1000, help="calibration steps of the merge")
     ap.add_argument("--layer-rc", action="append", default=None, metavar="NAME=r/C",
-                    help="r/C overrides of the merge (default: words:fc1=16/32, see README \"PyTorch users\")")
+                    help="r/C overrides of the merge (default: none, plain accu)")
     ap.add_argument("--qemu-samples", type=int, default=500, help="test samples run by em_run under qemu")
     ap.add_argument("--bench-runs", type=int, default=200)
     args = ap.parse_args(argv)
-    layer_rc = ["words:fc1=16/32"] if args.layer_rc is None else [v for v in args.layer_rc if v]
+    layer_rc = [v for v in args.layer_rc or [] if v]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     em = edgemerge_command()

@@ -78,8 +78,11 @@ def _read_arrays(path: Path, names: tuple[str, ...], what: str) -> list[np.ndarr
         raise DataError(f"{shown}: not a readable .npz ({printable(e)})") from None
 
 
-def load_samples(path: str | os.PathLike, what: str = "data file") -> np.ndarray:
-    """The checked `x` of a data file (float32 NHWC; `y` not needed), e.g. for `bench --data`."""
+def load_samples(path: str | os.PathLike | LabelledData, what: str = "data file") -> np.ndarray:
+    """The checked `x` of a data file (float32 NHWC; `y` not needed), e.g. for `bench --data`; of data
+    already loaded (a LabelledData, checked when it was loaded), its `x`."""
+    if isinstance(path, LabelledData):
+        return path.x
     path = Path(path)
     (x,) = _read_arrays(path, ("x",), what)
     x = check_input_array(x, f"{what} {printable(path)}: x")

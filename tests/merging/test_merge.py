@@ -159,10 +159,28 @@ def test_presets_and_clipping():
     assert rc[("w:first", "n:first")] == (4, 64)       # a first conv on 6 > 4 channels: r = 4
     assert rc[("w:thin",)] == (8, 3)                   # C clipped to the 3 vectors a segment has
     assert rc[("w:second",)] == (3, 128)               # r clipped to the depth of 3
-    assert rc[("w:fc", "n:fc")] == (16, 64)
+    assert rc[("w:fc", "n:fc")] == (16, 32)            # In 2560: a 640 KiB codebook at C = 64, held to 32 (below)
     result = merge_models({"n": narrow}, preset="light", kmeans_inits=1)
     assert {tuple(r.members): (r.seg_len, r.codewords) for r in result.report} == {
         ("n:first",): (1, 32), ("n:fc",): (32, 8)}      # a single model merges too; C clipped to Out = 8
+
+def test_large_one_tap_codebooks_are_held_to_an_eighth_of_the_weights():
+    # Dense and 1x1 kernels have one segment vector per output, so a per-segment codebook of C codewords costs
+    # C / outputs of the weights. A codebook that would pass 128 KiB gets C = outputs / 8 (a power of two, at
+    # least 32); smaller ones, and larger kernels, keep the preset's C.
+    model = chain_model("m", (2, 2, 1024), [conv("pw", 256, kernel=1), conv("k2", 256, kernel=2, padding="same"),
+                                            flatten(), dense("fc_wide", 256), dense("fc_small", 40),
+                                            dense("head", 3, act=Act.NONE)])
+    result = merge_models({"m": model}, kmeans_inits=1)
+    report = {r.members[0].split(":")[1]: r for r in result.report}
+    rc = {name: (r.seg_len, r.codewords) for name, r in report.items()}
+    assert rc["pw"] == (4, 32)          # a first conv on 1024 channels: (4, 64) -> 1024 x 64 x 4 = 256 KiB, capped
+    assert rc["k2"] == (8, 128)         # 2x2: four vectors per output, not capped
+    assert rc["fc_wide"] == (16, 32)    # In 1024: a 256 KiB codebook at C = 64 -> 256 outputs / 8
+    assert rc["fc_small"] == (16, 40)   # In 256: a 40 KiB codebook, kept (C clipped to its 40 vectors)
+    for name in ("pw", "fc_wide"):
+        assert report[name].codebook_bytes <= report[name].original_bytes / 8, name
+
 
 def test_layer_rc_overrides(two):
     result = merge_models(two, layer_rc={"a:c2": (2, 16), "e2": (4, 8), "a:c1+b:k1": (1, 4)}, kmeans_inits=1)

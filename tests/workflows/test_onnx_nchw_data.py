@@ -6,9 +6,8 @@ reads the NCHW test data; a shape that is neither layout, and one that reads bot
 line. Torch-free: the .onnx files are committed (tools/make_onnx_fixtures.py) or built here with onnx.helper."""
 from __future__ import annotations
 
+import functools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ pytest.importorskip("onnxruntime")
 keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow")
 
+from cli_runner import run_cli  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "onnx"
@@ -26,9 +26,7 @@ RESNET = FIXTURES / "resnet_bn.onnx"
 STEPS = "4"
 
 
-def cli(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "edgemerge.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
+cli = functools.partial(run_cli, timeout=900)
 
 
 def one_error_line(r, *needles):
@@ -80,6 +78,20 @@ def test_merge_calib_nchw_equals_nhwc_and_eval_reads_nchw(files):
     assert r.returncode == 0, r.stderr
     vision = json.loads(r.stdout)["tasks"]["vision"]
     assert vision["n"] == 8 and vision["reference_accuracy"] == pytest.approx(original)
+
+
+def test_merge_int8_scales_come_from_nchw_calibration_data(files):
+    # --int8 measures input scales on the calibration data: an ONNX task's NCHW file is read in NHWC there too
+    d, _ = files
+    runs = {}
+    for layout in ("nchw", "nhwc"):
+        r = cli("merge", f"vision={RESNET}", f"k={d / 'k.keras'}", "-o", d / f"int8_{layout}.emm", "--calib",
+                f"vision={d / f'vision_{layout}.npz'}", "--calib", f"k={d / 'k.npz'}", "--steps", STEPS,
+                "--int8", "all", "--json")
+        assert r.returncode == 0, r.stderr
+        runs[layout] = json.loads(r.stdout)["int8_act"]
+    assert runs["nchw"]["layers"] and runs["nchw"] == runs["nhwc"]
+    assert (d / "int8_nchw.emm").read_bytes() == (d / "int8_nhwc.emm").read_bytes()
 
 
 def test_merge_calib_wrong_layout_is_one_error_line(files, tmp_path):

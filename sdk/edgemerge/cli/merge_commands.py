@@ -3,7 +3,6 @@ exact float weights) and zipper run/pick."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import click
 
@@ -106,14 +105,7 @@ def merge(models, output, preset, layer_rc, int8_tables, int8_act, alignment, se
                               seed=seed, kmeans_inits=kmeans_inits, calib=calib_files, steps=steps,
                               calib_fraction=calib_fraction, budget=budget, strategy=strategy,
                               int8_tables=[n.strip() for item in int8_tables for n in item.split(",") if n.strip()],
-                              best_effort=best_effort, log=lambda m: click.echo(m, err=True))
-        if int8_names:   # docs/FORMAT.md "int8 activations": scales measured on the merged, calibrated model
-            from edgemerge.merging.quantize import quantize_file
-            try:
-                summary["int8_act"] = quantize_file(output, int8_names, calib_files)
-            except Exception:
-                Path(output).unlink(missing_ok=True)   # no merged file without the int8 layers asked for
-                raise
+                              best_effort=best_effort, int8_act=int8_names, log=lambda m: click.echo(m, err=True))
     except BudgetNotMet as e:
         # the verdict on stdout (where a script reads results), then `error: ...` and exit 1
         if as_json:

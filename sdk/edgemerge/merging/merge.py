@@ -12,14 +12,15 @@ of aligned layers (`align.py`). A chain gives exactly the v1 graph it always did
 - joins add / concat / mul, explicit pad -> ADD / CONCAT / MUL (inputs in the layer's order) / PAD
 
 Segment length r and codebook size C come from a preset (`PRESETS`), per group, and can be overridden
-per group with `layer_rc`.
+per group with `layer_rc`; a large codebook of a dense or 1x1 group is held to an eighth of its weights
+(ONE_TAP_CAP_FROM_BYTES).
 """
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -60,6 +61,16 @@ class Preset:
 
 # A first conv on at most this many input channels (grey, RGB, RGBA) is encoded per channel (r = 1).
 FIRST_CONV_NARROW_DEPTH = 4
+
+# Kernels of one spatial tap (dense layers, point-wise 1x1 convs) have one segment vector per output channel,
+# so a per-segment codebook of C codewords costs C / outputs of the float weights it replaces: C = 64 on the
+# bundled words model's 1024x256 dense layer is a 256 KiB codebook, most of a merged file. Where such a codebook
+# would pass ONE_TAP_CAP_FROM_BYTES, C is held to 1/ONE_TAP_CODEBOOK_SHARE of the group's vectors (a power of
+# two, never below ONE_TAP_MIN_CODEWORDS). Smaller codebooks cost little in bytes and keep the preset's C (its
+# accuracy); larger kernels have KH*KW vectors per output channel and are not capped.
+ONE_TAP_CAP_FROM_BYTES = 128 * 1024
+ONE_TAP_CODEBOOK_SHARE = 8
+ONE_TAP_MIN_CODEWORDS = 32
 
 PRESETS: dict[str, Preset] = {
     # accuracy first: fine segments, large codebooks.
@@ -127,7 +138,19 @@ def preset_rc(preset: Preset, group: LayerGroup, sources: Mapping[str, SourceMod
         r, c = preset.first_conv_narrow if depth <= FIRST_CONV_NARROW_DEPTH else preset.first_conv_wide
     else:
         r, c = preset.conv
+    codebook_bytes = depth * min(c, vectors) * 4     # S segments x C codewords x r floats
+    if all(_is_one_tap(layer) for layer in members) and codebook_bytes > ONE_TAP_CAP_FROM_BYTES:
+        c = min(c, max(ONE_TAP_MIN_CODEWORDS, _power_of_two_floor(vectors // ONE_TAP_CODEBOOK_SHARE)))
     return min(r, depth), max(2, min(c, vectors))
+
+
+def _is_one_tap(layer: SourceLayer) -> bool:
+    """A dense layer or a 1x1 conv: one segment vector per output channel (ONE_TAP_CODEBOOK_SHARE)."""
+    return layer.weights.ndim == 2 or tuple(layer.weights.shape[:2]) == (1, 1)
+
+
+def _power_of_two_floor(n: int) -> int:
+    return 1 << (max(1, int(n)).bit_length() - 1)
 
 
 def _resolve_layer_rc(layer_rc: Mapping[str, tuple[int, int]], groups: Sequence[LayerGroup],

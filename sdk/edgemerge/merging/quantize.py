@@ -94,20 +94,18 @@ def apply_int8_act(graph: MergedGraph, ranges: Mapping[int, float]) -> list[str]
     return names
 
 
-def quantize_file(path: str, names: Sequence[str], calib: Mapping[str, str],
-                  samples_per_task: int = INT8_ACT_SAMPLES) -> dict:
-    """Reads the merged file at `path`, flags the selected LUT layers for int8 activations with scales from
-    the first `samples_per_task` samples of each task's calibration file, and rewrites it atomically."""
-    from edgemerge import emm
+def quantize_graph(graph, names: Sequence[str], calib: Mapping[str, object],
+                   samples_per_task: int = INT8_ACT_SAMPLES) -> dict:
+    """Flags the selected LUT layers of the merged `graph` (in place) for int8 activations, with scales from
+    the first `samples_per_task` samples of each task's calibration data: a file path, or data already loaded
+    (datasets.LabelledData, e.g. an ONNX task's NCHW file in NHWC). Returns what was flagged."""
     from edgemerge.datasets import load_samples
-    graph = emm.read_emm(path)
     nodes = select_int8_act(graph, names)
     if not nodes:
         return {"layers": [], "percentile": INT8_ACT_PERCENTILE}
-    samples = {task: load_samples(file, "--calib file")[:samples_per_task] for task, file in calib.items()
+    samples = {task: load_samples(data, "--calib file")[:samples_per_task] for task, data in calib.items()
                if task in {t.name for t in graph.tasks}}
     ranges = input_ranges(graph, samples, nodes)
     flagged = apply_int8_act(graph, ranges)
-    emm.write_emm(graph, path)
     return {"layers": flagged, "percentile": INT8_ACT_PERCENTILE,
             "input_scales": {graph.nodes[i].name: graph.nodes[i].input_scale for i in nodes}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from edgemerge import emm
 from edgemerge.emm.constants import Keys
@@ -16,10 +16,12 @@ def merge_files(sources: dict[str, str | os.PathLike], output: str | os.PathLike
                 seed: int = 0, kmeans_inits: int = 4, calib: dict[str, str | os.PathLike] | None = None,
                 steps: int | None = None, calib_fraction: float = 1.0, budget: str | None = None,
                 strategy="default", calibrate_options: dict | None = None, int8_tables: list[str] | None = None,
-                best_effort: bool = False, log: Callable[[str], None] | None = None) -> dict:
+                best_effort: bool = False, int8_act: Sequence[str] = (),
+                log: Callable[[str], None] | None = None) -> dict:
     """Imports every TASK=model file, merges them (NeuralMerger encoding), optionally calibrates the merged
-    model end to end on `calib` data (TASK -> .npz) or searches r/C per layer under `budget`, and writes
-    `output` atomically. Returns a summary with file bytes, original bytes, compression, one entry per merged
+    model end to end on `calib` data (TASK -> .npz) or searches r/C per layer under `budget`, flags the
+    `int8_act` layers for int8 activations (scales from `calib`, merging/quantize.py), and writes `output`
+    atomically. Returns a summary with file bytes, original bytes, compression, one entry per merged
     layer group, and the calibration / search report when they ran.
 
     With `budget`, what the search tried is written next to `output` (`<output>.budget.json` and `.png`),
@@ -62,6 +64,10 @@ def merge_files(sources: dict[str, str | os.PathLike], output: str | os.PathLike
             log(f"calibrating on {', '.join(calib)}")
             calibrated = calibrate(graph, sources, calib, **calibrate_kwargs)
             graph, calibration = calibrated.graph, calibrated.report
+    int8_report = None
+    if int8_act:   # docs/FORMAT.md "int8 activations": scales measured on the merged, calibrated model
+        from edgemerge.merging.quantize import quantize_graph
+        int8_report = quantize_graph(graph, int8_act, calib)
     file_bytes = emm.write_emm(graph, output)
     original = int(graph.metadata[Keys.General.ORIGINAL_BYTES])
     summary = {
@@ -77,6 +83,8 @@ def merge_files(sources: dict[str, str | os.PathLike], output: str | os.PathLike
         summary["calibration"] = calibration
     if search is not None:
         summary["search"] = search
+    if int8_report is not None:
+        summary["int8_act"] = int8_report
     log(f"merged {len(models)} models in {summary['seconds']} s")
     return summary
 
