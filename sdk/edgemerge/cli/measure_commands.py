@@ -147,7 +147,7 @@ def bench_command(model, references, threads, runs, warmup, data, seed, profile,
     edgemerge bench merged.emm --vs fashion=lenet_fashion.tflite --vs words=net3_words.tflite
     edgemerge bench merged.emm --on ssh://pi@raspberrypi.local --board rpi4-aarch64 [--vs ...] --json
     """
-    from edgemerge.measure.bench import parse_peer_sets
+    from edgemerge.measure.peers import parse_peer_sets
 
     _check_input_file(model, "model")
     peer_sets = parse_peer_sets(references)

@@ -113,7 +113,7 @@ def bench_on_device(model: str | Path, url: str, board, references: list[dict[st
                     identity: str | None = None, port: int | None = None, ssh_options: list[str] | None = None,
                     connect_timeout: int = 10, python: str = "python3", log: Callable[[str], None] | None = None) -> dict:
     """Installs em_run and `model` on the device at `url` and benchmarks there; see the module docstring."""
-    from edgemerge.measure.bench import open_peer_models, peer_kind, peer_label
+    from edgemerge.measure.peers import open_peer_models, peer_kind, peer_label
     from edgemerge.runtime import Runtime
 
     log = log or (lambda message: None)

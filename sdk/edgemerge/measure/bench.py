@@ -64,10 +64,7 @@ from __future__ import annotations
 import csv
 import gc
 import io
-import json
-import mmap
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -76,14 +73,22 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgemerge.errors import EdgemergeError, ModelFormatError
+from edgemerge.errors import EdgemergeError
 from edgemerge.measure.latency import merged_timer, node_profile, profile_by_op
+from edgemerge.measure.peak_memory import measure_memory
+from edgemerge.measure.peers import (  # noqa: F401 - PEER_KINDS, parse_peer_sets: bench's public names too
+    PEER_KINDS,
+    open_peer_models,
+    parse_peer_sets,
+    peer_kind,
+    peer_label,
+    peer_runtime,
+)
 
 DEFAULT_RUNS = 200
 DEFAULT_WARMUP = 20
 SAMPLE_POOL = 16          # distinct samples per input, cycled through (both sides see the same ones)
 MEMORY_RUNS = 5           # runs done by the memory-measuring processes (the peak is reached on the first)
-_CHILD_TIMEOUT_S = 600
 
 
 def set_thread_environment(threads: int) -> str | None:
@@ -160,115 +165,6 @@ def _input_pools(runtime, data: dict[str, str], seed: int, onnx_tasks: set[str] 
     return pools   # type: ignore[return-value]
 
 
-PEER_KINDS = {".tflite": "tflite", ".onnx": "onnxruntime"}
-"""File suffix -> peer kind. A kind needs an entry in _open_peer_model and _preload_peer_libraries."""
-
-
-def peer_kind(path: str | os.PathLike) -> str | None:
-    return PEER_KINDS.get(Path(path).suffix.lower())
-
-
-def _open_peer_model(path: str | os.PathLike, threads: int):
-    """One original model in its runtime: an object with path, input_shape, output_size, input_dtype and
-    prepare_input / set_input / invoke / output / run_one (tflite_peer.TFLiteModel's interface)."""
-    kind = peer_kind(path)
-    if kind == "tflite":
-        from edgemerge.measure.tflite_peer import TFLiteModel
-        return TFLiteModel(path, num_threads=threads)
-    if kind == "onnxruntime":
-        from edgemerge.measure.onnx_peer import ONNXModel
-        return ONNXModel(path, num_threads=threads)
-    raise ModelFormatError(f"--vs {path}: no peer runtime for {Path(path).suffix or 'a file without a suffix'}")
-
-
-def _preload_peer_libraries(kinds) -> None:
-    """Imports the peers' runtimes (before a memory baseline: library code is not the peer's data)."""
-    for kind in set(kinds):
-        if kind == "tflite":
-            import ai_edge_litert.interpreter  # noqa: F401
-        elif kind == "onnxruntime":
-            import onnxruntime  # noqa: F401
-
-
-def _peer_runtime(kind: str, threads: int) -> str:
-    if kind == "tflite":
-        from edgemerge.measure.tflite_peer import interpreter_version
-        return f"{interpreter_version()}, XNNPACK delegate, num_threads={threads}"
-    if kind == "onnxruntime":
-        from edgemerge.measure.onnx_peer import runtime_version
-        return f"{runtime_version()}, CPUExecutionProvider, intra_op_num_threads={threads}, all graph optimisations"
-    return kind
-
-
-def parse_peer_sets(values: tuple[str, ...] | list[str], what: str = "--vs") -> list[dict[str, str]]:
-    """TASK=FILE arguments -> peers: the n-th file given for a task belongs to peer n. The same file twice
-    for one task is a mistake, not a second peer."""
-    from edgemerge.text import printable
-
-    sets: list[dict[str, str]] = []
-    for item in values:
-        task, sep, path = item.partition("=")
-        if not sep or not task or not path:
-            raise EdgemergeError(f"{what} {printable(item)!r}: expected TASK=PATH")
-        given = [peer[task] for peer in sets if task in peer]
-        if path in given:
-            raise EdgemergeError(f"{what}: task {printable(task)!r} given twice with {printable(path)}")
-        if len(given) == len(sets):
-            sets.append({})
-        sets[len(given)][task] = path
-    return sets
-
-
-def _open_references(runtime, references: dict[str, str], threads: int) -> dict[str, Any]:
-    """The peer model of every task, checked against the task (tasks, file, input shape, outputs)."""
-    tasks = runtime.task_names
-    unknown = [t for t in references if t not in tasks]
-    if unknown:
-        raise EdgemergeError(f"--vs: task(s) {', '.join(unknown)} not in {runtime.path} "
-                             f"(tasks: {', '.join(tasks)})")
-    missing = [t for t in tasks if t not in references]
-    if missing:
-        raise EdgemergeError(f"--vs: no reference model for task(s) {', '.join(missing)}; give --vs TASK=ORIGINAL.tflite "
-                             f"for every task of {runtime.path} ({', '.join(tasks)})")
-    models = {}
-    kinds = set()
-    for task in tasks:          # the model's task order, whatever the command line order
-        path = Path(references[task])
-        if not path.is_file():
-            raise ModelFormatError(f"--vs {task}={path}: no such file")
-        if peer_kind(path) is None:
-            raise ModelFormatError(f"--vs {task}={path}: the reference must be a .tflite file (the TFLite "
-                                   "interpreter runs it; convert the model with tf.lite.TFLiteConverter) or an "
-                                   ".onnx file (ONNX Runtime runs it)")
-        kinds.add(peer_kind(path))
-        model = _open_peer_model(path, threads)
-        info = runtime.task(task)
-        if tuple(model.input_shape) != tuple(info.input_shape):
-            raise ModelFormatError(f"--vs {task}={path}: the model takes input of shape {tuple(model.input_shape)}, "
-                                   f"task {task!r} of {runtime.path} takes {info.input_shape}")
-        if model.output_size != info.classes:
-            raise ModelFormatError(f"--vs {task}={path}: the model has {model.output_size} outputs, task {task!r} "
-                                   f"has {info.classes} classes")
-        models[task] = model
-    return models
-
-
-def _peer_label(models: dict[str, Any], taken: set[str]) -> str:
-    """`tflite float32`, `tflite int8`, or `tflite mixed` (kind and the input types of its models), made unique."""
-    kinds = sorted({peer_kind(m.path) or "?" for m in models.values()})
-    dtypes = sorted({str(m.input_dtype) for m in models.values()})
-    label = f"{'+'.join(kinds)} {dtypes[0] if len(dtypes) == 1 else 'mixed'}"
-    unique, n = label, 2
-    while unique in taken:
-        unique, n = f"{label} #{n}", n + 1
-    taken.add(unique)
-    return unique
-
-
-open_peer_models = _open_references      # the public names (deploy.remote_bench checks peers on the host)
-peer_label = _peer_label
-
-
 # ------------------------------------------------------------------------------------------------
 def _reference_timer(runtime, models: dict[str, Any], pools: list[np.ndarray]
                      ) -> Callable[[int], tuple[int, list[int]]]:
@@ -295,100 +191,6 @@ def _agreement(runtime, models: dict[str, Any], pools: list[np.ndarray]) -> dict
         ref = np.stack([m.run_one(x) for x in pools[runtime.task(task).input_index]])
         out[task] = float(np.mean(np.argmax(ref, -1) == np.argmax(logits[task], -1)))
     return out
-
-
-# ------------------------------------------------------------------------------------------------
-def _proc_status() -> dict[str, int]:
-    out = {}
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-                    out[key] = int(value.split()[0]) * 1024
-    except OSError:
-        pass
-    return out
-
-
-def _file_rss() -> dict[str, int]:
-    """Resident bytes of every file mapped into this process, by path (/proc/self/smaps)."""
-    out: dict[str, int] = {}
-    path = None
-    try:
-        with open("/proc/self/smaps") as f:
-            for line in f:
-                head = line.split(None, 5)
-                if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
-                    path = head[5].strip() if len(head) == 6 and head[5].startswith("/") else None
-                elif path and line.startswith("Rss:"):
-                    out[path] = out.get(path, 0) + int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return out
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")          # resets VmHWM to the current RSS (Linux >= 4.0)
-        return True
-    except OSError:
-        return False
-
-
-def _memory_child(side: str, spec: dict) -> dict:
-    """Runs in a fresh process: peak RSS growth while loading one side's model(s) and running them."""
-    threads, runs = int(spec["threads"]), int(spec["runs"])
-    rng = np.random.default_rng(0)
-    if side == "merged":
-        from edgemerge import _runtime
-        pools = [rng.random((1, *shape), dtype=np.float32) for shape in spec["input_shapes"]]
-    else:
-        _preload_peer_libraries(peer_kind(p) for p in spec["references"].values())
-        samples = {task: rng.random(tuple(shape), dtype=np.float32) for task, shape in spec["task_shapes"].items()}
-    model_files = {str(Path(p).resolve()) for p in ([spec["model"]] if side == "merged"
-                                                     else spec["references"].values())}
-    gc.collect()
-    gc.disable()
-    base, base_files = _proc_status(), _file_rss()
-    reset = _reset_peak()
-    if side == "merged":
-        with open(spec["model"], "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as image:
-            model = _runtime.Model(image, "auto", True, threads)
-        model.bench_all(pools, 0, runs)
-    else:
-        models = {task: _open_peer_model(path, threads) for task, path in spec["references"].items()}
-        prepared = {task: models[task].prepare_input(samples[task]) for task in models}
-        for _ in range(runs):
-            for task, m in models.items():
-                m.set_input(prepared[task])
-                m.invoke()
-    after, after_files = _proc_status(), _file_rss()
-    if "VmRSS" not in base or "VmHWM" not in after:
-        return {"peak_bytes": None, "method": "unavailable (no /proc/self/status)"}
-    # Code pages of libraries touched for the first time (TFLite's kernels, ...) are resident file pages too;
-    # they are reported apart and left out of peak_bytes, which counts data: heap and mapped model files.
-    code = sum(max(0, rss - base_files.get(p, 0)) for p, rss in after_files.items() if p not in model_files)
-    held = {"heap": max(0, after.get("RssAnon", 0) - base.get("RssAnon", 0)),
-            "model_files": sum(rss for p, rss in after_files.items() if p in model_files),
-            "library_code": code}
-    if reset:
-        total, method = max(0, after["VmHWM"] - base["VmRSS"]), "peak RSS growth"
-    else:
-        total, method = max(0, after["VmRSS"] - base["VmRSS"]), "RSS growth after the runs (peak reset unavailable)"
-    return {"peak_bytes": max(0, total - code), "total_bytes": total, "method": method, "held": held}
-
-
-def _measure_memory(side: str, spec: dict) -> dict:
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(spec["threads"]), TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run([sys.executable, "-m", "edgemerge.measure.bench", "--memory-child", side, json.dumps(spec)],
-                            capture_output=True, text=True, env=env, timeout=_CHILD_TIMEOUT_S)
-    lines = result.stdout.strip().splitlines()
-    if result.returncode != 0 or not lines:
-        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise EdgemergeError(f"measuring the {side} side's memory failed: {tail}")
-    return json.loads(lines[-1])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -452,10 +254,10 @@ def _open_peers(runtime, peer_sets: list[dict[str, str]], threads: int, pools: l
     labels: set[str] = set()
     for files in peer_sets:
         started = time.perf_counter_ns()
-        models = _open_references(runtime, files, threads)
+        models = open_peer_models(runtime, files, threads)
         load_ns = time.perf_counter_ns() - started
         run = _reference_timer(runtime, models, pools)
-        peers.append({"models": models, "label": _peer_label(models, labels), "run": run,
+        peers.append({"models": models, "label": peer_label(models, labels), "run": run,
                       "load_ns": load_ns, "first_ns": run(0)[0]})
     return peers
 
@@ -509,20 +311,20 @@ def _peer_result(runtime, peer: dict, merged: Stats, pools: list[np.ndarray], th
     agreement = _agreement(runtime, models, pools)
     kinds = sorted({peer_kind(m.path) for m in models.values()})
     entry = {"label": peer["label"], "kind": "+".join(kinds),
-             "runtime": "; ".join(_peer_runtime(k, threads) for k in kinds),
+             "runtime": "; ".join(peer_runtime(k, threads) for k in kinds),
              "timing": "invoke() of every model, perf_counter_ns",
              "load_ms": peer["load_ns"] / 1e6, "first_run_ms": peer["first_ns"] / 1e6,
              "ms": stats.as_dict(),
              "speedup": stats.median / merged.median if merged.median > 0 else float("inf"),
              "peak_bytes": None,
              "tasks": {task: {"file": str(m.path), "bytes": m.path.stat().st_size, "input": str(m.input_dtype),
-                              "kind": peer_kind(m.path), "peer": _peer_runtime(peer_kind(m.path), threads),
+                              "kind": peer_kind(m.path), "peer": peer_runtime(peer_kind(m.path), threads),
                               "ms": Stats.of_ns(peer["per_model_ns"][:, j]).as_dict(),
                               "top1_agreement": agreement[task]}
                        for j, (task, m) in enumerate(models.items())}}
     if mem_runs:
         log(f"bench: measuring the peak memory of {peer['label']} in a fresh process")
-        mem = _measure_memory("reference", {
+        mem = measure_memory("reference", {
             "threads": threads, "runs": mem_runs,
             "references": {t: str(m.path) for t, m in models.items()},
             "task_shapes": {t: list(runtime.task(t).input_shape) for t in models}})
@@ -574,7 +376,7 @@ def _merged_memory(runtime, pools: list[np.ndarray], threads: int, mem_runs: int
     """merged_rss_peak_bytes and the `memory` block: the merged model measured in a fresh process, beside
     the first peer's measurement."""
     log("bench: measuring the merged model's peak memory in a fresh process")
-    merged_mem = _measure_memory("merged", {
+    merged_mem = measure_memory("merged", {
         "threads": threads, "runs": mem_runs, "model": str(Path(runtime.path).resolve()),
         "input_shapes": [list(p.shape[1:]) for p in pools]})
     return {
@@ -651,15 +453,3 @@ def _cpu_features() -> str:
     rt = runtime_module._require_runtime()
     fn = getattr(rt, "cpu_features", None)
     return fn() if fn else "unknown"
-
-
-def _child_main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[0] != "--memory-child" or argv[1] not in ("merged", "reference"):
-        print("usage: python -m edgemerge.measure.bench --memory-child merged|reference SPEC_JSON", file=sys.stderr)
-        return 2
-    print(json.dumps(_memory_child(argv[1], json.loads(argv[2]))))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_child_main(sys.argv[1:]))
