@@ -96,8 +96,9 @@ static void test_kernels_against_reference(void)
         float *want, *got, *flt;
         char name[96], what[200];
         double quantum, scale = 0.0, worst_float = 0.0;
+        em_test_set_kernel kernels[EM_TEST_MAX_SET_KERNELS];
         uint32_t set;
-        size_t k;
+        size_t k, j, count;
         build_case(c, EM_NODE_FLAG_INT8_TABLES, 300u + (uint32_t)i, &b);
         want = (float *)malloc(b.ny * sizeof(float));
         got = (float *)malloc(b.ny * sizeof(float));
@@ -109,40 +110,37 @@ static void test_kernels_against_reference(void)
         CHECKF(strcmp(name, c->op == EM_OP_LUT_DENSE ? "lut_dense_ref" : "lut_conv2d_ref") == 0, "%s: ref runs %s",
                what, name);
         for (k = 0; k < b.ny; ++k) scale = fabs((double)want[k]) > scale ? fabs((double)want[k]) : scale;
-        for (set = EM_KERNELS_GENERIC; set < EM_KERNELS_COUNT; ++set) {
-            const em_kernel *kernels[16];
-            size_t count, j;
-            if (!em_kernels_available(set)) continue;
-            count = em_kernel_list(c->op, set, kernels, 16);
-            for (j = 0; j < count && j < 16; ++j) {
-                double worst = 0.0;
-                size_t at = 0, differ = 0;
-                char kwhat[300];
-                if (strstr(kernels[j]->name, "_i8_") == NULL) continue;
-                snprintf(kwhat, sizeof kwhat, "%s, kernel %s", what, kernels[j]->name);
-                if (!run_model(&b, set, kernels[j], got, name, sizeof name)) continue;
-                CHECKF(strcmp(name, kernels[j]->name) == 0, "%s: node runs %s", kwhat, name);
-                for (k = 0; k < b.ny; ++k) {
-                    const double d = fabs((double)got[k] - (double)want[k]);
-                    if (!(d <= worst)) {
-                        worst = d;
-                        at = k;
-                    }
-                    differ += got[k] != want[k];
+        count = em_test_available_kernels(c->op, "_i8_", kernels, EM_TEST_MAX_SET_KERNELS);
+        for (j = 0; j < count; ++j) {
+            const uint32_t kernel_set = kernels[j].set;
+            const em_kernel *kernel = kernels[j].kernel;
+            double worst = 0.0;
+            size_t at = 0, differ = 0;
+            char kwhat[300];
+            snprintf(kwhat, sizeof kwhat, "%s, kernel %s", what, kernel->name);
+            if (!run_model(&b, kernel_set, kernel, got, name, sizeof name)) continue;
+            CHECKF(strcmp(name, kernel->name) == 0, "%s: node runs %s", kwhat, name);
+            for (k = 0; k < b.ny; ++k) {
+                const double d = fabs((double)got[k] - (double)want[k]);
+                if (!(d <= worst)) {
+                    worst = d;
+                    at = k;
                 }
-                if (set == EM_KERNELS_GENERIC)
-                    CHECKF(differ == 0, "%s: %zu outputs differ from the reference (max %.3g at %zu)", kwhat, differ,
-                           worst, at);
-                else
-                    CHECKF(worst <= 2.0 * quantum + 1e-5 * (1.0 + scale),
-                           "%s: output %zu is %.9g, reference %.9g (step %.3g)", kwhat, at, (double)got[at],
-                           (double)want[at], quantum);
-                ++exercised;
+                differ += got[k] != want[k];
             }
-            /* and the set's own choice for the node is an int8 kernel */
-            if (run_model(&b, set, NULL, got, name, sizeof name))
-                CHECKF(strstr(name, "_i8_") != NULL, "%s: set %s chose %s", what, em_kernels_name(set), name);
+            if (kernel_set == EM_KERNELS_GENERIC)
+                CHECKF(differ == 0, "%s: %zu outputs differ from the reference (max %.3g at %zu)", kwhat, differ,
+                       worst, at);
+            else
+                CHECKF(worst <= 2.0 * quantum + 1e-5 * (1.0 + scale),
+                       "%s: output %zu is %.9g, reference %.9g (step %.3g)", kwhat, at, (double)got[at],
+                       (double)want[at], quantum);
+            ++exercised;
         }
+        /* and each set's own choice for the node is an int8 kernel */
+        for (set = EM_KERNELS_GENERIC; set < EM_KERNELS_COUNT; ++set)
+            if (em_kernels_available(set) && run_model(&b, set, NULL, got, name, sizeof name))
+                CHECKF(strstr(name, "_i8_") != NULL, "%s: set %s chose %s", what, em_kernels_name(set), name);
         /* the same layer without the flag (float table): int8 stays within a few steps per term */
         free(b.file);
         free(b.codebook);
