@@ -211,6 +211,16 @@ double *em_test_decode_lut(const float *codebook, uint32_t codewords, uint32_t s
     return weights;
 }
 
+void em_test_expect_refused(const uint8_t *file, size_t size, em_status want, const char *needle)
+{
+    em_model *model = NULL;
+    em_error err;
+    em_status st = em_model_load(file, size, NULL, &model, &err);
+    CHECK_STATUS(st, want, err);
+    CHECKF(st != EM_STATUS_OK && strstr(err.message, needle) != NULL, "message '%s' lacks '%s'", err.message, needle);
+    em_model_free(model);
+}
+
 size_t em_test_available_kernels(uint32_t op, const char *name_part, em_test_set_kernel *out, size_t max)
 {
     size_t n = 0;

@@ -32,6 +32,9 @@ int em_test_summary(const char *name);
  * node 0's kernel into kernel_name. Returns 1 if the load and the run succeeded (failures are CHECKs). */
 struct em_kernel;
 
+/* em_model_load refuses file[size] with status `want` and a message containing `needle` (CHECKs). */
+void em_test_expect_refused(const uint8_t *file, size_t size, em_status want, const char *needle);
+
 /* em_model_load_ex with kernel set `kernels` and load flags `flags` (the other options zero). */
 em_status em_test_load_with(const uint8_t *file, size_t size, const em_allocator *allocator, uint32_t kernels,
                             uint32_t flags, em_model **model, em_error *err);

@@ -212,16 +212,6 @@ static void test_nonfinite_input(void)
     }
 }
 
-static void expect_refused(const uint8_t *file, size_t size, em_status want, const char *needle)
-{
-    em_model *model = NULL;
-    em_error err;
-    em_status st = em_model_load(file, size, NULL, &model, &err);
-    CHECK_STATUS(st, want, err);
-    CHECKF(st != EM_STATUS_OK && strstr(err.message, needle) != NULL, "message '%s' lacks '%s'", err.message, needle);
-    em_model_free(model);
-}
-
 static void test_loader_rules(void)
 {
     const act_case *c = &cases[2];
@@ -234,7 +224,7 @@ static void test_loader_rules(void)
     for (i = 0; i < 5; ++i) {
         build_case(c, EM_NODE_FLAG_INT8_ACT, 5, &b);
         set_input_scale(&b, scales[i]);
-        expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "input scale");
+        em_test_expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "input scale");
         free(b.file);
         free(b.x);
     }
@@ -244,11 +234,11 @@ static void test_loader_rules(void)
     flags = EM_NODE_FLAG_INT8_ACT | EM_NODE_FLAG_INT8_TABLES;
     emb_put_u32(b.file + rec + 4 * 3, flags);
     emb_fix_crcs(b.file, b.size);
-    expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "exclude each other");
+    em_test_expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "exclude each other");
     /* a scale without the flag: reserved[1] must stay 0 */
     emb_put_u32(b.file + rec + 4 * 3, 0);
     emb_fix_crcs(b.file, b.size);
-    expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "reserved");
+    em_test_expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "reserved");
     free(b.file);
     free(b.x);
     /* a non-finite codebook entry */
@@ -268,7 +258,7 @@ static void test_loader_rules(void)
             out = emb_add_op(eb, n, 3);
             b.file = emb_finish_one_task(eb, in, out, &b.size);
             set_input_scale(&b, 0.01f);
-            expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "not finite");
+            em_test_expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "not finite");
             free(b.file);
         }
     }
@@ -284,7 +274,7 @@ static void test_loader_rules(void)
         out = emb_add_op(eb, n, 3);
         b.file = emb_finish_one_task(eb, in, out, &b.size);
         set_input_scale(&b, 0.01f);
-        expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "only defined for LUT ops");
+        em_test_expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "only defined for LUT ops");
         free(b.file);
     }
 }

@@ -234,16 +234,6 @@ static void test_accumulate_exact(void)
     }
 }
 
-static void expect_refused(const uint8_t *file, size_t size, em_status want, const char *needle)
-{
-    em_model *model = NULL;
-    em_error err;
-    em_status st = em_model_load(file, size, NULL, &model, &err);
-    CHECK_STATUS(st, want, err);
-    CHECKF(st != EM_STATUS_OK && strstr(err.message, needle) != NULL, "message '%s' lacks '%s'", err.message, needle);
-    em_model_free(model);
-}
-
 static void test_loader_rules(void)
 {
     built b;
@@ -261,12 +251,12 @@ static void test_loader_rules(void)
     rec = emb_node_record_offset(b.file, 0);
     emb_put_u32(b.file + rec + 4 * 16, 9); /* codewords */
     emb_fix_crcs(b.file, b.size);
-    expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "INT8_TABLES needs C = 16");
+    em_test_expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "INT8_TABLES needs C = 16");
     /* an unknown flag bit (0x2 is INT8_ACT since FORMAT.md "int8 activations"; 0x4 is the next unknown) */
     emb_put_u32(b.file + rec + 4 * 16, 16);
     emb_put_u32(b.file + rec + 4 * 3, 0x5u);
     emb_fix_crcs(b.file, b.size);
-    expect_refused(b.file, b.size, EM_STATUS_UNSUPPORTED, "unknown node flags 0x00000004");
+    em_test_expect_refused(b.file, b.size, EM_STATUS_UNSUPPORTED, "unknown node flags 0x00000004");
     free_built(&b);
 
     /* the flag on a non-LUT op */
@@ -279,7 +269,7 @@ static void test_loader_rules(void)
     emb_task_auto(eb, "t", in, out);
     file = emb_finish(eb, &size);
     emb_destroy(eb);
-    expect_refused(file, size, EM_STATUS_CORRUPT, "only defined for LUT ops");
+    em_test_expect_refused(file, size, EM_STATUS_CORRUPT, "only defined for LUT ops");
     free(file);
 }
 
