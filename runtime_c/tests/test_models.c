@@ -589,6 +589,30 @@ static uint8_t *build_group_model(em_test_rng *rng, uint32_t hw, size_t *size)
     return file;
 }
 
+/* Task 0 into ya[na] and task 1 into yb[nb] by em_run_task, then both by em_run_all into ya_all and yb_all (every
+ * status CHECKed); with `profile_run_all` profiling is switched on between them, so profiles count em_run_all
+ * only. Returns 1 if every run succeeded. */
+static int run_tasks_then_all(em_context *ctx, const float *x, size_t nx, float *ya, float *ya_all, size_t na,
+                              float *yb, float *yb_all, size_t nb, int profile_run_all)
+{
+    const float *inputs[1];
+    float *outputs[2];
+    em_error err;
+    em_status st; /* CHECK_STATUS reads its status more than once: never pass it a call */
+    int ok;
+    st = em_run_task(ctx, 0, x, nx, ya, na, &err);
+    ok = CHECK_STATUS(st, EM_STATUS_OK, err);
+    st = em_run_task(ctx, 1, x, nx, yb, nb, &err);
+    ok &= CHECK_STATUS(st, EM_STATUS_OK, err);
+    if (profile_run_all) em_context_enable_profiling(ctx, 1);
+    inputs[0] = x;
+    outputs[0] = ya_all;
+    outputs[1] = yb_all;
+    st = em_run_all(ctx, inputs, outputs, &err);
+    ok &= CHECK_STATUS(st, EM_STATUS_OK, err);
+    return ok;
+}
+
 static void test_run_groups(uint32_t kernels, uint32_t hw)
 {
     static const uint32_t group_of[10] = {EM_NONE, 0, 1, EM_NONE, EM_NONE, EM_NONE, 0, 1, EM_NONE, EM_NONE};
@@ -607,6 +631,8 @@ static void test_run_groups(uint32_t kernels, uint32_t hw)
     file = build_group_model(&rng, hw, &size);
     x = random_floats(&rng, (size_t)hw * hw * 4, 1.0f);
     inputs[0] = x;
+    outputs[0] = ya_all;
+    outputs[1] = yb_all;
     for (variant = 0; variant < 2; ++variant) { /* 0: run groups (the default), 1: EM_LOAD_NO_RUN_GROUPS */
         em_load_options options;
         em_model *model = NULL;
@@ -634,15 +660,7 @@ static void test_run_groups(uint32_t kernels, uint32_t hw)
         st = em_context_init(model, memory, em_context_size(model), &ctx, &err);
         CHECK_STATUS(st, EM_STATUS_OK, err);
         /* each task alone first, then all tasks: the same bits */
-        st = em_run_task(ctx, 0, x, (size_t)hw * hw * 4, ya, 5, &err);
-        CHECK_STATUS(st, EM_STATUS_OK, err);
-        st = em_run_task(ctx, 1, x, (size_t)hw * hw * 4, yb, 3, &err);
-        CHECK_STATUS(st, EM_STATUS_OK, err);
-        em_context_enable_profiling(ctx, 1);
-        outputs[0] = ya_all;
-        outputs[1] = yb_all;
-        st = em_run_all(ctx, inputs, outputs, &err);
-        CHECK_STATUS(st, EM_STATUS_OK, err);
+        run_tasks_then_all(ctx, x, (size_t)hw * hw * 4, ya, ya_all, 5, yb, yb_all, 3, 1);
         CHECKF(memcmp(ya, ya_all, sizeof ya) == 0 && memcmp(yb, yb_all, sizeof yb) == 0,
                "h=%u kernels %s variant %d: em_run_all differs from em_run_task", (unsigned)hw,
                em_kernels_name(kernels), variant);
@@ -687,8 +705,6 @@ static void test_run_groups_many(void)
     const uint32_t dims[4] = {1, 1, 4, 4}, per_task = (EM_MAX_NODES - 2u) / 2u;
     em_test_rng rng;
     float w[16], x[2 * 2 * 4], ya[16], yb[16], ya_all[16], yb_all[16];
-    const float *inputs[1];
-    float *outputs[2];
     emb_builder *b = emb_create();
     uint32_t in, t, v[2], k, i;
     size_t size;
@@ -724,15 +740,7 @@ static void test_run_groups_many(void)
         memory = (unsigned char *)malloc(em_context_size(model));
         st = em_context_init(model, memory, em_context_size(model), &ctx, &err);
         CHECK_STATUS(st, EM_STATUS_OK, err);
-        st = em_run_task(ctx, 0, x, 16, ya, 16, &err);
-        CHECK_STATUS(st, EM_STATUS_OK, err);
-        st = em_run_task(ctx, 1, x, 16, yb, 16, &err);
-        CHECK_STATUS(st, EM_STATUS_OK, err);
-        inputs[0] = x;
-        outputs[0] = ya_all;
-        outputs[1] = yb_all;
-        st = em_run_all(ctx, inputs, outputs, &err);
-        CHECK_STATUS(st, EM_STATUS_OK, err);
+        run_tasks_then_all(ctx, x, 16, ya, ya_all, 16, yb, yb_all, 16, 0);
         CHECK(memcmp(ya, ya_all, sizeof ya) == 0 && memcmp(yb, yb_all, sizeof yb) == 0);
         free(memory);
     }
