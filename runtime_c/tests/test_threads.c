@@ -44,8 +44,7 @@ static uint8_t *build_model(size_t *size)
     in_a = emb_input(b, 12, 12, 7);
     in_c = emb_input(b, 9, 9, 2);
     n = emb_node_init(EM_OP_LUT_CONV2D, in_a);
-    n.kernel_h = n.kernel_w = 3;
-    n.pad_top = n.pad_left = n.pad_bottom = n.pad_right = 1;
+    emb_node_window(&n, 3, 3, 1, 1, 1, 1, 1, 1);
     n.activation = EM_ACT_RELU;
     n.seg_len = 3;
     n.codewords = 6;
@@ -54,7 +53,7 @@ static uint8_t *build_model(size_t *size)
     n.bias = emb_tensor_f32(b, 1, &eight, bias);
     v = emb_add_op(b, n, 8);
     n = emb_node_init(EM_OP_MAX_POOL, v);
-    n.kernel_h = n.kernel_w = n.stride_h = n.stride_w = 2;
+    emb_node_window(&n, 2, 2, 2, 2, 0, 0, 0, 0);
     pool = emb_add_op(b, n, 0);
     gap = emb_add_op(b, emb_node_init(EM_OP_GLOBAL_AVG_POOL, pool), 0);
     n = emb_node_init(EM_OP_LUT_DENSE, gap);
@@ -72,9 +71,7 @@ static uint8_t *build_model(size_t *size)
     v = emb_add_op(b, n, 4);
     emb_task_auto(b, "a", in_a, v);
     n = emb_node_init(EM_OP_AVG_POOL, pool);
-    n.kernel_h = n.kernel_w = 3;
-    n.stride_h = n.stride_w = 2;
-    n.pad_bottom = n.pad_right = 1;
+    emb_node_window(&n, 3, 3, 2, 2, 0, 0, 1, 1);
     v = emb_add_op(b, n, 0);
     v = emb_add_op(b, emb_node_init(EM_OP_RESHAPE, v), 0); /* (3,3,8) -> flat 72 */
     {
@@ -88,15 +85,12 @@ static uint8_t *build_model(size_t *size)
     emb_task_auto(b, "b", in_a, v);
 
     n = emb_node_init(EM_OP_CONV2D, in_c);
-    n.kernel_h = n.kernel_w = 3;
-    n.stride_h = n.stride_w = 2;
-    n.pad_top = n.pad_left = 1;
+    emb_node_window(&n, 3, 3, 2, 2, 1, 1, 0, 0);
     n.activation = EM_ACT_RELU;
     n.weight = emb_tensor_f32(b, 4, conv_dims, conv);
     v = emb_add_op(b, n, 4);
     n = emb_node_init(EM_OP_DEPTHWISE_CONV2D, v);
-    n.kernel_h = n.kernel_w = 3;
-    n.pad_top = n.pad_left = n.pad_bottom = n.pad_right = 1;
+    emb_node_window(&n, 3, 3, 1, 1, 1, 1, 1, 1);
     n.weight = emb_tensor_f32(b, 4, dw_dims, dw);
     v = emb_add_op(b, n, 8);
     v = emb_add_op(b, emb_node_init(EM_OP_GLOBAL_AVG_POOL, v), 0);
@@ -330,10 +324,7 @@ static uint32_t add_lut_conv(emb_builder *b, em_test_rng *rng, uint32_t in, uint
 {
     const uint32_t S = (cin + r - 1u) / r, cb_dims[3] = {S, C, r}, idx_dims[4] = {k, k, S, cout};
     emb_node n = emb_node_init(EM_OP_LUT_CONV2D, in);
-    n.kernel_h = n.kernel_w = k;
-    n.stride_h = n.stride_w = stride;
-    n.pad_top = n.pad_left = k / 2u;
-    n.pad_bottom = n.pad_right = stride == 1 ? k / 2u : 0u;
+    emb_node_window(&n, k, k, stride, stride, k / 2u, k / 2u, stride == 1 ? k / 2u : 0u, stride == 1 ? k / 2u : 0u);
     n.activation = EM_ACT_RELU;
     n.seg_len = r;
     n.codewords = C;
@@ -348,9 +339,7 @@ static uint32_t add_window(emb_builder *b, em_test_rng *rng, uint32_t op, uint32
                            uint32_t k, uint32_t stride, uint32_t pad, uint32_t activation)
 {
     emb_node n = emb_node_init(op, in);
-    n.kernel_h = n.kernel_w = k;
-    n.stride_h = n.stride_w = stride;
-    n.pad_top = n.pad_left = n.pad_bottom = n.pad_right = pad;
+    emb_node_window(&n, k, k, stride, stride, pad, pad, pad, pad);
     n.activation = activation;
     if (op == EM_OP_CONV2D || op == EM_OP_DEPTHWISE_CONV2D) {
         const uint32_t dims[4] = {k, k, cin, op == EM_OP_CONV2D ? cout : cout / cin};
