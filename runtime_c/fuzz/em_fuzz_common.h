@@ -34,6 +34,11 @@ typedef struct em_fuzz_stats {
 /* Checks one buffer (see above). stats may be NULL. Returns the status of the raw load. */
 int em_fuzz_one(const uint8_t *data, size_t size, em_fuzz_stats *stats);
 
+/* Little-endian u32/u64 fields of a .emm file (the format's byte order): read, and write a u32. */
+uint32_t em_fuzz_rd32(const uint8_t *p);
+uint64_t em_fuzz_rd64(const uint8_t *p);
+void em_fuzz_wr32(uint8_t *p, uint32_t v);
+
 /* Copies buf and re-seals every section CRC, the section table CRC and the header CRC, with every read
  * bounded by size (the buffer may be garbage). Also sets header.file_bytes to size when fix_length.
  * Returns 0 when there is no header to seal. */
