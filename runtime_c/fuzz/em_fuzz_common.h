@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "em_test_bytes.h" /* tests/: emb_get_u32, emb_put_u32 (little-endian fields) */
+
 /* Models that would need more run-time memory than this (context + inputs + outputs) are loaded and
  * checked but not run, so the fuzzer never runs out of memory. */
 #define EM_FUZZ_MAX_RUN_BYTES ((size_t)64 << 20)
@@ -33,11 +35,6 @@ typedef struct em_fuzz_stats {
 
 /* Checks one buffer (see above). stats may be NULL. Returns the status of the raw load. */
 int em_fuzz_one(const uint8_t *data, size_t size, em_fuzz_stats *stats);
-
-/* Little-endian u32/u64 fields of a .emm file (the format's byte order): read, and write a u32. */
-uint32_t em_fuzz_rd32(const uint8_t *p);
-uint64_t em_fuzz_rd64(const uint8_t *p);
-void em_fuzz_wr32(uint8_t *p, uint32_t v);
 
 /* Copies buf and re-seals every section CRC, the section table CRC and the header CRC, with every read
  * bounded by size (the buffer may be garbage). Also sets header.file_bytes to size when fix_length.

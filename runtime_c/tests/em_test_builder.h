@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "edgemerge/em_format.h"
+#include "em_test_bytes.h"
 
 typedef struct emb_builder emb_builder;
 
@@ -81,12 +82,8 @@ uint8_t *emb_finish(const emb_builder *b, size_t *size);
 /* The one-task model: task "t" from `input` to `output`, the file finished and the builder destroyed. */
 uint8_t *emb_finish_one_task(emb_builder *b, uint32_t input, uint32_t output, size_t *size);
 
-/* ---- helpers for patching finished files ---- */
+/* ---- helpers for patching finished files (and em_test_bytes.h: emb_get_u32, emb_put_u32, ...) ---- */
 uint32_t emb_crc32(const void *data, size_t size); /* bitwise, independent of src/em_crc32.c */
-uint32_t emb_get_u32(const uint8_t *p);
-uint64_t emb_get_u64(const uint8_t *p);
-void emb_put_u32(uint8_t *p, uint32_t v);
-void emb_put_u64(uint8_t *p, uint64_t v);
 /* Recomputes every section CRC, the section table CRC and the header CRC. */
 void emb_fix_crcs(uint8_t *buf, size_t size);
 /* File offset and size of the payload of the first section of `kind`; returns its table index or -1. */
