@@ -364,6 +364,17 @@ uint32_t emb_add_op(emb_builder *b, emb_node n, uint32_t out_c)
     return emb_add_node(b, &n);
 }
 
+uint32_t emb_add_dense(emb_builder *b, uint32_t input, uint32_t out, const float *w)
+{
+    uint32_t h, w_, c, dims[2];
+    emb_node n = emb_node_init(EM_OP_DENSE, input);
+    emb_value_shape(b, input, &h, &w_, &c);
+    dims[0] = h * w_ * c;
+    dims[1] = out;
+    n.weight = emb_tensor_f32(b, 2, dims, w);
+    return emb_add_op(b, n, out);
+}
+
 void emb_task(emb_builder *b, const char *name, uint32_t input, uint32_t output, uint32_t classes)
 {
     uint8_t rec[EM_TASK_RECORD_BYTES];

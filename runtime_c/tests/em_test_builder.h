@@ -68,6 +68,9 @@ void emb_node_window(emb_node *n, uint32_t kh, uint32_t kw, uint32_t sh, uint32_
 /* Appends a node after computing its output shape from its input's shape per FORMAT.md (out_c: the
  * output channel count for conv/dense/LUT ops, ignored by the others). Returns its value id. */
 uint32_t emb_add_op(emb_builder *b, emb_node node, uint32_t out_c);
+/* A DENSE node without bias and activation from `input` (flattened: In = h·w·c of its shape) to `out` outputs,
+ * its weights w[In · out] ([In, Out]) in a new tensor. Returns its value id. */
+uint32_t emb_add_dense(emb_builder *b, uint32_t input, uint32_t out, const float *w);
 void emb_value_shape(const emb_builder *b, uint32_t value, uint32_t *h, uint32_t *w, uint32_t *c);
 
 void emb_task(emb_builder *b, const char *name, uint32_t input, uint32_t output, uint32_t classes);

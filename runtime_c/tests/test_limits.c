@@ -171,13 +171,11 @@ static uint8_t *with_nodes(uint32_t count, size_t *size)
 
 static uint8_t *with_tensors(uint32_t count, size_t *size)
 {
-    const uint32_t dims[2] = {4, 2}, one = 1;
+    const uint32_t one = 1;
     const float w[8] = {1, 2, 3, 4, 5, 6, 7, 8}, x = 0.5f;
     emb_builder *b = emb_create();
     uint32_t in = emb_input(b, 1, 1, 4), v, k;
-    emb_node n = emb_node_init(EM_OP_DENSE, in);
-    n.weight = emb_tensor_f32(b, 2, dims, w);
-    v = emb_add_op(b, n, 2);
+    v = emb_add_dense(b, in, 2, w);
     emb_task_auto(b, "t", in, v);
     for (k = 1; k < count; ++k) emb_tensor_f32(b, 1, &one, &x); /* unused tensors are valid */
     return finish(b, size);

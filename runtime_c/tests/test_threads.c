@@ -21,8 +21,8 @@
  * task "c" on its own input through conv, depthwise and a LUT dense layer. */
 static uint8_t *build_model(size_t *size)
 {
-    const uint32_t cb_dims[3] = {3, 6, 3}, idx_dims[4] = {3, 3, 3, 8}, fc_cb_dims[3] = {8, 5, 4}, head_dims[2] = {6, 4}, conv_dims[4] = {3, 3, 2, 4},
-                   dw_dims[4] = {3, 3, 4, 2}, dense_dims[2] = {8, 3}, eight = 8;
+    const uint32_t cb_dims[3] = {3, 6, 3}, idx_dims[4] = {3, 3, 3, 8}, fc_cb_dims[3] = {8, 5, 4}, conv_dims[4] = {3, 3, 2, 4},
+                   dw_dims[4] = {3, 3, 4, 2}, eight = 8;
     float cb[54], fc_cb[160], head[24], conv[72], dw[72], dense[24], bias[8];
     uint32_t idx[216], fc_idx[48], i, in_a, in_c, v, pool, gap;
     emb_builder *b = emb_create();
@@ -66,21 +66,16 @@ static uint8_t *build_model(size_t *size)
         n.index = emb_tensor_idx(b, 2, dims, 3, fc_idx);
     }
     v = emb_add_op(b, n, 6);
-    n = emb_node_init(EM_OP_DENSE, v);
-    n.weight = emb_tensor_f32(b, 2, head_dims, head);
-    v = emb_add_op(b, n, 4);
+    v = emb_add_dense(b, v, 4, head);
     emb_task_auto(b, "a", in_a, v);
     n = emb_node_init(EM_OP_AVG_POOL, pool);
     emb_node_window(&n, 3, 3, 2, 2, 0, 0, 1, 1);
     v = emb_add_op(b, n, 0);
     v = emb_add_op(b, emb_node_init(EM_OP_RESHAPE, v), 0); /* (3,3,8) -> flat 72 */
     {
-        const uint32_t dims[2] = {72, 3};
-        float w[216];
+        float w[216]; /* [72, 3] */
         em_test_fill(&rng, w, 216, 0.2f);
-        n = emb_node_init(EM_OP_DENSE, v);
-        n.weight = emb_tensor_f32(b, 2, dims, w);
-        v = emb_add_op(b, n, 3);
+        v = emb_add_dense(b, v, 3, w);
     }
     emb_task_auto(b, "b", in_a, v);
 
@@ -94,9 +89,7 @@ static uint8_t *build_model(size_t *size)
     n.weight = emb_tensor_f32(b, 4, dw_dims, dw);
     v = emb_add_op(b, n, 8);
     v = emb_add_op(b, emb_node_init(EM_OP_GLOBAL_AVG_POOL, v), 0);
-    n = emb_node_init(EM_OP_DENSE, v);
-    n.weight = emb_tensor_f32(b, 2, dense_dims, dense);
-    v = emb_add_op(b, n, 3);
+    v = emb_add_dense(b, v, 3, dense);
     emb_task_auto(b, "c", in_c, v);
     file = emb_finish(b, size);
     emb_destroy(b);
