@@ -444,9 +444,13 @@ static void run_lanes(void *arg, uint32_t worker)
             if (m->nodes[m->schedule[i]].lane == lane) run_node_on(ctx, m->schedule[i], 0);
 }
 
-/* Handoffs cost, in the cost model's units, per split step (about 0.5 µs, em_select.c) and the steps per
- * split node (most kernels have two). */
-#define EM_SPLIT_HANDOFF_COST (EM_SPLIT_MIN_COST / 2u)
+/* Handoffs cost, in the cost model's units, per split step, and the steps per split node (most kernels have
+ * two). Measured on the 2-core x86-64 host (em_run --task all, README pair at light, quiet): a split step costs
+ * about 2 µs of hand-off there, not the 0.5 µs first assumed; at 16384 the model split the
+ * pair's small nodes and 2 threads ran at 0.7x of 1 thread, with this value it runs the task lanes: 1.5x. */
+#ifndef EM_SPLIT_HANDOFF_COST
+#define EM_SPLIT_HANDOFF_COST 131072u
+#endif
 #define EM_SPLIT_STEPS_PER_NODE 2u
 
 /* Whether em_run_all on `threads` workers runs the task lanes in parallel rather than the schedule node by
