@@ -255,6 +255,7 @@ static void test_dense_and_lut_dense(void)
     };
     size_t i;
     uint32_t act;
+    int shared;
     em_test_rng rng;
     em_test_rng_seed(&rng, 14);
     for (i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
@@ -300,44 +301,24 @@ static void test_dense_and_lut_dense(void)
             free(y);
             emb_destroy(b);
 
-            b = emb_create();
-            in = emb_input(b, h, w, c);
-            n = emb_node_init(EM_OP_LUT_DENSE, in);
-            n.activation = act;
-            n.seg_len = r;
-            n.codewords = C;
-            n.weight = emb_tensor_f32(b, 3, cb_dims, cb);
-            n.index = emb_tensor_idx(b, 2, idx_dims, em_index_bits(C), idx);
-            if (act != EM_ACT_RELU) n.bias = emb_tensor_f32(b, 1, &out_count, bias);
-            out = emb_add_op(b, n, out_count);
-            emb_task_auto(b, "t", in, out);
-            y = run_model(b, x, in_count, out_count, "lut_dense_ref");
-            wl = em_test_decode_lut(cb, C, r, idx, 1, in_count, out_count);
-            em_test_naive_dense(x, in_count, wl, out_count, act != EM_ACT_RELU ? bias : NULL, act, want);
-            snprintf(what, sizeof what, "lut_dense case %zu r=%u C=%u act %u", i, (unsigned)r, (unsigned)C,
-                     (unsigned)act);
-            if (y) em_test_close(y, want, out_count, TOL, what);
-            free(y);
-            free(wl);
-            emb_destroy(b);
-
-            if (S > 1) { /* the same indices over one layer-shared codebook */
+            for (shared = 0; shared < 2; ++shared) { /* per-segment, then the same indices over [1, C, r] */
+                if (shared && S == 1) continue;
                 b = emb_create();
                 in = emb_input(b, h, w, c);
                 n = emb_node_init(EM_OP_LUT_DENSE, in);
                 n.activation = act;
                 n.seg_len = r;
                 n.codewords = C;
-                n.weight = emb_tensor_f32(b, 3, shared_dims, cb);
+                n.weight = emb_tensor_f32(b, 3, shared ? shared_dims : cb_dims, cb);
                 n.index = emb_tensor_idx(b, 2, idx_dims, em_index_bits(C), idx);
-                n.bias = emb_tensor_f32(b, 1, &out_count, bias);
+                if (act != EM_ACT_RELU) n.bias = emb_tensor_f32(b, 1, &out_count, bias);
                 out = emb_add_op(b, n, out_count);
                 emb_task_auto(b, "t", in, out);
                 y = run_model(b, x, in_count, out_count, "lut_dense_ref");
-                wl = em_test_decode_lut_shared(cb, C, r, idx, 1, in_count, out_count, 1);
-                em_test_naive_dense(x, in_count, wl, out_count, bias, act, want);
-                snprintf(what, sizeof what, "lut_dense shared case %zu r=%u C=%u act %u", i, (unsigned)r, (unsigned)C,
-                         (unsigned)act);
+                wl = em_test_decode_lut_shared(cb, C, r, idx, 1, in_count, out_count, shared);
+                em_test_naive_dense(x, in_count, wl, out_count, act != EM_ACT_RELU ? bias : NULL, act, want);
+                snprintf(what, sizeof what, "lut_dense%s case %zu r=%u C=%u act %u", shared ? " shared" : "", i,
+                         (unsigned)r, (unsigned)C, (unsigned)act);
                 if (y) em_test_close(y, want, out_count, TOL, what);
                 free(y);
                 free(wl);
