@@ -194,7 +194,7 @@ def _resolve_layer_rc(layer_rc: Mapping[str, tuple], groups: Sequence[LayerGroup
     resolved: dict[int, tuple] = {}
     for key, rc in layer_rc.items():
         try:
-            if isinstance(rc, str) or len(rc) not in (2, 3) or (len(rc) == 3 and rc[2] not in (True, False)):
+            if isinstance(rc, str) or len(rc) not in (2, 3) or (len(rc) == 3 and not isinstance(rc[2], bool)):
                 raise ValueError
             r, c = (int(v) for v in rc[:2])
         except (TypeError, ValueError):
