@@ -70,29 +70,24 @@ def test_pooled_fit_on_a_seeded_sample_assigns_every_vector_its_nearest_codeword
 
 
 def mobilenet_like(task="m", seed=3):
-    """A MobileNetV2-ish chain: narrow 1x1 project convs (Cout 8, 12) after wide ones, then a dense head."""
+    """A MobileNetV2-ish chain: narrow 1x1 project convs (Cout 16, 12) after wide expand convs, a small 1x1
+    (tiny), a dense layer and the head."""
     return chain_model(task, (6, 6, 3), [
-        conv("stem", 16, kernel=3, stride=2, act=Act.RELU6), conv("expand", 96, kernel=1, act=Act.RELU6),
-        conv("project", 8, kernel=1, act=Act.NONE), conv("expand2", 48, kernel=1, act=Act.RELU6),
-        conv("project2", 12, kernel=1, act=Act.NONE), gap(), flatten(), dense("fc", 40),
-        dense("head", 5, act=Act.NONE)], seed=seed)
+        conv("stem", 16, kernel=3, stride=2, act=Act.RELU6), conv("expand", 192, kernel=1, act=Act.RELU6),
+        conv("project", 16, kernel=1, act=Act.NONE), conv("expand2", 96, kernel=1, act=Act.RELU6),
+        conv("project2", 12, kernel=1, act=Act.NONE), conv("tiny", 8, kernel=1, act=Act.NONE), gap(), flatten(),
+        dense("fc", 40), dense("head", 5, act=Act.NONE)], seed=seed)
 
 
-@pytest.fixture
-def shared_preset(monkeypatch):
-    preset = dataclasses.replace(merge.PRESETS["accu"], one_tap_shared=(4, 256))
-    monkeypatch.setitem(merge.PRESETS, "test-shared", preset)
-    return "test-shared"
-
-
-def test_preset_shares_codebooks_of_one_tap_groups_that_cost_more_than_an_eighth(shared_preset):
+def test_accu_shares_codebooks_of_pointwise_groups_that_cost_more_than_an_eighth():
     model = mobilenet_like()
-    result = merge.merge_models({"m": model}, preset=shared_preset, kmeans_inits=1)
+    result = merge.merge_models({"m": model}, preset="accu", kmeans_inits=1)
     report = {r.members[0].split(":")[1]: r for r in result.report}
     shared = {name for name, r in report.items() if r.shared_codebook}
-    # project convs (Cout 8, 12): a per-segment codebook of min(C, Cout) codewords costs ~ the weights; the
-    # stem (3x3) is never shared; expand (Cin 16 -> 96) and fc: per-segment costs more than an eighth too
-    assert {"project", "project2"} <= shared and "stem" not in shared
+    # project convs (Cout 16, 12): a per-segment codebook of min(C, Cout) codewords costs about the weights;
+    # expand (Cin 16 -> 192) and expand2 more than an eighth. Not shared: the stem (3x3), `tiny` (a 1 KiB
+    # per-segment codebook: under ONE_TAP_SHARED_FROM_BYTES), fc (dense: accu shares 1x1 convs only)
+    assert shared == {"expand", "project", "expand2", "project2"}
     for name in shared:
         r = report[name]
         assert (r.seg_len, r.codebook_bytes) == (4, 4 * 4 * r.codewords)
@@ -110,19 +105,40 @@ def test_preset_shares_codebooks_of_one_tap_groups_that_cost_more_than_an_eighth
                 result.graph, node).shape))
 
 
+def test_dense_groups_are_shared_only_with_one_tap_shared_dense(monkeypatch):
+    # In 256 -> 40: a 40 KiB per-segment codebook (16 segments x 40 codewords x 16) for 40 KiB of weights
+    model = chain_model("d", (4, 4, 16), [flatten(), dense("fc", 40), dense("head", 3, act=Act.NONE)])
+    monkeypatch.setitem(merge.PRESETS, "test-dense", dataclasses.replace(merge.PRESETS["accu"],
+                                                                         one_tap_shared_dense=True))
+    (accu,) = merge.merge_models({"d": model}, preset="accu", kmeans_inits=1).report
+    (dense_too,) = merge.merge_models({"d": model}, preset="test-dense", kmeans_inits=1).report
+    assert (accu.seg_len, accu.codewords, accu.shared_codebook) == (16, 40, False)
+    assert (dense_too.seg_len, dense_too.codewords, dense_too.shared_codebook) == (4, 256, True)
+    assert dense_too.codebook_bytes == 4 * 256 * 4 < accu.codebook_bytes
+
+
 def test_without_the_preset_field_nothing_is_shared():
+    assert merge.PRESETS["light"].one_tap_shared is None and merge.PRESETS["light4"].one_tap_shared is None
     result = merge.merge_models({"m": mobilenet_like()}, preset="light", kmeans_inits=1)
     assert not any(r.shared_codebook for r in result.report)
     assert Keys.Merge.SHARED_CODEBOOKS not in result.graph.metadata
     assert all(result.graph.tensors[n.weight].array.shape[0] >= 1 for n in result.graph.nodes if n.codewords)
 
 
-def test_large_dense_layers_with_cheap_per_segment_codebooks_are_not_shared(shared_preset):
-    # the bundled words model's dense layer (1024 -> 256): its capped per-segment codebook is an eighth of
-    # the weights, so the shared setting leaves it (and the bundled example's merge) as it was
-    model = chain_model("w", (4, 4, 64), [flatten(), dense("fc", 256), dense("head", 3, act=Act.NONE)])
-    result = merge.merge_models({"w": model}, preset=shared_preset, kmeans_inits=1)
-    assert [(r.seg_len, r.codewords, r.shared_codebook) for r in result.report] == [(16, 32, False)]
+@pytest.mark.parametrize("kernel_model", ["dense", "pointwise"])
+def test_capped_one_tap_codebooks_are_not_shared(kernel_model, monkeypatch):
+    # the bundled words model's dense layer (1024 -> 256), and a 1x1 conv of that size: the capped
+    # per-segment codebook is exactly an eighth of the weights, so even a preset sharing dense groups leaves
+    # them (and the bundled example's merge) as they were
+    monkeypatch.setitem(merge.PRESETS, "test-dense", dataclasses.replace(merge.PRESETS["accu"],
+                                                                         one_tap_shared_dense=True))
+    layers = ([flatten(), dense("fc", 256)] if kernel_model == "dense" else
+              [conv("fc", 256, kernel=1), gap(), flatten()])
+    shape = (4, 4, 64) if kernel_model == "dense" else (2, 2, 1024)
+    model = chain_model("w", shape, layers + [dense("head", 3, act=Act.NONE)])
+    result = merge.merge_models({"w": model}, preset="test-dense", kmeans_inits=1)
+    fc = next(r for r in result.report if r.members == ["w:fc"])
+    assert (fc.codewords, fc.shared_codebook) == (32, False) and fc.codebook_bytes == fc.original_bytes // 8
 
 
 def test_layer_rc_chooses_a_shared_codebook():
@@ -135,14 +151,14 @@ def test_layer_rc_chooses_a_shared_codebook():
         merge.merge_models({"m": mobilenet_like()}, layer_rc={"project": (4, 32, "yes")}, kmeans_inits=1)
 
 
-def test_shared_codebooks_run_alike_in_numpy_c_runtime_and_tf(shared_preset, tmp_path):
+def test_shared_codebooks_run_alike_in_numpy_c_runtime_and_tf(tmp_path):
     runtime = pytest.importorskip("edgemerge.runtime")
     if runtime._runtime is None:
         pytest.skip("the C runtime module is not built")
     from edgemerge import emm
 
     model = mobilenet_like()
-    result = merge.merge_models({"m": model}, preset=shared_preset, kmeans_inits=1)
+    result = merge.merge_models({"m": model}, preset="accu", kmeans_inits=1)
     assert any(r.shared_codebook for r in result.report)
     path = tmp_path / "m.emm"
     emm.write_emm(result.graph, path)
