@@ -27,3 +27,18 @@ def to_tflite(model, path: Path, *, optimise: str | None = None, sample_shape=No
             converter.inference_output_type = tf.int8
     path.write_bytes(converter.convert())
     return path
+
+
+def merged_tflite_pair(directory: Path, models: dict, int8_names: dict) -> dict:
+    """The bench tests' fixture: Keras `models` {task: model} written as float .tflite files (paths[task]),
+    int8-io ones for the tasks in `int8_names` {key: task} (paths[key]), and the float ones merged (preset accu)
+    into paths["emm"] = directory / "m.emm"."""
+    from edgemerge.workflows.pipeline import merge_files
+
+    paths = {task: to_tflite(model, directory / f"{task}.tflite") for task, model in models.items()}
+    for key, task in int8_names.items():
+        shape = tuple(models[task].input_shape[1:])
+        paths[key] = to_tflite(models[task], directory / f"{key}.tflite", optimise="int8-io", sample_shape=shape)
+    paths["emm"] = directory / "m.emm"
+    merge_files({task: paths[task] for task in models}, paths["emm"], preset="accu")
+    return paths

@@ -245,12 +245,12 @@ static void bench_kernels(const bench_options *o)
     printf("== kernels: min / median / p95 in us over %ld runs (%ld warm-up), 1 thread ==\n", o->runs, o->warmup);
     for (c = 0; c < sizeof cases / sizeof cases[0]; ++c) {
         const kernel_case *kc = &cases[c];
-        size_t size, nx, ny, ctx_bytes, seen_count = 0, i;
+        size_t size, nx, ny, ctx_bytes, seen_count = 0, i, count, k;
         const char *seen[64];
+        em_test_set_kernel ks[EM_TEST_MAX_SET_KERNELS];
         uint8_t *file;
         float *x, *y;
         stats ref, s;
-        uint32_t set;
         em_test_rng rng;
         if (o->filter && strstr(kc->name, o->filter) == NULL) continue;
         file = build_case(kc, &size, &nx, &ny);
@@ -266,21 +266,16 @@ static void bench_kernels(const bench_options *o)
             continue;
         } else printf("  %-34s %9.1f %9.1f %9.1f   1.00x  context %zu B\n", em_op_find(kc->op) ? "reference" : "?",
                ref.min_us, ref.median_us, ref.p95_us, ctx_bytes);
-        for (set = EM_KERNELS_GENERIC; set < EM_KERNELS_COUNT; ++set) {
-            const em_kernel *ks[16];
-            size_t count, k;
-            if (!em_kernels_available(set)) continue;
-            count = em_kernel_list(kc->op, set, ks, 16);
-            for (k = 0; k < count && k < 16; ++k) {
-                int dup = 0;
-                for (i = 0; i < seen_count; ++i) dup |= strcmp(seen[i], ks[k]->name) == 0;
-                if (dup || seen_count == 64) continue;
-                if (o->kernel_filter && strstr(ks[k]->name, o->kernel_filter) == NULL) continue;
-                seen[seen_count++] = ks[k]->name;
-                if (!time_task(file, size, set, ks[k], x, nx, y, ny, o, &s, &ctx_bytes)) continue;
-                printf("  %-34s %9.1f %9.1f %9.1f %6.2fx  context %zu B\n", ks[k]->name, s.min_us, s.median_us,
-                       s.p95_us, ref.median_us / s.median_us, ctx_bytes);
-            }
+        count = em_test_available_kernels(kc->op, o->kernel_filter, ks, EM_TEST_MAX_SET_KERNELS);
+        for (k = 0; k < count; ++k) {
+            const em_kernel *kernel = ks[k].kernel;
+            int dup = 0;
+            for (i = 0; i < seen_count; ++i) dup |= strcmp(seen[i], kernel->name) == 0;
+            if (dup || seen_count == 64) continue;
+            seen[seen_count++] = kernel->name;
+            if (!time_task(file, size, ks[k].set, kernel, x, nx, y, ny, o, &s, &ctx_bytes)) continue;
+            printf("  %-34s %9.1f %9.1f %9.1f %6.2fx  context %zu B\n", kernel->name, s.min_us, s.median_us,
+                   s.p95_us, ref.median_us / s.median_us, ctx_bytes);
         }
         free(x);
         free(y);

@@ -346,43 +346,25 @@ static int exercise(const em_model *m, uint32_t seed)
  * Entry points
  * --------------------------------------------------------------------------------------------- */
 
-static uint32_t rd32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t rd64(const uint8_t *p)
-{
-    return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32;
-}
-
-static void wr32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
 int em_fuzz_reseal(uint8_t *buf, size_t size, int fix_length)
 {
     uint32_t count, i;
     if (size < EM_HEADER_BYTES) return 0;
     if (fix_length) {
         uint64_t len = (uint64_t)size;
-        wr32(buf + 32, (uint32_t)len);
-        wr32(buf + 36, (uint32_t)(len >> 32));
+        emb_put_u32(buf + 32, (uint32_t)len);
+        emb_put_u32(buf + 36, (uint32_t)(len >> 32));
     }
-    count = rd32(buf + 24);
+    count = emb_get_u32(buf + 24);
     if (count > (size - EM_HEADER_BYTES) / EM_SECTION_ENTRY_BYTES)
         count = (uint32_t)((size - EM_HEADER_BYTES) / EM_SECTION_ENTRY_BYTES);
     for (i = 0; i < count; ++i) {
         uint8_t *e = buf + EM_HEADER_BYTES + (size_t)i * EM_SECTION_ENTRY_BYTES;
-        const uint64_t off = rd64(e + 8), len = rd64(e + 16);
-        if (off <= size && len <= size - off) wr32(e + 24, em_crc32(buf + off, (size_t)len));
+        const uint64_t off = emb_get_u64(e + 8), len = emb_get_u64(e + 16);
+        if (off <= size && len <= size - off) emb_put_u32(e + 24, em_crc32(buf + off, (size_t)len));
     }
-    wr32(buf + 48, em_crc32(buf + EM_HEADER_BYTES, (size_t)count * EM_SECTION_ENTRY_BYTES));
-    wr32(buf + 60, em_crc32(buf, 60));
+    emb_put_u32(buf + 48, em_crc32(buf + EM_HEADER_BYTES, (size_t)count * EM_SECTION_ENTRY_BYTES));
+    emb_put_u32(buf + 60, em_crc32(buf, 60));
     return 1;
 }
 

@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "em_test_bytes.h" /* tests/: emb_get_u32, emb_put_u32 (little-endian fields) */
+
 /* Models that would need more run-time memory than this (context + inputs + outputs) are loaded and
  * checked but not run, so the fuzzer never runs out of memory. */
 #define EM_FUZZ_MAX_RUN_BYTES ((size_t)64 << 20)

@@ -48,24 +48,6 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static uint32_t rd32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t rd64(const uint8_t *p)
-{
-    return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32;
-}
-
-static void wr32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
 static uint32_t g_rng = 12345u;
 static uint32_t rnd(void)
 {
@@ -94,7 +76,7 @@ static void word_case(const uint8_t *model, size_t size, uint8_t *work, size_t o
                       const char *where, em_fuzz_stats *stats)
 {
     memcpy(work, model, size);
-    wr32(work + offset, value);
+    emb_put_u32(work + offset, value);
     if (reseal) em_fuzz_reseal(work, size, 0);
     snprintf(g_case, sizeof g_case, "%s: word at %zu set to 0x%08X%s", where, offset, (unsigned)value,
              reseal ? ", CRCs re-sealed" : "");
@@ -104,7 +86,7 @@ static void word_case(const uint8_t *model, size_t size, uint8_t *work, size_t o
 static void edge_words(const uint8_t *model, size_t size, uint8_t *work, size_t offset, int reseal_both,
                        const char *where, em_fuzz_stats *stats)
 {
-    const uint32_t orig = rd32(model + offset);
+    const uint32_t orig = emb_get_u32(model + offset);
     const uint32_t values[] = {0u, 1u, orig + 1u, orig - 1u, 0x7FFFFFFFu, 0x80000000u, 0xFFFFFFFFu, 64u,
                                orig ^ 0x100u, orig * 2u, EM_MAX_DIM + 1u, 65537u};
     size_t k;
@@ -155,14 +137,14 @@ static int sweep_file(const char *path, unsigned long random_cases, em_fuzz_stat
         fprintf(stderr, "em_fuzz_sweep: %s is not a valid model (the sweep starts from one)\n", path);
         return 0;
     }
-    sections = rd32(model + 24);
+    sections = emb_get_u32(model + 24);
     table_end = EM_HEADER_BYTES + (size_t)sections * EM_SECTION_ENTRY_BYTES;
 
     /* truncations */
     for (off = 0; off <= table_end + 8 && off < size; ++off) cut_case(model, off, work, stats);
     for (s = 0; s < sections; ++s) {
         const uint8_t *e = model + EM_HEADER_BYTES + (size_t)s * EM_SECTION_ENTRY_BYTES;
-        const size_t start = (size_t)rd64(e + 8), end = start + (size_t)rd64(e + 16);
+        const size_t start = (size_t)emb_get_u64(e + 8), end = start + (size_t)emb_get_u64(e + 16);
         long d;
         for (d = -4; d <= 4; ++d) {
             if ((long)start + d > (long)table_end + 8 && (size_t)((long)start + d) < size)
@@ -179,8 +161,8 @@ static int sweep_file(const char *path, unsigned long random_cases, em_fuzz_stat
     /* record words of TASKS, GRAPH, TENSORS, and the head of META */
     for (s = 0; s < sections; ++s) {
         const uint8_t *e = model + EM_HEADER_BYTES + (size_t)s * EM_SECTION_ENTRY_BYTES;
-        const uint32_t kind = rd32(e);
-        const size_t start = (size_t)rd64(e + 8), len = (size_t)rd64(e + 16);
+        const uint32_t kind = emb_get_u32(e);
+        const size_t start = (size_t)emb_get_u64(e + 8), len = (size_t)emb_get_u64(e + 16);
         size_t limit = len;
         static const char *const names[] = {"?", "META", "TASKS", "GRAPH", "TENSORS", "DATA"};
         if (kind == EM_SECTION_DATA || kind > EM_SECTION_DATA) continue;

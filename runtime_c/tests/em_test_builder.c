@@ -79,30 +79,6 @@ static size_t align64(size_t x)
     return (x + 63u) & ~(size_t)63u;
 }
 
-uint32_t emb_get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-uint64_t emb_get_u64(const uint8_t *p)
-{
-    return (uint64_t)emb_get_u32(p) | (uint64_t)emb_get_u32(p + 4) << 32;
-}
-
-void emb_put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-void emb_put_u64(uint8_t *p, uint64_t v)
-{
-    emb_put_u32(p, (uint32_t)v);
-    emb_put_u32(p + 4, (uint32_t)(v >> 32));
-}
-
 uint32_t emb_crc32(const void *data, size_t size)
 {
     const uint8_t *p = (const uint8_t *)data;
@@ -388,6 +364,17 @@ uint32_t emb_add_op(emb_builder *b, emb_node n, uint32_t out_c)
     return emb_add_node(b, &n);
 }
 
+uint32_t emb_add_dense(emb_builder *b, uint32_t input, uint32_t out, const float *w)
+{
+    uint32_t h, w_, c, dims[2];
+    emb_node n = emb_node_init(EM_OP_DENSE, input);
+    emb_value_shape(b, input, &h, &w_, &c);
+    dims[0] = h * w_ * c;
+    dims[1] = out;
+    n.weight = emb_tensor_f32(b, 2, dims, w);
+    return emb_add_op(b, n, out);
+}
+
 void emb_task(emb_builder *b, const char *name, uint32_t input, uint32_t output, uint32_t classes)
 {
     uint8_t rec[EM_TASK_RECORD_BYTES];
@@ -563,7 +550,7 @@ size_t emb_task_record_offset(const uint8_t *buf, uint32_t task)
 
 size_t emb_tensor_data_offset(const uint8_t *buf, uint32_t tensor)
 {
-    size_t data;
+    size_t data = 0; /* emb_find_section leaves it unset when the section is missing */
     emb_find_section(buf, EM_SECTION_DATA, &data, NULL);
     return data + (size_t)emb_get_u64(buf + emb_tensor_record_offset(buf, tensor) + 32);
 }

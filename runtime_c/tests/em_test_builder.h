@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "edgemerge/em_format.h"
+#include "em_test_bytes.h"
 
 typedef struct emb_builder emb_builder;
 
@@ -67,6 +68,9 @@ void emb_node_window(emb_node *n, uint32_t kh, uint32_t kw, uint32_t sh, uint32_
 /* Appends a node after computing its output shape from its input's shape per FORMAT.md (out_c: the
  * output channel count for conv/dense/LUT ops, ignored by the others). Returns its value id. */
 uint32_t emb_add_op(emb_builder *b, emb_node node, uint32_t out_c);
+/* A DENSE node without bias and activation from `input` (flattened: In = h·w·c of its shape) to `out` outputs,
+ * its weights w[In · out] ([In, Out]) in a new tensor. Returns its value id. */
+uint32_t emb_add_dense(emb_builder *b, uint32_t input, uint32_t out, const float *w);
 void emb_value_shape(const emb_builder *b, uint32_t value, uint32_t *h, uint32_t *w, uint32_t *c);
 
 void emb_task(emb_builder *b, const char *name, uint32_t input, uint32_t output, uint32_t classes);
@@ -81,12 +85,8 @@ uint8_t *emb_finish(const emb_builder *b, size_t *size);
 /* The one-task model: task "t" from `input` to `output`, the file finished and the builder destroyed. */
 uint8_t *emb_finish_one_task(emb_builder *b, uint32_t input, uint32_t output, size_t *size);
 
-/* ---- helpers for patching finished files ---- */
+/* ---- helpers for patching finished files (and em_test_bytes.h: emb_get_u32, emb_put_u32, ...) ---- */
 uint32_t emb_crc32(const void *data, size_t size); /* bitwise, independent of src/em_crc32.c */
-uint32_t emb_get_u32(const uint8_t *p);
-uint64_t emb_get_u64(const uint8_t *p);
-void emb_put_u32(uint8_t *p, uint32_t v);
-void emb_put_u64(uint8_t *p, uint64_t v);
 /* Recomputes every section CRC, the section table CRC and the header CRC. */
 void emb_fix_crcs(uint8_t *buf, size_t size);
 /* File offset and size of the payload of the first section of `kind`; returns its table index or -1. */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "em_internal.h" /* em_model_load_forced */
+#include "em_kernels.h"  /* em_kernel_list */
 
 static int checks_run;
 static int checks_failed;
@@ -214,6 +215,35 @@ double *em_test_decode_lut_shared(const float *codebook, uint32_t codewords, uin
                 weights[(t * cin + ci) * cout + co] = codebook[((shared ? 0 : s) * codewords + c) * seg_len + j];
             }
     return weights;
+}
+
+void em_test_expect_refused(const uint8_t *file, size_t size, em_status want, const char *needle)
+{
+    em_model *model = NULL;
+    em_error err;
+    em_status st = em_model_load(file, size, NULL, &model, &err);
+    CHECK_STATUS(st, want, err);
+    CHECKF(st != EM_STATUS_OK && strstr(err.message, needle) != NULL, "message '%s' lacks '%s'", err.message, needle);
+    em_model_free(model);
+}
+
+size_t em_test_available_kernels(uint32_t op, const char *name_part, em_test_set_kernel *out, size_t max)
+{
+    size_t n = 0;
+    uint32_t set;
+    for (set = EM_KERNELS_GENERIC; set < EM_KERNELS_COUNT; ++set) {
+        const em_kernel *kernels[16];
+        size_t count, k;
+        if (!em_kernels_available(set)) continue;
+        count = em_kernel_list(op, set, kernels, 16);
+        for (k = 0; k < count && k < 16 && n < max; ++k) {
+            if (name_part != NULL && strstr(kernels[k]->name, name_part) == NULL) continue;
+            out[n].set = set;
+            out[n].kernel = kernels[k];
+            ++n;
+        }
+    }
+    return n;
 }
 
 int em_test_run_forced(const uint8_t *file, size_t size, uint32_t kernels, const struct em_kernel *force,

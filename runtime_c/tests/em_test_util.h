@@ -32,11 +32,27 @@ int em_test_summary(const char *name);
  * node 0's kernel into kernel_name. Returns 1 if the load and the run succeeded (failures are CHECKs). */
 struct em_kernel;
 
+/* em_model_load refuses file[size] with status `want` and a message containing `needle` (CHECKs). */
+void em_test_expect_refused(const uint8_t *file, size_t size, em_status want, const char *needle);
+
 /* em_model_load_ex with kernel set `kernels` and load flags `flags` (the other options zero). */
 em_status em_test_load_with(const uint8_t *file, size_t size, const em_allocator *allocator, uint32_t kernels,
                             uint32_t flags, em_model **model, em_error *err);
 int em_test_run_forced(const uint8_t *file, size_t size, uint32_t kernels, const struct em_kernel *force,
                        const float *x, size_t nx, float *y, size_t ny, char *kernel_name, size_t name_size);
+
+/* One kernel of one kernel set, as em_test_available_kernels lists them. */
+typedef struct em_test_set_kernel {
+    uint32_t set;
+    const struct em_kernel *kernel;
+} em_test_set_kernel;
+/* Room for every kernel of one op in every set (EM_KERNELS_COUNT sets of at most 16). */
+#define EM_TEST_MAX_SET_KERNELS 128
+
+/* Every kernel of op `op` in every kernel set this CPU runs (em_kernels_available), sets in order from
+ * EM_KERNELS_GENERIC and each set's kernels in em_kernel_list order (at most 16 per set); with `name_part` not
+ * NULL only the kernels whose name contains it. Returns how many it wrote into out[max]. */
+size_t em_test_available_kernels(uint32_t op, const char *name_part, em_test_set_kernel *out, size_t max);
 
 /* ---- random ---- */
 typedef struct em_test_rng {

@@ -14,7 +14,7 @@
 static uint8_t *build_model(size_t *size)
 {
     const uint32_t cb_dims[3] = {2, 4, 3}, idx_dims[4] = {3, 3, 2, 5}, fc_cb_dims[3] = {2, 3, 4},
-                   fc_idx_dims[2] = {2, 6}, w_dims[2] = {5, 2};
+                   fc_idx_dims[2] = {2, 6};
     float cb[24], fc_cb[24], w[10];
     uint32_t idx[90], fc_idx[12], i, in, v, gap;
     emb_builder *b = emb_create();
@@ -48,9 +48,7 @@ static uint8_t *build_model(size_t *size)
     n.index = emb_tensor_idx(b, 2, fc_idx_dims, 2, fc_idx);
     v = emb_add_op(b, n, 6);
     emb_task_auto(b, "a", in, v);
-    n = emb_node_init(EM_OP_DENSE, gap);
-    n.weight = emb_tensor_f32(b, 2, w_dims, w);
-    v = emb_add_op(b, n, 2);
+    v = emb_add_dense(b, gap, 2, w);
     emb_task_auto(b, "b", in, v);
     file = emb_finish(b, size);
     emb_destroy(b);

@@ -358,19 +358,15 @@ static void test_meta_and_tasks(void)
 /* Tasks with the same name, and a task whose output is computed from another input. */
 static void test_task_graph_consistency(void)
 {
-    const uint32_t dims[2] = {12, 2};
     float w[24];
     emb_builder *b = emb_create();
     uint32_t in0, in1, v;
-    emb_node n;
     size_t size;
     uint8_t *file;
     memset(w, 0, sizeof w);
     in0 = emb_input(b, 2, 2, 3);
     in1 = emb_input(b, 2, 2, 3);
-    n = emb_node_init(EM_OP_DENSE, in0);
-    n.weight = emb_tensor_f32(b, 2, dims, w);
-    v = emb_add_op(b, n, 2);
+    v = emb_add_dense(b, in0, 2, w);
     emb_task(b, "a", in0, v, 2);
     emb_task(b, "b", in1, v, 2);
     file = emb_finish(b, &size);
@@ -381,9 +377,7 @@ static void test_task_graph_consistency(void)
 
     b = emb_create();
     in0 = emb_input(b, 2, 2, 3);
-    n = emb_node_init(EM_OP_DENSE, in0);
-    n.weight = emb_tensor_f32(b, 2, dims, w);
-    v = emb_add_op(b, n, 2);
+    v = emb_add_dense(b, in0, 2, w);
     emb_task(b, "same", in0, v, 2);
     emb_task(b, "same", in0, v, 2);
     file = emb_finish(b, &size);
@@ -542,19 +536,16 @@ static void test_tensors(void)
 /* A tensor whose packed stream leaves unused bits in its last byte, set to non-zero. */
 static void test_unused_index_bits(void)
 {
-    const uint32_t dims[1] = {3}, wdims[2] = {4, 2};
+    const uint32_t dims[1] = {3};
     const uint32_t values[3] = {1, 2, 3};
     float w[8];
     emb_builder *b = emb_create();
     uint32_t in, v;
-    emb_node n;
     size_t size, data_off;
     uint8_t *file;
     memset(w, 0, sizeof w);
     in = emb_input(b, 1, 1, 4);
-    n = emb_node_init(EM_OP_DENSE, in);
-    n.weight = emb_tensor_f32(b, 2, wdims, w);
-    v = emb_add_op(b, n, 2);
+    v = emb_add_dense(b, in, 2, w);
     emb_tensor_idx(b, 1, dims, 2, values); /* unused by any node: 6 bits in 1 byte */
     emb_task_auto(b, "t", in, v);
     file = emb_finish(b, &size);

@@ -77,7 +77,7 @@ static void write_file(const char *path, const void *data, size_t size)
 
 static uint8_t *build_model(size_t *size)
 {
-    const uint32_t cb_dims[3] = {1, 3, 2}, idx_dims[4] = {3, 3, 1, 4}, w_dims[2] = {4, 3}, w2_dims[2] = {4, 2};
+    const uint32_t cb_dims[3] = {1, 3, 2}, idx_dims[4] = {3, 3, 1, 4};
     float cb[6], w[12], w2[8];
     uint32_t idx[36], i, in, v, gap;
     emb_builder *b = emb_create();
@@ -101,13 +101,9 @@ static uint8_t *build_model(size_t *size)
     n.index = emb_tensor_idx(b, 4, idx_dims, 2, idx);
     v = emb_add_op(b, n, 4);
     gap = emb_add_op(b, emb_node_init(EM_OP_GLOBAL_AVG_POOL, v), 0);
-    n = emb_node_init(EM_OP_DENSE, gap);
-    n.weight = emb_tensor_f32(b, 2, w_dims, w);
-    v = emb_add_op(b, n, 3);
+    v = emb_add_dense(b, gap, 3, w);
     emb_task_auto(b, "cls", in, v);
-    n = emb_node_init(EM_OP_DENSE, gap);
-    n.weight = emb_tensor_f32(b, 2, w2_dims, w2);
-    v = emb_add_op(b, n, 2);
+    v = emb_add_dense(b, gap, 2, w2);
     emb_task_auto(b, "7", in, v); /* a name made of digits: names win over indices */
     file = emb_finish(b, size);
     emb_destroy(b);

@@ -129,8 +129,9 @@ static void test_kernels_against_reference(void)
         built b, f;
         float *want, *got, *flt;
         char name[96], what[200];
+        em_test_set_kernel kernels[EM_TEST_MAX_SET_KERNELS];
         uint32_t set;
-        size_t k;
+        size_t k, j, count;
         build_case(c, EM_NODE_FLAG_INT8_ACT, 700u + (uint32_t)i, shared, &b);
         want = (float *)malloc(b.ny * sizeof(float));
         got = (float *)malloc(b.ny * sizeof(float));
@@ -141,27 +142,24 @@ static void test_kernels_against_reference(void)
         if (!run_model(&b, EM_KERNELS_REFERENCE, NULL, want, name, sizeof name)) goto next;
         CHECKF(strcmp(name, c->layer.op == EM_OP_LUT_DENSE ? "lut_dense_ref" : "lut_conv2d_ref") == 0, "%s: ref runs %s",
                what, name);
-        for (set = EM_KERNELS_GENERIC; set < EM_KERNELS_COUNT; ++set) {
-            const em_kernel *kernels[16];
-            size_t count, j;
-            if (!em_kernels_available(set)) continue;
-            count = em_kernel_list(c->layer.op, set, kernels, 16);
-            for (j = 0; j < count && j < 16; ++j) {
-                size_t differ = 0, at = 0;
-                char kwhat[300];
-                if (strstr(kernels[j]->name, "_i8a_") == NULL) continue;
-                snprintf(kwhat, sizeof kwhat, "%s, kernel %s", what, kernels[j]->name);
-                if (!run_model(&b, set, kernels[j], got, name, sizeof name)) continue;
-                CHECKF(strcmp(name, kernels[j]->name) == 0, "%s: node runs %s", kwhat, name);
-                for (k = 0; k < b.ny; ++k)
-                    if (memcmp(&got[k], &want[k], sizeof(float)) != 0 && differ++ == 0) at = k;
-                CHECKF(differ == 0, "%s: %zu outputs differ from the reference (first at %zu: %.9g vs %.9g)", kwhat,
-                       differ, at, (double)got[at], (double)want[at]);
-                ++exercised;
-            }
-            if (run_model(&b, set, NULL, got, name, sizeof name))
-                CHECKF(strstr(name, "_i8a_") != NULL, "%s: set %s chose %s", what, em_kernels_name(set), name);
+        count = em_test_available_kernels(c->layer.op, "_i8a_", kernels, EM_TEST_MAX_SET_KERNELS);
+        for (j = 0; j < count; ++j) {
+            const em_kernel *kernel = kernels[j].kernel;
+            size_t differ = 0, at = 0;
+            char kwhat[300];
+            snprintf(kwhat, sizeof kwhat, "%s, kernel %s", what, kernel->name);
+            if (!run_model(&b, kernels[j].set, kernel, got, name, sizeof name)) continue;
+            CHECKF(strcmp(name, kernel->name) == 0, "%s: node runs %s", kwhat, name);
+            for (k = 0; k < b.ny; ++k)
+                if (memcmp(&got[k], &want[k], sizeof(float)) != 0 && differ++ == 0) at = k;
+            CHECKF(differ == 0, "%s: %zu outputs differ from the reference (first at %zu: %.9g vs %.9g)", kwhat,
+                   differ, at, (double)got[at], (double)want[at]);
+            ++exercised;
         }
+        /* and each set's own choice for the node is an int8-act kernel */
+        for (set = EM_KERNELS_GENERIC; set < EM_KERNELS_COUNT; ++set)
+            if (em_kernels_available(set) && run_model(&b, set, NULL, got, name, sizeof name))
+                CHECKF(strstr(name, "_i8a_") != NULL, "%s: set %s chose %s", what, em_kernels_name(set), name);
         /* the float LUT op of the same file: int8 stays within a loose quantisation bound */
         build_case(c, 0, 700u + (uint32_t)i, shared, &f);
         if (run_model(&f, EM_KERNELS_REFERENCE, NULL, flt, name, sizeof name) && c->clip == 1.0f) {
@@ -216,16 +214,6 @@ static void test_nonfinite_input(void)
     }
 }
 
-static void expect_refused(const uint8_t *file, size_t size, em_status want, const char *needle)
-{
-    em_model *model = NULL;
-    em_error err;
-    em_status st = em_model_load(file, size, NULL, &model, &err);
-    CHECK_STATUS(st, want, err);
-    CHECKF(st != EM_STATUS_OK && strstr(err.message, needle) != NULL, "message '%s' lacks '%s'", err.message, needle);
-    em_model_free(model);
-}
-
 static void test_loader_rules(void)
 {
     const act_case *c = &cases[2];
@@ -238,7 +226,7 @@ static void test_loader_rules(void)
     for (i = 0; i < 5; ++i) {
         build_case(c, EM_NODE_FLAG_INT8_ACT, 5, 0, &b);
         set_input_scale(&b, scales[i]);
-        expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "input scale");
+        em_test_expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "input scale");
         free(b.file);
         free(b.x);
     }
@@ -248,11 +236,11 @@ static void test_loader_rules(void)
     flags = EM_NODE_FLAG_INT8_ACT | EM_NODE_FLAG_INT8_TABLES;
     emb_put_u32(b.file + rec + 4 * 3, flags);
     emb_fix_crcs(b.file, b.size);
-    expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "exclude each other");
+    em_test_expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "exclude each other");
     /* a scale without the flag: reserved[1] must stay 0 */
     emb_put_u32(b.file + rec + 4 * 3, 0);
     emb_fix_crcs(b.file, b.size);
-    expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "reserved");
+    em_test_expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "reserved");
     free(b.file);
     free(b.x);
     /* a non-finite codebook entry */
@@ -272,7 +260,7 @@ static void test_loader_rules(void)
             out = emb_add_op(eb, n, 3);
             b.file = emb_finish_one_task(eb, in, out, &b.size);
             set_input_scale(&b, 0.01f);
-            expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "not finite");
+            em_test_expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "not finite");
             free(b.file);
         }
     }
@@ -288,7 +276,7 @@ static void test_loader_rules(void)
         out = emb_add_op(eb, n, 3);
         b.file = emb_finish_one_task(eb, in, out, &b.size);
         set_input_scale(&b, 0.01f);
-        expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "only defined for LUT ops");
+        em_test_expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "only defined for LUT ops");
         free(b.file);
     }
 }

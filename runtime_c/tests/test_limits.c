@@ -171,13 +171,11 @@ static uint8_t *with_nodes(uint32_t count, size_t *size)
 
 static uint8_t *with_tensors(uint32_t count, size_t *size)
 {
-    const uint32_t dims[2] = {4, 2}, one = 1;
+    const uint32_t one = 1;
     const float w[8] = {1, 2, 3, 4, 5, 6, 7, 8}, x = 0.5f;
     emb_builder *b = emb_create();
     uint32_t in = emb_input(b, 1, 1, 4), v, k;
-    emb_node n = emb_node_init(EM_OP_DENSE, in);
-    n.weight = emb_tensor_f32(b, 2, dims, w);
-    v = emb_add_op(b, n, 2);
+    v = emb_add_dense(b, in, 2, w);
     emb_task_auto(b, "t", in, v);
     for (k = 1; k < count; ++k) emb_tensor_f32(b, 1, &one, &x); /* unused tensors are valid */
     return finish(b, size);
@@ -343,6 +341,13 @@ static void test_dims_and_elements(void)
  * Window and LUT fields
  * --------------------------------------------------------------------------------------------- */
 
+/* Sets the u32 field at `field` (EMB_NODE_...) of node 0 to `value` and re-seals the CRCs. */
+static void set_node0_field(uint8_t *file, size_t size, size_t field, uint32_t value)
+{
+    emb_put_u32(file + emb_node_record_offset(file, 0) + field, value);
+    emb_fix_crcs(file, size);
+}
+
 static void test_window(void)
 {
     emb_builder *b = emb_create();
@@ -357,12 +362,10 @@ static void test_window(void)
     emb_task_auto(b, "t", in, v);
     file = finish(b, &size);
     expect_loads(file, size, 1, "kernel 64x64, pads 63, stride 16");
-    emb_put_u32(file + emb_node_record_offset(file, 0) + EMB_NODE_KERNEL_H, EM_MAX_KERNEL + 1u);
-    emb_fix_crcs(file, size);
+    set_node0_field(file, size, EMB_NODE_KERNEL_H, EM_MAX_KERNEL + 1u);
     expect_status(file, size, EM_STATUS_LIMIT, "kernel_h 65 exceeds the limit 64", "kernel 65");
-    emb_put_u32(file + emb_node_record_offset(file, 0) + EMB_NODE_KERNEL_H, EM_MAX_KERNEL);
-    emb_put_u32(file + emb_node_record_offset(file, 0) + EMB_NODE_STRIDE_H, EM_MAX_STRIDE + 1u);
-    emb_fix_crcs(file, size);
+    set_node0_field(file, size, EMB_NODE_KERNEL_H, EM_MAX_KERNEL);
+    set_node0_field(file, size, EMB_NODE_STRIDE_H, EM_MAX_STRIDE + 1u);
     expect_status(file, size, EM_STATUS_LIMIT, "stride_h 17 exceeds the limit 16", "stride 17");
     free(file);
 }
@@ -389,8 +392,7 @@ static void test_lut_limits(void)
         emb_task_auto(b, "t", in, v);
         file = finish(b, &size);
         expect_loads(file, size, 1, "r = 256");
-        emb_put_u32(file + emb_node_record_offset(file, 0) + EMB_NODE_SEG_LEN, EM_MAX_SEG_LEN + 1u);
-        emb_fix_crcs(file, size);
+        set_node0_field(file, size, EMB_NODE_SEG_LEN, EM_MAX_SEG_LEN + 1u);
         expect_status(file, size, EM_STATUS_LIMIT, "seg_len (r) 257 exceeds MAX_SEG_LEN 256", "r = 257");
         free(file);
     }
@@ -431,8 +433,7 @@ static void test_lut_limits(void)
             free(memory);
         }
         release(&l);
-        emb_put_u32(file + emb_node_record_offset(file, 0) + EMB_NODE_CODEWORDS, EM_MAX_CODEWORDS + 1u);
-        emb_fix_crcs(file, size);
+        set_node0_field(file, size, EMB_NODE_CODEWORDS, EM_MAX_CODEWORDS + 1u);
         expect_status(file, size, EM_STATUS_LIMIT, "codewords (C) 65537 exceeds MAX_CODEWORDS 65536", "C = 65537");
         free(file);
     }

@@ -98,8 +98,9 @@ static void test_kernels_against_reference(void)
         float *want, *got, *flt;
         char name[96], what[200];
         double quantum, scale = 0.0, worst_float = 0.0;
+        em_test_set_kernel kernels[EM_TEST_MAX_SET_KERNELS];
         uint32_t set;
-        size_t k;
+        size_t k, j, count;
         build_case(c, EM_NODE_FLAG_INT8_TABLES, 300u + (uint32_t)i, shared, &b);
         want = (float *)malloc(b.ny * sizeof(float));
         got = (float *)malloc(b.ny * sizeof(float));
@@ -112,40 +113,37 @@ static void test_kernels_against_reference(void)
         CHECKF(strcmp(name, c->op == EM_OP_LUT_DENSE ? "lut_dense_ref" : "lut_conv2d_ref") == 0, "%s: ref runs %s",
                what, name);
         for (k = 0; k < b.ny; ++k) scale = fabs((double)want[k]) > scale ? fabs((double)want[k]) : scale;
-        for (set = EM_KERNELS_GENERIC; set < EM_KERNELS_COUNT; ++set) {
-            const em_kernel *kernels[16];
-            size_t count, j;
-            if (!em_kernels_available(set)) continue;
-            count = em_kernel_list(c->op, set, kernels, 16);
-            for (j = 0; j < count && j < 16; ++j) {
-                double worst = 0.0;
-                size_t at = 0, differ = 0;
-                char kwhat[300];
-                if (strstr(kernels[j]->name, "_i8_") == NULL) continue;
-                snprintf(kwhat, sizeof kwhat, "%s, kernel %s", what, kernels[j]->name);
-                if (!run_model(&b, set, kernels[j], got, name, sizeof name)) continue;
-                CHECKF(strcmp(name, kernels[j]->name) == 0, "%s: node runs %s", kwhat, name);
-                for (k = 0; k < b.ny; ++k) {
-                    const double d = fabs((double)got[k] - (double)want[k]);
-                    if (!(d <= worst)) {
-                        worst = d;
-                        at = k;
-                    }
-                    differ += got[k] != want[k];
+        count = em_test_available_kernels(c->op, "_i8_", kernels, EM_TEST_MAX_SET_KERNELS);
+        for (j = 0; j < count; ++j) {
+            const uint32_t kernel_set = kernels[j].set;
+            const em_kernel *kernel = kernels[j].kernel;
+            double worst = 0.0;
+            size_t at = 0, differ = 0;
+            char kwhat[300];
+            snprintf(kwhat, sizeof kwhat, "%s, kernel %s", what, kernel->name);
+            if (!run_model(&b, kernel_set, kernel, got, name, sizeof name)) continue;
+            CHECKF(strcmp(name, kernel->name) == 0, "%s: node runs %s", kwhat, name);
+            for (k = 0; k < b.ny; ++k) {
+                const double d = fabs((double)got[k] - (double)want[k]);
+                if (!(d <= worst)) {
+                    worst = d;
+                    at = k;
                 }
-                if (set == EM_KERNELS_GENERIC)
-                    CHECKF(differ == 0, "%s: %zu outputs differ from the reference (max %.3g at %zu)", kwhat, differ,
-                           worst, at);
-                else
-                    CHECKF(worst <= 2.0 * quantum + 1e-5 * (1.0 + scale),
-                           "%s: output %zu is %.9g, reference %.9g (step %.3g)", kwhat, at, (double)got[at],
-                           (double)want[at], quantum);
-                ++exercised;
+                differ += got[k] != want[k];
             }
-            /* and the set's own choice for the node is an int8 kernel */
-            if (run_model(&b, set, NULL, got, name, sizeof name))
-                CHECKF(strstr(name, "_i8_") != NULL, "%s: set %s chose %s", what, em_kernels_name(set), name);
+            if (kernel_set == EM_KERNELS_GENERIC)
+                CHECKF(differ == 0, "%s: %zu outputs differ from the reference (max %.3g at %zu)", kwhat, differ,
+                       worst, at);
+            else
+                CHECKF(worst <= 2.0 * quantum + 1e-5 * (1.0 + scale),
+                       "%s: output %zu is %.9g, reference %.9g (step %.3g)", kwhat, at, (double)got[at],
+                       (double)want[at], quantum);
+            ++exercised;
         }
+        /* and each set's own choice for the node is an int8 kernel */
+        for (set = EM_KERNELS_GENERIC; set < EM_KERNELS_COUNT; ++set)
+            if (em_kernels_available(set) && run_model(&b, set, NULL, got, name, sizeof name))
+                CHECKF(strstr(name, "_i8_") != NULL, "%s: set %s chose %s", what, em_kernels_name(set), name);
         /* the same layer without the flag (float table): int8 stays within a few steps per term */
         free(b.file);
         free(b.codebook);
@@ -239,16 +237,6 @@ static void test_accumulate_exact(void)
     }
 }
 
-static void expect_refused(const uint8_t *file, size_t size, em_status want, const char *needle)
-{
-    em_model *model = NULL;
-    em_error err;
-    em_status st = em_model_load(file, size, NULL, &model, &err);
-    CHECK_STATUS(st, want, err);
-    CHECKF(st != EM_STATUS_OK && strstr(err.message, needle) != NULL, "message '%s' lacks '%s'", err.message, needle);
-    em_model_free(model);
-}
-
 static void test_loader_rules(void)
 {
     built b;
@@ -266,12 +254,12 @@ static void test_loader_rules(void)
     rec = emb_node_record_offset(b.file, 0);
     emb_put_u32(b.file + rec + 4 * 16, 9); /* codewords */
     emb_fix_crcs(b.file, b.size);
-    expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "INT8_TABLES needs C = 16");
+    em_test_expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "INT8_TABLES needs C = 16");
     /* an unknown flag bit (0x2 is INT8_ACT since FORMAT.md "int8 activations"; 0x4 is the next unknown) */
     emb_put_u32(b.file + rec + 4 * 16, 16);
     emb_put_u32(b.file + rec + 4 * 3, 0x5u);
     emb_fix_crcs(b.file, b.size);
-    expect_refused(b.file, b.size, EM_STATUS_UNSUPPORTED, "unknown node flags 0x00000004");
+    em_test_expect_refused(b.file, b.size, EM_STATUS_UNSUPPORTED, "unknown node flags 0x00000004");
     free_built(&b);
 
     /* the flag on a non-LUT op */
@@ -284,7 +272,7 @@ static void test_loader_rules(void)
     emb_task_auto(eb, "t", in, out);
     file = emb_finish(eb, &size);
     emb_destroy(eb);
-    expect_refused(file, size, EM_STATUS_CORRUPT, "only defined for LUT ops");
+    em_test_expect_refused(file, size, EM_STATUS_CORRUPT, "only defined for LUT ops");
     free(file);
 }
 

@@ -44,6 +44,26 @@ static emb_node window(uint32_t op, uint32_t input, uint32_t k, uint32_t s, uint
     return n;
 }
 
+/* The model `b` describes (emb_finish; `b` is destroyed) into *file, loaded with the default kernels into *model,
+ * with a context in *memory (malloc'd). Returns the context, or NULL when the load or the context failed (CHECKed);
+ * the caller frees *memory, *model and *file either way. */
+static em_context *load_with_context(emb_builder *b, uint8_t **file, em_model **model, void **memory)
+{
+    size_t size;
+    em_context *ctx = NULL;
+    em_error err;
+    em_status st;
+    *file = emb_finish(b, &size);
+    emb_destroy(b);
+    *model = NULL;
+    *memory = NULL;
+    st = em_model_load(*file, size, NULL, model, &err);
+    if (!CHECK_STATUS(st, EM_STATUS_OK, err)) return NULL;
+    *memory = malloc(em_context_size(*model));
+    st = em_context_init(*model, *memory, em_context_size(*model), &ctx, &err);
+    return CHECK_STATUS(st, EM_STATUS_OK, err) ? ctx : NULL;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Model 1: one input, a shared trunk forking into two task branches, plus a node no task needs.
  *
@@ -370,10 +390,9 @@ static void test_two_inputs_shared_codebooks(void)
     emb_builder *b = emb_create();
     float *cb_conv, *cb_fc, *xs[2], *outs[2], *single[2];
     uint32_t t_cb_conv, t_cb_fc, in[2], k;
-    size_t size;
     uint8_t *file;
-    em_model *model = NULL;
-    em_context *ctx = NULL;
+    em_model *model;
+    em_context *ctx;
     void *memory;
     em_error err;
     em_status st;
@@ -420,14 +439,8 @@ static void test_two_inputs_shared_codebooks(void)
         v = emb_add_op(b, n, r->classes);
         emb_task(b, k == 0 ? "a" : "b", in[k], v, r->classes);
     }
-    file = emb_finish(b, &size);
-    emb_destroy(b);
-
-    st = em_model_load(file, size, NULL, &model, &err);
-    if (CHECK_STATUS(st, EM_STATUS_OK, err)) {
-        memory = malloc(em_context_size(model));
-        st = em_context_init(model, memory, em_context_size(model), &ctx, &err);
-        CHECK_STATUS(st, EM_STATUS_OK, err);
+    ctx = load_with_context(b, &file, &model, &memory);
+    if (ctx != NULL) {
         for (k = 0; k < 2; ++k) {
             const size_t nx = (size_t)br[k].hw * br[k].hw * br[k].cin;
             xs[k] = random_floats(&rng, nx, 1.0f);
@@ -476,8 +489,8 @@ static void test_two_inputs_shared_codebooks(void)
             free(outs[k]);
             free(single[k]);
         }
-        free(memory);
     }
+    free(memory);
     em_model_free(model);
     free(file);
     free(cb_conv);
@@ -497,11 +510,10 @@ static void test_task_reading_its_input(void)
 {
     emb_builder *b = emb_create();
     uint32_t in, v;
-    size_t size;
     uint8_t *file;
-    em_model *model = NULL;
-    em_context *ctx = NULL;
-    void *memory = NULL;
+    em_model *model;
+    em_context *ctx;
+    void *memory;
     em_error err;
     em_status st;
     float x[12], y[12];
@@ -512,13 +524,8 @@ static void test_task_reading_its_input(void)
     v = emb_add_op(b, emb_node_init(EM_OP_RESHAPE, in), 0);
     emb_task(b, "identity", in, in, 12);
     emb_task(b, "flat", in, v, 12);
-    file = emb_finish(b, &size);
-    emb_destroy(b);
-    st = em_model_load(file, size, NULL, &model, &err);
-    if (CHECK_STATUS(st, EM_STATUS_OK, err)) {
-        memory = malloc(em_context_size(model));
-        st = em_context_init(model, memory, em_context_size(model), &ctx, &err);
-        CHECK_STATUS(st, EM_STATUS_OK, err);
+    ctx = load_with_context(b, &file, &model, &memory);
+    if (ctx != NULL) {
         st = em_run_task(ctx, 0, x, 12, y, 12, &err);
         CHECK_STATUS(st, EM_STATUS_OK, err);
         CHECK(memcmp(x, y, sizeof x) == 0 && em_context_node_runs(ctx, 0) == 0);
@@ -589,6 +596,30 @@ static uint8_t *build_group_model(em_test_rng *rng, uint32_t hw, size_t *size)
     return file;
 }
 
+/* Task 0 into ya[na] and task 1 into yb[nb] by em_run_task, then both by em_run_all into ya_all and yb_all (every
+ * status CHECKed); with `profile_run_all` profiling is switched on between them, so profiles count em_run_all
+ * only. Returns 1 if every run succeeded. */
+static int run_tasks_then_all(em_context *ctx, const float *x, size_t nx, float *ya, float *ya_all, size_t na,
+                              float *yb, float *yb_all, size_t nb, int profile_run_all)
+{
+    const float *inputs[1];
+    float *outputs[2];
+    em_error err;
+    em_status st; /* CHECK_STATUS reads its status more than once: never pass it a call */
+    int ok;
+    st = em_run_task(ctx, 0, x, nx, ya, na, &err);
+    ok = CHECK_STATUS(st, EM_STATUS_OK, err);
+    st = em_run_task(ctx, 1, x, nx, yb, nb, &err);
+    ok &= CHECK_STATUS(st, EM_STATUS_OK, err);
+    if (profile_run_all) em_context_enable_profiling(ctx, 1);
+    inputs[0] = x;
+    outputs[0] = ya_all;
+    outputs[1] = yb_all;
+    st = em_run_all(ctx, inputs, outputs, &err);
+    ok &= CHECK_STATUS(st, EM_STATUS_OK, err);
+    return ok;
+}
+
 static void test_run_groups(uint32_t kernels, uint32_t hw)
 {
     static const uint32_t group_of[10] = {EM_NONE, 0, 1, EM_NONE, EM_NONE, EM_NONE, 0, 1, EM_NONE, EM_NONE};
@@ -607,6 +638,8 @@ static void test_run_groups(uint32_t kernels, uint32_t hw)
     file = build_group_model(&rng, hw, &size);
     x = random_floats(&rng, (size_t)hw * hw * 4, 1.0f);
     inputs[0] = x;
+    outputs[0] = ya_all;
+    outputs[1] = yb_all;
     for (variant = 0; variant < 2; ++variant) { /* 0: run groups (the default), 1: EM_LOAD_NO_RUN_GROUPS */
         em_load_options options;
         em_model *model = NULL;
@@ -634,15 +667,7 @@ static void test_run_groups(uint32_t kernels, uint32_t hw)
         st = em_context_init(model, memory, em_context_size(model), &ctx, &err);
         CHECK_STATUS(st, EM_STATUS_OK, err);
         /* each task alone first, then all tasks: the same bits */
-        st = em_run_task(ctx, 0, x, (size_t)hw * hw * 4, ya, 5, &err);
-        CHECK_STATUS(st, EM_STATUS_OK, err);
-        st = em_run_task(ctx, 1, x, (size_t)hw * hw * 4, yb, 3, &err);
-        CHECK_STATUS(st, EM_STATUS_OK, err);
-        em_context_enable_profiling(ctx, 1);
-        outputs[0] = ya_all;
-        outputs[1] = yb_all;
-        st = em_run_all(ctx, inputs, outputs, &err);
-        CHECK_STATUS(st, EM_STATUS_OK, err);
+        run_tasks_then_all(ctx, x, (size_t)hw * hw * 4, ya, ya_all, 5, yb, yb_all, 3, 1);
         CHECKF(memcmp(ya, ya_all, sizeof ya) == 0 && memcmp(yb, yb_all, sizeof yb) == 0,
                "h=%u kernels %s variant %d: em_run_all differs from em_run_task", (unsigned)hw,
                em_kernels_name(kernels), variant);
@@ -687,17 +712,12 @@ static void test_run_groups_many(void)
     const uint32_t dims[4] = {1, 1, 4, 4}, per_task = (EM_MAX_NODES - 2u) / 2u;
     em_test_rng rng;
     float w[16], x[2 * 2 * 4], ya[16], yb[16], ya_all[16], yb_all[16];
-    const float *inputs[1];
-    float *outputs[2];
     emb_builder *b = emb_create();
     uint32_t in, t, v[2], k, i;
-    size_t size;
     uint8_t *file;
-    em_model *model = NULL;
-    em_context *ctx = NULL;
-    unsigned char *memory;
-    em_error err;
-    em_status st;
+    em_model *model;
+    em_context *ctx;
+    void *memory;
     em_test_rng_seed(&rng, 77);
     em_test_fill(&rng, w, 16, 0.5f);
     em_test_fill(&rng, x, 16, 1.0f);
@@ -714,28 +734,15 @@ static void test_run_groups_many(void)
     }
     emb_task_auto(b, "a", in, v[0]);
     emb_task_auto(b, "b", in, v[1]);
-    file = emb_finish(b, &size);
-    emb_destroy(b);
-    st = em_model_load(file, size, NULL, &model, &err);
-    if (CHECK_STATUS(st, EM_STATUS_OK, err)) {
+    ctx = load_with_context(b, &file, &model, &memory);
+    if (ctx != NULL) {
         /* the first layers read the same value (the input): they would compute the same thing, not grouped */
         CHECKF(em_model_run_group_count(model) == per_task - 1, "%u run groups",
                (unsigned)em_model_run_group_count(model));
-        memory = (unsigned char *)malloc(em_context_size(model));
-        st = em_context_init(model, memory, em_context_size(model), &ctx, &err);
-        CHECK_STATUS(st, EM_STATUS_OK, err);
-        st = em_run_task(ctx, 0, x, 16, ya, 16, &err);
-        CHECK_STATUS(st, EM_STATUS_OK, err);
-        st = em_run_task(ctx, 1, x, 16, yb, 16, &err);
-        CHECK_STATUS(st, EM_STATUS_OK, err);
-        inputs[0] = x;
-        outputs[0] = ya_all;
-        outputs[1] = yb_all;
-        st = em_run_all(ctx, inputs, outputs, &err);
-        CHECK_STATUS(st, EM_STATUS_OK, err);
+        run_tasks_then_all(ctx, x, 16, ya, ya_all, 16, yb, yb_all, 16, 0);
         CHECK(memcmp(ya, ya_all, sizeof ya) == 0 && memcmp(yb, yb_all, sizeof yb) == 0);
-        free(memory);
     }
+    free(memory);
     em_model_free(model);
     free(file);
 }

@@ -134,34 +134,31 @@ static void parity(const one_node *c, const char *name, const float *x_in, size_
     float *x = (float *)malloc(nx * sizeof(float)), *want = (float *)malloc(ny * sizeof(float));
     float *got = (float *)malloc(ny * sizeof(float));
     em_test_rng rng;
-    uint32_t set;
     size_t i;
     em_test_rng_seed(&rng, 99);
     em_test_fill(&rng, x, nx, 1.0f);
     for (i = 0; i < x_len && i < nx; ++i)
         if (x_in[i] != 12345.0f) x[i] = x_in[i]; /* 12345: keep the random value */
     if (run(file, size, EM_KERNELS_REFERENCE, NULL, x, nx, want, ny, name)) {
+        em_test_set_kernel kernels[EM_TEST_MAX_SET_KERNELS];
+        const size_t count = em_test_available_kernels(c->op, NULL, kernels, EM_TEST_MAX_SET_KERNELS);
+        size_t k;
         if (want_out != NULL) memcpy(want_out, want, ny * sizeof(float));
-        for (set = EM_KERNELS_GENERIC; set < EM_KERNELS_COUNT; ++set) {
-            const em_kernel *kernels[16];
-            size_t count, k;
-            if (!em_kernels_available(set)) continue;
-            count = em_kernel_list(c->op, set, kernels, 16);
-            for (k = 0; k < count && k < 16; ++k) {
-                char what[200];
-                em_model *probe = NULL;
-                em_error err;
-                int supported = 1;
-                if (kernels[k]->supports != NULL) {
-                    if (em_model_load_forced(file, size, NULL, EM_KERNELS_REFERENCE, NULL, &probe, &err) != EM_STATUS_OK)
-                        continue;
-                    supported = kernels[k]->supports(&probe->nodes[0]);
-                    em_model_free(probe);
-                }
-                if (!supported) continue;
-                snprintf(what, sizeof what, "%s, kernel %s", name, kernels[k]->name);
-                if (run(file, size, set, kernels[k], x, nx, got, ny, what)) same_class(got, want, ny, what);
+        for (k = 0; k < count; ++k) {
+            const em_kernel *kernel = kernels[k].kernel;
+            char what[200];
+            em_model *probe = NULL;
+            em_error err;
+            int supported = 1;
+            if (kernel->supports != NULL) {
+                if (em_model_load_forced(file, size, NULL, EM_KERNELS_REFERENCE, NULL, &probe, &err) != EM_STATUS_OK)
+                    continue;
+                supported = kernel->supports(&probe->nodes[0]);
+                em_model_free(probe);
             }
+            if (!supported) continue;
+            snprintf(what, sizeof what, "%s, kernel %s", name, kernel->name);
+            if (run(file, size, kernels[k].set, kernel, x, nx, got, ny, what)) same_class(got, want, ny, what);
         }
     }
     free(x);

@@ -21,8 +21,8 @@
  * task "c" on its own input through conv, depthwise and a LUT dense layer. */
 static uint8_t *build_model(size_t *size)
 {
-    const uint32_t cb_dims[3] = {3, 6, 3}, idx_dims[4] = {3, 3, 3, 8}, fc_cb_dims[3] = {8, 5, 4}, head_dims[2] = {6, 4}, conv_dims[4] = {3, 3, 2, 4},
-                   dw_dims[4] = {3, 3, 4, 2}, dense_dims[2] = {8, 3}, eight = 8;
+    const uint32_t cb_dims[3] = {3, 6, 3}, idx_dims[4] = {3, 3, 3, 8}, fc_cb_dims[3] = {8, 5, 4}, conv_dims[4] = {3, 3, 2, 4},
+                   dw_dims[4] = {3, 3, 4, 2}, eight = 8;
     float cb[54], fc_cb[160], head[24], conv[72], dw[72], dense[24], bias[8];
     uint32_t idx[216], fc_idx[48], i, in_a, in_c, v, pool, gap;
     emb_builder *b = emb_create();
@@ -44,8 +44,7 @@ static uint8_t *build_model(size_t *size)
     in_a = emb_input(b, 12, 12, 7);
     in_c = emb_input(b, 9, 9, 2);
     n = emb_node_init(EM_OP_LUT_CONV2D, in_a);
-    n.kernel_h = n.kernel_w = 3;
-    n.pad_top = n.pad_left = n.pad_bottom = n.pad_right = 1;
+    emb_node_window(&n, 3, 3, 1, 1, 1, 1, 1, 1);
     n.activation = EM_ACT_RELU;
     n.seg_len = 3;
     n.codewords = 6;
@@ -54,7 +53,7 @@ static uint8_t *build_model(size_t *size)
     n.bias = emb_tensor_f32(b, 1, &eight, bias);
     v = emb_add_op(b, n, 8);
     n = emb_node_init(EM_OP_MAX_POOL, v);
-    n.kernel_h = n.kernel_w = n.stride_h = n.stride_w = 2;
+    emb_node_window(&n, 2, 2, 2, 2, 0, 0, 0, 0);
     pool = emb_add_op(b, n, 0);
     gap = emb_add_op(b, emb_node_init(EM_OP_GLOBAL_AVG_POOL, pool), 0);
     n = emb_node_init(EM_OP_LUT_DENSE, gap);
@@ -67,42 +66,30 @@ static uint8_t *build_model(size_t *size)
         n.index = emb_tensor_idx(b, 2, dims, 3, fc_idx);
     }
     v = emb_add_op(b, n, 6);
-    n = emb_node_init(EM_OP_DENSE, v);
-    n.weight = emb_tensor_f32(b, 2, head_dims, head);
-    v = emb_add_op(b, n, 4);
+    v = emb_add_dense(b, v, 4, head);
     emb_task_auto(b, "a", in_a, v);
     n = emb_node_init(EM_OP_AVG_POOL, pool);
-    n.kernel_h = n.kernel_w = 3;
-    n.stride_h = n.stride_w = 2;
-    n.pad_bottom = n.pad_right = 1;
+    emb_node_window(&n, 3, 3, 2, 2, 0, 0, 1, 1);
     v = emb_add_op(b, n, 0);
     v = emb_add_op(b, emb_node_init(EM_OP_RESHAPE, v), 0); /* (3,3,8) -> flat 72 */
     {
-        const uint32_t dims[2] = {72, 3};
-        float w[216];
+        float w[216]; /* [72, 3] */
         em_test_fill(&rng, w, 216, 0.2f);
-        n = emb_node_init(EM_OP_DENSE, v);
-        n.weight = emb_tensor_f32(b, 2, dims, w);
-        v = emb_add_op(b, n, 3);
+        v = emb_add_dense(b, v, 3, w);
     }
     emb_task_auto(b, "b", in_a, v);
 
     n = emb_node_init(EM_OP_CONV2D, in_c);
-    n.kernel_h = n.kernel_w = 3;
-    n.stride_h = n.stride_w = 2;
-    n.pad_top = n.pad_left = 1;
+    emb_node_window(&n, 3, 3, 2, 2, 1, 1, 0, 0);
     n.activation = EM_ACT_RELU;
     n.weight = emb_tensor_f32(b, 4, conv_dims, conv);
     v = emb_add_op(b, n, 4);
     n = emb_node_init(EM_OP_DEPTHWISE_CONV2D, v);
-    n.kernel_h = n.kernel_w = 3;
-    n.pad_top = n.pad_left = n.pad_bottom = n.pad_right = 1;
+    emb_node_window(&n, 3, 3, 1, 1, 1, 1, 1, 1);
     n.weight = emb_tensor_f32(b, 4, dw_dims, dw);
     v = emb_add_op(b, n, 8);
     v = emb_add_op(b, emb_node_init(EM_OP_GLOBAL_AVG_POOL, v), 0);
-    n = emb_node_init(EM_OP_DENSE, v);
-    n.weight = emb_tensor_f32(b, 2, dense_dims, dense);
-    v = emb_add_op(b, n, 3);
+    v = emb_add_dense(b, v, 3, dense);
     emb_task_auto(b, "c", in_c, v);
     file = emb_finish(b, size);
     emb_destroy(b);
@@ -330,10 +317,7 @@ static uint32_t add_lut_conv(emb_builder *b, em_test_rng *rng, uint32_t in, uint
 {
     const uint32_t S = (cin + r - 1u) / r, cb_dims[3] = {S, C, r}, idx_dims[4] = {k, k, S, cout};
     emb_node n = emb_node_init(EM_OP_LUT_CONV2D, in);
-    n.kernel_h = n.kernel_w = k;
-    n.stride_h = n.stride_w = stride;
-    n.pad_top = n.pad_left = k / 2u;
-    n.pad_bottom = n.pad_right = stride == 1 ? k / 2u : 0u;
+    emb_node_window(&n, k, k, stride, stride, k / 2u, k / 2u, stride == 1 ? k / 2u : 0u, stride == 1 ? k / 2u : 0u);
     n.activation = EM_ACT_RELU;
     n.seg_len = r;
     n.codewords = C;
@@ -348,9 +332,7 @@ static uint32_t add_window(emb_builder *b, em_test_rng *rng, uint32_t op, uint32
                            uint32_t k, uint32_t stride, uint32_t pad, uint32_t activation)
 {
     emb_node n = emb_node_init(op, in);
-    n.kernel_h = n.kernel_w = k;
-    n.stride_h = n.stride_w = stride;
-    n.pad_top = n.pad_left = n.pad_bottom = n.pad_right = pad;
+    emb_node_window(&n, k, k, stride, stride, pad, pad, pad, pad);
     n.activation = activation;
     if (op == EM_OP_CONV2D || op == EM_OP_DEPTHWISE_CONV2D) {
         const uint32_t dims[4] = {k, k, cin, op == EM_OP_CONV2D ? cout : cout / cin};

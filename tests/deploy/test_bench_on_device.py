@@ -22,7 +22,7 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 pytest.importorskip("ai_edge_litert")
 
-from tflite_convert import to_tflite  # noqa: E402
+from tflite_convert import merged_tflite_pair  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 L = keras.layers
@@ -36,19 +36,13 @@ cli = partial(run_cli, cwd=ROOT)
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     """Two small untrained models, their float and int8 .tflite files and the merged .emm."""
-    from edgemerge.workflows.pipeline import merge_files
     d = tmp_path_factory.mktemp("bench_on_device")
     keras.utils.set_random_seed(0)
     a = keras.Sequential([keras.Input((16, 16, 1)), L.Conv2D(8, 3, activation="relu"), L.MaxPooling2D(),
                           L.Flatten(), L.Dense(10)])
     b = keras.Sequential([keras.Input((12, 12, 3)), L.Conv2D(8, 3, padding="same", activation="relu"),
                           L.GlobalAveragePooling2D(), L.Dense(4)])
-    paths = {"a": to_tflite(a, d / "a.tflite"), "b": to_tflite(b, d / "b.tflite"),
-             "a8": to_tflite(a, d / "a8.tflite", optimise="int8-io", sample_shape=(16, 16, 1)),
-             "b8": to_tflite(b, d / "b8.tflite", optimise="int8-io", sample_shape=(12, 12, 3))}
-    paths["emm"] = d / "m.emm"
-    merge_files({"a": paths["a"], "b": paths["b"]}, paths["emm"], preset="accu")
-    return paths
+    return merged_tflite_pair(d, {"a": a, "b": b}, {"a8": "a", "b8": "b"})
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ tf = pytest.importorskip("tensorflow")
 pytest.importorskip("ai_edge_litert")
 
 from edgemerge.errors import EdgemergeError  # noqa: E402
-from tflite_convert import to_tflite  # noqa: E402
+from tflite_convert import merged_tflite_pair, to_tflite  # noqa: E402
 from cli_runner import run_cli as cli  # noqa: E402
 
 L = keras.layers
@@ -24,7 +24,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     """Two small untrained models (different inputs and heads), their .tflite files and the merged .emm."""
-    from edgemerge.workflows.pipeline import merge_files
     directory = tmp_path_factory.mktemp("bench")
     keras.utils.set_random_seed(0)
     a = keras.Sequential([keras.Input((16, 16, 1)), L.Conv2D(8, 3, activation="relu"), L.MaxPooling2D(),
@@ -33,11 +32,7 @@ def pair(tmp_path_factory):
     b = keras.Sequential([keras.Input((12, 12, 3)), L.Conv2D(8, 3, padding="same", activation="relu"),
                           L.MaxPooling2D(), L.Conv2D(16, 3, padding="same", activation="relu"),
                           L.GlobalAveragePooling2D(), L.Dense(4)])
-    paths = {"a": to_tflite(a, directory / "a.tflite"), "b": to_tflite(b, directory / "b.tflite"),
-             "a_int8": to_tflite(a, directory / "a_int8.tflite", optimise="int8-io", sample_shape=(16, 16, 1))}
-    paths["emm"] = directory / "m.emm"
-    merge_files({"a": paths["a"], "b": paths["b"]}, paths["emm"], preset="accu")
-    return paths
+    return merged_tflite_pair(directory, {"a": a, "b": b}, {"a_int8": "a"})
 
 
 @pytest.fixture(scope="module")
