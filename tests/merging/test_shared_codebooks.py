@@ -175,3 +175,20 @@ def test_shared_codebooks_run_alike_in_numpy_c_runtime_and_tf(tmp_path):
     for i, node in enumerate(result.graph.nodes):
         if node.codewords and result.graph.tensors[node.weight].array.shape[0] == 1:
             np.testing.assert_allclose(form.weights(i).numpy(), decoded_weights(result.graph, node), rtol=0, atol=0)
+
+
+def test_cli_layer_rc_shared_syntax(tmp_path):
+    import tflite_craft
+    from cli_runner import run_cli
+
+    models = []
+    for task in ("a", "b"):
+        path = tmp_path / f"{task}.tflite"
+        path.write_bytes(tflite_craft.dense_model())
+        models.append(f"{task}={path}")
+    bad = run_cli("merge", *models, "-o", tmp_path / "m.emm", "--layer-rc", "x=4/64/sharde")
+    assert bad.returncode == 1 and "expected NAME=r/C or NAME=r/C/shared" in bad.stderr
+    # accepted and handed to the merger, which looks the name up
+    good_syntax = run_cli("merge", *models, "-o", tmp_path / "m.emm", "--layer-rc", "zz=4/64/shared")
+    assert good_syntax.returncode == 1 and "layer_rc 'zz': no merged layer" in good_syntax.stderr, good_syntax.stderr
+    assert not (tmp_path / "m.emm").exists()
