@@ -13,7 +13,7 @@
     python -m examples.mobilenetv2_share.measure --data examples/build --out examples/build/mobilenetv2_share
 
 --data holds fashion_{train,test}.npz, words_{train,test}.npz and net3_words.keras (the bundled example's
-build folder). Writes measure.json and prints a markdown table.
+build folder). Writes measure.json (measure_PRESET.json with --preset) and prints a markdown table.
 """
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ def main(argv=None) -> None:
     parser.add_argument("--data", default="examples/build")
     parser.add_argument("--out", default="examples/build/mobilenetv2_share")
     parser.add_argument("--steps", type=int, default=300, help="calibration steps of both variants")
+    parser.add_argument("--preset", default="accu", help="the preset both variants start from")
     args = parser.parse_args(argv)
     data, out = Path(args.data), Path(args.out)
 
@@ -60,14 +61,14 @@ def main(argv=None) -> None:
     models = {"fashion": out / "mobilenetv2_fashion.keras", "words": data / "net3_words.keras"}
     train_files = {"fashion": out / "fashion3_train.npz", "words": data / "words_train.npz"}
     test_files = {"fashion": out / "fashion3_test.npz", "words": data / "words_test.npz"}
-    base = merge.PRESETS["accu"]
+    base = merge.PRESETS[args.preset]
     variants = {"per-segment": dataclasses.replace(base, one_tap_shared=None),
                 "shared": dataclasses.replace(base, one_tap_shared=SHARED_RC)}
-    record = {"steps": args.steps, "shared_rc": list(SHARED_RC), "variants": {}, "int8_tflite": {}}
+    record = {"preset": args.preset, "steps": args.steps, "shared_rc": list(SHARED_RC), "variants": {}, "int8_tflite": {}}
     for name, preset in variants.items():
-        preset_name = f"measure-{name}"
+        preset_name = f"measure-{args.preset}-{name}"
         merge.PRESETS[preset_name] = preset          # this process only: the two settings compared
-        path = out / f"merged_{name}.emm"
+        path = out / (f"merged_{name}.emm" if args.preset == "accu" else f"merged_{args.preset}_{name}.emm")
         summary = merge_files({t: str(p) for t, p in models.items()}, path, preset=preset_name,
                               calib={t: str(p) for t, p in train_files.items()}, steps=args.steps,
                               log=lambda m: print(f"  {name}: {m}", flush=True))
@@ -87,7 +88,8 @@ def main(argv=None) -> None:
                                        "accuracy": float(np.mean(tflite_predict(dst, x_test).argmax(1) == y_test))}
     int8_bytes = sum(v["bytes"] for v in record["int8_tflite"].values())
     record["int8_tflite_bytes"] = int8_bytes
-    (out / "measure.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / ("measure.json" if args.preset == "accu" else f"measure_{args.preset}.json")).write_text(
+        json.dumps(record, indent=2) + "\n")
 
     print(f"\n| codebooks | file bytes | vs float originals | vs int8 .tflite ({int8_bytes:,} B) | "
           "fashion acc (orig) | words acc (orig) |")

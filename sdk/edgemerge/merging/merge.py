@@ -95,8 +95,10 @@ PRESETS: dict[str, Preset] = {
     # a dense group that qualifies. The bundled fashion + words pair has no such group either.
     "accu": Preset(first_conv_narrow=(1, 64), first_conv_wide=(4, 64), conv=(8, 128), dense=(16, 64),
                    one_tap_shared=(4, 256)),
-    # size first: long segments, small codebooks.
-    "light": Preset(first_conv_narrow=(1, 32), first_conv_wide=(4, 32), conv=(16, 64), dense=(32, 32)),
+    # size first: long segments, small codebooks. Layer-shared codebooks as accu: on the same pair at light,
+    # 955,432 -> 575,784 bytes (2.98x -> 4.94x), Fashion 86.29 -> 87.10 %, words 95.14 -> 95.21 %.
+    "light": Preset(first_conv_narrow=(1, 32), first_conv_wide=(4, 32), conv=(16, 64), dense=(32, 32),
+                    one_tap_shared=(4, 256)),
     # light with 16 codewords, 4-bit indices and int8 tables in every layer that runs a table (r > 1): the
     # runtime looks tables up with byte shuffles (pshufb, vqtbl1q) and sums in integers. Layers with r = 1
     # (a narrow first conv) keep light's float setting: the runtime decodes them into a plain convolution,
