@@ -3,7 +3,7 @@
  *
  *   ix  = f32(1 / sx)                                 sx: the node's input scale (record word 21)
  *   qx  = clamp(round_half_even(x · ix), −127, 127)   the input
- *   m   = max |codebook| over the node's S segments
+ *   m   = max |codebook| over the node's S segments (a shared codebook: its C·r entries)
  *   qcb = clamp(round_half_even(cb · f32(127 / m)), −127, 127)      (0 when m = 0)
  *   k   = f32(sx · f32(m / 127))
  *   y   = act(f32(f32(acc) · k) + bias)               acc: the exact int32 sum of qx · qcb products
@@ -26,10 +26,11 @@ static inline float em_int8_act_input_inverse(const em_node *node)
     return 1.0f / node->input_scale;
 }
 
-/* m of the node's codebook segments [S, C, r] (finite: the loader checked). */
+/* m of the node's codebook segments [S, C, r], or of a shared codebook's [1, C, r] (finite: the loader checked). */
 static inline float em_int8_act_codebook_absmax(const em_node *node)
 {
-    return em_lut_int8_absmax(em_tensor_f32(node->weight), (size_t)node->segments * node->codewords * node->seg_len);
+    return em_lut_int8_absmax(em_tensor_f32(node->weight),
+                              (size_t)em_lut_codebook_segments(node) * node->codewords * node->seg_len);
 }
 
 /* k: the float value of one unit of acc. */

@@ -61,6 +61,10 @@ typedef struct em_node {
     uint32_t seg_len;   /* r (LUT ops) */
     uint32_t codewords; /* C (LUT ops) */
     uint32_t segments;  /* S = ceil(Cin / r) (LUT ops), set by prepare() */
+    /* Floats between the codebooks of segments s and s + 1 (LUT ops, set by prepare()): C·r for a codebook
+     * [S_cb >= S, C, r] with one codebook per segment, 0 for a layer-shared codebook [1, C, r] that serves
+     * every segment (FORMAT.md "LUT ops"). Kernels index segment s at s · stride, never a copied codebook. */
+    size_t codebook_segment_stride;
     uint32_t weight_id, index_id, bias_id; /* tensor ids as stored, EM_NONE if absent */
     const em_tensor *weight;               /* NULL where absent */
     const em_tensor *index_map;
@@ -103,6 +107,12 @@ typedef struct em_node {
     uint64_t cost;
     int split;
 } em_node;
+
+/* Codebook segments a LUT node reads: S, or 1 for a layer-shared codebook. */
+static inline uint32_t em_lut_codebook_segments(const em_node *node)
+{
+    return node->codebook_segment_stride ? node->segments : 1u;
+}
 
 /* Nodes that share one lookup table: the first of them to run in a run builds it, the others reuse it. */
 typedef struct em_table_group {

@@ -226,7 +226,8 @@ static em_status resolve_index_map(em_model *model, em_node *node, uint32_t ndim
     return check_index_values(&model->tensors[node->index_id], node, err);
 }
 
-/* Codebook of a LUT node: F32 [S_cb, C, r] with S_cb >= S (a shared codebook may be deeper). */
+/* Codebook of a LUT node: F32 [S_cb, C, r] with S_cb >= S (a codebook shared between tasks may be deeper),
+ * or [1, C, r]: one layer-shared codebook for every segment (stride 0). */
 static em_status resolve_codebook(const em_model *model, em_node *node, uint32_t in_c, em_error *err)
 {
     em_status st;
@@ -235,14 +236,15 @@ static em_status resolve_codebook(const em_model *model, em_node *node, uint32_t
                         &node->weight, err);
     if (st != EM_STATUS_OK) return st;
     if (node->weight->dims[1] != node->codewords || node->weight->dims[2] != node->seg_len ||
-        node->weight->dims[0] < node->segments) {
+        (node->weight->dims[0] < node->segments && node->weight->dims[0] != 1u)) {
         char got[64];
         format_dims(got, sizeof got, node->weight->dims, 3);
         return em_fail_node(err, EM_STATUS_CORRUPT, node,
                             "codebook tensor %" PRIu32 " has dims %s, expected [S_cb >= %" PRIu32 ", C=%" PRIu32
-                            ", r=%" PRIu32 "] for %" PRIu32 " input channels",
+                            ", r=%" PRIu32 "] for %" PRIu32 " input channels (or [1, C, r], layer-shared)",
                             node->weight_id, got, node->segments, node->codewords, node->seg_len, in_c);
     }
+    node->codebook_segment_stride = node->weight->dims[0] == 1u ? 0u : (size_t)node->codewords * node->seg_len;
     return EM_STATUS_OK;
 }
 
@@ -262,7 +264,7 @@ static em_status check_int8_act(em_node *node, uint64_t taps, size_t pixels, em_
 {
     const uint64_t products = taps * node->segments * node->seg_len;
     const float *codebook = em_tensor_f32(node->weight);
-    const size_t cb_n = (size_t)node->segments * node->codewords * node->seg_len;
+    const size_t cb_n = (size_t)em_lut_codebook_segments(node) * node->codewords * node->seg_len;
     size_t i, extra;
     if (!(node->flags & EM_NODE_FLAG_INT8_ACT)) return EM_STATUS_OK;
     if (products > EM_INT8_ACT_MAX_PRODUCTS)

@@ -566,12 +566,18 @@ uint8_t *emb_finish_one_task(emb_builder *b, uint32_t input, uint32_t output, si
 
 void emb_lut_model_build(const emb_lut_layer *c, uint32_t flags, uint32_t seed, emb_lut_model *out)
 {
+    emb_lut_model_build_shared(c, flags, seed, 0, out);
+}
+
+void emb_lut_model_build_shared(const emb_lut_layer *c, uint32_t flags, uint32_t seed, int shared,
+                                emb_lut_model *out)
+{
     emb_builder *b = emb_create();
     em_test_rng rng;
     const int dense = c->op == EM_OP_LUT_DENSE;
-    const uint32_t S = (c->cin + c->r - 1) / c->r, taps = dense ? 1 : c->kh * c->kw;
-    const uint32_t cb_dims[3] = {S, c->C, c->r};
-    const size_t cb_count = (size_t)S * c->C * c->r, idx_count = (size_t)taps * S * c->cout;
+    const uint32_t S = (c->cin + c->r - 1) / c->r, taps = dense ? 1 : c->kh * c->kw, S_cb = shared ? 1u : S;
+    const uint32_t cb_dims[3] = {S_cb, c->C, c->r};
+    const size_t cb_count = (size_t)S_cb * c->C * c->r, idx_count = (size_t)taps * S * c->cout;
     uint32_t *idx = (uint32_t *)malloc(idx_count * sizeof(uint32_t));
     uint32_t in, o, oh, ow, oc, bits = 1;
     emb_node n = emb_node_init(c->op, 0);
@@ -584,6 +590,7 @@ void emb_lut_model_build(const emb_lut_layer *c, uint32_t flags, uint32_t seed, 
     n.activation = c->act;
     if (!dense) emb_node_window(&n, c->kh, c->kw, c->sh, c->sw, c->pt, c->pl, c->pb, c->pr);
     out->codebook = (float *)malloc(cb_count * sizeof(float));
+    out->codebook_segments = S_cb;
     em_test_fill(&rng, out->codebook, cb_count, 0.3f);
     for (i = 0; i < idx_count; ++i) idx[i] = em_test_rand_below(&rng, c->C);
     idx[idx_count / 2] = c->C - 1;

@@ -107,7 +107,8 @@ typedef struct emb_lut_layer {
 typedef struct emb_lut_model {
     uint8_t *file;
     size_t size;
-    float *codebook; /* [S, C, r] */
+    float *codebook; /* [S, C, r], or [1, C, r] when layer-shared */
+    uint32_t codebook_segments; /* S, or 1 (layer-shared) */
     float *x;        /* one input sample of nx values; the output has ny */
     size_t nx, ny;
     float scale; /* the INT8_ACT input scale written into the node (0: none) */
@@ -117,6 +118,9 @@ typedef struct emb_lut_model {
  * seeded with `seed`: the codebook (scale 0.3), the indices below C (the middle one C - 1, so the last
  * codeword is read), the bias (0.5) when the layer has one, and the input (1.0). Free with emb_lut_model_free. */
 void emb_lut_model_build(const emb_lut_layer *layer, uint32_t flags, uint32_t seed, emb_lut_model *out);
+/* The same with `shared` != 0: one layer-shared codebook [1, C, r] for every segment. */
+void emb_lut_model_build_shared(const emb_lut_layer *layer, uint32_t flags, uint32_t seed, int shared,
+                                emb_lut_model *out);
 void emb_lut_model_free(emb_lut_model *m);
 
 /* Byte offsets of fields inside a node record (4 × the field number of struct em_node). */

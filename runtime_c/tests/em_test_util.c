@@ -198,6 +198,12 @@ void em_test_naive_pool(const float *x, uint32_t h, uint32_t w, uint32_t c, cons
 double *em_test_decode_lut(const float *codebook, uint32_t codewords, uint32_t seg_len, const uint32_t *index,
                            uint32_t taps, uint32_t cin, uint32_t cout)
 {
+    return em_test_decode_lut_shared(codebook, codewords, seg_len, index, taps, cin, cout, 0);
+}
+
+double *em_test_decode_lut_shared(const float *codebook, uint32_t codewords, uint32_t seg_len, const uint32_t *index,
+                                  uint32_t taps, uint32_t cin, uint32_t cout, int shared)
+{
     const uint32_t segments = (cin + seg_len - 1) / seg_len;
     double *weights = (double *)calloc((size_t)taps * cin * cout, sizeof(double));
     size_t t, ci, co;
@@ -206,7 +212,7 @@ double *em_test_decode_lut(const float *codebook, uint32_t codewords, uint32_t s
             for (co = 0; co < cout; ++co) {
                 const size_t s = ci / seg_len, j = ci % seg_len;
                 const uint32_t c = index[(t * segments + s) * cout + co];
-                weights[(t * cin + ci) * cout + co] = codebook[(s * codewords + c) * seg_len + j];
+                weights[(t * cin + ci) * cout + co] = codebook[((shared ? 0 : s) * codewords + c) * seg_len + j];
             }
     return weights;
 }

@@ -94,5 +94,8 @@ void em_test_naive_pool(const float *x, uint32_t h, uint32_t w, uint32_t c, cons
  * `taps` = KH·KW (1 for LUT_DENSE, where W is [In, Out]). Returns a malloc'd [taps, cin, cout]. */
 double *em_test_decode_lut(const float *codebook, uint32_t codewords, uint32_t seg_len, const uint32_t *index,
                            uint32_t taps, uint32_t cin, uint32_t cout);
+/* The same with `shared` != 0: a layer-shared codebook [1, C, r], codebook[0, index, j] for every segment. */
+double *em_test_decode_lut_shared(const float *codebook, uint32_t codewords, uint32_t seg_len, const uint32_t *index,
+                                  uint32_t taps, uint32_t cin, uint32_t cout, int shared);
 
 #endif /* EDGEMERGE_EM_TEST_UTIL_H */

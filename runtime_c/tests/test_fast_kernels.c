@@ -1,7 +1,8 @@
 /* (e) Every fast kernel against its reference kernel, across odd shapes and remainders: Cout not a
  * multiple of 4/8/16, r not dividing Cin, r > Cin, C from 2 to 256 (around the 16/32/64 boundaries of
  * the AVX-512 in-register lookups), strides 1/2/3, 'same'/'valid'/asymmetric padding, tiny and
- * LeNet-sized layers, tables split into bands, and codebooks deeper than the node uses.
+ * LeNet-sized layers, tables split into bands, codebooks deeper than the node uses, and layer-shared
+ * codebooks [1, C, r] that serve every segment (SHARED_CB).
  *
  * Each case is a one-node model; the reference output comes from loading it with EM_KERNELS_REFERENCE,
  * then every kernel of every kernel set this CPU runs (em_kernel_list: SIMD sets, portable and BLAS
@@ -25,10 +26,12 @@ typedef struct layer_case {
     uint32_t op;
     uint32_t h, w, cin, cout; /* cout: output channels (depthwise: the multiplier M) */
     uint32_t kh, kw, sh, sw, pt, pl, pb, pr;
-    uint32_t r, C, extra_segments; /* LUT ops; extra_segments: a deeper shared codebook (S_cb > S) */
+    uint32_t r, C, extra_segments; /* LUT ops; extra_segments: a deeper shared codebook (S_cb > S), or SHARED_CB */
     uint32_t activation;
     int bias;
 } layer_case;
+
+#define SHARED_CB 0xFFFFFFFFu /* extra_segments of a layer-shared codebook: S_cb = 1 for every S */
 
 #define LUT_CONV(h, w, cin, cout, kh, kw, sh, sw, pt, pl, pb, pr, r, C, extra, act, bias) \
     {EM_OP_LUT_CONV2D, h, w, cin, cout, kh, kw, sh, sw, pt, pl, pb, pr, r, C, extra, act, bias}
@@ -119,6 +122,17 @@ static const layer_case cases[] = {
     WINDOW_OP(EM_OP_GLOBAL_AVG_POOL, 5, 6, 21, 0, 1, 1, 1, 1, 0, 0, 0, 0, EM_ACT_RELU, 0),
     WINDOW_OP(EM_OP_RESHAPE, 3, 4, 5, 0, 1, 1, 1, 1, 0, 0, 0, 0, EM_ACT_RELU, 0),
     WINDOW_OP(EM_OP_ACTIVATION, 3, 4, 5, 0, 1, 1, 1, 1, 0, 0, 0, 0, EM_ACT_RELU6, 0),
+    /* layer-shared codebooks [1, C, r] (FORMAT.md "LUT ops"; last, so the cases above keep their seeds):
+     * point-wise (MobileNetV2 project/expand), r not dividing Cin, a 3x3 with padding, decoded weights
+     * (r = 1), C = 16 / 256, banded tables */
+    LUT_CONV(13, 11, 144, 24, 1, 1, 1, 1, 0, 0, 0, 0, 4, 256, SHARED_CB, EM_ACT_NONE, 1),
+    LUT_CONV(7, 9, 30, 37, 1, 1, 1, 1, 0, 0, 0, 0, 4, 16, SHARED_CB, EM_ACT_RELU6, 1),
+    LUT_CONV(9, 7, 5, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2, 5, SHARED_CB, EM_ACT_RELU, 1),
+    LUT_CONV(10, 13, 6, 17, 3, 3, 2, 2, 1, 1, 1, 1, 1, 65, SHARED_CB, EM_ACT_NONE, 0),
+    LUT_CONV(40, 36, 48, 19, 3, 3, 1, 1, 1, 1, 1, 1, 4, 130, SHARED_CB, EM_ACT_RELU, 1),
+    LUT_DENSE(70, 33, 7, 17, SHARED_CB, EM_ACT_RELU6, 1),
+    LUT_DENSE(100, 33, 3, 16, SHARED_CB, EM_ACT_NONE, 1),
+    LUT_DENSE(1280, 10, 4, 256, SHARED_CB, EM_ACT_NONE, 1),
 };
 #define CASE_COUNT (sizeof cases / sizeof cases[0])
 
@@ -148,7 +162,8 @@ static uint32_t add_layer(emb_builder *b, const layer_case *c, uint32_t in, em_t
         free(w);
         if (c->op == EM_OP_DEPTHWISE_CONV2D) out_c = c->cin * c->cout;
     } else if (c->op == EM_OP_LUT_CONV2D || c->op == EM_OP_LUT_DENSE) {
-        const uint32_t S = (c->cin + c->r - 1) / c->r, S_cb = S + c->extra_segments;
+        const uint32_t S = (c->cin + c->r - 1) / c->r;
+        const uint32_t S_cb = c->extra_segments == SHARED_CB ? 1u : S + c->extra_segments;
         const uint32_t taps = c->op == EM_OP_LUT_CONV2D ? c->kh * c->kw : 1;
         const uint32_t cb_dims[3] = {S_cb, c->C, c->r};
         const size_t cb_count = (size_t)S_cb * c->C * c->r, idx_count = (size_t)taps * S * c->cout;

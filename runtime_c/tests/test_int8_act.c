@@ -65,11 +65,11 @@ static void set_input_scale(built *b, float scale)
     b->scale = scale;
 }
 
-static void build_case(const act_case *c, uint32_t flags, uint32_t seed, built *out)
+static void build_case(const act_case *c, uint32_t flags, uint32_t seed, int shared, built *out)
 {
     float m = 0.0f;
     size_t i;
-    emb_lut_model_build(&c->layer, flags, seed, out);
+    emb_lut_model_build_shared(&c->layer, flags, seed, shared, out);
     free(out->codebook); /* the int8-act checks compare kernels' outputs only */
     out->codebook = NULL;
     for (i = 0; i < out->nx; ++i) m = fabsf(out->x[i]) > m ? fabsf(out->x[i]) : m;
@@ -123,19 +123,21 @@ static void test_tiles_exact(void)
 static void test_kernels_against_reference(void)
 {
     size_t i, exercised = 0;
-    for (i = 0; i < CASE_COUNT; ++i) {
-        const act_case *c = &cases[i];
+    for (i = 0; i < 2 * CASE_COUNT; ++i) { /* each case, then again with a layer-shared codebook [1, C, r] */
+        const act_case *c = &cases[i % CASE_COUNT];
+        const int shared = i >= CASE_COUNT;
         built b, f;
         float *want, *got, *flt;
         char name[96], what[200];
         em_test_set_kernel kernels[EM_TEST_MAX_SET_KERNELS];
         uint32_t set;
         size_t k, j, count;
-        build_case(c, EM_NODE_FLAG_INT8_ACT, 700u + (uint32_t)i, &b);
+        build_case(c, EM_NODE_FLAG_INT8_ACT, 700u + (uint32_t)i, shared, &b);
         want = (float *)malloc(b.ny * sizeof(float));
         got = (float *)malloc(b.ny * sizeof(float));
         flt = (float *)malloc(b.ny * sizeof(float));
-        snprintf(what, sizeof what, "int8-act case %zu (%s %ux%ux%u -> %u, r=%u, C=%u)", i, em_op_name(c->layer.op),
+        snprintf(what, sizeof what, "int8-act case %zu%s (%s %ux%ux%u -> %u, r=%u, C=%u)", i % CASE_COUNT,
+                 shared ? " shared" : "", em_op_name(c->layer.op),
                  (unsigned)c->layer.h, (unsigned)c->layer.w, (unsigned)c->layer.cin, (unsigned)c->layer.cout, (unsigned)c->layer.r, (unsigned)c->layer.C);
         if (!run_model(&b, EM_KERNELS_REFERENCE, NULL, want, name, sizeof name)) goto next;
         CHECKF(strcmp(name, c->layer.op == EM_OP_LUT_DENSE ? "lut_dense_ref" : "lut_conv2d_ref") == 0, "%s: ref runs %s",
@@ -159,7 +161,7 @@ static void test_kernels_against_reference(void)
             if (em_kernels_available(set) && run_model(&b, set, NULL, got, name, sizeof name))
                 CHECKF(strstr(name, "_i8a_") != NULL, "%s: set %s chose %s", what, em_kernels_name(set), name);
         /* the float LUT op of the same file: int8 stays within a loose quantisation bound */
-        build_case(c, 0, 700u + (uint32_t)i, &f);
+        build_case(c, 0, 700u + (uint32_t)i, shared, &f);
         if (run_model(&f, EM_KERNELS_REFERENCE, NULL, flt, name, sizeof name) && c->clip == 1.0f) {
             double worst = 0.0, range = 0.0;
             for (k = 0; k < b.ny; ++k) {
@@ -195,7 +197,7 @@ static void test_nonfinite_input(void)
             float *y;
             char name[96];
             uint32_t set;
-            build_case(c, EM_NODE_FLAG_INT8_ACT, 40u + (uint32_t)ci, &b);
+            build_case(c, EM_NODE_FLAG_INT8_ACT, 40u + (uint32_t)ci, 0, &b);
             b.x[b.nx / 3] = bad[bi];
             y = (float *)malloc(b.ny * sizeof(float));
             for (set = EM_KERNELS_REFERENCE; set < EM_KERNELS_COUNT; ++set) {
@@ -222,14 +224,14 @@ static void test_loader_rules(void)
     static const float scales[5] = {0.0f, -1.0f, NAN, INFINITY, 1e-45f};
     size_t i;
     for (i = 0; i < 5; ++i) {
-        build_case(c, EM_NODE_FLAG_INT8_ACT, 5, &b);
+        build_case(c, EM_NODE_FLAG_INT8_ACT, 5, 0, &b);
         set_input_scale(&b, scales[i]);
         em_test_expect_refused(b.file, b.size, EM_STATUS_CORRUPT, "input scale");
         free(b.file);
         free(b.x);
     }
     /* both int8 flags */
-    build_case(c, EM_NODE_FLAG_INT8_ACT, 5, &b);
+    build_case(c, EM_NODE_FLAG_INT8_ACT, 5, 0, &b);
     rec = emb_node_record_offset(b.file, 0);
     flags = EM_NODE_FLAG_INT8_ACT | EM_NODE_FLAG_INT8_TABLES;
     emb_put_u32(b.file + rec + 4 * 3, flags);

@@ -188,13 +188,16 @@ static void test_lut_conv2d(void)
     /* (r, C) pairs: r dividing Cin or not, r > Cin, C a power of two or not, 1..9 index bits */
     static const uint32_t rc[][2] = {{1, 2}, {2, 5}, {3, 3}, {4, 16}, {2, 17}, {16, 64}, {5, 300}};
     size_t i, p;
+    int shared;
     em_test_rng rng;
     em_test_rng_seed(&rng, 13);
+    for (shared = 0; shared < 2; ++shared) /* per-segment codebooks, then one layer-shared [1, C, r] */
     for (i = 0; i < CONV_CASES; ++i) {
         for (p = 0; p < sizeof rc / sizeof rc[0]; ++p) {
             const conv_case *cc = &conv_cases[i];
             const uint32_t r = rc[p][0], C = rc[p][1];
-            const uint32_t S = (cc->cin + r - 1) / r, S_cb = S + (uint32_t)(p % 3); /* shared codebooks go deeper */
+            /* codebooks shared between tasks go deeper; a layer-shared one has one segment */
+            const uint32_t S = (cc->cin + r - 1) / r, S_cb = shared ? 1u : S + (uint32_t)(p % 3);
             const uint32_t taps = cc->win.kh * cc->win.kw;
             const uint32_t oh = em_test_out_size(cc->h, cc->win.kh, cc->win.sh, cc->win.pt, cc->win.pb);
             const uint32_t ow = em_test_out_size(cc->w, cc->win.kw, cc->win.sw, cc->win.pl, cc->win.pr);
@@ -226,10 +229,11 @@ static void test_lut_conv2d(void)
             emb_task_auto(b, "t", in, out);
             y = run_model(b, x, nx, ny, "lut_conv2d_ref");
             /* independent path: decode the weights, then a plain convolution */
-            wd = em_test_decode_lut(cb, C, r, idx, taps, cc->cin, cc->cout);
+            wd = em_test_decode_lut_shared(cb, C, r, idx, taps, cc->cin, cc->cout, shared);
             em_test_naive_conv2d(x, cc->h, cc->w, cc->cin, wd, cc->cout, cc->bias ? bias : NULL, &cc->win,
                                  cc->activation, want);
-            snprintf(what, sizeof what, "lut_conv2d case %zu r=%u C=%u", i, (unsigned)r, (unsigned)C);
+            snprintf(what, sizeof what, "lut_conv2d case %zu r=%u C=%u%s", i, (unsigned)r, (unsigned)C,
+                     shared ? " shared" : "");
             if (y) em_test_close(y, want, ny, TOL, what);
             free(y);
             free(x);
@@ -251,6 +255,7 @@ static void test_dense_and_lut_dense(void)
     };
     size_t i;
     uint32_t act;
+    int shared;
     em_test_rng rng;
     em_test_rng_seed(&rng, 14);
     for (i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
@@ -259,6 +264,7 @@ static void test_dense_and_lut_dense(void)
             const uint32_t r = cases[i][4], C = cases[i][5];
             const uint32_t in_count = h * w * c, S = (in_count + r - 1) / r;
             const uint32_t wdims[2] = {in_count, out_count}, cb_dims[3] = {S + 1, C, r}, idx_dims[2] = {S, out_count};
+            const uint32_t shared_dims[3] = {1, C, r}; /* a layer-shared codebook: cb's first C·r floats */
             const size_t ncb = (size_t)(S + 1) * C * r;
             float *x = (float *)malloc(in_count * sizeof(float));
             float *wt = (float *)malloc((size_t)in_count * out_count * sizeof(float));
@@ -295,26 +301,29 @@ static void test_dense_and_lut_dense(void)
             free(y);
             emb_destroy(b);
 
-            b = emb_create();
-            in = emb_input(b, h, w, c);
-            n = emb_node_init(EM_OP_LUT_DENSE, in);
-            n.activation = act;
-            n.seg_len = r;
-            n.codewords = C;
-            n.weight = emb_tensor_f32(b, 3, cb_dims, cb);
-            n.index = emb_tensor_idx(b, 2, idx_dims, em_index_bits(C), idx);
-            if (act != EM_ACT_RELU) n.bias = emb_tensor_f32(b, 1, &out_count, bias);
-            out = emb_add_op(b, n, out_count);
-            emb_task_auto(b, "t", in, out);
-            y = run_model(b, x, in_count, out_count, "lut_dense_ref");
-            wl = em_test_decode_lut(cb, C, r, idx, 1, in_count, out_count);
-            em_test_naive_dense(x, in_count, wl, out_count, act != EM_ACT_RELU ? bias : NULL, act, want);
-            snprintf(what, sizeof what, "lut_dense case %zu r=%u C=%u act %u", i, (unsigned)r, (unsigned)C,
-                     (unsigned)act);
-            if (y) em_test_close(y, want, out_count, TOL, what);
-            free(y);
-            free(wl);
-            emb_destroy(b);
+            for (shared = 0; shared < 2; ++shared) { /* per-segment, then the same indices over [1, C, r] */
+                if (shared && S == 1) continue;
+                b = emb_create();
+                in = emb_input(b, h, w, c);
+                n = emb_node_init(EM_OP_LUT_DENSE, in);
+                n.activation = act;
+                n.seg_len = r;
+                n.codewords = C;
+                n.weight = emb_tensor_f32(b, 3, shared ? shared_dims : cb_dims, cb);
+                n.index = emb_tensor_idx(b, 2, idx_dims, em_index_bits(C), idx);
+                if (act != EM_ACT_RELU) n.bias = emb_tensor_f32(b, 1, &out_count, bias);
+                out = emb_add_op(b, n, out_count);
+                emb_task_auto(b, "t", in, out);
+                y = run_model(b, x, in_count, out_count, "lut_dense_ref");
+                wl = em_test_decode_lut_shared(cb, C, r, idx, 1, in_count, out_count, shared);
+                em_test_naive_dense(x, in_count, wl, out_count, act != EM_ACT_RELU ? bias : NULL, act, want);
+                snprintf(what, sizeof what, "lut_dense%s case %zu r=%u C=%u act %u", shared ? " shared" : "", i,
+                         (unsigned)r, (unsigned)C, (unsigned)act);
+                if (y) em_test_close(y, want, out_count, TOL, what);
+                free(y);
+                free(wl);
+                emb_destroy(b);
+            }
 
             free(x);
             free(wt);

@@ -52,9 +52,9 @@ static const int8_case cases[] = {
 
 typedef emb_lut_model built;
 
-static void build_case(const int8_case *c, uint32_t flags, uint32_t seed, built *out)
+static void build_case(const int8_case *c, uint32_t flags, uint32_t seed, int shared, built *out)
 {
-    emb_lut_model_build(c, flags, seed, out);
+    emb_lut_model_build_shared(c, flags, seed, shared, out);
 }
 
 static void free_built(built *b)
@@ -75,7 +75,8 @@ static double table_absmax(const int8_case *c, const built *b)
             for (k = 0; k < 16; ++k) {
                 double dot = 0.0;
                 for (j = 0; j < c->r && s * c->r + j < c->cin; ++j)
-                    dot += (double)b->x[p * c->cin + s * c->r + j] * (double)b->codebook[((size_t)s * 16 + k) * c->r + j];
+                    dot += (double)b->x[p * c->cin + s * c->r + j] *
+                           (double)b->codebook[((size_t)(b->codebook_segments == 1 ? 0 : s) * 16 + k) * c->r + j];
                 m = fabs(dot) > m ? fabs(dot) : m;
             }
     return m;
@@ -90,8 +91,9 @@ static int run_model(const built *b, uint32_t kernels, const em_kernel *force, f
 static void test_kernels_against_reference(void)
 {
     size_t i, exercised = 0;
-    for (i = 0; i < CASE_COUNT; ++i) {
-        const int8_case *c = &cases[i];
+    for (i = 0; i < 2 * CASE_COUNT; ++i) { /* each case, then again with a layer-shared codebook [1, 16, r] */
+        const int8_case *c = &cases[i % CASE_COUNT];
+        const int shared = i >= CASE_COUNT;
         built b;
         float *want, *got, *flt;
         char name[96], what[200];
@@ -99,12 +101,13 @@ static void test_kernels_against_reference(void)
         em_test_set_kernel kernels[EM_TEST_MAX_SET_KERNELS];
         uint32_t set;
         size_t k, j, count;
-        build_case(c, EM_NODE_FLAG_INT8_TABLES, 300u + (uint32_t)i, &b);
+        build_case(c, EM_NODE_FLAG_INT8_TABLES, 300u + (uint32_t)i, shared, &b);
         want = (float *)malloc(b.ny * sizeof(float));
         got = (float *)malloc(b.ny * sizeof(float));
         flt = (float *)malloc(b.ny * sizeof(float));
         quantum = table_absmax(c, &b) / 127.0;
-        snprintf(what, sizeof what, "int8 case %zu (%s %ux%ux%u -> %u, r=%u)", i, em_op_name(c->op), (unsigned)c->h,
+        snprintf(what, sizeof what, "int8 case %zu%s (%s %ux%ux%u -> %u, r=%u)", i % CASE_COUNT,
+                 shared ? " shared" : "", em_op_name(c->op), (unsigned)c->h,
                  (unsigned)c->w, (unsigned)c->cin, (unsigned)c->cout, (unsigned)c->r);
         if (!run_model(&b, EM_KERNELS_REFERENCE, NULL, want, name, sizeof name)) goto next;
         CHECKF(strcmp(name, c->op == EM_OP_LUT_DENSE ? "lut_dense_ref" : "lut_conv2d_ref") == 0, "%s: ref runs %s",
@@ -145,7 +148,7 @@ static void test_kernels_against_reference(void)
         free(b.file);
         free(b.codebook);
         free(b.x);
-        build_case(c, 0, 300u + (uint32_t)i, &b);
+        build_case(c, 0, 300u + (uint32_t)i, shared, &b);
         if (run_model(&b, EM_KERNELS_REFERENCE, NULL, flt, name, sizeof name)) {
             const uint32_t terms = (c->op == EM_OP_LUT_DENSE ? 1u : c->kh * c->kw) * ((c->cin + c->r - 1) / c->r);
             for (k = 0; k < b.ny; ++k) {
@@ -247,7 +250,7 @@ static void test_loader_rules(void)
     size_t size;
 
     /* the flag with C != 16: rewrite C (and bits stay 4: 16 -> 9 keeps the map valid otherwise) */
-    build_case(&c, EM_NODE_FLAG_INT8_TABLES, 1, &b);
+    build_case(&c, EM_NODE_FLAG_INT8_TABLES, 1, 0, &b);
     rec = emb_node_record_offset(b.file, 0);
     emb_put_u32(b.file + rec + 4 * 16, 9); /* codewords */
     emb_fix_crcs(b.file, b.size);

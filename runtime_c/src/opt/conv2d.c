@@ -299,7 +299,7 @@ void em_lut_conv2d_decoded_pack(const em_model *model, em_node *node)
     float *w = (float *)node->packed;
     const float *codebook = em_tensor_f32(node->weight);
     const uint32_t taps = node->kernel_h * node->kernel_w, cin = node->in.c, cout = node->out.c;
-    const uint32_t r = node->seg_len, C = node->codewords, S = node->segments;
+    const uint32_t r = node->seg_len, S = node->segments;
     uint32_t tap, ci, co;
     (void)model;
     for (tap = 0; tap < taps; ++tap)
@@ -308,7 +308,8 @@ void em_lut_conv2d_decoded_pack(const em_model *model, em_node *node)
             for (co = 0; co < cout; ++co) {
                 const uint32_t c = em_idx_get(node->index_map->data, node->index_map->bits,
                                               ((uint64_t)tap * S + s) * cout + co);
-                w[((size_t)tap * cin + ci) * cout + co] = codebook[((size_t)s * C + c) * r + j];
+                w[((size_t)tap * cin + ci) * cout + co] =
+                    codebook[s * node->codebook_segment_stride + (size_t)c * r + j];
             }
         }
 }

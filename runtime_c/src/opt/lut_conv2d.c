@@ -212,7 +212,7 @@ static void build_table(const em_node *node, const lut_conv_layout *L, const flo
     for (s = 0; s < node->segments; ++s) {
         const uint32_t first = s * r;
         const uint32_t len = cin - first < r ? cin - first : r; /* the last segment may be short */
-        micro->gemm(C, columns, len, codebook + (size_t)s * C * r, r, x + (size_t)first * L->plane, L->plane,
+        micro->gemm(C, columns, len, codebook + s * node->codebook_segment_stride, r, x + (size_t)first * L->plane, L->plane,
                     table + (size_t)s * C * L->plane, L->plane);
     }
 }
@@ -385,7 +385,7 @@ static void build_table_columns(const em_node *node, const lut_conv_layout *L, c
     const uint32_t r = node->seg_len, C = node->codewords, cin = node->in.c;
     const uint32_t first = s * r;
     const uint32_t len = cin - first < r ? cin - first : r;
-    node->kernel->micro->gemm(C, col1 - col0, len, em_tensor_f32(node->weight) + (size_t)s * C * r, r,
+    node->kernel->micro->gemm(C, col1 - col0, len, em_tensor_f32(node->weight) + s * node->codebook_segment_stride, r,
                               x + (size_t)first * L->plane + col0, L->plane, table + (size_t)s * C * L->plane + col0,
                               L->plane);
 }

@@ -46,7 +46,7 @@ static void build_table_rows(const em_node *node, const float *input, float *tab
     for (s = begin; s < end; ++s) {
         const uint32_t first = s * r;
         const uint32_t len = in_count - first < r ? in_count - first : r;
-        micro->gemv_n(C, len, codebook + (size_t)s * C * r, r, input + first, table + (size_t)s * C);
+        micro->gemv_n(C, len, codebook + s * node->codebook_segment_stride, r, input + first, table + (size_t)s * C);
     }
 }
 

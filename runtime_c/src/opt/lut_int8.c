@@ -19,7 +19,7 @@
  * The whole table is kept (no bands, no table sharing): with C = 16 it is 64 bytes of floats and 16 of
  * int8 per input pixel and segment, and the scale needs the maximum over all of it before any lookup.
  *
- * Packed (model-owned, filled at load): layout | codebook^T [S][r][16] f32 | offsets [terms] u32 |
+ * Packed (model-owned, filled at load): layout | codebook^T [S or 1 (shared)][r][16] f32 | offsets [terms] u32 |
  * idx [terms][groups][16] u8, with idx 0 for the channels past Cout of the last group.
  * Scratch: float table | int8 table (padded) | int32 sums [groups · 16]. */
 #include <string.h>
@@ -74,7 +74,8 @@ static int compute_layout(const em_node *node, lut_int8_layout *L)
     L->ftable_floats = (size_t)(fbytes / 4u);
     L->qtable_bytes = (size_t)qbytes;
     L->cbt_offset = align64(sizeof *L);
-    L->offsets_offset = L->cbt_offset + align64((size_t)node->segments * node->seg_len * LANES * sizeof(float));
+    L->offsets_offset =
+        L->cbt_offset + align64((size_t)em_lut_codebook_segments(node) * node->seg_len * LANES * sizeof(float));
     L->idx_offset = L->offsets_offset + align64((size_t)terms * sizeof(uint32_t));
     L->packed_bytes = L->idx_offset + (size_t)idx_bytes;
     L->qtable_offset = align64((size_t)fbytes);
@@ -123,7 +124,7 @@ void em_lut_int8_pack(const em_model *model, em_node *node)
     cbt = (float *)(void *)(base + L->cbt_offset);
     offsets = (uint32_t *)(void *)(base + L->offsets_offset);
     idx = base + L->idx_offset;
-    for (s = 0; s < S; ++s)
+    for (s = 0; s < em_lut_codebook_segments(node); ++s) /* one [r][16] block when the codebook is shared */
         for (j = 0; j < r; ++j)
             for (c = 0; c < LANES; ++c)
                 cbt[((size_t)s * r + j) * LANES + c] = codebook[((size_t)s * LANES + c) * r + j];
@@ -181,7 +182,8 @@ void em_lut_int8_run(const em_node *node, const float *input, float *output, con
         const uint32_t first = s * r;
         const uint32_t len = L->in_c - first < r ? L->in_c - first : r; /* the last segment may be short */
         table_gemm_micro(micro)->gemm((size_t)L->in_h * L->in_w, LANES, len, input + first, L->in_c,
-                                      cbt + (size_t)s * r * LANES, LANES, ftable + (size_t)s * LANES, row);
+                                      cbt + (node->codebook_segment_stride ? (size_t)s * r * LANES : 0u), LANES,
+                                      ftable + (size_t)s * LANES, row);
     }
     {
         const float absmax = i8->absmax(ftable, L->ftable_floats);

@@ -87,7 +87,7 @@ void em_lut_int8_act_pack(const em_model *model, em_node *node)
     int8_act_layout *L = (int8_act_layout *)node->packed;
     int8_t *weights;
     const float *codebook = em_tensor_f32(node->weight);
-    const uint32_t r = node->seg_len, C = node->codewords, S = node->segments, cout = node->out.c;
+    const uint32_t r = node->seg_len, S = node->segments, cout = node->out.c;
     float cb_absmax, cb_inverse;
     uint32_t nb, q, n, e;
     (void)model;
@@ -106,7 +106,7 @@ void em_lut_int8_act_pack(const em_model *model, em_node *node)
                         const uint32_t tap = depth / L->in_c, ci = depth % L->in_c, s = ci / r;
                         const uint32_t c = em_idx_get(node->index_map->data, node->index_map->bits,
                                                       ((uint64_t)tap * S + s) * cout + co);
-                        w = (int8_t)em_lut_int8_quantize(codebook[((size_t)s * C + c) * r + ci % r], cb_inverse);
+                        w = (int8_t)em_lut_int8_quantize(codebook[s * node->codebook_segment_stride + (size_t)c * r + ci % r], cb_inverse);
                     }
                     weights[(((size_t)nb * L->k4 + q) * 16u + n) * 4u + e] = w;
                 }

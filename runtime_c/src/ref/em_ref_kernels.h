@@ -77,9 +77,10 @@ void em_lut_int8_act_ref(const em_node *node, const float *input, float *output,
 
 /* LUT ops' first step (ref/lut_table_ref.c), shared by LUT_CONV2D and LUT_DENSE, float and int8: for one
  * input pixel x (Cin channels),
- * table[s, c] = dot(x[s·r .. s·r + r − 1], codebook[s, c, :]) with x zero-padded past Cin. */
+ * table[s, c] = dot(x[s·r .. s·r + r − 1], codebook[s, c, :]) with x zero-padded past Cin; segment s's
+ * codebook starts at codebook + s · codebook_stride (node->codebook_segment_stride: 0 when shared). */
 void em_lut_build_table_ref(const float *x, uint32_t in_c, uint32_t seg_len, uint32_t segments,
-                            uint32_t codewords, const float *codebook, float *table);
+                            uint32_t codewords, const float *codebook, size_t codebook_stride, float *table);
 
 /* Largest index in an IDX tensor (the loader's one-time scan that proves every index < C). */
 uint32_t em_idx_max(const em_tensor *tensor);

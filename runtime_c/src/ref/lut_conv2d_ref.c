@@ -17,7 +17,7 @@ void em_lut_conv2d_ref(const em_node *node, const float *input, float *output, f
     const uint32_t out_w = node->out.w, out_c = node->out.c;
     const uint32_t segments = node->segments, codewords = node->codewords;
     const size_t pixel_table = (size_t)segments * codewords; /* floats of table per input pixel */
-    const float *codebook = em_tensor_f32(node->weight);     /* [S_cb >= S, C, r]; first S used */
+    const float *codebook = em_tensor_f32(node->weight);     /* [S_cb >= S, C, r]: first S used; or [1, C, r] shared */
     const uint8_t *index = node->index_map->data;                /* IDX [KH, KW, S, Cout] */
     const uint32_t bits = node->index_map->bits;
     const float *bias = em_tensor_f32(node->bias);
@@ -36,7 +36,7 @@ void em_lut_conv2d_ref(const em_node *node, const float *input, float *output, f
 
     for (p = 0; p < (size_t)in_h * in_w; ++p)
         em_lut_build_table_ref(input + p * in_c, in_c, node->seg_len, segments, codewords, codebook,
-                               table + p * pixel_table);
+                               node->codebook_segment_stride, table + p * pixel_table);
 
     for (oy = 0; oy < node->out.h; ++oy) {
         for (ox = 0; ox < out_w; ++ox) {

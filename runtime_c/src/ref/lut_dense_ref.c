@@ -26,7 +26,7 @@ void em_lut_dense_ref(const em_node *node, const float *input, float *output, fl
     }
 
     em_lut_build_table_ref(input, node->in.numel, node->seg_len, segments, codewords,
-                           em_tensor_f32(node->weight), table);
+                           em_tensor_f32(node->weight), node->codebook_segment_stride, table);
     for (o = 0; o < out_count; ++o) {
         float acc = 0.0f;
         for (s = 0; s < segments; ++s)

@@ -3,6 +3,7 @@
  *
  *   qx[p, i]        = clamp(round_half_even(x[p, i] · f32(1 / sx)), ±127)          (0 for i ≥ Cin)
  *   qcb[s, c, j]    = clamp(round_half_even(codebook[s, c, j] · f32(127 / m)), ±127)  m = max |codebook|
+ *                     (a layer-shared codebook [1, C, r]: qcb[0, c, j] for every s, m over its C·r entries)
  *   table[p, s, c]  = Σ_j qx[p, s·r + j] · qcb[s, c, j]                               (int32, exact)
  *   y[oy, ox, co]   = act(f32(f32(Σ_{ky, kx, s} table[...]) · f32(sx · f32(m / 127))) + bias[co])
  *
@@ -43,14 +44,16 @@ void em_lut_int8_act_ref(const em_node *node, const float *input, float *output,
     cb_absmax = em_int8_act_codebook_absmax(node);
     cb_inverse = em_lut_int8_inverse(cb_absmax);
     scale = em_int8_act_output_scale(node, cb_absmax);
-    for (i = 0; i < pixel_table * r; ++i) qcb[i] = (int8_t)em_lut_int8_quantize(codebook[i], cb_inverse);
+    for (i = 0; i < (size_t)em_lut_codebook_segments(node) * codewords * r; ++i)
+        qcb[i] = (int8_t)em_lut_int8_quantize(codebook[i], cb_inverse);
 
     for (p = 0; p < pixels; ++p)
         for (s = 0; s < segments; ++s)
             for (c = 0; c < codewords; ++c) {
                 int32_t t = 0;
                 for (j = 0; j < r; ++j)
-                    t += (int32_t)qx[p * depth + (size_t)s * r + j] * qcb[((size_t)s * codewords + c) * r + j];
+                    t += (int32_t)qx[p * depth + (size_t)s * r + j] *
+                         qcb[s * node->codebook_segment_stride + (size_t)c * r + j];
                 table[p * pixel_table + (size_t)s * codewords + c] = t;
             }
 

@@ -28,7 +28,7 @@ void em_lut_conv2d_int8_ref(const em_node *node, const float *input, float *outp
 
     for (p = 0; p < (size_t)in_h * in_w; ++p)
         em_lut_build_table_ref(input + p * in_c, in_c, node->seg_len, segments, codewords, codebook,
-                               table + p * pixel_table);
+                               node->codebook_segment_stride, table + p * pixel_table);
     {
         const float absmax = em_lut_int8_absmax(table, (size_t)in_h * in_w * pixel_table);
         if (!em_lut_int8_finite(absmax)) {
@@ -79,7 +79,7 @@ void em_lut_dense_int8_ref(const em_node *node, const float *input, float *outpu
     uint32_t o, s;
 
     em_lut_build_table_ref(input, node->in.numel, node->seg_len, segments, codewords, em_tensor_f32(node->weight),
-                           table);
+                           node->codebook_segment_stride, table);
     {
         const float absmax = em_lut_int8_absmax(table, (size_t)segments * codewords);
         if (!em_lut_int8_finite(absmax)) {

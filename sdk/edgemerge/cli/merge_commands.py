@@ -26,8 +26,9 @@ from edgemerge.errors import EdgemergeError
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="the .emm file to write")
 @click.option("--preset", type=click.Choice(["accu", "light", "light4"]), default="accu", show_default=True,
               help="per-layer segment length r and codebook size C (light4: light with C=16 and int8 tables where r > 1)")
-@click.option("--layer-rc", multiple=True, metavar="NAME=r/C",
-              help="override r and C for the group containing layer NAME (or TASK:LAYER); repeatable")
+@click.option("--layer-rc", multiple=True, metavar="NAME=r/C[/shared]",
+              help="override r and C for the group containing layer NAME (or TASK:LAYER); '/shared': one "
+                   "layer-shared codebook for all its segments; repeatable")
 @click.option("--int8-tables", "int8_tables", multiple=True, metavar="NAME[,NAME..]",
               help="encode these layers' groups (NAME or TASK:LAYER, or 'all') with C=16 and int8 tables, "
                    "looked up with byte shuffles at run time; repeatable")
@@ -84,13 +85,14 @@ def merge(models, output, preset, layer_rc, int8_tables, int8_act, alignment, se
         # TensorFlow wants the collective-ops strategy created before any other TF work in the process.
         import tensorflow as tf
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    overrides: dict[str, tuple[int, int]] = {}
+    overrides: dict[str, tuple] = {}
     for item in layer_rc:
         name, sep, rc = item.partition("=")
         r, slash, c = rc.partition("/")
-        if not sep or not slash or not r.isdigit() or not c.isdigit():
-            raise EdgemergeError(f"--layer-rc {item!r}: expected NAME=r/C, e.g. fc1=16/64")
-        overrides[name] = (int(r), int(c))
+        c, _, shared = c.partition("/")
+        if not sep or not slash or not r.isdigit() or not c.isdigit() or shared not in ("", "shared"):
+            raise EdgemergeError(f"--layer-rc {item!r}: expected NAME=r/C or NAME=r/C/shared, e.g. fc1=16/64")
+        overrides[name] = (int(r), int(c), True) if shared else (int(r), int(c))
     calib_files = parse_task_pairs(calib, "--calib") if calib else None
     if (steps is not None or calib_fraction != 1.0) and not calib_files:
         raise EdgemergeError("--steps and --calib-fraction need --calib TASK=NPZ for every task")

@@ -157,6 +157,7 @@ class Keys:
         SEED = "merge.seed"
         KMEANS_INITS = "merge.kmeans_inits"
         INT8_TABLES = "merge.int8_tables"
+        SHARED_CODEBOOKS = "merge.shared_codebooks"
 
     class Calibrate:
         STEPS = "calibrate.steps"

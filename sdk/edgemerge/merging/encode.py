@@ -9,6 +9,11 @@ vectors along the input dimension (segment s of column o is W[s·r:(s+1)·r, o])
 
 The layout is exactly what `graph.decoded_weights` inverts (docs/FORMAT.md, LUT ops):
     W[ky, kx, s·r + j, co] = codebook[s, index[ky, kx, s, co], j]
+
+A group with `shared` set gets ONE layer-shared codebook [1, C, r] instead: k-means over the segment vectors
+of every segment of every member, pooled (FORMAT.md "Layer-shared codebooks"). A pool of more than
+POOLED_FIT_MAX_VECTORS vectors is fitted on that many rows drawn without replacement (seeded by the merge
+seed, so the result is reproducible) and every vector is then assigned its nearest codeword.
 """
 from __future__ import annotations
 
@@ -26,6 +31,9 @@ from edgemerge.text import printable
 PARALLEL_MIN_SEGMENTS = 32
 # k-means problems with fewer vectors than this run single-threaded.
 SINGLE_THREAD_MAX_VECTORS = 8192
+# A pooled (layer-shared) k-means problem is fitted on at most this many vectors (a seeded sample): the
+# pool of a wide 1x1 conv is S times a per-segment problem (MobileNetV2's last 1x1: 36k vectors at r = 4).
+POOLED_FIT_MAX_VECTORS = 32768
 
 
 class NonFiniteWeightsError(EdgemergeError, ValueError):
@@ -131,7 +139,33 @@ def segment_codebook(vectors: np.ndarray, codewords: int, seeds: Sequence[int]) 
                            init_seeds=tuple(seeds))
 
 
-def _solve_segments(problems: list[tuple[np.ndarray, int, tuple[int, ...]]], n_jobs: int | None
+def pooled_codebook(vectors: np.ndarray, codewords: int, seeds: Sequence[int],
+                    max_fit: int = POOLED_FIT_MAX_VECTORS) -> SegmentCodebook:
+    """`segment_codebook` for a pooled (layer-shared) problem: fitted on at most `max_fit` rows drawn
+    without replacement with the first seed, then every row gets its nearest codeword (squared distance,
+    lowest index on ties) and the inertia is over all rows."""
+    vectors = np.asarray(vectors, np.float64)
+    if len(vectors) <= max_fit:
+        return segment_codebook(vectors, codewords, seeds)
+    rows = np.sort(np.random.default_rng(int(seeds[0])).choice(len(vectors), size=max_fit, replace=False))
+    fitted = segment_codebook(vectors[rows], codewords, seeds)
+    table = fitted.codewords.astype(np.float64)
+    labels = np.empty(len(vectors), np.uint32)
+    norms = np.sum(table ** 2, axis=1)
+    for start in range(0, len(vectors), 8192):          # chunks keep the distance matrix small
+        chunk = vectors[start:start + 8192]
+        labels[start:start + len(chunk)] = np.argmin(norms[None, :] - 2.0 * chunk @ table.T, axis=1)
+    inertia = float(np.sum((table[labels] - vectors) ** 2))
+    return SegmentCodebook(fitted.codewords, labels, inertia, exact=False, init_inertias=fitted.init_inertias,
+                           init_seeds=fitted.init_seeds)
+
+
+def _solve_problem(vectors: np.ndarray, codewords: int, seeds: tuple[int, ...], pooled: bool = False
+                   ) -> SegmentCodebook:
+    return pooled_codebook(vectors, codewords, seeds) if pooled else segment_codebook(vectors, codewords, seeds)
+
+
+def _solve_segments(problems: list[tuple[np.ndarray, int, tuple[int, ...], bool]], n_jobs: int | None
                     ) -> list[SegmentCodebook]:
     import joblib
 
@@ -139,11 +173,11 @@ def _solve_segments(problems: list[tuple[np.ndarray, int, tuple[int, ...]]], n_j
     if workers == 1 or len(problems) < PARALLEL_MIN_SEGMENTS:
         from threadpoolctl import threadpool_limits
         # Small k-means problems run faster on one thread: thread start-up costs more than their work.
-        small = all(len(vectors) < SINGLE_THREAD_MAX_VECTORS for vectors, _, _ in problems)
+        small = all(len(vectors) < SINGLE_THREAD_MAX_VECTORS for vectors, _, _, _ in problems)
         with threadpool_limits(1 if small else None):
-            return [segment_codebook(*problem) for problem in problems]
+            return [_solve_problem(*problem) for problem in problems]
     # joblib gives each worker process one thread, so k-means inside them does not oversubscribe the CPUs.
-    return joblib.Parallel(n_jobs=workers)(joblib.delayed(segment_codebook)(*problem) for problem in problems)
+    return joblib.Parallel(n_jobs=workers)(joblib.delayed(_solve_problem)(*problem) for problem in problems)
 
 
 # -- a group of layers ----------------------------------------------------------------------------
@@ -157,7 +191,7 @@ class EncodedLayer:
 class EncodedGroup:
     seg_len: int                   # r
     codewords: int                 # C
-    codebook: np.ndarray           # [S_max, C, r] float32
+    codebook: np.ndarray           # [S_max, C, r] float32, or [1, C, r] when layer-shared
     layers: dict[str, EncodedLayer]
     segments: list[SegmentCodebook]
 
@@ -167,10 +201,12 @@ class EncodedGroup:
 
 @dataclass
 class GroupSpec:
-    """Input of `encode_groups`: the weights of the layers of one group, by name, and its r and C."""
+    """Input of `encode_groups`: the weights of the layers of one group, by name, and its r and C; `shared`:
+    one layer-shared codebook [1, C, r] for every segment (k-means over all segment vectors pooled)."""
     weights: Mapping[str, np.ndarray]
     seg_len: int
     codewords: int
+    shared: bool = False
 
 
 def encode_groups(specs: Sequence[GroupSpec], *, seed: int = 0, kmeans_inits: int = 4,
@@ -180,7 +216,7 @@ def encode_groups(specs: Sequence[GroupSpec], *, seed: int = 0, kmeans_inits: in
     pay for the start-up, 1 = serial. The result does not depend on n_jobs."""
     if kmeans_inits < 1:
         raise ValueError(f"kmeans_inits={kmeans_inits}: at least one k-means initialisation is needed")
-    problems: list[tuple[np.ndarray, int, tuple[int, ...]]] = []
+    problems: list[tuple[np.ndarray, int, tuple[int, ...], bool]] = []
     plans = []
     for spec in specs:
         validate_rc(spec.seg_len, spec.codewords)
@@ -198,35 +234,44 @@ def encode_groups(specs: Sequence[GroupSpec], *, seed: int = 0, kmeans_inits: in
         vectors = {name: segment_vectors(w, spec.seg_len) for name, w in spec.weights.items()}
         s_max = max(v.shape[0] for v in vectors.values())
         first_problem = len(problems)
-        for s in range(s_max):
-            stacked = np.concatenate([v[s] for v in vectors.values() if v.shape[0] > s])
-            problems.append((stacked, spec.codewords, init_seeds(seed, s, kmeans_inits)))
+        if spec.shared:     # one problem: every segment of every member, rows segment-major per member
+            stacked = np.concatenate([v.reshape(-1, spec.seg_len) for v in vectors.values()])
+            problems.append((stacked, spec.codewords, init_seeds(seed, 0, kmeans_inits), True))
+        else:
+            for s in range(s_max):
+                stacked = np.concatenate([v[s] for v in vectors.values() if v.shape[0] > s])
+                problems.append((stacked, spec.codewords, init_seeds(seed, s, kmeans_inits), False))
         plans.append((spec, vectors, first_problem, s_max))
 
     solved = _solve_segments(problems, n_jobs)
 
     groups = []
     for spec, vectors, first_problem, s_max in plans:
-        segments = solved[first_problem:first_problem + s_max]
-        codebook = np.stack([seg.codewords for seg in segments])            # [S_max, C, r]
+        segments = solved[first_problem:first_problem + (1 if spec.shared else s_max)]
+        codebook = np.stack([seg.codewords for seg in segments])            # [S_max, C, r] or [1, C, r]
         layers: dict[str, EncodedLayer] = {}
         offsets = [0] * s_max          # where each layer's rows start in the stacked segment vectors
+        pooled_offset = 0              # shared: where each layer's rows start in the one pooled problem
         for name, layer_vectors in vectors.items():
             kernel_shape = as_conv_kernel(np.asarray(spec.weights[name])).shape
             kh, kw, depth, cout = kernel_shape
             s_count = layer_vectors.shape[0]
             n = layer_vectors.shape[1]
             index = np.empty((s_count, n), np.uint32)
-            for s in range(s_count):
-                index[s] = segments[s].labels[offsets[s]:offsets[s] + n]
-                offsets[s] += n
+            if spec.shared:
+                index[:] = segments[0].labels[pooled_offset:pooled_offset + s_count * n].reshape(s_count, n)
+                pooled_offset += s_count * n
+            else:
+                for s in range(s_count):
+                    index[s] = segments[s].labels[offsets[s]:offsets[s] + n]
+                    offsets[s] += n
             # rows of segment s are (ky, kx, co) -> [KH, KW, S, Cout]
             index = np.ascontiguousarray(index.reshape(s_count, kh, kw, cout).transpose(1, 2, 0, 3))
             if np.asarray(spec.weights[name]).ndim == 2:
                 index = np.ascontiguousarray(index[0, 0])
             error = relative_error(spec.weights[name], decode(codebook, index, depth))
             layers[name] = EncodedLayer(index, error)
-        groups.append(EncodedGroup(spec.seg_len, spec.codewords, codebook, layers, segments))
+        groups.append(EncodedGroup(spec.seg_len, spec.codewords, codebook, layers, list(segments)))
     return groups
 
 

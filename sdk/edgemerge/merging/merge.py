@@ -13,7 +13,9 @@ of aligned layers (`align.py`). A chain gives exactly the v1 graph it always did
 
 Segment length r and codebook size C come from a preset (`PRESETS`), per group, and can be overridden
 per group with `layer_rc`; a large codebook of a dense or 1x1 group is held to an eighth of its weights
-(ONE_TAP_CAP_FROM_BYTES).
+(ONE_TAP_CAP_FROM_BYTES), and a preset with `one_tap_shared` gives a group of 1x1 convs (and of dense layers
+with `one_tap_shared_dense`) whose per-segment codebooks would still cost more than that ONE layer-shared
+codebook [1, C, r] (docs/FORMAT.md).
 """
 from __future__ import annotations
 
@@ -57,6 +59,12 @@ class Preset:
     dense: tuple[int, int]               # dense layers (the head is never encoded)
     # every encoded layer with r > 1 uses C = 16 with int8 tables (docs/FORMAT.md "int8 tables")
     int8_tables: bool = False
+    # (r, C) of a one-tap group of 1x1 convs whose per-segment codebooks would cost more than
+    # 1/ONE_TAP_CODEBOOK_SHARE of its float weights (and at least ONE_TAP_SHARED_FROM_BYTES): ONE layer-shared
+    # codebook [1, C, r] for all its segments instead (docs/FORMAT.md "Layer-shared codebooks"); None:
+    # per-segment codebooks only. one_tap_shared_dense: groups of dense layers (not the head) too.
+    one_tap_shared: tuple[int, int] | None = None
+    one_tap_shared_dense: bool = False
 
 
 # A first conv on at most this many input channels (grey, RGB, RGBA) is encoded per channel (r = 1).
@@ -71,12 +79,26 @@ FIRST_CONV_NARROW_DEPTH = 4
 ONE_TAP_CAP_FROM_BYTES = 128 * 1024
 ONE_TAP_CODEBOOK_SHARE = 8
 ONE_TAP_MIN_CODEWORDS = 32
+# A preset's one_tap_shared applies to one-tap groups whose per-segment codebooks would cost more than
+# 1/ONE_TAP_CODEBOOK_SHARE of their weights (the capped ones above cost exactly that and keep theirs) and at
+# least this many bytes: below it, the pooled codebook saves nothing (MobileNetV2's first blocks: C is
+# clipped to the few pooled vectors and the longer index map costs more than the codebook saves).
+ONE_TAP_SHARED_FROM_BYTES = 4 * 1024
 
 PRESETS: dict[str, Preset] = {
     # accuracy first: fine segments, large codebooks.
-    "accu": Preset(first_conv_narrow=(1, 64), first_conv_wide=(4, 64), conv=(8, 128), dense=(16, 64)),
-    # size first: long segments, small codebooks.
-    "light": Preset(first_conv_narrow=(1, 32), first_conv_wide=(4, 32), conv=(16, 64), dense=(32, 32)),
+    # Groups of 1x1 convs whose per-segment codebooks would cost more than an eighth of their weights get one
+    # layer-shared codebook (r, C) = (4, 256): measured on MobileNetV2 (alpha 0.35) + the words model, 300
+    # calibration steps each: 1,063,144 -> 632,680 bytes (2.68x -> 4.50x the float originals) at equal or better
+    # test accuracy (Fashion 87.20 -> 87.56 %, words 96.79 % both; originals 83.97 %, 96.57 %)
+    # (examples/mobilenetv2_share/measure.py). Dense groups keep per-segment codebooks: no measured model had
+    # a dense group that qualifies. The bundled fashion + words pair has no such group either.
+    "accu": Preset(first_conv_narrow=(1, 64), first_conv_wide=(4, 64), conv=(8, 128), dense=(16, 64),
+                   one_tap_shared=(4, 256)),
+    # size first: long segments, small codebooks. Layer-shared codebooks as accu: on the same pair at light,
+    # 955,432 -> 575,784 bytes (2.98x -> 4.94x), Fashion 86.29 -> 87.10 %, words 95.14 -> 95.21 %.
+    "light": Preset(first_conv_narrow=(1, 32), first_conv_wide=(4, 32), conv=(16, 64), dense=(32, 32),
+                    one_tap_shared=(4, 256)),
     # light with 16 codewords, 4-bit indices and int8 tables in every layer that runs a table (r > 1): the
     # runtime looks tables up with byte shuffles (pshufb, vqtbl1q) and sums in integers. Layers with r = 1
     # (a narrow first conv) keep light's float setting: the runtime decodes them into a plain convolution,
@@ -101,6 +123,7 @@ class GroupReport:
     index_bytes: int
     original_bytes: int                      # float32 bytes of the members' weights
     int8_tables: bool = False                # C = 16, int8 tables at run time
+    shared_codebook: bool = False            # one layer-shared codebook [1, C, r] for every segment
 
     @property
     def bytes(self) -> int:
@@ -144,6 +167,30 @@ def preset_rc(preset: Preset, group: LayerGroup, sources: Mapping[str, SourceMod
     return min(r, depth), max(2, min(c, vectors))
 
 
+def shared_rc(preset: Preset, group: LayerGroup, sources: Mapping[str, SourceModel],
+              rc: tuple[int, int]) -> tuple[int, int] | None:
+    """(r, C) of a layer-shared codebook for the group, or None to keep per-segment codebooks `rc`: only
+    for a preset with one_tap_shared, a group of one-tap layers, and per-segment codebooks that would cost
+    more than 1/ONE_TAP_CODEBOOK_SHARE of the members' float weights and at least ONE_TAP_SHARED_FROM_BYTES
+    (where sharing pays: MobileNetV2's expand and project convs). C is clipped to the pooled vectors, r to
+    the deepest member's depth."""
+    if preset.one_tap_shared is None or (group.kind == "dense" and not preset.one_tap_shared_dense):
+        return None
+    members = [sources[task].layer(layer) for task, layer in group.members.items()]
+    if not all(_is_one_tap(layer) for layer in members):
+        return None
+    r, c = rc
+    depth = max(layer.depth for layer in members)
+    weight_bytes = sum(4 * int(layer.weights.size) for layer in members)
+    per_segment_bytes = 4 * -(-depth // r) * c * r
+    if per_segment_bytes <= weight_bytes // ONE_TAP_CODEBOOK_SHARE or per_segment_bytes < ONE_TAP_SHARED_FROM_BYTES:
+        return None
+    shared_r, shared_c = preset.one_tap_shared
+    shared_r = min(shared_r, depth)
+    pooled = sum(int(layer.weights.size) // layer.depth * -(-layer.depth // shared_r) for layer in members)
+    return shared_r, max(2, min(shared_c, pooled))
+
+
 def _is_one_tap(layer: SourceLayer) -> bool:
     """A dense layer or a 1x1 conv: one segment vector per output channel (ONE_TAP_CODEBOOK_SHARE)."""
     return layer.weights.ndim == 2 or tuple(layer.weights.shape[:2]) == (1, 1)
@@ -153,23 +200,25 @@ def _power_of_two_floor(n: int) -> int:
     return 1 << (max(1, int(n)).bit_length() - 1)
 
 
-def _resolve_layer_rc(layer_rc: Mapping[str, tuple[int, int]], groups: Sequence[LayerGroup],
-                      sources: Mapping[str, SourceModel]) -> dict[int, tuple[int, int]]:
-    """Maps every `layer_rc` key ("task:layer", a bare layer name, or a group name) to its group's index."""
+def _resolve_layer_rc(layer_rc: Mapping[str, tuple], groups: Sequence[LayerGroup],
+                      sources: Mapping[str, SourceModel]) -> dict[int, tuple]:
+    """Maps every `layer_rc` key ("task:layer", a bare layer name, or a group name) to its group's index and
+    its (r, C), or (r, C, True) for a layer-shared codebook."""
     by_key: dict[str, set[int]] = {}
     for i, group in enumerate(groups):
         by_key.setdefault(group.name, set()).add(i)
         for task, layer in group.members.items():
             by_key.setdefault(f"{task}:{layer}", set()).add(i)
             by_key.setdefault(layer, set()).add(i)
-    resolved: dict[int, tuple[int, int]] = {}
+    resolved: dict[int, tuple] = {}
     for key, rc in layer_rc.items():
         try:
-            if isinstance(rc, str) or len(rc) != 2:
+            if isinstance(rc, str) or len(rc) not in (2, 3) or (len(rc) == 3 and not isinstance(rc[2], bool)):
                 raise ValueError
-            r, c = (int(v) for v in rc)
+            r, c = (int(v) for v in rc[:2])
         except (TypeError, ValueError):
-            raise EdgemergeError(f"layer_rc {key!r}: expected (r, C), got {rc!r}") from None
+            raise EdgemergeError(f"layer_rc {key!r}: expected (r, C) or (r, C, shared), got {rc!r}") from None
+        setting = (r, c, True) if len(rc) == 3 and rc[2] else (r, c)
         try:
             validate_rc(r, c, where=f"layer_rc {key!r}")
         except ValueError as e:
@@ -187,10 +236,10 @@ def _resolve_layer_rc(layer_rc: Mapping[str, tuple[int, int]], groups: Sequence[
             raise EdgemergeError(f"layer_rc {key!r}: the name is ambiguous, it names layers of "
                                  f"{len(hits)} groups; use TASK:LAYER")
         group_index = next(iter(hits))
-        if group_index in resolved and resolved[group_index] != (r, c):
+        if group_index in resolved and resolved[group_index] != setting:
             raise EdgemergeError(f"layer_rc {key!r}: group {groups[group_index].name!r} is given two different "
-                                 f"settings, {resolved[group_index]} and {(r, c)}")
-        resolved[group_index] = (r, c)
+                                 f"settings, {resolved[group_index]} and {setting}")
+        resolved[group_index] = setting
     return resolved
 
 
@@ -330,8 +379,9 @@ def merge_models(sources: Mapping[str, SourceModel], preset: str = "accu",
     """Merges `sources` (task -> imported model, in task order) into one multi-task graph.
 
     preset: a key of PRESETS ("accu" or "light") giving (r, C) per layer role.
-    layer_rc: per-group overrides {name: (r, C)}; a name is any member's "task:layer", a layer name that is
-        unique, or a group name. r is used as given (1..256), C in 2..65536.
+    layer_rc: per-group overrides {name: (r, C)} or {name: (r, C, True)} for a layer-shared codebook; a name
+        is any member's "task:layer", a layer name that is unique, or a group name. r is used as given
+        (1..256), C in 2..65536.
     alignment: explicit alignment links (`align.parse_alignment`, or the raw "a:x=b:y" strings); None for
         the default in-order alignment.
     seed, kmeans_inits: k-means initialisations per segment and their seed (lowest inertia kept).
@@ -346,7 +396,19 @@ def merge_models(sources: Mapping[str, SourceModel], preset: str = "accu",
         raise EdgemergeError(f"kmeans_inits={kmeans_inits}: at least one k-means initialisation is needed")
     groups = align_models(sources, alignment)
     overrides = _resolve_layer_rc(layer_rc or {}, groups, sources)
-    settings = [overrides.get(i) or preset_rc(PRESETS[preset], group, sources) for i, group in enumerate(groups)]
+    settings: list[tuple[int, int]] = []
+    shared_groups: set[int] = set()
+    for i, group in enumerate(groups):
+        if i in overrides:
+            settings.append(tuple(overrides[i][:2]))
+            if len(overrides[i]) == 3:
+                shared_groups.add(i)
+            continue
+        rc = preset_rc(PRESETS[preset], group, sources)
+        shared = shared_rc(PRESETS[preset], group, sources, rc)
+        settings.append(shared or rc)
+        if shared:
+            shared_groups.add(i)
     int8_names = list(int8_tables or [])
     named_int8 = _resolve_int8_tables([n for n in int8_names if n != "all"], groups, sources)
     int8_groups: set[int] = set()
@@ -359,7 +421,7 @@ def merge_models(sources: Mapping[str, SourceModel], preset: str = "accu",
 
     started = time.perf_counter()
     specs = [GroupSpec({f"{task}:{layer}": sources[task].layer(layer).weights for task, layer in g.members.items()},
-                       r, c) for g, (r, c) in zip(groups, settings)]
+                       r, c, shared=i in shared_groups) for i, (g, (r, c)) in enumerate(zip(groups, settings))]
     encoded = encode_groups(specs, seed=seed, kmeans_inits=kmeans_inits, n_jobs=n_jobs)
     seconds = time.perf_counter() - started
 
@@ -380,7 +442,7 @@ def merge_models(sources: Mapping[str, SourceModel], preset: str = "accu",
             codebook_bytes=4 * enc.codebook.size,
             index_bytes=sum(_index_bytes(enc.layers[ref].index, enc.codewords) for ref in members),
             original_bytes=sum(4 * sources[t].layer(l).weights.size for t, l in group.members.items()),
-            int8_tables=gi in int8_groups))
+            int8_tables=gi in int8_groups, shared_codebook=gi in shared_groups))
 
     # All inputs first: value ids of nodes count from the number of inputs.
     input_of = {task: graph.add_input(model.input_shape) for task, model in sources.items()}
@@ -399,4 +461,6 @@ def merge_models(sources: Mapping[str, SourceModel], preset: str = "accu",
     _write_metadata(graph, sources, preset, seed, kmeans_inits)
     if int8_groups:
         graph.metadata[Keys.Merge.INT8_TABLES] = ",".join(groups[i].name for i in sorted(int8_groups))
+    if shared_groups:
+        graph.metadata[Keys.Merge.SHARED_CODEBOOKS] = ",".join(groups[i].name for i in sorted(shared_groups))
     return MergeResult(graph, report, list(groups), encode_seconds=round(seconds, 3))

@@ -183,19 +183,21 @@ class TFMergedGraph:
         return list(self._trainable)
 
     def _flat_codeword_ids(self, node: Node) -> np.ndarray:
-        """Index map as rows of the codebook reshaped to [S_cb·C, r]: s·C + index[..., s, co]."""
+        """Index map as rows of the codebook reshaped to [S_cb·C, r]: s·C + index[..., s, co] (index itself for
+        a layer-shared codebook [1, C, r]: every segment gathers from the one variable)."""
         codebook = self.graph.tensors[node.weight].array
         index = self.graph.tensors[node.index].array.astype(np.int64)
         if node.op == Op.LUT_DENSE:
             index = index[None, None]                            # [1, 1, S, Out]
         s_count = index.shape[2]
-        if codebook.ndim != 3 or s_count > codebook.shape[0] or codebook.shape[2] != node.seg_len:
+        shared = codebook.ndim == 3 and codebook.shape[0] == 1
+        if codebook.ndim != 3 or (s_count > codebook.shape[0] and not shared) or codebook.shape[2] != node.seg_len:
             raise EdgemergeError(f"node {node.name}: index map with {s_count} segments does not fit codebook "
                                  f"{self.graph.tensors[node.weight].name} of shape {codebook.shape} (r={node.seg_len})")
         if index.size and int(index.max()) >= codebook.shape[1]:
             raise EdgemergeError(f"node {node.name}: index map holds {int(index.max())}, past the codebook's "
                                  f"{codebook.shape[1]} codewords")
-        seg = np.arange(s_count, dtype=np.int64)[None, None, :, None]
+        seg = np.arange(s_count, dtype=np.int64)[None, None, :, None] * (not shared)
         return (seg * codebook.shape[1] + index).astype(np.int32)
 
     def weights(self, i: int):
