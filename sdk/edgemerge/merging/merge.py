@@ -161,8 +161,8 @@ def preset_rc(preset: Preset, group: LayerGroup, sources: Mapping[str, SourceMod
         r, c = preset.first_conv_narrow if depth <= FIRST_CONV_NARROW_DEPTH else preset.first_conv_wide
     else:
         r, c = preset.conv
-    codebook_bytes = depth * min(c, vectors) * 4     # S segments x C codewords x r floats
-    if all(_is_one_tap(layer) for layer in members) and codebook_bytes > ONE_TAP_CAP_FROM_BYTES:
+    if (all(_is_one_tap(layer) for layer in members)
+            and _per_segment_codebook_bytes(depth, min(r, depth), min(c, vectors)) > ONE_TAP_CAP_FROM_BYTES):
         c = min(c, max(ONE_TAP_MIN_CODEWORDS, _power_of_two_floor(vectors // ONE_TAP_CODEBOOK_SHARE)))
     return min(r, depth), max(2, min(c, vectors))
 
@@ -182,13 +182,18 @@ def shared_rc(preset: Preset, group: LayerGroup, sources: Mapping[str, SourceMod
     r, c = rc
     depth = max(layer.depth for layer in members)
     weight_bytes = sum(4 * int(layer.weights.size) for layer in members)
-    per_segment_bytes = 4 * -(-depth // r) * c * r
+    per_segment_bytes = _per_segment_codebook_bytes(depth, r, c)
     if per_segment_bytes <= weight_bytes // ONE_TAP_CODEBOOK_SHARE or per_segment_bytes < ONE_TAP_SHARED_FROM_BYTES:
         return None
     shared_r, shared_c = preset.one_tap_shared
     shared_r = min(shared_r, depth)
     pooled = sum(int(layer.weights.size) // layer.depth * -(-layer.depth // shared_r) for layer in members)
     return shared_r, max(2, min(shared_c, pooled))
+
+
+def _per_segment_codebook_bytes(depth: int, r: int, c: int) -> int:
+    """Float32 bytes of per-segment codebooks: S = ceil(depth / r) segments x C codewords x r values."""
+    return 4 * -(-depth // r) * c * r
 
 
 def _is_one_tap(layer: SourceLayer) -> bool:
