@@ -168,6 +168,22 @@ def test_shared_codebooks_run_alike_in_numpy_c_runtime_and_tf(tmp_path):
     np.testing.assert_array_equal(execute_graph(back, "m", x), want)
     assert max_rel_err(runtime.Runtime(path).run("m", x), want) < 1e-4
 
+    # inspect tells layer-shared codebooks from per-segment ones, in JSON and in the table ("L")
+    from cli_runner import run_cli
+
+    from edgemerge.measure.inspect_model import describe
+    layers = {layer["name"]: layer for layer in describe(path)["layers"]}
+    shared_names = {f"m/{r.name}" for r in result.report if r.shared_codebook}
+    lut_names = {name for name, layer in layers.items() if "r" in layer}
+    assert shared_names and lut_names - shared_names
+    assert {name for name in lut_names if layers[name]["layer_shared_codebook"]} == shared_names
+    table = run_cli("inspect", path)
+    assert table.returncode == 0, table.stderr
+    marked = {line.split()[1] for line in table.stdout.splitlines() if " L " in line and "LUT_" in line}
+    assert marked == shared_names
+    assert f"layer-shared codebooks (L: one [1, C, r] codebook for all segments of the layer): {len(shared_names)}" \
+        in table.stdout
+
     pytest.importorskip("tensorflow")
     from edgemerge.training.tf_form import TFMergedGraph
 

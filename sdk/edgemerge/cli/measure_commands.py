@@ -43,13 +43,15 @@ def inspect(model, as_json):
     for t in info["tasks"]:
         click.echo(f"  task {printable(t['name'])}: input {'x'.join(map(str, t['input_shape']))} (input {t['input_index']}), "
                    f"{t['classes']} classes")
-    click.echo(f"  {'#':>3} {'layer':<28} {'op':<17} {'out':<12} {'r/C':<8} {'bytes':>10}  kernel")
+    click.echo(f"  {'#':>3} {'layer':<28} {'op':<17} {'out':<12} {'r/C':<11} {'bytes':>10}  kernel")
     for layer in info["layers"]:
         rc = f"{layer['r']}/{layer['C']}" if "r" in layer else ""
+        if layer.get("layer_shared_codebook"):
+            rc += " L"    # one layer-shared codebook (FORMAT.md "Layer-shared codebooks")
         if layer.get("int8_tables"):
             rc += " i8"   # int8 tables (FORMAT.md "int8 tables")
         shape = "x".join(map(str, layer["out_shape"]))
-        click.echo(f"  {layer['index']:>3} {printable(layer['name'])[:28]:<28} {layer['op']:<17} {shape:<12} {rc:<8} "
+        click.echo(f"  {layer['index']:>3} {printable(layer['name'])[:28]:<28} {layer['op']:<17} {shape:<12} {rc:<11} "
                    f"{layer['bytes']:>10}  {printable(layer['kernel'])}")
     _echo_sharing(info)
 
@@ -64,6 +66,10 @@ def _echo_sharing(info: dict) -> None:
     for cb in shared:
         click.echo(f"    {printable(cb['name'])} ({_human_bytes(cb['bytes'])}, tasks {', '.join(map(printable, cb['tasks']))}): "
                    + ", ".join(printable(n) for n in cb["layers"]))
+    layer_shared = [layer["name"] for layer in info["layers"] if layer.get("layer_shared_codebook")]
+    if layer_shared:
+        click.echo(f"  layer-shared codebooks (L: one [1, C, r] codebook for all segments of the layer): "
+                   f"{len(layer_shared)} layers")
     if info["shared_trunk"]:
         click.echo(f"  shared trunk (run once for several tasks): {', '.join(map(printable, info['shared_trunk']))}")
 

@@ -69,6 +69,9 @@ def describe(path: str | os.PathLike) -> dict:
             entry.update({"r": node.seg_len, "C": node.codewords, "index_bits": graph.tensors[node.index].bits,
                           "int8_tables": node.int8_tables,
                           "codebook": graph.tensors[node.weight].name,
+                          # one [1, C, r] codebook for every segment of the layer (FORMAT.md "Layer-shared
+                          # codebooks"), as opposed to one codebook per segment
+                          "layer_shared_codebook": _is_layer_shared(graph, node),
                           "codebook_shared_with": [n for n in codebook_users[node.weight] if n != node.name]})
         layers.append(entry)
     # Sharing, the point of merging: each codebook and the layers that look up in it (several = shared), and
@@ -99,6 +102,12 @@ def describe(path: str | os.PathLike) -> dict:
         "codebooks": codebooks,
         "shared_trunk": shared_trunk,
     }
+
+
+def _is_layer_shared(graph: MergedGraph, node) -> bool:
+    """True when the node's codebook has one segment row but the node has several segments."""
+    # index tensors are [KH, KW, S, Cout] (LUT_CONV2D) and [S, Cout] (LUT_DENSE): S is second from last
+    return graph.tensors[node.weight].shape[0] == 1 and graph.tensors[node.index].shape[-2] > 1
 
 
 def _node_index(graph: MergedGraph, name: str) -> int:
