@@ -148,10 +148,14 @@ const em_kernel *em_kernel_choose(const em_model *model, const em_node *node, ui
  * (EM_COST_POOL_CELL: memory-bound compares); a direct convolution whose kernel row is short (KW·Cin < 16
  * floats, e.g. the r = 1 first layers on one input channel) runs its multiply-adds 16 / (KW·Cin) times slower
  * (the micro-kernel's k loop is too short to keep its accumulators busy); a copy or an elementwise value
- * costs about one unit. EM_SPLIT_MIN_COST (em_kernels.h),
- * 32768 units, is about 1-2 µs of one core's work on the example pair's layers (13 000 units/µs for its
- * r = 1 first conv, 60 000 for its LUT layers, AVX-512): a handoff to the pool's workers and back costs
- * about 0.3-1 µs, so a node below that runs on one thread. */
+ * costs about one unit. EM_SPLIT_MIN_COST (em_kernels.h), 1,048,576 units, is about 12 µs of one core's
+ * work on the 2-core x86-64 host (the README pair at light: 8.5 M units in 0.10 ms on 1 thread, 83 000
+ * units/µs on average, AVX-512). A split node's steps (most kernels have two) each cost a hand-off to the
+ * pool's workers and back, measured there at about 2 µs (em_runtime.c EM_SPLIT_HANDOFF_COST), so halving a
+ * node saves its work / 2 - 4 µs: nothing below about 650 000 units, and at 32768 units (the first value,
+ * from an assumed 0.5 µs hand-off) the pair's single tasks ran slower on 2 threads than on 1 (words 0.078 vs
+ * 0.040 ms, quiet). On slower cores (ARM boards) a unit takes longer and the hand-off is no slower, so the
+ * bar only errs towards not splitting there. */
 #ifndef EM_COST_POOL_CELL
 #define EM_COST_POOL_CELL 20u
 #endif

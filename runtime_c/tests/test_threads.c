@@ -280,10 +280,13 @@ static void check_pools(const uint8_t *file, size_t size, const shared_state *s)
 }
 
 /* ---- (g) nodes split over the pool's threads ------------------------------------------------------------
- * A model whose nodes are large enough to be split (cost >= EM_SPLIT_MIN_COST) by every splitting kernel:
+ * A model with a node for every splitting kernel:
  * planar LUT convolutions (stride 1, stride 2, banded, a shared table), a decoded r = 1 LUT convolution,
  * direct 3×3 (padded) and 1×1 convolutions, depthwise (multiplier 1 and 2), max / average pools, dense and
- * LUT dense layers (outputs not multiples of EM_SPLIT_COLUMNS, a shared table). Four tasks, two inputs. */
+ * LUT dense layers (outputs not multiples of EM_SPLIT_COLUMNS, a shared table). Four tasks, two inputs:
+ * in_a is 20·scale_a square (8 channels), in_b 16·scale_b square (1 channel). The pieces are checked on
+ * the small model (1, 1: quick under qemu); whole runs on a grown one (2, 3), 12 or more of whose nodes pass
+ * EM_SPLIT_MIN_COST (about 1 M cost units, em_kernels.h), so the pool really splits them. */
 static uint32_t add_random(emb_builder *b, em_test_rng *rng, uint32_t ndim, const uint32_t *dims, float scale)
 {
     size_t n = 1, i;
@@ -362,15 +365,15 @@ static uint32_t add_dense(emb_builder *b, em_test_rng *rng, uint32_t in, uint32_
     return emb_add_op(b, n, out);
 }
 
-static uint8_t *build_split_model(size_t *size)
+static uint8_t *build_split_model(uint32_t scale_a, uint32_t scale_b, size_t *size)
 {
     emb_builder *b = emb_create();
     em_test_rng rng;
     uint32_t in_a, in_b, v, trunk, flat, none = 0, first_cb = 0, dense_cb = 0;
     uint8_t *file;
     em_test_rng_seed(&rng, 1717);
-    in_a = emb_input(b, 20, 20, 8);
-    in_b = emb_input(b, 16, 16, 1);
+    in_a = emb_input(b, 20u * scale_a, 20u * scale_a, 8);
+    in_b = emb_input(b, 16u * scale_b, 16u * scale_b, 1);
     /* task x: LUT convs (stride 1, banded, stride 2), depthwise ×2, direct conv, pools, dense, LUT dense */
     trunk = add_lut_conv(b, &rng, in_a, 8, 24, 3, 1, 8, 16, &first_cb);
     v = add_lut_conv(b, &rng, trunk, 24, 8, 3, 1, 24, 160, &none); /* a 290 KB table: banded */
@@ -382,7 +385,7 @@ static uint8_t *build_split_model(size_t *size)
     v = add_window(b, &rng, EM_OP_MAX_POOL, v, 72, 0, 2, 2, 0, EM_ACT_NONE);
     v = add_window(b, &rng, EM_OP_AVG_POOL, v, 72, 0, 3, 1, 1, EM_ACT_RELU);
     flat = emb_add_op(b, emb_node_init(EM_OP_RESHAPE, v), 0);
-    v = add_dense(b, &rng, flat, 5 * 5 * 72, 200, 0, 0, &none);
+    v = add_dense(b, &rng, flat, 25u * scale_a * scale_a * 72u, 200, 0, 0, &none);
     none = 0;
     v = add_dense(b, &rng, v, 200, 300, 8, 32, &dense_cb);
     v = add_dense(b, &rng, v, 300, 10, 0, 0, &none);
@@ -401,9 +404,9 @@ static uint8_t *build_split_model(size_t *size)
     flat = emb_add_op(b, emb_node_init(EM_OP_RESHAPE, add_window(b, &rng, EM_OP_MAX_POOL, v, 32, 0, 2, 2, 0,
                                                                    EM_ACT_NONE)), 0);
     dense_cb = 0;
-    v = add_dense(b, &rng, flat, 8 * 8 * 32, 200, 16, 64, &dense_cb);
+    v = add_dense(b, &rng, flat, 64u * scale_b * scale_b * 32u, 200, 16, 64, &dense_cb);
     emb_task_auto(b, "y", in_b, v);
-    v = add_dense(b, &rng, flat, 8 * 8 * 32, 130, 16, 64, &dense_cb);
+    v = add_dense(b, &rng, flat, 64u * scale_b * scale_b * 32u, 130, 16, 64, &dense_cb);
     emb_task_auto(b, "w", in_b, v);
     file = emb_finish(b, size);
     emb_destroy(b);
@@ -539,17 +542,17 @@ static void check_split_parts(const uint8_t *file, size_t size)
 
 /* The whole model on pools of 1, 2 and 4 workers (and none), serial plan and lane plan, em_run_all and
  * em_run_task, every kernel set: the same bits as without a pool; and the nodes really are split. */
-static void check_split_runs(const uint8_t *file, size_t size)
+static void check_split_runs(const uint8_t *file, size_t size, size_t in_a_numel, size_t in_b_numel)
 {
     static const uint32_t pool_sizes[3] = {1, 2, 4};
     uint32_t kernels;
     em_test_rng rng;
     float *inputs[2];
     em_test_rng_seed(&rng, 4242);
-    inputs[0] = (float *)malloc(20 * 20 * 8 * sizeof(float));
-    inputs[1] = (float *)malloc(16 * 16 * 1 * sizeof(float));
-    em_test_fill(&rng, inputs[0], 20 * 20 * 8, 1.0f);
-    em_test_fill(&rng, inputs[1], 16 * 16, 1.0f);
+    inputs[0] = (float *)malloc(in_a_numel * sizeof(float));
+    inputs[1] = (float *)malloc(in_b_numel * sizeof(float));
+    em_test_fill(&rng, inputs[0], in_a_numel, 1.0f);
+    em_test_fill(&rng, inputs[1], in_b_numel, 1.0f);
     for (kernels = EM_KERNELS_REFERENCE; kernels < EM_KERNELS_COUNT; ++kernels) {
         uint32_t flags;
         if (!em_kernels_available(kernels)) continue;
@@ -709,9 +712,11 @@ int main(void)
     check_pools(file, size, &s);
     {
         size_t split_size;
-        uint8_t *split_file = build_split_model(&split_size);
+        uint8_t *split_file = build_split_model(1, 1, &split_size);
         check_split_parts(split_file, split_size);
-        check_split_runs(split_file, split_size);
+        free(split_file);
+        split_file = build_split_model(2, 3, &split_size);
+        check_split_runs(split_file, split_size, 40u * 40u * 8u, 48u * 48u);
         free(split_file);
     }
     pthread_cond_destroy(&s.go);

@@ -217,3 +217,29 @@ def test_profile_csv_to_a_folder_is_refused_before_measuring(pair, tmp_path):
                  "--profile-csv", tmp_path / "plain" / "p.csv")
     assert result.returncode == 1 and result.stderr.startswith("error: "), result.stderr
     assert "bench:" not in result.stderr and "Traceback" not in result.stderr   # refused before measuring
+
+
+def test_interleave_order_blocks_rounds_per_side_and_covers_every_round():
+    """threads > 1 times the sides in blocks of consecutive rounds (their pools stay awake, as for a user who
+    runs one model again and again); 1 thread keeps the round-by-round order."""
+    from edgemerge.measure.bench import THREADED_BLOCK, interleave_order
+
+    assert interleave_order(3, 4, 1) == [(0, 0), (1, 0), (2, 0), (1, 1), (2, 1), (0, 1),
+                                         (2, 2), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3)]
+    order = interleave_order(3, 7, 3)
+    assert sorted(order) == [(side, k) for side in range(3) for k in range(7)]
+    assert order[:9] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
+    assert order[9:12] == [(1, 3), (1, 4), (1, 5)]          # the next block starts with the next side
+    assert order[-3:] == [(2, 6), (0, 6), (1, 6)]           # a last, shorter block
+    assert THREADED_BLOCK > 1
+
+
+def test_threaded_bench_reports_its_blocks_and_the_1_thread_side(pair):
+    result = cli("bench", pair["emm"], "--vs", f"a={pair['a']}", "--vs", f"b={pair['b']}", "--runs", RUNS,
+                 "--warmup", WARMUP, "--threads", 2, "--json")
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout)
+    from edgemerge.measure.bench import THREADED_BLOCK
+    assert got["threads"] == 2 and got["interleave_block"] == THREADED_BLOCK
+    assert got["merged_threads_speedup"] == pytest.approx(got["merged_1thread_ms"]["median"] / got["merged_ms"]["median"],
+                                                          rel=1e-9)

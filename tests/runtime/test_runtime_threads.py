@@ -42,10 +42,11 @@ def test_threads_out_of_range_is_a_clear_error():
                          ids=["tables", "decoded", "stride2"])
 def test_split_node_bits_equal_for_1_2_and_4_threads(kernels, layer):
     """One LUT convolution large enough to be split over the pool (planar tables, decoded r = 1, a strided
-    table): run_all and run give the bits of threads=1."""
-    graph = lut_conv_graph(h=20, w=20, cin=24, cout=32, act=Act.RELU, seed=7, **layer)
+    table): run_all and run give the bits of threads=1. 24x24 inputs: every case costs over EM_SPLIT_MIN_COST
+    (1,048,576 units of em_select.c's cost model; the strided one about 1.3 M)."""
+    graph = lut_conv_graph(h=24, w=24, cin=24, cout=32, act=Act.RELU, seed=7, **layer)
     data = emm.to_bytes(graph)
-    xs = {"t": np.random.default_rng(3).normal(size=(3, 20, 20, 24)).astype(np.float32)}
+    xs = {"t": np.random.default_rng(3).normal(size=(3, 24, 24, 24)).astype(np.float32)}
     want, _ = Runtime(data, kernels=kernels).run_all(xs)
     for threads in (1, 2, 4):
         rt = Runtime(data, kernels=kernels, threads=threads)
