@@ -56,6 +56,7 @@ static const layer_case cases[] = {
     LUT_CONV(7, 3, 11, 4, 2, 3, 2, 1, 0, 1, 1, 1, 4, 31, 1, EM_ACT_NONE, 0),    /* even kernel, asymmetric pads */
     LUT_CONV(9, 9, 5, 7, 3, 3, 1, 1, 1, 1, 1, 1, 8, 9, 0, EM_ACT_RELU, 1),      /* r > Cin: one short segment */
     LUT_CONV(32, 32, 1, 32, 5, 5, 1, 1, 0, 0, 0, 0, 1, 32, 0, EM_ACT_RELU, 1),  /* LeNet conv1, preset light */
+    LUT_CONV(32, 32, 1, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 32, 0, EM_ACT_RELU, 1),  /* words net3 conv1, light */
     LUT_CONV(14, 14, 32, 64, 5, 5, 1, 1, 0, 0, 0, 0, 16, 64, 0, EM_ACT_RELU, 1), /* LeNet conv2, light */
     LUT_CONV(14, 14, 32, 64, 5, 5, 1, 1, 0, 0, 0, 0, 8, 128, 0, EM_ACT_RELU, 1), /* LeNet conv2, accu */
     LUT_CONV(16, 16, 16, 33, 3, 3, 1, 1, 1, 1, 1, 1, 16, 64, 0, EM_ACT_RELU, 1), /* Cout = 33 */

@@ -19,6 +19,8 @@
  *                          lanes (EMV_W horizontal sums at the cost of about one)
  *   EMV_TB, emv_transpose_block(src, ss, dst, ds)   an EMV_TB × EMV_TB block transpose
  * Optional: EMV_CUSTOM_LUT_GATHER (the includer supplies EMV_FN(lut_accumulate_gather)).
+ *           EMV_CUSTOM_CONV_GEMM (the includer declares EMV_FN(conv_gemm) before including this file and
+ *                          defines it after; it may hand edge blocks to EMV_FN(gemm_columns)).
  *           EMV_FMA_LANE(acc, b, a, lane)  acc + b · a[lane] (a multiply-add by vector element, EMV_W = 4):
  *                          the gemm then reads A four elements per load instead of one broadcast each.
  *
@@ -165,6 +167,7 @@ static void EMV_FN(gemm_columns)(size_t m, size_t cols, size_t kblocks, size_t k
         EMV_FN(gemm_columns_n)(0, m, cols, kblocks, kin, a, lda, a_block, b, ldb, c, ldc, bias, activation);
 }
 
+#if !defined(EMV_CUSTOM_CONV_GEMM)
 static void EMV_FN(conv_gemm)(size_t m, size_t n, size_t kblocks, size_t kin, const float *a, size_t lda,
                               size_t a_block, const float *b, size_t ldb, float *c, size_t ldc, const float *bias,
                               uint32_t activation)
@@ -176,6 +179,7 @@ static void EMV_FN(conv_gemm)(size_t m, size_t n, size_t kblocks, size_t kin, co
                              bias != NULL ? bias + j : NULL, activation);
     }
 }
+#endif
 
 static void EMV_FN(gemm)(size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb,
                          float *c, size_t ldc)
