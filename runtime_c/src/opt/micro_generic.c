@@ -64,14 +64,14 @@ static void gemv_n_generic(size_t m, size_t k, const float *a, size_t lda, const
     }
 }
 
-static void lut_accumulate_planar_generic(const float *table, size_t plane, const uint32_t *base,
-                                          const uint16_t *idx, size_t count, size_t span, float *out, int accumulate)
+static void lut_accumulate_planar_generic(const float *table, const uint32_t *offset, size_t count, size_t span,
+                                          float *out, int accumulate)
 {
     size_t t, q;
     if (!accumulate)
         for (q = 0; q < span; ++q) out[q] = 0.0f;
     for (t = 0; t < count; ++t) {
-        const float *src = table + base[t] + (size_t)idx[t] * plane;
+        const float *src = table + offset[t];
         for (q = 0; q < span; ++q) out[q] += src[q];
     }
 }

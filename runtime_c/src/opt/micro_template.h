@@ -288,13 +288,12 @@ static void EMV_FN(gemv_n)(size_t m, size_t k, const float *a, size_t lda, const
 }
 
 /* ---- LUT_CONV2D accumulation over a planar table -------------------------------------------------
- * out[q] (+)= Σ_t table[base[t] + idx[t]·plane + q]. A group of up to 8 vectors of q stays in
+ * out[q] (+)= Σ_t table[offset[t] + q]. A group of up to 8 vectors of q stays in
  * registers across all terms; `last` lanes (1..EMV_W) in the group's last vector. Short groups
  * (≤ 2 vectors) would be a single dependent chain of adds per vector, so they alternate two
  * accumulator sets. */
-EMV_INLINE void EMV_FN(planar_group)(const size_t nv, const size_t last, const float *table, size_t plane,
-                                     const uint32_t *base, const uint16_t *idx, size_t count, float *out,
-                                     int accumulate)
+EMV_INLINE void EMV_FN(planar_group)(const size_t nv, const size_t last, const float *table, const uint32_t *offset,
+                                     size_t count, float *out, int accumulate)
 {
     emv acc[8], alt[2];
     size_t v, t = 0;
@@ -306,8 +305,8 @@ EMV_INLINE void EMV_FN(planar_group)(const size_t nv, const size_t last, const f
     alt[0] = alt[1] = emv_zero();
     if (nv <= 2) {
         for (; t + 2 <= count; t += 2) {
-            const float *s0 = table + base[t] + (size_t)idx[t] * plane;
-            const float *s1 = table + base[t + 1] + (size_t)idx[t + 1] * plane;
+            const float *s0 = table + offset[t];
+            const float *s1 = table + offset[t + 1];
             for (v = 0; v < 2; ++v) {
                 if (v < nv) {
                     const int part = v + 1 == nv && last != EMV_W;
@@ -318,7 +317,7 @@ EMV_INLINE void EMV_FN(planar_group)(const size_t nv, const size_t last, const f
         }
     }
     for (; t < count; ++t) {
-        const float *src = table + base[t] + (size_t)idx[t] * plane;
+        const float *src = table + offset[t];
         for (v = 0; v < 8; ++v) {
             if (v < nv) {
                 const int part = v + 1 == nv && last != EMV_W;
@@ -337,19 +336,19 @@ EMV_INLINE void EMV_FN(planar_group)(const size_t nv, const size_t last, const f
     }
 }
 
-static void EMV_FN(lut_accumulate_planar)(const float *table, size_t plane, const uint32_t *base,
-                                          const uint16_t *idx, size_t count, size_t span, float *out, int accumulate)
+static void EMV_FN(lut_accumulate_planar)(const float *table, const uint32_t *offset, size_t count, size_t span,
+                                          float *out, int accumulate)
 {
     size_t q = 0;
     for (; q + 8 * EMV_W <= span; q += 8 * EMV_W)
-        EMV_FN(planar_group)(8, EMV_W, table + q, plane, base, idx, count, out + q, accumulate);
+        EMV_FN(planar_group)(8, EMV_W, table + q, offset, count, out + q, accumulate);
     if (q < span) {
         const size_t rest = span - q;
         const size_t nv = (rest + EMV_W - 1) / EMV_W;
         const size_t last = rest - (nv - 1) * EMV_W;
         const float *t = table + q;
         float *o = out + q;
-#define EMV_GROUP(n, l) EMV_FN(planar_group)(n, l, t, plane, base, idx, count, o, accumulate)
+#define EMV_GROUP(n, l) EMV_FN(planar_group)(n, l, t, offset, count, o, accumulate)
         if (last == EMV_W) {
             switch (nv) {
             case 1: EMV_GROUP(1, EMV_W); break;

@@ -230,6 +230,27 @@ static void pool(const em_node *node, const float *input, float *output, int ave
 {
     const uint32_t in_w = node->in.w, channels = node->in.c, out_w = node->out.w;
     uint32_t oy, ox, ky, kx, c;
+    if (!average && node->kernel_h == 2u && node->kernel_w == 2u && node->stride_h == 2u && node->stride_w == 2u &&
+        node->pad_top == 0u && node->pad_left == 0u && 2u * node->out.h <= node->in.h && 2u * out_w <= in_w) {
+        /* 2×2 stride 2 without padding (LeNet/VGG-style pools): every window is whole, so its four cells
+         * are fixed offsets; the general walk below spent more on coordinates than on the max (armperf) */
+        const size_t row = (size_t)in_w * channels;
+        for (oy = begin; oy < end; ++oy) {
+            const float *top = input + (size_t)2u * oy * row;
+            for (ox = 0; ox < out_w; ++ox) {
+                float *dst = output + ((size_t)oy * out_w + ox) * channels;
+                const float *cell[4];
+                cell[0] = top + (size_t)2u * ox * channels;
+                cell[1] = cell[0] + channels;
+                cell[2] = cell[0] + row;
+                cell[3] = cell[2] + channels;
+                max_cells(dst, cell, 4u, channels);
+                if (node->activation != EM_ACT_NONE)
+                    for (c = 0; c < channels; ++c) dst[c] = em_activate(dst[c], node->activation);
+            }
+        }
+        return;
+    }
     for (oy = begin; oy < end; ++oy) {
         for (ox = 0; ox < out_w; ++ox) {
             float *dst = output + ((size_t)oy * out_w + ox) * channels;
