@@ -149,18 +149,21 @@ static void conv_gemm_neon(size_t m, size_t n, size_t kblocks, size_t kin, const
 #include "../opt/micro_template.h"
 
 #if defined(__aarch64__)
-/* One full tile, 8 rows × 8 columns (two vectors), of the template's gemm_tile with the same sums in the
- * same order (so the same bits): four k at a time by FMLA by element, then single k. Written with 16 named
+/* One full tile, 8 (or 4) rows × 8 columns (two vectors), of the template's gemm_tile with the same sums in
+ * the same order (so the same bits): four k at a time by FMLA by element, then single k. Written with 16 named
  * accumulators instead of the template's arrays and `i < mr` guards: from those GCC 12 kept the tile on
  * the stack and stored all 16 accumulators back every four k (armperf: the README pair's decoded first
  * convolutions ran at 0.8 instructions per multiply-add; this tile runs at about 0.35). */
-static void conv_tile8x8_neon(size_t kblocks, size_t kin, const float *a, size_t lda, size_t a_block,
-                              const float *b, size_t ldb, float *c, size_t ldc, const float *bias, uint32_t activation)
+static inline __attribute__((always_inline)) void conv_tile_neon(const int rows, size_t kblocks, size_t kin,
+                                                                   const float *a, size_t lda, size_t a_block,
+                                                                   const float *b, size_t ldb, float *c, size_t ldc,
+                                                                   const float *bias, uint32_t activation)
 {
     float32x4_t c0a = vdupq_n_f32(0.0f), c0b = c0a, c1a = c0a, c1b = c0a, c2a = c0a, c2b = c0a, c3a = c0a,
                 c3b = c0a, c4a = c0a, c4b = c0a, c5a = c0a, c5b = c0a, c6a = c0a, c6b = c0a, c7a = c0a, c7b = c0a;
     const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda;
-    const float *a4 = a + 4 * lda, *a5 = a + 5 * lda, *a6 = a + 6 * lda, *a7 = a + 7 * lda;
+    const size_t high = rows > 4 ? lda : 0; /* a 4-row tile never reads rows 4-7 */
+    const float *a4 = a + 4 * high, *a5 = a + 5 * high, *a6 = a + 6 * high, *a7 = a + 7 * high;
     size_t kb, p;
     for (kb = 0; kb < kblocks; ++kb) {
         const size_t off = kb * a_block;
@@ -187,10 +190,12 @@ static void conv_tile8x8_neon(size_t kblocks, size_t kin, const float *a, size_t
             EM_TILE_ROW4(1);
             EM_TILE_ROW4(2);
             EM_TILE_ROW4(3);
-            EM_TILE_ROW4(4);
-            EM_TILE_ROW4(5);
-            EM_TILE_ROW4(6);
-            EM_TILE_ROW4(7);
+            if (rows > 4) {
+                EM_TILE_ROW4(4);
+                EM_TILE_ROW4(5);
+                EM_TILE_ROW4(6);
+                EM_TILE_ROW4(7);
+            }
 #undef EM_TILE_ROW4
         }
         for (; p < kin; ++p) {
@@ -206,10 +211,12 @@ static void conv_tile8x8_neon(size_t kblocks, size_t kin, const float *a, size_t
             EM_TILE_ROW1(1);
             EM_TILE_ROW1(2);
             EM_TILE_ROW1(3);
-            EM_TILE_ROW1(4);
-            EM_TILE_ROW1(5);
-            EM_TILE_ROW1(6);
-            EM_TILE_ROW1(7);
+            if (rows > 4) {
+                EM_TILE_ROW1(4);
+                EM_TILE_ROW1(5);
+                EM_TILE_ROW1(6);
+                EM_TILE_ROW1(7);
+            }
 #undef EM_TILE_ROW1
         }
     }
@@ -227,10 +234,12 @@ static void conv_tile8x8_neon(size_t kblocks, size_t kin, const float *a, size_t
     EM_TILE_STORE(1);
     EM_TILE_STORE(2);
     EM_TILE_STORE(3);
-    EM_TILE_STORE(4);
-    EM_TILE_STORE(5);
-    EM_TILE_STORE(6);
-    EM_TILE_STORE(7);
+    if (rows > 4) {
+        EM_TILE_STORE(4);
+        EM_TILE_STORE(5);
+        EM_TILE_STORE(6);
+        EM_TILE_STORE(7);
+    }
 #undef EM_TILE_STORE
 }
 
@@ -243,10 +252,16 @@ static void conv_gemm_neon(size_t m, size_t n, size_t kblocks, size_t kin, const
         const size_t cols = n - j < 8 ? n - j : 8;
         const float *bj = bias != NULL ? bias + j : NULL;
         size_t i = 0;
-        if (cols == 8)
+        if (cols == 8) {
             for (; i + 8 <= m; i += 8)
-                conv_tile8x8_neon(kblocks, kin, a + i * lda, lda, a_block, b + j, ldb, c + i * ldc + j, ldc, bj,
-                                  activation);
+                conv_tile_neon(8, kblocks, kin, a + i * lda, lda, a_block, b + j, ldb, c + i * ldc + j, ldc, bj,
+                               activation);
+            if (i + 4 <= m) { /* e.g. 28 = 3 · 8 + 4 output columns of LeNet's first conv */
+                conv_tile_neon(4, kblocks, kin, a + i * lda, lda, a_block, b + j, ldb, c + i * ldc + j, ldc, bj,
+                               activation);
+                i += 4;
+            }
+        }
         if (i < m)
             gemm_columns_neon(m - i, cols, kblocks, kin, a + i * lda, lda, a_block, b + j, ldb, c + i * ldc + j,
                               ldc, bj, activation);
