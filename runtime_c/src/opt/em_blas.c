@@ -57,9 +57,9 @@ static void gemv_n_blas(size_t m, size_t k, const float *a, size_t lda, const fl
 }
 
 static void lut_accumulate_planar_blas(const float *table, const uint32_t *offset, size_t count, size_t span,
-                                       float *out, int accumulate)
+                                       float *out, int accumulate, const float *bias, uint32_t activation)
 {
-    em_micro_generic.lut_accumulate_planar(table, offset, count, span, out, accumulate);
+    em_micro_generic.lut_accumulate_planar(table, offset, count, span, out, accumulate, bias, activation);
 }
 
 static void lut_accumulate_gather_blas(const float *table, uint32_t codewords, size_t segments,

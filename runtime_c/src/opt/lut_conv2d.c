@@ -213,35 +213,6 @@ static void build_table(const em_node *node, const lut_conv_layout *L, const flo
     }
 }
 
-/* Bias and activation on a tile of planar sums [co][q], before it is transposed: one long contiguous
- * run per output channel (on NHWC rows it would be two passes over short runs of Cout). */
-static void bias_activate_tile(const em_node *node, const lut_conv_layout *L, float *tile, size_t len, uint32_t co0,
-                               uint32_t co1)
-{
-    const float *bias = em_tensor_f32(node->bias);
-    const uint32_t activation = node->activation;
-    uint32_t co;
-    size_t i;
-    if (bias == NULL && activation == EM_ACT_NONE) return;
-    for (co = co0; co < co1; ++co) {
-        float *t = tile + (size_t)co * L->chunk;
-        const float b = bias != NULL ? bias[co] : 0.0f;
-        if (activation == EM_ACT_RELU) {
-            for (i = 0; i < len; ++i) {
-                const float v = t[i] + b;
-                t[i] = v <= 0.0f ? 0.0f : v; /* NaN stays NaN */
-            }
-        } else if (activation == EM_ACT_RELU6) {
-            for (i = 0; i < len; ++i) {
-                const float v = t[i] + b;
-                t[i] = v <= 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v);
-            }
-        } else {
-            for (i = 0; i < len; ++i) t[i] += b;
-        }
-    }
-}
-
 /* Moves a tile of planar sums [co][q] (rows of wq pixels, bias and activation applied) into NHWC output
  * rows; the columns ox >= out_w of each tile row were computed only to keep runs contiguous. */
 static void store_tile(const em_node *node, const lut_conv_layout *L, const float *tile, uint32_t rows,
@@ -263,6 +234,7 @@ static void accumulate_band(const em_node *node, const lut_conv_layout *L, const
     const uint32_t *offset =
         (const uint32_t *)(const void *)((const unsigned char *)node->packed + L->offsets_offset);
     const em_micro *micro = node->kernel->micro;
+    const float *bias = em_tensor_f32(node->bias);
     uint32_t chunk_row;
     for (chunk_row = 0; chunk_row < rows; chunk_row += L->chunk_rows) {
         const uint32_t chunk_rows = rows - chunk_row < L->chunk_rows ? rows - chunk_row : L->chunk_rows;
@@ -271,8 +243,8 @@ static void accumulate_band(const em_node *node, const lut_conv_layout *L, const
         uint32_t co;
         for (co = co0; co < co1; ++co)
             micro->lut_accumulate_planar(table + q0, offset + (size_t)co * L->terms, L->terms, len,
-                                         tile + (size_t)co * L->chunk, 0);
-        bias_activate_tile(node, L, tile, len, co0, co1);
+                                         tile + (size_t)co * L->chunk, 0, bias != NULL ? bias + co : NULL,
+                                         node->activation);
         store_tile(node, L, tile, chunk_rows, first_row + chunk_row, output, co0, co1);
     }
 }

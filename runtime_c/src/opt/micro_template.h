@@ -293,7 +293,8 @@ static void EMV_FN(gemv_n)(size_t m, size_t k, const float *a, size_t lda, const
  * (≤ 2 vectors) would be a single dependent chain of adds per vector, so they alternate two
  * accumulator sets. */
 EMV_INLINE void EMV_FN(planar_group)(const size_t nv, const size_t last, const float *table, const uint32_t *offset,
-                                     size_t count, float *out, int accumulate)
+                                     size_t count, float *out, int accumulate, const float *bias,
+                                     uint32_t activation)
 {
     emv acc[8], alt[2];
     size_t v, t = 0;
@@ -327,7 +328,10 @@ EMV_INLINE void EMV_FN(planar_group)(const size_t nv, const size_t last, const f
     }
     for (v = 0; v < 8; ++v) {
         if (v < nv) {
-            const emv sum = v < 2 ? emv_add(acc[v], alt[v]) : acc[v];
+            emv sum = v < 2 ? emv_add(acc[v], alt[v]) : acc[v];
+            if (bias != NULL) sum = emv_add(sum, emv_set1(*bias));
+            if (activation == EM_ACT_RELU) sum = emv_relu(sum);
+            else if (activation == EM_ACT_RELU6) sum = emv_relu6(sum);
             if (v + 1 == nv && last != EMV_W)
                 emv_store_part(out + v * EMV_W, sum, last);
             else
@@ -337,18 +341,18 @@ EMV_INLINE void EMV_FN(planar_group)(const size_t nv, const size_t last, const f
 }
 
 static void EMV_FN(lut_accumulate_planar)(const float *table, const uint32_t *offset, size_t count, size_t span,
-                                          float *out, int accumulate)
+                                          float *out, int accumulate, const float *bias, uint32_t activation)
 {
     size_t q = 0;
     for (; q + 8 * EMV_W <= span; q += 8 * EMV_W)
-        EMV_FN(planar_group)(8, EMV_W, table + q, offset, count, out + q, accumulate);
+        EMV_FN(planar_group)(8, EMV_W, table + q, offset, count, out + q, accumulate, bias, activation);
     if (q < span) {
         const size_t rest = span - q;
         const size_t nv = (rest + EMV_W - 1) / EMV_W;
         const size_t last = rest - (nv - 1) * EMV_W;
         const float *t = table + q;
         float *o = out + q;
-#define EMV_GROUP(n, l) EMV_FN(planar_group)(n, l, t, offset, count, o, accumulate)
+#define EMV_GROUP(n, l) EMV_FN(planar_group)(n, l, t, offset, count, o, accumulate, bias, activation)
         if (last == EMV_W) {
             switch (nv) {
             case 1: EMV_GROUP(1, EMV_W); break;
