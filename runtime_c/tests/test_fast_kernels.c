@@ -117,6 +117,7 @@ static const layer_case cases[] = {
     CONV(5, 7, 960, 160, 1, 1, 1, 1, 0, 0, 0, 0, EM_ACT_NONE, 1),
     CONV(15, 15, 3, 32, 3, 3, 2, 2, 0, 0, 1, 1, EM_ACT_RELU6, 1), /* the stem: 3x3 stride 2 on RGB */
     WINDOW_OP(EM_OP_MAX_POOL, 9, 7, 5, 0, 2, 2, 2, 2, 0, 0, 0, 0, EM_ACT_NONE, 0),
+    WINDOW_OP(EM_OP_MAX_POOL, 10, 9, 16, 0, 2, 2, 2, 2, 0, 0, 0, 0, EM_ACT_RELU6, 0), /* 2x2 fast path, odd width */
     WINDOW_OP(EM_OP_MAX_POOL, 11, 10, 19, 0, 3, 3, 2, 2, 1, 1, 1, 1, EM_ACT_RELU, 0),
     WINDOW_OP(EM_OP_AVG_POOL, 9, 7, 5, 0, 3, 3, 2, 2, 1, 1, 1, 1, EM_ACT_NONE, 0),
     WINDOW_OP(EM_OP_AVG_POOL, 8, 8, 33, 0, 2, 2, 2, 2, 0, 0, 0, 0, EM_ACT_RELU6, 0),
