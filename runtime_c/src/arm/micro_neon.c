@@ -165,6 +165,20 @@ static inline __attribute__((always_inline)) void conv_tile_neon(const int rows,
     const size_t high = rows > 4 ? lda : 0; /* a 4-row tile never reads rows 4-7 */
     const float *a4 = a + 4 * high, *a5 = a + 5 * high, *a6 = a + 6 * high, *a7 = a + 7 * high;
     size_t kb, p;
+/* STEP(row) for rows 0-3, and 4-7 in the 8-row tile */
+#define EM_TILE_EACH_ROW(STEP)                                                                                  \
+    do {                                                                                                        \
+        STEP(0);                                                                                                \
+        STEP(1);                                                                                                \
+        STEP(2);                                                                                                \
+        STEP(3);                                                                                                \
+        if (rows > 4) {                                                                                         \
+            STEP(4);                                                                                            \
+            STEP(5);                                                                                            \
+            STEP(6);                                                                                            \
+            STEP(7);                                                                                            \
+        }                                                                                                       \
+    } while (0)
     for (kb = 0; kb < kblocks; ++kb) {
         const size_t off = kb * a_block;
         const float *bb = b + kb * kin * ldb;
@@ -186,16 +200,7 @@ static inline __attribute__((always_inline)) void conv_tile_neon(const int rows,
         c##row##b = vfmaq_laneq_f32(c##row##b, b2b, av, 2);                                                    \
         c##row##b = vfmaq_laneq_f32(c##row##b, b3b, av, 3);                                                    \
     } while (0)
-            EM_TILE_ROW4(0);
-            EM_TILE_ROW4(1);
-            EM_TILE_ROW4(2);
-            EM_TILE_ROW4(3);
-            if (rows > 4) {
-                EM_TILE_ROW4(4);
-                EM_TILE_ROW4(5);
-                EM_TILE_ROW4(6);
-                EM_TILE_ROW4(7);
-            }
+            EM_TILE_EACH_ROW(EM_TILE_ROW4);
 #undef EM_TILE_ROW4
         }
         for (; p < kin; ++p) {
@@ -207,16 +212,7 @@ static inline __attribute__((always_inline)) void conv_tile_neon(const int rows,
         c##row##a = vfmaq_f32(c##row##a, av, ba);                                                              \
         c##row##b = vfmaq_f32(c##row##b, av, bv);                                                              \
     } while (0)
-            EM_TILE_ROW1(0);
-            EM_TILE_ROW1(1);
-            EM_TILE_ROW1(2);
-            EM_TILE_ROW1(3);
-            if (rows > 4) {
-                EM_TILE_ROW1(4);
-                EM_TILE_ROW1(5);
-                EM_TILE_ROW1(6);
-                EM_TILE_ROW1(7);
-            }
+            EM_TILE_EACH_ROW(EM_TILE_ROW1);
 #undef EM_TILE_ROW1
         }
     }
@@ -230,17 +226,9 @@ static inline __attribute__((always_inline)) void conv_tile_neon(const int rows,
         vst1q_f32(c + (row) * ldc, va);                                                                         \
         vst1q_f32(c + (row) * ldc + 4, vb);                                                                     \
     } while (0)
-    EM_TILE_STORE(0);
-    EM_TILE_STORE(1);
-    EM_TILE_STORE(2);
-    EM_TILE_STORE(3);
-    if (rows > 4) {
-        EM_TILE_STORE(4);
-        EM_TILE_STORE(5);
-        EM_TILE_STORE(6);
-        EM_TILE_STORE(7);
-    }
+    EM_TILE_EACH_ROW(EM_TILE_STORE);
 #undef EM_TILE_STORE
+#undef EM_TILE_EACH_ROW
 }
 
 static void conv_gemm_neon(size_t m, size_t n, size_t kblocks, size_t kin, const float *a, size_t lda,
