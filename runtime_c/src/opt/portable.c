@@ -33,27 +33,48 @@ em_status em_opt_plan_no_scratch(const em_model *model, em_node *node, em_error 
     return EM_STATUS_OK;
 }
 
+#if defined(EM_POOL_NEON) && defined(__aarch64__)
+/* Channels [0, channels & ~3) of every pixel, the same values as the scalar loops of em_opt_bias_activate (IEEE
+ * adds: armv7 NEON would flush subnormals, hence aarch64 only; FMAX / FMIN keep NaN and give max(-0, +0) = +0,
+ * so with no bias the +0 added before a ReLU changes nothing). One loop per activation with nothing left to
+ * decide inside: GCC left the scalar passes scalar on aarch64, where after int8-table layers they cost about
+ * a twentieth of the model's instructions (armperf). Returns the channels done. */
+static uint32_t bias_activate_neon(float *y, size_t pixels, uint32_t channels, const float *bias, uint32_t activation)
+{
+    const size_t vec = channels & ~3u;
+    const float32x4_t zero = vdupq_n_f32(0.0f), six = vdupq_n_f32(6.0f);
+    size_t p, c;
+#define EM_BIAS_ACT_LOOP(EXPR)                                                                                   \
+    for (p = 0; p < pixels; ++p) {                                                                              \
+        float *row = y + p * channels;                                                                          \
+        for (c = 0; c < vec; c += 4u) {                                                                         \
+            const float32x4_t v = vaddq_f32(vld1q_f32(row + c), bias != NULL ? vld1q_f32(bias + c) : zero);     \
+            vst1q_f32(row + c, EXPR);                                                                           \
+        }                                                                                                       \
+    }
+    if (activation == EM_ACT_RELU) {
+        EM_BIAS_ACT_LOOP(vmaxq_f32(v, zero))
+    } else if (activation == EM_ACT_RELU6) {
+        EM_BIAS_ACT_LOOP(vminq_f32(vmaxq_f32(v, zero), six))
+    } else if (bias != NULL) {
+        EM_BIAS_ACT_LOOP(v)
+    }
+#undef EM_BIAS_ACT_LOOP
+    return (uint32_t)vec;
+}
+#endif
+
 void em_opt_bias_activate(float *y, size_t pixels, uint32_t channels, const float *bias, uint32_t activation)
 {
     size_t p;
-    uint32_t c;
+    uint32_t c, first = 0; /* channels already done in every pixel */
     if (bias == NULL && activation == EM_ACT_NONE) return;
+#if defined(EM_POOL_NEON) && defined(__aarch64__)
+    first = bias_activate_neon(y, pixels, channels, bias, activation);
+    if (first == channels) return;
+#endif
     for (p = 0; p < pixels; ++p) {
         float *row = y + p * channels;
-        uint32_t first = 0; /* channels the vector loop did */
-#if defined(EM_POOL_NEON) && defined(__aarch64__)
-        /* one pass of vectors, the same values as the scalar passes below (IEEE adds: armv7 NEON would flush
-         * subnormals, hence aarch64 only; FMAX / FMIN keep NaN, and max(-0, +0) = +0): GCC left those passes
-         * scalar on aarch64, where after int8-table layers this cost about a twentieth of the model's
-         * instructions (armperf) */
-        for (; first + 4u <= channels; first += 4u) {
-            float32x4_t v = vld1q_f32(row + first);
-            if (bias != NULL) v = vaddq_f32(v, vld1q_f32(bias + first));
-            if (activation == EM_ACT_RELU) v = vmaxq_f32(v, vdupq_n_f32(0.0f));
-            else if (activation == EM_ACT_RELU6) v = vminq_f32(vmaxq_f32(v, vdupq_n_f32(0.0f)), vdupq_n_f32(6.0f));
-            vst1q_f32(row + first, v);
-        }
-#endif
         if (bias != NULL)
             for (c = first; c < channels; ++c) row[c] += bias[c];
         if (activation == EM_ACT_RELU) {
