@@ -129,7 +129,11 @@ fuzz-corpus:
 
 # --- modelled ARM cost (../shared/armperf) of the example models, into README.md's "ARM (modelled)" section
 # make armperf ARMPERF_MODELS=DIR   (DIR: light.emm, accu.emm, light4.emm and the original .tflite / test .npz)
+# ARMPERF_PRESETS picks the merged files (DIR/PRESET.emm), ARMPERF_JSON keeps armperf's JSON per file there.
 ARMPERF_MODELS ?= $(EXAMPLE_OUT)
+ARMPERF_PRESETS ?= light,accu,light4
+ARMPERF_JSON ?=
 .PHONY: armperf
 armperf:
-	$(PYTHON) tools/armperf_table.py --models $(ARMPERF_MODELS)
+	$(PYTHON) tools/armperf_table.py --models $(ARMPERF_MODELS) --presets $(ARMPERF_PRESETS) \
+	    $(if $(ARMPERF_JSON),--json-dir $(ARMPERF_JSON))

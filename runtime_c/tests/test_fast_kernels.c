@@ -56,6 +56,7 @@ static const layer_case cases[] = {
     LUT_CONV(7, 3, 11, 4, 2, 3, 2, 1, 0, 1, 1, 1, 4, 31, 1, EM_ACT_NONE, 0),    /* even kernel, asymmetric pads */
     LUT_CONV(9, 9, 5, 7, 3, 3, 1, 1, 1, 1, 1, 1, 8, 9, 0, EM_ACT_RELU, 1),      /* r > Cin: one short segment */
     LUT_CONV(32, 32, 1, 32, 5, 5, 1, 1, 0, 0, 0, 0, 1, 32, 0, EM_ACT_RELU, 1),  /* LeNet conv1, preset light */
+    LUT_CONV(32, 32, 1, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 32, 0, EM_ACT_RELU, 1),  /* words net3 conv1, light */
     LUT_CONV(14, 14, 32, 64, 5, 5, 1, 1, 0, 0, 0, 0, 16, 64, 0, EM_ACT_RELU, 1), /* LeNet conv2, light */
     LUT_CONV(14, 14, 32, 64, 5, 5, 1, 1, 0, 0, 0, 0, 8, 128, 0, EM_ACT_RELU, 1), /* LeNet conv2, accu */
     LUT_CONV(16, 16, 16, 33, 3, 3, 1, 1, 1, 1, 1, 1, 16, 64, 0, EM_ACT_RELU, 1), /* Cout = 33 */
@@ -116,6 +117,7 @@ static const layer_case cases[] = {
     CONV(5, 7, 960, 160, 1, 1, 1, 1, 0, 0, 0, 0, EM_ACT_NONE, 1),
     CONV(15, 15, 3, 32, 3, 3, 2, 2, 0, 0, 1, 1, EM_ACT_RELU6, 1), /* the stem: 3x3 stride 2 on RGB */
     WINDOW_OP(EM_OP_MAX_POOL, 9, 7, 5, 0, 2, 2, 2, 2, 0, 0, 0, 0, EM_ACT_NONE, 0),
+    WINDOW_OP(EM_OP_MAX_POOL, 10, 9, 16, 0, 2, 2, 2, 2, 0, 0, 0, 0, EM_ACT_RELU6, 0), /* 2x2 fast path, odd width */
     WINDOW_OP(EM_OP_MAX_POOL, 11, 10, 19, 0, 3, 3, 2, 2, 1, 1, 1, 1, EM_ACT_RELU, 0),
     WINDOW_OP(EM_OP_AVG_POOL, 9, 7, 5, 0, 3, 3, 2, 2, 1, 1, 1, 1, EM_ACT_NONE, 0),
     WINDOW_OP(EM_OP_AVG_POOL, 8, 8, 33, 0, 2, 2, 2, 2, 0, 0, 0, 0, EM_ACT_RELU6, 0),

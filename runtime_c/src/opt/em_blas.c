@@ -56,10 +56,10 @@ static void gemv_n_blas(size_t m, size_t k, const float *a, size_t lda, const fl
     cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)m, (blasint)k, 1.0f, a, (blasint)lda, x, 1, 0.0f, y, 1);
 }
 
-static void lut_accumulate_planar_blas(const float *table, size_t plane, const uint32_t *base, const uint16_t *idx,
-                                       size_t count, size_t span, float *out, int accumulate)
+static void lut_accumulate_planar_blas(const float *table, const uint32_t *offset, size_t count, size_t span,
+                                       float *out, int accumulate, const float *bias, uint32_t activation)
 {
-    em_micro_generic.lut_accumulate_planar(table, plane, base, idx, count, span, out, accumulate);
+    em_micro_generic.lut_accumulate_planar(table, offset, count, span, out, accumulate, bias, activation);
 }
 
 static void lut_accumulate_gather_blas(const float *table, uint32_t codewords, size_t segments,

@@ -41,12 +41,15 @@ typedef struct em_micro {
     void (*gemv_t)(size_t k, size_t n, const float *x, const float *b, size_t ldb, float *y);
     /* y[i] = Σ_j A[i, j] · x[j] for i < m, j < k (a LUT_DENSE table: codewords · input segment). */
     void (*gemv_n)(size_t m, size_t k, const float *a, size_t lda, const float *x, float *y);
-    /* LUT_CONV2D accumulation over a planar table: for q < span,
-     *   out[q] = (accumulate ? out[q] : 0) + Σ_{t < count} table[base[t] + idx[t] · plane + q]
-     * Each term is a contiguous run of the table (the index is a scalar per tap, segment and output
-     * channel), so this vectorises over output pixels with plain loads: no gathers. */
-    void (*lut_accumulate_planar)(const float *table, size_t plane, const uint32_t *base, const uint16_t *idx,
-                                  size_t count, size_t span, float *out, int accumulate);
+    /* LUT_CONV2D accumulation over a planar table, one output channel: for q < span,
+     *   out[q] = act((accumulate ? out[q] : 0) + Σ_{t < count} table[offset[t] + q]  (+ *bias if bias != NULL))
+     * act = activation (EM_ACT_NONE, RELU or RELU6), applied as em_activate. offset[t] = the term's table row
+     * (segment, codeword) and tap shift, computed once at load. Each term is a contiguous run of the table
+     * (the index is a scalar per tap, segment and output channel), so this vectorises over output pixels
+     * with plain loads: no gathers. Bias and activation while the sums are in registers (a separate pass
+     * over the tile cost about as many instructions as the transpose, armperf). */
+    void (*lut_accumulate_planar)(const float *table, const uint32_t *offset, size_t count, size_t span, float *out,
+                                  int accumulate, const float *bias, uint32_t activation);
     /* LUT_DENSE accumulation: y[o] = Σ_{s < segments} table[s · codewords + idx[s · n + o]] for o < n. */
     void (*lut_accumulate_gather)(const float *table, uint32_t codewords, size_t segments, const uint16_t *idx,
                                   size_t n, float *y);

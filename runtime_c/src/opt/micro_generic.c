@@ -3,6 +3,7 @@
  * independent iterations, which compilers auto-vectorise at -O2/-O3 for the target's base ISA. */
 #include "../em_internal.h"
 #include "em_micro.h"
+#include "../ref/em_ref_kernels.h"
 
 static void gemm_generic(size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb,
                          float *c, size_t ldc)
@@ -64,16 +65,20 @@ static void gemv_n_generic(size_t m, size_t k, const float *a, size_t lda, const
     }
 }
 
-static void lut_accumulate_planar_generic(const float *table, size_t plane, const uint32_t *base,
-                                          const uint16_t *idx, size_t count, size_t span, float *out, int accumulate)
+static void lut_accumulate_planar_generic(const float *table, const uint32_t *offset, size_t count, size_t span,
+                                          float *out, int accumulate, const float *bias, uint32_t activation)
 {
     size_t t, q;
     if (!accumulate)
         for (q = 0; q < span; ++q) out[q] = 0.0f;
     for (t = 0; t < count; ++t) {
-        const float *src = table + base[t] + (size_t)idx[t] * plane;
+        const float *src = table + offset[t];
         for (q = 0; q < span; ++q) out[q] += src[q];
     }
+    if (bias != NULL)
+        for (q = 0; q < span; ++q) out[q] += *bias;
+    if (activation != EM_ACT_NONE)
+        for (q = 0; q < span; ++q) out[q] = em_activate(out[q], activation);
 }
 
 static void lut_accumulate_gather_generic(const float *table, uint32_t codewords, size_t segments,

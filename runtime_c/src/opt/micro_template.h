@@ -19,6 +19,8 @@
  *                          lanes (EMV_W horizontal sums at the cost of about one)
  *   EMV_TB, emv_transpose_block(src, ss, dst, ds)   an EMV_TB × EMV_TB block transpose
  * Optional: EMV_CUSTOM_LUT_GATHER (the includer supplies EMV_FN(lut_accumulate_gather)).
+ *           EMV_CUSTOM_CONV_GEMM (the includer declares EMV_FN(conv_gemm) before including this file and
+ *                          defines it after; it may hand edge blocks to EMV_FN(gemm_columns)).
  *           EMV_FMA_LANE(acc, b, a, lane)  acc + b · a[lane] (a multiply-add by vector element, EMV_W = 4):
  *                          the gemm then reads A four elements per load instead of one broadcast each.
  *
@@ -165,6 +167,7 @@ static void EMV_FN(gemm_columns)(size_t m, size_t cols, size_t kblocks, size_t k
         EMV_FN(gemm_columns_n)(0, m, cols, kblocks, kin, a, lda, a_block, b, ldb, c, ldc, bias, activation);
 }
 
+#if !defined(EMV_CUSTOM_CONV_GEMM)
 static void EMV_FN(conv_gemm)(size_t m, size_t n, size_t kblocks, size_t kin, const float *a, size_t lda,
                               size_t a_block, const float *b, size_t ldb, float *c, size_t ldc, const float *bias,
                               uint32_t activation)
@@ -176,6 +179,7 @@ static void EMV_FN(conv_gemm)(size_t m, size_t n, size_t kblocks, size_t kin, co
                              bias != NULL ? bias + j : NULL, activation);
     }
 }
+#endif
 
 static void EMV_FN(gemm)(size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb,
                          float *c, size_t ldc)
@@ -284,13 +288,13 @@ static void EMV_FN(gemv_n)(size_t m, size_t k, const float *a, size_t lda, const
 }
 
 /* ---- LUT_CONV2D accumulation over a planar table -------------------------------------------------
- * out[q] (+)= Σ_t table[base[t] + idx[t]·plane + q]. A group of up to 8 vectors of q stays in
+ * out[q] (+)= Σ_t table[offset[t] + q]. A group of up to 8 vectors of q stays in
  * registers across all terms; `last` lanes (1..EMV_W) in the group's last vector. Short groups
  * (≤ 2 vectors) would be a single dependent chain of adds per vector, so they alternate two
  * accumulator sets. */
-EMV_INLINE void EMV_FN(planar_group)(const size_t nv, const size_t last, const float *table, size_t plane,
-                                     const uint32_t *base, const uint16_t *idx, size_t count, float *out,
-                                     int accumulate)
+EMV_INLINE void EMV_FN(planar_group)(const size_t nv, const size_t last, const float *table, const uint32_t *offset,
+                                     size_t count, float *out, int accumulate, const float *bias,
+                                     uint32_t activation)
 {
     emv acc[8], alt[2];
     size_t v, t = 0;
@@ -302,8 +306,8 @@ EMV_INLINE void EMV_FN(planar_group)(const size_t nv, const size_t last, const f
     alt[0] = alt[1] = emv_zero();
     if (nv <= 2) {
         for (; t + 2 <= count; t += 2) {
-            const float *s0 = table + base[t] + (size_t)idx[t] * plane;
-            const float *s1 = table + base[t + 1] + (size_t)idx[t + 1] * plane;
+            const float *s0 = table + offset[t];
+            const float *s1 = table + offset[t + 1];
             for (v = 0; v < 2; ++v) {
                 if (v < nv) {
                     const int part = v + 1 == nv && last != EMV_W;
@@ -314,7 +318,7 @@ EMV_INLINE void EMV_FN(planar_group)(const size_t nv, const size_t last, const f
         }
     }
     for (; t < count; ++t) {
-        const float *src = table + base[t] + (size_t)idx[t] * plane;
+        const float *src = table + offset[t];
         for (v = 0; v < 8; ++v) {
             if (v < nv) {
                 const int part = v + 1 == nv && last != EMV_W;
@@ -324,7 +328,10 @@ EMV_INLINE void EMV_FN(planar_group)(const size_t nv, const size_t last, const f
     }
     for (v = 0; v < 8; ++v) {
         if (v < nv) {
-            const emv sum = v < 2 ? emv_add(acc[v], alt[v]) : acc[v];
+            emv sum = v < 2 ? emv_add(acc[v], alt[v]) : acc[v];
+            if (bias != NULL) sum = emv_add(sum, emv_set1(*bias));
+            if (activation == EM_ACT_RELU) sum = emv_relu(sum);
+            else if (activation == EM_ACT_RELU6) sum = emv_relu6(sum);
             if (v + 1 == nv && last != EMV_W)
                 emv_store_part(out + v * EMV_W, sum, last);
             else
@@ -333,19 +340,19 @@ EMV_INLINE void EMV_FN(planar_group)(const size_t nv, const size_t last, const f
     }
 }
 
-static void EMV_FN(lut_accumulate_planar)(const float *table, size_t plane, const uint32_t *base,
-                                          const uint16_t *idx, size_t count, size_t span, float *out, int accumulate)
+static void EMV_FN(lut_accumulate_planar)(const float *table, const uint32_t *offset, size_t count, size_t span,
+                                          float *out, int accumulate, const float *bias, uint32_t activation)
 {
     size_t q = 0;
     for (; q + 8 * EMV_W <= span; q += 8 * EMV_W)
-        EMV_FN(planar_group)(8, EMV_W, table + q, plane, base, idx, count, out + q, accumulate);
+        EMV_FN(planar_group)(8, EMV_W, table + q, offset, count, out + q, accumulate, bias, activation);
     if (q < span) {
         const size_t rest = span - q;
         const size_t nv = (rest + EMV_W - 1) / EMV_W;
         const size_t last = rest - (nv - 1) * EMV_W;
         const float *t = table + q;
         float *o = out + q;
-#define EMV_GROUP(n, l) EMV_FN(planar_group)(n, l, t, plane, base, idx, count, o, accumulate)
+#define EMV_GROUP(n, l) EMV_FN(planar_group)(n, l, t, offset, count, o, accumulate, bias, activation)
         if (last == EMV_W) {
             switch (nv) {
             case 1: EMV_GROUP(1, EMV_W); break;
