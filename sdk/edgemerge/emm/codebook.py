@@ -10,6 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def decode_depthwise(codebook: np.ndarray, index: np.ndarray, kernel: tuple[int, int]) -> np.ndarray:
+    """Depthwise weights [KH, KW, Cin, M] of a LUT_DEPTHWISE_CONV2D node (docs/FORMAT.md "Clustered depthwise"):
+    W[ky, kx, c, m] = codebook[0, index[c, m], ky·KW + kx], from a codebook [1, C, KH·KW] and an index map
+    [Cin, M]."""
+    kh, kw = kernel
+    vectors = codebook[0][index.astype(np.int64)]                        # [Cin, M, KH·KW]
+    return np.ascontiguousarray(vectors.reshape(*index.shape, kh, kw).transpose(2, 3, 0, 1))
+
+
 def decode_codebook(codebook: np.ndarray, index: np.ndarray, depth: int, seg_len: int | None = None,
                     dense: bool | None = None) -> np.ndarray:
     """Weights from a codebook [S_cb, C, r] (S_cb = 1: layer-shared, every segment reads it) and an index map ([KH, KW, S, Cout] for conv, [S, Out] for

@@ -7,7 +7,10 @@ of aligned layers (`align.py`). A chain gives exactly the v1 graph it always did
 - conv layers            -> LUT_CONV2D (codebook of the layer's group + the layer's own index map and bias)
 - dense layers but head  -> LUT_DENSE  (likewise)
 - the head (last dense)  -> DENSE, float
-- depthwise convs        -> DEPTHWISE_CONV2D, float
+- depthwise convs        -> DEPTHWISE_CONV2D, float; with a preset's `depthwise_codewords`,
+                            LUT_DEPTHWISE_CONV2D: one codebook [1, C, KH·KW] of whole per-channel kernels for
+                            every depthwise layer of a task with that kernel size (docs/FORMAT.md
+                            "Clustered depthwise"); depthwise layers are never merged across tasks
 - pools, flatten, standalone activations -> MAX_POOL / AVG_POOL / GLOBAL_AVG_POOL / RESHAPE / ACTIVATION
 - joins add / concat / mul, explicit pad -> ADD / CONCAT / MUL (inputs in the layer's order) / PAD
 
@@ -65,6 +68,9 @@ class Preset:
     # per-segment codebooks only. one_tap_shared_dense: groups of dense layers (not the head) too.
     one_tap_shared: tuple[int, int] | None = None
     one_tap_shared_dense: bool = False
+    # C of the codebook of clustered depthwise kernels (LUT_DEPTHWISE_CONV2D): one per task and kernel size,
+    # shared by all that task's depthwise layers of that size; None: depthwise layers stay float.
+    depthwise_codewords: int | None = None
 
 
 # A first conv on at most this many input channels (grey, RGB, RGBA) is encoded per channel (r = 1).
@@ -298,6 +304,26 @@ def _check_sources(sources: Mapping[str, SourceModel]) -> None:
             raise EdgemergeError(f"task {task!r}: {e}") from None
 
 
+def depthwise_groups(sources: Mapping[str, SourceModel], codewords: int | None) -> list[tuple[str, GroupSpec]]:
+    """(name, spec) of the clustered depthwise codebooks: per task and kernel size, every depthwise layer's
+    per-channel kernels as vectors of r = KH·KW taps (weights [KH·KW, Cin·M], one layer-shared codebook),
+    C = `codewords` clipped to the number of kernels. Empty when `codewords` is None."""
+    if codewords is None:
+        return []
+    out = []
+    for task, model in sources.items():
+        by_kernel: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+        for layer in model.layers:
+            if layer.kind == "depthwise":
+                kh, kw = layer.weights.shape[:2]
+                by_kernel.setdefault((kh, kw), {})[f"{task}:{layer.name}"] = layer.weights.reshape(kh * kw, -1)
+        for (kh, kw), weights in by_kernel.items():
+            vectors = sum(w.shape[1] for w in weights.values())
+            out.append((f"{task}:depthwise{kh}x{kw}",
+                        GroupSpec(weights, kh * kw, max(2, min(codewords, vectors)), shared=True)))
+    return out
+
+
 def _index_bytes(index: np.ndarray, codewords: int) -> int:
     return (int(index.size) * index_bits(codewords) + 7) // 8
 
@@ -309,10 +335,11 @@ _PLAIN_OPS: dict[str, Op] = {"max_pool": Op.MAX_POOL, "avg_pool": Op.AVG_POOL, "
 
 
 def _add_layer_node(graph: MergedGraph, task: str, layer: SourceLayer, values: Sequence[int], *, is_head: bool,
-                    lut: tuple[int, int, int, np.ndarray] | None, int8_tables: bool = False) -> int:
+                    lut: tuple[int, int, int, np.ndarray] | None, int8_tables: bool = False,
+                    depthwise_lut: tuple[int, int, int, np.ndarray] | None = None) -> int:
     """Appends the node of one source layer reading `values` (one value id, or every input of a join in
-    order); `lut` = (codebook tensor id, r, C, index map) for encoded layers. Returns the value id the node
-    produces."""
+    order); `lut` = (codebook tensor id, r, C, index map) for encoded layers, `depthwise_lut` likewise for a
+    clustered depthwise layer (index map [Cin, M]). Returns the value id the node produces."""
     prefix = f"{task}/{layer.name}"
     node = Node(name=prefix, op=Op.RESHAPE, input=values[0], out_shape=tuple(layer.out_shape),
                 activation=layer.activation, sources=(f"{task}:{layer.name}",),
@@ -339,6 +366,12 @@ def _add_layer_node(graph: MergedGraph, task: str, layer: SourceLayer, values: S
         node.index = graph.add_tensor(Tensor.index(f"{prefix}/index", index, c))
         node.flags = NODE_FLAG_INT8_TABLES if int8_tables else 0
         node.bias = bias_tensor(layer.out_shape[2])       # always present for LUT ops (zeros if none)
+    elif layer.kind == "depthwise" and depthwise_lut is not None:
+        codebook, r, c, index = depthwise_lut
+        node.op = Op.LUT_DEPTHWISE_CONV2D
+        node.seg_len, node.codewords, node.weight = r, c, codebook
+        node.index = graph.add_tensor(Tensor.index(f"{prefix}/index", index, c))
+        node.bias = bias_tensor(layer.out_shape[2]) if layer.bias is not None else NONE
     elif layer.kind in ("dense", "depthwise"):
         node.op = Op.DENSE if layer.kind == "dense" else Op.DEPTHWISE_CONV2D
         node.weight = graph.add_tensor(Tensor.f32(f"{prefix}/weights", layer.weights))
@@ -427,7 +460,10 @@ def merge_models(sources: Mapping[str, SourceModel], preset: str = "accu",
     started = time.perf_counter()
     specs = [GroupSpec({f"{task}:{layer}": sources[task].layer(layer).weights for task, layer in g.members.items()},
                        r, c, shared=i in shared_groups) for i, (g, (r, c)) in enumerate(zip(groups, settings))]
-    encoded = encode_groups(specs, seed=seed, kmeans_inits=kmeans_inits, n_jobs=n_jobs)
+    depthwise = depthwise_groups(sources, PRESETS[preset].depthwise_codewords)
+    encoded_all = encode_groups(specs + [spec for _, spec in depthwise], seed=seed, kmeans_inits=kmeans_inits,
+                                n_jobs=n_jobs)
+    encoded, encoded_depthwise = encoded_all[:len(specs)], encoded_all[len(specs):]
     seconds = time.perf_counter() - started
 
     graph = MergedGraph()
@@ -449,6 +485,19 @@ def merge_models(sources: Mapping[str, SourceModel], preset: str = "accu",
             original_bytes=sum(4 * sources[t].layer(l).weights.size for t, l in group.members.items()),
             int8_tables=gi in int8_groups, shared_codebook=gi in shared_groups))
 
+    depthwise_of: dict[str, tuple[int, int, int, np.ndarray]] = {}
+    for (name, spec), enc in zip(depthwise, encoded_depthwise):
+        codebook_id = graph.add_tensor(Tensor.f32(f"codebook/{name}", enc.codebook))
+        for ref in spec.weights:
+            kh, kw, cin, m = sources[ref.partition(":")[0]].layer(ref.partition(":")[2]).weights.shape
+            depthwise_of[ref] = (codebook_id, enc.seg_len, enc.codewords, enc.layers[ref].index.reshape(cin, m))
+        report.append(GroupReport(
+            name=name, kind="depthwise", members=list(spec.weights), seg_len=enc.seg_len, codewords=enc.codewords,
+            relative_error={ref: enc.layers[ref].relative_error for ref in spec.weights},
+            codebook_bytes=4 * enc.codebook.size,
+            index_bytes=sum(_index_bytes(enc.layers[ref].index, enc.codewords) for ref in spec.weights),
+            original_bytes=sum(4 * w.size for w in spec.weights.values()), shared_codebook=True))
+
     # All inputs first: value ids of nodes count from the number of inputs.
     input_of = {task: graph.add_input(model.input_shape) for task, model in sources.items()}
     for task, model in sources.items():
@@ -460,7 +509,8 @@ def merge_models(sources: Mapping[str, SourceModel], preset: str = "accu",
         for position, layer in enumerate(model.layers):
             value = _add_layer_node(graph, task, layer, [value_of[n] for n in model.inputs_of(position)],
                                     is_head=layer is head, lut=lut_of.get(f"{task}:{layer.name}"),
-                                    int8_tables=f"{task}:{layer.name}" in int8_of)
+                                    int8_tables=f"{task}:{layer.name}" in int8_of,
+                                    depthwise_lut=depthwise_of.get(f"{task}:{layer.name}"))
             value_of[layer.name] = value
         graph.tasks.append(Task(task, input_of[task], value, int(np.prod(graph.value_shape(value)))))
     _write_metadata(graph, sources, preset, seed, kmeans_inits)
