@@ -50,7 +50,7 @@ static em_status prepare_nodes(em_model *m, em_error *err)
     return EM_STATUS_OK;
 }
 
-/* LUT_DEPTHWISE_CONV2D nodes: W[ky, kx, c, m] = codebook[0, index[c, m], ky·KW + kx] (FORMAT.md "Clustered
+/* LUT_DEPTHWISE_CONV2D nodes: W[ky, kx, c, m] = codebook[0, index[t / r, c, m], t mod r], t = ky·KW + kx (FORMAT.md "Clustered
  * depthwise") decoded once into memory the model owns; each node's `weight` then points to an F32 tensor
  * [KH, KW, Cin, M] over it and the node runs as a DEPTHWISE_CONV2D (every depthwise kernel, reference and
  * fast, unchanged; its registration keeps the op's name for messages and profiles). prepare() bounded each
@@ -80,20 +80,22 @@ static em_status decode_clustered_depthwise(em_model *m, em_error *err)
         em_tensor *t;
         const float *codebook;
         float *w;
-        uint32_t taps, cin, cout, mult, c, k, tap;
+        uint32_t taps, cin, cout, mult, r, c, k, tap;
         if (node->op != EM_OP_LUT_DEPTHWISE_CONV2D) continue;
         taps = node->kernel_h * node->kernel_w;
         cin = node->in.c;
         cout = node->out.c;
         mult = cout / cin;
+        r = node->seg_len;
         codebook = em_tensor_f32(node->weight);
         w = m->decoded_weights + at;
-        for (c = 0; c < cin; ++c)
-            for (k = 0; k < mult; ++k) {
-                const uint32_t idx = em_idx_get(node->index_map->data, node->index_map->bits, (uint64_t)c * mult + k);
-                for (tap = 0; tap < taps; ++tap)
-                    w[(size_t)tap * cout + (size_t)c * mult + k] = codebook[(size_t)idx * taps + tap];
-            }
+        for (tap = 0; tap < taps; ++tap)
+            for (c = 0; c < cin; ++c)
+                for (k = 0; k < mult; ++k) {
+                    const uint64_t at_index = ((uint64_t)(tap / r) * cin + c) * mult + k;
+                    const uint32_t idx = em_idx_get(node->index_map->data, node->index_map->bits, at_index);
+                    w[(size_t)tap * cout + (size_t)c * mult + k] = codebook[(size_t)idx * r + tap % r];
+                }
         t = &m->decoded_tensors[count++];
         memset(t, 0, sizeof *t);
         t->dtype = EM_DTYPE_F32;

@@ -523,8 +523,8 @@ static em_status prepare_lut_conv2d(em_model *model, em_node *node, em_error *er
     return st;
 }
 
-/* LUT_DEPTHWISE_CONV2D (FORMAT.md "Clustered depthwise"): r = KH·KW, codebook F32 [1, C, KH·KW], index IDX
- * [Cin, M], optional bias [Cin·M], no node flags. The loader decodes the weights afterwards
+/* LUT_DEPTHWISE_CONV2D (FORMAT.md "Clustered depthwise"): r divides KH·KW, codebook F32 [1, C, r], index IDX
+ * [KH·KW / r, Cin, M], optional bias [Cin·M], no node flags. The loader decodes the weights afterwards
  * (em_loader.c decode_clustered_depthwise) and runs the node as a DEPTHWISE_CONV2D. */
 static em_status prepare_lut_depthwise_conv2d(em_model *model, em_node *node, em_error *err)
 {
@@ -537,19 +537,21 @@ static em_status prepare_lut_depthwise_conv2d(em_model *model, em_node *node, em
                             "clustered depthwise conv", node->flags);
     st = check_lut_fields(node, err);
     if (st != EM_STATUS_OK) return st;
-    if (node->seg_len != taps)
-        return em_fail_node(err, EM_STATUS_CORRUPT, node, "seg_len (r) %" PRIu32 " must be KH x KW = %" PRIu32
-                            " for a clustered depthwise conv", node->seg_len, taps);
+    if (taps % node->seg_len != 0)
+        return em_fail_node(err, EM_STATUS_CORRUPT, node, "seg_len (r) %" PRIu32 " does not divide KH x KW = %" PRIu32
+                            " taps of a clustered depthwise conv", node->seg_len, taps);
     st = resolve_tensor(model, node, "codebook (weight)", node->weight_id, TENSOR_REQUIRED, EM_DTYPE_F32, 3,
                         &node->weight, err);
     if (st != EM_STATUS_OK) return st;
     expected[0] = 1u;
     expected[1] = node->codewords;
-    expected[2] = taps;
+    expected[2] = node->seg_len;
     st = expect_dims(node, "codebook (weight)", node->weight_id, node->weight, expected, err);
     if (st != EM_STATUS_OK) return st;
-    expected[0] = node->in.c;
-    st = resolve_index_map(model, node, 2, expected, &multiplier, err); /* [Cin, M] */
+    node->segments = taps / node->seg_len;
+    expected[0] = node->segments;
+    expected[1] = node->in.c;
+    st = resolve_index_map(model, node, 3, expected, &multiplier, err); /* [KH·KW / r, Cin, M] */
     if (st != EM_STATUS_OK) return st;
     out_c = (uint64_t)node->in.c * multiplier;
     if (out_c > EM_MAX_VALUE_ELEMENTS)

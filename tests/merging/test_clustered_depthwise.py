@@ -1,5 +1,6 @@
 """Clustered depthwise kernels (docs/FORMAT.md "Clustered depthwise", op LUT_DEPTHWISE_CONV2D): one codebook
-[1, C, KH·KW] of whole per-channel kernels per task and kernel size, an index per (channel, multiplier);
+[1, C, r] of r-tap kernel segments per task (r = 1: single taps, r = KH·KW: whole kernels), an index per
+segment, channel and multiplier;
 decoded and executed alike by numpy, the C runtime (reference and fast kernels, decoded at load) and the TF
 calibration form; hostile records refused by the C loader with a message naming the field."""
 from __future__ import annotations
@@ -37,46 +38,50 @@ def dw_model(task="m", seed=5, multiplier=1, kernels=None):
     return model
 
 
-@pytest.fixture
-def preset(monkeypatch):
+@pytest.fixture(params=[9, 1], ids=["whole-kernels", "single-taps"])
+def preset(monkeypatch, request):
     monkeypatch.setitem(merge.PRESETS, "test-dw", dataclasses.replace(merge.PRESETS["accu"],
-                                                                      depthwise_codewords=CODEWORDS))
+                                                                      depthwise=(request.param, CODEWORDS)))
     return "test-dw"
 
 
 def manual_decode(codebook, index, kh, kw):
-    """W[ky, kx, c, m] = codebook[0, index[c, m], ky·KW + kx], one element at a time."""
-    cin, m = index.shape
+    """W[ky, kx, c, m] = codebook[0, index[t / r, c, m], t mod r], t = ky·KW + kx, one element at a time."""
+    _, cin, m = index.shape
+    r = codebook.shape[2]
     w = np.zeros((kh, kw, cin, m), np.float32)
     for ky, kx, c, k in np.ndindex(kh, kw, cin, m):
-        w[ky, kx, c, k] = codebook[0, index[c, k], ky * kw + kx]
+        t = ky * kw + kx
+        w[ky, kx, c, k] = codebook[0, index[t // r, c, k], t % r]
     return w
 
 
-def test_depthwise_layers_of_a_task_share_one_codebook_of_whole_kernels(preset):
+def test_depthwise_layers_of_a_task_share_one_codebook(preset):
+    r = merge.PRESETS[preset].depthwise[0]
     result = merge.merge_models({"m": dw_model(multiplier=2), "n": dw_model("n", seed=6)}, preset=preset,
                                 kmeans_inits=1)
     nodes = {n.name: n for n in result.graph.nodes}
     for task in ("m", "n"):
         dw1, dw2 = nodes[f"{task}/dw1"], nodes[f"{task}/dw2"]
         assert dw1.op == dw2.op == Op.LUT_DEPTHWISE_CONV2D
-        assert dw1.weight == dw2.weight                     # one codebook per task and kernel size
+        assert dw1.weight == dw2.weight                     # one codebook per task
         codebook = result.graph.tensors[dw1.weight].array
-        assert codebook.shape == (1, CODEWORDS, 9) and (dw1.seg_len, dw1.codewords) == (9, CODEWORDS)
+        assert codebook.shape == (1, CODEWORDS, r) and (dw1.seg_len, dw1.codewords) == (r, CODEWORDS)
         for node in (dw1, dw2):
             index = result.graph.tensors[node.index].array
-            assert index.shape == (result.graph.value_shape(node.input)[2], node.out_shape[2]
-                                   // result.graph.value_shape(node.input)[2])
+            cin = result.graph.value_shape(node.input)[2]
+            assert index.shape == (9 // r, cin, node.out_shape[2] // cin)
             np.testing.assert_array_equal(decoded_weights(result.graph, node), manual_decode(codebook, index, 3, 3))
     assert nodes["m/dw1"].weight != nodes["n/dw1"].weight          # tasks never share depthwise codebooks
     report = [r for r in result.report if r.kind == "depthwise"]
-    assert [r.name for r in report] == ["m:depthwise3x3", "n:depthwise3x3"]
-    assert report[0].members == ["m:dw1", "m:dw2"] and report[0].codebook_bytes == 4 * CODEWORDS * 9
-    assert report[0].index_bytes == sum(-(-n * 3 // 8) for n in (6 * 2, 10))   # 3-bit indices per kernel
+    assert [g.name for g in report] == ["m:depthwise", "n:depthwise"]
+    assert report[0].members == ["m:dw1", "m:dw2"] and report[0].codebook_bytes == 4 * CODEWORDS * r
+    # 3-bit indices, one per r taps of every (channel, multiplier)
+    assert report[0].index_bytes == sum(-(-n * 9 // r * 3 // 8) for n in (6 * 2, 10))
 
 
 def test_without_the_preset_field_depthwise_layers_stay_float():
-    assert merge.PRESETS["light4"].depthwise_codewords is None
+    assert merge.PRESETS["light4"].depthwise is None
     result = merge.merge_models({"m": dw_model()}, preset="light4", kmeans_inits=1)
     assert {n.op for n in result.graph.nodes if "/dw" in n.name} == {Op.DEPTHWISE_CONV2D}
 
@@ -85,9 +90,13 @@ def test_few_distinct_kernels_are_encoded_exactly(preset):
     kernels = np.random.default_rng(7).normal(size=(5, 3, 3)).astype(np.float32)
     model = dw_model(multiplier=2, kernels=kernels)
     result = merge.merge_models({"m": model}, preset=preset, kmeans_inits=1)
-    for r in result.report:
-        if r.kind == "depthwise":
-            assert max(r.relative_error.values()) == 0.0
+    if merge.PRESETS[preset].depthwise[0] == 1:
+        kernels = np.clip(np.round(kernels), -2, 2)    # single taps: at most 5 distinct values
+        model = dw_model(multiplier=2, kernels=kernels)
+        result = merge.merge_models({"m": model}, preset=preset, kmeans_inits=1)
+    for g in result.report:
+        if g.kind == "depthwise":
+            assert max(g.relative_error.values()) == 0.0
     for node in result.graph.nodes:
         if node.op == Op.LUT_DEPTHWISE_CONV2D:
             np.testing.assert_array_equal(decoded_weights(result.graph, node),
@@ -140,14 +149,17 @@ def _hostile(tmp_path, preset, change):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda g, n, T: setattr(n, "seg_len", 4), "seg_len (r) 4 must be KH x KW = 9"),
-    (lambda g, n, T: g.tensors.__setitem__(n.weight, T.f32("cb", np.zeros((2, CODEWORDS, 9)))),
+    (lambda g, n, T: setattr(n, "seg_len", 4), "seg_len (r) 4 does not divide KH x KW = 9"),
+    (lambda g, n, T: g.tensors.__setitem__(n.weight, T.f32("cb", np.zeros((2, CODEWORDS, n.seg_len)))),
      "codebook (weight) tensor"),
     (lambda g, n, T: setattr(n, "index", NONE), "index tensor is NONE"),
-    (lambda g, n, T: g.tensors.__setitem__(n.index, T.index("i", np.full((6, 3), 2), 4)), "index tensor"),
-    (lambda g, n, T: g.tensors.__setitem__(n.index, T.index("i", np.full((6, 2), 7), 16)), "bits"),
+    (lambda g, n, T: g.tensors.__setitem__(n.index, T.index("i", np.full((9 // n.seg_len, 6, 3), 2), 4)),
+     "index tensor"),
+    (lambda g, n, T: g.tensors.__setitem__(n.index, T.index("i", np.full((9 // n.seg_len, 5, 2), 2), 4)),
+     "index tensor"),
+    (lambda g, n, T: g.tensors.__setitem__(n.index, T.index("i", np.full((9 // n.seg_len, 6, 2), 7), 16)), "bits"),
     (lambda g, n, T: setattr(n, "codewords", 1), "codewords (C) 1 is below 2"),
-], ids=["seg_len", "codebook-dims", "no-index", "index-dims", "index-bits", "codewords"])
+], ids=["seg_len", "codebook-dims", "no-index", "index-multiplier", "index-channels", "index-bits", "codewords"])
 def test_c_loader_refuses_hostile_clustered_depthwise_nodes(tmp_path, preset, change, message):
     runtime = pytest.importorskip("edgemerge.runtime")
     if runtime._runtime is None:
@@ -183,3 +195,35 @@ def test_node_flags_on_a_clustered_depthwise_node_are_refused(tmp_path, preset):
     (tmp_path / "flag.emm").write_bytes(corrupt.patch_u32(data, flags_at, F.NODE_FLAG_INT8_TABLES))
     with pytest.raises(EmmFormatError, match="node 1 \\(LUT_DEPTHWISE_CONV2D\\): flags 0x00000001: no node flag"):
         runtime.Runtime(tmp_path / "flag.emm")
+
+
+
+# -- rpi4-aarch64 under qemu: the cross-built em_run decodes the clustered kernels like the host ---------------
+from test_convert import _boards_module, boards, built  # noqa: E402,F401  (session fixtures: em_run per board)
+
+
+def test_rpi4_aarch64_under_qemu_gives_the_host_logits(boards, built, tmp_path, monkeypatch):
+    runtime = pytest.importorskip("edgemerge.runtime")
+    if runtime._runtime is None:
+        pytest.skip("the C runtime module is not built")
+    from edgemerge import emm
+    from edgemerge.deploy.boards import missing_tools
+
+    board = boards["rpi4-aarch64"]
+    if missing_tools(board, emulator=True):
+        pytest.skip("no cross compiler / qemu for rpi4-aarch64 (tools/setup.sh)")
+    out, _ = built(board.name)
+    for r in (1, 9):
+        monkeypatch.setitem(merge.PRESETS, "test-dw", dataclasses.replace(merge.PRESETS["accu"], depthwise=(r, 4)))
+        model = dw_model(multiplier=2)
+        result = merge.merge_models({"m": model}, preset="test-dw", kmeans_inits=1)
+        path = tmp_path / f"m{r}.emm"
+        emm.write_emm(result.graph, path)
+        x = np.random.default_rng(10).normal(size=(1, *model.input_shape)).astype(np.float32)
+        x[0].astype("<f4").tofile(tmp_path / "x.f32")
+        ran = _boards_module.run_on_board(board, out / "em_run", path, "--task", "m", "--input", tmp_path / "x.f32",
+                                          "--output", tmp_path / "y.f32")
+        assert ran.returncode == 0, ran.stderr
+        got = np.fromfile(tmp_path / "y.f32", dtype="<f4")
+        assert max_rel_err(got, runtime.Runtime(path).run("m", x)[0]) <= 1e-5, r
+        assert max_rel_err(got, execute_graph(result.graph, "m", x)[0]) <= 1e-4, r

@@ -4,7 +4,7 @@
   ONE trainable `tf.Variable` per tensor id, so nodes that reference the same codebook share the variable;
 - index maps are int32 constants; a LUT node rebuilds its weights by a gather exactly as
   `graph.decoded_weights` does (W[ky, kx, s·r + j, co] = codebook[s, index[ky, kx, s, co], j], cut to Cin;
-  a clustered depthwise node W[ky, kx, c, m] = codebook[0, index[c, m], ky·KW + kx])
+  a clustered depthwise node W[ky, kx, c, m] = codebook[0, index[t / r, c, m], t mod r], t = ky·KW + kx)
   and then runs an ordinary convolution / matmul (explicit `tf.pad`, then VALID), bias, activation;
 - pools, reshape and activations follow the Keras reference (explicit pool pads map to VALID or SAME);
 - format v2 nodes read every input (`Node.inputs`): ADD sums in input order, CONCAT joins channels, MUL
@@ -205,11 +205,12 @@ class TFMergedGraph:
         return (seg * codebook.shape[1] + index).astype(np.int32)
 
     def _depthwise_codeword_ids(self, node: Node) -> np.ndarray:
-        """A clustered depthwise node's index map [Cin, M], checked against its codebook [1, C, KH·KW]."""
+        """A clustered depthwise node's index map [KH·KW / r, Cin, M], checked against its codebook [1, C, r]."""
         codebook = self.graph.tensors[node.weight].array
         index = self.graph.tensors[node.index].array.astype(np.int64)
         taps = node.kernel[0] * node.kernel[1]
-        if codebook.ndim != 3 or codebook.shape[0] != 1 or codebook.shape[2] != taps or index.ndim != 2:
+        if (codebook.ndim != 3 or codebook.shape[0] != 1 or codebook.shape[2] != node.seg_len or index.ndim != 3
+                or index.shape[0] * node.seg_len != taps):
             raise EdgemergeError(f"node {node.name}: depthwise codebook {self.graph.tensors[node.weight].name} of "
                                  f"shape {codebook.shape} and index map {index.shape} do not fit a "
                                  f"{node.kernel[0]}x{node.kernel[1]} kernel")
@@ -224,10 +225,10 @@ class TFMergedGraph:
 
         node = self.graph.nodes[i]
         var = self.variables[node.weight]
-        if node.op == Op.LUT_DEPTHWISE_CONV2D:       # W[ky, kx, c, m] = codebook[0, index[c, m], ky·KW + kx]
-            cin, m = self._lut_index[i].shape
-            vectors = tf.gather(var[0], self._lut_index[i])                   # [Cin, M, KH·KW]
-            return tf.transpose(tf.reshape(vectors, [cin, m, *node.kernel]), [2, 3, 0, 1])
+        if node.op == Op.LUT_DEPTHWISE_CONV2D:       # W[ky, kx, c, m] = codebook[0, index[t / r, c, m], t mod r]
+            _, cin, m = self._lut_index[i].shape
+            vectors = tf.gather(var[0], self._lut_index[i])                   # [S, Cin, M, r]
+            return tf.reshape(tf.transpose(vectors, [0, 3, 1, 2]), [*node.kernel, cin, m])
         if node.op not in LUT_OPS:
             return var
         r = node.seg_len
