@@ -111,7 +111,8 @@ def markdown(summary: dict) -> str:
                 cells += [f"{100 * task['accuracy']:.2f} % ({100 * task['reference_accuracy']:.2f} %)",
                           f"{100 * task['drop']:+.2f}"]
             lines.append(f"| .{fmt} | {preset} | {rec['bytes']:,} | {rec['compression']:.2f}x "
-                         f"({rec['original_bytes']:,} B) | {int8_total / rec['bytes']:.2f}x | " + " | ".join(cells) + " |")
+                         f"({rec['original_bytes']:,} B) | {int8_total / rec['bytes']:.2f}x | "
+                         + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

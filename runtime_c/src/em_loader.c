@@ -50,11 +50,11 @@ static em_status prepare_nodes(em_model *m, em_error *err)
     return EM_STATUS_OK;
 }
 
-/* LUT_DEPTHWISE_CONV2D nodes: W[ky, kx, c, m] = codebook[0, index[t / r, c, m], t mod r], t = ky·KW + kx (FORMAT.md "Clustered
- * depthwise") decoded once into memory the model owns; each node's `weight` then points to an F32 tensor
- * [KH, KW, Cin, M] over it and the node runs as a DEPTHWISE_CONV2D (every depthwise kernel, reference and
- * fast, unchanged; its registration keeps the op's name for messages and profiles). prepare() bounded each
- * node's floats by MAX_TENSOR_ELEMENTS; the sum is checked here. */
+/* LUT_DEPTHWISE_CONV2D nodes: W[ky, kx, c, m] = codebook[0, index[t / r, c, m], t mod r], t = ky·KW + kx
+ * (FORMAT.md "Clustered depthwise") decoded once into memory the model owns; each node's `weight` then points
+ * to an F32 tensor [KH, KW, Cin, M] over it and the node runs as a DEPTHWISE_CONV2D (every depthwise kernel,
+ * reference and fast, unchanged; its registration keeps the op's name for messages and profiles). prepare()
+ * bounded each node's floats by MAX_TENSOR_ELEMENTS; the sum is checked here. */
 static em_status decode_clustered_depthwise(em_model *m, em_error *err)
 {
     size_t total = 0, at = 0;
