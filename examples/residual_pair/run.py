@@ -44,8 +44,10 @@ def merge_eval_bench(out: Path, data: Path, em: list[str], fmt: str, preset: str
         cached = json.loads(record_path.read_text())
     except (OSError, ValueError):
         cached = {}
-    if cached.get("config") == config and merged.is_file():
+    bench_path = out / f"bench_{fmt}_{preset}.json"
+    if cached.get("config") == config and merged.is_file() and bench_path.is_file():
         print(f"merge {fmt} {preset}: up to date ({merged})")
+        cached["bench"] = bench_figures(json.loads(bench_path.read_text()))
         return cached
     started = time.perf_counter()
     summary = json.loads(run(em + ["merge", *(f"{t}={files[t][fmt]}" for t in TASKS), "-o", merged,
@@ -58,7 +60,7 @@ def merge_eval_bench(out: Path, data: Path, em: list[str], fmt: str, preset: str
     peers = [a for kind in ("tflite", "int8") for t in TASKS for a in ("--vs", f"{t}={files[t][kind]}")]
     bench = json.loads(run(em + ["bench", merged, *peers, *data_args, "--runs", str(bench_runs), "--json"],
                            capture=True))
-    (out / f"bench_{fmt}_{preset}.json").write_text(json.dumps(bench, indent=2) + "\n")
+    bench_path.write_text(json.dumps(bench, indent=2) + "\n")
     calibration = summary.get("calibration", {})
     record = {"config": config, "file": merged.name, "bytes": summary["file_bytes"],
               "original_bytes": summary["original_bytes"], "compression": summary["compression"],
@@ -71,14 +73,18 @@ def merge_eval_bench(out: Path, data: Path, em: list[str], fmt: str, preset: str
     return record
 
 
+PEERS = ("tflite_float", "tflite_int8")       # the order of the --vs files of each task
+
+
 def bench_figures(bench: dict) -> dict:
-    """Merged vs each peer (float .tflite, int8 .tflite): milliseconds of one run of every task, and the ratio."""
-    figures = {"merged_ms": bench["merged_ms"], "threads": bench.get("threads", 1), "runs": bench.get("runs")}
-    peers = bench.get("peers") or [{"name": "reference", "ms": bench["reference_ms"], "speedup": bench["speedup"]}]
-    for peer in peers:
-        figures[peer.get("name", "reference")] = {k: peer.get(k) for k in ("ms", "speedup", "reference_ms")
-                                                  if k in peer}
-    figures["raw_keys"] = sorted(bench)
+    """Merged vs each peer (float .tflite, int8 .tflite; LiteRT with XNNPACK, 1 thread): median milliseconds of
+    one run of every task, interleaved, and the ratio peer / merged (> 1: the merged model is faster)."""
+    figures = {"merged_median_ms": bench["merged_ms"]["median"], "threads": bench.get("threads", 1),
+               "runs": bench.get("runs"), "merged_peak_bytes": bench.get("merged_peak_bytes")}
+    for name, peer in zip(PEERS, bench["peers"]):
+        figures[name] = {"median_ms": peer["ms"]["median"], "speedup": peer["speedup"],
+                         "peak_bytes": peer.get("peak_bytes"), "label": peer.get("label"),
+                         "top1_agreement": {t: v.get("top1_agreement") for t, v in peer["tasks"].items()}}
     return figures
 
 
@@ -113,6 +119,13 @@ def markdown(summary: dict) -> str:
             lines.append(f"| .{fmt} | {preset} | {rec['bytes']:,} | {rec['compression']:.2f}x "
                          f"({rec['original_bytes']:,} B) | {int8_total / rec['bytes']:.2f}x | "
                          + " | ".join(cells) + " |")
+    lines += ["", "| source | preset | merged (ms) | TFLite float (ms) | speedup | TFLite int8 (ms) | speedup |",
+              "|---|---|---|---|---|---|---|"]
+    for fmt in FORMATS:
+        for preset in PRESETS:
+            bench = summary["merged"][fmt][preset]["bench"]
+            cells = [f"{bench[p]['median_ms']:.3f} | {bench[p]['speedup']:.2f}x" for p in PEERS]
+            lines.append(f"| .{fmt} | {preset} | {bench['merged_median_ms']:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

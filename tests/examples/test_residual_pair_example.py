@@ -51,6 +51,8 @@ def test_residual_pair_example_end_to_end(tmp_path):
             assert record["bytes"] == (tmp_path / "out" / record["file"]).stat().st_size
             for task in record["tasks"].values():
                 assert 0 <= task["accuracy"] <= 1 and task["drop"] is not None
-            assert record["bench"]["merged_ms"] > 0
+            bench = record["bench"]
+            assert bench["merged_median_ms"] > 0 and bench["threads"] == 1
+            assert bench["tflite_float"]["median_ms"] > 0 and bench["tflite_int8"]["median_ms"] > 0
     assert summary["int8_tflite_bytes"] > 0
-    assert (tmp_path / "out" / "residual_pair_summary.md").read_text().count("\n| .") == 4
+    assert (tmp_path / "out" / "residual_pair_summary.md").read_text().count("\n| .") == 8   # sizes, bench
