@@ -105,9 +105,9 @@ def claims(summary: dict) -> dict[str, bool]:
 
 def markdown(summary: dict) -> str:
     int8_total = summary["int8_tflite_bytes"]
-    lines = ["| source | preset | file bytes | vs float32 originals | vs int8 pair "
-             f"({int8_total:,} B) | garment acc (orig) | drop | words acc (orig) | drop |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    header = (f"| source | preset | file bytes | vs float32 originals | vs int8 pair ({int8_total:,} B) | "
+              "garment acc (orig) | drop | words acc (orig) | drop |")
+    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
     for fmt in FORMATS:
         for preset in PRESETS:
             rec = summary["merged"][fmt][preset]

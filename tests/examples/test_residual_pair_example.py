@@ -9,29 +9,20 @@ calibration and are only recorded here; no timing is asserted."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from example_run import ROOT, example_env, require_fashion_mnist
 
 pytest.importorskip("tensorflow")
 pytest.importorskip("ai_edge_litert")
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.mark.slow
 def test_residual_pair_example_end_to_end(tmp_path):
-    sys.path.insert(0, str(ROOT))
-    from examples.fashion_words.data import find_fashion_dir
-    try:
-        find_fashion_dir()
-    except Exception as e:   # the Debian data package is set up by tools/setup.sh
-        pytest.skip(f"Fashion-MNIST not installed: {e}")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "sdk"), str(ROOT),
-                                                                      os.environ.get("PYTHONPATH")]))}
+    require_fashion_mnist()
+    env = example_env()
     r = subprocess.run([sys.executable, "-m", "examples.residual_pair.run", "--data", str(tmp_path / "data"),
                         "--out", str(tmp_path / "out"), "--epochs-garment", "1", "--epochs-words", "1",
                         "--steps", "20", "--bench-runs", "10"], cwd=ROOT, env=env, timeout=5400,

@@ -15,7 +15,7 @@ def decode_depthwise(codebook: np.ndarray, index: np.ndarray, kernel: tuple[int,
     W[ky, kx, c, m] = codebook[0, index[t / r, c, m], t mod r] with t = ky·KW + kx, from a codebook [1, C, r]
     and an index map [KH·KW / r, Cin, M]."""
     kh, kw = kernel
-    s_count, cin, m = index.shape
+    _, cin, m = index.shape
     vectors = codebook[0][index.astype(np.int64)]                        # [S, Cin, M, r]: taps s·r + j
     taps = vectors.transpose(0, 3, 1, 2).reshape(kh, kw, cin, m)
     return np.ascontiguousarray(taps)
