@@ -42,6 +42,7 @@ def dw_model(task="m", seed=5, multiplier=1, kernels=None):
 def preset(monkeypatch, request):
     monkeypatch.setitem(merge.PRESETS, "test-dw", dataclasses.replace(merge.PRESETS["accu"],
                                                                       depthwise=(request.param, CODEWORDS)))
+    monkeypatch.setattr(merge, "DEPTHWISE_ENCODE_FROM_BYTES", 0)      # these stand-ins are small
     return "test-dw"
 
 
@@ -78,6 +79,17 @@ def test_depthwise_layers_of_a_task_share_one_codebook(preset):
     assert report[0].members == ["m:dw1", "m:dw2"] and report[0].codebook_bytes == 4 * CODEWORDS * r
     # 3-bit indices, one per r taps of every (channel, multiplier)
     assert report[0].index_bytes == sum(-(-n * 9 // r * 3 // 8) for n in (6 * 2, 10))
+
+
+def test_small_depthwise_layers_stay_float_below_the_threshold(monkeypatch):
+    model = dw_model(multiplier=2)
+    small = sum(4 * layer.weights.size for layer in model.layers if layer.kind == "depthwise")
+    assert small < merge.DEPTHWISE_ENCODE_FROM_BYTES and merge.PRESETS["accu"].depthwise is not None
+    result = merge.merge_models({"m": model}, preset="accu", kmeans_inits=1)
+    assert {n.op for n in result.graph.nodes if "/dw" in n.name} == {Op.DEPTHWISE_CONV2D}
+    monkeypatch.setattr(merge, "DEPTHWISE_ENCODE_FROM_BYTES", small)
+    result = merge.merge_models({"m": model}, preset="accu", kmeans_inits=1)
+    assert {n.op for n in result.graph.nodes if "/dw" in n.name} == {Op.LUT_DEPTHWISE_CONV2D}
 
 
 def test_without_the_preset_field_depthwise_layers_stay_float():
@@ -213,6 +225,7 @@ def test_rpi4_aarch64_under_qemu_gives_the_host_logits(boards, built, tmp_path, 
     if missing_tools(board, emulator=True):
         pytest.skip("no cross compiler / qemu for rpi4-aarch64 (tools/setup.sh)")
     out, _ = built(board.name)
+    monkeypatch.setattr(merge, "DEPTHWISE_ENCODE_FROM_BYTES", 0)
     for r in (1, 9):
         monkeypatch.setitem(merge.PRESETS, "test-dw", dataclasses.replace(merge.PRESETS["accu"], depthwise=(r, 4)))
         model = dw_model(multiplier=2)

@@ -97,11 +97,21 @@ ONE_TAP_MIN_CODEWORDS = 32
 # least this many bytes: below it, the pooled codebook saves nothing (MobileNetV2's first blocks: C is
 # clipped to the few pooled vectors and the longer index map costs more than the codebook saves).
 ONE_TAP_SHARED_FROM_BYTES = 4 * 1024
+# A group that mixes one-tap layers with larger kernels (a MobileNetV2 1x1 aligned with a ResNet 3x3) is shared
+# only from this many float weight bytes on: a smaller group's kxk member fits its per-segment codebooks much
+# better, and they cost little. Measured: tests/model_factory's trained LeNet + mobile + transposed trio loses
+# 16 points on one task before calibration at accu when its 17,696-byte conv2 + pw1 + a2 group is shared;
+# examples/residual_pair's three mixed groups of 38 KB to 150 KB are shared (accu 3.97x -> 4.5x).
+MIXED_SHARED_FROM_BYTES = 32 * 1024
 
 # A head is encoded (Preset.head) only from this size on: a small head costs little as float and is the layer
 # closest to the loss. A MobileNetV2's 1280 x 10 head is 51,200 bytes; the bundled LeNet's 1024 x 10 (40,960)
 # and words model's heads stay float, so the bundled example's merges are unchanged.
 HEAD_ENCODE_FROM_BYTES = 48 * 1024
+# A task's depthwise layers are clustered (Preset.depthwise) only when their float weights together take at least
+# this many bytes: below it the saving is a few KiB, and small depthwise layers (the stand-ins of the tests, the
+# first blocks of a tiny net) keep their exact weights. A MobileNetV2 at alpha 0.35 has 93,888 bytes of them.
+DEPTHWISE_ENCODE_FROM_BYTES = 16 * 1024
 
 PRESETS: dict[str, Preset] = {
     # accuracy first: fine segments, large codebooks.
@@ -196,8 +206,10 @@ def preset_rc(preset: Preset, group: LayerGroup, sources: Mapping[str, SourceMod
 def shared_rc(preset: Preset, group: LayerGroup, sources: Mapping[str, SourceModel],
               rc: tuple[int, int]) -> tuple[int, int] | None:
     """(r, C) of a layer-shared codebook for the group, or None to keep per-segment codebooks `rc`: only
-    for a preset with one_tap_shared, a group with a one-tap member, and per-segment codebooks that would cost
-    more than 1/ONE_TAP_CODEBOOK_SHARE of the members' float weights and at least ONE_TAP_SHARED_FROM_BYTES
+    for a preset with one_tap_shared, a group with a one-tap member (mixed with larger kernels: of at least
+    MIXED_SHARED_FROM_BYTES float weights), per-segment codebooks of at least ONE_TAP_SHARED_FROM_BYTES, and
+    then either (one_tap_shared_when_smaller) a shared setting that takes fewer codebook + index bytes, or
+    per-segment codebooks that would cost more than 1/ONE_TAP_CODEBOOK_SHARE of the members' float weights
     (where sharing pays: MobileNetV2's expand and project convs). C is clipped to the pooled vectors, r to
     the deepest member's depth."""
     if preset.one_tap_shared is None or (group.kind == "dense" and not preset.one_tap_shared_dense):
@@ -210,18 +222,22 @@ def shared_rc(preset: Preset, group: LayerGroup, sources: Mapping[str, SourceMod
     r, c = rc
     depth = max(layer.depth for layer in members)
     weight_bytes = sum(4 * int(layer.weights.size) for layer in members)
+    if not all(_is_one_tap(layer) for layer in members) and weight_bytes < MIXED_SHARED_FROM_BYTES:
+        return None
     per_segment_bytes = _per_segment_codebook_bytes(depth, r, c)
     shared_r, shared_c = preset.one_tap_shared
     shared_r = min(shared_r, depth)
     pooled = sum(int(layer.weights.size) // layer.depth * -(-layer.depth // shared_r) for layer in members)
     shared = shared_r, max(2, min(shared_c, pooled))
+    if per_segment_bytes < ONE_TAP_SHARED_FROM_BYTES:     # below it a shared codebook saves nothing worth it
+        return None
     if preset.one_tap_shared_when_smaller:
         def total(r_: int, c_: int, codebook_bytes: int) -> int:
             vectors = sum(int(layer.weights.size) // layer.depth * -(-layer.depth // r_) for layer in members)
             return codebook_bytes + (vectors * index_bits(c_) + 7) // 8
         smaller = total(*shared, 4 * shared[0] * shared[1]) < total(r, c, per_segment_bytes)
         return shared if smaller else None
-    if per_segment_bytes <= weight_bytes // ONE_TAP_CODEBOOK_SHARE or per_segment_bytes < ONE_TAP_SHARED_FROM_BYTES:
+    if per_segment_bytes <= weight_bytes // ONE_TAP_CODEBOOK_SHARE:
         return None
     return shared
 
@@ -338,12 +354,16 @@ def depthwise_groups(sources: Mapping[str, SourceModel],
     """(name, spec) of the clustered depthwise codebooks, one per task: every depthwise layer's weights as
     [KH·KW, Cin·M] (a dense-like layer whose r-tap segments are the vectors; one layer-shared codebook [1, C, r]),
     `setting` = (r, C), r cut to the largest divisor of each kernel's taps (a layer whose taps r does not divide
-    gets r = 1), C clipped to the number of vectors. Empty when `setting` is None."""
+    gets r = 1), C clipped to the number of vectors; only tasks whose depthwise weights take at least
+    DEPTHWISE_ENCODE_FROM_BYTES. Empty when `setting` is None."""
     if setting is None:
         return []
     r, codewords = setting
     out = []
     for task, model in sources.items():
+        depthwise_bytes = sum(4 * layer.weights.size for layer in model.layers if layer.kind == "depthwise")
+        if depthwise_bytes < DEPTHWISE_ENCODE_FROM_BYTES:
+            continue
         by_r: dict[int, dict[str, np.ndarray]] = {}
         for layer in model.layers:
             if layer.kind == "depthwise":
