@@ -72,6 +72,8 @@ class Preset:
     # one_tap_shared_when_smaller: share a group's codebook whenever the layer-shared codebook and its index
     # maps take fewer bytes than the per-segment ones (instead of the 1/8-of-the-weights rule above).
     one_tap_shared_when_smaller: bool = False
+    # a group mixing one-tap layers with larger kernels shares a codebook only from this many float weight bytes
+    mixed_shared_from_bytes: int = 32 * 1024
     # (r, C) of clustered depthwise kernels (LUT_DEPTHWISE_CONV2D): one codebook [1, C, r] per task, shared by
     # all that task's depthwise layers; r = 1 clusters single taps; None: depthwise layers stay float.
     depthwise: tuple[int, int] | None = None
@@ -97,12 +99,12 @@ ONE_TAP_MIN_CODEWORDS = 32
 # least this many bytes: below it, the pooled codebook saves nothing (MobileNetV2's first blocks: C is
 # clipped to the few pooled vectors and the longer index map costs more than the codebook saves).
 ONE_TAP_SHARED_FROM_BYTES = 4 * 1024
-# A group that mixes one-tap layers with larger kernels (a MobileNetV2 1x1 aligned with a ResNet 3x3) is shared
-# only from this many float weight bytes on: a smaller group's kxk member fits its per-segment codebooks much
-# better, and they cost little. Measured: tests/model_factory's trained LeNet + mobile + transposed trio loses
-# 16 points on one task before calibration at accu when its 17,696-byte conv2 + pw1 + a2 group is shared;
-# examples/residual_pair's three mixed groups of 38 KB to 150 KB are shared (accu 3.97x -> 4.5x).
-MIXED_SHARED_FROM_BYTES = 32 * 1024
+# Preset.mixed_shared_from_bytes: a group that mixes one-tap layers with larger kernels (a MobileNetV2 1x1 aligned
+# with a ResNet 3x3) is shared only from that many float weight bytes on. accu (32 KiB): a smaller group's kxk
+# member fits its per-segment codebooks better before calibration (tests/model_factory's trained trio loses 16
+# points on one task at accu when its 17,696-byte conv2 + pw1 + a2 group is shared); examples/residual_pair's
+# three mixed groups of 38 to 150 KB are shared (3.97x -> 4.5x). light (8 KiB), which relies on calibration:
+# residual_pair's words task after 600 steps loses 2.14 points with 32 KiB, 1.64 with 8 KiB (all six shared).
 
 # A head is encoded (Preset.head) only from this size on: a small head costs little as float and is the layer
 # closest to the loss. A MobileNetV2's 1280 x 10 head is 51,200 bytes; the bundled LeNet's 1024 x 10 (40,960)
@@ -134,7 +136,8 @@ PRESETS: dict[str, Preset] = {
     # (r, C) = (4, 64). The bundled LeNet + words pair has no point-wise conv, depthwise conv or head that
     # large: its merge is unchanged.
     "light": Preset(first_conv_narrow=(1, 32), first_conv_wide=(4, 32), conv=(16, 64), dense=(32, 32),
-                    one_tap_shared=(4, 64), one_tap_shared_when_smaller=True, depthwise=(1, 16), head=(4, 64)),
+                    one_tap_shared=(4, 64), one_tap_shared_when_smaller=True, mixed_shared_from_bytes=8 * 1024,
+                    depthwise=(1, 16), head=(4, 64)),
     # light with 16 codewords, 4-bit indices and int8 tables in every layer that runs a table (r > 1): the
     # runtime looks tables up with byte shuffles (pshufb, vqtbl1q) and sums in integers. Layers with r = 1
     # (a narrow first conv) keep light's float setting: the runtime decodes them into a plain convolution,
@@ -207,7 +210,7 @@ def shared_rc(preset: Preset, group: LayerGroup, sources: Mapping[str, SourceMod
               rc: tuple[int, int]) -> tuple[int, int] | None:
     """(r, C) of a layer-shared codebook for the group, or None to keep per-segment codebooks `rc`: only
     for a preset with one_tap_shared, a group with a one-tap member (mixed with larger kernels: of at least
-    MIXED_SHARED_FROM_BYTES float weights), per-segment codebooks of at least ONE_TAP_SHARED_FROM_BYTES, and
+    the preset's mixed_shared_from_bytes float weights), per-segment codebooks of at least ONE_TAP_SHARED_FROM_BYTES, and
     then either (one_tap_shared_when_smaller) a shared setting that takes fewer codebook + index bytes, or
     per-segment codebooks that would cost more than 1/ONE_TAP_CODEBOOK_SHARE of the members' float weights
     (where sharing pays: MobileNetV2's expand and project convs). C is clipped to the pooled vectors, r to
@@ -222,7 +225,7 @@ def shared_rc(preset: Preset, group: LayerGroup, sources: Mapping[str, SourceMod
     r, c = rc
     depth = max(layer.depth for layer in members)
     weight_bytes = sum(4 * int(layer.weights.size) for layer in members)
-    if not all(_is_one_tap(layer) for layer in members) and weight_bytes < MIXED_SHARED_FROM_BYTES:
+    if not all(_is_one_tap(layer) for layer in members) and weight_bytes < preset.mixed_shared_from_bytes:
         return None
     per_segment_bytes = _per_segment_codebook_bytes(depth, r, c)
     shared_r, shared_c = preset.one_tap_shared
