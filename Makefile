@@ -18,6 +18,12 @@ demo: setup
 pytorch-demo: setup
 	$(PYTHON) -m examples.pytorch_fashion.demo --out $(EXAMPLE_OUT)/pytorch
 
+# examples/residual_pair: a keras.applications MobileNetV2 and a ResNet-8 trained, merged at accu and light from
+# .keras and .tflite, evaluated and benchmarked against float and int8 TFLite; figures in $(EXAMPLE_OUT)/residual_pair
+.PHONY: residual-pair
+residual-pair: setup
+	$(PYTHON) -m examples.residual_pair.run --data $(EXAMPLE_OUT) --out $(EXAMPLE_OUT)/residual_pair
+
 test-c:
 	cmake -S . -B $(BUILD)/c-host -DCMAKE_BUILD_TYPE=Release -DEM_BUILD_TESTS=ON >/dev/null
 	cmake --build $(BUILD)/c-host -j 2

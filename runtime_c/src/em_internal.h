@@ -166,6 +166,10 @@ struct em_model {
     uint32_t kernels;            /* EM_KERNELS_* the nodes' kernels were chosen from (never AUTO) */
     uint32_t load_flags;         /* em_load_options.flags */
     unsigned char *packed_arena; /* one allocation holding every node's packed data, or NULL */
+    /* LUT_DEPTHWISE_CONV2D nodes: their weights decoded at load (one allocation for all of them) and the
+     * F32 tensors describing them, which those nodes' `weight` then points to; NULL when there are none */
+    float *decoded_weights;
+    em_tensor *decoded_tensors;
     em_table_group *table_groups; /* [table_group_count], or NULL */
     uint32_t table_group_count;
     size_t arena_bytes; /* the planned activations + scratch + shared tables of one context */

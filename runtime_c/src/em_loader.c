@@ -5,7 +5,8 @@
  *   1. header and section table (em_parse.c);
  *   2. META, TASKS, GRAPH, TENSORS + DATA, each record's own fields (em_parse.c);
  *   3. every node through its op's prepare() in node order (tensor references, dims, recomputed
- *      output shapes, index values < C), then the tasks against the graph;
+ *      output shapes, index values < C), then the tasks against the graph, then clustered depthwise
+ *      weights decoded (they run as DEPTHWISE_CONV2D);
  *   4. the run plan: each task's nodes, node names;
  *   5. a kernel per node (em_kernel_choose, from the requested kernel set), its plan (scratch) and
  *      packed data (e.g. unpacked indices, one allocation for all nodes), then the context plan
@@ -45,6 +46,71 @@ static em_status prepare_nodes(em_model *m, em_error *err)
         if (st != EM_STATUS_OK) return st;
         m->value_shapes[m->input_count + i] = node->out;
         if (node->scratch_bytes > m->max_scratch_bytes) m->max_scratch_bytes = node->scratch_bytes;
+    }
+    return EM_STATUS_OK;
+}
+
+/* LUT_DEPTHWISE_CONV2D nodes: W[ky, kx, c, m] = codebook[0, index[t / r, c, m], t mod r], t = ky·KW + kx
+ * (FORMAT.md "Clustered depthwise") decoded once into memory the model owns; each node's `weight` then points
+ * to an F32 tensor [KH, KW, Cin, M] over it and the node runs as a DEPTHWISE_CONV2D (every depthwise kernel,
+ * reference and fast, unchanged; its registration keeps the op's name for messages and profiles). prepare()
+ * bounded each node's floats by MAX_TENSOR_ELEMENTS; the sum is checked here. */
+static em_status decode_clustered_depthwise(em_model *m, em_error *err)
+{
+    size_t total = 0, at = 0;
+    uint32_t i, count = 0;
+    em_status st;
+    for (i = 0; i < m->node_count; ++i) {
+        const em_node *node = &m->nodes[i];
+        if (node->op != EM_OP_LUT_DEPTHWISE_CONV2D) continue;
+        if (!em_add_size(total, (size_t)node->kernel_h * node->kernel_w * node->out.c, &total))
+            return em_fail_node(err, EM_STATUS_LIMIT, node, "decoded depthwise weights do not fit in size_t");
+        ++count;
+    }
+    if (count == 0) return EM_STATUS_OK;
+    m->decoded_tensors = (em_tensor *)em_alloc_array(&m->allocator, count, sizeof *m->decoded_tensors,
+                                                     "decoded depthwise tensors", &st, err);
+    if (m->decoded_tensors == NULL) return st;
+    m->decoded_weights = (float *)em_alloc_array(&m->allocator, total, sizeof *m->decoded_weights,
+                                                 "decoded depthwise weights", &st, err);
+    if (m->decoded_weights == NULL) return st;
+    count = 0;
+    for (i = 0; i < m->node_count; ++i) {
+        em_node *node = &m->nodes[i];
+        em_tensor *t;
+        const float *codebook;
+        float *w;
+        uint32_t taps, cin, cout, mult, r, c, k, tap;
+        if (node->op != EM_OP_LUT_DEPTHWISE_CONV2D) continue;
+        taps = node->kernel_h * node->kernel_w;
+        cin = node->in.c;
+        cout = node->out.c;
+        mult = cout / cin;
+        r = node->seg_len;
+        codebook = em_tensor_f32(node->weight);
+        w = m->decoded_weights + at;
+        for (tap = 0; tap < taps; ++tap)
+            for (c = 0; c < cin; ++c)
+                for (k = 0; k < mult; ++k) {
+                    const uint64_t at_index = ((uint64_t)(tap / r) * cin + c) * mult + k;
+                    const uint32_t idx = em_idx_get(node->index_map->data, node->index_map->bits, at_index);
+                    w[(size_t)tap * cout + (size_t)c * mult + k] = codebook[(size_t)idx * r + tap % r];
+                }
+        t = &m->decoded_tensors[count++];
+        memset(t, 0, sizeof *t);
+        t->dtype = EM_DTYPE_F32;
+        t->ndim = 4;
+        t->dims[0] = node->kernel_h;
+        t->dims[1] = node->kernel_w;
+        t->dims[2] = cin;
+        t->dims[3] = mult;
+        t->bits = 32;
+        t->numel = taps * cout;
+        t->nbytes = (size_t)t->numel * sizeof(float);
+        t->data = (const uint8_t *)w;
+        node->weight = t;
+        node->op = EM_OP_DEPTHWISE_CONV2D;
+        at += t->numel;
     }
     return EM_STATUS_OK;
 }
@@ -208,6 +274,7 @@ static em_status load(em_loader *L, const uint8_t *data, size_t size, const em_k
     if ((st = em_parse_file(L, data, size, err)) != EM_STATUS_OK) return st;
     if ((st = prepare_nodes(m, err)) != EM_STATUS_OK) return st;
     if ((st = check_tasks(m, err)) != EM_STATUS_OK) return st;
+    if ((st = decode_clustered_depthwise(m, err)) != EM_STATUS_OK) return st;
     if ((st = em_parse_node_names(L, err)) != EM_STATUS_OK) return st;
     if ((st = choose_kernels(m, force, err)) != EM_STATUS_OK) return st;
     if ((st = em_plan_context(m, err)) != EM_STATUS_OK) return st;
@@ -336,6 +403,8 @@ void em_model_free(em_model *model)
     if (model->plan_nodes) a.free(a.user, model->plan_nodes);
     if (model->name_pool) a.free(a.user, model->name_pool);
     if (model->packed_arena) a.free(a.user, model->packed_arena);
+    if (model->decoded_weights) a.free(a.user, model->decoded_weights);
+    if (model->decoded_tensors) a.free(a.user, model->decoded_tensors);
     if (model->table_groups) a.free(a.user, model->table_groups);
     if (model->schedule) a.free(a.user, model->schedule);
     if (model->run_groups) a.free(a.user, model->run_groups);

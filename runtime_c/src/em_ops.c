@@ -523,6 +523,49 @@ static em_status prepare_lut_conv2d(em_model *model, em_node *node, em_error *er
     return st;
 }
 
+/* LUT_DEPTHWISE_CONV2D (FORMAT.md "Clustered depthwise"): r divides KH·KW, codebook F32 [1, C, r], index IDX
+ * [KH·KW / r, Cin, M], optional bias [Cin·M], no node flags. The loader decodes the weights afterwards
+ * (em_loader.c decode_clustered_depthwise) and runs the node as a DEPTHWISE_CONV2D. */
+static em_status prepare_lut_depthwise_conv2d(em_model *model, em_node *node, em_error *err)
+{
+    const uint32_t taps = node->kernel_h * node->kernel_w; /* <= MAX_KERNEL², checked by the parser */
+    uint32_t oh = 0, ow = 0, multiplier = 0, expected[3];
+    uint64_t out_c;
+    em_status st;
+    if (node->flags != 0)
+        return em_fail_node(err, EM_STATUS_CORRUPT, node, "flags 0x%08" PRIX32 ": no node flag is defined for a "
+                            "clustered depthwise conv", node->flags);
+    st = check_lut_fields(node, err);
+    if (st != EM_STATUS_OK) return st;
+    if (taps % node->seg_len != 0)
+        return em_fail_node(err, EM_STATUS_CORRUPT, node, "seg_len (r) %" PRIu32 " does not divide KH x KW = %" PRIu32
+                            " taps of a clustered depthwise conv", node->seg_len, taps);
+    st = resolve_tensor(model, node, "codebook (weight)", node->weight_id, TENSOR_REQUIRED, EM_DTYPE_F32, 3,
+                        &node->weight, err);
+    if (st != EM_STATUS_OK) return st;
+    expected[0] = 1u;
+    expected[1] = node->codewords;
+    expected[2] = node->seg_len;
+    st = expect_dims(node, "codebook (weight)", node->weight_id, node->weight, expected, err);
+    if (st != EM_STATUS_OK) return st;
+    node->segments = taps / node->seg_len;
+    expected[0] = node->segments;
+    expected[1] = node->in.c;
+    st = resolve_index_map(model, node, 3, expected, &multiplier, err); /* [KH·KW / r, Cin, M] */
+    if (st != EM_STATUS_OK) return st;
+    out_c = (uint64_t)node->in.c * multiplier;
+    if (out_c > EM_MAX_VALUE_ELEMENTS)
+        return em_fail_node(err, EM_STATUS_LIMIT, node, "Cin x M = %" PRIu64 " output channels exceed the limit",
+                            out_c);
+    if (out_c * taps > EM_MAX_TENSOR_ELEMENTS)
+        return em_fail_node(err, EM_STATUS_LIMIT, node, "decoded weights of %" PRIu64 " floats exceed "
+                            "MAX_TENSOR_ELEMENTS", out_c * taps);
+    st = resolve_bias(model, node, (uint32_t)out_c, err);
+    if (st == EM_STATUS_OK) st = window_output_hw(node, &oh, &ow, err);
+    if (st == EM_STATUS_OK) st = expect_output(node, oh, ow, (uint32_t)out_c, err);
+    return st;
+}
+
 static em_status prepare_lut_dense(em_model *model, em_node *node, em_error *err)
 {
     uint32_t out_count = 0, expected[2];
@@ -559,6 +602,7 @@ static const em_op_registration em_ops[] = {
     {EM_OP_CONCAT, "CONCAT", prepare_concat, 2, EM_MAX_NODE_INPUTS},
     {EM_OP_MUL, "MUL", prepare_mul, 2, 2},
     {EM_OP_PAD, "PAD", prepare_pad, 1, 1},
+    {EM_OP_LUT_DEPTHWISE_CONV2D, "LUT_DEPTHWISE_CONV2D", prepare_lut_depthwise_conv2d, 1, 1},
 };
 
 const em_op_registration *em_op_find(uint32_t op)

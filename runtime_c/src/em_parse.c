@@ -639,7 +639,7 @@ static em_status parse_node_record(em_model *m, uint32_t i, const uint8_t *rec, 
     if (node->reg == NULL)
         return em_fail(err, EM_STATUS_UNSUPPORTED, "GRAPH node %" PRIu32 ": unknown op %" PRIu32
                        " (this reader knows ops 1..%u; the file needs a newer runtime)", i, node->op,
-                       EM_OP_PAD);
+                       EM_OP_LUT_DEPTHWISE_CONV2D);
     node->input = f[N_INPUT];
     node->activation = f[N_ACTIVATION];
     node->kernel_h = f[N_KERNEL_H];

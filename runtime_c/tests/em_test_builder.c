@@ -336,6 +336,7 @@ uint32_t emb_add_op(emb_builder *b, emb_node n, uint32_t out_c)
     case EM_OP_CONV2D:
     case EM_OP_DEPTHWISE_CONV2D:
     case EM_OP_LUT_CONV2D:
+    case EM_OP_LUT_DEPTHWISE_CONV2D:
     case EM_OP_MAX_POOL:
     case EM_OP_AVG_POOL:
         n.out_h = (h + n.pad_top + n.pad_bottom - n.kernel_h) / n.stride_h + 1;

@@ -893,6 +893,66 @@ static void test_fused_residual_add(void)
     }
 }
 
+/* ---- LUT_DEPTHWISE_CONV2D (FORMAT.md "Clustered depthwise"): decoded at load, every kernel set gives the
+ * spec's W[ky, kx, c, m] = codebook[0, index[t / r, c, m], t mod r] depthwise convolution, for single taps
+ * (r = 1) and whole kernels (r = KH·KW), multiplier 1 (the row micro-kernels) and 2 ---- */
+static void check_clustered_depthwise(uint32_t r, uint32_t mult, uint32_t stride)
+{
+    enum { H = 7, W = 6, C = 3, K = 3, CW = 5 };
+    const uint32_t taps = K * K, segs = taps / r, cout = C * mult;
+    const uint32_t oh = (H + 2 - K) / stride + 1, ow = (W + 2 - K) / stride + 1;
+    const uint32_t cb_dims[3] = {1, CW, r}, idx_dims[3] = {segs, C, mult}, bias_dims[1] = {cout};
+    emb_builder *b = emb_create();
+    const uint32_t x = emb_input(b, H, W, C);
+    emb_node n = emb_node_init(EM_OP_LUT_DEPTHWISE_CONV2D, x);
+    float codebook[CW * 9], bias[C * 2], in[H * W * C];
+    uint32_t index[9 * C * 2];
+    double *want = (double *)malloc((size_t)oh * ow * cout * sizeof(double));
+    char what[96];
+    em_test_rng rng;
+    uint32_t oy, ox, c, m, t, i;
+    em_test_rng_seed(&rng, 40 + r + mult);
+    em_test_fill(&rng, codebook, (size_t)CW * r, 1.0f);
+    em_test_fill(&rng, bias, cout, 0.3f);
+    for (i = 0; i < segs * C * mult; ++i) index[i] = (i * 7u + r) % CW;
+    fill(in, H * W * C, 41);
+    emb_node_window(&n, K, K, stride, stride, 1, 1, 1, 1);
+    n.seg_len = r;
+    n.codewords = CW;
+    n.weight = emb_tensor_f32(b, 3, cb_dims, codebook);
+    n.index = emb_tensor_idx(b, 3, idx_dims, em_index_bits(CW), index);
+    n.bias = emb_tensor_f32(b, 1, bias_dims, bias);
+    n.activation = EM_ACT_RELU6;
+    emb_task_auto(b, "t", x, emb_add_op(b, n, cout));
+    for (oy = 0; oy < oh; ++oy)
+        for (ox = 0; ox < ow; ++ox)
+            for (c = 0; c < C; ++c)
+                for (m = 0; m < mult; ++m) {
+                    double acc = bias[c * mult + m];
+                    for (t = 0; t < taps; ++t) {
+                        const int iy = (int)(oy * stride + t / K) - 1, ix = (int)(ox * stride + t % K) - 1;
+                        const double wv = codebook[index[((t / r) * C + c) * mult + m] * r + t % r];
+                        if (iy >= 0 && iy < H && ix >= 0 && ix < W)
+                            acc += (double)in[((uint32_t)iy * W + (uint32_t)ix) * C + c] * wv;
+                    }
+                    want[(oy * ow + ox) * cout + c * mult + m] = relu6d(acc);
+                }
+    snprintf(what, sizeof what, "LUT_DEPTHWISE_CONV2D r=%u M=%u stride %u", (unsigned)r, (unsigned)mult,
+             (unsigned)stride);
+    expect_outputs(b, in, H * W * C, want, (size_t)oh * ow * cout, 1e-5, what);
+    free(want);
+    emb_destroy(b);
+}
+
+static void test_clustered_depthwise(void)
+{
+    check_clustered_depthwise(1, 1, 1);
+    check_clustered_depthwise(1, 2, 2);
+    check_clustered_depthwise(9, 1, 2);
+    check_clustered_depthwise(9, 2, 1);
+    check_clustered_depthwise(3, 1, 1);
+}
+
 int main(void)
 {
     test_activations();
@@ -906,5 +966,6 @@ int main(void)
     test_v1_and_v2_agree();
     test_corrupt_v2();
     test_fused_residual_add();
+    test_clustered_depthwise();
     return em_test_summary("test_graph_v2");
 }

@@ -9,34 +9,25 @@ are recorded; no timing is asserted."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from example_run import ROOT, example_env, require_fashion_mnist
 
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tensorflow")
 pytest.importorskip("ai_edge_litert")
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.mark.slow
 def test_pytorch_example_end_to_end(tmp_path):
     from edgemerge.deploy.boards import get_board, missing_tools
-    sys.path.insert(0, str(ROOT))
-    from examples.fashion_words.data import find_fashion_dir
-    try:
-        find_fashion_dir()
-    except Exception as e:   # the Debian data package is set up by tools/setup.sh
-        pytest.skip(f"Fashion-MNIST not installed: {e}")
+    require_fashion_mnist()
     if missing_tools(get_board("rpi4-aarch64"), emulator=True):
         pytest.skip("no cross compiler / qemu for rpi4-aarch64 (tools/setup.sh)")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "sdk"), str(ROOT),
-                                                                      os.environ.get("PYTHONPATH")]))}
+    env = example_env()
     r = subprocess.run([sys.executable, "-m", "examples.pytorch_fashion.demo", "--out", str(tmp_path), "--steps", "60",
                         "--qemu-samples", "20", "--bench-runs", "10"], cwd=ROOT, env=env, timeout=3600,
                        capture_output=True, text=True)

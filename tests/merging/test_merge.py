@@ -49,7 +49,7 @@ def check_graph_consistency(graph):
             depth = in_c if node.op == Op.LUT_CONV2D else in_h * in_w * in_c
             s = -(-depth // node.seg_len)
             assert codebook.dtype == DType.F32 and codebook.shape[1:] == (node.codewords, node.seg_len)
-            assert codebook.shape[0] >= s
+            assert codebook.shape[0] >= s or codebook.shape[0] == 1     # FORMAT.md: S_cb >= S, or layer-shared
             assert index.dtype == DType.IDX and index.bits == index_bits(node.codewords)
             expected_index = (*node.kernel, s, node.out_shape[2]) if node.op == Op.LUT_CONV2D else (s, node.out_shape[2])
             assert index.shape == expected_index, node.name

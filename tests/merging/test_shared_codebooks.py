@@ -208,3 +208,67 @@ def test_cli_layer_rc_shared_syntax(tmp_path):
     good_syntax = run_cli("merge", *models, "-o", tmp_path / "m.emm", "--layer-rc", "zz=4/64/shared")
     assert good_syntax.returncode == 1 and "layer_rc 'zz': no merged layer" in good_syntax.stderr, good_syntax.stderr
     assert not (tmp_path / "m.emm").exists()
+
+
+# -- light's rules for MobileNetV2-size graphs (issue 15): shared codebooks wherever smaller, encoded big heads --
+def test_light_shares_one_tap_groups_wherever_that_takes_fewer_bytes():
+    preset = merge.PRESETS["light"]
+    assert preset.one_tap_shared_when_smaller and preset.one_tap_shared == (4, 64)
+    model = mobilenet_like()
+    result = merge.merge_models({"m": model}, preset="light", kmeans_inits=1)
+    report = {r.members[0].split(":")[1]: r for r in result.report}
+    for name, r in report.items():
+        layer = model.layer(name)
+        one_tap = layer.weights.ndim == 2 or layer.weights.shape[:2] == (1, 1)
+        if not one_tap or layer.kind == "dense":
+            assert not r.shared_codebook, name          # the 3x3 stem, the dense layer and the head
+            continue
+        # the setting written is the smaller of the two, counting codebook and index bytes
+        vectors = layer.weights.size // layer.depth
+        shared = 4 * 4 * 64 + (vectors * -(-layer.depth // 4) * 6 + 7) // 8
+        rc = merge.preset_rc(preset, result.groups[list(report).index(name)], {"m": model})
+        per_segment = 4 * -(-layer.depth // rc[0]) * rc[1] * rc[0] + (
+            vectors * -(-layer.depth // rc[0]) * merge.index_bits(rc[1]) + 7) // 8
+        assert r.shared_codebook == (shared < per_segment), (name, shared, per_segment)
+        assert r.bytes == (shared if r.shared_codebook else per_segment)
+
+
+@pytest.mark.parametrize("inputs, encoded", [(1280, True), (1024, False)])
+def test_light_encodes_heads_of_at_least_48_kib(tmp_path, inputs, encoded):
+    model = chain_model("h", (1, 1, inputs), [flatten(), dense("head", 10, act=Act.NONE)])
+    result = merge.merge_models({"h": model}, preset="light", kmeans_inits=1)
+    head = next(n for n in result.graph.nodes if n.name == "h/head")
+    assert (head.op == merge.Op.LUT_DENSE) == encoded and (4 * inputs * 10 >= merge.HEAD_ENCODE_FROM_BYTES) == encoded
+    if not encoded:
+        assert not result.report
+        return
+    (group,) = result.report
+    assert (group.name, group.kind, group.seg_len, group.codewords, group.shared_codebook) == ("h:head", "dense", 4, 64,
+                                                                                            True)
+    assert result.graph.tensors[head.weight].array.shape == (1, 64, 4)
+    assert group.bytes == 4 * 64 * 4 + 320 * 10 * 6 // 8 < group.original_bytes // 8
+    runtime = pytest.importorskip("edgemerge.runtime")
+    if runtime._runtime is None:
+        pytest.skip("the C runtime module is not built")
+    from edgemerge import emm
+
+    emm.write_emm(result.graph, tmp_path / "h.emm")
+    x = np.random.default_rng(5).normal(size=(3, 1, 1, inputs)).astype(np.float32)
+    assert max_rel_err(runtime.Runtime(tmp_path / "h.emm").run("h", x), execute_graph(result.graph, "h", x)) < 1e-4
+
+
+def test_the_new_light_rules_leave_a_model_without_pointwise_depthwise_or_big_head_alone(monkeypatch):
+    """The bundled LeNet + words pair has only 3x3/5x5 convs, dense layers and heads under 48 KiB: light gives
+    the same bytes with and without the rules added for MobileNetV2 (shared when smaller, depthwise, head)."""
+    from synthetic_models import lenet_like
+
+    from edgemerge.emm.writer import to_bytes
+
+    monkeypatch.setitem(merge.PRESETS, "light-before", dataclasses.replace(
+        merge.PRESETS["light"], one_tap_shared=(4, 256), one_tap_shared_when_smaller=False, depthwise=None, head=None))
+    sources = {"a": lenet_like("a"), "b": lenet_like("b", seed=3, classes=6)}
+    now = merge.merge_models(sources, preset="light", kmeans_inits=1)
+    before = merge.merge_models(sources, preset="light-before", kmeans_inits=1)
+    now.graph.metadata.pop(Keys.Merge.PRESET)
+    before.graph.metadata.pop(Keys.Merge.PRESET)
+    assert to_bytes(now.graph) == to_bytes(before.graph)

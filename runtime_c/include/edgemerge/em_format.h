@@ -84,6 +84,7 @@
 #define EM_OP_CONCAT 12u
 #define EM_OP_MUL 13u
 #define EM_OP_PAD 14u
+#define EM_OP_LUT_DEPTHWISE_CONV2D 15u /* clustered depthwise, decoded at load (FORMAT.md) */
 
 /* Node flags (struct em_node.flags). INT8_TABLES: a LUT op with C = INT8_TABLE_CODEWORDS (4-bit indices)
  * whose table is quantised to int8 per run and accumulated in integers (FORMAT.md "int8 tables"). */

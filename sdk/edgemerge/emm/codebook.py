@@ -10,6 +10,17 @@ from __future__ import annotations
 import numpy as np
 
 
+def decode_depthwise(codebook: np.ndarray, index: np.ndarray, kernel: tuple[int, int]) -> np.ndarray:
+    """Depthwise weights [KH, KW, Cin, M] of a LUT_DEPTHWISE_CONV2D node (docs/FORMAT.md "Clustered depthwise"):
+    W[ky, kx, c, m] = codebook[0, index[t / r, c, m], t mod r] with t = ky·KW + kx, from a codebook [1, C, r]
+    and an index map [KH·KW / r, Cin, M]."""
+    kh, kw = kernel
+    _, cin, m = index.shape
+    vectors = codebook[0][index.astype(np.int64)]                        # [S, Cin, M, r]: taps s·r + j
+    taps = vectors.transpose(0, 3, 1, 2).reshape(kh, kw, cin, m)
+    return np.ascontiguousarray(taps)
+
+
 def decode_codebook(codebook: np.ndarray, index: np.ndarray, depth: int, seg_len: int | None = None,
                     dense: bool | None = None) -> np.ndarray:
     """Weights from a codebook [S_cb, C, r] (S_cb = 1: layer-shared, every segment reads it) and an index map ([KH, KW, S, Cout] for conv, [S, Out] for

@@ -99,6 +99,7 @@ class Op(enum.IntEnum):
     CONCAT = 12
     MUL = 13
     PAD = 14
+    LUT_DEPTHWISE_CONV2D = 15      # clustered depthwise kernels, decoded at load (FORMAT.md)
 
 
 class Act(enum.IntEnum):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgemerge.emm.codebook import decode_codebook
+from edgemerge.emm.codebook import decode_codebook, decode_depthwise
 from edgemerge.emm.constants import NODE_FLAG_INT8_ACT, NODE_FLAG_INT8_TABLES, NONE, Act, DType, Keys, Op, index_bits
 
 Shape3 = tuple[int, int, int]
@@ -195,8 +195,11 @@ class MergedGraph:
 
 def decoded_weights(graph: MergedGraph, node: Node) -> np.ndarray:
     """The ordinary weight tensor a node computes with: for LUT ops, rebuilt from codebook and index map
-    ([KH, KW, Cin, Cout] for LUT_CONV2D, [In, Out] for LUT_DENSE; `codebook.decode_codebook`); for other ops,
+    ([KH, KW, Cin, Cout] for LUT_CONV2D, [In, Out] for LUT_DENSE; `codebook.decode_codebook`; [KH, KW, Cin, M]
+    for LUT_DEPTHWISE_CONV2D, `codebook.decode_depthwise`); for other ops,
     the stored weights."""
+    if node.op == Op.LUT_DEPTHWISE_CONV2D:
+        return decode_depthwise(graph.tensors[node.weight].array, graph.tensors[node.index].array, node.kernel)
     if node.op not in (Op.LUT_CONV2D, Op.LUT_DENSE):
         return graph.tensors[node.weight].array
     in_shape = graph.value_shape(node.input)

@@ -288,7 +288,7 @@ def read_emm(source: str | os.PathLike | bytes | memoryview) -> MergedGraph:
         for field_name in ("weight", "index", "bias"):
             ref = getattr(node, field_name)
             _check(ref == F.NONE or ref < n_tensors, f"GRAPH node {i}: {field_name} tensor {ref} does not exist")
-        if node.op in (F.Op.LUT_CONV2D, F.Op.LUT_DENSE):
+        if node.op in (F.Op.LUT_CONV2D, F.Op.LUT_DENSE, F.Op.LUT_DEPTHWISE_CONV2D):
             _check(node.index != F.NONE and node.weight != F.NONE, f"GRAPH node {i}: LUT op without tensors")
             idx = graph.tensors[node.index]
             _check(idx.dtype == F.DType.IDX and idx.bits == F.index_bits(node.codewords),

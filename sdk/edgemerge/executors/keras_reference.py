@@ -124,6 +124,8 @@ KERAS_NODE_OPS: dict[Op, Callable[..., Any]] = {
     Op.LUT_CONV2D: lambda keras, g, n, xs: _conv(keras, xs[0], n, decoded_weights(g, n), _node_bias(g, n)),
     Op.DEPTHWISE_CONV2D: lambda keras, g, n, xs: _depthwise(keras, xs[0], n, decoded_weights(g, n),
                                                             _node_bias(g, n)),
+    Op.LUT_DEPTHWISE_CONV2D: lambda keras, g, n, xs: _depthwise(keras, xs[0], n, decoded_weights(g, n),
+                                                                _node_bias(g, n)),
     Op.DENSE: lambda keras, g, n, xs: _dense(keras, xs[0], n, decoded_weights(g, n), _node_bias(g, n)),
     Op.LUT_DENSE: lambda keras, g, n, xs: _dense(keras, xs[0], n, decoded_weights(g, n), _node_bias(g, n)),
     Op.MAX_POOL: lambda keras, g, n, xs: _max_pool(keras, xs[0], n, _pool_padding(g, n)),

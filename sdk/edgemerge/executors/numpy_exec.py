@@ -131,6 +131,7 @@ NODE_OPS: dict[Op, NodeFn] = {
     Op.CONV2D: _conv_node,
     Op.LUT_CONV2D: _conv_node,
     Op.DEPTHWISE_CONV2D: _depthwise_node,
+    Op.LUT_DEPTHWISE_CONV2D: _depthwise_node,
     Op.DENSE: _dense_node,
     Op.LUT_DENSE: _dense_node,
     Op.MAX_POOL: lambda graph, node, x, bias: max_pool(x, node.kernel, node.stride, node.pads),

@@ -45,8 +45,9 @@ def describe(path: str | os.PathLike) -> dict:
     runtime = Runtime(path)
 
     codebook_users: dict[int, list[str]] = {}
+    codebook_ops = (Op.LUT_CONV2D, Op.LUT_DENSE, Op.LUT_DEPTHWISE_CONV2D)
     for node in graph.nodes:
-        if node.op in (Op.LUT_CONV2D, Op.LUT_DENSE):
+        if node.op in codebook_ops:
             codebook_users.setdefault(node.weight, []).append(node.name)
     tasks_of_node: dict[int, list[str]] = {}
     for t in graph.tasks:
@@ -65,7 +66,7 @@ def describe(path: str | os.PathLike) -> dict:
                  "out_shape": list(node.out_shape), "activation": node.activation.name,
                  "kernel": rt_node["kernel"], "bytes": own + shared, "sources": list(node.sources),
                  "tasks": tasks_of_node.get(i, [])}
-        if node.op in (Op.LUT_CONV2D, Op.LUT_DENSE):
+        if node.op in codebook_ops:
             entry.update({"r": node.seg_len, "C": node.codewords, "index_bits": graph.tensors[node.index].bits,
                           "int8_tables": node.int8_tables,
                           "codebook": graph.tensors[node.weight].name,

@@ -6,8 +6,12 @@ of aligned layers (`align.py`). A chain gives exactly the v1 graph it always did
 
 - conv layers            -> LUT_CONV2D (codebook of the layer's group + the layer's own index map and bias)
 - dense layers but head  -> LUT_DENSE  (likewise)
-- the head (last dense)  -> DENSE, float
-- depthwise convs        -> DEPTHWISE_CONV2D, float
+- the head (last dense)  -> DENSE, float; with a preset's `head` (r, C) and a head of at least
+                            HEAD_ENCODE_FROM_BYTES float bytes, LUT_DENSE with its own layer-shared codebook
+- depthwise convs        -> DEPTHWISE_CONV2D, float; with a preset's `depthwise` (r, C),
+                            LUT_DEPTHWISE_CONV2D: one codebook [1, C, r] of r-tap kernel segments for every
+                            depthwise layer of a task (docs/FORMAT.md "Clustered depthwise"); depthwise layers
+                            are never merged across tasks
 - pools, flatten, standalone activations -> MAX_POOL / AVG_POOL / GLOBAL_AVG_POOL / RESHAPE / ACTIVATION
 - joins add / concat / mul, explicit pad -> ADD / CONCAT / MUL (inputs in the layer's order) / PAD
 
@@ -65,6 +69,17 @@ class Preset:
     # per-segment codebooks only. one_tap_shared_dense: groups of dense layers (not the head) too.
     one_tap_shared: tuple[int, int] | None = None
     one_tap_shared_dense: bool = False
+    # one_tap_shared_when_smaller: share a group's codebook whenever the layer-shared codebook and its index
+    # maps take fewer bytes than the per-segment ones (instead of the 1/8-of-the-weights rule above).
+    one_tap_shared_when_smaller: bool = False
+    # a group mixing one-tap layers with larger kernels shares a codebook only from this many float weight bytes
+    mixed_shared_from_bytes: int = 32 * 1024
+    # (r, C) of clustered depthwise kernels (LUT_DEPTHWISE_CONV2D): one codebook [1, C, r] per task, shared by
+    # all that task's depthwise layers; r = 1 clusters single taps; None: depthwise layers stay float.
+    depthwise: tuple[int, int] | None = None
+    # (r, C) of a layer-shared codebook [1, C, r] for a task's head (its last dense layer, never merged across
+    # tasks) whose float weights are at least HEAD_ENCODE_FROM_BYTES; None: heads stay float.
+    head: tuple[int, int] | None = None
 
 
 # A first conv on at most this many input channels (grey, RGB, RGBA) is encoded per channel (r = 1).
@@ -84,6 +99,21 @@ ONE_TAP_MIN_CODEWORDS = 32
 # least this many bytes: below it, the pooled codebook saves nothing (MobileNetV2's first blocks: C is
 # clipped to the few pooled vectors and the longer index map costs more than the codebook saves).
 ONE_TAP_SHARED_FROM_BYTES = 4 * 1024
+# Preset.mixed_shared_from_bytes: a group that mixes one-tap layers with larger kernels (a MobileNetV2 1x1 aligned
+# with a ResNet 3x3) is shared only from that many float weight bytes on. accu (32 KiB): a smaller group's kxk
+# member fits its per-segment codebooks better before calibration (tests/model_factory's trained trio loses 16
+# points on one task at accu when its 17,696-byte conv2 + pw1 + a2 group is shared); examples/residual_pair's
+# three mixed groups of 38 to 150 KB are shared (3.97x -> 4.5x). light (8 KiB), which relies on calibration:
+# residual_pair's words task after 600 steps loses 2.14 points with 32 KiB, 1.64 with 8 KiB (all six shared).
+
+# A head is encoded (Preset.head) only from this size on: a small head costs little as float and is the layer
+# closest to the loss. A MobileNetV2's 1280 x 10 head is 51,200 bytes; the bundled LeNet's 1024 x 10 (40,960)
+# and words model's heads stay float, so the bundled example's merges are unchanged.
+HEAD_ENCODE_FROM_BYTES = 48 * 1024
+# A task's depthwise layers are clustered (Preset.depthwise) only when their float weights together take at least
+# this many bytes: below it the saving is a few KiB, and small depthwise layers (the stand-ins of the tests, the
+# first blocks of a tiny net) keep their exact weights. A MobileNetV2 at alpha 0.35 has 93,888 bytes of them.
+DEPTHWISE_ENCODE_FROM_BYTES = 16 * 1024
 
 PRESETS: dict[str, Preset] = {
     # accuracy first: fine segments, large codebooks.
@@ -93,12 +123,21 @@ PRESETS: dict[str, Preset] = {
     # test accuracy (Fashion 87.20 -> 87.56 %, words 96.79 % both; originals 83.97 %, 96.57 %)
     # (examples/mobilenetv2_share/measure.py). Dense groups keep per-segment codebooks: no measured model had
     # a dense group that qualifies. The bundled fashion + words pair has no such group either.
+    # Depthwise kernels clustered tap by tap, 32 codewords (5-bit indices, 14.7 KB for the 23,472 depthwise
+    # weights of examples/residual_pair's MobileNetV2, relative error 0.05; docs/FORMAT.md "Clustered depthwise").
     "accu": Preset(first_conv_narrow=(1, 64), first_conv_wide=(4, 64), conv=(8, 128), dense=(16, 64),
-                   one_tap_shared=(4, 256)),
-    # size first: long segments, small codebooks. Layer-shared codebooks as accu: on the same pair at light,
-    # 955,432 -> 575,784 bytes (2.98x -> 4.94x), Fashion 86.29 -> 87.10 %, words 95.14 -> 95.21 %.
+                   one_tap_shared=(4, 256), depthwise=(1, 32)),
+    # size first: long segments, small codebooks. Layer-shared codebooks (4, 256) as accu measured on the
+    # mobilenetv2_share pair at light: 955,432 -> 575,784 bytes (2.98x -> 4.94x), Fashion 86.29 -> 87.10 %,
+    # words 95.14 -> 95.21 %. For MobileNetV2-size graphs (examples/residual_pair, issue 15: light >= 8x the
+    # float originals): layer-shared codebooks of 64 codewords wherever they take fewer bytes than per-segment
+    # ones (the point-wise convs, their groups with another model's 3x3 convs, the 320 -> 1280 conv), depthwise
+    # taps in 16 codewords (4-bit, relative error 0.09), and a head of 48 KiB or more with its own codebook
+    # (r, C) = (4, 64). The bundled LeNet + words pair has no point-wise conv, depthwise conv or head that
+    # large: its merge is unchanged.
     "light": Preset(first_conv_narrow=(1, 32), first_conv_wide=(4, 32), conv=(16, 64), dense=(32, 32),
-                    one_tap_shared=(4, 256)),
+                    one_tap_shared=(4, 64), one_tap_shared_when_smaller=True, mixed_shared_from_bytes=8 * 1024,
+                    depthwise=(1, 16), head=(4, 64)),
     # light with 16 codewords, 4-bit indices and int8 tables in every layer that runs a table (r > 1): the
     # runtime looks tables up with byte shuffles (pshufb, vqtbl1q) and sums in integers. Layers with r = 1
     # (a narrow first conv) keep light's float setting: the runtime decodes them into a plain convolution,
@@ -170,25 +209,40 @@ def preset_rc(preset: Preset, group: LayerGroup, sources: Mapping[str, SourceMod
 def shared_rc(preset: Preset, group: LayerGroup, sources: Mapping[str, SourceModel],
               rc: tuple[int, int]) -> tuple[int, int] | None:
     """(r, C) of a layer-shared codebook for the group, or None to keep per-segment codebooks `rc`: only
-    for a preset with one_tap_shared, a group of one-tap layers, and per-segment codebooks that would cost
-    more than 1/ONE_TAP_CODEBOOK_SHARE of the members' float weights and at least ONE_TAP_SHARED_FROM_BYTES
+    for a preset with one_tap_shared, a group with a one-tap member (mixed with larger kernels: of at least
+    the preset's mixed_shared_from_bytes float weights), per-segment codebooks of at least ONE_TAP_SHARED_FROM_BYTES, and
+    then either (one_tap_shared_when_smaller) a shared setting that takes fewer codebook + index bytes, or
+    per-segment codebooks that would cost more than 1/ONE_TAP_CODEBOOK_SHARE of the members' float weights
     (where sharing pays: MobileNetV2's expand and project convs). C is clipped to the pooled vectors, r to
     the deepest member's depth."""
     if preset.one_tap_shared is None or (group.kind == "dense" and not preset.one_tap_shared_dense):
         return None
     members = [sources[task].layer(layer) for task, layer in group.members.items()]
-    if not all(_is_one_tap(layer) for layer in members):
+    # a group with at least one one-tap member: a point-wise conv aligned with another model's 3x3 conv (a
+    # MobileNetV2 with a ResNet) would otherwise pay per-segment codebooks sized for the 3x3's many vectors
+    if not any(_is_one_tap(layer) for layer in members):
         return None
     r, c = rc
     depth = max(layer.depth for layer in members)
     weight_bytes = sum(4 * int(layer.weights.size) for layer in members)
-    per_segment_bytes = _per_segment_codebook_bytes(depth, r, c)
-    if per_segment_bytes <= weight_bytes // ONE_TAP_CODEBOOK_SHARE or per_segment_bytes < ONE_TAP_SHARED_FROM_BYTES:
+    if not all(_is_one_tap(layer) for layer in members) and weight_bytes < preset.mixed_shared_from_bytes:
         return None
+    per_segment_bytes = _per_segment_codebook_bytes(depth, r, c)
     shared_r, shared_c = preset.one_tap_shared
     shared_r = min(shared_r, depth)
     pooled = sum(int(layer.weights.size) // layer.depth * -(-layer.depth // shared_r) for layer in members)
-    return shared_r, max(2, min(shared_c, pooled))
+    shared = shared_r, max(2, min(shared_c, pooled))
+    if per_segment_bytes < ONE_TAP_SHARED_FROM_BYTES:     # below it a shared codebook saves nothing worth it
+        return None
+    if preset.one_tap_shared_when_smaller:
+        def total(r_: int, c_: int, codebook_bytes: int) -> int:
+            vectors = sum(int(layer.weights.size) // layer.depth * -(-layer.depth // r_) for layer in members)
+            return codebook_bytes + (vectors * index_bits(c_) + 7) // 8
+        smaller = total(*shared, 4 * shared[0] * shared[1]) < total(r, c, per_segment_bytes)
+        return shared if smaller else None
+    if per_segment_bytes <= weight_bytes // ONE_TAP_CODEBOOK_SHARE:
+        return None
+    return shared
 
 
 def _per_segment_codebook_bytes(depth: int, r: int, c: int) -> int:
@@ -298,6 +352,52 @@ def _check_sources(sources: Mapping[str, SourceModel]) -> None:
             raise EdgemergeError(f"task {task!r}: {e}") from None
 
 
+def depthwise_groups(sources: Mapping[str, SourceModel],
+                     setting: tuple[int, int] | None) -> list[tuple[str, GroupSpec]]:
+    """(name, spec) of the clustered depthwise codebooks, one per task: every depthwise layer's weights as
+    [KH·KW, Cin·M] (a dense-like layer whose r-tap segments are the vectors; one layer-shared codebook [1, C, r]),
+    `setting` = (r, C), r cut to the largest divisor of each kernel's taps (a layer whose taps r does not divide
+    gets r = 1), C clipped to the number of vectors; only tasks whose depthwise weights take at least
+    DEPTHWISE_ENCODE_FROM_BYTES. Empty when `setting` is None."""
+    if setting is None:
+        return []
+    r, codewords = setting
+    out = []
+    for task, model in sources.items():
+        depthwise_bytes = sum(4 * layer.weights.size for layer in model.layers if layer.kind == "depthwise")
+        if depthwise_bytes < DEPTHWISE_ENCODE_FROM_BYTES:
+            continue
+        by_r: dict[int, dict[str, np.ndarray]] = {}
+        for layer in model.layers:
+            if layer.kind == "depthwise":
+                kh, kw = layer.weights.shape[:2]
+                seg = r if (kh * kw) % r == 0 else 1
+                by_r.setdefault(seg, {})[f"{task}:{layer.name}"] = layer.weights.reshape(kh * kw, -1)
+        for seg, weights in by_r.items():
+            vectors = sum(w.size // seg for w in weights.values())
+            out.append((f"{task}:depthwise" + ("" if len(by_r) == 1 else f"-r{seg}"),
+                        GroupSpec(weights, seg, max(2, min(codewords, vectors)), shared=True)))
+    return out
+
+
+def head_groups(sources: Mapping[str, SourceModel], setting: tuple[int, int] | None) -> list[tuple[str, GroupSpec]]:
+    """(name, spec) of the encoded heads: each task's head of at least HEAD_ENCODE_FROM_BYTES float bytes alone
+    with one layer-shared codebook [1, C, r], `setting` = (r, C), r cut to the head's input size and C to its
+    segment vectors. Empty when `setting` is None."""
+    if setting is None:
+        return []
+    out = []
+    for task, model in sources.items():
+        head = model.head
+        if head is None or head.kind != "dense" or 4 * head.weights.size < HEAD_ENCODE_FROM_BYTES:
+            continue
+        r = min(setting[0], head.weights.shape[0])
+        vectors = -(-head.weights.shape[0] // r) * head.weights.shape[1]
+        out.append((f"{task}:{head.name}",
+                    GroupSpec({f"{task}:{head.name}": head.weights}, r, max(2, min(setting[1], vectors)), shared=True)))
+    return out
+
+
 def _index_bytes(index: np.ndarray, codewords: int) -> int:
     return (int(index.size) * index_bits(codewords) + 7) // 8
 
@@ -309,10 +409,11 @@ _PLAIN_OPS: dict[str, Op] = {"max_pool": Op.MAX_POOL, "avg_pool": Op.AVG_POOL, "
 
 
 def _add_layer_node(graph: MergedGraph, task: str, layer: SourceLayer, values: Sequence[int], *, is_head: bool,
-                    lut: tuple[int, int, int, np.ndarray] | None, int8_tables: bool = False) -> int:
+                    lut: tuple[int, int, int, np.ndarray] | None, int8_tables: bool = False,
+                    depthwise_lut: tuple[int, int, int, np.ndarray] | None = None) -> int:
     """Appends the node of one source layer reading `values` (one value id, or every input of a join in
-    order); `lut` = (codebook tensor id, r, C, index map) for encoded layers. Returns the value id the node
-    produces."""
+    order); `lut` = (codebook tensor id, r, C, index map) for encoded layers, `depthwise_lut` likewise for a
+    clustered depthwise layer (index map [Cin, M]). Returns the value id the node produces."""
     prefix = f"{task}/{layer.name}"
     node = Node(name=prefix, op=Op.RESHAPE, input=values[0], out_shape=tuple(layer.out_shape),
                 activation=layer.activation, sources=(f"{task}:{layer.name}",),
@@ -330,7 +431,7 @@ def _add_layer_node(graph: MergedGraph, task: str, layer: SourceLayer, values: S
         bias = layer.bias if layer.bias is not None else np.zeros(size, np.float32)
         return graph.add_tensor(Tensor.f32(f"{prefix}/bias", bias))
 
-    if layer.kind in ("conv", "dense") and not is_head:
+    if layer.kind in ("conv", "dense") and (not is_head or lut is not None):
         if lut is None:
             raise EdgemergeError(f"{task}:{layer.name} is in no layer group")   # defensive: align covers all
         codebook, r, c, index = lut
@@ -339,6 +440,12 @@ def _add_layer_node(graph: MergedGraph, task: str, layer: SourceLayer, values: S
         node.index = graph.add_tensor(Tensor.index(f"{prefix}/index", index, c))
         node.flags = NODE_FLAG_INT8_TABLES if int8_tables else 0
         node.bias = bias_tensor(layer.out_shape[2])       # always present for LUT ops (zeros if none)
+    elif layer.kind == "depthwise" and depthwise_lut is not None:
+        codebook, r, c, index = depthwise_lut
+        node.op = Op.LUT_DEPTHWISE_CONV2D
+        node.seg_len, node.codewords, node.weight = r, c, codebook
+        node.index = graph.add_tensor(Tensor.index(f"{prefix}/index", index, c))
+        node.bias = bias_tensor(layer.out_shape[2]) if layer.bias is not None else NONE
     elif layer.kind in ("dense", "depthwise"):
         node.op = Op.DENSE if layer.kind == "dense" else Op.DEPTHWISE_CONV2D
         node.weight = graph.add_tensor(Tensor.f32(f"{prefix}/weights", layer.weights))
@@ -427,7 +534,13 @@ def merge_models(sources: Mapping[str, SourceModel], preset: str = "accu",
     started = time.perf_counter()
     specs = [GroupSpec({f"{task}:{layer}": sources[task].layer(layer).weights for task, layer in g.members.items()},
                        r, c, shared=i in shared_groups) for i, (g, (r, c)) in enumerate(zip(groups, settings))]
-    encoded = encode_groups(specs, seed=seed, kmeans_inits=kmeans_inits, n_jobs=n_jobs)
+    depthwise = depthwise_groups(sources, PRESETS[preset].depthwise)
+    heads = head_groups(sources, PRESETS[preset].head)
+    extra = [spec for _, spec in depthwise + heads]
+    encoded_all = encode_groups(specs + extra, seed=seed, kmeans_inits=kmeans_inits, n_jobs=n_jobs)
+    encoded = encoded_all[:len(specs)]
+    encoded_depthwise = encoded_all[len(specs):len(specs) + len(depthwise)]
+    encoded_heads = encoded_all[len(specs) + len(depthwise):]
     seconds = time.perf_counter() - started
 
     graph = MergedGraph()
@@ -449,6 +562,29 @@ def merge_models(sources: Mapping[str, SourceModel], preset: str = "accu",
             original_bytes=sum(4 * sources[t].layer(l).weights.size for t, l in group.members.items()),
             int8_tables=gi in int8_groups, shared_codebook=gi in shared_groups))
 
+    for (name, spec), enc in zip(heads, encoded_heads):
+        (ref,) = spec.weights
+        lut_of[ref] = (graph.add_tensor(Tensor.f32(f"codebook/{name}", enc.codebook)), enc.seg_len, enc.codewords,
+                       enc.layers[ref].index)
+        report.append(GroupReport(
+            name=name, kind="dense", members=[ref], seg_len=enc.seg_len, codewords=enc.codewords,
+            relative_error={ref: enc.layers[ref].relative_error}, codebook_bytes=4 * enc.codebook.size,
+            index_bytes=_index_bytes(enc.layers[ref].index, enc.codewords),
+            original_bytes=4 * spec.weights[ref].size, shared_codebook=True))
+    depthwise_of: dict[str, tuple[int, int, int, np.ndarray]] = {}
+    for (name, spec), enc in zip(depthwise, encoded_depthwise):
+        codebook_id = graph.add_tensor(Tensor.f32(f"codebook/{name}", enc.codebook))
+        for ref in spec.weights:
+            kh, kw, cin, m = sources[ref.partition(":")[0]].layer(ref.partition(":")[2]).weights.shape
+            index = enc.layers[ref].index.reshape(kh * kw // enc.seg_len, cin, m)
+            depthwise_of[ref] = (codebook_id, enc.seg_len, enc.codewords, index)
+        report.append(GroupReport(
+            name=name, kind="depthwise", members=list(spec.weights), seg_len=enc.seg_len, codewords=enc.codewords,
+            relative_error={ref: enc.layers[ref].relative_error for ref in spec.weights},
+            codebook_bytes=4 * enc.codebook.size,
+            index_bytes=sum(_index_bytes(enc.layers[ref].index, enc.codewords) for ref in spec.weights),
+            original_bytes=sum(4 * w.size for w in spec.weights.values()), shared_codebook=True))
+
     # All inputs first: value ids of nodes count from the number of inputs.
     input_of = {task: graph.add_input(model.input_shape) for task, model in sources.items()}
     for task, model in sources.items():
@@ -460,7 +596,8 @@ def merge_models(sources: Mapping[str, SourceModel], preset: str = "accu",
         for position, layer in enumerate(model.layers):
             value = _add_layer_node(graph, task, layer, [value_of[n] for n in model.inputs_of(position)],
                                     is_head=layer is head, lut=lut_of.get(f"{task}:{layer.name}"),
-                                    int8_tables=f"{task}:{layer.name}" in int8_of)
+                                    int8_tables=f"{task}:{layer.name}" in int8_of,
+                                    depthwise_lut=depthwise_of.get(f"{task}:{layer.name}"))
             value_of[layer.name] = value
         graph.tasks.append(Task(task, input_of[task], value, int(np.prod(graph.value_shape(value)))))
     _write_metadata(graph, sources, preset, seed, kmeans_inits)

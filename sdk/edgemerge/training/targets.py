@@ -15,6 +15,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from edgemerge.emm.constants import Op
 from edgemerge.emm.graph import MergedGraph
 from edgemerge.errors import EdgemergeError
 from edgemerge.training.tf_form import LUT_OPS
@@ -204,11 +205,12 @@ def load_targets(graph: MergedGraph, originals: Mapping[str, str | os.PathLike],
 
 
 def _default_pairs(graph: MergedGraph, task: str, skipped: list[str]) -> list[tuple[int, str]]:
-    """(node index, original layer name) of every LUT node of `task` whose match_output names a layer of it."""
+    """(node index, original layer name) of every LUT node (clustered depthwise included) of `task` whose
+    match_output names a layer of it."""
     pairs = []
     for i in graph.nodes_for(task):
         node = graph.nodes[i]
-        if node.op not in LUT_OPS:
+        if node.op not in LUT_OPS and node.op != Op.LUT_DEPTHWISE_CONV2D:
             continue
         owner, _, layer_name = node.match_output.partition(":")
         if not node.match_output or owner != task or not layer_name:

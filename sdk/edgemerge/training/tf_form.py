@@ -3,7 +3,8 @@
 - every float32 tensor that a node uses (codebooks, biases, plain/depthwise conv and dense weights, heads) is
   ONE trainable `tf.Variable` per tensor id, so nodes that reference the same codebook share the variable;
 - index maps are int32 constants; a LUT node rebuilds its weights by a gather exactly as
-  `graph.decoded_weights` does (W[ky, kx, s·r + j, co] = codebook[s, index[ky, kx, s, co], j], cut to Cin)
+  `graph.decoded_weights` does (W[ky, kx, s·r + j, co] = codebook[s, index[ky, kx, s, co], j], cut to Cin;
+  a clustered depthwise node W[ky, kx, c, m] = codebook[0, index[t / r, c, m], t mod r], t = ky·KW + kx)
   and then runs an ordinary convolution / matmul (explicit `tf.pad`, then VALID), bias, activation;
 - pools, reshape and activations follow the Keras reference (explicit pool pads map to VALID or SAME);
 - format v2 nodes read every input (`Node.inputs`): ADD sums in input order, CONCAT joins channels, MUL
@@ -52,7 +53,7 @@ def _conv(model: "TFMergedGraph", i: int, node: Node, x):
     if any(node.pads):
         x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
     strides = [1, node.stride[0], node.stride[1], 1]
-    if node.op == Op.DEPTHWISE_CONV2D:
+    if node.op in (Op.DEPTHWISE_CONV2D, Op.LUT_DEPTHWISE_CONV2D):
         return tf.nn.depthwise_conv2d(x, model.weights(i), strides, "VALID")
     return tf.nn.conv2d(x, model.weights(i), strides, "VALID")
 
@@ -122,6 +123,7 @@ _OP_FORMS: dict[Op, Callable] = {
     Op.CONV2D: _conv,
     Op.LUT_CONV2D: _conv,
     Op.DEPTHWISE_CONV2D: _conv,
+    Op.LUT_DEPTHWISE_CONV2D: _conv,
     Op.DENSE: _dense,
     Op.LUT_DENSE: _dense,
     Op.MAX_POOL: _max_pool,
@@ -175,6 +177,8 @@ class TFMergedGraph:
                                                   name=_variable_name(tensor.name))
             if node.op in LUT_OPS:
                 self._lut_index[i] = tf.constant(self._flat_codeword_ids(node), dtype=tf.int32)
+            elif node.op == Op.LUT_DEPTHWISE_CONV2D:
+                self._lut_index[i] = tf.constant(self._depthwise_codeword_ids(node), dtype=tf.int32)
         self._trainable = [self.variables[k] for k in sorted(self.variables)]
 
     @property
@@ -200,12 +204,31 @@ class TFMergedGraph:
         seg = np.arange(s_count, dtype=np.int64)[None, None, :, None] * (not shared)
         return (seg * codebook.shape[1] + index).astype(np.int32)
 
+    def _depthwise_codeword_ids(self, node: Node) -> np.ndarray:
+        """A clustered depthwise node's index map [KH·KW / r, Cin, M], checked against its codebook [1, C, r]."""
+        codebook = self.graph.tensors[node.weight].array
+        index = self.graph.tensors[node.index].array.astype(np.int64)
+        taps = node.kernel[0] * node.kernel[1]
+        if (codebook.ndim != 3 or codebook.shape[0] != 1 or codebook.shape[2] != node.seg_len or index.ndim != 3
+                or index.shape[0] * node.seg_len != taps):
+            raise EdgemergeError(f"node {node.name}: depthwise codebook {self.graph.tensors[node.weight].name} of "
+                                 f"shape {codebook.shape} and index map {index.shape} do not fit a "
+                                 f"{node.kernel[0]}x{node.kernel[1]} kernel")
+        if index.size and int(index.max()) >= codebook.shape[1]:
+            raise EdgemergeError(f"node {node.name}: index map holds {int(index.max())}, past the codebook's "
+                                 f"{codebook.shape[1]} codewords")
+        return index.astype(np.int32)
+
     def weights(self, i: int):
         """The weights node `i` computes with ([KH, KW, Cin, Cout] or [In, Out]), differentiable."""
         import tensorflow as tf
 
         node = self.graph.nodes[i]
         var = self.variables[node.weight]
+        if node.op == Op.LUT_DEPTHWISE_CONV2D:       # W[ky, kx, c, m] = codebook[0, index[t / r, c, m], t mod r]
+            _, cin, m = self._lut_index[i].shape
+            vectors = tf.gather(var[0], self._lut_index[i])                   # [S, Cin, M, r]
+            return tf.reshape(tf.transpose(vectors, [0, 3, 1, 2]), [*node.kernel, cin, m])
         if node.op not in LUT_OPS:
             return var
         r = node.seg_len
