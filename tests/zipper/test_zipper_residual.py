@@ -243,3 +243,31 @@ def test_cli_zipper_on_functional_files(tmp_path, pair):
     # the importer folds the stride-2 block's ZeroPadding2D into its depthwise (the hand-built pair keeps an
     # explicit PAD layer there), so that block shares 3 nodes, not 4
     assert report["blocks"] == 4 and [r["trunk_nodes"] for r in report["rounds"]] == [0, 4, 7, 11, 15]
+
+
+@pytest.mark.skipif(not _importer_reads_functional(), reason="the Keras functional importer is on another branch")
+def test_cli_zipper_rounds_stops_after_round_n(tmp_path, pair):
+    """--rounds 2 runs k = 1, 2 of the 4 blocks: k00..k02 written, the report says where it stopped, and pick
+    chooses among those rounds only."""
+    zipped = tmp_path / "zipped"
+    f, c, v = pair["files"], pair["calib"], pair["val"]
+    done = subprocess.run(
+        [sys.executable, "-m", "edgemerge.cli", "zipper", f"a={f['a']}", f"b={f['b']}", "--calib", f"a={c['a']}",
+         "--calib", f"b={c['b']}", "--val", f"a={v['a']}", "--val", f"b={v['b']}", "-o", str(zipped),
+         "--share", "block", "--steps-per-round", "2", "--rounds", "2", "--no-tflite"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((zipped / "report.json").read_text())
+    assert report["blocks"] == 4 and report["last_round"] == 2
+    assert [r["k"] for r in report["rounds"]] == [0, 1, 2]
+    assert sorted(p.name for p in zipped.glob("k*.emm")) == ["k00.emm", "k01.emm", "k02.emm"]
+    assert "k00.emm .. k02.emm" in done.stdout
+    picked = tmp_path / "p.emm"
+    done = subprocess.run([sys.executable, "-m", "edgemerge.cli", "zipper", "pick", str(zipped), "--max-drop", "0.99",
+                           "-o", str(picked)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert picked.read_bytes() == (zipped / "k02.emm").read_bytes()
+    bad = subprocess.run([sys.executable, "-m", "edgemerge.cli", "zipper", f"a={f['a']}", f"b={f['b']}", "--calib",
+                          f"a={c['a']}", "--calib", f"b={c['b']}", "--val", f"a={v['a']}", "--val", f"b={v['b']}",
+                          "-o", str(tmp_path / "z0"), "--rounds", "0"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--rounds" in bad.stderr and "Traceback" not in bad.stderr
