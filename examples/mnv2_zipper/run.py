@@ -45,6 +45,11 @@ HEAD = "predictions"                          # keras.applications' classifier: 
 TRAINING = {"alpha": 0.35, "bn_momentum": 0.9, "epochs": 4, "patience": 2, "validation_fraction": 0.1,
             "batch_size": 64, "learning_rate": 2e-3, "init_seed": SEED, "shuffle_seed": {"garment": 1, "colour": 2}}
 INT8_SAMPLES = 256                            # representative samples of the TFLite full-integer conversion
+# zipper's --calib: a seeded subset of the training images (the same rows for both tasks). Each round calibrates
+# --steps-per-round batches of 64 and evaluates its 10 % held-out part ten times: 8,000 images cover 120 steps
+# without repeating and keep those evaluations short (17 rounds on 2 shared cores).
+CALIB_IMAGES = 8000
+LATENCY_SAMPLES = 200                          # test images timed per file in the k table (as the zipper's own)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -58,6 +63,17 @@ def prepare_data(fashion: Path, data_dir: Path) -> Path:
 
 def task_file(data_dir: Path, task: str, split: str) -> Path:
     return data_dir / f"{task}{SIZE}_{split}.npz"
+
+
+def calibration_files(data_dir: Path, out: Path, n: int = CALIB_IMAGES) -> dict[str, Path]:
+    """TASK -> out/TASK32_calib.npz: the same seeded n training images of both tasks (written every run: seconds,
+    and never stale against the training files)."""
+    files = {t: out / f"{t}{SIZE}_calib.npz" for t in TASKS}
+    for task, path in files.items():
+        x, y = common.load_split(data_dir, f"{task}{SIZE}", "train")
+        rows = np.sort(np.random.default_rng(SEED).permutation(len(y))[:n])
+        common.write_atomically(path, lambda tmp: np.savez(tmp, x=x[rows], y=y[rows]))
+    return files
 
 
 def build_model(classes: int, config: dict):
@@ -179,15 +195,19 @@ def bench_against(picked: Path, originals: dict[str, Path], data_dir: Path, runs
 
 
 def zipper_pick_eval_bench(data_dir: Path, out: Path, share: str, steps: int, max_drop: float, runs: int,
-                           extra: list[str]) -> dict:
+                           extra: list[str], reuse: bool = False) -> dict:
     zipped, picked = out / f"zipped_{share}", out / f"picked_{share}.emm"
     keras_files = {t: out / f"mnv2_{t}.keras" for t in TASKS}
     float_files = {t: out / f"mnv2_{t}.tflite" for t in TASKS}
     int8_files = {t: out / f"mnv2_{t}.int8.tflite" for t in TASKS}
-    edgemerge(["zipper", *(f"{t}={keras_files[t]}" for t in TASKS),
-               *(a for t in TASKS for a in ("--calib", f"{t}={task_file(data_dir, t, 'train')}")),
-               *(a for t in TASKS for a in ("--val", f"{t}={task_file(data_dir, t, 'test')}")),
-               "-o", zipped, "--share", share, "--steps-per-round", steps, *extra])
+    if reuse and (zipped / "report.json").is_file():
+        print(f"mnv2_zipper: --reuse-zipped: picking from {zipped}/report.json as it is", flush=True)
+    else:
+        calib = calibration_files(data_dir, out)
+        edgemerge(["zipper", *(f"{t}={keras_files[t]}" for t in TASKS),
+                   *(a for t in TASKS for a in ("--calib", f"{t}={calib[t]}")),
+                   *(a for t in TASKS for a in ("--val", f"{t}={task_file(data_dir, t, 'test')}")),
+                   "-o", zipped, "--share", share, "--steps-per-round", steps, *extra])
     edgemerge(["zipper", "pick", zipped, "--max-drop", max_drop, "-o", picked])
     report = json.loads((zipped / "report.json").read_text())
     picked_sha = hashlib.sha256(picked.read_bytes()).hexdigest()
@@ -195,18 +215,71 @@ def zipper_pick_eval_bench(data_dir: Path, out: Path, share: str, steps: int, ma
     data = [a for t in TASKS for a in ("--data", f"{t}={task_file(data_dir, t, 'test')}")]
     refs = [a for t in TASKS for a in ("--reference", f"{t}={float_files[t]}")]
     accuracy = json.loads(edgemerge(["eval", picked, *data, *refs, "--json"], capture=True))
+    with np.load(task_file(data_dir, TASKS[0], "test")) as npz:
+        x_latency = np.ascontiguousarray(npz["x"][:LATENCY_SAMPLES], np.float32)
+    table = latency_table(zipped, report, {"float32": float_files, "int8": int8_files}, x_latency)
     bench_float = bench_against(picked, float_files, data_dir, runs, out / f"bench_{share}_float.json")
     bench_int8 = bench_against(picked, int8_files, data_dir, runs, out / f"bench_{share}_int8.json")
     return {
-        "share": share, "steps_per_round": steps, "calibration": report.get("calibration"), "max_drop": max_drop,
+        "share": share, "steps_per_round": report["steps_per_round"], "rounds_run": report.get("last_round"),
+        "zipper_complete": report.get("complete"), "zipper_seconds": report.get("seconds"), "calibration": report.get("calibration"), "max_drop": max_drop,
         "picked_k": k, "depth": report["blocks"], "latency": report.get("latency"),
         "rounds": [{key: r.get(key) for key in ("k", "accuracy", "drop", "file_bytes", "compression",
                                                  "context_bytes", "latency_ms", "speedup", "speedup_vs_tflite",
                                                  "seconds")}
                    for r in report["rounds"]],
         "eval": accuracy["tasks"],
+        "latency_table": table,
         "bench": {"tflite_float32": bench_float, "tflite_int8": bench_int8},
     }
+
+
+def latency_table(zipped: Path, report: dict, originals: dict[str, dict[str, Path]], x: np.ndarray,
+                  passes: int = 3) -> dict:
+    """Milliseconds of every round's file in the C runtime (em_run_all: both tasks, one sample) and of both
+    originals in TFLite float32 and int8 (one invoke per task, one thread, XNNPACK), all timed in the same
+    passes, one after another, so that the ratios compare figures taken under the same load: per file the
+    median over the samples, the best of `passes` passes."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgemerge.measure.latency import c_latency_ms, tflite_pass_ms
+    from edgemerge.runtime import Runtime
+
+    runtimes = {r["k"]: Runtime(zipped / r["file"]) for r in report["rounds"]}
+    interpreters = {}
+    for kind, files in originals.items():
+        for task, path in files.items():
+            interpreters[(kind, task)] = Interpreter(model_path=str(path), num_threads=1)
+            interpreters[(kind, task)].allocate_tensors()
+            tflite_pass_ms(interpreters[(kind, task)], x[:10])          # warm-up
+    best: dict = {}
+    for _ in range(passes):
+        for k, runtime in runtimes.items():
+            best[k] = min(best.get(k, np.inf), c_latency_ms(runtime, x, repeats=1))
+        for key, interpreter in interpreters.items():
+            best[key] = min(best.get(key, np.inf), tflite_pass_ms(interpreter, x))
+    pairs = {kind: float(sum(best[(kind, t)] for t in TASKS)) for kind in originals}
+    return {"samples": int(len(x)), "passes": passes, "c_ms": {str(k): float(best[k]) for k in runtimes},
+            "tflite_pair_ms": pairs,
+            "tflite_ms": {kind: {t: float(best[(kind, t)]) for t in TASKS} for kind in originals}}
+
+
+def markdown_table(result: dict) -> str:
+    """The k table of the README: accuracy and drop per task (C runtime, test files), bytes, and the latency
+    table's milliseconds with the ratios against both originals in TFLite float32 and int8."""
+    lat = result["latency_table"]
+    f32, i8 = lat["tflite_pair_ms"]["float32"], lat["tflite_pair_ms"]["int8"]
+    head = ("| k | " + " | ".join(f"acc {t} | drop" for t in TASKS) + " | bytes | C ms | vs TFLite float32 "
+            f"({f32:.3f} ms) | vs TFLite int8 ({i8:.3f} ms) |")
+    lines = [head, "|" + "---|" * (2 * len(TASKS) + 5)]
+    for r in result["rounds"]:
+        ms = lat["c_ms"][str(r["k"])]
+        bold = "**" if r["k"] == result["picked_k"] else ""
+        cells = [f"{bold}{r['k']}{bold}"]
+        cells += [f"{100 * r['accuracy'][t]:.2f} % | {100 * r['drop'][t]:+.2f}" for t in TASKS]
+        cells += [f"{r['file_bytes']:,}", f"{ms:.3f}", f"{f32 / ms:.2f}x", f"{i8 / ms:.2f}x"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def check_claims(result: dict, max_drop: float) -> list[str]:
@@ -239,6 +312,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-drop", type=float, default=0.02)
     parser.add_argument("--runs", type=int, default=200, help="timed bench runs per side")
     parser.add_argument("--no-check", action="store_true", help="report the claims but exit 0 when one is missed")
+    parser.add_argument("--reuse-zipped", action="store_true",
+                        help="pick from the zipper folder's report.json when there is one (after a stopped run, or "
+                             "to redo the checks) instead of zippering again")
     parser.add_argument("--force", action="store_true", help="retrain even when the cached models are up to date")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -252,7 +328,7 @@ def main(argv: list[str] | None = None) -> dict:
                                    ("--rounds", args.rounds))
              if value is not None for a in (flag, value)]
     result = zipper_pick_eval_bench(data_dir, out, args.share, args.steps_per_round, args.max_drop, args.runs,
-                                    extra)
+                                    extra, args.reuse_zipped)
     missed = check_claims(result, args.max_drop)
     summary = {"models": models, **result, "claims_missed": missed}
     common.write_atomically(out / f"mnv2_zipper_{args.share}_summary.json",
@@ -269,6 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
     for peer, b in result["bench"].items():
         print(f"  bench vs both originals in {b['peer_label']}: merged {b['merged_ms']['median']:.4f} ms, "
               f"originals {b['reference_ms']['median']:.4f} ms: speedup {b['speedup']:.2f}x")
+    print("\n" + markdown_table(result))
     print(f"written: {out / f'mnv2_zipper_{args.share}_summary.json'}")
     if missed:
         print("claims missed:\n  " + "\n  ".join(missed), file=sys.stderr)

@@ -271,3 +271,37 @@ def test_cli_zipper_rounds_stops_after_round_n(tmp_path, pair):
                           f"a={c['a']}", "--calib", f"b={c['b']}", "--val", f"a={v['a']}", "--val", f"b={v['b']}",
                           "-o", str(tmp_path / "z0"), "--rounds", "0"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "--rounds" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_run_stopped_after_round_1_leaves_a_report_of_round_1_that_pick_reads(tmp_path, pair, monkeypatch):
+    """report.json is rewritten (marked unfinished) after every round but the last: a run stopped in round 2
+    leaves the rounds done, with their files' hashes, and `pick` chooses among them."""
+    import edgemerge.training.calibrate as calibrate_module
+    from edgemerge.errors import EdgemergeError
+    from edgemerge.workflows.zipper_files import zipper_files
+    from edgemerge.zipper.report import pick
+
+    real, calls = calibrate_module.calibrate, []
+
+    def stopped_in_round_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(calibrate_module, "calibrate", stopped_in_round_2)
+    out = tmp_path / "z"
+    with pytest.raises(KeyboardInterrupt):
+        zipper_files(pair["files"], pair["calib"], pair["val"], out, share="block", steps_per_round=2, tflite=False,
+                     latency_samples=5, plot=False, imported=pair["models"])
+    report = json.loads((out / "report.json").read_text())
+    assert report["complete"] is False and report["last_round"] == 1 and report["blocks"] == 4
+    assert [r["k"] for r in report["rounds"]] == [0, 1]
+    row = pick(out, 0.99, tmp_path / "p.emm")
+    assert row["k"] == 1 and (tmp_path / "p.emm").read_bytes() == (out / "k01.emm").read_bytes()
+    monkeypatch.setattr(calibrate_module, "calibrate", real)
+    done = zipper_files(pair["files"], pair["calib"], pair["val"], out, share="block", steps_per_round=2,
+                        rounds=1, tflite=False, latency_samples=5, plot=False, imported=pair["models"])
+    assert done.report["complete"] is True and done.report["last_round"] == 1
+    with pytest.raises(EdgemergeError, match="rounds must be >= 1"):
+        zipper_files(pair["files"], pair["calib"], pair["val"], out, rounds=0, imported=pair["models"])

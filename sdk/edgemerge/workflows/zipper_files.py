@@ -194,6 +194,7 @@ def zipper_files(sources: Mapping[str, str | os.PathLike], calib: Mapping[str, s
     out_dir = _check_options(share, bn, align, l1_scope, steps_per_round, sources, calib, val, output)
     if rounds is not None and rounds < 1:
         raise EdgemergeError(f"rounds must be >= 1, got {rounds}")
+    max_rounds = rounds             # `rounds` below: the rows of the rounds run
     if imported is not None and set(imported) != set(sources):
         raise EdgemergeError(f"imported models for {', '.join(imported)}, files for {', '.join(sources)}")
     run = _prepare(sources, calib, val, out_dir, latency, tflite, latency_samples, say, imported)
@@ -217,7 +218,7 @@ def zipper_files(sources: Mapping[str, str | os.PathLike], calib: Mapping[str, s
     say(row_line(row, tasks))
 
     calibrate_kwargs = {"seed": seed, **(calibrate_options or {})}
-    last = layout.depth if rounds is None else min(rounds, layout.depth)
+    last = layout.depth if max_rounds is None else min(max_rounds, layout.depth)
     for k in range(1, last + 1):
         round_started = time.perf_counter()
         initial, info = share_round(models, layout, state, k, share, bn=bn, align=align, encode=encode, seed=seed,
@@ -235,15 +236,24 @@ def zipper_files(sources: Mapping[str, str | os.PathLike], calib: Mapping[str, s
         row["seconds"] = round(time.perf_counter() - round_started, 1)
         rounds.append(row)
         say(row_line(row, tasks))
+        if k < last:
+            # the rounds so far, marked unfinished: a run stopped here (a deep model's rounds take long) leaves a
+            # report that describes exactly the files written, which `pick` can choose from
+            partial = _report(run, val, calib, rounds, pair_ms, calibrate_kwargs, started, share=share, bn=bn,
+                              align=align, encode=encode, seed=seed, steps_per_round=steps_per_round,
+                              l1_scope=l1_scope, last_round=k, complete=False)
+            emm.atomic_write_bytes(out_dir / REPORT_NAME, (json.dumps(partial, indent=2) + "\n").encode())
 
     report = _report(run, val, calib, rounds, pair_ms, calibrate_kwargs, started, share=share, bn=bn, align=align,
-                     encode=encode, seed=seed, steps_per_round=steps_per_round, l1_scope=l1_scope, last_round=last)
+                     encode=encode, seed=seed, steps_per_round=steps_per_round, l1_scope=l1_scope, last_round=last,
+                     complete=True)
     _write_outputs(out_dir, report, rounds, plot, say)
     return ZipperResult(report, out_dir)
 
 
 def _report(run: _Run, val, calib, rounds: list[dict], pair_ms: float | None, calibrate_kwargs: dict,
-            started: float, *, share, bn, align, encode, seed, steps_per_round, l1_scope, last_round) -> dict:
+            started: float, *, share, bn, align, encode, seed, steps_per_round, l1_scope, last_round,
+            complete) -> dict:
     from edgemerge.runtime import Runtime
     from edgemerge.training.calibrate import DEFAULT_L1_WEIGHT, DEFAULT_LEARNING_RATE
 
@@ -251,6 +261,7 @@ def _report(run: _Run, val, calib, rounds: list[dict], pair_ms: float | None, ca
     return {
         "format": REPORT_FORMAT, "version": REPORT_VERSION, "tool_version": str(TOOL_VERSION),
         "tasks": tasks, "blocks": run.layout.depth, "last_round": last_round,
+        "complete": complete,
         "block_layers": [[models[tasks[0]].layers[p].name for p in b.positions] for b in run.layout.blocks],
         "share": share, "bn": bn, "align": align, "encode": encode, "seed": seed,
         "steps_per_round": steps_per_round,
