@@ -36,8 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from examples import _common as common
-from examples._common import bench_summary, edgemerge_command
-from examples._common import run as run_command
+from examples._common import bench_summary, edgemerge
 from examples.residual_pair import data as rgb_data
 
 SEED = 0
@@ -75,7 +74,8 @@ def calibration_files(data_dir: Path, out: Path, n: int = CALIB_IMAGES) -> dict[
     for task, path in files.items():
         x, y = common.load_split(data_dir, f"{task}{SIZE}", "train")
         rows = np.sort(np.random.default_rng(SEED).permutation(len(y))[:n])
-        common.write_atomically(path, lambda tmp: np.savez(tmp, x=x[rows], y=y[rows]))
+        subset = {"x": x[rows], "y": y[rows]}
+        common.write_atomically(path, lambda tmp, subset=subset: np.savez(tmp, **subset))
     return files
 
 
@@ -113,15 +113,10 @@ def train_pair(data_dir: Path, out: Path, epochs: int | None, train_limit: int |
     config = {**TRAINING, "epochs": epochs or TRAINING["epochs"], "train_limit": train_limit, "size": SIZE,
               "data_sha256": {t: _file_hash(task_file(data_dir, t, "train")) for t in TASKS}}
     manifest_path = out / MANIFEST_NAME
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, ValueError):
-        manifest = {}
     files = [out / f"mnv2_{t}.{ext}" for t in TASKS for ext in ("keras", "tflite", "int8.tflite")]
-    if not force and manifest.get("config") == config and all(f.is_file() for f in files):
-        print("mnv2_zipper: models up to date (" + ", ".join(
-            f"{t} {100 * manifest['models'][t]['test_accuracy']:.2f}%" for t in TASKS) + ")", flush=True)
-        return manifest["models"]
+    cached = common.cached_models(manifest_path, config, files, "mnv2_zipper", force)
+    if cached is not None:
+        return cached
 
     tf = common.configure_tensorflow()
     import keras
@@ -137,21 +132,9 @@ def train_pair(data_dir: Path, out: Path, epochs: int | None, train_limit: int |
         classes = int(max(y_train.max(), y_test.max())) + 1
         keras.utils.set_random_seed(config["shuffle_seed"][task])
         model = build_model(classes, config)
-        for layer in model.layers:                 # the same starting trunk for both tasks
-            if layer.name in initial:
-                layer.set_weights(initial[layer.name])
-        model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
-                      loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
-        print(f"mnv2_zipper: training mnv2_{task} ({classes} classes, up to {config['epochs']} epochs, "
-              f"{len(y_train)} samples)", flush=True)
-        held = np.random.default_rng(config["shuffle_seed"][task]).permutation(len(y_train))
-        n_val = int(round(config["validation_fraction"] * len(y_train)))
-        val, fit = np.sort(held[:n_val]), np.sort(held[n_val:])
-        stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=config["patience"],
-                                             restore_best_weights=True)
-        history = model.fit(x_train[fit], y_train[fit], epochs=config["epochs"], batch_size=config["batch_size"],
-                            shuffle=True, verbose=2, validation_data=(x_train[val], y_train[val]), callbacks=[stop])
-        best_epoch = int(np.argmax(history.history["val_accuracy"])) + 1
+        # the same starting trunk for both tasks; the best epoch on a seeded 10 % of the training file
+        epochs = common.train_from(model, initial, x_train, y_train, config, config["shuffle_seed"][task],
+                                   f"mnv2_zipper: training mnv2_{task}")
         keras_top1 = model.predict(x_test, batch_size=500, verbose=0).argmax(axis=1)
         clean = build_model(classes, config)       # no optimizer state in the file
         clean.set_weights(model.get_weights())
@@ -162,8 +145,7 @@ def train_pair(data_dir: Path, out: Path, epochs: int | None, train_limit: int |
         int8_tflite(tf, clean, x_train, int8_path)
         float_top1 = common.tflite_predict(float_path, x_test).argmax(axis=1)
         int8_top1 = common.tflite_predict(int8_path, x_test).argmax(axis=1)
-        models[task] = {"classes": classes, "params": int(clean.count_params()), "best_epoch": best_epoch,
-                        "epochs_run": len(history.history["val_accuracy"]),
+        models[task] = {"classes": classes, "params": int(clean.count_params()), **epochs,
                         "test_accuracy": float(np.mean(keras_top1 == y_test)),
                         "tflite_test_accuracy": float(np.mean(float_top1 == y_test)),
                         "int8_tflite_test_accuracy": float(np.mean(int8_top1 == y_test)),
@@ -180,11 +162,6 @@ def train_pair(data_dir: Path, out: Path, epochs: int | None, train_limit: int |
 # ---------------------------------------------------------------------------------------------------
 # The edgemerge command line
 # ---------------------------------------------------------------------------------------------------
-def edgemerge(args: list, capture: bool = False) -> str:
-    """Runs `edgemerge ARGS` with the edgemerge this interpreter imports (examples/_common's runner)."""
-    return run_command(edgemerge_command() + list(args), capture=capture)
-
-
 def bench_against(picked: Path, originals: dict[str, Path], data_dir: Path, runs: int, dst: Path) -> dict:
     """`edgemerge bench` of the picked model against one set of originals (both tasks, one thread); the tasks
     read the same input, so bench takes it once (the first task's test images)."""
@@ -203,21 +180,13 @@ def zipper_pick_eval_bench(data_dir: Path, out: Path, share: str, steps: int, ma
     keras_files = {t: out / f"mnv2_{t}.keras" for t in TASKS}
     float_files = {t: out / f"mnv2_{t}.tflite" for t in TASKS}
     int8_files = {t: out / f"mnv2_{t}.int8.tflite" for t in TASKS}
-    if reuse and (zipped / "report.json").is_file():
+    reuse = reuse and (zipped / "report.json").is_file()
+    if reuse:
         print(f"mnv2_zipper: --reuse-zipped: picking from {zipped}/report.json as it is", flush=True)
-    else:
-        calib = calibration_files(data_dir, out)
-        edgemerge(["zipper", *(f"{t}={keras_files[t]}" for t in TASKS),
-                   *(a for t in TASKS for a in ("--calib", f"{t}={calib[t]}")),
-                   *(a for t in TASKS for a in ("--val", f"{t}={task_file(data_dir, t, 'test')}")),
-                   "-o", zipped, "--share", share, "--steps-per-round", steps, *extra])
-    edgemerge(["zipper", "pick", zipped, "--max-drop", max_drop, "-o", picked])
-    report = json.loads((zipped / "report.json").read_text())
-    picked_sha = hashlib.sha256(picked.read_bytes()).hexdigest()
-    k = next(r["k"] for r in report["rounds"] if r["sha256"] == picked_sha)
-    data = [a for t in TASKS for a in ("--data", f"{t}={task_file(data_dir, t, 'test')}")]
-    refs = [a for t in TASKS for a in ("--reference", f"{t}={float_files[t]}")]
-    accuracy = json.loads(edgemerge(["eval", picked, *data, *refs, "--json"], capture=True))
+    test = {t: task_file(data_dir, t, "test") for t in TASKS}
+    report, k, accuracy = common.zipper_pick_eval(
+        keras_files, {} if reuse else calibration_files(data_dir, out), test, float_files, zipped, picked,
+        ["--share", share, "--steps-per-round", steps, *extra], max_drop, run_zipper=not reuse)
     with np.load(task_file(data_dir, TASKS[0], "test")) as npz:
         x_latency = np.ascontiguousarray(npz["x"][:LATENCY_SAMPLES], np.float32)
     table = latency_table(zipped, report, {"float32": float_files, "int8": int8_files}, x_latency)
@@ -244,7 +213,6 @@ def latency_table(zipped: Path, report: dict, originals: dict[str, dict[str, Pat
     passes, one after another, so that the ratios compare figures taken under the same load: per file the
     median over the samples, the best of `passes` passes."""
     from ai_edge_litert.interpreter import Interpreter
-
     from edgemerge.measure.latency import c_latency_ms, tflite_pass_ms
     from edgemerge.runtime import Runtime
 
@@ -262,7 +230,7 @@ def latency_table(zipped: Path, report: dict, originals: dict[str, dict[str, Pat
         for key, interpreter in interpreters.items():
             best[key] = min(best.get(key, np.inf), tflite_pass_ms(interpreter, x))
     pairs = {kind: float(sum(best[(kind, t)] for t in TASKS)) for kind in originals}
-    return {"samples": int(len(x)), "passes": passes, "c_ms": {str(k): float(best[k]) for k in runtimes},
+    return {"samples": len(x), "passes": passes, "c_ms": {str(k): float(best[k]) for k in runtimes},
             "tflite_pair_ms": pairs,
             "tflite_ms": {kind: {t: float(best[(kind, t)]) for t in TASKS} for kind in originals}}
 
@@ -346,7 +314,7 @@ def main(argv: list[str] | None = None) -> dict:
                       for t, r in result["eval"].items())
     print(f"  picked k={result['picked_k']} of {result['depth']} (--share {args.share}, --max-drop {args.max_drop}): "
           f"{tasks}")
-    for peer, b in result["bench"].items():
+    for b in result["bench"].values():
         print(f"  bench vs both originals in {b['peer_label']}: merged {b['merged_ms']['median']:.4f} ms, "
               f"originals {b['reference_ms']['median']:.4f} ms: speedup {b['speedup']:.2f}x")
     print("\n" + markdown_table(result))
