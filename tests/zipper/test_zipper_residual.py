@@ -305,3 +305,47 @@ def test_a_run_stopped_after_round_1_leaves_a_report_of_round_1_that_pick_reads(
     assert done.report["complete"] is True and done.report["last_round"] == 1
     with pytest.raises(EdgemergeError, match="rounds must be >= 1"):
         zipper_files(pair["files"], pair["calib"], pair["val"], out, rounds=0, imported=pair["models"])
+
+
+def test_top_block_shares_the_last_conv_before_the_pooling():
+    """top=True: one more block, the conv between the last block and the pooling (MobileNetV2's Conv_1); round 5
+    of --share block computes it once and leaves each task its pooling and classifier; the shared graph runs."""
+    from edgemerge.runtime import Runtime
+    from edgemerge.zipper.fuse import ZipState
+    from edgemerge.zipper.layout import check_pair
+    from edgemerge.zipper.rounds import share_round
+
+    models = random_pair()
+    a = models["a"]
+    assert check_pair(models).depth == 4
+    layout = check_pair(models, top=True)
+    assert layout.depth == 5 and names(a, layout.blocks[4].positions) == ["top"]
+    assert names(a, layout.shared_positions("pointwise", 5))[-1] == "top"
+    state = ZipState.from_models(models)
+    for k in range(1, 6):
+        graph, _ = share_round(models, layout, state, k, "block")
+    shared = [graph.graph.nodes[i].name for i in graph.trunk_nodes]
+    assert shared[-1] == "shared/top" and len(shared) == 17
+    per_task = sorted(n.name for n in graph.graph.nodes if not n.name.startswith("shared/"))
+    assert per_task == ["a/gap", "a/head", "b/gap", "b/head"]
+    np.testing.assert_array_equal(state.weights["a"][a.position("top")], state.weights["b"][a.position("top")])
+    x = np.random.default_rng(0).random((2, *a.input_shape), dtype=np.float32)
+    path = emm.to_bytes(graph.graph)
+    from tempfile import NamedTemporaryFile
+    with NamedTemporaryFile(suffix=".emm") as f:
+        f.write(path)
+        f.flush()
+        runtime = Runtime(f.name)
+        assert {t: runtime.run(t, x).shape for t in ("a", "b")} == {"a": (2, TASK_CLASSES["a"]),
+                                                                      "b": (2, TASK_CLASSES["b"])}
+
+
+def test_top_needs_a_conv_after_the_blocks():
+    from edgemerge.zipper.layout import check_pair
+
+    models = random_pair()
+    cut = {t: dataclasses.replace(m, layers=[l for l in m.layers if l.name != "top"]) for t, m in models.items()}
+    for m in cut.values():
+        m.layers[m.position("gap")] = dataclasses.replace(m.layers[m.position("gap")], inputs=["b4_add"])
+    with pytest.raises(EdgemergeError, match="no conv between its last block and its pooling"):
+        check_pair(cut, top=True)
