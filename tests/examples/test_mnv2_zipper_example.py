@@ -60,7 +60,9 @@ def test_quick_run_zippers_keras_mobilenetv2_blocks_and_picks_within_budget(quic
     a = keras.models.load_model(quick_run["out"] / "mnv2_garment.keras")
     b = keras.models.load_model(quick_run["out"] / "mnv2_colour.keras")
     assert a.output_shape[-1] == 10 and b.output_shape[-1] == 8
-    assert [l.name for l in a.layers] == [l.name for l in b.layers] and "block_16_project" in [l.name for l in a.layers]
+    # the same layers (Keras numbers the input and pooling layers' names per session)
+    assert [type(l).__name__ for l in a.layers] == [type(l).__name__ for l in b.layers]
+    assert "block_16_project" in [l.name for l in a.layers] and "block_16_project" in [l.name for l in b.layers]
 
 
 @pytest.mark.slow
@@ -81,9 +83,8 @@ def test_quick_run_eval_is_the_c_runtime_on_the_test_files(quick_run):
 @pytest.mark.slow
 def test_quick_run_benches_against_float_and_int8_originals(quick_run):
     s = quick_run["summary"]
-    labels = {"tflite_float32": "tflite float32", "tflite_int8": "tflite int8"}
-    for key, label in labels.items():
-        bench = json.loads((quick_run["out"] / f"bench_block_{key.split('_')[1]}.json").read_text())
+    for key, label, name in (("tflite_float32", "tflite float32", "float"), ("tflite_int8", "tflite int8", "int8")):
+        bench = json.loads((quick_run["out"] / f"bench_block_{name}.json").read_text())
         [peer] = bench["peers"]
         assert peer["label"] == label and bench["threads"] == 1 and bench["runs"] == 5
         assert set(bench["tasks"]) == set(mz.TASKS)
