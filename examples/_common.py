@@ -7,7 +7,9 @@ which every example reads its inputs from.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -56,6 +58,60 @@ def export_tflite(tf, model, path: Path) -> None:
     write_atomically(path, lambda tmp: Path(tmp).write_bytes(flatbuffer))
 
 
+def read_manifest(path: Path) -> dict:
+    """A JSON manifest of cached outputs, {} when it is missing or unreadable (everything is then rebuilt)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def cached_models(manifest_path: Path, config: dict, files: list, name: str, force: bool = False) -> dict | None:
+    """The "models" of a training manifest when it was written with `config` and every file in `files` is
+    there (printing their test accuracies), else None: train again."""
+    manifest = read_manifest(manifest_path)
+    if force or manifest.get("config") != config or not all(Path(f).is_file() for f in files):
+        return None
+    print(f"{name}: models up to date (" + ", ".join(
+        f"{t} {100 * m['test_accuracy']:.2f}%" for t, m in manifest["models"].items()) + ")", flush=True)
+    return manifest["models"]
+
+
+def train_from(model, initial: dict, x_train: np.ndarray, y_train: np.ndarray, config: dict, seed: int,
+               what: str) -> dict:
+    """Sets every layer of `model` named in `initial` ({layer name: weights}: the pair's common starting trunk),
+    compiles it (Adam config["learning_rate"], sparse cross-entropy on its softmax output, accuracy) and trains
+    it with `fit_keeping_best_epoch`, announcing `what`. Returns {"best_epoch", "epochs_run"}."""
+    import keras
+
+    for layer in model.layers:
+        if layer.name in initial:
+            layer.set_weights(initial[layer.name])
+    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
+                  loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
+    print(f"{what} ({model.output_shape[-1]} classes, up to {config['epochs']} epochs, {len(y_train)} samples)",
+          flush=True)
+    return fit_keeping_best_epoch(model, x_train, y_train, config, seed)
+
+
+def fit_keeping_best_epoch(model, x_train: np.ndarray, y_train: np.ndarray, config: dict, seed: int) -> dict:
+    """Trains a compiled Keras model up to config["epochs"] epochs and keeps the epoch with the best accuracy on
+    a seeded config["validation_fraction"] of the training data (a seeded draw, not Keras' validation_split,
+    which takes the last rows of files ordered by class), stopping after config["patience"] epochs without a
+    better one. Returns {"best_epoch", "epochs_run"}."""
+    import keras
+
+    held = np.random.default_rng(seed).permutation(len(y_train))
+    n_val = round(config["validation_fraction"] * len(y_train))
+    val, fit = np.sort(held[:n_val]), np.sort(held[n_val:])
+    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=config["patience"],
+                                         restore_best_weights=True)
+    history = model.fit(x_train[fit], y_train[fit], epochs=config["epochs"], batch_size=config["batch_size"],
+                        shuffle=True, verbose=2, validation_data=(x_train[val], y_train[val]), callbacks=[stop])
+    return {"best_epoch": int(np.argmax(history.history["val_accuracy"])) + 1,
+            "epochs_run": len(history.history["val_accuracy"])}
+
+
 def write_atomically(path: Path, write) -> None:
     """Calls `write(temporary path)` and then renames the result to `path`, so that other processes
     reading the models (a merge running alongside) never see a half-written file."""
@@ -90,6 +146,30 @@ def tflite_predict(path: Path, x: np.ndarray, batch: int = 500, threads: int = T
 def edgemerge_command() -> list[str]:
     # The edgemerge package this interpreter imports (an `edgemerge` on PATH may be another installation).
     return [sys.executable, "-m", "edgemerge.cli"]
+
+
+def edgemerge(args: list, capture: bool = False) -> str:
+    """Runs `edgemerge ARGS` with the edgemerge this interpreter imports, printing the command."""
+    return run(edgemerge_command() + list(args), capture=capture)
+
+
+def zipper_pick_eval(models: dict, calib: dict, test: dict, references: dict, zipped: Path, picked: Path,
+                     zipper_options: list, max_drop: float, run_zipper: bool = True) -> tuple[dict, int, dict]:
+    """`edgemerge zipper TASK=MODEL... --calib --val (test) -o zipped OPTIONS` (unless `run_zipper` is False:
+    an existing folder), `zipper pick --max-drop` into `picked`, and `eval` of it on the test files against
+    `references` ({task: file}). Returns (report.json, the picked k, eval's JSON)."""
+    tasks = list(models)
+    if run_zipper:
+        edgemerge(["zipper", *(f"{t}={models[t]}" for t in tasks),
+                   *(a for t in tasks for a in ("--calib", f"{t}={calib[t]}")),
+                   *(a for t in tasks for a in ("--val", f"{t}={test[t]}")), "-o", zipped, *zipper_options])
+    edgemerge(["zipper", "pick", zipped, "--max-drop", max_drop, "-o", picked])
+    report = json.loads((Path(zipped) / "report.json").read_text())
+    picked_sha = hashlib.sha256(Path(picked).read_bytes()).hexdigest()
+    k = next(r["k"] for r in report["rounds"] if r["sha256"] == picked_sha)
+    data = [a for t in tasks for a in ("--data", f"{t}={test[t]}")]
+    refs = [a for t in tasks for a in ("--reference", f"{t}={references[t]}")]
+    return report, k, json.loads(edgemerge(["eval", picked, *data, *refs, "--json"], capture=True))
 
 
 def run(cmd: list, capture: bool = False, env: dict | None = None) -> str:

@@ -42,8 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from examples import _common as common
-from examples._common import bench_summary, edgemerge_command
-from examples._common import run as run_command
+from examples._common import bench_summary, edgemerge
 from examples.fashion_words import data as fw_data
 
 SEED = 0
@@ -148,15 +147,10 @@ def train_pair(pair: Path, out: Path, epochs: int | None, force: bool) -> dict:
               "blocks": [list(b) for b in BLOCKS],
               "data_sha256": {t: _file_hash(pair / f"{t}_train.npz") for t in TASKS}}
     manifest_path = out / MANIFEST_NAME
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, ValueError):
-        manifest = {}
     files = [out / f"mobilenet_{t}.{ext}" for t in TASKS for ext in ("keras", "tflite")]
-    if not force and manifest.get("config") == config and all(f.is_file() for f in files):
-        print("zipper_heldout: models up to date (" + ", ".join(
-            f"{t} {100 * manifest['models'][t]['test_accuracy']:.2f}%" for t in TASKS) + ")", flush=True)
-        return manifest["models"]
+    cached = common.cached_models(manifest_path, config, files, "zipper_heldout", force)
+    if cached is not None:
+        return cached
 
     tf = common.configure_tensorflow()
     import keras
@@ -171,23 +165,10 @@ def train_pair(pair: Path, out: Path, epochs: int | None, force: bool) -> dict:
         classes = int(max(y_train.max(), y_test.max())) + 1
         keras.utils.set_random_seed(config["shuffle_seed"][task])
         model = build_model(task, classes)
-        for layer in model.layers:                 # the same starting trunk for both tasks
-            if layer.name in initial_trunk:
-                layer.set_weights(initial_trunk[layer.name])
-        model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
-                      loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
-        print(f"zipper_heldout: training mobilenet_{task} ({classes} classes, {config['epochs']} epochs, "
-              f"{len(y_train)} samples)", flush=True)
-        # the best epoch on a seeded 10 % of the training file (the files are ordered by word: a seeded draw,
-        # not Keras's validation_split, which takes the last rows)
-        held = np.random.default_rng(config["shuffle_seed"][task]).permutation(len(y_train))
-        n_val = int(round(config["validation_fraction"] * len(y_train)))
-        val, fit = np.sort(held[:n_val]), np.sort(held[n_val:])
-        stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=config["patience"],
-                                             restore_best_weights=True)
-        history = model.fit(x_train[fit], y_train[fit], epochs=config["epochs"], batch_size=config["batch_size"],
-                            shuffle=True, verbose=2, validation_data=(x_train[val], y_train[val]), callbacks=[stop])
-        best_epoch = int(np.argmax(history.history["val_accuracy"])) + 1
+        # the same starting trunk for both tasks; the best epoch on a seeded 10 % of the training file (the files
+        # are ordered by word)
+        epochs = common.train_from(model, initial_trunk, x_train, y_train, config, config["shuffle_seed"][task],
+                                   f"zipper_heldout: training mobilenet_{task}")
         keras_top1 = model.predict(x_test, batch_size=500, verbose=0).argmax(axis=1)
         clean = build_model(task, classes)         # no optimizer state in the file
         clean.set_weights(model.get_weights())
@@ -195,8 +176,7 @@ def train_pair(pair: Path, out: Path, epochs: int | None, force: bool) -> dict:
         common.write_atomically(keras_path, clean.save)
         common.export_tflite(tf, clean, tflite_path)
         tflite_top1 = common.tflite_predict(tflite_path, x_test).argmax(axis=1)
-        models[task] = {"classes": classes, "params": int(clean.count_params()), "best_epoch": best_epoch,
-                        "epochs_run": len(history.history["val_accuracy"]),
+        models[task] = {"classes": classes, "params": int(clean.count_params()), **epochs,
                         "test_accuracy": float(np.mean(keras_top1 == y_test)),
                         "tflite_test_accuracy": float(np.mean(tflite_top1 == y_test)),
                         "tflite_top1_agreement": float(np.mean(tflite_top1 == keras_top1)),
@@ -212,26 +192,14 @@ def train_pair(pair: Path, out: Path, epochs: int | None, force: bool) -> dict:
 # ---------------------------------------------------------------------------------------------------
 # The edgemerge command line
 # ---------------------------------------------------------------------------------------------------
-def edgemerge(args: list, capture: bool = False) -> str:
-    """Runs `edgemerge ARGS` with the edgemerge this interpreter imports (examples/_common's runner)."""
-    return run_command(edgemerge_command() + list(args), capture=capture)
-
-
 def zipper_pick_eval_bench(pair: Path, out: Path, share: str, steps: int, max_drop: float, runs: int,
                            calibration: list[str]) -> dict:
     zipped, picked = out / f"zipped_{share}", out / "picked.emm"
     originals = {t: out / f"mobilenet_{t}" for t in TASKS}
-    edgemerge(["zipper", *(f"{t}={originals[t]}.keras" for t in TASKS),
-         *(a for t in TASKS for a in ("--calib", f"{t}={pair / f'{t}_train.npz'}")),
-         *(a for t in TASKS for a in ("--val", f"{t}={pair / f'{t}_test.npz'}")),
-         "-o", zipped, "--share", share, "--steps-per-round", steps, *calibration])
-    edgemerge(["zipper", "pick", zipped, "--max-drop", max_drop, "-o", picked])
-    report = json.loads((zipped / "report.json").read_text())
-    picked_sha = hashlib.sha256(picked.read_bytes()).hexdigest()
-    k = next(r["k"] for r in report["rounds"] if r["sha256"] == picked_sha)
-    data = [a for t in TASKS for a in ("--data", f"{t}={pair / f'{t}_test.npz'}")]
-    refs = [a for t in TASKS for a in ("--reference", f"{t}={originals[t]}.tflite")]
-    accuracy = json.loads(edgemerge(["eval", picked, *data, *refs, "--json"], capture=True))
+    report, k, accuracy = common.zipper_pick_eval(
+        {t: f"{originals[t]}.keras" for t in TASKS}, {t: pair / f"{t}_train.npz" for t in TASKS},
+        {t: pair / f"{t}_test.npz" for t in TASKS}, {t: f"{originals[t]}.tflite" for t in TASKS}, zipped, picked,
+        ["--share", share, "--steps-per-round", steps, *calibration], max_drop)
     vs = [a for t in TASKS for a in ("--vs", f"{t}={originals[t]}.tflite")]
     # the tasks read the same input: bench takes it once (the first task's test spectrograms)
     bench_data = ["--data", f"{TASKS[0]}={pair / f'{TASKS[0]}_test.npz'}"]

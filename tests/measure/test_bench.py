@@ -243,3 +243,27 @@ def test_threaded_bench_reports_its_blocks_and_the_1_thread_side(pair):
     assert got["threads"] == 2 and got["interleave_block"] == THREADED_BLOCK
     assert got["merged_threads_speedup"] == pytest.approx(got["merged_1thread_ms"]["median"] / got["merged_ms"]["median"],
                                                           rel=1e-9)
+
+
+def test_an_int8_peer_with_float_input_is_labelled_int8(pair, tmp_path):
+    """A full-integer .tflite converted with float input and output (the converter's default) computes in int8:
+    bench labels the peer by its tensors, not by its input type (which is float32)."""
+    from edgemerge.measure.peers import peer_label
+    from edgemerge.measure.tflite_peer import TFLiteModel
+
+    a = keras.Sequential([keras.Input((16, 16, 1)), L.Conv2D(4, 3), L.Flatten(), L.Dense(10)])
+    b = keras.Sequential([keras.Input((12, 12, 3)), L.Conv2D(4, 3), L.GlobalAveragePooling2D(), L.Dense(4)])
+    a_int8 = to_tflite(a, tmp_path / "a.int8.tflite", optimise="int8", sample_shape=(16, 16, 1))
+    b_int8 = to_tflite(b, tmp_path / "b.int8.tflite", optimise="int8", sample_shape=(12, 12, 3))
+    a_f16 = to_tflite(a, tmp_path / "a.f16.tflite", optimise="float16")
+    models = {"a": TFLiteModel(a_int8), "b": TFLiteModel(b_int8)}
+    assert models["a"].input_dtype == np.float32 and models["a"].precision == "int8"
+    assert TFLiteModel(pair["a"]).precision == "float32" and TFLiteModel(pair["a_int8"]).precision == "int8"
+    assert TFLiteModel(a_f16).precision == "float16"
+    taken: set[str] = set()
+    assert peer_label(models, taken) == "tflite int8"
+    assert peer_label({"a": TFLiteModel(pair["a"]), "b": TFLiteModel(b_int8)}, taken) == "tflite mixed"
+    result = cli("bench", pair["emm"], "--vs", f"a={pair['a']}", "--vs", f"b={pair['b']}", "--vs", f"a={a_int8}",
+                 "--vs", f"b={b_int8}", "--runs", 2, "--warmup", 0, "--json")
+    assert result.returncode == 0, result.stderr
+    assert [p["label"] for p in json.loads(result.stdout)["peers"]] == ["tflite float32", "tflite int8"]

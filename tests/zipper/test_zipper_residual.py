@@ -243,3 +243,109 @@ def test_cli_zipper_on_functional_files(tmp_path, pair):
     # the importer folds the stride-2 block's ZeroPadding2D into its depthwise (the hand-built pair keeps an
     # explicit PAD layer there), so that block shares 3 nodes, not 4
     assert report["blocks"] == 4 and [r["trunk_nodes"] for r in report["rounds"]] == [0, 4, 7, 11, 15]
+
+
+@pytest.mark.skipif(not _importer_reads_functional(), reason="the Keras functional importer is on another branch")
+def test_cli_zipper_rounds_stops_after_round_n(tmp_path, pair):
+    """--rounds 2 runs k = 1, 2 of the 4 blocks: k00..k02 written, the report says where it stopped, and pick
+    chooses among those rounds only."""
+    zipped = tmp_path / "zipped"
+    f, c, v = pair["files"], pair["calib"], pair["val"]
+    done = subprocess.run(
+        [sys.executable, "-m", "edgemerge.cli", "zipper", f"a={f['a']}", f"b={f['b']}", "--calib", f"a={c['a']}",
+         "--calib", f"b={c['b']}", "--val", f"a={v['a']}", "--val", f"b={v['b']}", "-o", str(zipped),
+         "--share", "block", "--steps-per-round", "2", "--rounds", "2", "--no-tflite"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((zipped / "report.json").read_text())
+    assert report["blocks"] == 4 and report["last_round"] == 2
+    assert [r["k"] for r in report["rounds"]] == [0, 1, 2]
+    assert sorted(p.name for p in zipped.glob("k*.emm")) == ["k00.emm", "k01.emm", "k02.emm"]
+    assert "k00.emm .. k02.emm" in done.stdout
+    picked = tmp_path / "p.emm"
+    done = subprocess.run([sys.executable, "-m", "edgemerge.cli", "zipper", "pick", str(zipped), "--max-drop", "0.99",
+                           "-o", str(picked)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert picked.read_bytes() == (zipped / "k02.emm").read_bytes()
+    bad = subprocess.run([sys.executable, "-m", "edgemerge.cli", "zipper", f"a={f['a']}", f"b={f['b']}", "--calib",
+                          f"a={c['a']}", "--calib", f"b={c['b']}", "--val", f"a={v['a']}", "--val", f"b={v['b']}",
+                          "-o", str(tmp_path / "z0"), "--rounds", "0"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--rounds" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_run_stopped_after_round_1_leaves_a_report_of_round_1_that_pick_reads(tmp_path, pair, monkeypatch):
+    """report.json is rewritten (marked unfinished) after every round but the last: a run stopped in round 2
+    leaves the rounds done, with their files' hashes, and `pick` chooses among them."""
+    import edgemerge.training.calibrate as calibrate_module
+    from edgemerge.errors import EdgemergeError
+    from edgemerge.workflows.zipper_files import zipper_files
+    from edgemerge.zipper.report import pick
+
+    real, calls = calibrate_module.calibrate, []
+
+    def stopped_in_round_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(calibrate_module, "calibrate", stopped_in_round_2)
+    out = tmp_path / "z"
+    with pytest.raises(KeyboardInterrupt):
+        zipper_files(pair["files"], pair["calib"], pair["val"], out, share="block", steps_per_round=2, tflite=False,
+                     latency_samples=5, plot=False, imported=pair["models"])
+    report = json.loads((out / "report.json").read_text())
+    assert report["complete"] is False and report["last_round"] == 1 and report["blocks"] == 4
+    assert [r["k"] for r in report["rounds"]] == [0, 1]
+    row = pick(out, 0.99, tmp_path / "p.emm")
+    assert row["k"] == 1 and (tmp_path / "p.emm").read_bytes() == (out / "k01.emm").read_bytes()
+    monkeypatch.setattr(calibrate_module, "calibrate", real)
+    done = zipper_files(pair["files"], pair["calib"], pair["val"], out, share="block", steps_per_round=2,
+                        rounds=1, tflite=False, latency_samples=5, plot=False, imported=pair["models"])
+    assert done.report["complete"] is True and done.report["last_round"] == 1
+    with pytest.raises(EdgemergeError, match="rounds must be >= 1"):
+        zipper_files(pair["files"], pair["calib"], pair["val"], out, rounds=0, imported=pair["models"])
+
+
+def test_top_block_shares_the_last_conv_before_the_pooling():
+    """top=True: one more block, the conv between the last block and the pooling (MobileNetV2's Conv_1); round 5
+    of --share block computes it once and leaves each task its pooling and classifier; the shared graph runs."""
+    from edgemerge.runtime import Runtime
+    from edgemerge.zipper.fuse import ZipState
+    from edgemerge.zipper.layout import check_pair
+    from edgemerge.zipper.rounds import share_round
+
+    models = random_pair()
+    a = models["a"]
+    assert check_pair(models).depth == 4
+    layout = check_pair(models, top=True)
+    assert layout.depth == 5 and names(a, layout.blocks[4].positions) == ["top"]
+    assert names(a, layout.shared_positions("pointwise", 5))[-1] == "top"
+    state = ZipState.from_models(models)
+    for k in range(1, 6):
+        graph, _ = share_round(models, layout, state, k, "block")
+    shared = [graph.graph.nodes[i].name for i in graph.trunk_nodes]
+    assert shared[-1] == "shared/top" and len(shared) == 17
+    per_task = sorted(n.name for n in graph.graph.nodes if not n.name.startswith("shared/"))
+    assert per_task == ["a/gap", "a/head", "b/gap", "b/head"]
+    np.testing.assert_array_equal(state.weights["a"][a.position("top")], state.weights["b"][a.position("top")])
+    x = np.random.default_rng(0).random((2, *a.input_shape), dtype=np.float32)
+    path = emm.to_bytes(graph.graph)
+    from tempfile import NamedTemporaryFile
+    with NamedTemporaryFile(suffix=".emm") as f:
+        f.write(path)
+        f.flush()
+        runtime = Runtime(f.name)
+        assert {t: runtime.run(t, x).shape for t in ("a", "b")} == {"a": (2, TASK_CLASSES["a"]),
+                                                                      "b": (2, TASK_CLASSES["b"])}
+
+
+def test_top_needs_a_conv_after_the_blocks():
+    from edgemerge.zipper.layout import check_pair
+
+    models = random_pair()
+    cut = {t: dataclasses.replace(m, layers=[l for l in m.layers if l.name != "top"]) for t, m in models.items()}
+    for m in cut.values():
+        m.layers[m.position("gap")] = dataclasses.replace(m.layers[m.position("gap")], inputs=["b4_add"])
+    with pytest.raises(EdgemergeError, match="no conv between its last block and its pooling"):
+        check_pair(cut, top=True)

@@ -215,6 +215,11 @@ def zipper():
                    "1..k, computed once for all tasks")
 @click.option("--steps-per-round", type=click.IntRange(min=0), default=None,
               help="calibration steps per round (one batch of every task each); default about two epochs")
+@click.option("--rounds", type=click.IntRange(min=1), default=None,
+              help="run rounds k = 1..N only  [default: every block]")
+@click.option("--top", is_flag=True,
+              help="one more round after the blocks: share the convs between the last block and the pooling "
+                   "(MobileNetV2's Conv_1), leaving only the classifiers per task")
 @click.option("--bn", type=click.Choice(["fold", "stats"]), default="stats", show_default=True,
               help="BatchNorm at initialisation: average the BatchNorm statistics and fold, or average the folded "
                    "weights")
@@ -234,7 +239,7 @@ def zipper():
 @click.option("--no-tflite", is_flag=True, help="do not time the originals in TFLite")
 @click.option("--json", "as_json", is_flag=True, help="print report.json instead of the table")
 @_fail_cleanly
-def zipper_run(models, calib, val, output, share, steps_per_round, bn, align, encode, l1_weight, l1_scope,
+def zipper_run(models, calib, val, output, share, steps_per_round, rounds, top, bn, align, encode, l1_weight, l1_scope,
                learning_rate, seed, no_tflite, as_json):
     """Zipper TASK=MODEL pairs round by round, k = 1..L, calibrating after every round."""
     from edgemerge.extras import require
@@ -260,7 +265,7 @@ def zipper_run(models, calib, val, output, share, steps_per_round, bn, align, en
 
     _load_tensorflow_quietly()
     result = zipper_files(sources, calib_files, val_files, output,
-                          share=share, steps_per_round=steps_per_round, bn=bn, align=align, encode=encode,
+                          share=share, steps_per_round=steps_per_round, rounds=rounds, top=top, bn=bn, align=align, encode=encode,
                           seed=seed, l1_scope=l1_scope, tflite=not no_tflite, log=lambda m: click.echo(m, err=True),
                           calibrate_options={k: v for k, v in (("l1_weight", l1_weight), ("learning_rate", learning_rate))
                                              if v is not None})
@@ -268,7 +273,7 @@ def zipper_run(models, calib, val, output, share, steps_per_round, bn, align, en
         _echo_json(result.report)
         return
     click.echo(format_table(result.report))
-    click.echo(f"wrote {output}: k00.emm .. k{result.report['blocks']:02d}.emm, report.json, tradeoff.png")
+    click.echo(f"wrote {output}: k00.emm .. k{result.report['last_round']:02d}.emm, report.json, tradeoff.png")
 
 
 @zipper.command(name="pick")

@@ -103,9 +103,11 @@ def open_peer_models(runtime, references: dict[str, str], threads: int) -> dict[
 
 
 def peer_label(models: dict[str, Any], taken: set[str]) -> str:
-    """`tflite float32`, `tflite int8`, or `tflite mixed` (kind and the input types of its models), made unique."""
+    """`tflite float32`, `tflite int8`, or `tflite mixed`: the kind and what its models compute in (a model's
+    `precision`: an int8 .tflite with float input and output is int8; peers without one, by their input
+    type), made unique."""
     kinds = sorted({peer_kind(m.path) or "?" for m in models.values()})
-    dtypes = sorted({str(m.input_dtype) for m in models.values()})
+    dtypes = sorted({str(getattr(m, "precision", None) or m.input_dtype) for m in models.values()})
     label = f"{'+'.join(kinds)} {dtypes[0] if len(dtypes) == 1 else 'mixed'}"
     unique, n = label, 2
     while unique in taken:

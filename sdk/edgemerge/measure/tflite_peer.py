@@ -55,11 +55,30 @@ class TFLiteModel:
         self.input_dtype = np.dtype(self._input["dtype"])
         self._in_scale, self._in_zero = self._quantisation(self._input)
         self._out_scale, self._out_zero = self._quantisation(self._output)
+        self.precision = self._precision()
 
     @staticmethod
     def _quantisation(details: dict) -> tuple[float, int]:
         scale, zero = details.get("quantization", (0.0, 0))
         return float(scale), int(zero)
+
+    def _precision(self) -> str:
+        """What the model computes in, from its tensors (not its input type: a full-integer model converted with
+        float input and output still runs int8 inside): the type of its quantised tensors ("int8", "uint8",
+        "int16"; the first found, in that order) when it has any, else "float16" when it stores float16
+        weights, else "float32"."""
+        quantised, float16 = set(), False
+        for t in self.interpreter.get_tensor_details():
+            dtype = np.dtype(t["dtype"])
+            scales = t.get("quantization_parameters", {}).get("scales")
+            if dtype.kind in "iu" and dtype.itemsize <= 2 and (
+                    (scales is not None and len(scales)) or t.get("quantization", (0.0, 0))[0]):
+                quantised.add(dtype.name)
+            float16 |= dtype == np.float16
+        for name in ("int8", "uint8", "int16"):
+            if name in quantised:
+                return name
+        return "float16" if float16 else "float32"
 
     @property
     def quantised(self) -> bool:

@@ -120,7 +120,8 @@ def _check_options(share: str, bn: str, align: str, l1_scope: str, steps_per_rou
 
 
 def _prepare(sources, calib, val, out_dir: Path, latency: bool, tflite: bool, latency_samples: int,
-             say: Callable[[str], None], imported: Mapping[str, SourceModel] | None = None) -> _Run:
+             say: Callable[[str], None], imported: Mapping[str, SourceModel] | None = None,
+             top: bool = False) -> _Run:
     """Imports the models (unless `imported` gives them), finds their blocks, loads and checks the data,
     measures the originals."""
     from edgemerge.datasets import load_labelled
@@ -132,7 +133,7 @@ def _prepare(sources, calib, val, out_dir: Path, latency: bool, tflite: bool, la
     for task, path in sources.items():
         models[task] = imported[task] if imported is not None else load_source_model(path)
         say(f"zipper: imported {task}: {path} ({len(models[task].layers)} layers)")
-    layout = check_pair(models)
+    layout = check_pair(models, top)
     say(f"zipper: {layout.depth} blocks: " + "; ".join(
         f"{b.index}: " + ",".join(models[tasks[0]].layers[p].name for p in b.positions) for b in layout.blocks))
     shape = tuple(models[tasks[0]].input_shape)
@@ -173,7 +174,8 @@ def _calibration_summary(rep: dict, tasks: list[str]) -> dict:
 
 def zipper_files(sources: Mapping[str, str | os.PathLike], calib: Mapping[str, str | os.PathLike],
                  val: Mapping[str, str | os.PathLike], output: str | os.PathLike, *, share: str = DEFAULT_SHARE,
-                 steps_per_round: int | None = None, bn: str = DEFAULT_BN, align: str = DEFAULT_ALIGN,
+                 steps_per_round: int | None = None, rounds: int | None = None, top: bool = False,
+                 bn: str = DEFAULT_BN, align: str = DEFAULT_ALIGN,
                  encode: str | None = None, seed: int = 0, l1_scope: str = DEFAULT_L1_SCOPE,
                  latency: bool = True, tflite: bool = True,
                  latency_samples: int = LATENCY_SAMPLES, plot: bool = True, calibrate_options: dict | None = None,
@@ -181,7 +183,9 @@ def zipper_files(sources: Mapping[str, str | os.PathLike], calib: Mapping[str, s
                  imported: Mapping[str, SourceModel] | None = None) -> ZipperResult:
     """Zippers the TASK=model files round by round (see zipper/) and writes into `output`:
     k00.emm (the unmerged models in one file: the baseline), k01.emm .. kLL.emm, report.json and
-    tradeoff.png. `calib`: TASK -> .npz for calibration (10 % of it held out to pick checkpoints);
+    tradeoff.png. `rounds`: run rounds 1..rounds only (default: every block; a deep model's later rounds
+    take as long as the first ones and a budget may already be missed before them). `top`: one more round
+    sharing the convs between the last block and the pooling (zipper/layout.py). `calib`: TASK -> .npz for calibration (10 % of it held out to pick checkpoints);
     `val`: TASK -> .npz on which every file is evaluated in the C runtime. `imported`: TASK -> the
     SourceModel of each file when the caller already has it (the file is then only read by Keras/TFLite:
     reference accuracy, calibration targets, latency), e.g. a graph the file importer cannot read yet.
@@ -191,9 +195,12 @@ def zipper_files(sources: Mapping[str, str | os.PathLike], calib: Mapping[str, s
     say = log or (lambda message: None)
     started = time.perf_counter()
     out_dir = _check_options(share, bn, align, l1_scope, steps_per_round, sources, calib, val, output)
+    if rounds is not None and rounds < 1:
+        raise EdgemergeError(f"rounds must be >= 1, got {rounds}")
+    max_rounds = rounds             # `rounds` below: the rows of the rounds run
     if imported is not None and set(imported) != set(sources):
         raise EdgemergeError(f"imported models for {', '.join(imported)}, files for {', '.join(sources)}")
-    run = _prepare(sources, calib, val, out_dir, latency, tflite, latency_samples, say, imported)
+    run = _prepare(sources, calib, val, out_dir, latency, tflite, latency_samples, say, imported, top)
     models, layout, tasks = run.models, run.layout, run.tasks
 
     state = ZipState.from_models(models)
@@ -214,7 +221,8 @@ def zipper_files(sources: Mapping[str, str | os.PathLike], calib: Mapping[str, s
     say(row_line(row, tasks))
 
     calibrate_kwargs = {"seed": seed, **(calibrate_options or {})}
-    for k in range(1, layout.depth + 1):
+    last = layout.depth if max_rounds is None else min(max_rounds, layout.depth)
+    for k in range(1, last + 1):
         round_started = time.perf_counter()
         initial, info = share_round(models, layout, state, k, share, bn=bn, align=align, encode=encode, seed=seed,
                                     l1_scope=l1_scope)
@@ -231,24 +239,34 @@ def zipper_files(sources: Mapping[str, str | os.PathLike], calib: Mapping[str, s
         row["seconds"] = round(time.perf_counter() - round_started, 1)
         rounds.append(row)
         say(row_line(row, tasks))
+        if k < last:
+            # the rounds so far, marked unfinished: a run stopped here (a deep model's rounds take long) leaves a
+            # report that describes exactly the files written, which `pick` can choose from
+            partial = _report(run, val, calib, rounds, pair_ms, calibrate_kwargs, started, share=share, bn=bn,
+                              align=align, encode=encode, seed=seed, steps_per_round=steps_per_round,
+                              l1_scope=l1_scope, last_round=k, complete=False, top=top)
+            emm.atomic_write_bytes(out_dir / REPORT_NAME, (json.dumps(partial, indent=2) + "\n").encode())
 
     report = _report(run, val, calib, rounds, pair_ms, calibrate_kwargs, started, share=share, bn=bn, align=align,
-                     encode=encode, seed=seed, steps_per_round=steps_per_round, l1_scope=l1_scope)
+                     encode=encode, seed=seed, steps_per_round=steps_per_round, l1_scope=l1_scope, last_round=last,
+                     complete=True, top=top)
     _write_outputs(out_dir, report, rounds, plot, say)
     return ZipperResult(report, out_dir)
 
 
 def _report(run: _Run, val, calib, rounds: list[dict], pair_ms: float | None, calibrate_kwargs: dict,
-            started: float, *, share, bn, align, encode, seed, steps_per_round, l1_scope) -> dict:
+            started: float, *, share, bn, align, encode, seed, steps_per_round, l1_scope, last_round,
+            complete, top) -> dict:
     from edgemerge.runtime import Runtime
     from edgemerge.training.calibrate import DEFAULT_L1_WEIGHT, DEFAULT_LEARNING_RATE
 
     tasks, models, sources = run.tasks, run.models, run.sources
     return {
         "format": REPORT_FORMAT, "version": REPORT_VERSION, "tool_version": str(TOOL_VERSION),
-        "tasks": tasks, "blocks": run.layout.depth,
+        "tasks": tasks, "blocks": run.layout.depth, "last_round": last_round,
+        "complete": complete,
         "block_layers": [[models[tasks[0]].layers[p].name for p in b.positions] for b in run.layout.blocks],
-        "share": share, "bn": bn, "align": align, "encode": encode, "seed": seed,
+        "share": share, "top": top, "bn": bn, "align": align, "encode": encode, "seed": seed,
         "steps_per_round": steps_per_round,
         "calibration": {"l1_scope": l1_scope, "l1_weight": float(calibrate_kwargs.get("l1_weight", DEFAULT_L1_WEIGHT)),
                         "learning_rate": float(calibrate_kwargs.get("learning_rate", DEFAULT_LEARNING_RATE))},

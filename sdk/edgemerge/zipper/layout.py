@@ -14,6 +14,12 @@ before the first depthwise conv (the first conv). Round k = 1..L shares blocks 1
   is the layer adding the project conv's output to the block's input (present when the shapes match), and
   it ends the block. `share="pointwise"` shares the expand and project convs; `share="block"` every layer of
   the block, the Add included.
+
+`top=True` adds one last block: the convs after the last block and before the first pooling, flatten or dense
+layer (MobileNetV2's Conv_1 of 1280 channels, with its activation: the end of keras.applications'
+`include_top=False` feature extractor), so that round L + 1 shares the whole feature extractor and only the
+classifiers stay per task. At a small input that conv is a large share of the time (a matrix-vector product
+over all its weights, per task).
 """
 from __future__ import annotations
 
@@ -86,9 +92,9 @@ def _signature(layer: SourceLayer) -> tuple:
             None if layer.weights is None else tuple(layer.weights.shape))
 
 
-def check_pair(models: Mapping[str, SourceModel]) -> PairLayout:
-    """Checks that the models can be zippered and finds their blocks. Raises EdgemergeError naming the first
-    layer where two architectures differ."""
+def check_pair(models: Mapping[str, SourceModel], top: bool = False) -> PairLayout:
+    """Checks that the models can be zippered and finds their blocks (and the top block, `top`: see the module
+    docstring). Raises EdgemergeError naming the first layer where two architectures differ."""
     tasks = tuple(models)
     if len(tasks) < 2:
         raise EdgemergeError(f"zippering needs at least two models, got {len(tasks)}")
@@ -105,6 +111,12 @@ def check_pair(models: Mapping[str, SourceModel]) -> PairLayout:
     if not blocks:
         raise EdgemergeError(f"{first_task} ({file_name(first)}) has no depthwise-separable block (a depthwise "
                              "conv followed by a 1x1 conv): nothing to zipper")
+    if top:
+        last = top_block(first, blocks)
+        if last is None:
+            raise EdgemergeError(f"{first_task} ({file_name(first)}) has no conv between its last block and its "
+                                 "pooling or classifier: no top block to share (leave out --top)")
+        blocks.append(last)
     trunk_end = blocks[-1].positions[-1] + 1
     for task in tasks[1:]:
         other = models[task]
@@ -144,6 +156,23 @@ def _describe_inputs(model: SourceModel, position: int) -> str:
 
 def _is_pointwise_conv(layer: SourceLayer) -> bool:
     return layer.kind == "conv" and tuple(layer.kernel) == (1, 1) and tuple(layer.stride) == (1, 1)
+
+
+TOP_KINDS = ("conv", "activation", "pad")
+
+
+def top_block(model: SourceModel, blocks: list[Block]) -> Block | None:
+    """The layers after the last block up to the first that is not a conv, activation or pad (pooling, flatten,
+    dense), as one more block ending at its last conv; None when they hold no conv."""
+    start = blocks[-1].positions[-1] + 1
+    end = start
+    while end < len(model.layers) and model.layers[end].kind in TOP_KINDS:
+        end += 1
+    convs = [p for p in range(start, end) if model.layers[p].kind == "conv"]
+    if not convs:
+        return None
+    end = convs[-1] + 1                 # an activation after the last conv goes with the per-task rest
+    return Block(len(blocks) + 1, tuple(range(start, end)), convs[-1])
 
 
 def find_blocks(model: SourceModel) -> list[Block]:
