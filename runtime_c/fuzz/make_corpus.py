@@ -4,8 +4,8 @@ so `git status` shows a change only when the writer or the test graphs change.
 
     python runtime_c/fuzz/make_corpus.py [--out runtime_c/fuzz/corpus]
 
-Every file is small (a few KB) so that the fuzzers mutate it quickly; together they reach every op, the
-shared-trunk layout, several inputs and every corrupt-file class.
+Every file is small (a few KB) so that the fuzzers mutate it quickly; together they reach every op (clustered
+depthwise included), the shared-trunk layout, several inputs and every corrupt-file class.
 """
 from __future__ import annotations
 
@@ -66,6 +66,26 @@ def merged_small_models() -> MergedGraph:
     from synthetic_models import lenet_like, mobile_like
     return merge_models({"a": lenet_like(), "b": mobile_like()}, preset="light", seed=0, kmeans_inits=1,
                         n_jobs=1).graph
+
+
+def clustered_depthwise_graph() -> MergedGraph:
+    """A real merge whose depthwise layer is clustered tap by tap (op LUT_DEPTHWISE_CONV2D, FORMAT.md "Clustered
+    depthwise"): the light preset with 8 single-tap codewords, the size threshold lifted for this small model."""
+    import dataclasses
+
+    from edgemerge.merging import merge
+    from synthetic_models import mobile_like
+    preset = dataclasses.replace(merge.PRESETS["light"], depthwise=(1, 8))
+    saved_presets, saved_threshold = dict(merge.PRESETS), merge.DEPTHWISE_ENCODE_FROM_BYTES
+    merge.PRESETS["corpus-dw"], merge.DEPTHWISE_ENCODE_FROM_BYTES = preset, 0
+    try:
+        graph = merge.merge_models({"b": mobile_like()}, preset="corpus-dw", seed=0, kmeans_inits=1, n_jobs=1).graph
+    finally:
+        merge.PRESETS.clear()
+        merge.PRESETS.update(saved_presets)
+        merge.DEPTHWISE_ENCODE_FROM_BYTES = saved_threshold
+    assert any(node.op == Op.LUT_DEPTHWISE_CONV2D for node in graph.nodes)
+    return graph
 
 
 def int8_tables_graph() -> MergedGraph:
@@ -140,6 +160,7 @@ def corpus() -> dict[str, bytes]:
         "valid-tensorless": emm.to_bytes(tensorless_graph()),
         "valid-merged-lenet-mobile": emm.to_bytes(merged_small_models()),
         "valid-v2-residual-se": emm.to_bytes(residual_se_graph()),
+        "valid-clustered-depthwise": emm.to_bytes(clustered_depthwise_graph()),
     }
     out = dict(valid)
     out.update(v2_corruptions(valid["valid-v2-residual-se"]))

@@ -135,6 +135,10 @@ def test_clustered_depthwise_runs_alike_in_numpy_c_runtime_and_tf(tmp_path, pres
     assert max_rel_err(want, forward_numpy(model, x)) < 0.5
     for kernels_set in ("ref", "auto"):
         assert max_rel_err(runtime.Runtime(path, kernels=kernels_set).run("m", x), want) < 1e-5, kernels_set
+    # inspect lists r/C of the clustered nodes; "layer-shared" is a LUT_CONV2D / LUT_DENSE notion, never set here
+    from edgemerge.measure.inspect_model import describe
+    clustered = [layer for layer in describe(path)["layers"] if layer["op"] == "LUT_DEPTHWISE_CONV2D"]
+    assert clustered and all("r" in layer and layer["layer_shared_codebook"] is False for layer in clustered)
 
     pytest.importorskip("tensorflow")
     from edgemerge.training.tf_form import TFMergedGraph

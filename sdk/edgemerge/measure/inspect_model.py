@@ -106,7 +106,11 @@ def describe(path: str | os.PathLike) -> dict:
 
 
 def _is_layer_shared(graph: MergedGraph, node) -> bool:
-    """True when the node's codebook has one segment row but the node has several segments."""
+    """True when a LUT_CONV2D / LUT_DENSE node's codebook has one segment row but the node has several
+    segments. Clustered depthwise nodes always read one [1, C, r] codebook per task (FORMAT.md), so the
+    per-segment / layer-shared distinction does not apply to them."""
+    if node.op not in (Op.LUT_CONV2D, Op.LUT_DENSE):
+        return False
     # index tensors are [KH, KW, S, Cout] (LUT_CONV2D) and [S, Cout] (LUT_DENSE): S is second from last
     return graph.tensors[node.weight].shape[0] == 1 and graph.tensors[node.index].shape[-2] > 1
 
