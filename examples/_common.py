@@ -28,8 +28,12 @@ def configure_tensorflow(threads: int = THREADS):
     Must run before TensorFlow executes anything (thread settings are fixed at its first use)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    # A second call in one process (a data builder, then a trainer) finds TensorFlow initialised; setting the
+    # same counts again is then skipped (TensorFlow refuses any change after its first use).
+    if tf.config.threading.get_intra_op_parallelism_threads() != threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    if tf.config.threading.get_inter_op_parallelism_threads() != threads:
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
     tf.config.experimental.enable_op_determinism()
     return tf
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from examples._common import load_split
+from examples._common import configure_tensorflow, load_split
 
 COLOURS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink")
 HUES = (0.0, 0.08, 0.16, 0.33, 0.5, 0.62, 0.77, 0.9)
@@ -41,7 +41,7 @@ def resize(grey: np.ndarray, size: int) -> np.ndarray:
     """N×32×32×1 → N×size×size×1, bilinear (the same resampling TensorFlow's image resize uses by default)."""
     if grey.shape[1] == size:
         return grey
-    import tensorflow as tf
+    tf = configure_tensorflow()    # thread counts set before TensorFlow's first use (a trainer may follow)
     out = [tf.image.resize(grey[i:i + 2000], (size, size), method="bilinear").numpy()
            for i in range(0, len(grey), 2000)]
     return np.clip(np.concatenate(out), 0.0, 1.0).astype(np.float32)
