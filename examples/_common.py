@@ -116,6 +116,30 @@ def fit_keeping_best_epoch(model, x_train: np.ndarray, y_train: np.ndarray, conf
             "epochs_run": len(history.history["val_accuracy"])}
 
 
+INT8_SAMPLES = 256               # representative samples of a TFLite full-integer conversion
+
+
+def export_int8_tflite(tf, model, x_train: np.ndarray, path: Path, samples: int = INT8_SAMPLES) -> None:
+    """A full-integer TFLite model of the Keras model (int8 weights and activations, float input and output),
+    its activation ranges calibrated on the first `samples` training inputs: the int8 peer of the examples."""
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([x_train[i:i + 1]] for i in range(samples))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    with contextlib.redirect_stdout(io.StringIO()):
+        flatbuffer = converter.convert()
+    write_atomically(path, lambda tmp: Path(tmp).write_bytes(flatbuffer))
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 4 MiB chunks (the RGB data files are over a GiB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def write_atomically(path: Path, write) -> None:
     """Calls `write(temporary path)` and then renames the result to `path`, so that other processes
     reading the models (a merge running alongside) never see a half-written file."""

@@ -111,11 +111,6 @@ def prepare_data(data_dir: Path, out: Path, samples: str, seed: int) -> dict[str
     return files
 
 
-def file_hash(path: Path) -> str:
-    import hashlib
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def train_models(files: dict, out: Path, epochs: int | None, seed: int, force: bool) -> dict:
     """Trains (or reuses) both models; returns their manifest entries."""
     manifest_path = out / MANIFEST_NAME
@@ -126,7 +121,7 @@ def train_models(files: dict, out: Path, epochs: int | None, seed: int, force: b
     tf = None
     for task, base in MODELS.items():
         spec = {**base, "epochs": epochs or base["epochs"]}
-        config = {**spec, "seed": seed, "train_sha256": file_hash(files[task]["train"])}
+        config = {**spec, "seed": seed, "train_sha256": common.file_sha256(files[task]["train"])}
         name = spec["name"]
         keras_path, tflite_path = out / f"{name}.keras", out / f"{name}.tflite"
         entry = manifest.get(name)

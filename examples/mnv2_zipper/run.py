@@ -28,7 +28,6 @@ against the float originals and against the int8 originals (one thread). Written
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -47,7 +46,6 @@ MANIFEST_NAME = "mnv2_zipper_models.json"
 HEAD = "predictions"                          # keras.applications' classifier: the only layer not shared at start
 TRAINING = {"alpha": 0.35, "bn_momentum": 0.9, "epochs": 4, "patience": 2, "validation_fraction": 0.1,
             "batch_size": 64, "learning_rate": 2e-3, "init_seed": SEED, "shuffle_seed": {"garment": 1, "colour": 2}}
-INT8_SAMPLES = 256                            # representative samples of the TFLite full-integer conversion
 # zipper's --calib: a seeded subset of the training images (the same rows for both tasks). Each round calibrates
 # --steps-per-round batches of 64 and evaluates its 10 % held-out part ten times: 8,000 images keep those
 # evaluations short (17 rounds on 2 shared cores); 300 steps pass over them 2.7 times.
@@ -90,29 +88,14 @@ def build_model(classes: int, config: dict):
     return model
 
 
-def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
-def int8_tflite(tf, model, x_train: np.ndarray, dst: Path) -> None:
-    """A full-integer TFLite model (int8 weights and activations, float input and output), calibrated on the
-    first INT8_SAMPLES training images (as examples/mobilenetv2_share/measure.py)."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([x_train[i:i + 1]] for i in range(INT8_SAMPLES))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    flatbuffer = converter.convert()
-    common.write_atomically(dst, lambda tmp: Path(tmp).write_bytes(flatbuffer))
 
 
 def train_pair(data_dir: Path, out: Path, epochs: int | None, train_limit: int | None, force: bool) -> dict:
     """Trains (or reuses) both models; returns their manifest entries."""
     config = {**TRAINING, "epochs": epochs or TRAINING["epochs"], "train_limit": train_limit, "size": SIZE,
-              "data_sha256": {t: _file_hash(task_file(data_dir, t, "train")) for t in TASKS}}
+              "data_sha256": {t: common.file_sha256(task_file(data_dir, t, "train")) for t in TASKS}}
     manifest_path = out / MANIFEST_NAME
     files = [out / f"mnv2_{t}.{ext}" for t in TASKS for ext in ("keras", "tflite", "int8.tflite")]
     cached = common.cached_models(manifest_path, config, files, "mnv2_zipper", force)
@@ -143,7 +126,7 @@ def train_pair(data_dir: Path, out: Path, epochs: int | None, train_limit: int |
         float_path, int8_path = out / f"mnv2_{task}.tflite", out / f"mnv2_{task}.int8.tflite"
         common.write_atomically(keras_path, clean.save)
         common.export_tflite(tf, clean, float_path)
-        int8_tflite(tf, clean, x_train, int8_path)
+        common.export_int8_tflite(tf, clean, x_train, int8_path)
         float_top1 = common.tflite_predict(float_path, x_test).argmax(axis=1)
         int8_top1 = common.tflite_predict(int8_path, x_test).argmax(axis=1)
         models[task] = {"classes": classes, "params": int(clean.count_params()), **epochs,

@@ -25,19 +25,15 @@ from pathlib import Path
 import numpy as np
 
 SHARED_RC = (4, 256)       # the (r, C) of a layer-shared codebook in variant (b)
-INT8_SAMPLES = 256         # representative samples of the TFLite full-integer conversion
 
 
 def int8_tflite(tf, keras_path: Path, x_train: np.ndarray, dst: Path) -> None:
     import keras
+
+    from examples._common import export_int8_tflite
     if dst.is_file():
         return
-    model = keras.models.load_model(keras_path, compile=False)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([x_train[i:i + 1]] for i in range(INT8_SAMPLES))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    dst.write_bytes(converter.convert())
+    export_int8_tflite(tf, keras.models.load_model(keras_path, compile=False), x_train, dst)
 
 
 def main(argv=None) -> None:

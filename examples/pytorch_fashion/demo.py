@@ -95,7 +95,7 @@ def int8_resnet(out: Path, x_train: np.ndarray, x_test: np.ndarray, y_test: np.n
 
 
 def int8_words(out: Path) -> dict:
-    from examples._common import configure_tensorflow, load_split, tflite_predict
+    from examples._common import configure_tensorflow, export_int8_tflite, load_split, tflite_predict
 
     dst = out / "net3_words.int8.tflite"
     x_train, _ = load_split(out, "words", "train")
@@ -103,12 +103,8 @@ def int8_words(out: Path) -> dict:
     if not dst.is_file():
         tf = configure_tensorflow()
         import keras
-        model = keras.models.load_model(out / "net3_words.keras", compile=False)
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([x_train[i:i + 1]] for i in range(INT8_SAMPLES))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        dst.write_bytes(converter.convert())
+        export_int8_tflite(tf, keras.models.load_model(out / "net3_words.keras", compile=False), x_train, dst,
+                           INT8_SAMPLES)
     accuracy = float(np.mean(tflite_predict(dst, x_test).argmax(1) == y_test))
     return {"file": dst.name, "bytes": dst.stat().st_size, "test_accuracy": accuracy,
             "how": "TFLite full-integer quantization (int8 weights and activations, float input/output)"}

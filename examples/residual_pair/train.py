@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from examples._common import configure_tensorflow, export_tflite, load_split, write_atomically
+from examples._common import configure_tensorflow, export_int8_tflite, export_tflite, load_split, write_atomically
 
 MANIFEST = "train_manifest.json"
-INT8_SAMPLES = 256
 # BatchNorm momentum 0.9 for both: Keras' MobileNetV2 defaults to 0.999, whose moving statistics still hold
 # mostly their initial values after the few hundred steps of a short run (examples/mobilenetv2_share/train.py).
 MODELS = {
@@ -87,14 +86,6 @@ def data_dir(task: str, data: Path, out: Path) -> Path:
     return out if task == "garment" else data
 
 
-def int8_tflite(tf, model, x_train: np.ndarray, dst: Path) -> None:
-    """Full-integer int8 TFLite (weights and activations; float input/output), the size peer of the merge."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([x_train[i:i + 1]] for i in range(INT8_SAMPLES))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    flatbuffer = converter.convert()
-    write_atomically(dst, lambda tmp: Path(tmp).write_bytes(flatbuffer))
 
 
 def model_files(out: Path, task: str) -> dict:
@@ -117,7 +108,7 @@ def train_one(tf, keras, task: str, spec: dict, data: Path, out: Path) -> dict:
     files = model_files(out, task)
     write_atomically(files["keras"], model.save)
     export_tflite(tf, model, files["tflite"])
-    int8_tflite(tf, model, x_train, files["int8"])
+    export_int8_tflite(tf, model, x_train, files["int8"])
     return {"config": spec, "test_accuracy": float(accuracy), "train_seconds": round(seconds, 1),
             "params": int(model.count_params()),
             "float_tflite_accuracy": float(np.mean(tflite_predict(files["tflite"], x_test).argmax(1) == y_test)),

@@ -34,7 +34,6 @@ data hashes), export float32 `.tflite`; `edgemerge zipper --share block`, `edgem
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -137,15 +136,13 @@ def build_model(task: str, classes: int):
 TRUNK_PREFIXES = ("conv1", "dw", "pw")
 
 
-def _file_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def train_pair(pair: Path, out: Path, epochs: int | None, force: bool) -> dict:
     """Trains (or reuses) both models; returns their manifest entries."""
     config = {**TRAINING, "epochs": epochs or TRAINING["epochs"], "stem": list(STEM),
               "blocks": [list(b) for b in BLOCKS],
-              "data_sha256": {t: _file_hash(pair / f"{t}_train.npz") for t in TASKS}}
+              "data_sha256": {t: common.file_sha256(pair / f"{t}_train.npz") for t in TASKS}}
     manifest_path = out / MANIFEST_NAME
     files = [out / f"mobilenet_{t}.{ext}" for t in TASKS for ext in ("keras", "tflite")]
     cached = common.cached_models(manifest_path, config, files, "zipper_heldout", force)
