@@ -85,9 +85,10 @@ const em_kernel *em_kernel_choose(const em_model *model, const em_node *node, ui
     if (set == NULL || set == reference) /* NULL is defensive: the loader checked availability */
         return em_kernel_lookup(reference, node->op, EM_ALGO_REFERENCE, EM_ISA_REFERENCE, node);
     /* The fast kernels' epilogues fuse ReLU and ReLU6 only (micro_template.h, em_opt_bias_activate); the
-     * portable pool, reshape and activation kernels apply em_activate() and take any activation. */
+     * portable pool, reshape, activation, ADD, MUL and CONCAT kernels apply em_activate() and take any. */
     if (node->activation > EM_ACT_RELU6 && node->op != EM_OP_MAX_POOL && node->op != EM_OP_AVG_POOL &&
-        node->op != EM_OP_GLOBAL_AVG_POOL && node->op != EM_OP_RESHAPE && node->op != EM_OP_ACTIVATION)
+        node->op != EM_OP_GLOBAL_AVG_POOL && node->op != EM_OP_RESHAPE && node->op != EM_OP_ACTIVATION &&
+        node->op != EM_OP_ADD && node->op != EM_OP_MUL && node->op != EM_OP_CONCAT)
         return em_kernel_lookup(reference, node->op, EM_ALGO_REFERENCE, EM_ISA_REFERENCE, node);
 
     switch (node->op) {
@@ -127,6 +128,9 @@ const em_kernel *em_kernel_choose(const em_model *model, const em_node *node, ui
         k = em_kernel_lookup(set, node->op, EM_ALGO_ROWS, EM_ISA_MICRO, node);
         if (k == NULL) k = em_kernel_lookup(set, node->op, EM_ALGO_DIRECT, EM_ISA_PORTABLE, node);
         break;
+    case EM_OP_ADD: /* multi-input elementwise ops: one portable kernel for every set */
+    case EM_OP_MUL:
+    case EM_OP_CONCAT:
     case EM_OP_MAX_POOL: /* ops without a matrix product: one portable kernel for every set */
     case EM_OP_AVG_POOL:
     case EM_OP_GLOBAL_AVG_POOL:
