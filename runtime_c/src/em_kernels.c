@@ -41,6 +41,9 @@
     EM_SPLIT_KERNEL(EM_OP_LUT_DENSE, EM_ALGO_LUT_TABLES, EM_ISA_MICRO, "lut_dense_f32_" set_, em_lut_f32_supports, \
                     em_lut_dense_plan, em_lut_dense_pack, em_lut_dense_run, &(micro_), em_lut_dense_split,      \
                     em_lut_dense_run_part),                                                                    \
+    EM_FAST_KERNEL(EM_OP_LUT_DENSE, EM_ALGO_LUT_DECODED, EM_ISA_MICRO, "lut_dense_f32_decoded_" set_,              \
+                   em_lut_f32_supports, em_lut_dense_decoded_plan, em_lut_dense_decoded_pack,                   \
+                   em_lut_dense_decoded_run, &(micro_)),                                                        \
     EM_FAST_KERNEL(EM_OP_LUT_CONV2D, EM_ALGO_LUT_INT8, EM_ISA_MICRO, "lut_conv2d_i8_" set_, em_lut_int8_supports, \
                    em_lut_int8_plan, em_lut_int8_pack, em_lut_int8_run, &(micro_)),                             \
     EM_FAST_KERNEL(EM_OP_LUT_DENSE, EM_ALGO_LUT_INT8, EM_ISA_MICRO, "lut_dense_i8_" set_, em_lut_int8_supports,   \

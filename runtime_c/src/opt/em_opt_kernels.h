@@ -67,6 +67,11 @@ void em_add_f32_run(const em_node *node, const float *const *inputs, float *outp
 void em_mul_f32_run(const em_node *node, const float *const *inputs, float *output, float *scratch);
 void em_concat_f32_run(const em_node *node, const float *const *inputs, float *output, float *scratch);
 
+/* ---- LUT_DENSE as a matrix-vector product on weights decoded at load (opt/lut_dense.c) ---- */
+em_status em_lut_dense_decoded_plan(const em_model *model, em_node *node, em_error *err);
+void em_lut_dense_decoded_pack(const em_model *model, em_node *node);
+void em_lut_dense_decoded_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+
 /* ---- CONV2D and DENSE over gemm/gemv (opt/conv2d.c) ---- */
 em_status em_conv2d_direct_plan(const em_model *model, em_node *node, em_error *err);
 void em_conv2d_direct_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
