@@ -14,8 +14,7 @@
 #define EM_REFERENCE_KERNEL(op_, name_, eval_)                                                                 \
     {.op = (op_), .algorithm = EM_ALGO_REFERENCE, .isa = EM_ISA_REFERENCE, .name = (name_), .eval = (eval_)}
 
-/* The reference kernels of multi-input ops: eval_n, every input's value. Fast sets run these too (no fast
- * kernel yet: elementwise and copies, memory-bound; em_select.c falls back to the reference). */
+/* The reference kernels of multi-input ops: eval_n, every input's value. */
 #define EM_REFERENCE_KERNEL_N(op_, name_, eval_n_)                                                             \
     {.op = (op_), .algorithm = EM_ALGO_REFERENCE, .isa = EM_ISA_REFERENCE, .name = (name_), .eval_n = (eval_n_)}
 
@@ -35,12 +34,16 @@
                     em_lut_conv2d_planar_supports, em_lut_conv2d_planar_plan, em_lut_conv2d_planar_pack,       \
                     em_lut_conv2d_planar_run, &(micro_), em_lut_conv2d_planar_split,                           \
                     em_lut_conv2d_planar_run_part),                                                            \
-    EM_SPLIT_KERNEL(EM_OP_LUT_CONV2D, EM_ALGO_LUT_DECODED, EM_ISA_MICRO, "lut_conv2d_f32_decoded_" set_,         \
-                    em_lut_f32_supports, em_lut_conv2d_decoded_plan, em_lut_conv2d_decoded_pack,               \
-                    em_lut_conv2d_decoded_run, &(micro_), em_conv2d_direct_split, em_lut_conv2d_decoded_run_part), \
+    {.op = EM_OP_LUT_CONV2D, .algorithm = EM_ALGO_LUT_DECODED, .isa = EM_ISA_MICRO,                            \
+     .name = "lut_conv2d_f32_decoded_" set_, .supports = em_lut_f32_supports, .plan = em_lut_conv2d_decoded_plan,  \
+     .pack = em_lut_conv2d_decoded_pack, .run = em_lut_conv2d_decoded_run, .micro = &(micro_),                  \
+     .residual_add = 1, .split = em_conv2d_direct_split, .run_part = em_lut_conv2d_decoded_run_part},            \
     EM_SPLIT_KERNEL(EM_OP_LUT_DENSE, EM_ALGO_LUT_TABLES, EM_ISA_MICRO, "lut_dense_f32_" set_, em_lut_f32_supports, \
                     em_lut_dense_plan, em_lut_dense_pack, em_lut_dense_run, &(micro_), em_lut_dense_split,      \
                     em_lut_dense_run_part),                                                                    \
+    EM_FAST_KERNEL(EM_OP_LUT_DENSE, EM_ALGO_LUT_DECODED, EM_ISA_MICRO, "lut_dense_f32_decoded_" set_,              \
+                   em_lut_f32_supports, em_lut_dense_decoded_plan, em_lut_dense_decoded_pack,                   \
+                   em_lut_dense_decoded_run, &(micro_)),                                                        \
     EM_FAST_KERNEL(EM_OP_LUT_CONV2D, EM_ALGO_LUT_INT8, EM_ISA_MICRO, "lut_conv2d_i8_" set_, em_lut_int8_supports, \
                    em_lut_int8_plan, em_lut_int8_pack, em_lut_int8_run, &(micro_)),                             \
     EM_FAST_KERNEL(EM_OP_LUT_DENSE, EM_ALGO_LUT_INT8, EM_ISA_MICRO, "lut_dense_i8_" set_, em_lut_int8_supports,   \
@@ -64,6 +67,11 @@
 /* Ops without a matrix product: one portable kernel serves every fast set. */
 #define EM_PORTABLE_KERNEL(op_, algorithm_, name_, run_)                                                        \
     EM_FAST_KERNEL(op_, algorithm_, EM_ISA_PORTABLE, name_, NULL, em_opt_plan_no_scratch, NULL, run_, NULL)
+
+/* ... of multi-input ops (eval_n, every input's value; elementwise, never split) */
+#define EM_PORTABLE_KERNEL_N(op_, name_, eval_n_)                                                               \
+    {.op = (op_), .algorithm = EM_ALGO_DIRECT, .isa = EM_ISA_PORTABLE, .name = (name_),                         \
+     .plan = em_opt_plan_no_scratch, .eval_n = (eval_n_)}
 
 /* ... whose runs split into output rows over threads */
 #define EM_PORTABLE_ROW_KERNEL(op_, name_, run_, run_part_)                                                     \
@@ -111,6 +119,9 @@ static const em_kernel em_registry[] = {
     EM_PORTABLE_KERNEL(EM_OP_GLOBAL_AVG_POOL, EM_ALGO_DIRECT, "global_avg_pool_f32", em_global_avg_pool_run),
     EM_PORTABLE_KERNEL(EM_OP_RESHAPE, EM_ALGO_COPY, "reshape_f32_copy", em_copy_activate_run),
     EM_PORTABLE_KERNEL(EM_OP_ACTIVATION, EM_ALGO_COPY, "activation_f32", em_copy_activate_run),
+    EM_PORTABLE_KERNEL_N(EM_OP_ADD, "add_f32", em_add_f32_run),
+    EM_PORTABLE_KERNEL_N(EM_OP_MUL, "mul_f32", em_mul_f32_run),
+    EM_PORTABLE_KERNEL_N(EM_OP_CONCAT, "concat_f32", em_concat_f32_run),
 };
 
 /* ---- kernel sets ---------------------------------------------------------------------------------- */

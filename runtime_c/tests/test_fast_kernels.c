@@ -335,9 +335,9 @@ static void test_table_sharing(void)
     emb_builder *b = emb_create();
     em_test_rng rng;
     uint32_t in, in2, lut_out[2], dense_out[2], set;
-    const uint32_t cb_dims[3] = {2, 24, 8}, idx_dims[4] = {3, 3, 2, 10}, fc_cb_dims[3] = {5, 12, 4},
-                   fc_idx_dims[2] = {5, 9};
-    float cb[2 * 24 * 8], fc_cb[5 * 12 * 4], x[12 * 11 * 16], x2[20], want[4][12 * 11 * 10], got[12 * 11 * 10];
+    const uint32_t cb_dims[3] = {2, 24, 8}, idx_dims[4] = {3, 3, 2, 10}, fc_cb_dims[3] = {1, 12, 20},
+                   fc_idx_dims[2] = {1, 9};
+    float cb[2 * 24 * 8], fc_cb[1 * 12 * 20], x[12 * 11 * 16], x2[20], want[4][12 * 11 * 10], got[12 * 11 * 10];
     uint32_t idx[2][3 * 3 * 2 * 10], fc_idx[2][45], i, t;
     size_t size;
     uint8_t *file;
@@ -370,7 +370,7 @@ static void test_table_sharing(void)
     }
     for (t = 0; t < 2; ++t) { /* two LUT dense layers on the second input, sharing a codebook */
         n = emb_node_init(EM_OP_LUT_DENSE, in2);
-        n.seg_len = 4;
+        n.seg_len = 20; /* one segment: the shared table beats decoded weights (lut_dense_prefers_decoded) */
         n.codewords = 12;
         n.weight = t == 0 ? emb_tensor_f32(b, 3, fc_cb_dims, fc_cb) : 3;
         n.index = emb_tensor_idx(b, 2, fc_idx_dims, 4, fc_idx[t]);

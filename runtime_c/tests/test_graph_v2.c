@@ -760,11 +760,110 @@ static void test_corrupt_v2(void)
                    "the task's input 0", "task joins two inputs");
 }
 
+/* ---- the fast ADD, MUL and CONCAT kernels (opt/graph_ops.c) give the reference's bits, for every
+ * activation, with the values the activations and FORMAT.md "Non-finite values" single out ---- */
+static void test_graph_ops_fast_bits(void)
+{
+    enum { H = 3, W = 5, C = 13, N = H * W * C, CASES = 6 };
+    static const char *const op_kernel[CASES] = {"add_f32", "add_f32", "mul_f32", "mul_f32", "mul_f32", "concat_f32"};
+    static const uint32_t sets[] = {EM_KERNELS_GENERIC, EM_KERNELS_SSE2, EM_KERNELS_AVX2, EM_KERNELS_AVX512,
+                                    EM_KERNELS_NEON, EM_KERNELS_AUTO};
+    const float specials[] = {(float)NAN, (float)INFINITY, -(float)INFINITY, -0.0f, 0.0f, 6.0f, -6.0f, 3.0f, -3.0f,
+                              1e-40f, -1e-40f, 5.9999995f};
+    float in[N];
+    uint32_t act, c, i;
+    fill(in, N, 21);
+    for (i = 0; i < sizeof specials / sizeof specials[0]; ++i) in[i * 7u] = specials[i];
+    for (act = EM_ACT_NONE; act <= EM_ACT_LAST; ++act)
+        for (c = 0; c < CASES; ++c) {
+            emb_builder *b = emb_create();
+            const uint32_t x = emb_input(b, H, W, C);
+            emb_node relu6 = emb_node_init(EM_OP_ACTIVATION, x);
+            uint32_t second, gap, values[3], out, count = 2, op = EM_OP_ADD, out_n = N;
+            float *ref = (float *)malloc(3u * N * sizeof(float)), *fast = (float *)malloc(3u * N * sizeof(float));
+            uint8_t *buf;
+            size_t size, k;
+            em_error err;
+            relu6.activation = EM_ACT_RELU6; /* a second operand that differs from x */
+            second = emb_add_op(b, relu6, 0);
+            gap = emb_add_op(b, emb_node_init(EM_OP_GLOBAL_AVG_POOL, x), 0);
+            values[0] = x;
+            values[1] = second;
+            values[2] = x;
+            if (c == 1) count = 3; /* ((x + relu6(x)) + x) */
+            if (c >= 2 && c <= 4) op = EM_OP_MUL;
+            if (c == 3) values[1] = gap; /* per-channel gate second, then first */
+            if (c == 4) {
+                values[0] = gap;
+                values[1] = x;
+            }
+            if (c == 5) {
+                op = EM_OP_CONCAT;
+                count = 3;
+                out_n = 3u * N;
+            }
+            out = emb_add_multi(b, op, values, count, act);
+            emb_task_auto(b, "t", x, out);
+            buf = emb_finish(b, &size);
+            CHECK(run_file(buf, size, EM_KERNELS_REFERENCE, in, N, ref, out_n, NULL, &err) == EM_STATUS_OK);
+            for (k = 0; k < sizeof sets / sizeof sets[0]; ++k) {
+                em_load_options options;
+                em_model *model = NULL;
+                em_node_info info;
+                if (!em_kernels_available(sets[k])) continue;
+                memset(&options, 0, sizeof options);
+                options.kernels = sets[k];
+                CHECK_STATUS(em_model_load_ex(buf, size, NULL, &options, &model, &err), EM_STATUS_OK, err);
+                if (model == NULL) continue;
+                em_model_node_info(model, out - 1u, &info);
+                CHECKF(strcmp(info.kernel, op_kernel[c]) == 0, "case %u act %u (%s): kernel %s, expected %s",
+                       (unsigned)c, (unsigned)act, em_kernels_name(sets[k]), info.kernel, op_kernel[c]);
+                em_model_free(model);
+                CHECK(run_file(buf, size, sets[k], in, N, fast, out_n, NULL, &err) == EM_STATUS_OK);
+                CHECKF(memcmp(ref, fast, out_n * sizeof(float)) == 0, "case %u act %u (%s): not the reference's bits",
+                       (unsigned)c, (unsigned)act, em_kernels_name(sets[k]));
+            }
+            free(ref);
+            free(fast);
+            free(buf);
+            emb_destroy(b);
+        }
+}
+
 /* ---- residual ADD fused into the conv's epilogue (fast kernel sets) ---- */
 
 typedef struct fused_case {
-    uint32_t h, w, cin, cout, k, stride, stem, act, conv_act, extra_consumer;
+    uint32_t h, w, cin, cout, k, stride, stem, act, conv_act, extra_consumer, lut;
 } fused_case;
+
+/* The main conv as a merged layer: LUT_CONV2D with r = 1 and C = 8 codewords, which the fast sets run as a
+ * convolution with decoded weights (the ResNet blocks of a merged words net) and so fuse like CONV2D. */
+static uint32_t lut_conv_node(emb_builder *b, em_test_rng *rng, uint32_t input, uint32_t cin, uint32_t cout, uint32_t k,
+                              uint32_t stride, uint32_t act, float *bias)
+{
+    enum { C = 8 };
+    const uint32_t cb_dims[3] = {cin, C, 1}, idx_dims[4] = {k, k, cin, cout}, bdims[1] = {cout};
+    const size_t entries = (size_t)k * k * cin * cout;
+    float *cb = (float *)malloc((size_t)cin * C * sizeof(float));
+    uint32_t *idx = (uint32_t *)malloc(entries * sizeof(uint32_t));
+    emb_node n = emb_node_init(EM_OP_LUT_CONV2D, input);
+    size_t i;
+    em_test_fill(rng, cb, (size_t)cin * C, 0.5f);
+    for (i = 0; i < entries; ++i) idx[i] = em_test_rand_below(rng, C);
+    em_test_fill(rng, bias, cout, 0.2f);
+    n.seg_len = 1;
+    n.codewords = C;
+    n.kernel_h = n.kernel_w = k;
+    n.stride_h = n.stride_w = stride;
+    n.pad_top = n.pad_left = n.pad_bottom = n.pad_right = k / 2;
+    n.weight = emb_tensor_f32(b, 3, cb_dims, cb);
+    n.index = emb_tensor_idx(b, 4, idx_dims, 3, idx);
+    n.bias = emb_tensor_f32(b, 1, bdims, bias);
+    n.activation = act;
+    free(cb);
+    free(idx);
+    return emb_add_op(b, n, cout);
+}
 
 /* x -> [stem conv3x3 relu] -> main conv (k, stride) -> ADD(main, shortcut) with `act`; the shortcut is the
  * (stem's or graph's) value itself, or a 1x1 projection conv when the shape changes. Returns the ADD's node. */
@@ -777,7 +876,8 @@ static uint32_t build_residual(emb_builder *b, const fused_case *fc, uint32_t *a
     uint32_t v = x, main_v, shortcut, values[2];
     em_test_rng_seed(&rng, fc->h * 31u + fc->cin);
     if (fc->stem) v = conv_node(b, &rng, x, fc->cin, fc->cin, 3, 1, EM_ACT_RELU, w, bias);
-    main_v = conv_node(b, &rng, v, fc->cin, fc->cout, fc->k, fc->stride, fc->conv_act, w, bias);
+    main_v = fc->lut ? lut_conv_node(b, &rng, v, fc->cin, fc->cout, fc->k, fc->stride, fc->conv_act, bias)
+                     : conv_node(b, &rng, v, fc->cin, fc->cout, fc->k, fc->stride, fc->conv_act, w, bias);
     shortcut = v;
     if (fc->stride != 1 || fc->cin != fc->cout) shortcut = conv_node(b, &rng, v, fc->cin, fc->cout, 1, fc->stride,
                                                                      EM_ACT_NONE, w, bias);
@@ -795,15 +895,20 @@ static uint32_t build_residual(emb_builder *b, const fused_case *fc, uint32_t *a
 static void test_fused_residual_add(void)
 {
     static const fused_case cases[] = {
-        {7, 5, 3, 3, 1, 1, 0, EM_ACT_RELU, EM_ACT_NONE, 0},    /* point-wise, identity shortcut (graph input) */
-        {9, 7, 6, 6, 3, 1, 1, EM_ACT_NONE, EM_ACT_NONE, 0},    /* 3x3 after a stem (ResNet), no activation */
-        {8, 9, 5, 7, 3, 2, 1, EM_ACT_RELU6, EM_ACT_NONE, 0},   /* stride 2 with a projection shortcut */
-        {13, 11, 17, 17, 1, 1, 1, EM_ACT_RELU, EM_ACT_NONE, 0}, /* MobileNetV2 project conv, odd width */
-        {45, 47, 5, 17, 1, 1, 0, EM_ACT_RELU6, EM_ACT_NONE, 0}, /* 2115 pixels: several 1x1 bands + a remainder */
-        {1, 1, 3, 3, 1, 1, 0, EM_ACT_HARD_SWISH, EM_ACT_NONE, 0},
-        {6, 5, 24, 24, 3, 1, 0, EM_ACT_RELU, EM_ACT_NONE, 0},
-        {5, 5, 4, 4, 3, 1, 0, EM_ACT_RELU, EM_ACT_RELU, 0},    /* conv has its own ReLU: not fusable */
-        {5, 5, 4, 4, 1, 1, 0, EM_ACT_RELU, EM_ACT_NONE, 1},    /* conv read by another node: not fusable */
+        {7, 5, 3, 3, 1, 1, 0, EM_ACT_RELU, EM_ACT_NONE, 0, 0},    /* point-wise, identity shortcut (graph input) */
+        {9, 7, 6, 6, 3, 1, 1, EM_ACT_NONE, EM_ACT_NONE, 0, 0},    /* 3x3 after a stem (ResNet), no activation */
+        {8, 9, 5, 7, 3, 2, 1, EM_ACT_RELU6, EM_ACT_NONE, 0, 0},   /* stride 2 with a projection shortcut */
+        {13, 11, 17, 17, 1, 1, 1, EM_ACT_RELU, EM_ACT_NONE, 0, 0}, /* MobileNetV2 project conv, odd width */
+        {45, 47, 5, 17, 1, 1, 0, EM_ACT_RELU6, EM_ACT_NONE, 0, 0}, /* 2115 pixels: several 1x1 bands + a remainder */
+        {1, 1, 3, 3, 1, 1, 0, EM_ACT_HARD_SWISH, EM_ACT_NONE, 0, 0},
+        {6, 5, 24, 24, 3, 1, 0, EM_ACT_RELU, EM_ACT_NONE, 0, 0},
+        {5, 5, 4, 4, 3, 1, 0, EM_ACT_RELU, EM_ACT_RELU, 0, 0},    /* conv has its own ReLU: not fusable */
+        {5, 5, 4, 4, 1, 1, 0, EM_ACT_RELU, EM_ACT_NONE, 1, 0},    /* conv read by another node: not fusable */
+        /* merged (LUT, decoded) main convs: the words ResNet's blocks, a projection, a 1x1 */
+        {9, 8, 6, 6, 3, 1, 1, EM_ACT_RELU, EM_ACT_NONE, 0, 1},
+        {8, 9, 5, 7, 3, 2, 1, EM_ACT_RELU, EM_ACT_NONE, 0, 1},
+        {13, 11, 17, 17, 1, 1, 1, EM_ACT_RELU6, EM_ACT_NONE, 0, 1},
+        {5, 5, 4, 4, 3, 1, 0, EM_ACT_RELU, EM_ACT_RELU, 0, 1}, /* LUT conv with its own ReLU: not fusable */
     };
     size_t c, k;
     for (c = 0; c < sizeof cases / sizeof cases[0]; ++c) {
@@ -965,6 +1070,7 @@ int main(void)
     test_liveness();
     test_v1_and_v2_agree();
     test_corrupt_v2();
+    test_graph_ops_fast_bits();
     test_fused_residual_add();
     test_clustered_depthwise();
     return em_test_summary("test_graph_v2");

@@ -58,11 +58,7 @@ em_status em_conv2d_direct_plan(const em_model *model, em_node *node, em_error *
  * computed, while it is in cache; the same float32 operations as the conv's output followed by ADD. */
 static void add_residual(float *y, const float *r, size_t n, uint32_t activation)
 {
-    size_t i;
-    if (activation == EM_ACT_NONE)
-        for (i = 0; i < n; ++i) y[i] += r[i];
-    else
-        for (i = 0; i < n; ++i) y[i] = em_activate(y[i] + r[i], activation);
+    em_opt_add_activate(y, y, r, n, activation);
 }
 
 /* The direct convolution in two steps, each over a range of its pieces, so a run can be split over threads
@@ -314,19 +310,17 @@ void em_lut_conv2d_decoded_pack(const em_model *model, em_node *node)
         }
 }
 
+/* The decoded kernel is the direct convolution on the decoded weights, fused residual ADD included (ResNet
+ * blocks whose second conv is a merged layer: the ADD's pass over memory and its buffer go). */
 void em_lut_conv2d_decoded_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
 {
-    em_kernel_env plain = *env;
-    plain.residual = NULL; /* the decoded kernel fuses no residual ADD (no residual_add in the registry) */
-    conv_direct(node, input, output, (const float *)node->packed, &plain);
+    conv_direct(node, input, output, (const float *)node->packed, env);
 }
 
 void em_lut_conv2d_decoded_run_part(const em_node *node, const float *input, float *output, const em_kernel_env *env,
                                     uint32_t step, uint32_t begin, uint32_t end)
 {
-    em_kernel_env plain = *env;
-    plain.residual = NULL;
-    conv_direct_part(node, input, output, (const float *)node->packed, &plain, step, begin, end);
+    conv_direct_part(node, input, output, (const float *)node->packed, env, step, begin, end);
 }
 
 /* ---- DENSE split into blocks of EM_SPLIT_COLUMNS outputs (gemv_t's 4-vector blocks, then its tail, as in

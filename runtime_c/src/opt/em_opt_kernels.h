@@ -32,6 +32,8 @@
 /* ---- shared helpers (opt/portable.c) ---- */
 /* y[p·channels + c] = act(y[...] + bias[c]) (bias may be NULL). */
 void em_opt_bias_activate(float *y, size_t pixels, uint32_t channels, const float *bias, uint32_t activation);
+/* y[i] = act(a[i] + b[i]) with the activation chosen once (opt/graph_ops.c); y may be a or b. */
+void em_opt_add_activate(float *y, const float *a, const float *b, size_t n, uint32_t activation);
 /* Rounds a float count up so the next buffer starts 64-byte aligned. */
 size_t em_opt_align_floats(size_t floats);
 em_status em_opt_plan_no_scratch(const em_model *model, em_node *node, em_error *err);
@@ -59,6 +61,16 @@ void em_lut_dense_run(const em_node *node, const float *input, float *output, co
 uint32_t em_lut_dense_split(const em_node *node, const em_kernel_env *env, uint32_t step, uint32_t *units);
 void em_lut_dense_run_part(const em_node *node, const float *input, float *output, const em_kernel_env *env,
                            uint32_t step, uint32_t begin, uint32_t end);
+
+/* ---- ADD, MUL, CONCAT (opt/graph_ops.c): the reference's bits without a branch per value ---- */
+void em_add_f32_run(const em_node *node, const float *const *inputs, float *output, float *scratch);
+void em_mul_f32_run(const em_node *node, const float *const *inputs, float *output, float *scratch);
+void em_concat_f32_run(const em_node *node, const float *const *inputs, float *output, float *scratch);
+
+/* ---- LUT_DENSE as a matrix-vector product on weights decoded at load (opt/lut_dense.c) ---- */
+em_status em_lut_dense_decoded_plan(const em_model *model, em_node *node, em_error *err);
+void em_lut_dense_decoded_pack(const em_model *model, em_node *node);
+void em_lut_dense_decoded_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
 
 /* ---- CONV2D and DENSE over gemm/gemv (opt/conv2d.c) ---- */
 em_status em_conv2d_direct_plan(const em_model *model, em_node *node, em_error *err);

@@ -115,3 +115,46 @@ void em_lut_dense_run_part(const em_node *node, const float *input, float *outpu
     if (step == 0) build_table_rows(node, input, table, begin, end);
     else accumulate_blocks(node, table, output, begin, end);
 }
+
+/* ---- LUT_DENSE with weights decoded at load --------------------------------------------------------
+ * A head whose outputs are fewer than its codewords (MobileNetV2's 1280 -> 10 classifier at `light`, C = 64)
+ * spends more on its table (in·C multiply-adds) than a plain matrix-vector product on the decoded weights
+ * (in·out): 21 µs against about 2 µs on the AVX-512 host. Here the codebook is expanded once at load into
+ * W[i, o] = codebook[s, index[s, o], i − s·r] (s = i / r; FORMAT.md), the dense layer's weight layout, and
+ * the node runs the micro-kernel's gemv like DENSE. em_kernel_choose (em_select.c) bounds the decoded size
+ * (EM_LUT_DECODE_MAX_BYTES) and compares the costs. */
+em_status em_lut_dense_decoded_plan(const em_model *model, em_node *node, em_error *err)
+{
+    size_t floats, packed;
+    (void)model;
+    if (!em_mul_size(node->in.numel, node->out.c, &floats) || !em_mul_size(floats, sizeof(float), &packed))
+        return em_fail_node(err, EM_STATUS_LIMIT, node, "decoded weights do not fit in size_t");
+    node->scratch_bytes = 0;
+    node->table_bytes = 0;
+    node->table_shareable = 0;
+    node->packed_bytes = packed;
+    return EM_STATUS_OK;
+}
+
+void em_lut_dense_decoded_pack(const em_model *model, em_node *node)
+{
+    float *w = (float *)node->packed;
+    const float *codebook = em_tensor_f32(node->weight);
+    const uint32_t in = node->in.numel, out = node->out.c, r = node->seg_len;
+    uint32_t i, o;
+    (void)model;
+    for (i = 0; i < in; ++i) {
+        const uint32_t s = i / r, j = i % r;
+        for (o = 0; o < out; ++o) {
+            const uint32_t c = em_idx_get(node->index_map->data, node->index_map->bits, (uint64_t)s * out + o);
+            w[(size_t)i * out + o] = codebook[s * node->codebook_segment_stride + (size_t)c * r + j];
+        }
+    }
+}
+
+void em_lut_dense_decoded_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
+{
+    (void)env;
+    node->kernel->micro->gemv_t(node->in.numel, node->out.c, input, (const float *)node->packed, node->out.c, output);
+    em_opt_bias_activate(output, 1, node->out.c, em_tensor_f32(node->bias), node->activation);
+}
