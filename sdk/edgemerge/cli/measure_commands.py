@@ -103,8 +103,8 @@ def evaluate_command(model, data, references, as_json):
         ref = f"{100 * r['reference_accuracy']:.2f}%" if r["reference_accuracy"] is not None else "-"
         drop = f"{100 * r['drop']:+.2f}%" if r["drop"] is not None else "-"
         line = f"{task:<16} {r['n']:>7} {100 * r['accuracy']:>7.2f}% {ref:>9} {drop:>8}"
-        if "int8_drop" in r:   # int8-table layers: the same file with float tables, and the difference
-            line += (f"   int8 tables: float tables {100 * r['float_tables_accuracy']:.2f}%, "
+        if "int8_drop" in r:   # int8 tables or activations: the same file with float math, and the difference
+            line += (f"   int8 layers: same file in float {100 * r['float_tables_accuracy']:.2f}%, "
                      f"int8 drop {100 * r['int8_drop']:+.2f}%")
         click.echo(line)
 

@@ -1,5 +1,5 @@
 """The commands that build models: merge (NeuralMerger, calibration, the budget search), convert (one model,
-exact float weights) and zipper run/pick."""
+exact float weights), quantize (int8 activations for a merged file) and zipper run/pick."""
 from __future__ import annotations
 
 import os
@@ -174,6 +174,45 @@ def convert(model, output, task, as_json):
                f"({'logits; the final softmax is not applied' if summary['head_activation'] == 'softmax' else 'as the model computes them'})")
 
 
+
+
+# ------------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="the .emm file to write (may be MODEL itself: written to a temporary, then renamed)")
+@click.option("--int8", "int8_act", multiple=True, required=True, metavar="NAME[,NAME..]",
+              help="the merged layers to run with int8 activations and codebooks (NAME or TASK:LAYER, or 'all'); "
+                   "repeatable")
+@click.option("--calib", multiple=True, required=True, metavar="TASK=NPZ",
+              help="calibration data of the tasks that run those layers (x: N, H, W, C); the first 300 samples "
+                   "give the input scales")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON summary")
+@_fail_cleanly
+def quantize(model, output, int8_act, calib, as_json):
+    """Flag layers of a merged MODEL for int8 activations (docs/FORMAT.md "int8 activations") without merging
+    again: the same as `merge --int8`, on a file that exists. `eval` then reports the quantisation's own
+    accuracy cost (int8 drop) and `bench` its speed.
+
+    Example: edgemerge quantize merged_light.emm --int8 all --calib fashion=fashion_train.npz
+    --calib words=words_train.npz -o merged_light_int8.emm
+    """
+    from edgemerge.datasets import check_data_files, parse_task_pairs
+    from edgemerge.workflows.quantize_file import quantize_file
+
+    _check_input_file(model, "model file")
+    calib_files = parse_task_pairs(calib, "--calib")
+    check_data_files(calib_files)
+    names = [n.strip() for item in int8_act for n in item.split(",") if n.strip()]
+    summary = quantize_file(model, output, names, calib_files, log=lambda m: click.echo(m, err=True))
+    if as_json:
+        _echo_json(summary)
+        return
+    click.echo(f"wrote {output}: {_human_bytes(summary['file_bytes'])}, {len(summary['layers'])} layers with "
+               f"int8 activations ({summary['int8_layers_after']} in the file)")
+    for name, scale in summary["input_scales"].items():
+        click.echo(f"  {name}: input scale {scale:.6g} ({127 * scale:.4g} = the {summary['percentile']}th "
+                   "percentile of |x|)")
 
 
 # ------------------------------------------------------------------------------------------------
