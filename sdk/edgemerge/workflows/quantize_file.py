@@ -10,8 +10,8 @@ temporary and renamed (emm/files.py), so a failure leaves the output as it was."
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 from edgemerge.emm.constants import NODE_FLAG_INT8_ACT
 from edgemerge.errors import EdgemergeError, EmmFormatError
