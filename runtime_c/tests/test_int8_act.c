@@ -1,7 +1,8 @@
 /* LUT ops with int8 activations (flag INT8_ACT; FORMAT.md "int8 activations"):
  *
- *  - every int8 tile this build has and this CPU runs (generic, avx2, neon smull/sadalp, sdot) equals a
- *    naive int32 sum exactly, for depths 4..1200 and extreme operands (every value ±127);
+ *  - every int8 tile this build has and this CPU runs (generic, avx2, avx512_vnni, avx_vnni, neon
+ *    smull/sadalp, sdot) equals a naive int32 sum exactly, for depths 4..1200 (odd k4 too) and extreme
+ *    operands (every value ±127, both signs: the VNNI tiles' u8 offset);
  *  - every lut_*_i8a_* kernel of every available set equals the reference kernel (the table form) bit for
  *    bit on one-node models of odd shapes (Cout not a multiple of 16, odd H/W, strides 1-3, 'same' /
  *    'valid' / asymmetric pads, r not dividing Cin, C = 2..64, Cin = 1 first convs), with inputs that
@@ -46,6 +47,9 @@ static const act_case cases[] = {
     CONV(7, 3, 11, 16, 2, 3, 2, 1, 0, 1, 1, 1, 4, 16, EM_ACT_NONE, 0, 0.3f),   /* even kernel, asymmetric pads */
     CONV(9, 9, 5, 7, 3, 3, 1, 1, 1, 1, 1, 1, 8, 16, EM_ACT_RELU, 1, 1.0f),     /* r > Cin: one short segment */
     CONV(17, 15, 3, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 16, EM_ACT_RELU, 1, 1.0f),  /* > 1 band of 64 pixels */
+    CONV(10, 9, 24, 40, 1, 1, 1, 1, 0, 0, 0, 0, 8, 16, EM_ACT_RELU6, 1, 0.8f), /* point-wise, > 64 pixels */
+    CONV(9, 11, 6, 20, 1, 1, 1, 1, 0, 0, 0, 0, 3, 16, EM_ACT_NONE, 1, 1.0f),   /* point-wise, Cin not 4k */
+    CONV(9, 9, 8, 20, 1, 1, 2, 2, 0, 0, 0, 0, 4, 16, EM_ACT_RELU, 1, 1.0f),    /* point-wise, stride 2 */
     DENSE(10, 7, 3, 16, EM_ACT_RELU, 1, 1.0f),
     DENSE(64, 1, 16, 16, EM_ACT_NONE, 1, 1.0f),
     DENSE(70, 33, 7, 32, EM_ACT_RELU6, 1, 0.6f),
@@ -93,15 +97,20 @@ static void test_tiles_exact(void)
     em_test_rng_seed(&rng, 17);
     for (t = 0; t < count && t < 8; ++t) {
         for (di = 0; di < sizeof depths4 / sizeof depths4[0]; ++di)
-            for (extreme = 0; extreme < 3; ++extreme) {
+            for (extreme = 0; extreme < 5; ++extreme) { /* random; a = +127 / -127 with b = +127; a = +127,
+                                                          * b = -127; a and b random signs of 127 */
                 const size_t k4 = depths4[di], lda = k4 * 4 + 8; /* a row stride longer than the depth */
                 int8_t *a = (int8_t *)malloc(4 * lda), *b = (int8_t *)malloc(k4 * 64);
                 int32_t c[64];
                 size_t i, n, k, bad = 0;
                 for (i = 0; i < 4 * lda; ++i)
-                    a[i] = (int8_t)(extreme == 0 ? (int)em_test_rand_below(&rng, 255) - 127 : (extreme == 1 ? 127 : -127));
+                    a[i] = (int8_t)(extreme == 0 ? (int)em_test_rand_below(&rng, 255) - 127
+                                    : extreme == 2 ? -127
+                                    : extreme == 4 ? (em_test_rand_below(&rng, 2) ? 127 : -127) : 127);
                 for (i = 0; i < k4 * 64; ++i)
-                    b[i] = (int8_t)(extreme == 0 ? (int)em_test_rand_below(&rng, 255) - 127 : 127);
+                    b[i] = (int8_t)(extreme == 0 ? (int)em_test_rand_below(&rng, 255) - 127
+                                    : extreme == 3 ? -127
+                                    : extreme == 4 ? (em_test_rand_below(&rng, 2) ? 127 : -127) : 127);
                 memset(c, 0x55, sizeof c);
                 tiles[t]->tile(a, lda, b, k4, c);
                 for (i = 0; i < 4; ++i)

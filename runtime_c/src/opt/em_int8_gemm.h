@@ -11,7 +11,9 @@
  *   opt/lut_int8_act.c      generic C
  *   arm/int8_gemm_neon.c    ARMv8.0 / armv7 NEON: smull + sadalp (Cortex-A53, A72)
  *   arm/int8_gemm_sdot.c    ARMv8.2 dot product: sdot (Cortex-A55, A76), used when HWCAP has asimddp
- *   x86/int8_gemm_avx2.c    AVX2 vpmaddwd on sign-extended int16 (the avx2 and avx512 sets) */
+ *   x86/int8_gemm_avx2.c    AVX2 vpmaddwd on sign-extended int16 (the avx2 and avx512 sets)
+ *   x86/int8_gemm_avx512vnni.c  AVX-512 VNNI vpdpbusd on zmm (the avx512 set where the CPU has avx512_vnni)
+ *   x86/int8_gemm_avxvnni.c     AVX-VNNI vpdpbusd on ymm (the avx2 set where the CPU has avx_vnni) */
 #ifndef EDGEMERGE_EM_INT8_GEMM_H
 #define EDGEMERGE_EM_INT8_GEMM_H
 
@@ -21,7 +23,7 @@
 typedef void (*em_int8_tile_fn)(const int8_t *a, size_t lda, const int8_t *b, size_t k4, int32_t *c);
 
 typedef struct em_int8_gemm_micro {
-    const char *isa; /* "generic", "neon", "sdot", "avx2" */
+    const char *isa; /* "generic", "neon", "sdot", "avx2", "avx512_vnni", "avx_vnni" */
     em_int8_tile_fn tile;
 } em_int8_gemm_micro;
 
@@ -35,9 +37,16 @@ extern const em_int8_gemm_micro em_int8_gemm_sdot;
 #if defined(EM_HAVE_X86_SIMD)
 extern const em_int8_gemm_micro em_int8_gemm_avx2;
 #endif
+#if defined(EM_HAVE_X86_AVX512_VNNI)
+extern const em_int8_gemm_micro em_int8_gemm_avx512_vnni;
+#endif
+#if defined(EM_HAVE_X86_AVX_VNNI)
+extern const em_int8_gemm_micro em_int8_gemm_avx_vnni;
+#endif
 
 /* The tiles kernel set `kernels` runs on this CPU: sdot on the neon set where the CPU has the dot product
- * (em_cpu_has_arm_dotprod), else smull/sadalp; avx2 on the avx2 and avx512 sets; generic otherwise. */
+ * (em_cpu_has_arm_dotprod), else smull/sadalp; on the avx512 set avx512_vnni where the CPU has it, on the
+ * avx2 set avx_vnni where the CPU has it (em_cpu_has_x86_vnni), else avx2 on both; generic otherwise. */
 const em_int8_gemm_micro *em_int8_gemm_micro_for(uint32_t kernels);
 /* Every tile implementation this build has and this CPU runs (for parity tests and benchmarks). */
 size_t em_int8_gemm_micro_list(const em_int8_gemm_micro **out, size_t max);

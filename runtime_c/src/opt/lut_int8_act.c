@@ -214,6 +214,12 @@ const em_int8_gemm_micro em_int8_gemm_generic = {"generic", tile_generic};
 
 const em_int8_gemm_micro *em_int8_gemm_micro_for(uint32_t kernels)
 {
+#if defined(EM_HAVE_X86_AVX512_VNNI)
+    if (kernels == EM_KERNELS_AVX512 && em_cpu_has_x86_vnni(EM_KERNELS_AVX512)) return &em_int8_gemm_avx512_vnni;
+#endif
+#if defined(EM_HAVE_X86_AVX_VNNI)
+    if (kernels == EM_KERNELS_AVX2 && em_cpu_has_x86_vnni(EM_KERNELS_AVX2)) return &em_int8_gemm_avx_vnni;
+#endif
 #if defined(EM_HAVE_X86_SIMD)
     if (kernels == EM_KERNELS_AVX2 || kernels == EM_KERNELS_AVX512) return &em_int8_gemm_avx2;
 #endif
@@ -236,6 +242,12 @@ size_t em_int8_gemm_micro_list(const em_int8_gemm_micro **out, size_t max)
     EM_ADD_TILES(&em_int8_gemm_generic);
 #if defined(EM_HAVE_X86_SIMD)
     if (em_cpu_supports(EM_KERNELS_AVX2)) EM_ADD_TILES(&em_int8_gemm_avx2);
+#endif
+#if defined(EM_HAVE_X86_AVX512_VNNI)
+    if (em_cpu_has_x86_vnni(EM_KERNELS_AVX512)) EM_ADD_TILES(&em_int8_gemm_avx512_vnni);
+#endif
+#if defined(EM_HAVE_X86_AVX_VNNI)
+    if (em_cpu_has_x86_vnni(EM_KERNELS_AVX2)) EM_ADD_TILES(&em_int8_gemm_avx_vnni);
 #endif
 #if defined(EM_HAVE_NEON)
     EM_ADD_TILES(&em_int8_gemm_neon);

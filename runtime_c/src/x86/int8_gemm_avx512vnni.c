@@ -1,0 +1,40 @@
+/* int8 tiles with AVX-512 VNNI (em_int8_gemm.h), for the avx512 set on CPUs with avx512_vnni (Ice Lake,
+ * Sapphire Rapids, Zen 4): one zmm of the packed weights is exactly the tile's 16 channels × 4 depths, and
+ * vpdpbusd adds the 4 products of each 4-byte group into that channel's int32 lane.
+ *
+ * vpdpbusd multiplies an UNSIGNED byte by a signed one, while the tile's activations are signed. So each
+ * activation goes in as u = a xor 0x80 = a + 128 (unsigned), and Σ u·w = Σ a·w + 128·Σ w: the second term
+ * is the same for the 4 rows and is taken off at the end, accumulated by one more vpdpbusd per depth step
+ * with 0x80 bytes as the unsigned operand. Exact: vpdpbusd wraps (no saturation), so every intermediate
+ * is the true sum mod 2^32, and the result (|Σ a·w| ≤ 127²·K, bounded by the loader) fits int32. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "../opt/em_int8_gemm.h"
+
+static void tile_avx512_vnni(const int8_t *a, size_t lda, const int8_t *b, size_t k4, int32_t *c)
+{
+    const __m512i bias = _mm512_set1_epi32((int)0x80808080u);
+    const int8_t *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda;
+    __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0, acc2 = acc0, acc3 = acc0, offset = acc0;
+    size_t q;
+    for (q = 0; q < k4; ++q) {
+        const __m512i w = _mm512_loadu_si512((const void *)(b + 64 * q));
+        int32_t v0, v1, v2, v3;
+        memcpy(&v0, a0 + 4 * q, 4);
+        memcpy(&v1, a1 + 4 * q, 4);
+        memcpy(&v2, a2 + 4 * q, 4);
+        memcpy(&v3, a3 + 4 * q, 4);
+        offset = _mm512_dpbusd_epi32(offset, bias, w);
+        acc0 = _mm512_dpbusd_epi32(acc0, _mm512_xor_si512(_mm512_set1_epi32(v0), bias), w);
+        acc1 = _mm512_dpbusd_epi32(acc1, _mm512_xor_si512(_mm512_set1_epi32(v1), bias), w);
+        acc2 = _mm512_dpbusd_epi32(acc2, _mm512_xor_si512(_mm512_set1_epi32(v2), bias), w);
+        acc3 = _mm512_dpbusd_epi32(acc3, _mm512_xor_si512(_mm512_set1_epi32(v3), bias), w);
+    }
+    _mm512_storeu_si512((void *)(c + 0), _mm512_sub_epi32(acc0, offset));
+    _mm512_storeu_si512((void *)(c + 16), _mm512_sub_epi32(acc1, offset));
+    _mm512_storeu_si512((void *)(c + 32), _mm512_sub_epi32(acc2, offset));
+    _mm512_storeu_si512((void *)(c + 48), _mm512_sub_epi32(acc3, offset));
+}
+
+const em_int8_gemm_micro em_int8_gemm_avx512_vnni = {"avx512_vnni", tile_avx512_vnni};
