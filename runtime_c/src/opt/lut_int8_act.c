@@ -26,6 +26,8 @@
 typedef struct int8_act_layout {
     uint32_t in_h, in_w, in_c, taps, k, k4, n16;
     float scale; /* k of FORMAT.md: f32(sx · f32(m / 127)) */
+    const em_int8_gemm_micro *gemm; /* the set's tile, chosen at load: the VNNI check is CPUID, which costs
+                                     * microseconds where a hypervisor traps it (too slow per run) */
     size_t weights_offset, packed_bytes;
     size_t band_offset, tile_offset, scratch_bytes;
 } int8_act_layout;
@@ -96,6 +98,7 @@ void em_lut_int8_act_pack(const em_model *model, em_node *node)
     cb_absmax = em_int8_act_codebook_absmax(node);
     cb_inverse = em_lut_int8_inverse(cb_absmax);
     L->scale = em_int8_act_output_scale(node, cb_absmax);
+    L->gemm = em_int8_gemm_micro_for(node->kernel->micro->kernels);
     for (nb = 0; nb < L->n16; ++nb)
         for (q = 0; q < L->k4; ++q)
             for (n = 0; n < 16u; ++n)
@@ -144,7 +147,7 @@ void em_lut_int8_act_run(const em_node *node, const float *input, float *output,
     const int8_t *weights = (const int8_t *)node->packed + L->weights_offset;
     const em_micro *micro = node->kernel->micro;
     const em_lut_int8_micro *i8 = em_lut_int8_micro_for(micro->kernels);
-    const em_int8_gemm_micro *gemm = em_int8_gemm_micro_for(micro->kernels);
+    const em_int8_gemm_micro *gemm = L->gemm;
     const int dense = node->op == EM_OP_LUT_DENSE;
     const uint32_t cout = node->out.c, pixels = dense ? 1u : node->out.h * node->out.w;
     const size_t lda = (size_t)L->k4 * 4u, in_numel = (size_t)L->in_h * L->in_w * L->in_c;
