@@ -20,12 +20,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "edgemerge/em_format.h" /* EM_ACT_* */
+
 typedef void (*em_int8_tile_fn)(const int8_t *a, size_t lda, const int8_t *b, size_t k4, int32_t *c);
+
+/* A tile's store: rows × cols (≤ 4 × 16) of c (row stride 16) to out (row stride ldo) as
+ *   out = f32(c) · scale, then + bias[n] (bias NULL: none), then ReLU / ReLU6 (x ≤ 0 → +0, x > 6 → 6)
+ * in that order, no FMA: the reference's values bit for bit. activation: EM_ACT_NONE, RELU or RELU6. */
+typedef void (*em_int8_store_fn)(const int32_t *c, uint32_t rows, uint32_t cols, float scale, const float *bias,
+                                 uint32_t activation, float *out, size_t ldo);
 
 typedef struct em_int8_gemm_micro {
     const char *isa; /* "generic", "neon", "sdot", "avx2", "avx512_vnni", "avx_vnni" */
     em_int8_tile_fn tile;
+    em_int8_store_fn store; /* NULL: the kernel stores f32(c) · scale (em_int8_store_generic), then adds bias
+                             * and activation in a separate pass */
 } em_int8_gemm_micro;
+
+void em_int8_store_generic(const int32_t *c, uint32_t rows, uint32_t cols, float scale, const float *bias,
+                           uint32_t activation, float *out, size_t ldo);
 
 extern const em_int8_gemm_micro em_int8_gemm_generic;
 #if defined(EM_HAVE_NEON)
@@ -36,6 +49,11 @@ extern const em_int8_gemm_micro em_int8_gemm_sdot;
 #endif
 #if defined(EM_HAVE_X86_SIMD)
 extern const em_int8_gemm_micro em_int8_gemm_avx2;
+#endif
+#if defined(EM_HAVE_X86_SIMD)
+/* x86/int8_gemm_avx2.c: the avx2 and avx_vnni tiles' store */
+void em_int8_store_avx2(const int32_t *c, uint32_t rows, uint32_t cols, float scale, const float *bias,
+                        uint32_t activation, float *out, size_t ldo);
 #endif
 #if defined(EM_HAVE_X86_AVX512_VNNI)
 extern const em_int8_gemm_micro em_int8_gemm_avx512_vnni;

@@ -25,6 +25,8 @@
 
 typedef struct int8_act_layout {
     uint32_t in_h, in_w, in_c, taps, k, k4, n16;
+    uint32_t direct; /* 1×1 stride-1 conv (no padding then) or dense with Cin a multiple of 4: the A rows are
+                      * the rows of qx, no im2col */
     float scale; /* k of FORMAT.md: f32(sx · f32(m / 127)) */
     const em_int8_gemm_micro *gemm; /* the set's tile, chosen at load: the VNNI check is CPUID, which costs
                                      * microseconds where a hypervisor traps it (too slow per run) */
@@ -54,6 +56,9 @@ static int compute_layout(const em_node *node, int8_act_layout *L)
     qx = (uint64_t)L->in_h * L->in_w * L->in_c;
     band = (uint64_t)BAND * k4 * 4u;
     if (k > EM_INT8_ACT_MAX_PRODUCTS || weights > MAX_PACKED_BYTES || qx > (uint64_t)SIZE_MAX / 4u) return 0;
+    L->direct = (dense || (node->kernel_h == 1u && node->kernel_w == 1u && node->stride_h == 1u &&
+                           node->stride_w == 1u && node->pad_top == 0u && node->pad_left == 0u)) &&
+                L->in_c % 4u == 0u;
     L->k = (uint32_t)k;
     L->k4 = (uint32_t)k4;
     L->n16 = (uint32_t)n16;
@@ -148,15 +153,21 @@ void em_lut_int8_act_run(const em_node *node, const float *input, float *output,
     const em_micro *micro = node->kernel->micro;
     const em_lut_int8_micro *i8 = em_lut_int8_micro_for(micro->kernels);
     const em_int8_gemm_micro *gemm = L->gemm;
+    const em_int8_store_fn store = gemm->store != NULL ? gemm->store : em_int8_store_generic;
     const int dense = node->op == EM_OP_LUT_DENSE;
     const uint32_t cout = node->out.c, pixels = dense ? 1u : node->out.h * node->out.w;
     const size_t lda = (size_t)L->k4 * 4u, in_numel = (size_t)L->in_h * L->in_w * L->in_c;
+    /* bias and ReLU/ReLU6 in the tile set's own store (one pass over the output); tiles without a store
+     * (generic C, NEON) and any other activation: the plain f32(acc) · k store, then the separate pass
+     * em_opt_bias_activate (vectorised on aarch64) */
+    const int fused = gemm->store != NULL && (node->activation == EM_ACT_NONE || node->activation == EM_ACT_RELU ||
+                                              node->activation == EM_ACT_RELU6);
     const float *bias = em_tensor_f32(node->bias);
     const float scale = L->scale;
     int8_t *qx = (int8_t *)(void *)env->scratch;
     int8_t *band = (int8_t *)(void *)((unsigned char *)env->scratch + L->band_offset);
     int32_t *tile = (int32_t *)(void *)((unsigned char *)env->scratch + L->tile_offset);
-    uint32_t m0, i, nb, n;
+    uint32_t m0, i, nb;
     uint64_t t0 = 0, t1 = 0;
 
     if (env->profile) t0 = em_platform_now_ns();
@@ -169,29 +180,56 @@ void em_lut_int8_act_run(const em_node *node, const float *input, float *output,
     for (m0 = 0; m0 < pixels; m0 += BAND) {
         const uint32_t rows = pixels - m0 < BAND ? pixels - m0 : BAND;
         const uint32_t rows4 = (rows + 3u) & ~3u;
-        if (dense) {
-            memcpy(band, qx, L->in_c);
-            memset(band + L->in_c, 0, lda - L->in_c);
-        } else {
-            for (i = 0; i < rows; ++i) im2col_row(node, L, qx, m0 + i, band + (size_t)i * lda);
-        }
-        memset(band + (size_t)rows * lda, 0, (size_t)(rows4 - rows) * lda);
-        for (i = 0; i < rows; i += 4u)
-            for (nb = 0; nb < L->n16; ++nb) {
-                const uint32_t valid_rows = rows - i < 4u ? rows - i : 4u;
-                const uint32_t first = nb * 16u, cols = cout - first < 16u ? cout - first : 16u;
-                uint32_t rr;
-                gemm->tile(band + (size_t)i * lda, lda, weights + (size_t)nb * L->k4 * 64u, L->k4, tile);
-                for (rr = 0; rr < valid_rows; ++rr) {
-                    float *out = output + (size_t)(m0 + i + rr) * cout + first;
-                    for (n = 0; n < cols; ++n) out[n] = (float)tile[rr * 16u + n] * scale;
-                }
+        /* rows [0, staged) of the band come from the band buffer; a direct layer's full groups of 4 rows
+         * are read from qx in place */
+        const uint32_t staged = L->direct ? rows & ~3u : 0u;
+        if (L->direct) {
+            if (staged < rows) {
+                memcpy(band + (size_t)staged * lda, qx + (size_t)(m0 + staged) * lda, (size_t)(rows - staged) * lda);
+                memset(band + (size_t)rows * lda, 0, (size_t)(rows4 - rows) * lda);
             }
+        } else {
+            if (dense) {
+                memcpy(band, qx, L->in_c);
+                memset(band + L->in_c, 0, lda - L->in_c);
+            } else {
+                for (i = 0; i < rows; ++i) im2col_row(node, L, qx, m0 + i, band + (size_t)i * lda);
+            }
+            memset(band + (size_t)rows * lda, 0, (size_t)(rows4 - rows) * lda);
+        }
+        for (i = 0; i < rows; i += 4u) {
+            const uint32_t valid_rows = rows - i < 4u ? rows - i : 4u;
+            const int8_t *a = i < staged ? qx + (size_t)(m0 + i) * lda : band + (size_t)i * lda;
+            for (nb = 0; nb < L->n16; ++nb) {
+                const uint32_t first = nb * 16u, cols = cout - first < 16u ? cout - first : 16u;
+                gemm->tile(a, lda, weights + (size_t)nb * L->k4 * 64u, L->k4, tile);
+                store(tile, valid_rows, cols, scale, fused && bias != NULL ? bias + first : NULL,
+                      fused ? node->activation : EM_ACT_NONE, output + (size_t)(m0 + i) * cout + first, cout);
+            }
+        }
     }
-    em_opt_bias_activate(output, pixels, cout, bias, node->activation);
+    if (!fused) em_opt_bias_activate(output, pixels, cout, bias, node->activation);
     if (env->profile) {
         env->profile->table_ns += t1 - t0;
         env->profile->accumulate_ns += em_platform_now_ns() - t1;
+    }
+}
+
+/* The reference's arithmetic per value (ref/lut_int8_act_ref.c): f32(acc) · k, then + bias, then the
+ * activation as em_opt_bias_activate writes it (x ≤ 0 → +0). */
+void em_int8_store_generic(const int32_t *c, uint32_t rows, uint32_t cols, float scale, const float *bias,
+                           uint32_t activation, float *out, size_t ldo)
+{
+    uint32_t r, n;
+    for (r = 0; r < rows; ++r) {
+        float *y = out + (size_t)r * ldo;
+        for (n = 0; n < cols; ++n) {
+            float v = (float)c[r * 16u + n] * scale;
+            if (bias != NULL) v += bias[n];
+            if (activation == EM_ACT_RELU) v = v <= 0.0f ? 0.0f : v;
+            else if (activation == EM_ACT_RELU6) v = v <= 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v);
+            y[n] = v;
+        }
     }
 }
 
@@ -213,7 +251,7 @@ static void tile_generic(const int8_t *a, size_t lda, const int8_t *b, size_t k4
         }
 }
 
-const em_int8_gemm_micro em_int8_gemm_generic = {"generic", tile_generic};
+const em_int8_gemm_micro em_int8_gemm_generic = {"generic", tile_generic, NULL};
 
 const em_int8_gemm_micro *em_int8_gemm_micro_for(uint32_t kernels)
 {

@@ -37,4 +37,22 @@ static void tile_avx512_vnni(const int8_t *a, size_t lda, const int8_t *b, size_
     _mm512_storeu_si512((void *)(c + 48), _mm512_sub_epi32(acc3, offset));
 }
 
-const em_int8_gemm_micro em_int8_gemm_avx512_vnni = {"avx512_vnni", tile_avx512_vnni};
+/* em_int8_store_fn with one zmm per row (16 columns; masked for fewer): cvtdq2ps, · scale, + bias, max/min
+ * (max(±0, +0) = +0 as the scalar x ≤ 0 → +0). Separate mul and add: no FMA (C99 mode, no contraction). */
+static void store_avx512(const int32_t *c, uint32_t rows, uint32_t cols, float scale, const float *bias,
+                         uint32_t activation, float *out, size_t ldo)
+{
+    const __mmask16 mask = (__mmask16)((1u << cols) - 1u);
+    const __m512 k = _mm512_set1_ps(scale), zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+    const __m512 b = bias != NULL ? _mm512_maskz_loadu_ps(mask, bias) : zero;
+    uint32_t r;
+    for (r = 0; r < rows; ++r) {
+        __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512((const void *)(c + 16 * r))), k);
+        if (bias != NULL) v = _mm512_add_ps(v, b);
+        if (activation == EM_ACT_RELU) v = _mm512_max_ps(v, zero);
+        else if (activation == EM_ACT_RELU6) v = _mm512_min_ps(_mm512_max_ps(v, zero), six);
+        _mm512_mask_storeu_ps(out + r * ldo, mask, v);
+    }
+}
+
+const em_int8_gemm_micro em_int8_gemm_avx512_vnni = {"avx512_vnni", tile_avx512_vnni, store_avx512};

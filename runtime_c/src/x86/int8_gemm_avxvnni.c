@@ -34,4 +34,4 @@ static void tile_avx_vnni(const int8_t *a, size_t lda, const int8_t *b, size_t k
     }
 }
 
-const em_int8_gemm_micro em_int8_gemm_avx_vnni = {"avx_vnni", tile_avx_vnni};
+const em_int8_gemm_micro em_int8_gemm_avx_vnni = {"avx_vnni", tile_avx_vnni, em_int8_store_avx2};
