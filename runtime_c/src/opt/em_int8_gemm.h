@@ -30,12 +30,25 @@ typedef void (*em_int8_tile_fn)(const int8_t *a, size_t lda, const int8_t *b, si
 typedef void (*em_int8_store_fn)(const int32_t *c, uint32_t rows, uint32_t cols, float scale, const float *bias,
                                  uint32_t activation, float *out, size_t ldo);
 
+/* The same sums with the 4 rows' depths in `segments` pieces (an implicit im2col: a conv's kernel rows in a
+ * padded image):
+ *   c[i·16 + n] = Σ_{s < segments} Σ_{q < seg_k4} Σ_{e < 4} rows[i][s·seg_stride + 4q + e] · b[(s·seg_k4 + q)·64 + n·4 + e]
+ * i.e. the tile with k4 = segments · seg_k4 where row i's depths 4·(s·seg_k4 + q) + e lie at
+ * rows[i] + s·seg_stride + 4q + e. */
+typedef void (*em_int8_tile_rows_fn)(const int8_t *const *rows, size_t segments, size_t seg_stride, size_t seg_k4,
+                                     const int8_t *b, int32_t *c);
+
 typedef struct em_int8_gemm_micro {
     const char *isa; /* "generic", "neon", "sdot", "avx2", "avx512_vnni", "avx_vnni" */
     em_int8_tile_fn tile;
     em_int8_store_fn store; /* NULL: the kernel stores f32(c) · scale (em_int8_store_generic), then adds bias
                              * and activation in a separate pass */
+    em_int8_tile_rows_fn tile_rows; /* NULL: the kernel builds im2col rows for the plain tile */
 } em_int8_gemm_micro;
+
+/* em_int8_tile_rows_fn in C (the parity tests' reference for tile_rows) */
+void em_int8_tile_rows_generic(const int8_t *const *rows, size_t segments, size_t seg_stride, size_t seg_k4,
+                               const int8_t *b, int32_t *c);
 
 void em_int8_store_generic(const int32_t *c, uint32_t rows, uint32_t cols, float scale, const float *bias,
                            uint32_t activation, float *out, size_t ldo);

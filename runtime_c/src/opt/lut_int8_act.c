@@ -27,6 +27,9 @@ typedef struct int8_act_layout {
     uint32_t in_h, in_w, in_c, taps, k, k4, n16;
     uint32_t direct; /* 1×1 stride-1 conv (no padding then) or dense with Cin a multiple of 4: the A rows are
                       * the rows of qx, no im2col */
+    uint32_t implicit; /* a conv whose kernel row (KW·Cin bytes) is a multiple of 4: with a tile_rows tile the
+                        * A rows are read in place from qx quantised into a zero-padded image, no im2col */
+    uint32_t pad_h, pad_w; /* that image: in_h + pad_top + pad_bottom, in_w + pad_left + pad_right */
     float scale; /* k of FORMAT.md: f32(sx · f32(m / 127)) */
     const em_int8_gemm_micro *gemm; /* the set's tile, chosen at load: the VNNI check is CPUID, which costs
                                      * microseconds where a hypervisor traps it (too slow per run) */
@@ -59,6 +62,13 @@ static int compute_layout(const em_node *node, int8_act_layout *L)
     L->direct = (dense || (node->kernel_h == 1u && node->kernel_w == 1u && node->stride_h == 1u &&
                            node->stride_w == 1u && node->pad_top == 0u && node->pad_left == 0u)) &&
                 L->in_c % 4u == 0u;
+    L->implicit = !dense && !L->direct && ((uint64_t)node->kernel_w * L->in_c) % 4u == 0u;
+    if (L->implicit) {
+        L->pad_h = L->in_h + node->pad_top + node->pad_bottom;
+        L->pad_w = L->in_w + node->pad_left + node->pad_right;
+        qx = (uint64_t)L->pad_h * L->pad_w * L->in_c;
+        if (qx > (uint64_t)SIZE_MAX / 4u) return 0;
+    }
     L->k = (uint32_t)k;
     L->k4 = (uint32_t)k4;
     L->n16 = (uint32_t)n16;
@@ -146,6 +156,45 @@ static void im2col_row(const em_node *node, const int8_act_layout *L, const int8
     memset(row + L->k, 0, (size_t)L->k4 * 4u - L->k);
 }
 
+/* The implicit-GEMM conv (L->implicit, a tile with tile_rows): qx is the input quantised into a zero-padded
+ * image (pad_h × pad_w × Cin), so output pixel (oy, ox)'s patch is KH segments of KW·Cin contiguous bytes
+ * from qx + ((oy·sh)·pad_w + ox·sw)·Cin, pad_w·Cin apart: the depth order of the packed weights (tap-major,
+ * then Cin), and every 4-byte group inside one segment. 4 output pixels per tile call; a last group short
+ * of 4 repeats its first pixel's patch (rows the store leaves out). */
+static void run_implicit(const em_node *node, const int8_act_layout *L, const em_lut_int8_micro *i8,
+                         const float *input, int8_t *qx, const int8_t *weights, em_int8_store_fn store, int fused,
+                         const float *bias, float *output, int32_t *tile)
+{
+    const uint32_t cin = L->in_c, cout = node->out.c, out_w = node->out.w, pixels = node->out.h * out_w;
+    const size_t row_bytes = (size_t)L->pad_w * cin, seg_k4 = (size_t)node->kernel_w * cin / 4u;
+    const size_t left = (size_t)node->pad_left * cin, right = (size_t)node->pad_right * cin;
+    const float inverse = em_int8_act_input_inverse(node);
+    const uint32_t activation = fused ? node->activation : EM_ACT_NONE;
+    uint32_t y, m, i, nb;
+    memset(qx, 0, (size_t)node->pad_top * row_bytes);
+    for (y = 0; y < L->in_h; ++y) {
+        int8_t *row = qx + (size_t)(node->pad_top + y) * row_bytes;
+        memset(row, 0, left);
+        i8->quantize(input + (size_t)y * L->in_w * cin, (size_t)L->in_w * cin, inverse, row + left);
+        memset(row + left + (size_t)L->in_w * cin, 0, right);
+    }
+    memset(qx + (size_t)(node->pad_top + L->in_h) * row_bytes, 0, (size_t)node->pad_bottom * row_bytes);
+    for (m = 0; m < pixels; m += 4u) {
+        const uint32_t valid_rows = pixels - m < 4u ? pixels - m : 4u;
+        const int8_t *rows[4];
+        for (i = 0; i < 4u; ++i) {
+            const uint32_t p = m + (i < valid_rows ? i : 0u), oy = p / out_w, ox = p % out_w;
+            rows[i] = qx + (size_t)oy * node->stride_h * row_bytes + (size_t)ox * node->stride_w * cin;
+        }
+        for (nb = 0; nb < L->n16; ++nb) {
+            const uint32_t first = nb * 16u, cols = cout - first < 16u ? cout - first : 16u;
+            L->gemm->tile_rows(rows, node->kernel_h, row_bytes, seg_k4, weights + (size_t)nb * L->k4 * 64u, tile);
+            store(tile, valid_rows, cols, L->scale, fused && bias != NULL ? bias + first : NULL, activation,
+                  output + (size_t)m * cout + first, cout);
+        }
+    }
+}
+
 void em_lut_int8_act_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
 {
     const int8_act_layout *L = (const int8_act_layout *)node->packed;
@@ -173,6 +222,12 @@ void em_lut_int8_act_run(const em_node *node, const float *input, float *output,
     if (env->profile) t0 = em_platform_now_ns();
     if (!em_lut_int8_finite(i8->absmax(input, in_numel))) { /* no int8 image: every output NaN */
         em_lut_int8_fill_nan(output, node->out.numel);
+        return;
+    }
+    if (L->implicit && gemm->tile_rows != NULL) {
+        run_implicit(node, L, i8, input, qx, weights, store, fused, bias, output, tile);
+        if (!fused) em_opt_bias_activate(output, pixels, cout, bias, node->activation);
+        if (env->profile) env->profile->accumulate_ns += em_platform_now_ns() - t0;
         return;
     }
     i8->quantize(input, in_numel, em_int8_act_input_inverse(node), qx);
@@ -251,7 +306,25 @@ static void tile_generic(const int8_t *a, size_t lda, const int8_t *b, size_t k4
         }
 }
 
-const em_int8_gemm_micro em_int8_gemm_generic = {"generic", tile_generic, NULL};
+void em_int8_tile_rows_generic(const int8_t *const *rows, size_t segments, size_t seg_stride, size_t seg_k4,
+                               const int8_t *b, int32_t *c)
+{
+    size_t i, s, q, n, e;
+    for (i = 0; i < 64u; ++i) c[i] = 0;
+    for (s = 0; s < segments; ++s)
+        for (q = 0; q < seg_k4; ++q)
+            for (i = 0; i < 4u; ++i) {
+                const int8_t *x = rows[i] + s * seg_stride + 4u * q;
+                for (n = 0; n < 16u; ++n) {
+                    const int8_t *w = b + (s * seg_k4 + q) * 64u + n * 4u;
+                    int32_t sum = 0;
+                    for (e = 0; e < 4u; ++e) sum += (int32_t)x[e] * w[e];
+                    c[i * 16u + n] += sum;
+                }
+            }
+}
+
+const em_int8_gemm_micro em_int8_gemm_generic = {"generic", tile_generic, NULL, NULL};
 
 const em_int8_gemm_micro *em_int8_gemm_micro_for(uint32_t kernels)
 {

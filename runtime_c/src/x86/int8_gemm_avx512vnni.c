@@ -21,33 +21,49 @@
 #define EM_DPBUSD(acc, u, w) ((acc) = _mm512_dpbusd_epi32((acc), (u), (w)))
 #endif
 
-static void tile_avx512_vnni(const int8_t *a, size_t lda, const int8_t *b, size_t k4, int32_t *c)
+/* The 4 rows' sums over `segments` pieces of seg_k4 depth steps, piece s at a_i + s·seg_stride
+ * (em_int8_tile_rows_fn; the plain tile is one piece) */
+static inline void tile_segments(const int8_t *a0, const int8_t *a1, const int8_t *a2, const int8_t *a3,
+                                 size_t segments, size_t seg_stride, size_t seg_k4, const int8_t *b, int32_t *c)
 {
     const __m512i bias = _mm512_set1_epi32((int)0x80808080u);
-    const int8_t *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda;
     __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0, acc2 = acc0, acc3 = acc0, offset = acc0;
-    size_t q;
-    for (q = 0; q < k4; ++q) {
-        const __m512i w = _mm512_loadu_si512((const void *)(b + 64 * q));
-        int32_t v0, v1, v2, v3;
-        memcpy(&v0, a0 + 4 * q, 4);
-        memcpy(&v1, a1 + 4 * q, 4);
-        memcpy(&v2, a2 + 4 * q, 4);
-        memcpy(&v3, a3 + 4 * q, 4);
-        const __m512i u0 = _mm512_xor_si512(_mm512_set1_epi32(v0), bias);
-        const __m512i u1 = _mm512_xor_si512(_mm512_set1_epi32(v1), bias);
-        const __m512i u2 = _mm512_xor_si512(_mm512_set1_epi32(v2), bias);
-        const __m512i u3 = _mm512_xor_si512(_mm512_set1_epi32(v3), bias);
-        EM_DPBUSD(offset, bias, w);
-        EM_DPBUSD(acc0, u0, w);
-        EM_DPBUSD(acc1, u1, w);
-        EM_DPBUSD(acc2, u2, w);
-        EM_DPBUSD(acc3, u3, w);
-    }
+    size_t s, q;
+    for (s = 0; s < segments; ++s, a0 += seg_stride, a1 += seg_stride, a2 += seg_stride, a3 += seg_stride)
+        for (q = 0; q < seg_k4; ++q, b += 64) {
+            const __m512i w = _mm512_loadu_si512((const void *)b);
+            int32_t v0, v1, v2, v3;
+            memcpy(&v0, a0 + 4 * q, 4);
+            memcpy(&v1, a1 + 4 * q, 4);
+            memcpy(&v2, a2 + 4 * q, 4);
+            memcpy(&v3, a3 + 4 * q, 4);
+            {
+                const __m512i u0 = _mm512_xor_si512(_mm512_set1_epi32(v0), bias);
+                const __m512i u1 = _mm512_xor_si512(_mm512_set1_epi32(v1), bias);
+                const __m512i u2 = _mm512_xor_si512(_mm512_set1_epi32(v2), bias);
+                const __m512i u3 = _mm512_xor_si512(_mm512_set1_epi32(v3), bias);
+                EM_DPBUSD(offset, bias, w);
+                EM_DPBUSD(acc0, u0, w);
+                EM_DPBUSD(acc1, u1, w);
+                EM_DPBUSD(acc2, u2, w);
+                EM_DPBUSD(acc3, u3, w);
+            }
+        }
     _mm512_storeu_si512((void *)(c + 0), _mm512_sub_epi32(acc0, offset));
     _mm512_storeu_si512((void *)(c + 16), _mm512_sub_epi32(acc1, offset));
     _mm512_storeu_si512((void *)(c + 32), _mm512_sub_epi32(acc2, offset));
     _mm512_storeu_si512((void *)(c + 48), _mm512_sub_epi32(acc3, offset));
+}
+
+static void tile_avx512_vnni(const int8_t *a, size_t lda, const int8_t *b, size_t k4, int32_t *c)
+{
+    tile_segments(a, a + lda, a + 2 * lda, a + 3 * lda, 1, 0, k4, b, c);
+}
+
+static void tile_rows_avx512_vnni(const int8_t *const *rows, size_t segments, size_t seg_stride, size_t seg_k4,
+                                  const int8_t *b, int32_t *c)
+{
+    tile_segments(rows[0], rows[1], rows[2], rows[3], segments, seg_stride, seg_k4, b, c);
 }
 
 /* em_int8_store_fn with one zmm per row (16 columns; masked for fewer): cvtdq2ps, · scale, + bias, max/min
@@ -68,4 +84,5 @@ static void store_avx512(const int32_t *c, uint32_t rows, uint32_t cols, float s
     }
 }
 
-const em_int8_gemm_micro em_int8_gemm_avx512_vnni = {"avx512_vnni", tile_avx512_vnni, store_avx512};
+const em_int8_gemm_micro em_int8_gemm_avx512_vnni = {"avx512_vnni", tile_avx512_vnni, store_avx512,
+                                                        tile_rows_avx512_vnni};
