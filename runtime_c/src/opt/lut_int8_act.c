@@ -3,16 +3,21 @@
  * for bit: the integer sum of a node's table terms equals the direct convolution of the int8 input with
  * the int8 codebook decoded into weights (integer sums are exact in any order), so these kernels decode
  * the quantised codebook once at load and run one int8 GEMM with int32 sums (em_int8_gemm.h: sdot,
- * smull/sadalp, vpmaddwd or C). That beats the table for the layers merged models have at `light` on the
- * dot-product cores (the table costs H·W·S·C·r products plus a gather per term; sdot does 16 products per
- * instruction), and it takes the r = 1 first convs, where a table saves nothing.
+ * smull/sadalp, vpdpbusd (VNNI), vpmaddwd or C). That beats the table for the layers merged models have at
+ * `light` on the dot-product cores (the table costs H·W·S·C·r products plus a gather per term; sdot does 16
+ * products per instruction, vpdpbusd zmm 64), and it takes the r = 1 first convs, where a table saves nothing.
  *
- * Per run: (1) non-finite check and quantisation of the whole input (qx), (2) per band of up to BAND output
- * pixels an im2col of qx rows (depth K = KH·KW·Cin, zero in the padding and past K up to K4·4), (3) the
- * 4×16 tiles, (4) out = f32(acc) · k, then + bias, then ReLU/ReLU6 (the reference's order, no FMA).
+ * Per run: (1) non-finite check and quantisation of the whole input (qx), (2) the A rows of the GEMM: for
+ * 1×1 stride-1 convs and dense layers with Cin a multiple of 4 ("direct") the rows of qx themselves; for
+ * other convs on a tile with tile_rows ("implicit": avx512_vnni) each patch read in place from qx quantised
+ * into a zero-padded image; else per band of up to BAND output pixels an im2col of qx rows (depth
+ * K = KH·KW·Cin, zero in the padding and past K up to K4·4), (3) the 4×16 tiles, (4) out = f32(acc) · k,
+ * then + bias, then ReLU/ReLU6 (the reference's order, no FMA), in the tile set's vector store where it
+ * has one, else in a second pass.
  *
  * Packed (model-owned, at load): layout | weights [N16][K4][16][4] int8 (channels past Cout and depths past
- * K are 0). Scratch: qx [P·Cin] | band rows [BAND][K4·4] | one int32 tile [4·16]. */
+ * K are 0; implicit with Cin padded: depths tap·cin_pad + c, zero for c ≥ Cin). Scratch: qx [P·Cin, or the
+ * padded image] | band rows [BAND][K4·4] (implicit: a staged input row) | one int32 tile [4·16]. */
 #include <string.h>
 
 #include "../em_int8_act.h"
@@ -27,9 +32,10 @@ typedef struct int8_act_layout {
     uint32_t in_h, in_w, in_c, taps, k, k4, n16;
     uint32_t direct; /* 1×1 stride-1 conv (no padding then) or dense with Cin a multiple of 4: the A rows are
                       * the rows of qx, no im2col */
-    uint32_t implicit; /* a conv whose kernel row (KW·Cin bytes) is a multiple of 4: with a tile_rows tile the
-                        * A rows are read in place from qx quantised into a zero-padded image, no im2col */
-    uint32_t pad_h, pad_w; /* that image: in_h + pad_top + pad_bottom, in_w + pad_left + pad_right */
+    uint32_t implicit; /* a conv (not direct) on a tile with tile_rows: the A rows are read in place from qx
+                        * quantised into a zero-padded image, no im2col */
+    uint32_t pad_h, pad_w, cin_pad; /* that image: in_h + pad_top + pad_bottom, in_w + pad_left + pad_right,
+                                     * Cin (rounded up to a multiple of 4 where KW·Cin is not one) */
     float scale; /* k of FORMAT.md: f32(sx · f32(m / 127)) */
     const em_int8_gemm_micro *gemm; /* the set's tile, chosen at load: the VNNI check is CPUID, which costs
                                      * microseconds where a hypervisor traps it (too slow per run) */
@@ -42,7 +48,8 @@ static size_t align64(size_t x)
     return (x + 63u) & ~(size_t)63u;
 }
 
-static int compute_layout(const em_node *node, int8_act_layout *L)
+/* `gemm`: the tile the node will run (NULL: the layout without an implicit im2col, for supports()) */
+static int compute_layout(const em_node *node, const em_int8_gemm_micro *gemm, int8_act_layout *L)
 {
     const int dense = node->op == EM_OP_LUT_DENSE;
     uint64_t k, k4, n16, weights, qx, band;
@@ -52,23 +59,28 @@ static int compute_layout(const em_node *node, int8_act_layout *L)
     L->in_w = dense ? 1u : node->in.w;
     L->in_c = em_int8_act_in_c(node);
     L->taps = dense ? 1u : node->kernel_h * node->kernel_w;
-    k = (uint64_t)L->taps * L->in_c;
+    if ((uint64_t)L->taps * L->in_c > EM_INT8_ACT_MAX_PRODUCTS) return 0; /* the real products (int32 bound) */
+    L->direct = (dense || (node->kernel_h == 1u && node->kernel_w == 1u && node->stride_h == 1u &&
+                           node->stride_w == 1u && node->pad_top == 0u && node->pad_left == 0u)) &&
+                L->in_c % 4u == 0u;
+    L->implicit = gemm != NULL && gemm->tile_rows != NULL && !dense && !L->direct;
+    /* implicit: a kernel row must be whole 4-byte groups; else the image gets Cin padded to a multiple of
+     * 4 with zero channels (zero weights there: the sums are unchanged) */
+    L->cin_pad = L->implicit && ((uint64_t)node->kernel_w * L->in_c) % 4u != 0u ? (L->in_c + 3u) & ~3u : L->in_c;
+    k = (uint64_t)L->taps * L->cin_pad;
     k4 = (k + 3u) / 4u;
     n16 = ((uint64_t)node->out.c + 15u) / 16u;
     weights = n16 * k4 * 64u;
     qx = (uint64_t)L->in_h * L->in_w * L->in_c;
     band = (uint64_t)BAND * k4 * 4u;
-    if (k > EM_INT8_ACT_MAX_PRODUCTS || weights > MAX_PACKED_BYTES || qx > (uint64_t)SIZE_MAX / 4u) return 0;
-    L->direct = (dense || (node->kernel_h == 1u && node->kernel_w == 1u && node->stride_h == 1u &&
-                           node->stride_w == 1u && node->pad_top == 0u && node->pad_left == 0u)) &&
-                L->in_c % 4u == 0u;
-    L->implicit = !dense && !L->direct && ((uint64_t)node->kernel_w * L->in_c) % 4u == 0u;
     if (L->implicit) {
         L->pad_h = L->in_h + node->pad_top + node->pad_bottom;
         L->pad_w = L->in_w + node->pad_left + node->pad_right;
-        qx = (uint64_t)L->pad_h * L->pad_w * L->in_c;
-        if (qx > (uint64_t)SIZE_MAX / 4u) return 0;
+        qx = (uint64_t)L->pad_h * L->pad_w * L->cin_pad;
+        if (band < (uint64_t)L->in_w * L->in_c) band = (uint64_t)L->in_w * L->in_c; /* a quantised row staged */
+        if (weights > MAX_PACKED_BYTES || qx > (uint64_t)SIZE_MAX / 4u) return compute_layout(node, NULL, L);
     }
+    if (weights > MAX_PACKED_BYTES || qx > (uint64_t)SIZE_MAX / 4u) return 0;
     L->k = (uint32_t)k;
     L->k4 = (uint32_t)k4;
     L->n16 = (uint32_t)n16;
@@ -83,14 +95,14 @@ static int compute_layout(const em_node *node, int8_act_layout *L)
 int em_lut_int8_act_supports(const em_node *node)
 {
     int8_act_layout L;
-    return compute_layout(node, &L);
+    return compute_layout(node, NULL, &L);
 }
 
 em_status em_lut_int8_act_plan(const em_model *model, em_node *node, em_error *err)
 {
     int8_act_layout L;
     (void)model;
-    if (!compute_layout(node, &L)) /* em_kernel_choose checked supports(); defensive */
+    if (!compute_layout(node, em_int8_gemm_micro_for(node->kernel->micro->kernels), &L)) /* defensive: supports() */
         return em_fail_node(err, EM_STATUS_LIMIT, node, "too large for kernel %s", node->kernel->name);
     node->packed_bytes = L.packed_bytes;
     node->scratch_bytes = L.scratch_bytes;
@@ -107,21 +119,22 @@ void em_lut_int8_act_pack(const em_model *model, em_node *node)
     const uint32_t r = node->seg_len, S = node->segments, cout = node->out.c;
     float cb_absmax, cb_inverse;
     uint32_t nb, q, n, e;
+    const em_int8_gemm_micro *gemm = em_int8_gemm_micro_for(node->kernel->micro->kernels);
     (void)model;
-    compute_layout(node, L);
+    compute_layout(node, gemm, L);
     weights = (int8_t *)node->packed + L->weights_offset;
     cb_absmax = em_int8_act_codebook_absmax(node);
     cb_inverse = em_lut_int8_inverse(cb_absmax);
     L->scale = em_int8_act_output_scale(node, cb_absmax);
-    L->gemm = em_int8_gemm_micro_for(node->kernel->micro->kernels);
+    L->gemm = gemm;
     for (nb = 0; nb < L->n16; ++nb)
         for (q = 0; q < L->k4; ++q)
             for (n = 0; n < 16u; ++n)
                 for (e = 0; e < 4u; ++e) {
                     const uint32_t depth = 4u * q + e, co = nb * 16u + n;
                     int8_t w = 0;
-                    if (depth < L->k && co < cout) {
-                        const uint32_t tap = depth / L->in_c, ci = depth % L->in_c, s = ci / r;
+                    if (depth < L->k && co < cout && depth % L->cin_pad < L->in_c) {
+                        const uint32_t tap = depth / L->cin_pad, ci = depth % L->cin_pad, s = ci / r;
                         const uint32_t c = em_idx_get(node->index_map->data, node->index_map->bits,
                                                       ((uint64_t)tap * S + s) * cout + co);
                         w = (int8_t)em_lut_int8_quantize(codebook[s * node->codebook_segment_stride + (size_t)c * r + ci % r], cb_inverse);
@@ -157,26 +170,35 @@ static void im2col_row(const em_node *node, const int8_act_layout *L, const int8
 }
 
 /* The implicit-GEMM conv (L->implicit, a tile with tile_rows): qx is the input quantised into a zero-padded
- * image (pad_h × pad_w × Cin), so output pixel (oy, ox)'s patch is KH segments of KW·Cin contiguous bytes
- * from qx + ((oy·sh)·pad_w + ox·sw)·Cin, pad_w·Cin apart: the depth order of the packed weights (tap-major,
- * then Cin), and every 4-byte group inside one segment. 4 output pixels per tile call; a last group short
+ * image (pad_h × pad_w × cin_pad), so output pixel (oy, ox)'s patch is KH segments of KW·cin_pad contiguous
+ * bytes from qx + ((oy·sh)·pad_w + ox·sw)·cin_pad, pad_w·cin_pad apart: the depth order of the packed
+ * weights (tap-major, then cin_pad), and every 4-byte group inside one segment. 4 output pixels per tile call; a last group short
  * of 4 repeats its first pixel's patch (rows the store leaves out). */
 static void run_implicit(const em_node *node, const int8_act_layout *L, const em_lut_int8_micro *i8,
-                         const float *input, int8_t *qx, const int8_t *weights, em_int8_store_fn store, int fused,
-                         const float *bias, float *output, int32_t *tile)
+                         const float *input, int8_t *qx, int8_t *staging, const int8_t *weights,
+                         em_int8_store_fn store, int fused, const float *bias, float *output, int32_t *tile)
 {
-    const uint32_t cin = L->in_c, cout = node->out.c, out_w = node->out.w, pixels = node->out.h * out_w;
-    const size_t row_bytes = (size_t)L->pad_w * cin, seg_k4 = (size_t)node->kernel_w * cin / 4u;
-    const size_t left = (size_t)node->pad_left * cin, right = (size_t)node->pad_right * cin;
+    const uint32_t cin = L->in_c, cpad = L->cin_pad, cout = node->out.c, out_w = node->out.w;
+    const uint32_t pixels = node->out.h * out_w;
+    const size_t row_bytes = (size_t)L->pad_w * cpad, seg_k4 = (size_t)node->kernel_w * cpad / 4u;
+    const size_t left = (size_t)node->pad_left * cpad, right = (size_t)node->pad_right * cpad;
+    const size_t in_row = (size_t)L->in_w * cin;
     const float inverse = em_int8_act_input_inverse(node);
     const uint32_t activation = fused ? node->activation : EM_ACT_NONE;
-    uint32_t y, m, i, nb;
+    uint32_t y, x, c, m, i, nb;
     memset(qx, 0, (size_t)node->pad_top * row_bytes);
     for (y = 0; y < L->in_h; ++y) {
         int8_t *row = qx + (size_t)(node->pad_top + y) * row_bytes;
         memset(row, 0, left);
-        i8->quantize(input + (size_t)y * L->in_w * cin, (size_t)L->in_w * cin, inverse, row + left);
-        memset(row + left + (size_t)L->in_w * cin, 0, right);
+        if (cpad == cin) {
+            i8->quantize(input + (size_t)y * in_row, in_row, inverse, row + left);
+        } else { /* channels padded with zeros: quantise the row, then spread its pixels */
+            i8->quantize(input + (size_t)y * in_row, in_row, inverse, staging);
+            memset(row + left, 0, (size_t)L->in_w * cpad);
+            for (x = 0; x < L->in_w; ++x)
+                for (c = 0; c < cin; ++c) row[left + (size_t)x * cpad + c] = staging[(size_t)x * cin + c];
+        }
+        memset(row + left + (size_t)L->in_w * cpad, 0, right);
     }
     memset(qx + (size_t)(node->pad_top + L->in_h) * row_bytes, 0, (size_t)node->pad_bottom * row_bytes);
     for (m = 0; m < pixels; m += 4u) {
@@ -184,7 +206,7 @@ static void run_implicit(const em_node *node, const int8_act_layout *L, const em
         const int8_t *rows[4];
         for (i = 0; i < 4u; ++i) {
             const uint32_t p = m + (i < valid_rows ? i : 0u), oy = p / out_w, ox = p % out_w;
-            rows[i] = qx + (size_t)oy * node->stride_h * row_bytes + (size_t)ox * node->stride_w * cin;
+            rows[i] = qx + (size_t)oy * node->stride_h * row_bytes + (size_t)ox * node->stride_w * cpad;
         }
         for (nb = 0; nb < L->n16; ++nb) {
             const uint32_t first = nb * 16u, cols = cout - first < 16u ? cout - first : 16u;
@@ -224,8 +246,8 @@ void em_lut_int8_act_run(const em_node *node, const float *input, float *output,
         em_lut_int8_fill_nan(output, node->out.numel);
         return;
     }
-    if (L->implicit && gemm->tile_rows != NULL) {
-        run_implicit(node, L, i8, input, qx, weights, store, fused, bias, output, tile);
+    if (L->implicit) {
+        run_implicit(node, L, i8, input, qx, band, weights, store, fused, bias, output, tile);
         if (!fused) em_opt_bias_activate(output, pixels, cout, bias, node->activation);
         if (env->profile) env->profile->accumulate_ns += em_platform_now_ns() - t0;
         return;
