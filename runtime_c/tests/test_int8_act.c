@@ -50,6 +50,7 @@ static const act_case cases[] = {
     CONV(17, 15, 3, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 16, EM_ACT_RELU, 1, 1.0f),  /* > 1 band of 64 pixels */
     CONV(12, 11, 16, 20, 3, 3, 1, 1, 1, 1, 1, 1, 4, 64, EM_ACT_RELU, 1, 0.9f), /* 'same', KW·Cin = 48 */
     CONV(13, 10, 8, 24, 3, 3, 2, 2, 0, 0, 1, 1, 4, 16, EM_ACT_NONE, 1, 1.0f),  /* stride 2, pads after only */
+    CONV(7, 8, 2, 9, 3, 3, 1, 1, 1, 1, 1, 1, 2, 8, EM_ACT_RELU, 1, 1.0f),      /* Cin 2: padded to 4 (implicit) */
     CONV(10, 9, 24, 40, 1, 1, 1, 1, 0, 0, 0, 0, 8, 16, EM_ACT_RELU6, 1, 0.8f), /* point-wise, > 64 pixels */
     CONV(9, 11, 6, 20, 1, 1, 1, 1, 0, 0, 0, 0, 3, 16, EM_ACT_NONE, 1, 1.0f),   /* point-wise, Cin not 4k */
     CONV(9, 9, 8, 20, 1, 1, 2, 2, 0, 0, 0, 0, 4, 16, EM_ACT_RELU, 1, 1.0f),    /* point-wise, stride 2 */

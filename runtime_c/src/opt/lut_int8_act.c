@@ -194,9 +194,28 @@ static void run_implicit(const em_node *node, const int8_act_layout *L, const em
             i8->quantize(input + (size_t)y * in_row, in_row, inverse, row + left);
         } else { /* channels padded with zeros: quantise the row, then spread its pixels */
             i8->quantize(input + (size_t)y * in_row, in_row, inverse, staging);
-            memset(row + left, 0, (size_t)L->in_w * cpad);
-            for (x = 0; x < L->in_w; ++x)
-                for (c = 0; c < cin; ++c) row[left + (size_t)x * cpad + c] = staging[(size_t)x * cin + c];
+            if (cpad == 4u) { /* Cin 1-3 (first convs): one 4-byte group per pixel, a loop per Cin */
+                int8_t *dst = row + left;
+                memset(dst, 0, (size_t)L->in_w * 4u);
+                if (cin == 1u) {
+                    for (x = 0; x < L->in_w; ++x) dst[4u * x] = staging[x];
+                } else if (cin == 2u) {
+                    for (x = 0; x < L->in_w; ++x) {
+                        dst[4u * x] = staging[2u * x];
+                        dst[4u * x + 1u] = staging[2u * x + 1u];
+                    }
+                } else {
+                    for (x = 0; x < L->in_w; ++x) {
+                        dst[4u * x] = staging[3u * x];
+                        dst[4u * x + 1u] = staging[3u * x + 1u];
+                        dst[4u * x + 2u] = staging[3u * x + 2u];
+                    }
+                }
+            } else {
+                memset(row + left, 0, (size_t)L->in_w * cpad);
+                for (x = 0; x < L->in_w; ++x)
+                    for (c = 0; c < cin; ++c) row[left + (size_t)x * cpad + c] = staging[(size_t)x * cin + c];
+            }
         }
         memset(row + left + (size_t)L->in_w * cpad, 0, right);
     }
