@@ -38,12 +38,20 @@ typedef void (*em_int8_store_fn)(const int32_t *c, uint32_t rows, uint32_t cols,
 typedef void (*em_int8_tile_rows_fn)(const int8_t *const *rows, size_t segments, size_t seg_stride, size_t seg_k4,
                                      const int8_t *b, int32_t *c);
 
+/* Tiles and store in one call, for 4 rows (as tile_rows) × every column: for each block of 16 output
+ * channels nb (b + nb·segments·seg_k4·64, the packed weights), the tile_rows sums stored as em_int8_store_fn
+ * does to out + r·cout + 16·nb, rows r < valid_rows, channels < cout; bias NULL or cout values. */
+typedef void (*em_int8_gemm_rows_fn)(const int8_t *const *rows, size_t segments, size_t seg_stride, size_t seg_k4,
+                                     const int8_t *b, uint32_t cout, float scale, const float *bias,
+                                     uint32_t activation, float *out, uint32_t valid_rows);
+
 typedef struct em_int8_gemm_micro {
     const char *isa; /* "generic", "neon", "sdot", "avx2", "avx512_vnni", "avx_vnni" */
     em_int8_tile_fn tile;
     em_int8_store_fn store; /* NULL: the kernel stores f32(c) · scale (em_int8_store_generic), then adds bias
                              * and activation in a separate pass */
     em_int8_tile_rows_fn tile_rows; /* NULL: the kernel builds im2col rows for the plain tile */
+    em_int8_gemm_rows_fn gemm_rows; /* NULL: tile_rows + store per block of 16 channels */
 } em_int8_gemm_micro;
 
 /* em_int8_tile_rows_fn in C (the parity tests' reference for tile_rows) */

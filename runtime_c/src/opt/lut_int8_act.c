@@ -227,6 +227,11 @@ static void run_implicit(const em_node *node, const int8_act_layout *L, const em
             const uint32_t p = m + (i < valid_rows ? i : 0u), oy = p / out_w, ox = p % out_w;
             rows[i] = qx + (size_t)oy * node->stride_h * row_bytes + (size_t)ox * node->stride_w * cpad;
         }
+        if (fused && L->gemm->gemm_rows != NULL) {
+            L->gemm->gemm_rows(rows, node->kernel_h, row_bytes, seg_k4, weights, cout, L->scale, bias, activation,
+                               output + (size_t)m * cout, valid_rows);
+            continue;
+        }
         for (nb = 0; nb < L->n16; ++nb) {
             const uint32_t first = nb * 16u, cols = cout - first < 16u ? cout - first : 16u;
             L->gemm->tile_rows(rows, node->kernel_h, row_bytes, seg_k4, weights + (size_t)nb * L->k4 * 64u, tile);
@@ -257,7 +262,7 @@ void em_lut_int8_act_run(const em_node *node, const float *input, float *output,
     int8_t *qx = (int8_t *)(void *)env->scratch;
     int8_t *band = (int8_t *)(void *)((unsigned char *)env->scratch + L->band_offset);
     int32_t *tile = (int32_t *)(void *)((unsigned char *)env->scratch + L->tile_offset);
-    uint32_t m0, i, nb;
+    uint32_t m0, i, nb, pixels_done = 0;
     uint64_t t0 = 0, t1 = 0;
 
     if (env->profile) t0 = em_platform_now_ns();
@@ -273,7 +278,18 @@ void em_lut_int8_act_run(const em_node *node, const float *input, float *output,
     }
     i8->quantize(input, in_numel, em_int8_act_input_inverse(node), qx);
     if (env->profile) t1 = em_platform_now_ns();
-    for (m0 = 0; m0 < pixels; m0 += BAND) {
+    if (L->direct && fused && gemm->gemm_rows != NULL) { /* rows of qx, 4 per call (a short last group
+                                                          * repeats its first row: rows the store leaves out) */
+        for (m0 = 0; m0 < pixels; m0 += 4u) {
+            const uint32_t valid_rows = pixels - m0 < 4u ? pixels - m0 : 4u;
+            const int8_t *rows[4];
+            for (i = 0; i < 4u; ++i) rows[i] = qx + (size_t)(m0 + (i < valid_rows ? i : 0u)) * lda;
+            gemm->gemm_rows(rows, 1, 0, L->k4, weights, cout, scale, bias, node->activation,
+                            output + (size_t)m0 * cout, valid_rows);
+        }
+        pixels_done = pixels;
+    }
+    for (m0 = pixels_done; m0 < pixels; m0 += BAND) {
         const uint32_t rows = pixels - m0 < BAND ? pixels - m0 : BAND;
         const uint32_t rows4 = (rows + 3u) & ~3u;
         /* rows [0, staged) of the band come from the band buffer; a direct layer's full groups of 4 rows
@@ -365,7 +381,7 @@ void em_int8_tile_rows_generic(const int8_t *const *rows, size_t segments, size_
             }
 }
 
-const em_int8_gemm_micro em_int8_gemm_generic = {"generic", tile_generic, NULL, NULL};
+const em_int8_gemm_micro em_int8_gemm_generic = {"generic", tile_generic, NULL, NULL, NULL};
 
 const em_int8_gemm_micro *em_int8_gemm_micro_for(uint32_t kernels)
 {

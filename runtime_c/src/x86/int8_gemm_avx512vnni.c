@@ -21,10 +21,10 @@
 #define EM_DPBUSD(acc, u, w) ((acc) = _mm512_dpbusd_epi32((acc), (u), (w)))
 #endif
 
-/* The 4 rows' sums over `segments` pieces of seg_k4 depth steps, piece s at a_i + s·seg_stride
- * (em_int8_tile_rows_fn; the plain tile is one piece) */
-static inline void tile_segments(const int8_t *a0, const int8_t *a1, const int8_t *a2, const int8_t *a3,
-                                 size_t segments, size_t seg_stride, size_t seg_k4, const int8_t *b, int32_t *c)
+/* The 4 rows' sums over `segments` pieces of seg_k4 depth steps, piece s at a_i + s·seg_stride, into
+ * acc[0..3] (em_int8_tile_rows_fn; the plain tile is one piece) */
+static inline void accumulate(const int8_t *a0, const int8_t *a1, const int8_t *a2, const int8_t *a3,
+                              size_t segments, size_t seg_stride, size_t seg_k4, const int8_t *b, __m512i acc[4])
 {
     const __m512i bias = _mm512_set1_epi32((int)0x80808080u);
     __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0, acc2 = acc0, acc3 = acc0, offset = acc0;
@@ -49,40 +49,79 @@ static inline void tile_segments(const int8_t *a0, const int8_t *a1, const int8_
                 EM_DPBUSD(acc3, u3, w);
             }
         }
-    _mm512_storeu_si512((void *)(c + 0), _mm512_sub_epi32(acc0, offset));
-    _mm512_storeu_si512((void *)(c + 16), _mm512_sub_epi32(acc1, offset));
-    _mm512_storeu_si512((void *)(c + 32), _mm512_sub_epi32(acc2, offset));
-    _mm512_storeu_si512((void *)(c + 48), _mm512_sub_epi32(acc3, offset));
+    acc[0] = _mm512_sub_epi32(acc0, offset);
+    acc[1] = _mm512_sub_epi32(acc1, offset);
+    acc[2] = _mm512_sub_epi32(acc2, offset);
+    acc[3] = _mm512_sub_epi32(acc3, offset);
+}
+
+static void store_tile(const __m512i acc[4], int32_t *c)
+{
+    _mm512_storeu_si512((void *)(c + 0), acc[0]);
+    _mm512_storeu_si512((void *)(c + 16), acc[1]);
+    _mm512_storeu_si512((void *)(c + 32), acc[2]);
+    _mm512_storeu_si512((void *)(c + 48), acc[3]);
 }
 
 static void tile_avx512_vnni(const int8_t *a, size_t lda, const int8_t *b, size_t k4, int32_t *c)
 {
-    tile_segments(a, a + lda, a + 2 * lda, a + 3 * lda, 1, 0, k4, b, c);
+    __m512i acc[4];
+    accumulate(a, a + lda, a + 2 * lda, a + 3 * lda, 1, 0, k4, b, acc);
+    store_tile(acc, c);
 }
 
 static void tile_rows_avx512_vnni(const int8_t *const *rows, size_t segments, size_t seg_stride, size_t seg_k4,
                                   const int8_t *b, int32_t *c)
 {
-    tile_segments(rows[0], rows[1], rows[2], rows[3], segments, seg_stride, seg_k4, b, c);
+    __m512i acc[4];
+    accumulate(rows[0], rows[1], rows[2], rows[3], segments, seg_stride, seg_k4, b, acc);
+    store_tile(acc, c);
 }
 
-/* em_int8_store_fn with one zmm per row (16 columns; masked for fewer): cvtdq2ps, · scale, + bias, max/min
- * (max(±0, +0) = +0 as the scalar x ≤ 0 → +0). Separate mul and add: no FMA (C99 mode, no contraction). */
+/* One row of 16 sums as em_int8_store_fn stores it: cvtdq2ps, · scale, + bias, max/min (max(±0, +0) = +0
+ * as the scalar x ≤ 0 → +0), masked to the valid columns. Separate mul and add: no FMA (C99 mode, no
+ * contraction). */
+static inline void store_row(__m512i acc, __mmask16 mask, __m512 k, const __m512 *b, uint32_t activation, float *out)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), k);
+    if (b != NULL) v = _mm512_add_ps(v, *b);
+    if (activation == EM_ACT_RELU) v = _mm512_max_ps(v, zero);
+    else if (activation == EM_ACT_RELU6) v = _mm512_min_ps(_mm512_max_ps(v, zero), _mm512_set1_ps(6.0f));
+    _mm512_mask_storeu_ps(out, mask, v);
+}
+
 static void store_avx512(const int32_t *c, uint32_t rows, uint32_t cols, float scale, const float *bias,
                          uint32_t activation, float *out, size_t ldo)
 {
     const __mmask16 mask = (__mmask16)((1u << cols) - 1u);
-    const __m512 k = _mm512_set1_ps(scale), zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
-    const __m512 b = bias != NULL ? _mm512_maskz_loadu_ps(mask, bias) : zero;
+    const __m512 k = _mm512_set1_ps(scale), b = bias != NULL ? _mm512_maskz_loadu_ps(mask, bias) : k;
     uint32_t r;
-    for (r = 0; r < rows; ++r) {
-        __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512((const void *)(c + 16 * r))), k);
-        if (bias != NULL) v = _mm512_add_ps(v, b);
-        if (activation == EM_ACT_RELU) v = _mm512_max_ps(v, zero);
-        else if (activation == EM_ACT_RELU6) v = _mm512_min_ps(_mm512_max_ps(v, zero), six);
-        _mm512_mask_storeu_ps(out + r * ldo, mask, v);
+    for (r = 0; r < rows; ++r)
+        store_row(_mm512_loadu_si512((const void *)(c + 16 * r)), mask, k, bias != NULL ? &b : NULL, activation,
+                  out + r * ldo);
+}
+
+/* em_int8_gemm_rows_fn: the sums of each block of 16 channels go from registers to the store, no int32
+ * tile in memory and one call per 4 rows (the small-depth layers of MobileNetV2 spent more in calls and
+ * the round trip than in vpdpbusd) */
+static void gemm_rows_avx512_vnni(const int8_t *const *rows, size_t segments, size_t seg_stride, size_t seg_k4,
+                                  const int8_t *b, uint32_t cout, float scale, const float *bias,
+                                  uint32_t activation, float *out, uint32_t valid_rows)
+{
+    const __m512 k = _mm512_set1_ps(scale);
+    const size_t block = segments * seg_k4 * 64;
+    uint32_t first, r;
+    for (first = 0; first < cout; first += 16, b += block) {
+        const uint32_t cols = cout - first < 16u ? cout - first : 16u;
+        const __mmask16 mask = (__mmask16)((1u << cols) - 1u);
+        const __m512 bv = bias != NULL ? _mm512_maskz_loadu_ps(mask, bias + first) : k;
+        __m512i acc[4];
+        accumulate(rows[0], rows[1], rows[2], rows[3], segments, seg_stride, seg_k4, b, acc);
+        for (r = 0; r < valid_rows; ++r)
+            store_row(acc[r], mask, k, bias != NULL ? &bv : NULL, activation, out + (size_t)r * cout + first);
     }
 }
 
 const em_int8_gemm_micro em_int8_gemm_avx512_vnni = {"avx512_vnni", tile_avx512_vnni, store_avx512,
-                                                        tile_rows_avx512_vnni};
+                                                     tile_rows_avx512_vnni, gemm_rows_avx512_vnni};
