@@ -40,10 +40,15 @@ typedef void (*em_int8_tile_rows_fn)(const int8_t *const *rows, size_t segments,
 
 /* Tiles and store in one call, for 4 rows (as tile_rows) × every column: for each block of 16 output
  * channels nb (b + nb·segments·seg_k4·64, the packed weights), the tile_rows sums stored as em_int8_store_fn
- * does to out + r·cout + 16·nb, rows r < valid_rows, channels < cout; bias NULL or cout values. */
+ * does to out + r·cout + 16·nb, rows r < valid_rows, channels < cout; bias NULL or cout values.
+ * `offsets`: em_int8_column_offsets of b (the u8 trick's correction of the VNNI tiles, computed once). */
 typedef void (*em_int8_gemm_rows_fn)(const int8_t *const *rows, size_t segments, size_t seg_stride, size_t seg_k4,
-                                     const int8_t *b, uint32_t cout, float scale, const float *bias,
-                                     uint32_t activation, float *out, uint32_t valid_rows);
+                                     const int8_t *b, const int32_t *offsets, uint32_t cout, float scale,
+                                     const float *bias, uint32_t activation, float *out, uint32_t valid_rows);
+
+/* offsets[nb·16 + n] = 128 · Σ_{q < k4, e < 4} b[(nb·k4 + q)·64 + n·4 + e] for n16 blocks of packed weights:
+ * what vpdpbusd's unsigned operand a xor 0x80 = a + 128 adds to each column's sum */
+void em_int8_column_offsets(const int8_t *b, size_t k4, size_t n16, int32_t *offsets);
 
 typedef struct em_int8_gemm_micro {
     const char *isa; /* "generic", "neon", "sdot", "avx2", "avx512_vnni", "avx_vnni" */

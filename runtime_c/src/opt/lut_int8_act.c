@@ -39,7 +39,7 @@ typedef struct int8_act_layout {
     float scale; /* k of FORMAT.md: f32(sx · f32(m / 127)) */
     const em_int8_gemm_micro *gemm; /* the set's tile, chosen at load: the VNNI check is CPUID, which costs
                                      * microseconds where a hypervisor traps it (too slow per run) */
-    size_t weights_offset, packed_bytes;
+    size_t weights_offset, offsets_offset, packed_bytes; /* offsets: em_int8_column_offsets of the weights */
     size_t band_offset, tile_offset, scratch_bytes;
 } int8_act_layout;
 
@@ -85,7 +85,8 @@ static int compute_layout(const em_node *node, const em_int8_gemm_micro *gemm, i
     L->k4 = (uint32_t)k4;
     L->n16 = (uint32_t)n16;
     L->weights_offset = align64(sizeof *L);
-    L->packed_bytes = L->weights_offset + (size_t)weights;
+    L->offsets_offset = L->weights_offset + align64((size_t)weights);
+    L->packed_bytes = L->offsets_offset + (size_t)n16 * 16u * sizeof(int32_t);
     L->band_offset = align64((size_t)qx);
     L->tile_offset = L->band_offset + align64((size_t)band);
     L->scratch_bytes = L->tile_offset + 64u * sizeof(int32_t);
@@ -141,6 +142,7 @@ void em_lut_int8_act_pack(const em_model *model, em_node *node)
                     }
                     weights[(((size_t)nb * L->k4 + q) * 16u + n) * 4u + e] = w;
                 }
+    em_int8_column_offsets(weights, L->k4, L->n16, (int32_t *)(void *)((unsigned char *)node->packed + L->offsets_offset));
 }
 
 /* Row `m` of the im2col band: the KH·KW·Cin int8 values output pixel m reads (0 in the padding), then
@@ -185,6 +187,7 @@ static void run_implicit(const em_node *node, const int8_act_layout *L, const em
     const size_t in_row = (size_t)L->in_w * cin;
     const float inverse = em_int8_act_input_inverse(node);
     const uint32_t activation = fused ? node->activation : EM_ACT_NONE;
+    const int32_t *offsets = (const int32_t *)(const void *)((const unsigned char *)node->packed + L->offsets_offset);
     uint32_t y, x, c, m, i, nb;
     memset(qx, 0, (size_t)node->pad_top * row_bytes);
     for (y = 0; y < L->in_h; ++y) {
@@ -228,8 +231,8 @@ static void run_implicit(const em_node *node, const int8_act_layout *L, const em
             rows[i] = qx + (size_t)oy * node->stride_h * row_bytes + (size_t)ox * node->stride_w * cpad;
         }
         if (fused && L->gemm->gemm_rows != NULL) {
-            L->gemm->gemm_rows(rows, node->kernel_h, row_bytes, seg_k4, weights, cout, L->scale, bias, activation,
-                               output + (size_t)m * cout, valid_rows);
+            L->gemm->gemm_rows(rows, node->kernel_h, row_bytes, seg_k4, weights, offsets, cout, L->scale, bias,
+                               activation, output + (size_t)m * cout, valid_rows);
             continue;
         }
         for (nb = 0; nb < L->n16; ++nb) {
@@ -245,6 +248,7 @@ void em_lut_int8_act_run(const em_node *node, const float *input, float *output,
 {
     const int8_act_layout *L = (const int8_act_layout *)node->packed;
     const int8_t *weights = (const int8_t *)node->packed + L->weights_offset;
+    const int32_t *offsets = (const int32_t *)(const void *)((const unsigned char *)node->packed + L->offsets_offset);
     const em_micro *micro = node->kernel->micro;
     const em_lut_int8_micro *i8 = em_lut_int8_micro_for(micro->kernels);
     const em_int8_gemm_micro *gemm = L->gemm;
@@ -284,7 +288,7 @@ void em_lut_int8_act_run(const em_node *node, const float *input, float *output,
             const uint32_t valid_rows = pixels - m0 < 4u ? pixels - m0 : 4u;
             const int8_t *rows[4];
             for (i = 0; i < 4u; ++i) rows[i] = qx + (size_t)(m0 + (i < valid_rows ? i : 0u)) * lda;
-            gemm->gemm_rows(rows, 1, 0, L->k4, weights, cout, scale, bias, node->activation,
+            gemm->gemm_rows(rows, 1, 0, L->k4, weights, offsets, cout, scale, bias, node->activation,
                             output + (size_t)m0 * cout, valid_rows);
         }
         pixels_done = pixels;
@@ -379,6 +383,18 @@ void em_int8_tile_rows_generic(const int8_t *const *rows, size_t segments, size_
                     c[i * 16u + n] += sum;
                 }
             }
+}
+
+void em_int8_column_offsets(const int8_t *b, size_t k4, size_t n16, int32_t *offsets)
+{
+    size_t nb, q, n, e;
+    for (nb = 0; nb < n16; ++nb)
+        for (n = 0; n < 16u; ++n) {
+            int32_t sum = 0;
+            for (q = 0; q < k4; ++q)
+                for (e = 0; e < 4u; ++e) sum += b[((nb * k4 + q) * 16u + n) * 4u + e];
+            offsets[nb * 16u + n] = 128 * sum;
+        }
 }
 
 const em_int8_gemm_micro em_int8_gemm_generic = {"generic", tile_generic, NULL, NULL, NULL};
