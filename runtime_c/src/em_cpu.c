@@ -104,6 +104,12 @@ int em_cpu_has_x86_vnni(uint32_t kernels)
 #endif
 }
 
+uint32_t em_cpu_x86_vnni_sets(void)
+{
+    return (em_cpu_has_x86_vnni(EM_KERNELS_AVX512) ? 1u << EM_KERNELS_AVX512 : 0u) |
+           (em_cpu_has_x86_vnni(EM_KERNELS_AVX2) ? 1u << EM_KERNELS_AVX2 : 0u);
+}
+
 #if defined(EM_HAVE_ARM_DOTPROD) && defined(__linux__)
 #include <sys/auxv.h>
 #endif

@@ -90,8 +90,9 @@ extern const em_int8_gemm_micro em_int8_gemm_avx_vnni;
 
 /* The tiles kernel set `kernels` runs on this CPU: sdot on the neon set where the CPU has the dot product
  * (em_cpu_has_arm_dotprod), else smull/sadalp; on the avx512 set avx512_vnni where the CPU has it, on the
- * avx2 set avx_vnni where the CPU has it (em_cpu_has_x86_vnni), else avx2 on both; generic otherwise. */
-const em_int8_gemm_micro *em_int8_gemm_micro_for(uint32_t kernels);
+ * avx2 set avx_vnni where the CPU has it (bits of `x86_vnni_sets`: em_cpu_x86_vnni_sets(), the model's
+ * x86_vnni_sets), else avx2 on both; generic otherwise. */
+const em_int8_gemm_micro *em_int8_gemm_micro_for(uint32_t kernels, uint32_t x86_vnni_sets);
 /* Every tile implementation this build has and this CPU runs (for parity tests and benchmarks). */
 size_t em_int8_gemm_micro_list(const em_int8_gemm_micro **out, size_t max);
 

@@ -37,8 +37,8 @@ typedef struct int8_act_layout {
     uint32_t pad_h, pad_w, cin_pad; /* that image: in_h + pad_top + pad_bottom, in_w + pad_left + pad_right,
                                      * Cin (rounded up to a multiple of 4 where KW·Cin is not one) */
     float scale; /* k of FORMAT.md: f32(sx · f32(m / 127)) */
-    const em_int8_gemm_micro *gemm; /* the set's tile, chosen at load: the VNNI check is CPUID, which costs
-                                     * microseconds where a hypervisor traps it (too slow per run) */
+    const em_int8_gemm_micro *gemm; /* the set's tile, chosen at pack from the model's x86_vnni_sets (CPUID
+                                     * costs microseconds where a hypervisor traps it: not per run) */
     size_t weights_offset, offsets_offset, packed_bytes; /* offsets: em_int8_column_offsets of the weights */
     size_t band_offset, tile_offset, scratch_bytes;
 } int8_act_layout;
@@ -102,8 +102,8 @@ int em_lut_int8_act_supports(const em_node *node)
 em_status em_lut_int8_act_plan(const em_model *model, em_node *node, em_error *err)
 {
     int8_act_layout L;
-    (void)model;
-    if (!compute_layout(node, em_int8_gemm_micro_for(node->kernel->micro->kernels), &L)) /* defensive: supports() */
+    /* em_kernel_choose checked supports(); defensive */
+    if (!compute_layout(node, em_int8_gemm_micro_for(node->kernel->micro->kernels, model->x86_vnni_sets), &L))
         return em_fail_node(err, EM_STATUS_LIMIT, node, "too large for kernel %s", node->kernel->name);
     node->packed_bytes = L.packed_bytes;
     node->scratch_bytes = L.scratch_bytes;
@@ -120,8 +120,7 @@ void em_lut_int8_act_pack(const em_model *model, em_node *node)
     const uint32_t r = node->seg_len, S = node->segments, cout = node->out.c;
     float cb_absmax, cb_inverse;
     uint32_t nb, q, n, e;
-    const em_int8_gemm_micro *gemm = em_int8_gemm_micro_for(node->kernel->micro->kernels);
-    (void)model;
+    const em_int8_gemm_micro *gemm = em_int8_gemm_micro_for(node->kernel->micro->kernels, model->x86_vnni_sets);
     compute_layout(node, gemm, L);
     weights = (int8_t *)node->packed + L->weights_offset;
     cb_absmax = em_int8_act_codebook_absmax(node);
@@ -399,13 +398,13 @@ void em_int8_column_offsets(const int8_t *b, size_t k4, size_t n16, int32_t *off
 
 const em_int8_gemm_micro em_int8_gemm_generic = {"generic", tile_generic, NULL, NULL, NULL};
 
-const em_int8_gemm_micro *em_int8_gemm_micro_for(uint32_t kernels)
+const em_int8_gemm_micro *em_int8_gemm_micro_for(uint32_t kernels, uint32_t x86_vnni_sets)
 {
 #if defined(EM_HAVE_X86_AVX512_VNNI)
-    if (kernels == EM_KERNELS_AVX512 && em_cpu_has_x86_vnni(EM_KERNELS_AVX512)) return &em_int8_gemm_avx512_vnni;
+    if (kernels == EM_KERNELS_AVX512 && (x86_vnni_sets >> EM_KERNELS_AVX512 & 1u)) return &em_int8_gemm_avx512_vnni;
 #endif
 #if defined(EM_HAVE_X86_AVX_VNNI)
-    if (kernels == EM_KERNELS_AVX2 && em_cpu_has_x86_vnni(EM_KERNELS_AVX2)) return &em_int8_gemm_avx_vnni;
+    if (kernels == EM_KERNELS_AVX2 && (x86_vnni_sets >> EM_KERNELS_AVX2 & 1u)) return &em_int8_gemm_avx_vnni;
 #endif
 #if defined(EM_HAVE_X86_SIMD)
     if (kernels == EM_KERNELS_AVX2 || kernels == EM_KERNELS_AVX512) return &em_int8_gemm_avx2;
@@ -419,6 +418,7 @@ const em_int8_gemm_micro *em_int8_gemm_micro_for(uint32_t kernels)
     }
 #endif
     (void)kernels;
+    (void)x86_vnni_sets;
     return &em_int8_gemm_generic;
 }
 
