@@ -1,8 +1,8 @@
-/* int8 tiles with AVX2 (em_int8_gemm.h), for the avx2 and avx512 sets: the 16 bytes of 4 channels × 4
+/* int8 tiles with AVX2 (em_int8_gemm.h), for the avx2 and avx512 sets on CPUs without VNNI (with it:
+ * int8_gemm_avx512vnni.c, int8_gemm_avxvnni.c, which also use this file's store): the 16 bytes of 4 channels × 4
  * depths are sign-extended to 16 int16 (vpmovsxbw), the row's 4-byte patch broadcast likewise, and
  * vpmaddwd adds adjacent products into int32 pairs (channel n: depths 0+1, 2+3); the pairs are joined at
- * the end. Exact (|product| ≤ 127²). One row at a time: 4 accumulators. (VNNI's vpdpbusd would need an
- * unsigned operand and a zero-point correction: not used.) */
+ * the end. Exact (|product| ≤ 127²). One row at a time: 4 accumulators. */
 #include <immintrin.h>
 #include <string.h>
 
