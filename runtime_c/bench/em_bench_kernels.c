@@ -21,6 +21,7 @@
 #include "em_kernels.h"
 #include "em_test_builder.h"
 #include "em_test_util.h"
+#include "opt/em_int8_gemm.h"
 
 typedef struct bench_options {
     long runs, warmup;
@@ -65,10 +66,11 @@ typedef struct kernel_case {
     uint32_t h, w, cin, cout;
     uint32_t k, stride, same; /* square kernel, stride, 'same' padding (else 'valid') */
     uint32_t r, C;            /* LUT ops */
-    uint32_t flags;           /* EM_NODE_FLAG_INT8_TABLES: int8 tables (C = 16) */
+    uint32_t flags;           /* EM_NODE_FLAG_INT8_TABLES: int8 tables (C = 16); INT8_ACT: int8 activations */
 } kernel_case;
 
 #define I8 EM_NODE_FLAG_INT8_TABLES
+#define A8 EM_NODE_FLAG_INT8_ACT
 
 static const kernel_case cases[] = {
     /* the example pair (LeNet Fashion 32×32 and the 3-conv words net) at presets light / accu */
@@ -103,6 +105,21 @@ static const kernel_case cases[] = {
     {"lenet fc1 accu (1600 ->1024, r16 C64)", EM_OP_LUT_DENSE, 1, 1, 1600, 1024, 1, 1, 0, 16, 64, 0},
     {"fc C=256 (1600 ->1024, r8 C256)", EM_OP_LUT_DENSE, 1, 1, 1600, 1024, 1, 1, 0, 8, 256, 0},
     {"words fc1 light (1024 ->256, r32 C32)", EM_OP_LUT_DENSE, 1, 1, 1024, 256, 1, 1, 0, 32, 32, 0},
+    /* int8 activations (lut_*_i8a_*: int8 GEMM tiles, VNNI where the CPU has it) and the same layers in
+     * float: the words ResNet-8 and MobileNetV2 layers of the residual pair at preset light (r4 C64) */
+    {"words block0 conv i8a (32x32x16 3x3 same ->16, r4 C64 int8-act)", EM_OP_LUT_CONV2D, 32, 32, 16, 16, 3, 1, 1, 4,
+     64, A8},
+    {"words block0 conv float (32x32x16 3x3 same ->16, r4 C64)", EM_OP_LUT_CONV2D, 32, 32, 16, 16, 3, 1, 1, 4, 64, 0},
+    {"words block2 conv i8a (8x8x64 3x3 same ->64, r4 C64 int8-act)", EM_OP_LUT_CONV2D, 8, 8, 64, 64, 3, 1, 1, 4, 64,
+     A8},
+    {"words block2 conv float (8x8x64 3x3 same ->64, r4 C64)", EM_OP_LUT_CONV2D, 8, 8, 64, 64, 3, 1, 1, 4, 64, 0},
+    {"mnv2 Conv1 i8a (64x64x3 3x3 same s2 ->16, r1 C32 int8-act)", EM_OP_LUT_CONV2D, 64, 64, 3, 16, 3, 2, 1, 1, 32,
+     A8},
+    {"mnv2 Conv1 float (64x64x3 3x3 same s2 ->16, r1 C32)", EM_OP_LUT_CONV2D, 64, 64, 3, 16, 3, 2, 1, 1, 32, 0},
+    {"mnv2 expand i8a (32x32x8 1x1 ->48, r4 C64 int8-act)", EM_OP_LUT_CONV2D, 32, 32, 8, 48, 1, 1, 0, 4, 64, A8},
+    {"mnv2 expand float (32x32x8 1x1 ->48, r4 C64)", EM_OP_LUT_CONV2D, 32, 32, 8, 48, 1, 1, 0, 4, 64, 0},
+    {"mnv2 Conv_1 i8a (2x2x112 1x1 ->1280, r4 C64 int8-act)", EM_OP_LUT_CONV2D, 2, 2, 112, 1280, 1, 1, 0, 4, 64, A8},
+    {"mnv2 Conv_1 float (2x2x112 1x1 ->1280, r4 C64)", EM_OP_LUT_CONV2D, 2, 2, 112, 1280, 1, 1, 0, 4, 64, 0},
     {"lenet conv2 plain (14x14x32 5x5 ->64)", EM_OP_CONV2D, 14, 14, 32, 64, 5, 1, 0, 0, 0, 0},
     {"conv 3x3 plain (32x32x32 same ->64)", EM_OP_CONV2D, 32, 32, 32, 64, 3, 1, 1, 0, 0, 0},
     {"conv 1x1 plain (28x28x64 ->128)", EM_OP_CONV2D, 28, 28, 64, 128, 1, 1, 0, 0, 0, 0},
@@ -133,6 +150,10 @@ static uint8_t *build_case(const kernel_case *c, size_t *size, size_t *nx, size_
     n = emb_node_init(c->op, in);
     n.activation = EM_ACT_RELU;
     n.flags = c->flags;
+    if (c->flags & EM_NODE_FLAG_INT8_ACT) { /* input scale: the inputs are em_test_fill(…, 1.0f), |x| ≤ 1 */
+        const float input_scale = 1.0f / 127.0f;
+        memcpy(&n.reserved[1], &input_scale, sizeof input_scale);
+    }
     if (c->op != EM_OP_DENSE && c->op != EM_OP_LUT_DENSE) {
         n.kernel_h = n.kernel_w = c->k;
         n.stride_h = n.stride_w = c->stride;
@@ -280,6 +301,49 @@ static void bench_kernels(const bench_options *o)
         free(x);
         free(y);
         free(file);
+    }
+}
+
+/* ---- int8 tiles --------------------------------------------------------------------------------- */
+
+/* Every int8 tile this build and CPU have (em_int8_gemm_micro_list: generic, avx2 vpmaddwd, avx512_vnni,
+ * avx_vnni; neon / sdot on ARM) on the depths of the int8-activation layers above: one band of 64 rows
+ * × 16 columns per call batch; ns per 4×16 tile (median) and the MAC rate. */
+static void bench_int8_tiles(const bench_options *o)
+{
+    static const size_t depths4[] = {4, 28, 36, 144};
+    const em_int8_gemm_micro *tiles[8];
+    const size_t count = em_int8_gemm_micro_list(tiles, 8);
+    size_t t, d;
+    em_test_rng rng;
+    if (o->filter != NULL && strstr("int8 tiles", o->filter) == NULL) return;
+    em_test_rng_seed(&rng, 11);
+    printf("== int8 tiles (4x16, em_int8_gemm.h): ns per tile (median of %ld batches of 16 tiles), GMAC/s ==\n",
+           o->runs);
+    for (d = 0; d < sizeof depths4 / sizeof depths4[0]; ++d) {
+        const size_t k4 = depths4[d], lda = 4 * k4;
+        int8_t *a = (int8_t *)malloc(64 * lda), *b = (int8_t *)malloc(k4 * 64);
+        double *times = (double *)malloc((size_t)o->runs * sizeof(double));
+        int32_t c[64];
+        size_t i;
+        for (i = 0; i < 64 * lda; ++i) a[i] = (int8_t)((int)em_test_rand_below(&rng, 255) - 127);
+        for (i = 0; i < k4 * 64; ++i) b[i] = (int8_t)((int)em_test_rand_below(&rng, 255) - 127);
+        printf("  depth %4zu:", 4 * k4);
+        for (t = 0; t < count && t < 8; ++t) {
+            long r;
+            stats st;
+            for (r = 0; r < o->warmup + o->runs; ++r) {
+                const double t0 = now_us();
+                for (i = 0; i < 16; ++i) tiles[t]->tile(a + i * 4 * lda, lda, b, k4, c);
+                if (r >= o->warmup) times[r - o->warmup] = (now_us() - t0) * 1e3 / 16.0;
+            }
+            st = summarize(times, o->runs);
+            printf("  %s %7.1f ns %6.1f GMAC/s", tiles[t]->isa, st.median_us, 256.0 * (double)k4 / st.median_us);
+        }
+        printf("\n");
+        free(a);
+        free(b);
+        free(times);
     }
 }
 
@@ -538,6 +602,7 @@ int main(int argc, char **argv)
     printf("cpu: %s\n", em_runtime_cpu_features());
     if (o.kernels) bench_kernels(&o);
     if (o.kernels) bench_residual(&o);
+    if (o.kernels) bench_int8_tiles(&o);
     for (i = 1; i < argc; ++i) {
         if (argv[i][0] == '-') {
             if (strcmp(argv[i], "--no-kernels") != 0 && strcmp(argv[i], "--no-ref") != 0) ++i; /* skip its value */

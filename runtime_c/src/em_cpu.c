@@ -72,7 +72,43 @@ static int x86_supports(uint32_t kernels)
                ((leaf7[1] >> 5) & 1u);
     return 0;
 }
+
+/* VNNI (vpdpbusd) on top of a set x86_supports() accepts: AVX512_VNNI is leaf 7 ECX bit 11 (needs the
+ * avx512 set's ZMM state), AVX-VNNI leaf 7 subleaf 1 EAX bit 4 (the VEX form on YMM: the avx2 set's state).
+ * Subleaf 1 exists where subleaf 0's EAX (the highest subleaf) is at least 1. */
+static int x86_has_vnni(uint32_t kernels)
+{
+    uint32_t leaf7[4], leaf7_1[4];
+    if (!x86_supports(kernels) || !cpuid(7, 0, leaf7)) return 0;
+#if defined(EM_HAVE_X86_AVX512_VNNI)
+    if (kernels == EM_KERNELS_AVX512) return (leaf7[2] >> 11) & 1u;
 #endif
+#if defined(EM_HAVE_X86_AVX_VNNI)
+    if (kernels == EM_KERNELS_AVX2) return leaf7[0] >= 1u && cpuid(7, 1, leaf7_1) && ((leaf7_1[0] >> 4) & 1u);
+#endif
+    (void)leaf7_1;
+    return 0;
+}
+#endif
+
+/* The int8 tiles of LUT ops with int8 activations use vpdpbusd where this is 1 (em_int8_gemm_micro_for):
+ * AVX512_VNNI for the avx512 set, AVX-VNNI for the avx2 set, where the CPU has it and this build compiled
+ * that tile (x86/int8_gemm_avx512vnni.c, int8_gemm_avxvnni.c); 0 for every other set and non-x86 builds. */
+int em_cpu_has_x86_vnni(uint32_t kernels)
+{
+#if defined(EM_X86_CPUID_GNU) || defined(EM_X86_CPUID_MSVC)
+    return x86_has_vnni(kernels);
+#else
+    (void)kernels;
+    return 0;
+#endif
+}
+
+uint32_t em_cpu_x86_vnni_sets(void)
+{
+    return (em_cpu_has_x86_vnni(EM_KERNELS_AVX512) ? 1u << EM_KERNELS_AVX512 : 0u) |
+           (em_cpu_has_x86_vnni(EM_KERNELS_AVX2) ? 1u << EM_KERNELS_AVX2 : 0u);
+}
 
 #if defined(EM_HAVE_ARM_DOTPROD) && defined(__linux__)
 #include <sys/auxv.h>
@@ -180,9 +216,19 @@ const char *em_runtime_cpu_features(void)
 {
     /* One literal per outcome, so the string needs no buffer (no global state). */
 #if defined(EM_X86_CPUID_GNU) || defined(EM_X86_CPUID_MSVC)
-    if (em_cpu_supports(EM_KERNELS_AVX512))
+    /* "(vnni...)": the int8 tiles of int8-activation LUT ops use vpdpbusd (em_int8_gemm_micro_for) */
+    const int vnni512 = em_cpu_has_x86_vnni(EM_KERNELS_AVX512), vnni256 = em_cpu_has_x86_vnni(EM_KERNELS_AVX2);
+    if (em_cpu_supports(EM_KERNELS_AVX512)) {
+        if (vnni512 && vnni256)
+            return EM_ARCH_LINE " (avx512_vnni avx_vnni); kernels: avx512 avx2 sse2 generic ref; " EM_BLAS_LINE;
+        if (vnni512) return EM_ARCH_LINE " (avx512_vnni); kernels: avx512 avx2 sse2 generic ref; " EM_BLAS_LINE;
+        if (vnni256) return EM_ARCH_LINE " (avx_vnni); kernels: avx512 avx2 sse2 generic ref; " EM_BLAS_LINE;
         return EM_ARCH_LINE "; kernels: avx512 avx2 sse2 generic ref; " EM_BLAS_LINE;
-    if (em_cpu_supports(EM_KERNELS_AVX2)) return EM_ARCH_LINE "; kernels: avx2 sse2 generic ref; " EM_BLAS_LINE;
+    }
+    if (em_cpu_supports(EM_KERNELS_AVX2)) {
+        if (vnni256) return EM_ARCH_LINE " (avx_vnni); kernels: avx2 sse2 generic ref; " EM_BLAS_LINE;
+        return EM_ARCH_LINE "; kernels: avx2 sse2 generic ref; " EM_BLAS_LINE;
+    }
     if (em_cpu_supports(EM_KERNELS_SSE2)) return EM_ARCH_LINE "; kernels: sse2 generic ref; " EM_BLAS_LINE;
     return EM_ARCH_LINE "; kernels: generic ref; " EM_BLAS_LINE;
 #elif defined(EM_HAVE_NEON)

@@ -164,6 +164,7 @@ struct em_model {
     size_t max_scratch_bytes;
     size_t context_bytes;
     uint32_t kernels;            /* EM_KERNELS_* the nodes' kernels were chosen from (never AUTO) */
+    uint32_t x86_vnni_sets;      /* em_cpu_x86_vnni_sets(), asked once at load where a node has INT8_ACT */
     uint32_t load_flags;         /* em_load_options.flags */
     unsigned char *packed_arena; /* one allocation holding every node's packed data, or NULL */
     /* LUT_DEPTHWISE_CONV2D nodes: their weights decoded at load (one allocation for all of them) and the
@@ -221,6 +222,9 @@ uint64_t em_platform_now_ns(void);
 em_allocator em_allocator_or_default(const em_allocator *allocator);
 /* Resolves the kernel set AUTO to the best set this CPU supports (em_cpu.c); other sets unchanged. */
 uint32_t em_kernels_resolve(uint32_t kernels);
+/* Bit (1 << set) for each x86 kernel set whose VNNI int8 tile this CPU and build run (em_cpu_has_x86_vnni
+ * of the avx512 and avx2 sets); 0 elsewhere. CPUID: slow where a hypervisor traps it, so asked once per load. */
+uint32_t em_cpu_x86_vnni_sets(void);
 
 /* ---------------------------------------------------------------------------------------------
  * Op table (TFLM style, em_ops.c). prepare() validates a node once at load time against the op's

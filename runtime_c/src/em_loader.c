@@ -229,6 +229,11 @@ static em_status choose_kernels(em_model *m, const em_kernel *force, em_error *e
     unsigned char *base;
     uint32_t i;
     em_status st;
+    for (i = 0; i < m->node_count; ++i) /* the int8-activation kernels' tile choice (lut_int8_act.c) */
+        if (m->nodes[i].flags & EM_NODE_FLAG_INT8_ACT) {
+            m->x86_vnni_sets = em_cpu_x86_vnni_sets();
+            break;
+        }
     for (i = 0; i < m->node_count; ++i) {
         em_node *node = &m->nodes[i];
         if (force != NULL && force->op == node->op && (force->supports == NULL || force->supports(node)))

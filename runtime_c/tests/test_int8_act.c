@@ -1,7 +1,9 @@
 /* LUT ops with int8 activations (flag INT8_ACT; FORMAT.md "int8 activations"):
  *
- *  - every int8 tile this build has and this CPU runs (generic, avx2, neon smull/sadalp, sdot) equals a
- *    naive int32 sum exactly, for depths 4..1200 and extreme operands (every value ±127);
+ *  - every int8 tile this build has and this CPU runs (generic, avx2, avx512_vnni, avx_vnni, neon
+ *    smull/sadalp, sdot) equals a naive int32 sum exactly, for depths 4..1200 (odd k4 too) and extreme
+ *    operands (every value ±127, both signs: the VNNI tiles' u8 offset); the implicit-im2col forms
+ *    (tile_rows: avx512_vnni) equal it over 1-5 segments;
  *  - every lut_*_i8a_* kernel of every available set equals the reference kernel (the table form) bit for
  *    bit on one-node models of odd shapes (Cout not a multiple of 16, odd H/W, strides 1-3, 'same' /
  *    'valid' / asymmetric pads, r not dividing Cin, C = 2..64, Cin = 1 first convs), with inputs that
@@ -46,6 +48,12 @@ static const act_case cases[] = {
     CONV(7, 3, 11, 16, 2, 3, 2, 1, 0, 1, 1, 1, 4, 16, EM_ACT_NONE, 0, 0.3f),   /* even kernel, asymmetric pads */
     CONV(9, 9, 5, 7, 3, 3, 1, 1, 1, 1, 1, 1, 8, 16, EM_ACT_RELU, 1, 1.0f),     /* r > Cin: one short segment */
     CONV(17, 15, 3, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 16, EM_ACT_RELU, 1, 1.0f),  /* > 1 band of 64 pixels */
+    CONV(12, 11, 16, 20, 3, 3, 1, 1, 1, 1, 1, 1, 4, 64, EM_ACT_RELU, 1, 0.9f), /* 'same', KW·Cin = 48 */
+    CONV(13, 10, 8, 24, 3, 3, 2, 2, 0, 0, 1, 1, 4, 16, EM_ACT_NONE, 1, 1.0f),  /* stride 2, pads after only */
+    CONV(7, 8, 2, 9, 3, 3, 1, 1, 1, 1, 1, 1, 2, 8, EM_ACT_RELU, 1, 1.0f),      /* Cin 2: padded to 4 (implicit) */
+    CONV(10, 9, 24, 40, 1, 1, 1, 1, 0, 0, 0, 0, 8, 16, EM_ACT_RELU6, 1, 0.8f), /* point-wise, > 64 pixels */
+    CONV(9, 11, 6, 20, 1, 1, 1, 1, 0, 0, 0, 0, 3, 16, EM_ACT_NONE, 1, 1.0f),   /* point-wise, Cin not 4k */
+    CONV(9, 9, 8, 20, 1, 1, 2, 2, 0, 0, 0, 0, 4, 16, EM_ACT_RELU, 1, 1.0f),    /* point-wise, stride 2 */
     DENSE(10, 7, 3, 16, EM_ACT_RELU, 1, 1.0f),
     DENSE(64, 1, 16, 16, EM_ACT_NONE, 1, 1.0f),
     DENSE(70, 33, 7, 32, EM_ACT_RELU6, 1, 0.6f),
@@ -93,15 +101,20 @@ static void test_tiles_exact(void)
     em_test_rng_seed(&rng, 17);
     for (t = 0; t < count && t < 8; ++t) {
         for (di = 0; di < sizeof depths4 / sizeof depths4[0]; ++di)
-            for (extreme = 0; extreme < 3; ++extreme) {
+            for (extreme = 0; extreme < 5; ++extreme) { /* random; a = +127 / -127 with b = +127; a = +127,
+                                                          * b = -127; a and b random signs of 127 */
                 const size_t k4 = depths4[di], lda = k4 * 4 + 8; /* a row stride longer than the depth */
                 int8_t *a = (int8_t *)malloc(4 * lda), *b = (int8_t *)malloc(k4 * 64);
                 int32_t c[64];
                 size_t i, n, k, bad = 0;
                 for (i = 0; i < 4 * lda; ++i)
-                    a[i] = (int8_t)(extreme == 0 ? (int)em_test_rand_below(&rng, 255) - 127 : (extreme == 1 ? 127 : -127));
+                    a[i] = (int8_t)(extreme == 0 ? (int)em_test_rand_below(&rng, 255) - 127
+                                    : extreme == 2 ? -127
+                                    : extreme == 4 ? (em_test_rand_below(&rng, 2) ? 127 : -127) : 127);
                 for (i = 0; i < k4 * 64; ++i)
-                    b[i] = (int8_t)(extreme == 0 ? (int)em_test_rand_below(&rng, 255) - 127 : 127);
+                    b[i] = (int8_t)(extreme == 0 ? (int)em_test_rand_below(&rng, 255) - 127
+                                    : extreme == 3 ? -127
+                                    : extreme == 4 ? (em_test_rand_below(&rng, 2) ? 127 : -127) : 127);
                 memset(c, 0x55, sizeof c);
                 tiles[t]->tile(a, lda, b, k4, c);
                 for (i = 0; i < 4; ++i)
@@ -118,6 +131,55 @@ static void test_tiles_exact(void)
         printf("int8 tile %s: exact\n", tiles[t]->isa);
     }
     CHECKF(count >= 1, "no int8 tiles");
+}
+
+/* Every tile with an implicit-im2col form (tile_rows) equals the C form, which equals the naive sum over
+ * segments: rows at odd offsets in one buffer, 1-3 segments, odd seg_k4, random and ±127 operands. */
+static void test_tile_rows_exact(void)
+{
+    static const size_t shapes[][2] = {{1, 1}, {3, 3}, {3, 12}, {2, 7}, {5, 9}}; /* segments, seg_k4 */
+    const em_int8_gemm_micro *tiles[8];
+    const size_t count = em_int8_gemm_micro_list(tiles, 8);
+    em_test_rng rng;
+    size_t t, si, extreme, covered = 0;
+    em_test_rng_seed(&rng, 29);
+    for (t = 0; t < count && t < 8; ++t) {
+        if (tiles[t]->tile_rows == NULL) continue;
+        ++covered;
+        for (si = 0; si < sizeof shapes / sizeof shapes[0]; ++si)
+            for (extreme = 0; extreme < 3; ++extreme) {
+                const size_t segments = shapes[si][0], seg_k4 = shapes[si][1], stride = 4 * seg_k4 + 12;
+                const size_t bytes = 5 * stride * segments + 64, k4 = segments * seg_k4;
+                int8_t *img = (int8_t *)malloc(bytes), *b = (int8_t *)malloc(k4 * 64);
+                const int8_t *rows[4];
+                int32_t c[64], want[64];
+                size_t i, n, s, k, bad = 0;
+                for (i = 0; i < bytes; ++i)
+                    img[i] = (int8_t)(extreme == 0 ? (int)em_test_rand_below(&rng, 255) - 127
+                                      : (em_test_rand_below(&rng, 2) ? 127 : -127));
+                for (i = 0; i < k4 * 64; ++i)
+                    b[i] = (int8_t)(extreme == 0 ? (int)em_test_rand_below(&rng, 255) - 127
+                                    : extreme == 1 ? -127 : (em_test_rand_below(&rng, 2) ? 127 : -127));
+                for (i = 0; i < 4; ++i) rows[i] = img + 4 * ((i * 7 + 3) % 11) + (i == 2 ? stride : 0);
+                memset(c, 0x55, sizeof c);
+                tiles[t]->tile_rows(rows, segments, stride, seg_k4, b, c);
+                em_int8_tile_rows_generic(rows, segments, stride, seg_k4, b, want);
+                for (i = 0; i < 4; ++i)
+                    for (n = 0; n < 16; ++n) {
+                        int64_t naive = 0;
+                        for (s = 0; s < segments; ++s)
+                            for (k = 0; k < 4 * seg_k4; ++k)
+                                naive += (int64_t)rows[i][s * stride + k] * b[(s * seg_k4 + k / 4) * 64 + n * 4 + k % 4];
+                        bad += naive != c[i * 16 + n] || naive != want[i * 16 + n];
+                    }
+                CHECKF(bad == 0, "tile_rows %s: %zu of 64 sums wrong (%zu segments of %zu, extreme %zu)",
+                       tiles[t]->isa, bad, segments, 4 * seg_k4, extreme);
+                free(img);
+                free(b);
+            }
+        printf("int8 tile_rows %s: exact\n", tiles[t]->isa);
+    }
+    printf("int8 tile_rows: %zu tile(s) with an implicit-im2col form\n", covered);
 }
 
 static void test_kernels_against_reference(void)
@@ -285,6 +347,7 @@ int main(void)
 {
     printf("cpu: %s\n", em_runtime_cpu_features());
     test_tiles_exact();
+    test_tile_rows_exact();
     test_kernels_against_reference();
     test_nonfinite_input();
     test_loader_rules();

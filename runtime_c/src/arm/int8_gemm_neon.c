@@ -40,4 +40,4 @@ static void tile_neon(const int8_t *a, size_t lda, const int8_t *b, size_t k4, i
     }
 }
 
-const em_int8_gemm_micro em_int8_gemm_neon = {"neon", tile_neon};
+const em_int8_gemm_micro em_int8_gemm_neon = {"neon", tile_neon, NULL, NULL, NULL};

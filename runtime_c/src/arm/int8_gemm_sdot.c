@@ -69,4 +69,4 @@ static void tile_sdot(const int8_t *a, size_t lda, const int8_t *b, size_t k4, i
 #pragma clang attribute pop
 #endif
 
-const em_int8_gemm_micro em_int8_gemm_sdot = {"sdot", tile_sdot};
+const em_int8_gemm_micro em_int8_gemm_sdot = {"sdot", tile_sdot, NULL, NULL, NULL};

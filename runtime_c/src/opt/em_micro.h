@@ -84,6 +84,9 @@ extern const em_micro em_micro_blas;
 int em_cpu_supports(uint32_t kernels);
 /* 1 where the CPU has the ARMv8.2 dot product and this build has the sdot tiles (em_cpu.c). */
 int em_cpu_has_arm_dotprod(void);
+/* 1 where the CPU has VNNI (vpdpbusd) for x86 set `kernels` and this build its int8 tile: AVX512_VNNI for
+ * avx512, AVX-VNNI for avx2 (em_cpu.c). */
+int em_cpu_has_x86_vnni(uint32_t kernels);
 /* Sets the linked BLAS's thread count (no-op without BLAS). */
 void em_blas_set_threads(int threads);
 
