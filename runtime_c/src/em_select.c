@@ -75,6 +75,42 @@ static int lut_conv2d_prefers_decoded(const em_model *model, const em_node *node
     return lut_x10 > direct_x10;
 }
 
+/* int8 activations (flag INT8_ACT): the table form (int32 tables built with sdot, sums by index) against
+ * the decoded int8 GEMM (codebook expanded into int8 weights at load). Work, in units of one sdot (16
+ * int8 multiply-adds) of the decoded GEMM's tile:
+ *   table:   in_px·S·ceil4(r)·C / 16 sdot of the build, · EM_I8A_COST_BUILD_X10 / 10, plus
+ *            out_px·taps·S·Cout table reads (LUT_DENSE: S·Cout), · EM_I8A_COST_READ_X10 / 10
+ *   decoded: ceil4(out_px)·taps·Cin·Cout / 16 (the tile is 4 pixel rows: LUT_DENSE runs one row of four)
+ * Fitted to armperf's per-function split of the README pair at `light` on the Cortex-A76 model (instructions,
+ * sdot set): a build sdot costs about 1.9 instructions of the build (1 sdot, 1/4 store, 1/4 zeroing, 5/16
+ * loads, the operand copy), a decoded-tile sdot about 1.6 (plus the im2col copy), a planar read about 0.6
+ * (one vector load and add per 4 pixels, the epilogue and transpose spread over the terms) and a LUT_DENSE
+ * gather read about 2.4 (lane loads and index shifts); the weights below are those ratios to 1.6. The table
+ * form wins on the pair's r = 16 and 32 layers (2.5-13× less by this estimate) and loses on r = 1. */
+#ifndef EM_I8A_COST_BUILD_X10
+#define EM_I8A_COST_BUILD_X10 12u
+#endif
+#ifndef EM_I8A_COST_READ_X10
+#define EM_I8A_COST_READ_X10 4u
+#endif
+#ifndef EM_I8A_COST_GATHER_X10
+#define EM_I8A_COST_GATHER_X10 15u
+#endif
+
+static int int8_act_prefers_tables(const em_node *node)
+{
+    const int dense = node->op == EM_OP_LUT_DENSE;
+    const uint64_t r = node->seg_len, C = node->codewords, S = node->segments;
+    const uint64_t in_c = dense ? node->in.numel : node->in.c;
+    const uint64_t taps = dense ? 1u : (uint64_t)node->kernel_h * node->kernel_w;
+    const uint64_t out_px = dense ? 1u : (uint64_t)node->out.h * node->out.w;
+    const uint64_t in_px = dense ? 1u : (uint64_t)node->in.h * node->in.w;
+    const uint64_t build_x10 = in_px * S * ((r + 3u) / 4u * 4u) * C * EM_I8A_COST_BUILD_X10;
+    const uint64_t read_x10 = out_px * taps * S * node->out.c * (dense ? EM_I8A_COST_GATHER_X10 : EM_I8A_COST_READ_X10);
+    const uint64_t decoded_x10 = (out_px + 3u) / 4u * 4u * taps * in_c * node->out.c * 10u;
+    return (build_x10 + 15u) / 16u + read_x10 < (decoded_x10 + 15u) / 16u;
+}
+
 const em_kernel *em_kernel_choose(const em_model *model, const em_node *node, uint32_t kernels)
 {
     const em_arch_config *reference = em_arch_config_for(EM_KERNELS_REFERENCE);
@@ -93,8 +129,10 @@ const em_kernel *em_kernel_choose(const em_model *model, const em_node *node, ui
     switch (node->op) {
     case EM_OP_LUT_CONV2D:
     case EM_OP_LUT_DENSE:
-        if (node->flags & EM_NODE_FLAG_INT8_ACT) { /* int8 GEMM (sdot where the CPU has it); else the reference */
-            k = em_kernel_lookup(set, node->op, EM_ALGO_LUT_INT8_ACT, EM_ISA_MICRO, node);
+        if (node->flags & EM_NODE_FLAG_INT8_ACT) { /* int32 tables or the int8 GEMM (sdot where the CPU has it) */
+            if (int8_act_prefers_tables(node))
+                k = em_kernel_lookup(set, node->op, EM_ALGO_LUT_INT8_ACT_TABLES, EM_ISA_MICRO, node);
+            if (k == NULL) k = em_kernel_lookup(set, node->op, EM_ALGO_LUT_INT8_ACT, EM_ISA_MICRO, node);
             break;
         }
         if (node->op == EM_OP_LUT_DENSE) {

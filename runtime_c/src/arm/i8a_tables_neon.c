@@ -1,0 +1,200 @@
+/* Table-form micro-kernels for LUT ops with int8 activations on NEON (em_i8a_tables.h): the int32 planar
+ * accumulation and the LUT_DENSE gather with the epilogue in registers (every ARM core), and the table build
+ * with smull + sadalp for cores without the dot product (Cortex-A53, A72; armv7): `smull` multiplies 8 int8
+ * pairs into int16 (2 pixels × 4 depths), `sadalp` adds adjacent products pairwise into int32 lanes, a final
+ * pairwise add joins each pixel's two halves. Exact: |product| ≤ 127² fits int16. */
+#include <arm_neon.h>
+#include <string.h>
+
+#include "../em_internal.h"
+#include "../opt/em_i8a_tables.h"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define I8A_INLINE static inline __attribute__((always_inline))
+#else
+#define I8A_INLINE static inline
+#endif
+
+static inline int32x4_t pair_sums(int32x4_t lo, int32x4_t hi)
+{
+#if defined(__aarch64__)
+    return vpaddq_s32(lo, hi);
+#else
+    return vcombine_s32(vpadd_s32(vget_low_s32(lo), vget_high_s32(lo)), vpadd_s32(vget_low_s32(hi), vget_high_s32(hi)));
+#endif
+}
+
+/* 4 codewords × one vector of 4 pixels at a time: 8 accumulators of pairs */
+static void build_planar_neon(const int8_t *cb, const int8_t *x, size_t k4, size_t c4, size_t blocks, int32_t *table,
+                              size_t ldt)
+{
+    size_t c0, b, v, q, i;
+    for (c0 = 0; c0 < c4; c0 += 4)
+        for (b = 0; b < blocks; ++b)
+            for (v = 0; v < 4; ++v) {
+                int32x4_t lo[4], hi[4];
+                const int8_t *xq = x + (b * k4 * 16 + 4 * v) * 4, *cq = cb + c0 / 4 * k4 * 16;
+                for (i = 0; i < 4; ++i) lo[i] = hi[i] = vdupq_n_s32(0);
+                for (q = 0; q < k4; ++q, xq += 64, cq += 16) {
+                    const int8x16_t xv = vld1q_s8(xq);
+                    for (i = 0; i < 4; ++i) {
+                        int32_t w;
+                        int8x8_t wd;
+                        memcpy(&w, cq + 4 * i, sizeof w);
+                        wd = vreinterpret_s8_s32(vdup_n_s32(w));
+                        lo[i] = vpadalq_s16(lo[i], vmull_s8(vget_low_s8(xv), wd));
+                        hi[i] = vpadalq_s16(hi[i], vmull_s8(vget_high_s8(xv), wd));
+                    }
+                }
+                for (i = 0; i < 4; ++i) vst1q_s32(table + (c0 + i) * ldt + b * 16 + 4 * v, pair_sums(lo[i], hi[i]));
+            }
+}
+
+static void build_row_neon(const int8_t *cb, const int8_t *x, size_t k4, size_t c4, int32_t *table)
+{
+    size_t c0, q;
+    for (c0 = 0; c0 < c4; c0 += 4) {
+        const int8_t *cq = cb + c0 / 4 * k4 * 16;
+        int32x4_t lo = vdupq_n_s32(0), hi = lo;
+        for (q = 0; q < k4; ++q, cq += 16) {
+            const int8x16_t w = vld1q_s8(cq);
+            int32_t v;
+            int8x8_t xd;
+            memcpy(&v, x + 4 * q, sizeof v);
+            xd = vreinterpret_s8_s32(vdup_n_s32(v));
+            lo = vpadalq_s16(lo, vmull_s8(vget_low_s8(w), xd));
+            hi = vpadalq_s16(hi, vmull_s8(vget_high_s8(w), xd));
+        }
+        vst1q_s32(table + c0, pair_sums(lo, hi));
+    }
+}
+
+/* f32(acc) · scale, + bias, ReLU / ReLU6 (FMAX/FMIN: max(-0, +0) = +0, as em_activate); separate
+ * multiply and add, as the reference (C99 mode: GCC does not contract them) */
+I8A_INLINE float32x4_t epilogue(int32x4_t acc, float32x4_t scale, const float32x4_t *bias, uint32_t activation)
+{
+    float32x4_t y = vmulq_f32(vcvtq_f32_s32(acc), scale);
+    if (bias != NULL) y = vaddq_f32(y, *bias);
+    if (activation == EM_ACT_RELU) y = vmaxq_f32(y, vdupq_n_f32(0.0f));
+    else if (activation == EM_ACT_RELU6) y = vminq_f32(vmaxq_f32(y, vdupq_n_f32(0.0f)), vdupq_n_f32(6.0f));
+    return y;
+}
+
+/* nv ≤ 8 vectors of 4 pixels: sums of every term in registers, then the epilogue */
+I8A_INLINE void planar_group(const size_t nv, const int32_t *table, const uint32_t *offset, size_t count,
+                             float32x4_t scale, const float32x4_t *bias, uint32_t activation, float *out)
+{
+    int32x4_t acc[8];
+    size_t t, v;
+    for (v = 0; v < nv; ++v) acc[v] = vdupq_n_s32(0);
+    for (t = 0; t < count; ++t) {
+        const int32_t *row = table + offset[t];
+        for (v = 0; v < nv; ++v) acc[v] = vaddq_s32(acc[v], vld1q_s32(row + 4 * v));
+    }
+    for (v = 0; v < nv; ++v) vst1q_f32(out + 4 * v, epilogue(acc[v], scale, bias, activation));
+}
+
+static void accumulate_planar_neon(const int32_t *table, const uint32_t *offset, size_t count, size_t span,
+                                   float scale, const float *bias, uint32_t activation, float *out)
+{
+    const float32x4_t vscale = vdupq_n_f32(scale);
+    float32x4_t vbias;
+    const float32x4_t *pb = NULL;
+    size_t q = 0;
+    if (bias != NULL) {
+        vbias = vdupq_n_f32(*bias);
+        pb = &vbias;
+    }
+    for (; q + 32 <= span; q += 32) planar_group(8, table + q, offset, count, vscale, pb, activation, out + q);
+    switch ((span - q + 3) / 4) {
+    case 0: break;
+    case 1: planar_group(1, table + q, offset, count, vscale, pb, activation, out + q); break;
+    case 2: planar_group(2, table + q, offset, count, vscale, pb, activation, out + q); break;
+    case 3: planar_group(3, table + q, offset, count, vscale, pb, activation, out + q); break;
+    case 4: planar_group(4, table + q, offset, count, vscale, pb, activation, out + q); break;
+    case 5: planar_group(5, table + q, offset, count, vscale, pb, activation, out + q); break;
+    case 6: planar_group(6, table + q, offset, count, vscale, pb, activation, out + q); break;
+    default: planar_group(7, table + q, offset, count, vscale, pb, activation, out + q); break;
+    }
+}
+
+#if defined(__aarch64__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+/* four indices in one 64-bit load (the LUT_DENSE float gather does the same: one load pipe) */
+static inline int32x4_t gather4(const int32_t *row, const uint16_t *ix)
+{
+    uint64_t four;
+    int32x4_t v;
+    memcpy(&four, ix, sizeof four);
+    v = vdupq_n_s32(row[four & 0xFFFFu]);
+    v = vld1q_lane_s32(row + ((four >> 16) & 0xFFFFu), v, 1);
+    v = vld1q_lane_s32(row + ((four >> 32) & 0xFFFFu), v, 2);
+    return vld1q_lane_s32(row + (four >> 48), v, 3);
+}
+#else
+static inline int32x4_t gather4(const int32_t *row, const uint16_t *ix)
+{
+    int32x4_t v = vdupq_n_s32(row[ix[0]]);
+    v = vld1q_lane_s32(row + ix[1], v, 1);
+    v = vld1q_lane_s32(row + ix[2], v, 2);
+    return vld1q_lane_s32(row + ix[3], v, 3);
+}
+#endif
+
+static void gather_neon(const int32_t *table, size_t ldt, size_t segments, const uint16_t *idx, size_t n,
+                        float scale, const float *bias, uint32_t activation, float *y)
+{
+    const float32x4_t vscale = vdupq_n_f32(scale);
+    size_t o = 0, s, v;
+    for (; o + 16 <= n; o += 16) { /* four vectors in flight hide the lane loads' latency */
+        int32x4_t acc[4];
+        for (v = 0; v < 4; ++v) acc[v] = vdupq_n_s32(0);
+        for (s = 0; s < segments; ++s)
+            for (v = 0; v < 4; ++v) acc[v] = vaddq_s32(acc[v], gather4(table + s * ldt, idx + s * n + o + 4 * v));
+        for (v = 0; v < 4; ++v) {
+            float32x4_t b;
+            if (bias != NULL) b = vld1q_f32(bias + o + 4 * v);
+            vst1q_f32(y + o + 4 * v, epilogue(acc[v], vscale, bias != NULL ? &b : NULL, activation));
+        }
+    }
+    for (; o + 4 <= n; o += 4) {
+        int32x4_t acc = vdupq_n_s32(0);
+        float32x4_t b;
+        for (s = 0; s < segments; ++s) acc = vaddq_s32(acc, gather4(table + s * ldt, idx + s * n + o));
+        if (bias != NULL) b = vld1q_f32(bias + o);
+        vst1q_f32(y + o, epilogue(acc, vscale, bias != NULL ? &b : NULL, activation));
+    }
+    if (o < n) { /* the last 1-3 outputs: lanes in a zero-padded vector, stored lane by lane */
+        int32x4_t acc = vdupq_n_s32(0);
+        float32x4_t b = vdupq_n_f32(0.0f), r;
+        float lanes[4];
+        uint16_t tail[4];
+        size_t l;
+        for (s = 0; s < segments; ++s) {
+            for (l = 0; l < 4; ++l) tail[l] = o + l < n ? idx[s * n + o + l] : 0;
+            acc = vaddq_s32(acc, gather4(table + s * ldt, tail));
+        }
+        if (bias != NULL) {
+            float bl[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            for (l = 0; o + l < n; ++l) bl[l] = bias[o + l];
+            b = vld1q_f32(bl);
+        }
+        r = epilogue(acc, vscale, bias != NULL ? &b : NULL, activation);
+        vst1q_f32(lanes, r);
+        for (l = 0; o + l < n; ++l) y[o + l] = lanes[l];
+    }
+}
+
+void em_i8a_accumulate_planar_neon(const int32_t *table, const uint32_t *offset, size_t count, size_t span,
+                                   float scale, const float *bias, uint32_t activation, float *out)
+{
+    accumulate_planar_neon(table, offset, count, span, scale, bias, activation, out);
+}
+
+void em_i8a_gather_neon(const int32_t *table, size_t ldt, size_t segments, const uint16_t *idx, size_t n, float scale,
+                        const float *bias, uint32_t activation, float *y)
+{
+    gather_neon(table, ldt, segments, idx, n, scale, bias, activation, y);
+}
+
+const em_i8a_tables_micro em_i8a_tables_neon = {"neon", build_planar_neon, build_row_neon, accumulate_planar_neon,
+                                                gather_neon};
