@@ -192,14 +192,15 @@ static void check_table_sums(const em_i8a_tables_micro *m, em_test_rng *rng)
                 em_i8a_tables_generic.accumulate_planar(table, offset, TERMS, span, scale, b ? bias + si : NULL,
                                                         acts[ai], want);
                 m->accumulate_planar(table, offset, TERMS, span, scale, b ? bias + si : NULL, acts[ai], got);
-                bad += memcmp(want, got, span * sizeof(float)) != 0;
+                if (memcmp(want, got, span * sizeof(float)) != 0 && bad++ == 0)
+                    printf("%s accumulate: span %zu, activation %u, bias %zu\n", m->isa, span, (unsigned)acts[ai], b);
             }
             for (si = 1; si <= N; si += 6) {
                 em_i8a_tables_generic.gather(table, LDT, ROWS, idx, si, scale, b ? bias : NULL, acts[ai], want);
                 memset(got, 0x7f, sizeof got);
                 m->gather(table, LDT, ROWS, idx, si, scale, b ? bias : NULL, acts[ai], got);
-                bad += memcmp(want, got, si * sizeof(float)) != 0;
-                bad += got[si] != got[103]; /* nothing written past n */
+                if ((memcmp(want, got, si * sizeof(float)) != 0 || got[si] != got[103]) && bad++ == 0)
+                    printf("%s gather: n %zu, activation %u, bias %zu\n", m->isa, si, (unsigned)acts[ai], b);
             }
         }
     CHECKF(bad == 0, "table sums %s: %zu runs differ from the generic C", m->isa, bad);

@@ -114,7 +114,8 @@ static void accumulate_planar_neon(const int32_t *table, const uint32_t *offset,
     case 4: planar_group(4, table + q, offset, count, vscale, pb, activation, out + q); break;
     case 5: planar_group(5, table + q, offset, count, vscale, pb, activation, out + q); break;
     case 6: planar_group(6, table + q, offset, count, vscale, pb, activation, out + q); break;
-    default: planar_group(7, table + q, offset, count, vscale, pb, activation, out + q); break;
+    case 7: planar_group(7, table + q, offset, count, vscale, pb, activation, out + q); break;
+    default: planar_group(8, table + q, offset, count, vscale, pb, activation, out + q); break; /* 29-31 left */
     }
 }
 
