@@ -259,21 +259,19 @@ void em_lut_int8_act_tables_run(const em_node *node, const float *input, float *
         const size_t group_stride = (size_t)L->blocks * k4 * 64u; /* bytes of one segment's x */
         const uint32_t out_w = node->out.w;
         size_t q;
-        uint32_t g, i, chunk_row;
+        uint32_t g, chunk_row;
         /* (2) the build's operand: 4-byte groups of each plane position's row (zeros for padding and past
          * the plane) */
-        for (s = 0; s < S; ++s)
-            for (g = 0; g < k4; ++g) { /* one group of every position: 4-byte copies along a stride */
-                const int8_t *from = qx + ((size_t)s * k4 + g) * 4u;
-                int8_t *dst = x + s * group_stride + (size_t)g * 64u;
-                size_t b;
-                for (b = 0, q = 0; b < L->blocks; ++b, dst += (size_t)k4 * 64u)
-                    for (i = 0; i < 16u; ++i, ++q) {
-                        const int32_t p = q < L->plane ? src[q] : -1;
-                        if (p < 0) memset(dst + 4u * i, 0, 4u);
-                        else memcpy(dst + 4u * i, from + (size_t)p * L->row_bytes, 4u);
-                    }
-            }
+        for (q = 0; q < L->ldt; ++q) {
+            const int32_t p = q < L->plane ? src[q] : -1;
+            int8_t *dst = x + ((q / 16u) * k4 * 16u + q % 16u) * 4u;
+            for (s = 0; s < S; ++s)
+                for (g = 0; g < k4; ++g) {
+                    int8_t *d = dst + s * group_stride + (size_t)g * 64u;
+                    if (p < 0) memset(d, 0, 4u);
+                    else memcpy(d, qx + (size_t)p * L->row_bytes + ((size_t)s * k4 + g) * 4u, 4u);
+                }
+        }
         for (s = 0; s < S; ++s)
             tm->build_planar(cb + s * cb_stride, x + s * group_stride, k4, c4, L->blocks, table + (size_t)s * c4 * L->ldt,
                              L->ldt);
