@@ -80,43 +80,48 @@ I8A_INLINE float32x4_t epilogue(int32x4_t acc, float32x4_t scale, const float32x
     return y;
 }
 
-/* nv ≤ 8 vectors of 4 pixels: sums of every term in registers, then the epilogue */
+/* nv ≤ 8 runs of 4 pixels: sums of every term in registers (the runs' starts too), then the epilogue */
 I8A_INLINE void planar_group(const size_t nv, const int32_t *table, const uint32_t *offset, size_t count,
-                             float32x4_t scale, const float32x4_t *bias, uint32_t activation, float *out)
+                             const uint32_t *start, float32x4_t scale, const float32x4_t *bias, uint32_t activation,
+                             float *out)
 {
     int32x4_t acc[8];
-    size_t t, v;
-    for (v = 0; v < nv; ++v) acc[v] = vdupq_n_s32(0);
+    size_t s[8], t, v;
+    for (v = 0; v < nv; ++v) {
+        acc[v] = vdupq_n_s32(0);
+        s[v] = start[v];
+    }
     for (t = 0; t < count; ++t) {
         const int32_t *row = table + offset[t];
-        for (v = 0; v < nv; ++v) acc[v] = vaddq_s32(acc[v], vld1q_s32(row + 4 * v));
+        for (v = 0; v < nv; ++v) acc[v] = vaddq_s32(acc[v], vld1q_s32(row + s[v]));
     }
     for (v = 0; v < nv; ++v) vst1q_f32(out + 4 * v, epilogue(acc[v], scale, bias, activation));
 }
 
-static void accumulate_planar_neon(const int32_t *table, const uint32_t *offset, size_t count, size_t span,
-                                   float scale, const float *bias, uint32_t activation, float *out)
+static void accumulate_planar_neon(const int32_t *table, const uint32_t *offset, size_t count, const uint32_t *start,
+                                   size_t vectors, float scale, const float *bias, uint32_t activation, float *out)
 {
     const float32x4_t vscale = vdupq_n_f32(scale);
     float32x4_t vbias;
     const float32x4_t *pb = NULL;
-    size_t q = 0;
+    size_t v = 0;
     if (bias != NULL) {
         vbias = vdupq_n_f32(*bias);
         pb = &vbias;
     }
-    for (; q + 32 <= span; q += 32) planar_group(8, table + q, offset, count, vscale, pb, activation, out + q);
-    switch ((span - q + 3) / 4) {
+    for (; v + 8 <= vectors; v += 8) planar_group(8, table, offset, count, start + v, vscale, pb, activation, out + 4 * v);
+#define I8A_GROUP(n) planar_group(n, table, offset, count, start + v, vscale, pb, activation, out + 4 * v)
+    switch (vectors - v) {
     case 0: break;
-    case 1: planar_group(1, table + q, offset, count, vscale, pb, activation, out + q); break;
-    case 2: planar_group(2, table + q, offset, count, vscale, pb, activation, out + q); break;
-    case 3: planar_group(3, table + q, offset, count, vscale, pb, activation, out + q); break;
-    case 4: planar_group(4, table + q, offset, count, vscale, pb, activation, out + q); break;
-    case 5: planar_group(5, table + q, offset, count, vscale, pb, activation, out + q); break;
-    case 6: planar_group(6, table + q, offset, count, vscale, pb, activation, out + q); break;
-    case 7: planar_group(7, table + q, offset, count, vscale, pb, activation, out + q); break;
-    default: planar_group(8, table + q, offset, count, vscale, pb, activation, out + q); break; /* 29-31 left */
+    case 1: I8A_GROUP(1); break;
+    case 2: I8A_GROUP(2); break;
+    case 3: I8A_GROUP(3); break;
+    case 4: I8A_GROUP(4); break;
+    case 5: I8A_GROUP(5); break;
+    case 6: I8A_GROUP(6); break;
+    default: I8A_GROUP(7); break;
     }
+#undef I8A_GROUP
 }
 
 #if defined(__aarch64__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -185,10 +190,10 @@ static void gather_neon(const int32_t *table, size_t ldt, size_t segments, const
     }
 }
 
-void em_i8a_accumulate_planar_neon(const int32_t *table, const uint32_t *offset, size_t count, size_t span,
-                                   float scale, const float *bias, uint32_t activation, float *out)
+void em_i8a_accumulate_planar_neon(const int32_t *table, const uint32_t *offset, size_t count, const uint32_t *start,
+                                   size_t vectors, float scale, const float *bias, uint32_t activation, float *out)
 {
-    accumulate_planar_neon(table, offset, count, span, scale, bias, activation, out);
+    accumulate_planar_neon(table, offset, count, start, vectors, scale, bias, activation, out);
 }
 
 void em_i8a_gather_neon(const int32_t *table, size_t ldt, size_t segments, const uint16_t *idx, size_t n, float scale,

@@ -33,12 +33,13 @@ typedef struct em_i8a_tables_micro {
     /* One vector of table entries (LUT_DENSE): table[c] = Σ_{q < k4} Σ_{e < 4} cb[((c / 4)·k4 + q)·16 + (c % 4)·4 + e] · x[4q + e]
      * for c < c4 (a multiple of 4). */
     void (*build_row)(const int8_t *cb, const int8_t *x, size_t k4, size_t c4, int32_t *table);
-    /* Planar accumulation of one output channel over `span` pixels, then the reference's epilogue:
-     *   out[q] = act(f32(f32(Σ_{t < count} table[offset[t] + q]) · scale) + bias)      q < span
-     * (bias 0 when NULL; act NONE, RELU or RELU6 as em_activate; no fused multiply-add). It may read
-     * table[offset[t] + q] for q up to span rounded up to 4 and write out[] up to there. */
-    void (*accumulate_planar)(const int32_t *table, const uint32_t *offset, size_t count, size_t span, float scale,
-                              const float *bias, uint32_t activation, float *out);
+    /* Planar accumulation of one output channel over `vectors` runs of 4 pixels, run v starting at table
+     * column start[v] (only the columns of output pixels: a row's run of out_w pixels, not the padding
+     * columns between rows), then the reference's epilogue:
+     *   out[4v + l] = act(f32(f32(Σ_{t < count} table[offset[t] + start[v] + l]) · scale) + bias)   l < 4
+     * (bias 0 when NULL; act NONE, RELU or RELU6 as em_activate; no fused multiply-add). */
+    void (*accumulate_planar)(const int32_t *table, const uint32_t *offset, size_t count, const uint32_t *start,
+                              size_t vectors, float scale, const float *bias, uint32_t activation, float *out);
     /* LUT_DENSE: y[o] = act(f32(f32(Σ_{s < segments} table[s·ldt + idx[s·n + o]]) · scale) + bias[o]) for o < n
      * (bias NULL: no bias). */
     void (*gather)(const int32_t *table, size_t ldt, size_t segments, const uint16_t *idx, size_t n, float scale,
@@ -49,8 +50,8 @@ extern const em_i8a_tables_micro em_i8a_tables_generic;
 #if defined(EM_HAVE_NEON)
 extern const em_i8a_tables_micro em_i8a_tables_neon;
 /* the NEON accumulation and gather, which the sdot set shares */
-void em_i8a_accumulate_planar_neon(const int32_t *table, const uint32_t *offset, size_t count, size_t span,
-                                   float scale, const float *bias, uint32_t activation, float *out);
+void em_i8a_accumulate_planar_neon(const int32_t *table, const uint32_t *offset, size_t count, const uint32_t *start,
+                                   size_t vectors, float scale, const float *bias, uint32_t activation, float *out);
 void em_i8a_gather_neon(const int32_t *table, size_t ldt, size_t segments, const uint16_t *idx, size_t n, float scale,
                         const float *bias, uint32_t activation, float *y);
 #endif

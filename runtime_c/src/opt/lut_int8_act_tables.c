@@ -9,7 +9,8 @@
  * stride phases, as in the float planar kernel (opt/lut_conv2d.c), so a padded pixel's entries are 0 and
  * every tap is a constant offset; (3) per segment one build of table[s, c, pixel] (sdot: 16 products per
  * instruction); (4) per output channel the planar int32 accumulation with one precomputed offset per term
- * and the epilogue in registers, into a float tile [co][pixel], then transposed to NHWC rows.
+ * and the epilogue in registers over runs of 4 output pixels of each row (not the padding columns between
+ * rows), into a float tile [co][row][vpr·4], then transposed to NHWC rows.
  * One band only: a node whose int32 table exceeds EM_LUT_TABLE_BUDGET_BYTES is not supported here (the
  * decoded int8 GEMM, opt/lut_int8_act.c, takes it).
  *
@@ -17,8 +18,9 @@
  * one gather over the outputs with the epilogue.
  *
  * Packed (model-owned, at load). conv: layout | codebook [cb segments][C4/4][k4][4][4] int8 | offset[Cout][terms]
- * uint32 | source pixel of every plane position int32 (−1: padding). dense: layout | codebook | idx [S][Cout]
- * uint16. Scratch: conv: qx rows | x | table [S][C4][ldt] int32 + slack | tile [Cout][chunk4] float; dense:
+ * uint32 | source pixel of every plane position int32 (−1: padding) | start column of every run of a chunk
+ * uint32. dense: layout | codebook | idx [S][Cout]
+ * uint16. Scratch: conv: qx rows | x | table [S][C4][ldt] int32 + slack | tile [Cout][tile_ld] float; dense:
  * qx | table. */
 #include <string.h>
 
@@ -32,10 +34,10 @@
 
 typedef struct i8a_tables_layout {
     uint32_t k4, c4, cb_segments, row_bytes; /* row_bytes: S·k4·4, one quantised pixel (or the dense input) */
-    uint32_t taps, terms, phases, hq, wq, blocks, chunk_rows, chunk4;
+    uint32_t taps, terms, phases, hq, wq, blocks, chunk_rows, vpr, tile_ld; /* vpr: runs of 4 per output row */
     size_t plane, ldt;                       /* plane positions, and the table's row stride (blocks · 16) */
     float scale;                             /* k of FORMAT.md */
-    size_t cb_offset, offsets_offset, src_offset, idx_offset, packed_bytes;
+    size_t cb_offset, offsets_offset, src_offset, start_offset, idx_offset, packed_bytes;
     size_t x_offset, table_offset, tile_offset, scratch_bytes;
 } i8a_tables_layout;
 
@@ -91,18 +93,20 @@ static int compute_layout(const em_node *node, i8a_tables_layout *L)
         L->plane = (size_t)plane;
         L->ldt = (size_t)blocks * 16u;
         L->chunk_rows = (uint32_t)chunk_rows;
-        L->chunk4 = (uint32_t)((chunk_rows * wq + 3u) / 4u * 4u);
+        L->vpr = (node->out.w + 3u) / 4u;
+        L->tile_ld = (uint32_t)(chunk_rows * L->vpr * 4u);
         offsets = terms * node->out.c * 4u;
         src = plane * 4u;
         qx = (uint64_t)node->in.h * node->in.w * L->row_bytes;
         if (offsets > ((uint64_t)64u << 20) || qx > ((uint64_t)64u << 20)) return 0;
         L->offsets_offset = L->cb_offset + align64((size_t)cb_bytes);
         L->src_offset = L->offsets_offset + align64((size_t)offsets);
-        L->packed_bytes = L->src_offset + (size_t)src;
+        L->start_offset = L->src_offset + align64((size_t)src);
+        L->packed_bytes = L->start_offset + (size_t)chunk_rows * L->vpr * 4u;
         L->x_offset = align64((size_t)qx);
         L->table_offset = L->x_offset + align64((size_t)(S * blocks * k4 * 64u));
         L->tile_offset = L->table_offset + align64((size_t)table + TABLE_SLACK * 4u);
-        L->scratch_bytes = L->tile_offset + (size_t)node->out.c * L->chunk4 * sizeof(float);
+        L->scratch_bytes = L->tile_offset + (size_t)node->out.c * L->tile_ld * sizeof(float);
         return 1;
     }
 }
@@ -166,8 +170,11 @@ void em_lut_int8_act_tables_pack(const em_model *model, em_node *node)
     {
         uint32_t *offset = (uint32_t *)(void *)(packed + L->offsets_offset);
         int32_t *src = (int32_t *)(void *)(packed + L->src_offset);
+        uint32_t *start = (uint32_t *)(void *)(packed + L->start_offset);
         const uint32_t sh = node->stride_h, sw = node->stride_w;
-        uint32_t ky, kx, s, co, py, px, yq, xq;
+        uint32_t ky, kx, s, co, py, px, yq, xq, v;
+        /* run v of a chunk: output row v / vpr, pixels 4·(v % vpr) .. +3 (past out_w: computed, not stored) */
+        for (v = 0; v < L->chunk_rows * L->vpr; ++v) start[v] = v / L->vpr * L->wq + v % L->vpr * 4u;
         /* offset[co][s·taps + tap], as the float planar kernel: segment s, codeword c = index[tap, s, co], the
          * tap's shift into the phase planes */
         for (co = 0; co < cout; ++co)
@@ -254,6 +261,7 @@ void em_lut_int8_act_tables_run(const em_node *node, const float *input, float *
     } else {
         const uint32_t *offset = (const uint32_t *)(const void *)(packed + L->offsets_offset);
         const int32_t *src = (const int32_t *)(const void *)(packed + L->src_offset);
+        const uint32_t *start = (const uint32_t *)(const void *)(packed + L->start_offset);
         int8_t *x = (int8_t *)(scratch + L->x_offset);
         float *tile = (float *)(void *)(scratch + L->tile_offset);
         const size_t group_stride = (size_t)L->blocks * k4 * 64u; /* bytes of one segment's x */
@@ -279,13 +287,14 @@ void em_lut_int8_act_tables_run(const em_node *node, const float *input, float *
         if (env->profile) t1 = em_platform_now_ns();
         for (chunk_row = 0; chunk_row < node->out.h; chunk_row += L->chunk_rows) {
             const uint32_t rows = node->out.h - chunk_row < L->chunk_rows ? node->out.h - chunk_row : L->chunk_rows;
-            const size_t q0 = (size_t)chunk_row * L->wq, span = (size_t)(rows - 1u) * L->wq + out_w;
+            const size_t q0 = (size_t)chunk_row * L->wq;
             uint32_t co, row;
             for (co = 0; co < cout; ++co)
-                tm->accumulate_planar(table + q0, offset + (size_t)co * L->terms, L->terms, span, L->scale,
-                                      bias != NULL ? bias + co : NULL, node->activation, tile + (size_t)co * L->chunk4);
+                tm->accumulate_planar(table + q0, offset + (size_t)co * L->terms, L->terms, start, (size_t)rows * L->vpr,
+                                      L->scale, bias != NULL ? bias + co : NULL, node->activation,
+                                      tile + (size_t)co * L->tile_ld);
             for (row = 0; row < rows; ++row)
-                micro->transpose(tile + (size_t)row * L->wq, L->chunk4, cout, out_w,
+                micro->transpose(tile + (size_t)row * L->vpr * 4u, L->tile_ld, cout, out_w,
                                  output + (size_t)(chunk_row + row) * out_w * cout, cout);
         }
     }
@@ -331,21 +340,17 @@ static float epilogue(int32_t acc, float scale, const float *bias, uint32_t acti
     return em_activate(y, activation);
 }
 
-#define GENERIC_RUN 64u /* pixels summed per pass, in a block the compiler may vectorise */
-
-static void accumulate_planar_generic(const int32_t *table, const uint32_t *offset, size_t count, size_t span,
-                                      float scale, const float *bias, uint32_t activation, float *out)
+static void accumulate_planar_generic(const int32_t *table, const uint32_t *offset, size_t count, const uint32_t *start,
+                                      size_t vectors, float scale, const float *bias, uint32_t activation, float *out)
 {
-    int32_t acc[GENERIC_RUN];
-    size_t q0, t, i;
-    for (q0 = 0; q0 < span; q0 += GENERIC_RUN) {
-        const size_t n = span - q0 < GENERIC_RUN ? span - q0 : GENERIC_RUN;
-        for (i = 0; i < n; ++i) acc[i] = 0;
+    size_t v, t, l;
+    for (v = 0; v < vectors; ++v) {
+        int32_t acc[4] = {0, 0, 0, 0};
         for (t = 0; t < count; ++t) {
-            const int32_t *row = table + offset[t] + q0;
-            for (i = 0; i < n; ++i) acc[i] += row[i];
+            const int32_t *run = table + offset[t] + start[v];
+            for (l = 0; l < 4u; ++l) acc[l] += run[l];
         }
-        for (i = 0; i < n; ++i) out[q0 + i] = epilogue(acc[i], scale, bias, activation);
+        for (l = 0; l < 4u; ++l) out[4u * v + l] = epilogue(acc[l], scale, bias, activation);
     }
 }
 
