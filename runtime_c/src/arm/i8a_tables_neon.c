@@ -80,7 +80,9 @@ I8A_INLINE float32x4_t epilogue(int32x4_t acc, float32x4_t scale, const float32x
     return y;
 }
 
-/* nv ≤ 8 runs of 4 pixels: sums of every term in registers (the runs' starts too), then the epilogue */
+/* nv ≤ 8 runs of 4 pixels: sums of every term in registers, the runs' byte offsets too, so each run is one
+ * register-offset load from the term's row (the empty asm keeps GCC from folding the row into every
+ * address: it added and shifted per load, armperf) */
 I8A_INLINE void planar_group(const size_t nv, const int32_t *table, const uint32_t *offset, size_t count,
                              const uint32_t *start, float32x4_t scale, const float32x4_t *bias, uint32_t activation,
                              float *out)
@@ -89,11 +91,14 @@ I8A_INLINE void planar_group(const size_t nv, const int32_t *table, const uint32
     size_t s[8], t, v;
     for (v = 0; v < nv; ++v) {
         acc[v] = vdupq_n_s32(0);
-        s[v] = start[v];
+        s[v] = (size_t)start[v] * sizeof(int32_t);
     }
     for (t = 0; t < count; ++t) {
-        const int32_t *row = table + offset[t];
-        for (v = 0; v < nv; ++v) acc[v] = vaddq_s32(acc[v], vld1q_s32(row + s[v]));
+        const unsigned char *row = (const unsigned char *)(table + offset[t]);
+#if defined(__GNUC__) || defined(__clang__)
+        __asm__("" : "+r"(row));
+#endif
+        for (v = 0; v < nv; ++v) acc[v] = vaddq_s32(acc[v], vld1q_s32((const int32_t *)(const void *)(row + s[v])));
     }
     for (v = 0; v < nv; ++v) vst1q_f32(out + 4 * v, epilogue(acc[v], scale, bias, activation));
 }
