@@ -79,25 +79,31 @@ static int lut_conv2d_prefers_decoded(const em_model *model, const em_node *node
  * the decoded int8 GEMM (codebook expanded into int8 weights at load). Work, in units of one sdot (16
  * int8 multiply-adds) of the decoded GEMM's tile:
  *   table:   in_px·S·ceil4(r)·C / 16 sdot of the build, · EM_I8A_COST_BUILD_X10 / 10, plus
- *            out_px·taps·S·Cout table reads (LUT_DENSE: S·Cout), · EM_I8A_COST_READ_X10 / 10
+ *            out_px·taps·S·Cout planar table reads · EM_I8A_COST_READ_X10 / 10 (LUT_DENSE: S·Cout gathered
+ *            reads · EM_I8A_COST_GATHER_X10 / 10)
  *   decoded: ceil4(out_px)·taps·Cin·Cout / 16 (the tile is 4 pixel rows: LUT_DENSE runs one row of four)
- * Fitted to armperf's per-function split of the README pair at `light` on the Cortex-A76 model (instructions,
- * sdot set): a build sdot costs about 1.9 instructions of the build (1 sdot, 1/4 store, 1/4 zeroing, 5/16
- * loads, the operand copy), a decoded-tile sdot about 1.6 (plus the im2col copy), a planar read about 0.6
- * (one vector load and add per 4 pixels, the epilogue and transpose spread over the terms) and a LUT_DENSE
- * gather read about 2.4 (lane loads and index shifts); the weights below are those ratios to 1.6. The table
- * form wins on the pair's r = 16 and 32 layers (2.5-13× less by this estimate) and loses on r = 1. */
+ * Fitted to armperf's per-function split (instructions, Cortex-A76 model, neon set with sdot) of the README
+ * pair at `light` with every r > 1 LUT layer flagged: a decoded unit cost 1.9-2.4 instructions (tile_sdot,
+ * im2col copies, bias pass: 1.40 M for fashion's 730 k units, 0.51 M for words' 213 k), a build unit 3.6
+ * (build_planar_sdot 131 k for 49.7 k units, the plane's padding pixels included, plus the operand copy), a
+ * planar read 0.83-0.86 (accumulate_planar_neon 265 k for 320 k reads, 127 k for 147 k) and a gathered read
+ * 3.8 (gather_neon 193 k for 51 k); the weights are these over 2.0. The table form then wins on the pair's
+ * r = 16 / 32 layers (LUT_DENSE by 10-20×, the convolutions by 1.2-2×) and loses on the r = 1 first convs.
+ * On the avx2 and avx512 sets LUT_CONV2D keeps the decoded GEMM: its tile is vpmaddwd there while the
+ * table build is generic C (x86-64 host, per-node profile of the same file, 300 runs, loaded machine: words
+ * conv2 / conv3 about 175 / 90 µs decoded against 505 / 305 µs as tables; the whole file 0.46 against
+ * 0.61 ms); their LUT_DENSE nodes still take the table form (fashion fc1 about 200 µs against 550-710). */
 #ifndef EM_I8A_COST_BUILD_X10
-#define EM_I8A_COST_BUILD_X10 12u
+#define EM_I8A_COST_BUILD_X10 18u
 #endif
 #ifndef EM_I8A_COST_READ_X10
 #define EM_I8A_COST_READ_X10 4u
 #endif
 #ifndef EM_I8A_COST_GATHER_X10
-#define EM_I8A_COST_GATHER_X10 15u
+#define EM_I8A_COST_GATHER_X10 19u
 #endif
 
-static int int8_act_prefers_tables(const em_node *node)
+static int int8_act_prefers_tables(const em_node *node, uint32_t kernels)
 {
     const int dense = node->op == EM_OP_LUT_DENSE;
     const uint64_t r = node->seg_len, C = node->codewords, S = node->segments;
@@ -108,7 +114,8 @@ static int int8_act_prefers_tables(const em_node *node)
     const uint64_t build_x10 = in_px * S * ((r + 3u) / 4u * 4u) * C * EM_I8A_COST_BUILD_X10;
     const uint64_t read_x10 = out_px * taps * S * node->out.c * (dense ? EM_I8A_COST_GATHER_X10 : EM_I8A_COST_READ_X10);
     const uint64_t decoded_x10 = (out_px + 3u) / 4u * 4u * taps * in_c * node->out.c * 10u;
-    return (build_x10 + 15u) / 16u + read_x10 < (decoded_x10 + 15u) / 16u;
+    if (!dense && (kernels == EM_KERNELS_AVX2 || kernels == EM_KERNELS_AVX512)) return 0;
+    return build_x10 / 16u + read_x10 < decoded_x10 / 16u;
 }
 
 const em_kernel *em_kernel_choose(const em_model *model, const em_node *node, uint32_t kernels)
@@ -130,7 +137,7 @@ const em_kernel *em_kernel_choose(const em_model *model, const em_node *node, ui
     case EM_OP_LUT_CONV2D:
     case EM_OP_LUT_DENSE:
         if (node->flags & EM_NODE_FLAG_INT8_ACT) { /* int32 tables or the int8 GEMM (sdot where the CPU has it) */
-            if (int8_act_prefers_tables(node))
+            if (int8_act_prefers_tables(node, kernels))
                 k = em_kernel_lookup(set, node->op, EM_ALGO_LUT_INT8_ACT_TABLES, EM_ISA_MICRO, node);
             if (k == NULL) k = em_kernel_lookup(set, node->op, EM_ALGO_LUT_INT8_ACT, EM_ISA_MICRO, node);
             break;
