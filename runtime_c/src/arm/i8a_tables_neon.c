@@ -155,12 +155,27 @@ static void gather_neon(const int32_t *table, size_t ldt, size_t segments, const
                         float scale, const float *bias, uint32_t activation, float *y)
 {
     const float32x4_t vscale = vdupq_n_f32(scale);
-    size_t o = 0, s, v;
-    for (; o + 16 <= n; o += 16) { /* four vectors in flight hide the lane loads' latency */
+    size_t o = 0, s, v, l;
+    /* 16 outputs at a time in general registers: per term one index extraction, one scalar load with a
+     * scaled register offset and one add, against an extraction, an address add and a lane insert per term
+     * in vectors (armperf, Cortex-A57 model: the lane loads made the gather load- and insert-bound) */
+    for (; o + 16 <= n; o += 16) {
+        int32_t acc16[16];
         int32x4_t acc[4];
-        for (v = 0; v < 4; ++v) acc[v] = vdupq_n_s32(0);
-        for (s = 0; s < segments; ++s)
-            for (v = 0; v < 4; ++v) acc[v] = vaddq_s32(acc[v], gather4(table + s * ldt, idx + s * n + o + 4 * v));
+        for (l = 0; l < 16; ++l) acc16[l] = 0;
+        for (s = 0; s < segments; ++s) {
+            const int32_t *row = table + s * ldt;
+            const uint16_t *ix = idx + s * n + o;
+            for (v = 0; v < 4; ++v) {
+                uint64_t four;
+                memcpy(&four, ix + 4 * v, sizeof four);
+                acc16[4 * v] += row[four & 0xFFFFu];
+                acc16[4 * v + 1] += row[(four >> 16) & 0xFFFFu];
+                acc16[4 * v + 2] += row[(four >> 32) & 0xFFFFu];
+                acc16[4 * v + 3] += row[four >> 48];
+            }
+        }
+        for (v = 0; v < 4; ++v) acc[v] = vld1q_s32(acc16 + 4 * v);
         for (v = 0; v < 4; ++v) {
             float32x4_t b;
             if (bias != NULL) b = vld1q_f32(bias + o + 4 * v);
@@ -179,7 +194,6 @@ static void gather_neon(const int32_t *table, size_t ldt, size_t segments, const
         float32x4_t b = vdupq_n_f32(0.0f), r;
         float lanes[4];
         uint16_t tail[4];
-        size_t l;
         for (s = 0; s < segments; ++s) {
             for (l = 0; l < 4; ++l) tail[l] = o + l < n ? idx[s * n + o + l] : 0;
             acc = vaddq_s32(acc, gather4(table + s * ldt, tail));
