@@ -6,8 +6,11 @@
 #include <arm_neon.h>
 #include <string.h>
 
+#include "em_neon_int8.h"
+
 #include "../em_internal.h"
 #include "../opt/em_i8a_tables.h"
+#include "../ref/em_ref_kernels.h"
 
 #if defined(__GNUC__) || defined(__clang__)
 #define I8A_INLINE static inline __attribute__((always_inline))
@@ -15,14 +18,6 @@
 #define I8A_INLINE static inline
 #endif
 
-static inline int32x4_t pair_sums(int32x4_t lo, int32x4_t hi)
-{
-#if defined(__aarch64__)
-    return vpaddq_s32(lo, hi);
-#else
-    return vcombine_s32(vpadd_s32(vget_low_s32(lo), vget_high_s32(lo)), vpadd_s32(vget_low_s32(hi), vget_high_s32(hi)));
-#endif
-}
 
 /* 4 codewords × one vector of 4 pixels at a time: 8 accumulators of pairs */
 static void build_planar_neon(const int8_t *cb, const int8_t *x, size_t k4, size_t c4, size_t blocks, int32_t *table,
@@ -46,7 +41,7 @@ static void build_planar_neon(const int8_t *cb, const int8_t *x, size_t k4, size
                         hi[i] = vpadalq_s16(hi[i], vmull_s8(vget_high_s8(xv), wd));
                     }
                 }
-                for (i = 0; i < 4; ++i) vst1q_s32(table + (c0 + i) * ldt + b * 16 + 4 * v, pair_sums(lo[i], hi[i]));
+                for (i = 0; i < 4; ++i) vst1q_s32(table + (c0 + i) * ldt + b * 16 + 4 * v, em_neon_pair_sums(lo[i], hi[i]));
             }
 }
 
@@ -65,7 +60,7 @@ static void build_row_neon(const int8_t *cb, const int8_t *x, size_t k4, size_t 
             lo = vpadalq_s16(lo, vmull_s8(vget_low_s8(w), xd));
             hi = vpadalq_s16(hi, vmull_s8(vget_high_s8(w), xd));
         }
-        vst1q_s32(table + c0, pair_sums(lo, hi));
+        vst1q_s32(table + c0, em_neon_pair_sums(lo, hi));
     }
 }
 
@@ -129,28 +124,6 @@ static void accumulate_planar_neon(const int32_t *table, const uint32_t *offset,
 #undef I8A_GROUP
 }
 
-#if defined(__aarch64__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-/* four indices in one 64-bit load (the LUT_DENSE float gather does the same: one load pipe) */
-static inline int32x4_t gather4(const int32_t *row, const uint16_t *ix)
-{
-    uint64_t four;
-    int32x4_t v;
-    memcpy(&four, ix, sizeof four);
-    v = vdupq_n_s32(row[four & 0xFFFFu]);
-    v = vld1q_lane_s32(row + ((four >> 16) & 0xFFFFu), v, 1);
-    v = vld1q_lane_s32(row + ((four >> 32) & 0xFFFFu), v, 2);
-    return vld1q_lane_s32(row + (four >> 48), v, 3);
-}
-#else
-static inline int32x4_t gather4(const int32_t *row, const uint16_t *ix)
-{
-    int32x4_t v = vdupq_n_s32(row[ix[0]]);
-    v = vld1q_lane_s32(row + ix[1], v, 1);
-    v = vld1q_lane_s32(row + ix[2], v, 2);
-    return vld1q_lane_s32(row + ix[3], v, 3);
-}
-#endif
-
 static void gather_neon(const int32_t *table, size_t ldt, size_t segments, const uint16_t *idx, size_t n,
                         float scale, const float *bias, uint32_t activation, float *y)
 {
@@ -167,12 +140,16 @@ static void gather_neon(const int32_t *table, size_t ldt, size_t segments, const
             const int32_t *row = table + s * ldt;
             const uint16_t *ix = idx + s * n + o;
             for (v = 0; v < 4; ++v) {
-                uint64_t four;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+                uint64_t four; /* four indices in one 64-bit load */
                 memcpy(&four, ix + 4 * v, sizeof four);
                 acc16[4 * v] += row[four & 0xFFFFu];
                 acc16[4 * v + 1] += row[(four >> 16) & 0xFFFFu];
                 acc16[4 * v + 2] += row[(four >> 32) & 0xFFFFu];
                 acc16[4 * v + 3] += row[four >> 48];
+#else
+                for (l = 0; l < 4; ++l) acc16[4 * v + l] += row[ix[4 * v + l]];
+#endif
             }
         }
         for (v = 0; v < 4; ++v) acc[v] = vld1q_s32(acc16 + 4 * v);
@@ -182,30 +159,13 @@ static void gather_neon(const int32_t *table, size_t ldt, size_t segments, const
             vst1q_f32(y + o + 4 * v, epilogue(acc[v], vscale, bias != NULL ? &b : NULL, activation));
         }
     }
-    for (; o + 4 <= n; o += 4) {
-        int32x4_t acc = vdupq_n_s32(0);
-        float32x4_t b;
-        for (s = 0; s < segments; ++s) acc = vaddq_s32(acc, gather4(table + s * ldt, idx + s * n + o));
-        if (bias != NULL) b = vld1q_f32(bias + o);
-        vst1q_f32(y + o, epilogue(acc, vscale, bias != NULL ? &b : NULL, activation));
-    }
-    if (o < n) { /* the last 1-3 outputs: lanes in a zero-padded vector, stored lane by lane */
-        int32x4_t acc = vdupq_n_s32(0);
-        float32x4_t b = vdupq_n_f32(0.0f), r;
-        float lanes[4];
-        uint16_t tail[4];
-        for (s = 0; s < segments; ++s) {
-            for (l = 0; l < 4; ++l) tail[l] = o + l < n ? idx[s * n + o + l] : 0;
-            acc = vaddq_s32(acc, gather4(table + s * ldt, tail));
-        }
-        if (bias != NULL) {
-            float bl[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            for (l = 0; o + l < n; ++l) bl[l] = bias[o + l];
-            b = vld1q_f32(bl);
-        }
-        r = epilogue(acc, vscale, bias != NULL ? &b : NULL, activation);
-        vst1q_f32(lanes, r);
-        for (l = 0; o + l < n; ++l) y[o + l] = lanes[l];
+    for (; o < n; ++o) { /* the last 1-15 outputs: one at a time, the same float32 operations */
+        int32_t sum = 0;
+        float value;
+        for (s = 0; s < segments; ++s) sum += table[s * ldt + idx[s * n + o]];
+        value = (float)sum * scale;
+        if (bias != NULL) value += bias[o];
+        y[o] = em_activate(value, activation);
     }
 }
 

@@ -66,35 +66,23 @@ static void build_planar_sdot(const int8_t *cb, const int8_t *x, size_t k4, size
     }
 }
 
-/* 16 codewords at a time: one broadcast of the input's group, four codebook vectors, four sdot */
+/* 16 codewords at a time (c4 is a multiple of 16): one broadcast of the input's group, four codebook vectors,
+ * four sdot */
 static void build_row_sdot(const int8_t *cb, const int8_t *x, size_t k4, size_t c4, int32_t *table)
 {
-    size_t c0 = 0, q, i;
-    for (; c0 + 16 <= c4; c0 += 16) {
-        const int8_t *cq[4];
+    size_t c0, q, i;
+    for (c0 = 0; c0 < c4; c0 += 16) {
+        const int8_t *cq = cb + c0 / 4 * k4 * 16;
         int32x4_t acc[4];
-        for (i = 0; i < 4; ++i) {
-            cq[i] = cb + (c0 / 4 + i) * k4 * 16;
-            acc[i] = vdupq_n_s32(0);
-        }
+        for (i = 0; i < 4; ++i) acc[i] = vdupq_n_s32(0);
         for (q = 0; q < k4; ++q) {
             int32_t v;
             int8x16_t xd;
             memcpy(&v, x + 4 * q, sizeof v);
             xd = vreinterpretq_s8_s32(vdupq_n_s32(v));
-            for (i = 0; i < 4; ++i) acc[i] = vdotq_s32(acc[i], vld1q_s8(cq[i] + 16 * q), xd);
+            for (i = 0; i < 4; ++i) acc[i] = vdotq_s32(acc[i], vld1q_s8(cq + (i * k4 + q) * 16), xd);
         }
         for (i = 0; i < 4; ++i) vst1q_s32(table + c0 + 4 * i, acc[i]);
-    }
-    for (; c0 < c4; c0 += 4) {
-        const int8_t *cq = cb + c0 / 4 * k4 * 16;
-        int32x4_t acc = vdupq_n_s32(0);
-        for (q = 0; q < k4; ++q) {
-            int32_t v;
-            memcpy(&v, x + 4 * q, sizeof v);
-            acc = vdotq_s32(acc, vld1q_s8(cq + 16 * q), vreinterpretq_s8_s32(vdupq_n_s32(v)));
-        }
-        vst1q_s32(table + c0, acc);
     }
 }
 

@@ -31,7 +31,7 @@ typedef struct em_i8a_tables_micro {
     void (*build_planar)(const int8_t *cb, const int8_t *x, size_t k4, size_t c4, size_t blocks, int32_t *table,
                          size_t ldt);
     /* One vector of table entries (LUT_DENSE): table[c] = Σ_{q < k4} Σ_{e < 4} cb[((c / 4)·k4 + q)·16 + (c % 4)·4 + e] · x[4q + e]
-     * for c < c4 (a multiple of 4). */
+     * for c < c4 (a multiple of 16). */
     void (*build_row)(const int8_t *cb, const int8_t *x, size_t k4, size_t c4, int32_t *table);
     /* Planar accumulation of one output channel over `vectors` runs of 4 pixels, run v starting at table
      * column start[v] (only the columns of output pixels: a row's run of out_w pixels, not the padding
@@ -59,10 +59,10 @@ void em_i8a_gather_neon(const int32_t *table, size_t ldt, size_t segments, const
 extern const em_i8a_tables_micro em_i8a_tables_sdot;
 #endif
 
-/* The micro-kernels kernel set `kernels` runs on this CPU: sdot on the neon set where the CPU has the dot
- * product, else NEON smull/sadalp; generic C on every other set. */
+/* em_i8a_tables_micro_for: what kernel set `kernels` runs on this CPU (sdot on the neon set where the CPU has
+ * the dot product, else NEON smull/sadalp; generic C on every other set); em_i8a_tables_micro_list: every
+ * implementation this build has and this CPU runs, up to `max` of them into `out` (for parity tests). */
 const em_i8a_tables_micro *em_i8a_tables_micro_for(uint32_t kernels);
-/* Every implementation this build has and this CPU runs (for parity tests). */
 size_t em_i8a_tables_micro_list(const em_i8a_tables_micro **out, size_t max);
 
 #endif /* EDGEMERGE_EM_I8A_TABLES_H */

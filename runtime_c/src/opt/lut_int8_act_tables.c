@@ -50,7 +50,8 @@ static int compute_layout(const em_node *node, i8a_tables_layout *L)
 {
     const int dense = node->op == EM_OP_LUT_DENSE;
     const uint64_t r = node->seg_len, S = node->segments, C = node->codewords;
-    const uint64_t k4 = (r + 3u) / 4u, c4 = (C + 3u) / 4u * 4u;
+    const uint64_t k4 = (r + 3u) / 4u;
+    const uint64_t c4 = dense ? (C + 15u) / 16u * 16u : (C + 3u) / 4u * 4u; /* build_row: 16 codewords a step */
     const uint64_t cb_segments = em_lut_codebook_segments(node);
     uint64_t cb_bytes, table, qx;
     memset(L, 0, sizeof *L);
@@ -120,14 +121,9 @@ int em_lut_int8_act_tables_supports(const em_node *node)
 em_status em_lut_int8_act_tables_plan(const em_model *model, em_node *node, em_error *err)
 {
     i8a_tables_layout L;
+    const int fits = compute_layout(node, &L);
     (void)model;
-    if (!compute_layout(node, &L)) /* em_kernel_choose checked supports(); defensive */
-        return em_fail_node(err, EM_STATUS_LIMIT, node, "too large for kernel %s", node->kernel->name);
-    node->packed_bytes = L.packed_bytes;
-    node->scratch_bytes = L.scratch_bytes;
-    node->table_bytes = 0;
-    node->table_shareable = 0;
-    return EM_STATUS_OK;
+    return em_opt_plan_own_bytes(node, fits, L.packed_bytes, L.scratch_bytes, err);
 }
 
 /* The quantised codebook in the build's operand layout: [cb segment][C4 / 4][k4][4 codewords][4]. */
