@@ -124,39 +124,51 @@ static void accumulate_planar_neon(const int32_t *table, const uint32_t *offset,
 #undef I8A_GROUP
 }
 
-static void gather_neon(const int32_t *table, size_t ldt, size_t segments, const uint16_t *idx, size_t n,
+/* Lanes row[i0], row[i1], row[i2], row[i3] for the four uint8 indices packed in `four` (lowest byte first) */
+static inline int32x4_t lanes_by_bytes(const int32_t *row, uint32_t four)
+{
+    int32x4_t v = vsetq_lane_s32(row[four & 0xFFu], vdupq_n_s32(0), 0); /* one `ldr s` (it clears the rest) */
+    v = vld1q_lane_s32(row + ((four >> 8) & 0xFFu), v, 1);
+    v = vld1q_lane_s32(row + ((four >> 16) & 0xFFu), v, 2);
+    return vld1q_lane_s32(row + (four >> 24), v, 3);
+}
+
+static inline uint64_t eight_indices(const uint8_t *ix)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t eight;
+    memcpy(&eight, ix, sizeof eight);
+    return eight;
+#else
+    uint64_t eight = 0;
+    size_t l;
+    for (l = 0; l < 8; ++l) eight |= (uint64_t)ix[l] << (8 * l);
+    return eight;
+#endif
+}
+
+/* 16 outputs at a time, four vectors in flight (they hide the lane loads' latency); uint8 indices, eight per
+ * 64-bit load (16-bit ones cost a load per four terms on the Cortex-A57 model's one load pipe) */
+static void gather_neon(const int32_t *table, size_t ldt, size_t segments, const uint8_t *idx, size_t n,
                         float scale, const float *bias, uint32_t activation, float *y)
 {
     const float32x4_t vscale = vdupq_n_f32(scale);
-    size_t o = 0, s, v, l;
-    /* 16 outputs at a time in general registers: per term one index extraction, one scalar load with a
-     * scaled register offset and one add, against an extraction, an address add and a lane insert per term
-     * in vectors (armperf, Cortex-A57 model: the lane loads made the gather load- and insert-bound) */
+    size_t o = 0, s, v;
     for (; o + 16 <= n; o += 16) {
-        int32_t acc16[16];
         int32x4_t acc[4];
-        for (l = 0; l < 16; ++l) acc16[l] = 0;
+        for (v = 0; v < 4; ++v) acc[v] = vdupq_n_s32(0);
         for (s = 0; s < segments; ++s) {
             const int32_t *row = table + s * ldt;
-            const uint16_t *ix = idx + s * n + o;
-            for (v = 0; v < 4; ++v) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-                uint64_t four; /* four indices in one 64-bit load */
-                memcpy(&four, ix + 4 * v, sizeof four);
-                acc16[4 * v] += row[four & 0xFFFFu];
-                acc16[4 * v + 1] += row[(four >> 16) & 0xFFFFu];
-                acc16[4 * v + 2] += row[(four >> 32) & 0xFFFFu];
-                acc16[4 * v + 3] += row[four >> 48];
-#else
-                for (l = 0; l < 4; ++l) acc16[4 * v + l] += row[ix[4 * v + l]];
-#endif
-            }
+            const uint64_t a = eight_indices(idx + s * n + o), b = eight_indices(idx + s * n + o + 8);
+            acc[0] = vaddq_s32(acc[0], lanes_by_bytes(row, (uint32_t)a));
+            acc[1] = vaddq_s32(acc[1], lanes_by_bytes(row, (uint32_t)(a >> 32)));
+            acc[2] = vaddq_s32(acc[2], lanes_by_bytes(row, (uint32_t)b));
+            acc[3] = vaddq_s32(acc[3], lanes_by_bytes(row, (uint32_t)(b >> 32)));
         }
-        for (v = 0; v < 4; ++v) acc[v] = vld1q_s32(acc16 + 4 * v);
         for (v = 0; v < 4; ++v) {
-            float32x4_t b;
-            if (bias != NULL) b = vld1q_f32(bias + o + 4 * v);
-            vst1q_f32(y + o + 4 * v, epilogue(acc[v], vscale, bias != NULL ? &b : NULL, activation));
+            float32x4_t bv;
+            if (bias != NULL) bv = vld1q_f32(bias + o + 4 * v);
+            vst1q_f32(y + o + 4 * v, epilogue(acc[v], vscale, bias != NULL ? &bv : NULL, activation));
         }
     }
     for (; o < n; ++o) { /* the last 1-15 outputs: one at a time, the same float32 operations */
@@ -175,7 +187,7 @@ void em_i8a_accumulate_planar_neon(const int32_t *table, const uint32_t *offset,
     accumulate_planar_neon(table, offset, count, start, vectors, scale, bias, activation, out);
 }
 
-void em_i8a_gather_neon(const int32_t *table, size_t ldt, size_t segments, const uint16_t *idx, size_t n, float scale,
+void em_i8a_gather_neon(const int32_t *table, size_t ldt, size_t segments, const uint8_t *idx, size_t n, float scale,
                         const float *bias, uint32_t activation, float *y)
 {
     gather_neon(table, ldt, segments, idx, n, scale, bias, activation, y);
