@@ -14,57 +14,34 @@
 
 #include "../opt/em_i8a_tables.h"
 
+/* acc[lane][v] += sdot of pixel vector v with codeword `lane`'s group (the lane must be a constant) */
+#define I8A_DOT_LANE(lane)                                                                                     \
+    for (v = 0; v < 4; ++v) acc[lane][v] = vdotq_laneq_s32(acc[lane][v], xv[v], w, lane)
+
 static void build_planar_sdot(const int8_t *cb, const int8_t *x, size_t k4, size_t c4, size_t blocks, int32_t *table,
                               size_t ldt)
 {
-    size_t c0, b, q;
-    for (c0 = 0; c0 < c4; c0 += 4) {
-        int32_t *t0 = table + c0 * ldt, *t1 = t0 + ldt, *t2 = t1 + ldt, *t3 = t2 + ldt;
+    size_t c0, b, q, i, v;
+    for (c0 = 0; c0 < c4; c0 += 4)
         for (b = 0; b < blocks; ++b) {
             const int8_t *xq = x + b * k4 * 64, *cq = cb + c0 / 4 * k4 * 16;
-            int32x4_t a00 = vdupq_n_s32(0), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00;
-            int32x4_t a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00;
-            int32x4_t a33 = a00;
+            int32x4_t acc[4][4];
+            for (i = 0; i < 4; ++i)
+                for (v = 0; v < 4; ++v) acc[i][v] = vdupq_n_s32(0);
             for (q = 0; q < k4; ++q, xq += 64, cq += 16) {
                 const int8x16_t w = vld1q_s8(cq);
-                const int8x16_t x0 = vld1q_s8(xq), x1 = vld1q_s8(xq + 16), x2 = vld1q_s8(xq + 32),
-                                x3 = vld1q_s8(xq + 48);
-                a00 = vdotq_laneq_s32(a00, x0, w, 0);
-                a01 = vdotq_laneq_s32(a01, x1, w, 0);
-                a02 = vdotq_laneq_s32(a02, x2, w, 0);
-                a03 = vdotq_laneq_s32(a03, x3, w, 0);
-                a10 = vdotq_laneq_s32(a10, x0, w, 1);
-                a11 = vdotq_laneq_s32(a11, x1, w, 1);
-                a12 = vdotq_laneq_s32(a12, x2, w, 1);
-                a13 = vdotq_laneq_s32(a13, x3, w, 1);
-                a20 = vdotq_laneq_s32(a20, x0, w, 2);
-                a21 = vdotq_laneq_s32(a21, x1, w, 2);
-                a22 = vdotq_laneq_s32(a22, x2, w, 2);
-                a23 = vdotq_laneq_s32(a23, x3, w, 2);
-                a30 = vdotq_laneq_s32(a30, x0, w, 3);
-                a31 = vdotq_laneq_s32(a31, x1, w, 3);
-                a32 = vdotq_laneq_s32(a32, x2, w, 3);
-                a33 = vdotq_laneq_s32(a33, x3, w, 3);
+                int8x16_t xv[4];
+                for (v = 0; v < 4; ++v) xv[v] = vld1q_s8(xq + 16 * v);
+                I8A_DOT_LANE(0);
+                I8A_DOT_LANE(1);
+                I8A_DOT_LANE(2);
+                I8A_DOT_LANE(3);
             }
-            vst1q_s32(t0 + 16 * b, a00);
-            vst1q_s32(t0 + 16 * b + 4, a01);
-            vst1q_s32(t0 + 16 * b + 8, a02);
-            vst1q_s32(t0 + 16 * b + 12, a03);
-            vst1q_s32(t1 + 16 * b, a10);
-            vst1q_s32(t1 + 16 * b + 4, a11);
-            vst1q_s32(t1 + 16 * b + 8, a12);
-            vst1q_s32(t1 + 16 * b + 12, a13);
-            vst1q_s32(t2 + 16 * b, a20);
-            vst1q_s32(t2 + 16 * b + 4, a21);
-            vst1q_s32(t2 + 16 * b + 8, a22);
-            vst1q_s32(t2 + 16 * b + 12, a23);
-            vst1q_s32(t3 + 16 * b, a30);
-            vst1q_s32(t3 + 16 * b + 4, a31);
-            vst1q_s32(t3 + 16 * b + 8, a32);
-            vst1q_s32(t3 + 16 * b + 12, a33);
+            for (i = 0; i < 4; ++i)
+                for (v = 0; v < 4; ++v) vst1q_s32(table + (c0 + i) * ldt + 16 * b + 4 * v, acc[i][v]);
         }
-    }
 }
+#undef I8A_DOT_LANE
 
 /* 16 codewords at a time (c4 is a multiple of 16): one broadcast of the input's group, four codebook vectors,
  * four sdot */

@@ -54,9 +54,9 @@ void em_i8a_accumulate_planar_neon(const int32_t *table, const uint32_t *offset,
                                    size_t vectors, float scale, const float *bias, uint32_t activation, float *out);
 void em_i8a_gather_neon(const int32_t *table, size_t ldt, size_t segments, const uint8_t *idx, size_t n, float scale,
                         const float *bias, uint32_t activation, float *y);
-#endif
-#if defined(EM_HAVE_ARM_DOTPROD)
+#if defined(EM_HAVE_ARM_DOTPROD) /* (only with NEON) */
 extern const em_i8a_tables_micro em_i8a_tables_sdot;
+#endif
 #endif
 
 /* em_i8a_tables_micro_for: what kernel set `kernels` runs on this CPU (sdot on the neon set where the CPU has
