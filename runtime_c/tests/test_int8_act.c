@@ -177,14 +177,14 @@ static void check_table_sums(const em_i8a_tables_micro *m, em_test_rng *rng)
     enum { LDT = 20, ROWS = 24, TERMS = 9, N = 37 };
     int32_t *table = (int32_t *)malloc((ROWS * 100 + 100) * sizeof(int32_t));
     uint32_t offset[TERMS], start[26];
-    uint8_t idx[ROWS * N];
+    uint16_t idx[ROWS * N];
     float bias[N], want[104], got[104];
     const float scale = 0.0123f;
     size_t i, si, ai, b, bad = 0;
     for (i = 0; i < ROWS * 100 + 100; ++i) table[i] = (int32_t)em_test_rand_below(rng, 2000001) - 1000000;
     for (i = 0; i < TERMS; ++i) offset[i] = (uint32_t)em_test_rand_below(rng, ROWS * 100);
     for (i = 0; i < 26; ++i) start[i] = (uint32_t)(i / 3 * 9 + i % 3 * 4); /* rows of 3 runs, 9 columns apart */
-    for (i = 0; i < ROWS * N; ++i) idx[i] = (uint8_t)em_test_rand_below(rng, LDT);
+    for (i = 0; i < ROWS * N; ++i) idx[i] = (uint16_t)em_test_rand_below(rng, LDT);
     for (i = 0; i < N; ++i) bias[i] = (float)em_test_rand_below(rng, 2001) / 100.0f - 10.0f;
     for (ai = 0; ai < 3; ++ai)
         for (b = 0; b < 2; ++b) {

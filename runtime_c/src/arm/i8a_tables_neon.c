@@ -124,32 +124,30 @@ static void accumulate_planar_neon(const int32_t *table, const uint32_t *offset,
 #undef I8A_GROUP
 }
 
-/* Lanes row[i0], row[i1], row[i2], row[i3] for the four uint8 indices packed in `four` (lowest byte first) */
-static inline int32x4_t lanes_by_bytes(const int32_t *row, uint32_t four)
+/* Adds row[ix[0..7]] to acc[0] (lanes 0-3) and acc[1] (lanes 4-7): the eight 16-bit indices in two 64-bit
+ * loads, split with shifts (a load per index made the float gather load-bound, armperf) */
+static inline void add_eight(const int32_t *row, const uint16_t *ix, int32x4_t *acc)
 {
-    int32x4_t v = vsetq_lane_s32(row[four & 0xFFu], vdupq_n_s32(0), 0); /* one `ldr s` (it clears the rest) */
-    v = vld1q_lane_s32(row + ((four >> 8) & 0xFFu), v, 1);
-    v = vld1q_lane_s32(row + ((four >> 16) & 0xFFu), v, 2);
-    return vld1q_lane_s32(row + (four >> 24), v, 3);
-}
-
-static inline uint64_t eight_indices(const uint8_t *ix)
-{
+    int k;
+    for (k = 0; k < 2; ++k) {
+        uint64_t four;
+        int32x4_t v;
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    uint64_t eight;
-    memcpy(&eight, ix, sizeof eight);
-    return eight;
+        memcpy(&four, ix + 4 * k, sizeof four);
 #else
-    uint64_t eight = 0;
-    size_t l;
-    for (l = 0; l < 8; ++l) eight |= (uint64_t)ix[l] << (8 * l);
-    return eight;
+        four = (uint64_t)ix[4 * k] | (uint64_t)ix[4 * k + 1] << 16 | (uint64_t)ix[4 * k + 2] << 32 |
+               (uint64_t)ix[4 * k + 3] << 48;
 #endif
+        v = vdupq_n_s32(row[four & 0xFFFFu]);
+        v = vld1q_lane_s32(row + ((four >> 16) & 0xFFFFu), v, 1);
+        v = vld1q_lane_s32(row + ((four >> 32) & 0xFFFFu), v, 2);
+        acc[k] = vaddq_s32(acc[k], vld1q_lane_s32(row + (four >> 48), v, 3));
+    }
 }
 
-/* 16 outputs at a time, four vectors in flight (they hide the lane loads' latency); uint8 indices, eight per
- * 64-bit load (16-bit ones cost a load per four terms on the Cortex-A57 model's one load pipe) */
-static void gather_neon(const int32_t *table, size_t ldt, size_t segments, const uint8_t *idx, size_t n,
+/* 16 outputs at a time, four vectors in flight (they hide the lane loads' latency); the rest one by one.
+ * (uint8 indices, eight per load, and sums in general registers both modelled slower, armperf A76) */
+static void gather_neon(const int32_t *table, size_t ldt, size_t segments, const uint16_t *idx, size_t n,
                         float scale, const float *bias, uint32_t activation, float *y)
 {
     const float32x4_t vscale = vdupq_n_f32(scale);
@@ -158,12 +156,8 @@ static void gather_neon(const int32_t *table, size_t ldt, size_t segments, const
         int32x4_t acc[4];
         for (v = 0; v < 4; ++v) acc[v] = vdupq_n_s32(0);
         for (s = 0; s < segments; ++s) {
-            const int32_t *row = table + s * ldt;
-            const uint64_t a = eight_indices(idx + s * n + o), b = eight_indices(idx + s * n + o + 8);
-            acc[0] = vaddq_s32(acc[0], lanes_by_bytes(row, (uint32_t)a));
-            acc[1] = vaddq_s32(acc[1], lanes_by_bytes(row, (uint32_t)(a >> 32)));
-            acc[2] = vaddq_s32(acc[2], lanes_by_bytes(row, (uint32_t)b));
-            acc[3] = vaddq_s32(acc[3], lanes_by_bytes(row, (uint32_t)(b >> 32)));
+            add_eight(table + s * ldt, idx + s * n + o, acc);
+            add_eight(table + s * ldt, idx + s * n + o + 8, acc + 2);
         }
         for (v = 0; v < 4; ++v) {
             float32x4_t bv;
@@ -187,7 +181,7 @@ void em_i8a_accumulate_planar_neon(const int32_t *table, const uint32_t *offset,
     accumulate_planar_neon(table, offset, count, start, vectors, scale, bias, activation, out);
 }
 
-void em_i8a_gather_neon(const int32_t *table, size_t ldt, size_t segments, const uint8_t *idx, size_t n, float scale,
+void em_i8a_gather_neon(const int32_t *table, size_t ldt, size_t segments, const uint16_t *idx, size_t n, float scale,
                         const float *bias, uint32_t activation, float *y)
 {
     gather_neon(table, ldt, segments, idx, n, scale, bias, activation, y);

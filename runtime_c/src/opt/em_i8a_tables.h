@@ -42,7 +42,7 @@ typedef struct em_i8a_tables_micro {
                               size_t vectors, float scale, const float *bias, uint32_t activation, float *out);
     /* LUT_DENSE: y[o] = act(f32(f32(Σ_{s < segments} table[s·ldt + idx[s·n + o]]) · scale) + bias[o]) for o < n
      * (bias NULL: no bias). */
-    void (*gather)(const int32_t *table, size_t ldt, size_t segments, const uint8_t *idx, size_t n, float scale,
+    void (*gather)(const int32_t *table, size_t ldt, size_t segments, const uint16_t *idx, size_t n, float scale,
                    const float *bias, uint32_t activation, float *y);
 } em_i8a_tables_micro;
 
@@ -52,7 +52,7 @@ extern const em_i8a_tables_micro em_i8a_tables_neon;
 /* the NEON accumulation and gather, which the sdot set shares */
 void em_i8a_accumulate_planar_neon(const int32_t *table, const uint32_t *offset, size_t count, const uint32_t *start,
                                    size_t vectors, float scale, const float *bias, uint32_t activation, float *out);
-void em_i8a_gather_neon(const int32_t *table, size_t ldt, size_t segments, const uint8_t *idx, size_t n, float scale,
+void em_i8a_gather_neon(const int32_t *table, size_t ldt, size_t segments, const uint16_t *idx, size_t n, float scale,
                         const float *bias, uint32_t activation, float *y);
 #if defined(EM_HAVE_ARM_DOTPROD) /* (only with NEON) */
 extern const em_i8a_tables_micro em_i8a_tables_sdot;

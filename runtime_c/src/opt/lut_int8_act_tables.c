@@ -20,7 +20,7 @@
  * Packed (model-owned, at load). conv: layout | codebook [cb segments][C4/4][k4][4][4] int8 | offset[Cout][terms]
  * uint32 | source pixel of every plane position int32 (−1: padding) | start column of every run of a chunk
  * uint32. dense: layout | codebook | idx [S][Cout]
- * uint8. Scratch: conv: qx rows | x | table [S][C4][ldt] int32 + slack | tile [Cout][tile_ld] float; dense:
+ * uint16. Scratch: conv: qx rows | x | table [S][C4][ldt] int32 + slack | tile [Cout][tile_ld] float; dense:
  * qx | table. */
 #include <string.h>
 
@@ -63,9 +63,9 @@ static int compute_layout(const em_node *node, i8a_tables_layout *L)
     cb_bytes = cb_segments * c4 * k4 * 4u;
     L->cb_offset = align64(sizeof *L);
     if (dense) {
-        uint64_t idx = S * node->out.c; /* uint8: C ≤ 256 (larger codebooks take the decoded GEMM) */
+        uint64_t idx = S * node->out.c * 2u;
         table = S * c4 * 4u;
-        if (C > 256u || table > EM_LUT_TABLE_BUDGET_BYTES || cb_bytes + idx > ((uint64_t)64u << 20)) return 0;
+        if (table > EM_LUT_TABLE_BUDGET_BYTES || cb_bytes + idx > ((uint64_t)64u << 20)) return 0;
         L->idx_offset = L->cb_offset + align64((size_t)cb_bytes);
         L->packed_bytes = L->idx_offset + (size_t)idx;
         L->table_offset = align64(L->row_bytes);
@@ -155,12 +155,12 @@ void em_lut_int8_act_tables_pack(const em_model *model, em_node *node)
     L->scale = em_int8_act_output_scale(node, em_int8_act_codebook_absmax(node));
     pack_codebook(node, L, (int8_t *)(packed + L->cb_offset));
     if (node->op == EM_OP_LUT_DENSE) {
-        uint8_t *idx = packed + L->idx_offset;
+        uint16_t *idx = (uint16_t *)(void *)(packed + L->idx_offset);
         uint32_t s, o;
         for (s = 0; s < S; ++s)
             for (o = 0; o < cout; ++o)
                 idx[(size_t)s * cout + o] =
-                    (uint8_t)em_idx_get(node->index_map->data, node->index_map->bits, (uint64_t)s * cout + o);
+                    (uint16_t)em_idx_get(node->index_map->data, node->index_map->bits, (uint64_t)s * cout + o);
         return;
     }
     {
@@ -252,7 +252,7 @@ void em_lut_int8_act_tables_run(const em_node *node, const float *input, float *
         for (s = 0; s < S; ++s)
             tm->build_row(cb + s * cb_stride, qx + (size_t)s * k4 * 4u, k4, c4, table + (size_t)s * c4);
         if (env->profile) t1 = em_platform_now_ns();
-        tm->gather(table, c4, S, packed + L->idx_offset, cout, L->scale, bias,
+        tm->gather(table, c4, S, (const uint16_t *)(const void *)(packed + L->idx_offset), cout, L->scale, bias,
                    node->activation, output);
     } else {
         const uint32_t *offset = (const uint32_t *)(const void *)(packed + L->offsets_offset);
@@ -350,7 +350,7 @@ static void accumulate_planar_generic(const int32_t *table, const uint32_t *offs
     }
 }
 
-static void gather_generic(const int32_t *table, size_t ldt, size_t segments, const uint8_t *idx, size_t n,
+static void gather_generic(const int32_t *table, size_t ldt, size_t segments, const uint16_t *idx, size_t n,
                            float scale, const float *bias, uint32_t activation, float *y)
 {
     size_t o, s;
