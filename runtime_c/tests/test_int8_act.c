@@ -288,6 +288,37 @@ static void test_kernels_against_reference(void)
     CHECKF(exercised >= CASE_COUNT, "only %zu int8-act kernel runs", exercised);
 }
 
+/* em_select.c's choice between the two forms: the r = 1 first conv stays the decoded GEMM everywhere; the
+ * README pair's r = 16 conv2 takes the tables where the build is SIMD or both forms are C (neon, generic,
+ * sse2), the decoded GEMM on avx2 / avx512 (vpmaddwd tiles, C table build); LUT_DENSE r = 32 always the tables. */
+static void test_form_choice(void)
+{
+    static const act_case choice_cases[] = {
+        CONV(28, 28, 1, 32, 5, 5, 1, 1, 0, 0, 0, 0, 1, 32, EM_ACT_RELU, 1, 1.0f),
+        CONV(14, 14, 32, 64, 5, 5, 1, 1, 0, 0, 0, 0, 16, 64, EM_ACT_RELU, 1, 1.0f),
+        DENSE(1600, 64, 32, 32, EM_ACT_RELU, 1, 1.0f),
+    };
+    size_t i;
+    uint32_t set;
+    for (i = 0; i < 3; ++i) {
+        built b;
+        float *y;
+        char name[96];
+        build_case(&choice_cases[i], EM_NODE_FLAG_INT8_ACT, 90u + (uint32_t)i, 0, &b);
+        y = (float *)malloc(b.ny * sizeof(float));
+        for (set = EM_KERNELS_GENERIC; set < EM_KERNELS_COUNT; ++set) {
+            const int x86_simd = set == EM_KERNELS_AVX2 || set == EM_KERNELS_AVX512;
+            const int want_tables = i == 2 || (i == 1 && !x86_simd);
+            if (!em_kernels_available(set) || !run_model(&b, set, NULL, y, name, sizeof name)) continue;
+            CHECKF((strstr(name, "_i8a_tables_") != NULL) == want_tables, "case %zu, set %s: chose %s", i,
+                   em_kernels_name(set), name);
+        }
+        free(y);
+        free(b.file);
+        free(b.x);
+    }
+}
+
 /* A NaN or infinite input: every output NaN, in every kernel. */
 static void test_nonfinite_input(void)
 {
@@ -390,6 +421,7 @@ int main(void)
     test_tiles_exact();
     test_table_micro_exact();
     test_kernels_against_reference();
+    test_form_choice();
     test_nonfinite_input();
     test_loader_rules();
     return em_test_summary("test_int8_act");

@@ -12,7 +12,8 @@
  *   cb  [C4 / 4][k4][4 codewords][4]   one 16-byte vector: four codewords' group q
  *   x   [blocks][k4][16 pixels][4]     one 16-byte vector: four pixels' group q
  *
- *   opt/lut_int8_act_tables.c     generic C (x86 sets included: the table build is a small part there)
+ *   opt/lut_int8_act_tables.c     generic C (every x86 set: on avx2 / avx512 em_select.c keeps the decoded GEMM's
+ *                                 vpmaddwd tiles for LUT_CONV2D and takes the tables for LUT_DENSE only)
  *   arm/i8a_tables_neon.c         NEON smull + sadalp (ARMv8.0 and armv7: Cortex-A53, A72), the int32
  *                                 accumulation and gather with bias and ReLU in registers
  *   arm/i8a_tables_sdot.c         the ARMv8.2 dot product build (Cortex-A55, A76), where HWCAP has asimddp */
