@@ -87,8 +87,10 @@ static int lut_conv2d_prefers_decoded(const em_model *model, const em_node *node
  * im2col copies, bias pass: 1.40 M for fashion's 730 k units, 0.51 M for words' 213 k), a build unit 3.6
  * (build_planar_sdot 131 k for 49.7 k units, the plane's padding pixels included, plus the operand copy), a
  * planar read 0.83-0.86 (accumulate_planar_neon 265 k for 320 k reads, 127 k for 147 k) and a gathered read
- * 3.8 (gather_neon 193 k for 51 k); the weights are these over 2.0. The table form then wins on the pair's
- * r = 16 / 32 layers (LUT_DENSE by 10-20×, the convolutions by 1.2-2×) and loses on the r = 1 first convs.
+ * 3.8 (gather_neon 193 k for 51 k); the weights are these over 2.0. By this estimate the table form wins on
+ * the pair's r = 16 / 32 layers (LUT_DENSE by 3.4-4.2×, the convolutions by 1.25-1.85×) and loses on the
+ * r = 1 first convs (by about 7×); the A76 model measured the whole file 1.50 M instructions with the
+ * tables against 2.55 M decoded. On MobileNetV2-style r = 4 layers (1×1) it keeps the decoded GEMM.
  * On the avx2 and avx512 sets LUT_CONV2D keeps the decoded GEMM: its tile is vpmaddwd there while the
  * table build is generic C (x86-64 host, per-node profile of the same file, 300 runs, loaded machine: words
  * conv2 / conv3 about 175 / 90 µs decoded against 505 / 305 µs as tables; the whole file 0.46 against
