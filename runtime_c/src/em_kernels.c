@@ -54,6 +54,12 @@
     EM_FAST_KERNEL(EM_OP_LUT_DENSE, EM_ALGO_LUT_INT8_ACT, EM_ISA_MICRO, "lut_dense_i8a_" set_,                   \
                    em_lut_int8_act_supports, em_lut_int8_act_plan, em_lut_int8_act_pack, em_lut_int8_act_run,     \
                    &(micro_)),                                                                                  \
+    EM_FAST_KERNEL(EM_OP_LUT_CONV2D, EM_ALGO_LUT_INT8_ACT_TABLES, EM_ISA_MICRO, "lut_conv2d_i8a_tables_" set_,   \
+                   em_lut_int8_act_tables_supports, em_lut_int8_act_tables_plan, em_lut_int8_act_tables_pack,  \
+                   em_lut_int8_act_tables_run, &(micro_)),                                                     \
+    EM_FAST_KERNEL(EM_OP_LUT_DENSE, EM_ALGO_LUT_INT8_ACT_TABLES, EM_ISA_MICRO, "lut_dense_i8a_tables_" set_,     \
+                   em_lut_int8_act_tables_supports, em_lut_int8_act_tables_plan, em_lut_int8_act_tables_pack,  \
+                   em_lut_int8_act_tables_run, &(micro_)),                                                     \
     {.op = EM_OP_CONV2D, .algorithm = EM_ALGO_DIRECT, .isa = EM_ISA_MICRO, .name = "conv2d_f32_direct_" set_,    \
      .plan = em_conv2d_direct_plan, .run = em_conv2d_direct_run, .micro = &(micro_),                            \
      .fusable = em_conv2d_1x1_supports, .fused_run = em_conv2d_direct_fused_run, .residual_add = 1,            \
@@ -128,7 +134,7 @@ static const em_kernel em_registry[] = {
 
 #define EM_FAST_ALGORITHMS                                                                                     \
     (EM_ALGO_BIT(EM_ALGO_LUT_TABLES) | EM_ALGO_BIT(EM_ALGO_LUT_DECODED) | EM_ALGO_BIT(EM_ALGO_LUT_INT8) |        \
-     EM_ALGO_BIT(EM_ALGO_LUT_INT8_ACT) |                                                                       \
+     EM_ALGO_BIT(EM_ALGO_LUT_INT8_ACT) | EM_ALGO_BIT(EM_ALGO_LUT_INT8_ACT_TABLES) |                           \
      EM_ALGO_BIT(EM_ALGO_DIRECT) | EM_ALGO_BIT(EM_ALGO_GEMV) | EM_ALGO_BIT(EM_ALGO_ROWS) |                       \
      EM_ALGO_BIT(EM_ALGO_COPY) | EM_BLAS_ALGORITHMS)
 #if defined(EM_HAVE_OPENBLAS)

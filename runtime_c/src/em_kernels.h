@@ -39,6 +39,7 @@ typedef enum em_algorithm {
     EM_ALGO_COPY,          /* RESHAPE / ACTIVATION: copy with the activation */
     EM_ALGO_FUSED,         /* nothing left to do: the op was fused into the node that feeds it */
     EM_ALGO_LUT_INT8_ACT,  /* int8 input and codebook, int32 sums: an int8 GEMM (flag INT8_ACT) */
+    EM_ALGO_LUT_INT8_ACT_TABLES, /* the same as int32 tables (sdot build) and sums by index (flag INT8_ACT) */
     EM_ALGO_COUNT
 } em_algorithm;
 

@@ -97,6 +97,51 @@ static int lut_dense_prefers_decoded(const em_model *model, const em_node *node)
     return lut_x10 > in * out * EM_LUT_DECODE_MARGIN_X10;
 }
 
+/* int8 activations (flag INT8_ACT): the table form (int32 tables built with sdot, sums by index) against
+ * the decoded int8 GEMM (codebook expanded into int8 weights at load). Work, in units of one sdot (16
+ * int8 multiply-adds) of the decoded GEMM's tile:
+ *   table:   in_px·S·ceil4(r)·C / 16 sdot of the build, · EM_I8A_COST_BUILD_X10 / 10, plus
+ *            out_px·taps·S·Cout planar table reads · EM_I8A_COST_READ_X10 / 10 (LUT_DENSE: S·Cout gathered
+ *            reads · EM_I8A_COST_GATHER_X10 / 10)
+ *   decoded: ceil4(out_px)·taps·Cin·Cout / 16 (the tile is 4 pixel rows: LUT_DENSE runs one row of four)
+ * Fitted to armperf's per-function split (instructions, Cortex-A76 model, neon set with sdot) of the README
+ * pair at `light` with every r > 1 LUT layer flagged: a decoded unit cost 1.9-2.4 instructions (tile_sdot,
+ * im2col copies, bias pass: 1.40 M for fashion's 730 k units, 0.51 M for words' 213 k), a build unit 3.6
+ * (build_planar_sdot 131 k for 49.7 k units, the plane's padding pixels included, plus the operand copy), a
+ * planar read 0.83-0.86 (accumulate_planar_neon 265 k for 320 k reads, 127 k for 147 k) and a gathered read
+ * 3.8 (gather_neon 193 k for 51 k); the weights are these over 2.0. By this estimate the table form wins on
+ * the pair's r = 16 / 32 layers (LUT_DENSE by 3.4-4.2×, the convolutions by 1.25-1.85×) and loses on the
+ * r = 1 first convs (by about 7×); the A76 model measured the whole file 1.50 M instructions with the
+ * tables against 2.55 M decoded. On MobileNetV2-style r = 4 layers (1×1) it keeps the decoded GEMM.
+ * On the avx2 and avx512 sets LUT_CONV2D keeps the decoded GEMM: its tile is vpmaddwd there while the
+ * table build is generic C (x86-64 host, per-node profile of the same file, 300 runs, loaded machine: words
+ * conv2 / conv3 about 175 / 90 µs decoded against 505 / 305 µs as tables; the whole file 0.46 against
+ * 0.61 ms); their LUT_DENSE nodes still take the table form (fashion fc1 about 200 µs against 550-710). */
+#ifndef EM_I8A_COST_BUILD_X10
+#define EM_I8A_COST_BUILD_X10 18u
+#endif
+#ifndef EM_I8A_COST_READ_X10
+#define EM_I8A_COST_READ_X10 4u
+#endif
+#ifndef EM_I8A_COST_GATHER_X10
+#define EM_I8A_COST_GATHER_X10 19u
+#endif
+
+static int int8_act_prefers_tables(const em_node *node, uint32_t kernels)
+{
+    const int dense = node->op == EM_OP_LUT_DENSE;
+    const uint64_t r = node->seg_len, C = node->codewords, S = node->segments;
+    const uint64_t in_c = dense ? node->in.numel : node->in.c;
+    const uint64_t taps = dense ? 1u : (uint64_t)node->kernel_h * node->kernel_w;
+    const uint64_t out_px = dense ? 1u : (uint64_t)node->out.h * node->out.w;
+    const uint64_t in_px = dense ? 1u : (uint64_t)node->in.h * node->in.w;
+    const uint64_t build_x10 = in_px * S * ((r + 3u) / 4u * 4u) * C * EM_I8A_COST_BUILD_X10;
+    const uint64_t read_x10 = out_px * taps * S * node->out.c * (dense ? EM_I8A_COST_GATHER_X10 : EM_I8A_COST_READ_X10);
+    const uint64_t decoded_x10 = (out_px + 3u) / 4u * 4u * taps * in_c * node->out.c * 10u;
+    if (!dense && (kernels == EM_KERNELS_AVX2 || kernels == EM_KERNELS_AVX512)) return 0;
+    return build_x10 / 16u + read_x10 < decoded_x10 / 16u;
+}
+
 const em_kernel *em_kernel_choose(const em_model *model, const em_node *node, uint32_t kernels)
 {
     const em_arch_config *reference = em_arch_config_for(EM_KERNELS_REFERENCE);
@@ -116,8 +161,10 @@ const em_kernel *em_kernel_choose(const em_model *model, const em_node *node, ui
     switch (node->op) {
     case EM_OP_LUT_CONV2D:
     case EM_OP_LUT_DENSE:
-        if (node->flags & EM_NODE_FLAG_INT8_ACT) { /* int8 GEMM (sdot where the CPU has it); else the reference */
-            k = em_kernel_lookup(set, node->op, EM_ALGO_LUT_INT8_ACT, EM_ISA_MICRO, node);
+        if (node->flags & EM_NODE_FLAG_INT8_ACT) { /* int32 tables or the int8 GEMM (sdot where the CPU has it) */
+            if (int8_act_prefers_tables(node, kernels))
+                k = em_kernel_lookup(set, node->op, EM_ALGO_LUT_INT8_ACT_TABLES, EM_ISA_MICRO, node);
+            if (k == NULL) k = em_kernel_lookup(set, node->op, EM_ALGO_LUT_INT8_ACT, EM_ISA_MICRO, node);
             break;
         }
         if (node->op == EM_OP_LUT_DENSE) {

@@ -4,6 +4,9 @@
  *    smull/sadalp, sdot) equals a naive int32 sum exactly, for depths 4..1200 (odd k4 too) and extreme
  *    operands (every value ±127, both signs: the VNNI tiles' u8 offset); the implicit-im2col forms
  *    (tile_rows: avx512_vnni) equal it over 1-5 segments;
+ *  - every table-form micro-kernel set this build has and this CPU runs (generic, neon smull/sadalp, sdot):
+ *    its table builds equal a naive int32 sum exactly (extreme operands included), its accumulation and
+ *    gather equal the generic C bit for bit (epilogue: f32(acc) · k, + bias, ReLU / ReLU6 / none);
  *  - every lut_*_i8a_* kernel of every available set equals the reference kernel (the table form) bit for
  *    bit on one-node models of odd shapes (Cout not a multiple of 16, odd H/W, strides 1-3, 'same' /
  *    'valid' / asymmetric pads, r not dividing Cin, C = 2..64, Cin = 1 first convs), with inputs that
@@ -22,6 +25,7 @@
 #include "em_kernels.h"
 #include "em_test_builder.h"
 #include "em_test_util.h"
+#include "opt/em_i8a_tables.h"
 #include "opt/em_int8_gemm.h"
 
 typedef struct act_case {
@@ -54,7 +58,10 @@ static const act_case cases[] = {
     CONV(10, 9, 24, 40, 1, 1, 1, 1, 0, 0, 0, 0, 8, 16, EM_ACT_RELU6, 1, 0.8f), /* point-wise, > 64 pixels */
     CONV(9, 11, 6, 20, 1, 1, 1, 1, 0, 0, 0, 0, 3, 16, EM_ACT_NONE, 1, 1.0f),   /* point-wise, Cin not 4k */
     CONV(9, 9, 8, 20, 1, 1, 2, 2, 0, 0, 0, 0, 4, 16, EM_ACT_RELU, 1, 1.0f),    /* point-wise, stride 2 */
+    CONV(14, 14, 32, 64, 5, 5, 1, 1, 0, 0, 0, 0, 16, 64, EM_ACT_RELU, 1, 1.0f), /* README pair fashion/conv2 */
+    CONV(10, 11, 30, 9, 3, 3, 2, 2, 1, 1, 1, 1, 10, 7, EM_ACT_RELU6, 1, 0.8f), /* r = 10 (k4 3), stride 2 */
     DENSE(10, 7, 3, 16, EM_ACT_RELU, 1, 1.0f),
+    DENSE(1600, 67, 32, 32, EM_ACT_RELU, 1, 1.0f),                            /* fashion/fc1, 3 tail outputs */
     DENSE(64, 1, 16, 16, EM_ACT_NONE, 1, 1.0f),
     DENSE(70, 33, 7, 32, EM_ACT_RELU6, 1, 0.6f),
     DENSE(1600, 40, 4, 16, EM_ACT_RELU, 1, 1.0f),
@@ -182,6 +189,102 @@ static void test_tile_rows_exact(void)
     printf("int8 tile_rows: %zu tile(s) with an implicit-im2col form\n", covered);
 }
 
+static int8_t test_int8(em_test_rng *rng, size_t extreme)
+{
+    return (int8_t)(extreme == 0 ? (int)em_test_rand_below(rng, 255) - 127 : (extreme == 1 ? 127 : -127));
+}
+
+/* The table builds of every table-form micro set equal a naive sum (em_i8a_tables.h contracts). */
+static void check_table_builds(const em_i8a_tables_micro *m, em_test_rng *rng)
+{
+    static const size_t k4s[] = {1, 2, 4, 8, 33};
+    size_t ki, extreme;
+    for (ki = 0; ki < sizeof k4s / sizeof k4s[0]; ++ki)
+        for (extreme = 0; extreme < 3; ++extreme) {
+            const size_t k4 = k4s[ki], c4 = 16, blocks = 3, ldt = blocks * 16 + 4;
+            int8_t *cb = (int8_t *)malloc(c4 * k4 * 4), *x = (int8_t *)malloc(blocks * k4 * 64);
+            int32_t *table = (int32_t *)malloc(c4 * ldt * sizeof(int32_t)), row[16];
+            size_t i, c, q, e, bad = 0;
+            for (i = 0; i < c4 * k4 * 4; ++i) cb[i] = test_int8(rng, extreme);
+            for (i = 0; i < blocks * k4 * 64; ++i) x[i] = test_int8(rng, extreme == 2 ? 1 : extreme);
+            m->build_planar(cb, x, k4, c4, blocks, table, ldt);
+            m->build_row(cb, x, k4, c4, row);
+            for (c = 0; c < c4; ++c) {
+                int64_t want_row = 0;
+                for (i = 0; i < blocks * 16; ++i) {
+                    int64_t want = 0;
+                    for (q = 0; q < k4; ++q)
+                        for (e = 0; e < 4; ++e)
+                            want += (int64_t)cb[((c / 4 * k4 + q) * 4 + c % 4) * 4 + e] *
+                                    x[((i / 16 * k4 + q) * 16 + i % 16) * 4 + e];
+                    bad += want != table[c * ldt + i];
+                }
+                for (q = 0; q < k4; ++q)
+                    for (e = 0; e < 4; ++e) want_row += (int64_t)cb[((c / 4 * k4 + q) * 4 + c % 4) * 4 + e] * x[4 * q + e];
+                bad += want_row != row[c];
+            }
+            CHECKF(bad == 0, "table build %s: %zu sums wrong (k4 %zu, extreme %zu)", m->isa, bad, k4, extreme);
+            free(cb);
+            free(x);
+            free(table);
+        }
+}
+
+/* Accumulation and gather of every set equal the generic C's bits, for spans and output counts around the
+ * vector blocks, each activation, with and without bias. */
+static void check_table_sums(const em_i8a_tables_micro *m, em_test_rng *rng)
+{
+    static const size_t spans[] = {1, 3, 4, 5, 7, 8, 9, 15, 17, 26}; /* runs of 4 pixels */
+    static const uint32_t acts[] = {EM_ACT_NONE, EM_ACT_RELU, EM_ACT_RELU6};
+    enum { LDT = 20, ROWS = 24, TERMS = 9, N = 37 };
+    int32_t *table = (int32_t *)malloc((ROWS * 100 + 100) * sizeof(int32_t));
+    uint32_t offset[TERMS], start[26];
+    uint16_t idx[ROWS * N];
+    float bias[N], want[104], got[104];
+    const float scale = 0.0123f;
+    size_t i, si, ai, b, bad = 0;
+    for (i = 0; i < ROWS * 100 + 100; ++i) table[i] = (int32_t)em_test_rand_below(rng, 2000001) - 1000000;
+    for (i = 0; i < TERMS; ++i) offset[i] = (uint32_t)em_test_rand_below(rng, ROWS * 100);
+    for (i = 0; i < 26; ++i) start[i] = (uint32_t)(i / 3 * 9 + i % 3 * 4); /* rows of 3 runs, 9 columns apart */
+    for (i = 0; i < ROWS * N; ++i) idx[i] = (uint16_t)em_test_rand_below(rng, LDT);
+    for (i = 0; i < N; ++i) bias[i] = (float)em_test_rand_below(rng, 2001) / 100.0f - 10.0f;
+    for (ai = 0; ai < 3; ++ai)
+        for (b = 0; b < 2; ++b) {
+            for (si = 0; si < sizeof spans / sizeof spans[0]; ++si) {
+                const size_t span = spans[si];
+                em_i8a_tables_generic.accumulate_planar(table, offset, TERMS, start, span, scale, b ? bias + si : NULL,
+                                                        acts[ai], want);
+                m->accumulate_planar(table, offset, TERMS, start, span, scale, b ? bias + si : NULL, acts[ai], got);
+                if (memcmp(want, got, 4 * span * sizeof(float)) != 0 && bad++ == 0)
+                    printf("%s accumulate: %zu runs, activation %u, bias %zu\n", m->isa, span, (unsigned)acts[ai], b);
+            }
+            for (si = 1; si <= N; si += 6) {
+                em_i8a_tables_generic.gather(table, LDT, ROWS, idx, si, scale, b ? bias : NULL, acts[ai], want);
+                memset(got, 0x7f, sizeof got);
+                m->gather(table, LDT, ROWS, idx, si, scale, b ? bias : NULL, acts[ai], got);
+                if ((memcmp(want, got, si * sizeof(float)) != 0 || got[si] != got[103]) && bad++ == 0)
+                    printf("%s gather: n %zu, activation %u, bias %zu\n", m->isa, si, (unsigned)acts[ai], b);
+            }
+        }
+    CHECKF(bad == 0, "table sums %s: %zu runs differ from the generic C", m->isa, bad);
+    free(table);
+}
+
+static void test_table_micro_exact(void)
+{
+    const em_i8a_tables_micro *sets[8];
+    const size_t count = em_i8a_tables_micro_list(sets, 8);
+    em_test_rng rng;
+    size_t t;
+    em_test_rng_seed(&rng, 23);
+    for (t = 0; t < count && t < 8; ++t) {
+        check_table_builds(sets[t], &rng);
+        check_table_sums(sets[t], &rng);
+        printf("int8-act table micro-kernels %s: exact\n", sets[t]->isa);
+    }
+    CHECKF(count >= 1, "no table micro-kernels");
+}
+
 static void test_kernels_against_reference(void)
 {
     size_t i, exercised = 0;
@@ -245,6 +348,37 @@ static void test_kernels_against_reference(void)
     }
     printf("int8-act kernels checked against the reference: %zu kernel runs\n", exercised);
     CHECKF(exercised >= CASE_COUNT, "only %zu int8-act kernel runs", exercised);
+}
+
+/* em_select.c's choice between the two forms: the r = 1 first conv stays the decoded GEMM everywhere; the
+ * README pair's r = 16 conv2 takes the tables where the build is SIMD or both forms are C (neon, generic,
+ * sse2), the decoded GEMM on avx2 / avx512 (vpmaddwd tiles, C table build); LUT_DENSE r = 32 always the tables. */
+static void test_form_choice(void)
+{
+    static const act_case choice_cases[] = {
+        CONV(28, 28, 1, 32, 5, 5, 1, 1, 0, 0, 0, 0, 1, 32, EM_ACT_RELU, 1, 1.0f),
+        CONV(14, 14, 32, 64, 5, 5, 1, 1, 0, 0, 0, 0, 16, 64, EM_ACT_RELU, 1, 1.0f),
+        DENSE(1600, 64, 32, 32, EM_ACT_RELU, 1, 1.0f),
+    };
+    size_t i;
+    uint32_t set;
+    for (i = 0; i < 3; ++i) {
+        built b;
+        float *y;
+        char name[96];
+        build_case(&choice_cases[i], EM_NODE_FLAG_INT8_ACT, 90u + (uint32_t)i, 0, &b);
+        y = (float *)malloc(b.ny * sizeof(float));
+        for (set = EM_KERNELS_GENERIC; set < EM_KERNELS_COUNT; ++set) {
+            const int x86_simd = set == EM_KERNELS_AVX2 || set == EM_KERNELS_AVX512;
+            const int want_tables = i == 2 || (i == 1 && !x86_simd);
+            if (!em_kernels_available(set) || !run_model(&b, set, NULL, y, name, sizeof name)) continue;
+            CHECKF((strstr(name, "_i8a_tables_") != NULL) == want_tables, "case %zu, set %s: chose %s", i,
+                   em_kernels_name(set), name);
+        }
+        free(y);
+        free(b.file);
+        free(b.x);
+    }
 }
 
 /* A NaN or infinite input: every output NaN, in every kernel. */
@@ -348,7 +482,9 @@ int main(void)
     printf("cpu: %s\n", em_runtime_cpu_features());
     test_tiles_exact();
     test_tile_rows_exact();
+    test_table_micro_exact();
     test_kernels_against_reference();
+    test_form_choice();
     test_nonfinite_input();
     test_loader_rules();
     return em_test_summary("test_int8_act");

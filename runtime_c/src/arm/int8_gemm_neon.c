@@ -6,16 +6,10 @@
 #include <arm_neon.h>
 #include <string.h>
 
+#include "em_neon_int8.h"
+
 #include "../opt/em_int8_gemm.h"
 
-static inline int32x4_t pair_sums(int32x4_t lo, int32x4_t hi)
-{
-#if defined(__aarch64__)
-    return vpaddq_s32(lo, hi);
-#else
-    return vcombine_s32(vpadd_s32(vget_low_s32(lo), vget_high_s32(lo)), vpadd_s32(vget_low_s32(hi), vget_high_s32(hi)));
-#endif
-}
 
 static void tile_neon(const int8_t *a, size_t lda, const int8_t *b, size_t k4, int32_t *c)
 {
@@ -36,7 +30,7 @@ static void tile_neon(const int8_t *a, size_t lda, const int8_t *b, size_t k4, i
                 hi[g] = vpadalq_s16(hi[g], vmull_s8(vget_high_s8(w), x));
             }
         }
-        for (g = 0; g < 4; ++g) vst1q_s32(c + i * 16 + 4 * g, pair_sums(lo[g], hi[g]));
+        for (g = 0; g < 4; ++g) vst1q_s32(c + i * 16 + 4 * g, em_neon_pair_sums(lo[g], hi[g]));
     }
 }
 

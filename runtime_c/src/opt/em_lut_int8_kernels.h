@@ -56,5 +56,11 @@ int em_lut_int8_act_supports(const em_node *node);
 em_status em_lut_int8_act_plan(const em_model *model, em_node *node, em_error *err);
 void em_lut_int8_act_pack(const em_model *model, em_node *node);
 void em_lut_int8_act_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
+/* ... and the table form (opt/lut_int8_act_tables.c, micro-kernels em_i8a_tables.h): supports() flagged nodes
+ * whose int32 table fits EM_LUT_TABLE_BUDGET_BYTES in one band. */
+int em_lut_int8_act_tables_supports(const em_node *node);
+em_status em_lut_int8_act_tables_plan(const em_model *model, em_node *node, em_error *err);
+void em_lut_int8_act_tables_pack(const em_model *model, em_node *node);
+void em_lut_int8_act_tables_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
 
 #endif /* EDGEMERGE_EM_LUT_INT8_KERNELS_H */

@@ -37,6 +37,9 @@ void em_opt_add_activate(float *y, const float *a, const float *b, size_t n, uin
 /* Rounds a float count up so the next buffer starts 64-byte aligned. */
 size_t em_opt_align_floats(size_t floats);
 em_status em_opt_plan_no_scratch(const em_model *model, em_node *node, em_error *err);
+/* plan() of a kernel whose packed data and scratch are its own (no table shared with other nodes); LIMIT
+ * when !fits. */
+em_status em_opt_plan_own_bytes(em_node *node, int fits, size_t packed_bytes, size_t scratch_bytes, em_error *err);
 
 /* ---- LUT_CONV2D: planar tables (opt/lut_conv2d.c) ---- */
 int em_lut_conv2d_planar_supports(const em_node *node);

@@ -3,9 +3,10 @@
  * for bit: the integer sum of a node's table terms equals the direct convolution of the int8 input with
  * the int8 codebook decoded into weights (integer sums are exact in any order), so these kernels decode
  * the quantised codebook once at load and run one int8 GEMM with int32 sums (em_int8_gemm.h: sdot,
- * smull/sadalp, vpdpbusd (VNNI), vpmaddwd or C). That beats the table for the layers merged models have at
- * `light` on the dot-product cores (the table costs H·W·S·C·r products plus a gather per term; sdot does 16
- * products per instruction, vpdpbusd zmm 64), and it takes the r = 1 first convs, where a table saves nothing.
+ * smull/sadalp, vpdpbusd (VNNI), vpmaddwd or C). The other form, int32 tables summed by index
+ * (opt/lut_int8_act_tables.c), wins where segments are long (r = 16 / 32 on ARM); em_select.c
+ * int8_act_prefers_tables chooses per node. This one takes the r = 1 first convs, where a table saves nothing,
+ * MobileNetV2's r = 4 point-wise layers, and every LUT_CONV2D on x86 (vpdpbusd zmm: 64 products per instruction).
  *
  * Per run: (1) non-finite check and quantisation of the whole input (qx), (2) the A rows of the GEMM: for
  * 1×1 stride-1 convs and dense layers with Cin a multiple of 4 ("direct") the rows of qx themselves; for

@@ -22,6 +22,17 @@ size_t em_opt_align_floats(size_t floats)
     return (floats + per_line - 1u) / per_line * per_line;
 }
 
+em_status em_opt_plan_own_bytes(em_node *node, int fits, size_t packed_bytes, size_t scratch_bytes, em_error *err)
+{
+    if (!fits) /* em_kernel_choose checked supports(); defensive */
+        return em_fail_node(err, EM_STATUS_LIMIT, node, "too large for kernel %s", node->kernel->name);
+    node->packed_bytes = packed_bytes;
+    node->scratch_bytes = scratch_bytes;
+    node->table_bytes = 0;
+    node->table_shareable = 0;
+    return EM_STATUS_OK;
+}
+
 em_status em_opt_plan_no_scratch(const em_model *model, em_node *node, em_error *err)
 {
     (void)model;
