@@ -236,17 +236,17 @@ static void check_table_sums(const em_i8a_tables_micro *m, em_test_rng *rng)
 {
     static const size_t spans[] = {1, 3, 4, 5, 7, 8, 9, 15, 17, 26}; /* runs of 4 pixels */
     static const uint32_t acts[] = {EM_ACT_NONE, EM_ACT_RELU, EM_ACT_RELU6};
-    enum { LDT = 20, ROWS = 24, TERMS = 9, N = 37 };
+    enum { ROWS = 24, TERMS = 9, N = 37 };
+    static const size_t ldts[] = {20, 16, 32, 48, 64}; /* 16k: the avx512 gather's 1-4 register rows */
     int32_t *table = (int32_t *)malloc((ROWS * 100 + 100) * sizeof(int32_t));
     uint32_t offset[TERMS], start[26];
     uint16_t idx[ROWS * N];
     float bias[N], want[104], got[104];
     const float scale = 0.0123f;
-    size_t i, si, ai, b, bad = 0;
+    size_t i, si, ai, b, li, bad = 0;
     for (i = 0; i < ROWS * 100 + 100; ++i) table[i] = (int32_t)em_test_rand_below(rng, 2000001) - 1000000;
     for (i = 0; i < TERMS; ++i) offset[i] = (uint32_t)em_test_rand_below(rng, ROWS * 100);
     for (i = 0; i < 26; ++i) start[i] = (uint32_t)(i / 3 * 9 + i % 3 * 4); /* rows of 3 runs, 9 columns apart */
-    for (i = 0; i < ROWS * N; ++i) idx[i] = (uint16_t)em_test_rand_below(rng, LDT);
     for (i = 0; i < N; ++i) bias[i] = (float)em_test_rand_below(rng, 2001) / 100.0f - 10.0f;
     for (ai = 0; ai < 3; ++ai)
         for (b = 0; b < 2; ++b) {
@@ -258,12 +258,17 @@ static void check_table_sums(const em_i8a_tables_micro *m, em_test_rng *rng)
                 if (memcmp(want, got, 4 * span * sizeof(float)) != 0 && bad++ == 0)
                     printf("%s accumulate: %zu runs, activation %u, bias %zu\n", m->isa, span, (unsigned)acts[ai], b);
             }
-            for (si = 1; si <= N; si += 6) {
-                em_i8a_tables_generic.gather(table, LDT, ROWS, idx, si, scale, b ? bias : NULL, acts[ai], want);
-                memset(got, 0x7f, sizeof got);
-                m->gather(table, LDT, ROWS, idx, si, scale, b ? bias : NULL, acts[ai], got);
-                if ((memcmp(want, got, si * sizeof(float)) != 0 || got[si] != got[103]) && bad++ == 0)
-                    printf("%s gather: n %zu, activation %u, bias %zu\n", m->isa, si, (unsigned)acts[ai], b);
+            for (li = 0; li < sizeof ldts / sizeof ldts[0]; ++li) {
+                const size_t ldt = ldts[li];
+                for (i = 0; i < ROWS * N; ++i) idx[i] = (uint16_t)em_test_rand_below(rng, (uint32_t)ldt);
+                for (si = 1; si <= N; si += 3) {
+                    em_i8a_tables_generic.gather(table, ldt, ROWS, idx, si, scale, b ? bias : NULL, acts[ai], want);
+                    memset(got, 0x7f, sizeof got);
+                    m->gather(table, ldt, ROWS, idx, si, scale, b ? bias : NULL, acts[ai], got);
+                    if ((memcmp(want, got, si * sizeof(float)) != 0 || got[si] != got[103]) && bad++ == 0)
+                        printf("%s gather: ldt %zu, n %zu, activation %u, bias %zu\n", m->isa, ldt, si,
+                               (unsigned)acts[ai], b);
+                }
             }
         }
     CHECKF(bad == 0, "table sums %s: %zu runs differ from the generic C", m->isa, bad);

@@ -13,7 +13,8 @@
  *   x   [blocks][k4][16 pixels][4]     one 16-byte vector: four pixels' group q
  *
  *   opt/lut_int8_act_tables.c     generic C (every x86 set: on avx2 / avx512 em_select.c keeps the decoded GEMM's
- *                                 vpmaddwd tiles for LUT_CONV2D and takes the tables for LUT_DENSE only)
+ *                                 vpmaddwd / VNNI tiles for LUT_CONV2D and takes the tables for LUT_DENSE only)
+ *   x86/i8a_tables_avx512.c       the avx512 set's LUT_DENSE gather: vpermt2d of a table row by 16 indices
  *   arm/i8a_tables_neon.c         NEON smull + sadalp (ARMv8.0 and armv7: Cortex-A53, A72), the int32
  *                                 accumulation and gather with bias and ReLU in registers
  *   arm/i8a_tables_sdot.c         the ARMv8.2 dot product build (Cortex-A55, A76), where HWCAP has asimddp */
@@ -48,6 +49,10 @@ typedef struct em_i8a_tables_micro {
 } em_i8a_tables_micro;
 
 extern const em_i8a_tables_micro em_i8a_tables_generic;
+#if defined(EM_HAVE_X86_SIMD)
+/* the avx512 set (x86/i8a_tables_avx512.c): the LUT_DENSE gather in registers, the rest the generic C's */
+extern const em_i8a_tables_micro em_i8a_tables_avx512;
+#endif
 #if defined(EM_HAVE_NEON)
 extern const em_i8a_tables_micro em_i8a_tables_neon;
 /* the NEON accumulation and gather, which the sdot set shares */

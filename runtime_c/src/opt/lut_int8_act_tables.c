@@ -374,6 +374,9 @@ const em_i8a_tables_micro *em_i8a_tables_micro_for(uint32_t kernels)
         return &em_i8a_tables_neon;
     }
 #endif
+#if defined(EM_HAVE_X86_SIMD)
+    if (kernels == EM_KERNELS_AVX512) return &em_i8a_tables_avx512;
+#endif
     (void)kernels;
     return &em_i8a_tables_generic;
 }
@@ -383,6 +386,9 @@ size_t em_i8a_tables_micro_list(const em_i8a_tables_micro **out, size_t max)
     size_t n = 0;
 #define EM_ADD_MICRO(t) do { if (n < max) out[n] = (t); ++n; } while (0)
     EM_ADD_MICRO(&em_i8a_tables_generic);
+#if defined(EM_HAVE_X86_SIMD)
+    if (em_cpu_supports(EM_KERNELS_AVX512)) EM_ADD_MICRO(&em_i8a_tables_avx512);
+#endif
 #if defined(EM_HAVE_NEON)
     EM_ADD_MICRO(&em_i8a_tables_neon);
 #endif
