@@ -784,6 +784,7 @@ static void test_graph_ops_fast_bits(void)
             uint8_t *buf;
             size_t size, k;
             em_error err;
+            em_status st;
             relu6.activation = EM_ACT_RELU6; /* a second operand that differs from x */
             second = emb_add_op(b, relu6, 0);
             gap = emb_add_op(b, emb_node_init(EM_OP_GLOBAL_AVG_POOL, x), 0);
@@ -813,7 +814,8 @@ static void test_graph_ops_fast_bits(void)
                 if (!em_kernels_available(sets[k])) continue;
                 memset(&options, 0, sizeof options);
                 options.kernels = sets[k];
-                CHECK_STATUS(em_model_load_ex(buf, size, NULL, &options, &model, &err), EM_STATUS_OK, err);
+                st = em_model_load_ex(buf, size, NULL, &options, &model, &err);
+                CHECK_STATUS(st, EM_STATUS_OK, err);
                 if (model == NULL) continue;
                 em_model_node_info(model, out - 1u, &info);
                 CHECKF(strcmp(info.kernel, op_kernel[c]) == 0, "case %u act %u (%s): kernel %s, expected %s",
