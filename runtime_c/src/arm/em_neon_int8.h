@@ -38,19 +38,25 @@ EM_NEON_INLINE float32x4_t em_neon_int8_epilogue(int32x4_t acc, float32x4_t scal
 }
 
 #if defined(__aarch64__)
+/* bv[g] = bias[4g..4g+3], g < groups, where has_bias (loaded once per block of channels: the stores of the
+ * rows may alias the bias as far as the compiler knows, so it reloaded them per row) */
+EM_NEON_INLINE void em_neon_int8_load_bias(const float *bias, const int has_bias, const size_t groups, float32x4_t *bv)
+{
+    size_t g;
+    for (g = 0; g < groups; ++g) bv[g] = has_bias ? vld1q_f32(bias + 4 * g) : vdupq_n_f32(0.0f);
+}
+
 /* One row of an int8 tile's sums, acc[g] = channels 4g..4g+3 (g < groups), stored as em_int8_store_fn does:
- * 4·groups values to out, + bias[0..4·groups) where has_bias. The float epilogue is aarch64 only: armv7
- * NEON flushes subnormals (those builds keep em_int8_store_generic). `groups`, `has_bias` and `activation`
- * are constants where the callers inline it (no test per vector). */
+ * 4·groups values to out, + bv[g] (em_neon_int8_load_bias) where has_bias. The float epilogue is aarch64
+ * only: armv7 NEON flushes subnormals (those builds keep em_int8_store_generic). `groups`, `has_bias` and
+ * `activation` are constants where the callers inline it (no test per vector). */
 EM_NEON_INLINE void em_neon_int8_store_row(const int32x4_t *acc, const size_t groups, float32x4_t scale,
-                                           const float *bias, const int has_bias, const uint32_t activation,
+                                           const float32x4_t *bv, const int has_bias, const uint32_t activation,
                                            float *out)
 {
     size_t g;
-    for (g = 0; g < groups; ++g) {
-        const float32x4_t bv = has_bias ? vld1q_f32(bias + 4 * g) : scale;
-        vst1q_f32(out + 4 * g, em_neon_int8_epilogue(acc[g], scale, has_bias ? &bv : NULL, activation));
-    }
+    for (g = 0; g < groups; ++g)
+        vst1q_f32(out + 4 * g, em_neon_int8_epilogue(acc[g], scale, has_bias ? &bv[g] : NULL, activation));
 }
 
 /* CALL(has_bias, activation) with both as constants: one instance of an inlined body per case */

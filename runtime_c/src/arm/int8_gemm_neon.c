@@ -140,14 +140,17 @@ EM_NEON_INLINE void gemm_rows_impl(const int8_t *const *rows, size_t segments, s
         const uint32_t cols = cout - first < 16u ? cout - first : 16u;
         const float *bb = has_bias ? bias + first : NULL;
         for (r = 0; r < valid_rows; ++r) {
+            float32x4_t bv[4]; /* per row: held across the row's sums they cost registers (armperf A72) */
             int32x4_t acc[4];
             float *y = out + (size_t)r * cout + first;
             if (cols == 16u) {
                 row_sums(rows[r], segments, seg_stride, seg_k4, b, 4, acc);
-                em_neon_int8_store_row(acc, 4, k, bb, has_bias, activation, y);
+                em_neon_int8_load_bias(bb, has_bias, 4, bv);
+                em_neon_int8_store_row(acc, 4, k, bv, has_bias, activation, y);
             } else if (cols == 8u) {
                 row_sums(rows[r], segments, seg_stride, seg_k4, b, 2, acc);
-                em_neon_int8_store_row(acc, 2, k, bb, has_bias, activation, y);
+                em_neon_int8_load_bias(bb, has_bias, 2, bv);
+                em_neon_int8_store_row(acc, 2, k, bv, has_bias, activation, y);
             } else {
                 int32_t tile[16];
                 size_t g;

@@ -27,18 +27,32 @@ EM_NEON_INLINE int8x16_t broadcast4(const int8_t *a)
     return vreinterpretq_s8_s32(vdupq_n_s32(v));
 }
 
+/* acc += sdot(w, x) (by element: lane `lane` of x). GCC 12 moved accumulators between registers around the
+ * intrinsics of the 1- and 2-step blocks (8 moves per 32 sdot, armperf A76); there the one-instruction asm
+ * keeps each accumulator in place, as the VNNI tile (x86/int8_gemm_avx512vnni.c). Not in the 4-step loop:
+ * there GCC then hoisted all 16 weight loads above the asm and spilled accumulators. Other compilers use
+ * the intrinsics. */
+#define EM_SDOT_LANEQ(acc, w, x, lane) ((acc) = vdotq_laneq_s32((acc), (w), (x), lane))
+#if defined(__GNUC__) && !defined(__clang__) && defined(EM_SDOT_ASM)
+#define EM_SDOT(acc, w, x) __asm__("sdot %0.4s, %1.16b, %2.16b" : "+w"(acc) : "w"(w), "w"(x))
+#define EM_SDOT_LANE(acc, w, x, lane) __asm__("sdot %0.4s, %1.16b, %2.4b[" #lane "]" : "+w"(acc) : "w"(w), "w"(x))
+#else
+#define EM_SDOT(acc, w, x) ((acc) = vdotq_s32((acc), (w), (x)))
+#define EM_SDOT_LANE(acc, w, x, lane) ((acc) = vdotq_lane_s32((acc), (w), (x), lane))
+#endif
+
 /* acc[4i + g] += rows i < 4 × channels 4g..4g+3 (g < groups) of depth step `lane` of x[i] */
 #define SDOT_LANEQ(lane)                                                                                       \
     do {                                                                                                       \
         for (g = 0; g < groups; ++g) w[g] = vld1q_s8(b + 64 * (lane) + 16 * g);                                \
         for (i = 0; i < 4; ++i)                                                                                \
-            for (g = 0; g < groups; ++g) acc[4 * i + g] = vdotq_laneq_s32(acc[4 * i + g], w[g], x[i], lane);   \
+            for (g = 0; g < groups; ++g) EM_SDOT_LANEQ(acc[4 * i + g], w[g], x[i], lane);                      \
     } while (0)
 #define SDOT_LANE(lane)                                                                                        \
     do {                                                                                                       \
         for (g = 0; g < groups; ++g) w[g] = vld1q_s8(b + 64 * (lane) + 16 * g);                                \
         for (i = 0; i < 4; ++i)                                                                                \
-            for (g = 0; g < groups; ++g) acc[4 * i + g] = vdotq_lane_s32(acc[4 * i + g], w[g], h[i], lane);    \
+            for (g = 0; g < groups; ++g) EM_SDOT_LANE(acc[4 * i + g], w[g], h[i], lane);                       \
     } while (0)
 
 /* The 4 rows' sums (em_int8_tile_rows_fn's depths) for channels 4g..4g+3, g < groups (4, or 2) */
@@ -80,7 +94,7 @@ EM_NEON_INLINE void accumulate(const int8_t *const *rows, size_t segments, size_
             x[3] = broadcast4(a3 + 4 * q);
             for (g = 0; g < groups; ++g) w[g] = vld1q_s8(b + 16 * g);
             for (i = 0; i < 4; ++i)
-                for (g = 0; g < groups; ++g) acc[4 * i + g] = vdotq_s32(acc[4 * i + g], w[g], x[i]);
+                for (g = 0; g < groups; ++g) EM_SDOT(acc[4 * i + g], w[g], x[i]);
             b += 64;
         }
     }
@@ -121,14 +135,16 @@ EM_NEON_INLINE void gemm_rows_impl(const int8_t *const *rows, size_t segments, s
         const uint32_t cols = cout - first < 16u ? cout - first : 16u;
         const float *bb = has_bias ? bias + first : NULL;
         float *y = out + first;
+        float32x4_t bv[4];
         int32x4_t acc[16];
 #define EM_STORE_ROWS(groups)                                                                                  \
     do {                                                                                                       \
         accumulate(rows, segments, seg_stride, seg_k4, b, groups, acc);                                        \
-        em_neon_int8_store_row(acc, groups, k, bb, has_bias, activation, y);                                   \
-        if (valid_rows > 1u) em_neon_int8_store_row(acc + 4, groups, k, bb, has_bias, activation, y + cout);   \
-        if (valid_rows > 2u) em_neon_int8_store_row(acc + 8, groups, k, bb, has_bias, activation, y + 2 * cout); \
-        if (valid_rows > 3u) em_neon_int8_store_row(acc + 12, groups, k, bb, has_bias, activation, y + 3 * cout); \
+        em_neon_int8_load_bias(bb, has_bias, groups, bv);                                                      \
+        em_neon_int8_store_row(acc, groups, k, bv, has_bias, activation, y);                                   \
+        if (valid_rows > 1u) em_neon_int8_store_row(acc + 4, groups, k, bv, has_bias, activation, y + cout);   \
+        if (valid_rows > 2u) em_neon_int8_store_row(acc + 8, groups, k, bv, has_bias, activation, y + 2 * cout); \
+        if (valid_rows > 3u) em_neon_int8_store_row(acc + 12, groups, k, bv, has_bias, activation, y + 3 * cout); \
     } while (0)
         if (cols == 16u) {
             EM_STORE_ROWS(4);
