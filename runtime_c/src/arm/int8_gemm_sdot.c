@@ -27,19 +27,12 @@ EM_NEON_INLINE int8x16_t broadcast4(const int8_t *a)
     return vreinterpretq_s8_s32(vdupq_n_s32(v));
 }
 
-/* acc += sdot(w, x) (by element: lane `lane` of x). GCC 12 moved accumulators between registers around the
- * intrinsics of the 1- and 2-step blocks (8 moves per 32 sdot, armperf A76); there the one-instruction asm
- * keeps each accumulator in place, as the VNNI tile (x86/int8_gemm_avx512vnni.c). Not in the 4-step loop:
- * there GCC then hoisted all 16 weight loads above the asm and spilled accumulators. Other compilers use
- * the intrinsics. */
-#define EM_SDOT_LANEQ(acc, w, x, lane) ((acc) = vdotq_laneq_s32((acc), (w), (x), lane))
-#if defined(__GNUC__) && !defined(__clang__) && defined(EM_SDOT_ASM)
-#define EM_SDOT(acc, w, x) __asm__("sdot %0.4s, %1.16b, %2.16b" : "+w"(acc) : "w"(w), "w"(x))
-#define EM_SDOT_LANE(acc, w, x, lane) __asm__("sdot %0.4s, %1.16b, %2.4b[" #lane "]" : "+w"(acc) : "w"(w), "w"(x))
-#else
+/* acc += sdot(w, x) (by element: lane `lane` of x). Intrinsics: a one-instruction asm per sdot (as the VNNI
+ * tile's, x86/int8_gemm_avx512vnni.c) let GCC 12 hoist all 16 weight loads of the 4-step loop above it and
+ * spill accumulators, and gained nothing in the shorter blocks (armperf A76). */
 #define EM_SDOT(acc, w, x) ((acc) = vdotq_s32((acc), (w), (x)))
+#define EM_SDOT_LANEQ(acc, w, x, lane) ((acc) = vdotq_laneq_s32((acc), (w), (x), lane))
 #define EM_SDOT_LANE(acc, w, x, lane) ((acc) = vdotq_lane_s32((acc), (w), (x), lane))
-#endif
 
 /* acc[4i + g] += rows i < 4 × channels 4g..4g+3 (g < groups) of depth step `lane` of x[i] */
 #define SDOT_LANEQ(lane)                                                                                       \
