@@ -4,7 +4,8 @@
  *    smull/sadalp, sdot) equals a naive int32 sum exactly, for depths 4..1200 (odd k4 too) and extreme
  *    operands (every value ±127, both signs: the VNNI tiles' u8 offset); the implicit-im2col forms
  *    (tile_rows: avx512_vnni, sdot, neon) equal it over 1-5 segments; every set's store and gemm_rows
- *    (the epilogue in registers) equal the generic tile_rows + store bit for bit;
+ *    (the epilogue in registers) equal the generic tile_rows + store bit for bit, every one-pass quantize
+ *    em_lut_int8_quantize (and flags Inf / NaN);
  *  - every table-form micro-kernel set this build has and this CPU runs (generic, neon smull/sadalp, sdot):
  *    its table builds equal a naive int32 sum exactly (extreme operands included), its accumulation and
  *    gather equal the generic C bit for bit (epilogue: f32(acc) · k, + bias, ReLU / ReLU6 / none);
@@ -24,6 +25,7 @@
 #include <string.h>
 
 #include "em_kernels.h"
+#include "em_lut_int8.h"
 #include "em_test_builder.h"
 #include "em_test_util.h"
 #include "opt/em_i8a_tables.h"
@@ -272,6 +274,51 @@ static void test_gemm_rows_exact(void)
         printf("int8 store / gemm_rows %s: exact\n", tiles[t]->isa);
     }
     printf("int8 store / gemm_rows: %zu tile set(s) with a store or gemm_rows\n", covered);
+}
+
+/* Every tile set's one-pass quantize equals em_lut_int8_quantize per value (ties k + 1/2 both ways, values
+ * past ±127 and past 2^22, -0, lengths around the 16-value step) and returns the largest magnitude's bits;
+ * an Inf or NaN anywhere gives bits ≥ EM_INT8_NONFINITE_BITS. */
+static void test_quantize_exact(void)
+{
+    static const float specials[] = {0.5f, 1.5f, 2.5f, -0.5f, -1.5f, -2.5f, 126.5f, -126.5f, 127.5f, -127.5f,
+                                     -128.0f, 4194304.5f, -8388608.0f, 3.0e38f, -3.0e38f, -0.0f, 1.0e-40f};
+    const em_int8_gemm_micro *tiles[8];
+    const size_t count = em_int8_gemm_micro_list(tiles, 8);
+    em_test_rng rng;
+    size_t t, covered = 0;
+    em_test_rng_seed(&rng, 37);
+    for (t = 0; t < count && t < 8; ++t) {
+        size_t bad = 0, n, i, nonfinite;
+        if (tiles[t]->quantize == NULL) continue;
+        ++covered;
+        for (n = 1; n <= 67; n += (n < 40 ? 1 : 9))
+            for (nonfinite = 0; nonfinite < 4; ++nonfinite) {
+                float src[67];
+                int8_t got[67];
+                uint32_t want_bits = 0, bits;
+                const float inverse = nonfinite == 0 ? 1.0f : 0.37f;
+                for (i = 0; i < n; ++i) {
+                    uint32_t b;
+                    src[i] = i % 3 == 0 ? specials[(i / 3 + n) % (sizeof specials / sizeof specials[0])]
+                                        : em_test_rand_float(&rng) * 300.0f;
+                    memcpy(&b, &src[i], sizeof b);
+                    b &= 0x7FFFFFFFu;
+                    want_bits = b > want_bits ? b : want_bits;
+                }
+                if (nonfinite > 0) src[(n * 5 / 7) % n] = nonfinite == 1 ? NAN : (nonfinite == 2 ? INFINITY : -INFINITY);
+                bits = tiles[t]->quantize(src, n, inverse, got);
+                if (nonfinite > 0) {
+                    bad += bits < EM_INT8_NONFINITE_BITS;
+                    continue;
+                }
+                bad += bits != want_bits;
+                for (i = 0; i < n; ++i) bad += got[i] != (int8_t)em_lut_int8_quantize(src[i], inverse);
+            }
+        CHECKF(bad == 0, "int8 quantize %s: %zu values or checks wrong", tiles[t]->isa, bad);
+        printf("int8 quantize %s: exact\n", tiles[t]->isa);
+    }
+    printf("int8 quantize: %zu tile set(s) with a one-pass quantize\n", covered);
 }
 
 static int8_t test_int8(em_test_rng *rng, size_t extreme)
@@ -573,6 +620,7 @@ int main(void)
     test_tiles_exact();
     test_tile_rows_exact();
     test_gemm_rows_exact();
+    test_quantize_exact();
     test_table_micro_exact();
     test_kernels_against_reference();
     test_form_choice();

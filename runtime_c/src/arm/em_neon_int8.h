@@ -77,6 +77,8 @@ EM_NEON_INLINE void em_neon_int8_store_row(const int32x4_t *acc, const size_t gr
  * of other than 8 or 16 channels) */
 void em_int8_store_neon(const int32_t *c, uint32_t rows, uint32_t cols, float scale, const float *bias,
                         uint32_t activation, float *out, size_t ldo);
+/* em_int8_quantize_fn on aarch64 NEON (the neon and sdot tiles' one-pass quantize) */
+uint32_t em_int8_quantize_neon(const float *src, size_t n, float inverse, int8_t *dst);
 #endif
 
 #endif /* EDGEMERGE_EM_NEON_INT8_H */

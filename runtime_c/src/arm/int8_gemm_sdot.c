@@ -169,4 +169,5 @@ static void gemm_rows_sdot(const int8_t *const *rows, size_t segments, size_t se
 #pragma clang attribute pop
 #endif
 
-const em_int8_gemm_micro em_int8_gemm_sdot = {"sdot", tile_sdot, em_int8_store_neon, tile_rows_sdot, gemm_rows_sdot};
+const em_int8_gemm_micro em_int8_gemm_sdot = {"sdot", tile_sdot, em_int8_store_neon, tile_rows_sdot, gemm_rows_sdot,
+                                              em_int8_quantize_neon};
