@@ -202,7 +202,9 @@ static int run_implicit(const em_node *node, const int8_act_layout *L, const em_
     const float inverse = em_int8_act_input_inverse(node);
     const uint32_t activation = fused ? node->activation : EM_ACT_NONE;
     const int32_t *offsets = (const int32_t *)(const void *)((const unsigned char *)node->packed + L->offsets_offset);
-    uint32_t y, x, c, m, i, nb, bits = 0;
+    const size_t step_x = (size_t)node->stride_w * cpad, step_y = (size_t)node->stride_h * row_bytes;
+    const int8_t *line = qx; /* output row oy's windows: qx + oy · stride_h · row_bytes */
+    uint32_t y, x, c, m, i, nb, bits = 0, ox = 0;
     memset(qx, 0, (size_t)node->pad_top * row_bytes);
     for (y = 0; y < L->in_h; ++y) {
         int8_t *row = qx + (size_t)(node->pad_top + y) * row_bytes;
@@ -221,12 +223,15 @@ static int run_implicit(const em_node *node, const int8_act_layout *L, const em_
                         dst[4u * x] = staging[2u * x];
                         dst[4u * x + 1u] = staging[2u * x + 1u];
                     }
-                } else {
-                    for (x = 0; x < L->in_w; ++x) {
-                        dst[4u * x] = staging[3u * x];
-                        dst[4u * x + 1u] = staging[3u * x + 1u];
-                        dst[4u * x + 2u] = staging[3u * x + 2u];
+                } else { /* 4 bytes per pixel (the 4th, the next pixel's first, then zeroed): a word copy
+                          * instead of three byte copies (armperf: MobileNetV2's 64×64×3 input) */
+                    for (x = 0; x + 1u < L->in_w; ++x) {
+                        memcpy(dst + 4u * x, staging + 3u * x, 4);
+                        dst[4u * x + 3u] = 0;
                     }
+                    dst[4u * x] = staging[3u * x];
+                    dst[4u * x + 1u] = staging[3u * x + 1u];
+                    dst[4u * x + 2u] = staging[3u * x + 2u];
                 }
             } else {
                 memset(row + left, 0, (size_t)L->in_w * cpad);
@@ -241,9 +246,16 @@ static int run_implicit(const em_node *node, const int8_act_layout *L, const em_
     for (m = 0; m < pixels; m += 4u) {
         const uint32_t valid_rows = pixels - m < 4u ? pixels - m : 4u;
         const int8_t *rows[4];
-        for (i = 0; i < 4u; ++i) {
-            const uint32_t p = m + (i < valid_rows ? i : 0u), oy = p / out_w, ox = p % out_w;
-            rows[i] = qx + (size_t)oy * node->stride_h * row_bytes + (size_t)ox * node->stride_w * cpad;
+        for (i = 0; i < 4u; ++i) { /* the window of output pixel (oy, ox) starts at line + ox · step_x */
+            if (i < valid_rows) {
+                rows[i] = line + (size_t)ox * step_x;
+                if (++ox == out_w) {
+                    ox = 0;
+                    line += step_y;
+                }
+            } else {
+                rows[i] = rows[0];
+            }
         }
         if (fused && L->gemm->gemm_rows != NULL) {
             L->gemm->gemm_rows(rows, node->kernel_h, row_bytes, seg_k4, weights, offsets, cout, L->scale, bias,
