@@ -87,12 +87,7 @@ static void tile_rows_neon(const int8_t *const *rows, size_t segments, size_t se
 
 static void tile_neon(const int8_t *a, size_t lda, const int8_t *b, size_t k4, int32_t *c)
 {
-    const int8_t *rows[4];
-    rows[0] = a;
-    rows[1] = a + lda;
-    rows[2] = a + 2 * lda;
-    rows[3] = a + 3 * lda;
-    tile_rows_neon(rows, 1, 0, k4, b, c);
+    em_int8_tile_by_rows(tile_rows_neon, a, lda, b, k4, c);
 }
 
 #if defined(__aarch64__)

@@ -34,66 +34,53 @@ EM_NEON_INLINE int8x16_t broadcast4(const int8_t *a)
 #define EM_SDOT_LANEQ(acc, w, x, lane) ((acc) = vdotq_laneq_s32((acc), (w), (x), lane))
 #define EM_SDOT_LANE(acc, w, x, lane) ((acc) = vdotq_lane_s32((acc), (w), (x), lane))
 
-/* acc[4i + g] += rows i < 4 × channels 4g..4g+3 (g < groups) of depth step `lane` of x[i] */
-#define SDOT_LANEQ(lane)                                                                                       \
+/* acc[4i + g] += rows i < 4 × channels 4g..4g+3 (g < groups) of depth step `lane` of xs[i] (DOT: the 128- or
+ * 64-bit lane form) */
+#define SDOT_STEP(DOT, xs, lane)                                                                               \
     do {                                                                                                       \
         for (g = 0; g < groups; ++g) w[g] = vld1q_s8(b + 64 * (lane) + 16 * g);                                \
         for (i = 0; i < 4; ++i)                                                                                \
-            for (g = 0; g < groups; ++g) EM_SDOT_LANEQ(acc[4 * i + g], w[g], x[i], lane);                      \
-    } while (0)
-#define SDOT_LANE(lane)                                                                                        \
-    do {                                                                                                       \
-        for (g = 0; g < groups; ++g) w[g] = vld1q_s8(b + 64 * (lane) + 16 * g);                                \
-        for (i = 0; i < 4; ++i)                                                                                \
-            for (g = 0; g < groups; ++g) EM_SDOT_LANE(acc[4 * i + g], w[g], h[i], lane);                       \
+            for (g = 0; g < groups; ++g) DOT(acc[4 * i + g], w[g], xs[i], lane);                               \
     } while (0)
 
 /* The 4 rows' sums (em_int8_tile_rows_fn's depths) for channels 4g..4g+3, g < groups (4, or 2) */
 EM_NEON_INLINE void accumulate(const int8_t *const *rows, size_t segments, size_t seg_stride, size_t seg_k4,
                                const int8_t *b, const size_t groups, int32x4_t acc[16])
 {
-    const int8_t *a0 = rows[0], *a1 = rows[1], *a2 = rows[2], *a3 = rows[3];
+    const int8_t *a[4];
     int8x16_t w[4];
     size_t s, q, i, g;
+    for (i = 0; i < 4; ++i) a[i] = rows[i];
     for (i = 0; i < 16; ++i) acc[i] = vdupq_n_s32(0);
-    for (s = 0; s < segments; ++s, a0 += seg_stride, a1 += seg_stride, a2 += seg_stride, a3 += seg_stride) {
+    for (s = 0; s < segments; ++s) {
         for (q = 0; q + 4 <= seg_k4; q += 4, b += 256) {
             int8x16_t x[4];
-            x[0] = vld1q_s8(a0 + 4 * q);
-            x[1] = vld1q_s8(a1 + 4 * q);
-            x[2] = vld1q_s8(a2 + 4 * q);
-            x[3] = vld1q_s8(a3 + 4 * q);
-            SDOT_LANEQ(0);
-            SDOT_LANEQ(1);
-            SDOT_LANEQ(2);
-            SDOT_LANEQ(3);
+            for (i = 0; i < 4; ++i) x[i] = vld1q_s8(a[i] + 4 * q);
+            SDOT_STEP(EM_SDOT_LANEQ, x, 0);
+            SDOT_STEP(EM_SDOT_LANEQ, x, 1);
+            SDOT_STEP(EM_SDOT_LANEQ, x, 2);
+            SDOT_STEP(EM_SDOT_LANEQ, x, 3);
         }
         if (q + 2 <= seg_k4) {
             int8x8_t h[4];
-            h[0] = vld1_s8(a0 + 4 * q);
-            h[1] = vld1_s8(a1 + 4 * q);
-            h[2] = vld1_s8(a2 + 4 * q);
-            h[3] = vld1_s8(a3 + 4 * q);
-            SDOT_LANE(0);
-            SDOT_LANE(1);
+            for (i = 0; i < 4; ++i) h[i] = vld1_s8(a[i] + 4 * q);
+            SDOT_STEP(EM_SDOT_LANE, h, 0);
+            SDOT_STEP(EM_SDOT_LANE, h, 1);
             q += 2;
             b += 128;
         }
         if (q < seg_k4) {
             int8x16_t x[4];
-            x[0] = broadcast4(a0 + 4 * q);
-            x[1] = broadcast4(a1 + 4 * q);
-            x[2] = broadcast4(a2 + 4 * q);
-            x[3] = broadcast4(a3 + 4 * q);
+            for (i = 0; i < 4; ++i) x[i] = broadcast4(a[i] + 4 * q);
             for (g = 0; g < groups; ++g) w[g] = vld1q_s8(b + 16 * g);
             for (i = 0; i < 4; ++i)
                 for (g = 0; g < groups; ++g) EM_SDOT(acc[4 * i + g], w[g], x[i]);
             b += 64;
         }
+        for (i = 0; i < 4; ++i) a[i] += seg_stride;
     }
 }
-#undef SDOT_LANEQ
-#undef SDOT_LANE
+#undef SDOT_STEP
 
 static void tile_rows_sdot(const int8_t *const *rows, size_t segments, size_t seg_stride, size_t seg_k4,
                            const int8_t *b, int32_t *c)
@@ -106,12 +93,7 @@ static void tile_rows_sdot(const int8_t *const *rows, size_t segments, size_t se
 
 static void tile_sdot(const int8_t *a, size_t lda, const int8_t *b, size_t k4, int32_t *c)
 {
-    const int8_t *rows[4];
-    rows[0] = a;
-    rows[1] = a + lda;
-    rows[2] = a + 2 * lda;
-    rows[3] = a + 3 * lda;
-    tile_rows_sdot(rows, 1, 0, k4, b, c);
+    em_int8_tile_by_rows(tile_rows_sdot, a, lda, b, k4, c);
 }
 
 /* em_int8_gemm_rows_fn, one instance per activation and bias (em_neon_int8_store_row). Blocks of 16 or 8

@@ -52,6 +52,18 @@ typedef void (*em_int8_gemm_rows_fn)(const int8_t *const *rows, size_t segments,
 typedef uint32_t (*em_int8_quantize_fn)(const float *src, size_t n, float inverse, int8_t *dst);
 #define EM_INT8_NONFINITE_BITS 0x7F800000u
 
+/* The plain tile as one piece of tile_rows: rows i < 4 at a + i·lda (for sets whose tile is their tile_rows) */
+static inline void em_int8_tile_by_rows(em_int8_tile_rows_fn tile_rows, const int8_t *a, size_t lda, const int8_t *b,
+                                        size_t k4, int32_t *c)
+{
+    const int8_t *rows[4];
+    rows[0] = a;
+    rows[1] = a + lda;
+    rows[2] = a + 2 * lda;
+    rows[3] = a + 3 * lda;
+    tile_rows(rows, 1, 0, k4, b, c);
+}
+
 /* offsets[nb·16 + n] = 128 · Σ_{q < k4, e < 4} b[(nb·k4 + q)·64 + n·4 + e] for n16 blocks of packed weights:
  * what vpdpbusd's unsigned operand a xor 0x80 = a + 128 adds to each column's sum */
 void em_int8_column_offsets(const int8_t *b, size_t k4, size_t n16, int32_t *offsets);
