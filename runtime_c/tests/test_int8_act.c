@@ -3,7 +3,9 @@
  *  - every int8 tile this build has and this CPU runs (generic, avx2, avx512_vnni, avx_vnni, neon
  *    smull/sadalp, sdot) equals a naive int32 sum exactly, for depths 4..1200 (odd k4 too) and extreme
  *    operands (every value ±127, both signs: the VNNI tiles' u8 offset); the implicit-im2col forms
- *    (tile_rows: avx512_vnni) equal it over 1-5 segments;
+ *    (tile_rows: avx512_vnni, sdot, neon) equal it over 1-5 segments; every set's store and gemm_rows
+ *    (the epilogue in registers) equal the generic tile_rows + store bit for bit, every one-pass quantize
+ *    em_lut_int8_quantize (and flags Inf / NaN);
  *  - every table-form micro-kernel set this build has and this CPU runs (generic, neon smull/sadalp, sdot):
  *    its table builds equal a naive int32 sum exactly (extreme operands included), its accumulation and
  *    gather equal the generic C bit for bit (epilogue: f32(acc) · k, + bias, ReLU / ReLU6 / none);
@@ -23,6 +25,7 @@
 #include <string.h>
 
 #include "em_kernels.h"
+#include "em_lut_int8.h"
 #include "em_test_builder.h"
 #include "em_test_util.h"
 #include "opt/em_i8a_tables.h"
@@ -187,6 +190,135 @@ static void test_tile_rows_exact(void)
         printf("int8 tile_rows %s: exact\n", tiles[t]->isa);
     }
     printf("int8 tile_rows: %zu tile(s) with an implicit-im2col form\n", covered);
+}
+
+/* Every tile set's store equals em_int8_store_generic bit for bit (1-4 rows, 1-16 columns, each activation,
+ * with and without bias, sums around the ReLU6 bounds), and every gemm_rows equals tile_rows_generic +
+ * store_generic per block of 16 channels (Cout 1-40: full, 8-column and odd last blocks; 1-4 valid rows;
+ * 1-3 segments) without writing past its valid rows. */
+static void test_gemm_rows_exact(void)
+{
+    static const uint32_t acts[] = {EM_ACT_NONE, EM_ACT_RELU, EM_ACT_RELU6};
+    static const uint32_t couts[] = {1, 3, 8, 12, 16, 21, 24, 40};
+    static const size_t shapes[][2] = {{1, 1}, {1, 2}, {1, 4}, {3, 3}, {2, 7}, {1, 9}}; /* segments, seg_k4 */
+    const em_int8_gemm_micro *tiles[8];
+    const size_t count = em_int8_gemm_micro_list(tiles, 8);
+    const float scale = 1.0f / 4096.0f;
+    em_test_rng rng;
+    size_t t, covered = 0;
+    em_test_rng_seed(&rng, 31);
+    for (t = 0; t < count && t < 8; ++t) {
+        size_t bad = 0, ai, hb, si, ci, i;
+        if (tiles[t]->store == NULL && tiles[t]->gemm_rows == NULL) continue;
+        ++covered;
+        for (ai = 0; ai < 3; ++ai)
+            for (hb = 0; hb < 2; ++hb) {
+                float bias[48];
+                for (i = 0; i < 48; ++i) bias[i] = em_test_rand_float(&rng) * 4.0f;
+                if (tiles[t]->store != NULL) {
+                    int32_t c[64];
+                    float want[4 * 20], got[4 * 20];
+                    uint32_t rows, cols;
+                    for (i = 0; i < 64; ++i) c[i] = (int32_t)em_test_rand_below(&rng, 80001) - 40000;
+                    c[0] = 0;
+                    c[1] = 6 * 4096; /* exactly 6 before the bias */
+                    for (rows = 1; rows <= 4; ++rows)
+                        for (cols = 1; cols <= 16; ++cols) {
+                            memset(want, 0x7f, sizeof want);
+                            memset(got, 0x7f, sizeof got);
+                            em_int8_store_generic(c, rows, cols, scale, hb ? bias : NULL, acts[ai], want, 20);
+                            tiles[t]->store(c, rows, cols, scale, hb ? bias : NULL, acts[ai], got, 20);
+                            if (memcmp(want, got, sizeof want) != 0 && bad++ == 0)
+                                printf("store %s: %u rows, %u cols, activation %u, bias %zu\n", tiles[t]->isa,
+                                       (unsigned)rows, (unsigned)cols, (unsigned)acts[ai], hb);
+                        }
+                }
+                if (tiles[t]->gemm_rows == NULL) continue;
+                for (si = 0; si < sizeof shapes / sizeof shapes[0]; ++si)
+                    for (ci = 0; ci < sizeof couts / sizeof couts[0]; ++ci) {
+                        const size_t segments = shapes[si][0], seg_k4 = shapes[si][1], stride = 4 * seg_k4 + 8;
+                        const size_t k4 = segments * seg_k4, bytes = 5 * stride * segments + 64;
+                        const uint32_t cout = couts[ci], n16 = (cout + 15u) / 16u;
+                        int8_t *img = (int8_t *)malloc(bytes), *b = (int8_t *)malloc(n16 * k4 * 64);
+                        int32_t offsets[48], c[64];
+                        float want[5 * 40], got[5 * 40];
+                        const int8_t *rows[4];
+                        uint32_t valid, nb, n;
+                        for (i = 0; i < bytes; ++i) img[i] = (int8_t)((int)em_test_rand_below(&rng, 255) - 127);
+                        for (i = 0; i < n16 * k4 * 64; ++i) /* channels past cout zero, as packed */
+                            b[i] = (int8_t)((i / 4) % 16 + (i / (k4 * 64)) * 16 < cout
+                                                ? (int)em_test_rand_below(&rng, 255) - 127 : 0);
+                        em_int8_column_offsets(b, k4, n16, offsets);
+                        for (i = 0; i < 4; ++i) rows[i] = img + 4 * ((i * 5 + 1) % 7) + i * stride / 2 / 4 * 4;
+                        for (valid = 1; valid <= 4; ++valid) {
+                            memset(want, 0x7f, sizeof want);
+                            memset(got, 0x7f, sizeof got);
+                            for (nb = 0; nb < n16; ++nb) {
+                                em_int8_tile_rows_generic(rows, segments, stride, seg_k4, b + nb * k4 * 64, c);
+                                n = cout - 16u * nb < 16u ? cout - 16u * nb : 16u;
+                                em_int8_store_generic(c, valid, n, scale, hb ? bias + 16u * nb : NULL, acts[ai],
+                                                      want + 16u * nb, cout);
+                            }
+                            tiles[t]->gemm_rows(rows, segments, stride, seg_k4, b, offsets, cout, scale,
+                                                hb ? bias : NULL, acts[ai], got, valid);
+                            if (memcmp(want, got, sizeof want) != 0 && bad++ == 0)
+                                printf("gemm_rows %s: %zu segments of %zu, Cout %u, %u rows, activation %u, bias %zu\n",
+                                       tiles[t]->isa, segments, seg_k4, (unsigned)cout, (unsigned)valid,
+                                       (unsigned)acts[ai], hb);
+                        }
+                        free(img);
+                        free(b);
+                    }
+            }
+        CHECKF(bad == 0, "int8 store / gemm_rows %s: %zu cases differ from the generic C", tiles[t]->isa, bad);
+        printf("int8 store / gemm_rows %s: exact\n", tiles[t]->isa);
+    }
+    printf("int8 store / gemm_rows: %zu tile set(s) with a store or gemm_rows\n", covered);
+}
+
+/* Every tile set's one-pass quantize equals em_lut_int8_quantize per value (ties k + 1/2 both ways, values
+ * past ±127 and past 2^22, -0, lengths around the 16-value step) and returns the largest magnitude's bits;
+ * an Inf or NaN anywhere gives bits ≥ EM_INT8_NONFINITE_BITS. */
+static void test_quantize_exact(void)
+{
+    static const float specials[] = {0.5f, 1.5f, 2.5f, -0.5f, -1.5f, -2.5f, 126.5f, -126.5f, 127.5f, -127.5f,
+                                     -128.0f, 4194304.5f, -8388608.0f, 3.0e38f, -3.0e38f, -0.0f, 1.0e-40f};
+    const em_int8_gemm_micro *tiles[8];
+    const size_t count = em_int8_gemm_micro_list(tiles, 8);
+    em_test_rng rng;
+    size_t t, covered = 0;
+    em_test_rng_seed(&rng, 37);
+    for (t = 0; t < count && t < 8; ++t) {
+        size_t bad = 0, n, i, nonfinite;
+        if (tiles[t]->quantize == NULL) continue;
+        ++covered;
+        for (n = 1; n <= 67; n += (n < 40 ? 1 : 9))
+            for (nonfinite = 0; nonfinite < 4; ++nonfinite) {
+                float src[67];
+                int8_t got[67];
+                uint32_t want_bits = 0, bits;
+                const float inverse = nonfinite == 0 ? 1.0f : 0.37f;
+                for (i = 0; i < n; ++i) {
+                    uint32_t b;
+                    src[i] = i % 3 == 0 ? specials[(i / 3 + n) % (sizeof specials / sizeof specials[0])]
+                                        : em_test_rand_float(&rng) * 300.0f;
+                    memcpy(&b, &src[i], sizeof b);
+                    b &= 0x7FFFFFFFu;
+                    want_bits = b > want_bits ? b : want_bits;
+                }
+                if (nonfinite > 0) src[(n * 5 / 7) % n] = nonfinite == 1 ? NAN : (nonfinite == 2 ? INFINITY : -INFINITY);
+                bits = tiles[t]->quantize(src, n, inverse, got);
+                if (nonfinite > 0) {
+                    bad += bits < EM_INT8_NONFINITE_BITS;
+                    continue;
+                }
+                bad += bits != want_bits;
+                for (i = 0; i < n; ++i) bad += got[i] != (int8_t)em_lut_int8_quantize(src[i], inverse);
+            }
+        CHECKF(bad == 0, "int8 quantize %s: %zu values or checks wrong", tiles[t]->isa, bad);
+        printf("int8 quantize %s: exact\n", tiles[t]->isa);
+    }
+    printf("int8 quantize: %zu tile set(s) with a one-pass quantize\n", covered);
 }
 
 static int8_t test_int8(em_test_rng *rng, size_t extreme)
@@ -487,6 +619,8 @@ int main(void)
     printf("cpu: %s\n", em_runtime_cpu_features());
     test_tiles_exact();
     test_tile_rows_exact();
+    test_gemm_rows_exact();
+    test_quantize_exact();
     test_table_micro_exact();
     test_kernels_against_reference();
     test_form_choice();

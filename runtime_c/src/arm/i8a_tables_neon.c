@@ -64,17 +64,6 @@ static void build_row_neon(const int8_t *cb, const int8_t *x, size_t k4, size_t 
     }
 }
 
-/* f32(acc) · scale, + bias, ReLU / ReLU6 (FMAX/FMIN: max(-0, +0) = +0, as em_activate); separate
- * multiply and add, as the reference (C99 mode: GCC does not contract them) */
-I8A_INLINE float32x4_t epilogue(int32x4_t acc, float32x4_t scale, const float32x4_t *bias, uint32_t activation)
-{
-    float32x4_t y = vmulq_f32(vcvtq_f32_s32(acc), scale);
-    if (bias != NULL) y = vaddq_f32(y, *bias);
-    if (activation == EM_ACT_RELU) y = vmaxq_f32(y, vdupq_n_f32(0.0f));
-    else if (activation == EM_ACT_RELU6) y = vminq_f32(vmaxq_f32(y, vdupq_n_f32(0.0f)), vdupq_n_f32(6.0f));
-    return y;
-}
-
 /* nv ≤ 8 runs of 4 pixels: sums of every term in registers, the runs' byte offsets too, so each run is one
  * register-offset load from the term's row (the empty asm keeps GCC from folding the row into every
  * address: it added and shifted per load, armperf) */
@@ -95,7 +84,7 @@ I8A_INLINE void planar_group(const size_t nv, const int32_t *table, const uint32
 #endif
         for (v = 0; v < nv; ++v) acc[v] = vaddq_s32(acc[v], vld1q_s32((const int32_t *)(const void *)(row + s[v])));
     }
-    for (v = 0; v < nv; ++v) vst1q_f32(out + 4 * v, epilogue(acc[v], scale, bias, activation));
+    for (v = 0; v < nv; ++v) vst1q_f32(out + 4 * v, em_neon_int8_epilogue(acc[v], scale, bias, activation));
 }
 
 static void accumulate_planar_neon(const int32_t *table, const uint32_t *offset, size_t count, const uint32_t *start,
@@ -162,7 +151,7 @@ static void gather_neon(const int32_t *table, size_t ldt, size_t segments, const
         for (v = 0; v < 4; ++v) {
             float32x4_t bv;
             if (bias != NULL) bv = vld1q_f32(bias + o + 4 * v);
-            vst1q_f32(y + o + 4 * v, epilogue(acc[v], vscale, bias != NULL ? &bv : NULL, activation));
+            vst1q_f32(y + o + 4 * v, em_neon_int8_epilogue(acc[v], vscale, bias != NULL ? &bv : NULL, activation));
         }
     }
     for (; o < n; ++o) { /* the last 1-15 outputs: one at a time, the same float32 operations */

@@ -46,6 +46,24 @@ typedef void (*em_int8_gemm_rows_fn)(const int8_t *const *rows, size_t segments,
                                      const int8_t *b, const int32_t *offsets, uint32_t cout, float scale,
                                      const float *bias, uint32_t activation, float *out, uint32_t valid_rows);
 
+/* dst[i] = em_lut_int8_quantize(src[i], inverse) for i < n, in one pass with the non-finite check: returns the
+ * largest |src[i]|'s bit pattern (sign cleared), ≥ EM_INT8_NONFINITE_BITS where a value is Inf or NaN (dst
+ * is then of no use). */
+typedef uint32_t (*em_int8_quantize_fn)(const float *src, size_t n, float inverse, int8_t *dst);
+#define EM_INT8_NONFINITE_BITS 0x7F800000u
+
+/* The plain tile as one piece of tile_rows: rows i < 4 at a + i·lda (for sets whose tile is their tile_rows) */
+static inline void em_int8_tile_by_rows(em_int8_tile_rows_fn tile_rows, const int8_t *a, size_t lda, const int8_t *b,
+                                        size_t k4, int32_t *c)
+{
+    const int8_t *rows[4];
+    rows[0] = a;
+    rows[1] = a + lda;
+    rows[2] = a + 2 * lda;
+    rows[3] = a + 3 * lda;
+    tile_rows(rows, 1, 0, k4, b, c);
+}
+
 /* offsets[nb·16 + n] = 128 · Σ_{q < k4, e < 4} b[(nb·k4 + q)·64 + n·4 + e] for n16 blocks of packed weights:
  * what vpdpbusd's unsigned operand a xor 0x80 = a + 128 adds to each column's sum */
 void em_int8_column_offsets(const int8_t *b, size_t k4, size_t n16, int32_t *offsets);
@@ -57,6 +75,7 @@ typedef struct em_int8_gemm_micro {
                              * and activation in a separate pass */
     em_int8_tile_rows_fn tile_rows; /* NULL: the kernel builds im2col rows for the plain tile */
     em_int8_gemm_rows_fn gemm_rows; /* NULL: tile_rows + store per block of 16 channels */
+    em_int8_quantize_fn quantize;   /* NULL: the kernel set's absmax pass, then its quantize */
 } em_int8_gemm_micro;
 
 /* em_int8_tile_rows_fn in C (the parity tests' reference for tile_rows) */

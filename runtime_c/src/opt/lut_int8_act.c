@@ -8,7 +8,8 @@
  * int8_act_prefers_tables chooses per node. This one takes the r = 1 first convs, where a table saves nothing,
  * MobileNetV2's r = 4 point-wise layers, and every LUT_CONV2D on x86 (vpdpbusd zmm: 64 products per instruction).
  *
- * Per run: (1) non-finite check and quantisation of the whole input (qx), (2) the A rows of the GEMM: for
+ * Per run: (1) non-finite check and quantisation of the whole input (qx; one pass where the tile set has
+ * a quantize), (2) the A rows of the GEMM: for
  * 1×1 stride-1 convs and dense layers with Cin a multiple of 4 ("direct") the rows of qx themselves; for
  * other convs on a tile with tile_rows ("implicit": avx512_vnni) each patch read in place from qx quantised
  * into a zero-padded image; else per band of up to BAND output pixels an im2col of qx rows (depth
@@ -171,14 +172,27 @@ static void im2col_row(const em_node *node, const int8_act_layout *L, const int8
     memset(row + L->k, 0, (size_t)L->k4 * 4u - L->k);
 }
 
+/* i8->quantize of n values; with the tile set's one-pass form (gemm->quantize) also the largest magnitude's
+ * bits into *bits (the caller's non-finite check; the set's absmax pass is skipped then) */
+static void quantize(const em_lut_int8_micro *i8, const em_int8_gemm_micro *gemm, const float *src, size_t n,
+                     float inverse, int8_t *dst, uint32_t *bits)
+{
+    if (gemm->quantize != NULL) {
+        const uint32_t m = gemm->quantize(src, n, inverse, dst);
+        if (m > *bits) *bits = m;
+    } else {
+        i8->quantize(src, n, inverse, dst);
+    }
+}
+
 /* The implicit-GEMM conv (L->implicit, a tile with tile_rows): qx is the input quantised into a zero-padded
  * image (pad_h × pad_w × cin_pad), so output pixel (oy, ox)'s patch is KH segments of KW·cin_pad contiguous
  * bytes from qx + ((oy·sh)·pad_w + ox·sw)·cin_pad, pad_w·cin_pad apart: the depth order of the packed
  * weights (tap-major, then cin_pad), and every 4-byte group inside one segment. 4 output pixels per tile call; a last group short
  * of 4 repeats its first pixel's patch (rows the store leaves out). */
-static void run_implicit(const em_node *node, const int8_act_layout *L, const em_lut_int8_micro *i8,
-                         const float *input, int8_t *qx, int8_t *staging, const int8_t *weights,
-                         em_int8_store_fn store, int fused, const float *bias, float *output, int32_t *tile)
+static int run_implicit(const em_node *node, const int8_act_layout *L, const em_lut_int8_micro *i8,
+                        const float *input, int8_t *qx, int8_t *staging, const int8_t *weights,
+                        em_int8_store_fn store, int fused, const float *bias, float *output, int32_t *tile)
 {
     const uint32_t cin = L->in_c, cpad = L->cin_pad, cout = node->out.c, out_w = node->out.w;
     const uint32_t pixels = node->out.h * out_w;
@@ -188,15 +202,17 @@ static void run_implicit(const em_node *node, const int8_act_layout *L, const em
     const float inverse = em_int8_act_input_inverse(node);
     const uint32_t activation = fused ? node->activation : EM_ACT_NONE;
     const int32_t *offsets = (const int32_t *)(const void *)((const unsigned char *)node->packed + L->offsets_offset);
-    uint32_t y, x, c, m, i, nb;
+    const size_t step_x = (size_t)node->stride_w * cpad, step_y = (size_t)node->stride_h * row_bytes;
+    const int8_t *line = qx; /* output row oy's windows: qx + oy · stride_h · row_bytes */
+    uint32_t y, x, c, m, i, nb, bits = 0, ox = 0;
     memset(qx, 0, (size_t)node->pad_top * row_bytes);
     for (y = 0; y < L->in_h; ++y) {
         int8_t *row = qx + (size_t)(node->pad_top + y) * row_bytes;
         memset(row, 0, left);
         if (cpad == cin) {
-            i8->quantize(input + (size_t)y * in_row, in_row, inverse, row + left);
+            quantize(i8, L->gemm, input + (size_t)y * in_row, in_row, inverse, row + left, &bits);
         } else { /* channels padded with zeros: quantise the row, then spread its pixels */
-            i8->quantize(input + (size_t)y * in_row, in_row, inverse, staging);
+            quantize(i8, L->gemm, input + (size_t)y * in_row, in_row, inverse, staging, &bits);
             if (cpad == 4u) { /* Cin 1-3 (first convs): one 4-byte group per pixel, a loop per Cin */
                 int8_t *dst = row + left;
                 memset(dst, 0, (size_t)L->in_w * 4u);
@@ -207,12 +223,15 @@ static void run_implicit(const em_node *node, const int8_act_layout *L, const em
                         dst[4u * x] = staging[2u * x];
                         dst[4u * x + 1u] = staging[2u * x + 1u];
                     }
-                } else {
-                    for (x = 0; x < L->in_w; ++x) {
-                        dst[4u * x] = staging[3u * x];
-                        dst[4u * x + 1u] = staging[3u * x + 1u];
-                        dst[4u * x + 2u] = staging[3u * x + 2u];
+                } else { /* 4 bytes per pixel (the 4th, the next pixel's first, then zeroed): a word copy
+                          * instead of three byte copies (armperf: MobileNetV2's 64×64×3 input) */
+                    for (x = 0; x + 1u < L->in_w; ++x) {
+                        memcpy(dst + 4u * x, staging + 3u * x, 4);
+                        dst[4u * x + 3u] = 0;
                     }
+                    dst[4u * x] = staging[3u * x];
+                    dst[4u * x + 1u] = staging[3u * x + 1u];
+                    dst[4u * x + 2u] = staging[3u * x + 2u];
                 }
             } else {
                 memset(row + left, 0, (size_t)L->in_w * cpad);
@@ -223,12 +242,20 @@ static void run_implicit(const em_node *node, const int8_act_layout *L, const em
         memset(row + left + (size_t)L->in_w * cpad, 0, right);
     }
     memset(qx + (size_t)(node->pad_top + L->in_h) * row_bytes, 0, (size_t)node->pad_bottom * row_bytes);
+    if (bits >= EM_INT8_NONFINITE_BITS) return 0;
     for (m = 0; m < pixels; m += 4u) {
         const uint32_t valid_rows = pixels - m < 4u ? pixels - m : 4u;
         const int8_t *rows[4];
-        for (i = 0; i < 4u; ++i) {
-            const uint32_t p = m + (i < valid_rows ? i : 0u), oy = p / out_w, ox = p % out_w;
-            rows[i] = qx + (size_t)oy * node->stride_h * row_bytes + (size_t)ox * node->stride_w * cpad;
+        for (i = 0; i < 4u; ++i) { /* the window of output pixel (oy, ox) starts at line + ox · step_x */
+            if (i < valid_rows) {
+                rows[i] = line + (size_t)ox * step_x;
+                if (++ox == out_w) {
+                    ox = 0;
+                    line += step_y;
+                }
+            } else {
+                rows[i] = rows[0];
+            }
         }
         if (fused && L->gemm->gemm_rows != NULL) {
             L->gemm->gemm_rows(rows, node->kernel_h, row_bytes, seg_k4, weights, offsets, cout, L->scale, bias,
@@ -242,6 +269,7 @@ static void run_implicit(const em_node *node, const int8_act_layout *L, const em
                   output + (size_t)m * cout + first, cout);
         }
     }
+    return 1;
 }
 
 void em_lut_int8_act_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
@@ -266,21 +294,30 @@ void em_lut_int8_act_run(const em_node *node, const float *input, float *output,
     int8_t *qx = (int8_t *)(void *)env->scratch;
     int8_t *band = (int8_t *)(void *)((unsigned char *)env->scratch + L->band_offset);
     int32_t *tile = (int32_t *)(void *)((unsigned char *)env->scratch + L->tile_offset);
-    uint32_t m0, i, nb, pixels_done = 0;
+    uint32_t m0, i, nb, pixels_done = 0, bits = 0;
     uint64_t t0 = 0, t1 = 0;
 
     if (env->profile) t0 = em_platform_now_ns();
-    if (!em_lut_int8_finite(i8->absmax(input, in_numel))) { /* no int8 image: every output NaN */
+    /* a NaN or Inf input: no int8 image, every output NaN (checked by the set's absmax pass first, or by the
+     * tile set's one-pass quantize after it) */
+    if (gemm->quantize == NULL && !em_lut_int8_finite(i8->absmax(input, in_numel))) {
         em_lut_int8_fill_nan(output, node->out.numel);
         return;
     }
     if (L->implicit) {
-        run_implicit(node, L, i8, input, qx, band, weights, store, fused, bias, output, tile);
+        if (!run_implicit(node, L, i8, input, qx, band, weights, store, fused, bias, output, tile)) {
+            em_lut_int8_fill_nan(output, node->out.numel);
+            return;
+        }
         if (!fused) em_opt_bias_activate(output, pixels, cout, bias, node->activation);
         if (env->profile) env->profile->accumulate_ns += em_platform_now_ns() - t0;
         return;
     }
-    i8->quantize(input, in_numel, em_int8_act_input_inverse(node), qx);
+    quantize(i8, gemm, input, in_numel, em_int8_act_input_inverse(node), qx, &bits);
+    if (bits >= EM_INT8_NONFINITE_BITS) {
+        em_lut_int8_fill_nan(output, node->out.numel);
+        return;
+    }
     if (env->profile) t1 = em_platform_now_ns();
     if (L->direct && fused && gemm->gemm_rows != NULL) { /* rows of qx, 4 per call (a short last group
                                                           * repeats its first row: rows the store leaves out) */
@@ -397,7 +434,7 @@ void em_int8_column_offsets(const int8_t *b, size_t k4, size_t n16, int32_t *off
         }
 }
 
-const em_int8_gemm_micro em_int8_gemm_generic = {"generic", tile_generic, NULL, NULL, NULL};
+const em_int8_gemm_micro em_int8_gemm_generic = {"generic", tile_generic, NULL, NULL, NULL, NULL};
 
 const em_int8_gemm_micro *em_int8_gemm_micro_for(uint32_t kernels, uint32_t x86_vnni_sets)
 {

@@ -58,4 +58,4 @@ void em_int8_store_avx2(const int32_t *c, uint32_t rows, uint32_t cols, float sc
         }
 }
 
-const em_int8_gemm_micro em_int8_gemm_avx2 = {"avx2", tile_avx2, em_int8_store_avx2, NULL, NULL};
+const em_int8_gemm_micro em_int8_gemm_avx2 = {"avx2", tile_avx2, em_int8_store_avx2, NULL, NULL, NULL};

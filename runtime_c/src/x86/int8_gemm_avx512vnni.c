@@ -142,4 +142,4 @@ static void gemm_rows_avx512_vnni(const int8_t *const *rows, size_t segments, si
 }
 
 const em_int8_gemm_micro em_int8_gemm_avx512_vnni = {"avx512_vnni", tile_avx512_vnni, store_avx512,
-                                                     tile_rows_avx512_vnni, gemm_rows_avx512_vnni};
+                                                     tile_rows_avx512_vnni, gemm_rows_avx512_vnni, NULL};

@@ -56,4 +56,4 @@ static void tile_avx_vnni(const int8_t *a, size_t lda, const int8_t *b, size_t k
     _mm256_storeu_si256((__m256i *)(void *)(c + 56), _mm256_sub_epi32(c31, off1));
 }
 
-const em_int8_gemm_micro em_int8_gemm_avx_vnni = {"avx_vnni", tile_avx_vnni, em_int8_store_avx2, NULL, NULL};
+const em_int8_gemm_micro em_int8_gemm_avx_vnni = {"avx_vnni", tile_avx_vnni, em_int8_store_avx2, NULL, NULL, NULL};
