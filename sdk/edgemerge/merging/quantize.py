@@ -21,6 +21,8 @@ from edgemerge.emm.graph import MergedGraph
 from edgemerge.errors import EdgemergeError
 from edgemerge.executors import graph_ops
 from edgemerge.executors.numpy_exec import _run_node
+from edgemerge.inputs import DataError
+from edgemerge.text import printable
 
 LUT_OPS = (Op.LUT_CONV2D, Op.LUT_DENSE)
 INT8_ACT_PERCENTILE = 99.99
@@ -99,12 +101,21 @@ def quantize_graph(graph, names: Sequence[str], calib: Mapping[str, object],
     """Flags the selected LUT layers of the merged `graph` (in place) for int8 activations, with scales from
     the first `samples_per_task` samples of each task's calibration data: a file path, or data already loaded
     (datasets.LabelledData, e.g. an ONNX task's NCHW file in NHWC). Returns what was flagged."""
-    from edgemerge.datasets import load_samples
+    from edgemerge.datasets import LabelledData, load_samples
     nodes = select_int8_act(graph, names)
     if not nodes:
         return {"layers": [], "percentile": INT8_ACT_PERCENTILE}
-    samples = {task: load_samples(data, "--calib file")[:samples_per_task] for task, data in calib.items()
-               if task in {t.name for t in graph.tasks}}
+    samples = {}
+    for task, data in calib.items():
+        if task not in {t.name for t in graph.tasks}:
+            continue
+        x = load_samples(data, "--calib file")[:samples_per_task]
+        want = tuple(graph.task_input_shape(task))
+        if tuple(x.shape[1:]) != want:   # the executor would fail deep inside a layer instead
+            shown = printable(str(data.path if isinstance(data, LabelledData) else data))
+            raise DataError(f"--calib file {shown}: samples have shape {tuple(x.shape[1:])}, task {task!r} takes "
+                            f"{want} (NHWC)")
+        samples[task] = x
     ranges = input_ranges(graph, samples, nodes)
     flagged = apply_int8_act(graph, ranges)
     return {"layers": flagged, "percentile": INT8_ACT_PERCENTILE,

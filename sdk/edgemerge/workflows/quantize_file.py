@@ -15,7 +15,6 @@ from pathlib import Path
 
 from edgemerge.emm.constants import NODE_FLAG_INT8_ACT
 from edgemerge.errors import EdgemergeError, EmmFormatError
-from edgemerge.inputs import DataError
 from edgemerge.text import printable
 
 
@@ -25,7 +24,6 @@ def quantize_file(model: str | os.PathLike, output: str | os.PathLike, names: Se
     with scales from `calib` (task -> .npz with x in the task's NHWC input shape), and writes `output`.
     Returns a summary: the layers flagged, their input scales, the file sizes."""
     from edgemerge import emm
-    from edgemerge.datasets import load_samples
     from edgemerge.emm.files import check_output_target
     from edgemerge.merging.quantize import INT8_ACT_SAMPLES, quantize_graph
 
@@ -39,20 +37,13 @@ def quantize_file(model: str | os.PathLike, output: str | os.PathLike, names: Se
     except EmmFormatError as e:   # the reader names the section; say which file too
         raise EmmFormatError(str(e) if str(e).startswith(str(model)) else f"{printable(str(model))}: {e}") from None
     tasks = [t.name for t in graph.tasks]
-    loaded = {}
-    for task, path in calib.items():
+    for task in calib:
         if task not in tasks:
             raise EdgemergeError(f"--calib {printable(task)}: {printable(str(model))} has no task of that name "
                                  f"(tasks: {', '.join(tasks)})")
-        x = load_samples(path, "--calib file")[:INT8_ACT_SAMPLES]
-        want = tuple(graph.task_input_shape(task))
-        if tuple(x.shape[1:]) != want:
-            raise DataError(f"--calib file {printable(str(path))}: samples have shape {tuple(x.shape[1:])}, task "
-                            f"{task!r} takes {want} (NHWC)")
-        loaded[task] = x
     before = sum(1 for n in graph.nodes if n.flags & NODE_FLAG_INT8_ACT)
-    log(f"measuring the input ranges of the selected layers on {', '.join(loaded)}")
-    report = quantize_graph(graph, names, {task: calib[task] for task in loaded})
+    log(f"measuring the input ranges of the selected layers on {', '.join(calib)}")
+    report = quantize_graph(graph, names, calib)   # loads each file once and checks its samples' shape
     file_bytes = emm.write_emm(graph, output)
     return {"model": str(Path(model)), "output": str(Path(output)), "file_bytes": file_bytes,
             "layers": report["layers"], "input_scales": report.get("input_scales", {}),
