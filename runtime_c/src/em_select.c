@@ -32,21 +32,23 @@
 #define EM_BLAS_MIN_MACS (8u * 1024u * 1024u)
 #endif
 
-/* LUT_CONV2D nodes (this one included) whose table would equal this node's: same input, codebook, r, C,
- * window and padding (em_plan.c tables_compatible). Tasks that share an input and a merged first layer
- * build that table once (issue: "tasks that share an input share the first layer's tables"). */
-static uint64_t lut_conv2d_table_sharers(const em_model *model, const em_node *node)
+/* LUT nodes of this node's op (this one included) whose float table would equal this node's: same input,
+ * codebook, r and C, and for LUT_CONV2D the same window and padding (em_plan.c tables_compatible). Tasks that
+ * share an input and a merged first layer build that table once (issue: "tasks that share an input share the
+ * first layer's tables"). */
+static uint64_t lut_table_sharers(const em_model *model, const em_node *node)
 {
     uint64_t count = 0;
     uint32_t i;
     if (model == NULL) return 1;
     for (i = 0; i < model->node_count; ++i) {
         const em_node *o = &model->nodes[i];
-        count += o->op == EM_OP_LUT_CONV2D && !(o->flags & (EM_NODE_FLAG_INT8_TABLES | EM_NODE_FLAG_INT8_ACT)) && o->input == node->input &&
+        count += o->op == node->op && !(o->flags & (EM_NODE_FLAG_INT8_TABLES | EM_NODE_FLAG_INT8_ACT)) && o->input == node->input &&
                  o->weight_id == node->weight_id && o->seg_len == node->seg_len && o->codewords == node->codewords &&
-                 o->kernel_h == node->kernel_h && o->kernel_w == node->kernel_w && o->stride_h == node->stride_h &&
-                 o->stride_w == node->stride_w && o->pad_top == node->pad_top && o->pad_left == node->pad_left &&
-                 o->pad_bottom == node->pad_bottom && o->pad_right == node->pad_right;
+                 (node->op != EM_OP_LUT_CONV2D ||
+                  (o->kernel_h == node->kernel_h && o->kernel_w == node->kernel_w && o->stride_h == node->stride_h &&
+                   o->stride_w == node->stride_w && o->pad_top == node->pad_top && o->pad_left == node->pad_left &&
+                   o->pad_bottom == node->pad_bottom && o->pad_right == node->pad_right));
     }
     return count ? count : 1;
 }
@@ -69,7 +71,7 @@ static int lut_conv2d_prefers_decoded(const em_model *model, const em_node *node
     if (r == 0 || taps * node->in.c * node->out.c * sizeof(float) > EM_LUT_DECODE_MAX_BYTES) return 0;
     if (r == 1) return 1;
     table_x10 = in_px * S * r * C * (C > 64 ? EM_LUT_COST_TABLE_X10 * 5u / 4u : EM_LUT_COST_TABLE_X10);
-    table_x10 /= lut_conv2d_table_sharers(model, node); /* a shared table is built once for all of them */
+    table_x10 /= lut_table_sharers(model, node); /* a shared table is built once for all of them */
     lut_x10 = table_x10 + out_px * taps * S * node->out.c * EM_LUT_COST_ADD_X10;
     direct_x10 = out_px * taps * node->in.c * node->out.c * EM_LUT_DECODE_MARGIN_X10;
     return lut_x10 > direct_x10;
@@ -84,16 +86,9 @@ static int lut_conv2d_prefers_decoded(const em_model *model, const em_node *node
 static int lut_dense_prefers_decoded(const em_model *model, const em_node *node)
 {
     const uint64_t in = node->in.numel, out = node->out.c, r = node->seg_len, C = node->codewords;
-    uint64_t lut_x10, sharers = 0;
-    uint32_t i;
+    uint64_t lut_x10;
     if (r == 0 || in * out * sizeof(float) > EM_LUT_DECODE_MAX_BYTES) return 0;
-    for (i = 0; model != NULL && i < model->node_count; ++i) {
-        const em_node *o = &model->nodes[i];
-        sharers += o->op == EM_OP_LUT_DENSE && !(o->flags & (EM_NODE_FLAG_INT8_TABLES | EM_NODE_FLAG_INT8_ACT)) &&
-                   o->input == node->input && o->weight_id == node->weight_id && o->seg_len == node->seg_len &&
-                   o->codewords == node->codewords;
-    }
-    lut_x10 = in * C * EM_LUT_COST_TABLE_X10 / (sharers ? sharers : 1u) + (in + r - 1u) / r * out * EM_LUT_COST_ADD_X10;
+    lut_x10 = in * C * EM_LUT_COST_TABLE_X10 / lut_table_sharers(model, node) + (in + r - 1u) / r * out * EM_LUT_COST_ADD_X10;
     return lut_x10 > in * out * EM_LUT_DECODE_MARGIN_X10;
 }
 
