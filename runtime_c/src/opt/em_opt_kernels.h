@@ -32,7 +32,9 @@
 /* ---- shared helpers (opt/portable.c) ---- */
 /* y[p·channels + c] = act(y[...] + bias[c]) (bias may be NULL). */
 void em_opt_bias_activate(float *y, size_t pixels, uint32_t channels, const float *bias, uint32_t activation);
-/* y[i] = act(a[i] + b[i]) with the activation chosen once (opt/graph_ops.c); y may be a or b. */
+/* y[i] = act(y[i]), and y[i] = act(a[i] + b[i]) (y may be a or b), with the activation chosen once per call, not
+ * per value (opt/graph_ops.c); the bits of em_activate. */
+void em_opt_activate(float *y, size_t n, uint32_t activation);
 void em_opt_add_activate(float *y, const float *a, const float *b, size_t n, uint32_t activation);
 /* Rounds a float count up so the next buffer starts 64-byte aligned. */
 size_t em_opt_align_floats(size_t floats);

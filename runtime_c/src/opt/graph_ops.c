@@ -1,5 +1,6 @@
 /* Fast kernels of the multi-input ops ADD, MUL and CONCAT (FORMAT.md v2 "Multi-input ops"), and the
- * elementwise add-and-activate that the fused residual ADD of the convolutions uses (opt/conv2d.c).
+ * elementwise activate and add-and-activate that the ACTIVATION / RESHAPE copy (opt/portable.c) and the fused
+ * residual ADD of the convolutions (opt/conv2d.c) use.
  *
  * Why they exist: the reference loops call em_activate() per element, a switch plus, for ReLU, a compare
  * and branch on the value's sign. On real activations the sign is random, so the branch mispredicts about
@@ -17,8 +18,7 @@
 #include "em_opt_kernels.h"
 #include "../ref/em_ref_kernels.h"
 
-/* y[i] = act(y[i]) for the activations with a select form; the others through em_activate. */
-static void activate_in_place(float *y, size_t n, uint32_t activation)
+void em_opt_activate(float *y, size_t n, uint32_t activation)
 {
     size_t i;
     switch (activation) {
@@ -107,7 +107,7 @@ void em_mul_f32_run(const em_node *node, const float *const *inputs, float *outp
             }
         }
     }
-    activate_in_place(output, n, node->activation);
+    em_opt_activate(output, n, node->activation);
 }
 
 void em_concat_f32_run(const em_node *node, const float *const *inputs, float *output, float *scratch)
@@ -122,5 +122,5 @@ void em_concat_f32_run(const em_node *node, const float *const *inputs, float *o
             memcpy(output + p * out_c + offset, inputs[k] + p * channels, channels * sizeof(float));
         offset += channels;
     }
-    activate_in_place(output, pixels * out_c, node->activation);
+    em_opt_activate(output, pixels * out_c, node->activation);
 }

@@ -381,11 +381,7 @@ void em_global_avg_pool_run(const em_node *node, const float *input, float *outp
 
 void em_copy_activate_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)
 {
-    uint32_t i;
     (void)env;
-    if (node->activation == EM_ACT_NONE) {
-        if (output != input) memcpy(output, input, (size_t)node->out.numel * sizeof(float));
-        return;
-    }
-    for (i = 0; i < node->out.numel; ++i) output[i] = em_activate(input[i], node->activation);
+    if (output != input) memcpy(output, input, (size_t)node->out.numel * sizeof(float));
+    em_opt_activate(output, node->out.numel, node->activation);
 }
