@@ -7,13 +7,14 @@
  * four zmm registers at most, so 16 outputs' terms of one segment are one or two vpermt2d of that row by
  * their indices (the float LUT_DENSE kernel's in-register permutes, micro_avx512.c) and one vpaddd. Sums of
  * int32 are exact in any order, and the epilogue is the generic C's operations one vector at a time
- * (cvtdq2ps, mul, add, the ReLU / ReLU6 selects of em_activate; this file is built with -ffp-contract=off),
+ * (em_avx512_int8_epilogue.h, shared with the VNNI GEMM's store; this file is built with -ffp-contract=off),
  * so the outputs are the generic C's bit for bit (tests/test_int8_act.c check_table_sums). */
 #include <immintrin.h>
 #include <string.h>
 
 #include "../em_internal.h"
 #include "../opt/em_i8a_tables.h"
+#include "em_avx512_int8_epilogue.h"
 
 static void build_planar(const int8_t *cb, const int8_t *x, size_t k4, size_t c4, size_t blocks, int32_t *table,
                          size_t ldt)
@@ -32,24 +33,6 @@ static void accumulate_planar(const int32_t *table, const uint32_t *offset, size
     em_i8a_tables_generic.accumulate_planar(table, offset, count, start, vectors, scale, bias, activation, out);
 }
 
-/* 16 outputs' epilogue: act(f32(f32(acc) · scale) + bias), as em_activate writes ReLU (x <= 0 ? 0 : x, NaN
- * kept) and ReLU6. */
-static __m512 epilogue16(__m512i acc, __m512 scale, const float *bias, __mmask16 lanes, uint32_t activation)
-{
-    __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale);
-    const __m512 zero = _mm512_setzero_ps();
-    if (bias != NULL) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(lanes, bias));
-    if (activation == EM_ACT_RELU || activation == EM_ACT_RELU6) {
-        const __mmask16 low = _mm512_cmp_ps_mask(y, zero, _CMP_LE_OQ);
-        if (activation == EM_ACT_RELU6) {
-            const __m512 six = _mm512_set1_ps(6.0f);
-            y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(y, six, _CMP_GT_OQ), six);
-        }
-        y = _mm512_mask_mov_ps(y, low, zero);
-    }
-    return y;
-}
-
 static void gather(const int32_t *table, size_t ldt, size_t segments, const uint16_t *idx, size_t n, float scale,
                    const float *bias, uint32_t activation, float *y)
 {
@@ -63,6 +46,7 @@ static void gather(const int32_t *table, size_t ldt, size_t segments, const uint
     for (o0 = 0; o0 < n; o0 += 16u) {
         const size_t width = n - o0 < 16u ? n - o0 : 16u;
         const __mmask16 lanes = (__mmask16)((1u << width) - 1u);
+        const __m512 b = bias != NULL ? _mm512_maskz_loadu_ps(lanes, bias + o0) : vscale;
         __m512i acc = zero;
         for (s = 0; s < segments; ++s) {
             const int32_t *row = table + s * ldt;
@@ -87,7 +71,7 @@ static void gather(const int32_t *table, size_t ldt, size_t segments, const uint
             }
             acc = _mm512_add_epi32(acc, v);
         }
-        _mm512_mask_storeu_ps(y + o0, lanes, epilogue16(acc, vscale, bias != NULL ? bias + o0 : NULL, lanes, activation));
+        _mm512_mask_storeu_ps(y + o0, lanes, em_avx512_int8_epilogue(acc, vscale, bias != NULL ? &b : NULL, activation));
     }
 }
 

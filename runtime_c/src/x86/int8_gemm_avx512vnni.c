@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "../opt/em_int8_gemm.h"
+#include "em_avx512_int8_epilogue.h"
 
 /* acc += vpdpbusd(u, w). GCC 12 copies every accumulator through another register around the intrinsic
  * (two moves per vpdpbusd: the loop ran at twice the instructions); the one-instruction asm keeps the
@@ -96,17 +97,11 @@ static void tile_rows_avx512_vnni(const int8_t *const *rows, size_t segments, si
     store_tile(acc, c);
 }
 
-/* One row of 16 sums as em_int8_store_fn stores it: cvtdq2ps, · scale, + bias, max/min (max(±0, +0) = +0
- * as the scalar x ≤ 0 → +0), masked to the valid columns. Separate mul and add: no FMA (C99 mode, no
- * contraction). */
+/* One row of 16 sums as em_int8_store_fn stores it (the shared epilogue, em_avx512_int8_epilogue.h), masked to
+ * the valid columns. */
 static inline void store_row(__m512i acc, __mmask16 mask, __m512 k, const __m512 *b, uint32_t activation, float *out)
 {
-    const __m512 zero = _mm512_setzero_ps();
-    __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), k);
-    if (b != NULL) v = _mm512_add_ps(v, *b);
-    if (activation == EM_ACT_RELU) v = _mm512_max_ps(v, zero);
-    else if (activation == EM_ACT_RELU6) v = _mm512_min_ps(_mm512_max_ps(v, zero), _mm512_set1_ps(6.0f));
-    _mm512_mask_storeu_ps(out, mask, v);
+    _mm512_mask_storeu_ps(out, mask, em_avx512_int8_epilogue(acc, k, b, activation));
 }
 
 static void store_avx512(const int32_t *c, uint32_t rows, uint32_t cols, float scale, const float *bias,
