@@ -8,7 +8,10 @@ static void *counting_alloc(void *user, size_t bytes)
     void *p;
     if (++a->calls == a->fail_at) return NULL;
     p = malloc(bytes);
-    if (p != NULL) ++a->live;
+    if (p != NULL) {
+        ++a->live;
+        a->bytes += bytes;
+    }
     return p;
 }
 

@@ -11,6 +11,7 @@ typedef struct em_counting_allocator {
     size_t calls;   /* allocations attempted */
     size_t fail_at; /* 1-based number of the allocation that fails; 0: none */
     size_t live;    /* allocated and not yet freed */
+    size_t bytes;   /* bytes of every successful allocation (not reduced by frees) */
 } em_counting_allocator;
 
 /* Routes `allocator` through `counter` (the caller sets or resets the counts). */

@@ -165,6 +165,37 @@ static void test_failing_allocations(const uint8_t *data, size_t size)
     printf("test_context: %zu allocations per load, each one failed once\n", needed);
 }
 
+/* em_model_packed_bytes: what the loader allocates for kernel data (decoded weights, unpacked indices). The
+ * file's LUT layers pack their index maps for the fast kernels, the reference set packs nothing; the figure
+ * is never more than the load allocated in all. */
+static void test_packed_bytes(const uint8_t *data, size_t size)
+{
+    em_counting_allocator counter;
+    em_allocator allocator;
+    em_load_options options;
+    em_model *model = NULL;
+    em_error err;
+    em_status st;
+    uint32_t pass;
+    CHECK(em_model_packed_bytes(NULL) == 0);
+    em_counting_allocator_bind(&allocator, &counter);
+    for (pass = 0; pass < 2; ++pass) { /* the reference set, then the best set of this CPU */
+        memset(&options, 0, sizeof options);
+        options.kernels = pass == 0 ? EM_KERNELS_REFERENCE : EM_KERNELS_AUTO;
+        memset(&counter, 0, sizeof counter);
+        st = em_model_load_ex(data, size, &allocator, &options, &model, &err);
+        CHECK_STATUS(st, EM_STATUS_OK, err);
+        if (st != EM_STATUS_OK) continue;
+        if (pass == 0)
+            CHECKF(em_model_packed_bytes(model) == 0, "reference kernels: %zu packed bytes", em_model_packed_bytes(model));
+        else
+            CHECKF(em_model_packed_bytes(model) > 0 && em_model_packed_bytes(model) <= counter.bytes,
+                   "%s kernels: %zu packed bytes of %zu allocated at load", em_kernels_name(em_model_kernels(model)),
+                   em_model_packed_bytes(model), counter.bytes);
+        em_model_free(model);
+    }
+}
+
 int main(int argc, char **argv)
 {
     size_t size = 0;
@@ -186,6 +217,7 @@ int main(int argc, char **argv)
         em_model_free(model);
     }
     test_failing_allocations(data, size);
+    test_packed_bytes(data, size);
     free(data);
     return em_test_summary("test_context");
 }

@@ -256,6 +256,8 @@ static void print_info(const em_model *model, const char *path, size_t file_byte
     /* the peak of a run: values reused by liveness across branches, against all values held at once */
     printf("activation arena: %zu bytes peak (all node outputs without reuse: %zu bytes)\n",
            em_model_arena_bytes(model), em_model_values_bytes(model));
+    printf("packed kernel data: %zu bytes (allocated at load: decoded weights, unpacked indices)\n",
+           em_model_packed_bytes(model));
     printf("tasks: %u\n", (unsigned)em_model_task_count(model));
     for (i = 0; i < em_model_task_count(model); ++i) {
         em_task_info t;
@@ -440,8 +442,10 @@ static void print_json_head(const em_model *model, const options *o, double load
 {
     printf("{\"em_run\": 1, \"kernels\": \"%s\", \"cpu_features\": ", em_kernels_name(em_model_kernels(model)));
     print_json_string(em_runtime_cpu_features());
-    printf(", \"threads\": %ld, \"task_lanes\": %u, \"warmup\": %ld, \"load_ms\": %.6f, \"context_bytes\": %zu, ",
-           o->threads, (unsigned)em_model_task_lanes(model), o->warmup, load_ms, em_context_size(model));
+    printf(", \"threads\": %ld, \"task_lanes\": %u, \"warmup\": %ld, \"load_ms\": %.6f, \"context_bytes\": %zu, "
+           "\"packed_bytes\": %zu, ",
+           o->threads, (unsigned)em_model_task_lanes(model), o->warmup, load_ms, em_context_size(model),
+           em_model_packed_bytes(model));
 }
 
 /* --task all: em_run_all on fixed inputs (a deterministic pattern in [-1, 1)), then each task alone. */

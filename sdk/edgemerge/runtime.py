@@ -97,6 +97,9 @@ class Runtime:
     threads = _model_property("threads", "Workers of the model's pool (1: serial).")
     task_lanes = _model_property("task_lanes", "Task lanes run_all runs in parallel (0: the serial plan).")
     file_bytes = _model_property("file_bytes", "Bytes of the .emm image the runtime reads (in place).")
+    packed_bytes = _model_property(
+        "packed_bytes", "Bytes allocated at load for kernel data derived from the file (decoded weights of LUT layers "
+                        "run decoded, unpacked indices): model memory beyond the file.")
 
     @property
     def input_count(self) -> int:

@@ -163,6 +163,7 @@ class Model {
     size_t context_bytes() const { return em_context_size(model_); }
     size_t arena_bytes() const { return em_model_arena_bytes(model_); }
     size_t values_bytes() const { return em_model_values_bytes(model_); }
+    size_t packed_bytes() const { return em_model_packed_bytes(model_); }
     size_t file_bytes() const { return size_; }
 
     py::list tasks() const {
@@ -408,6 +409,9 @@ PYBIND11_MODULE(_runtime, m) {
         .def_property_readonly("values_bytes", &Model::values_bytes,
                                "What every node output would take held at once (no reuse).")
         .def_property_readonly("file_bytes", &Model::file_bytes)
+        .def_property_readonly("packed_bytes", &Model::packed_bytes,
+                               "Bytes allocated at load for kernel data derived from the file (decoded weights, "
+                               "unpacked indices): model memory beyond the file (em_model_packed_bytes).")
         .def_property_readonly("threads", &Model::threads, "Workers of the model's pool (1: serial).")
         .def_property_readonly("task_lanes", &Model::task_lanes,
                                "Task lanes run_all can run in parallel (0: the serial plan).")

@@ -91,7 +91,9 @@ def test_bench_on_the_device_with_float_and_int8_peers(device, pair, host_runtim
 
     merged = result["merged"]
     assert ordered(merged["ms"]) and merged["load_ms"] > 0 and merged["first_run_ms"] > 0
-    assert merged["peak_bytes"] == pair["emm"].stat().st_size + Runtime(pair["emm"]).context_bytes
+    runtime = Runtime(pair["emm"])  # same kernel set as the host em_run: the same packed bytes
+    assert merged["packed_bytes"] == runtime.packed_bytes > 0
+    assert merged["peak_bytes"] == pair["emm"].stat().st_size + runtime.packed_bytes + runtime.context_bytes
     assert merged["cpu_features"] and merged["kernels"]
     nodes = Runtime(pair["emm"]).nodes()
     assert [n["name"] for n in merged["node_kernels"]] == [n["name"] for n in nodes]

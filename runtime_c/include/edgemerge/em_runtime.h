@@ -147,6 +147,11 @@ size_t em_context_size(const em_model *model);
 size_t em_model_arena_bytes(const em_model *model);
 /* What the node outputs would take without reuse (each rounded up to 64 bytes): the peak's yardstick. */
 size_t em_model_values_bytes(const em_model *model);
+/* Bytes the loader allocated for kernel data derived from the file: the kernels' packed data (decoded
+ * weights of LUT layers run decoded, unpacked indices, tables' offsets; with its alignment slack) and the
+ * decoded weights of clustered depthwise layers. Model memory beyond the file, which the runtime reads in
+ * place (the parsed node and tensor records, a few hundred bytes per node, are not counted). */
+size_t em_model_packed_bytes(const em_model *model);
 /* Value id of input k of a node (k < em_node_info.input_count). */
 em_status em_model_node_input(const em_model *model, uint32_t node, uint32_t k, uint32_t *value);
 /* Lays a context out in `memory` (any alignment; the runtime aligns inside). No other allocation. */

@@ -38,7 +38,8 @@ def inspect(model, as_json):
         click.echo(f"  originals: {_human_bytes(info['original_bytes'])} float32 parameters -> "
                    f"compression {info['compression']:.2f}x")
     click.echo(f"  run-time memory (one context): {_human_bytes(info['context_bytes'])}, of which activations "
-               f"{_human_bytes(info['arena_bytes'])} at their peak")
+               f"{_human_bytes(info['arena_bytes'])} at their peak; allocated at load (this machine's kernels): "
+               f"{_human_bytes(info['packed_bytes'])} of decoded weights and unpacked indices")
     click.echo("  sections: " + ", ".join(f"{k} {_human_bytes(v)}" for k, v in info["sections"].items()))
     for t in info["tasks"]:
         click.echo(f"  task {printable(t['name'])}: input {'x'.join(map(str, t['input_shape']))} (input {t['input_index']}), "
@@ -211,8 +212,9 @@ def bench_command(model, references, threads, runs, warmup, data, seed, profile,
     rows = [("merged", m, None)] + [(p["label"], p, p["speedup"]) for p in result["peers"]]
     _bench_table(rows)
     held = result["memory"]["reference"]["held"]
-    click.echo(f"  peak memory: merged = model {_human_bytes(m['file_bytes'])} + context "
-               f"{_human_bytes(m['context_bytes'])} (as RSS {_human_bytes(result['merged_rss_peak_bytes'])}); "
+    click.echo(f"  peak memory: merged = model {_human_bytes(m['file_bytes'])} + packed at load "
+               f"{_human_bytes(m['packed_bytes'])} + context {_human_bytes(m['context_bytes'])} "
+               f"(as RSS {_human_bytes(result['merged_rss_peak_bytes'])}); "
                f"reference = peak RSS growth: heap {_human_bytes(held['heap'])} + model files "
                f"{_human_bytes(held['model_files'])}; TFLite library code not counted")
     _bench_task_table({task: (t["merged_alone_ms"]["median"],

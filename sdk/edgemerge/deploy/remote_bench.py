@@ -156,7 +156,8 @@ def bench_on_device(model: str | Path, url: str, board, references: list[dict[st
               "kernels_used": sorted({n["kernel"] for n in node_info["nodes"]}),
               "threads": timings["threads"], "task_lanes": timings["task_lanes"],
               "load_ms": timings["load_ms"], "file_bytes": file_bytes, "context_bytes": timings["context_bytes"],
-              "peak_bytes": file_bytes + int(timings["context_bytes"]),
+              "packed_bytes": int(timings["packed_bytes"]),
+              "peak_bytes": file_bytes + int(timings["packed_bytes"]) + int(timings["context_bytes"]),
               **_timing(timings["all"])}
     tasks = {task: {"merged_alone": _timing(t), "peers": {}} for task, t in timings["tasks"].items()}
 

@@ -89,6 +89,8 @@ def describe(path: str | os.PathLike) -> dict:
         "original_bytes": original,
         "compression": original / len(data) if original else None,
         "context_bytes": runtime.context_bytes,
+        # kernel data the loader derives from the file (decoded weights, unpacked indices), with this machine's kernels
+        "packed_bytes": runtime.packed_bytes,
         # the activation arena inside the context: values share memory by liveness (FORMAT.md v2 graphs)
         "arena_bytes": runtime.arena_bytes,
         "tasks": [{"name": t.name, "input_shape": list(graph.inputs[t.input]), "classes": t.classes,

@@ -265,7 +265,9 @@ def _overview(report: dict) -> str:
             f'<tr><th>size</th><td>{_kib(info["file_bytes"])} ({info["file_bytes"]} bytes)</td></tr>'
             f'<tr><th>originals</th><td>{_kib(info["original_bytes"])} of float32 parameters</td></tr>'
             f'<tr><th>compression</th><td>{comp}</td></tr>'
-            f'<tr><th>run-time memory</th><td>{_kib(info["context_bytes"])} per context</td></tr></table>'
+            f'<tr><th>run-time memory</th><td>{_kib(info["context_bytes"])} per context</td></tr>'
+            f'<tr><th>allocated at load</th><td>{_kib(info["packed_bytes"])} (decoded weights, unpacked indices; '
+            f'this machine\'s kernels)</td></tr></table>'
             f'<h3>Tasks</h3><table><tr><th class="l">task</th><th>input</th><th>input #</th><th>classes</th></tr>{rows}</table>'
             + (f'<h3>Original models</h3><table><tr><th class="l">task</th><th class="l">file</th><th>float32 '
                f'parameters</th></tr>{sources}</table>' if sources else ""))
