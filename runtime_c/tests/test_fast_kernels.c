@@ -268,27 +268,23 @@ static int close_to(const float *got, const float *want, size_t n, const char *w
  * Where it rounds twice (SSE2, armv7 NEON, the portable C) they give the reference's own bits. */
 static void depthwise_fused_order(const em_node *node, const float *input, float *output)
 {
-    const uint32_t in_w = node->in.w, channels = node->in.c;
+    const uint32_t channels = node->in.c, taps = node->kernel_h * node->kernel_w;
     const float *weights = em_tensor_f32(node->weight), *bias = em_tensor_f32(node->bias);
-    uint32_t oy, ox, c, ky, kx;
-    for (oy = 0; oy < node->out.h; ++oy) {
-        for (ox = 0; ox < node->out.w; ++ox) {
-            for (c = 0; c < channels; ++c) {
-                float acc = 0.0f;
-                for (ky = 0; ky < node->kernel_h; ++ky) {
-                    const int32_t iy = em_input_coord(oy, node->stride_h, ky, node->pad_top, node->in.h);
-                    if (iy < 0) continue;
-                    for (kx = 0; kx < node->kernel_w; ++kx) {
-                        const int32_t ix = em_input_coord(ox, node->stride_w, kx, node->pad_left, in_w);
-                        if (ix < 0) continue;
-                        acc = fmaf(input[((size_t)iy * in_w + (size_t)ix) * channels + c],
-                                   weights[((size_t)ky * node->kernel_w + kx) * channels + c], acc);
-                    }
-                }
-                if (bias) acc += bias[c];
-                output[((size_t)oy * node->out.w + ox) * channels + c] = em_activate(acc, node->activation);
-            }
+    uint32_t pixel, t, c;
+    for (pixel = 0; pixel < node->out.h * node->out.w; ++pixel) {
+        float *y = output + (size_t)pixel * channels;
+        for (c = 0; c < channels; ++c) y[c] = 0.0f;
+        for (t = 0; t < taps; ++t) { /* ky = t / kw outer, kx = t % kw inner: the reference's order */
+            const int32_t iy = em_input_coord(pixel / node->out.w, node->stride_h, t / node->kernel_w, node->pad_top,
+                                              node->in.h);
+            const int32_t ix = em_input_coord(pixel % node->out.w, node->stride_w, t % node->kernel_w, node->pad_left,
+                                              node->in.w);
+            const float *x;
+            if (iy < 0 || ix < 0) continue; /* in the padding: skipped */
+            x = input + ((size_t)iy * node->in.w + (size_t)ix) * channels;
+            for (c = 0; c < channels; ++c) y[c] = fmaf(x[c], weights[(size_t)t * channels + c], y[c]);
         }
+        for (c = 0; c < channels; ++c) y[c] = em_activate(bias != NULL ? y[c] + bias[c] : y[c], node->activation);
     }
 }
 
