@@ -11,7 +11,8 @@
  *
  * Tolerance: |fast − ref| ≤ 1e-5 · (1 + max|ref|) per output (relative 1e-5, typical error 1e-7):
  * fast kernels only reorder the float32 sums (vector lanes, FMA), they compute the same terms. Inputs
- * are in [-1, 1) and weights small, so sums stay O(10) even for K = 800 terms. */
+ * are in [-1, 1) and weights small, so sums stay O(10) even for K = 800 terms. Depthwise convolutions
+ * with multiplier 1 are held to the bit: they sum in the reference's order (depthwise_fused_order). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@
 #include "em_kernels.h"
 #include "em_test_builder.h"
 #include "em_test_util.h"
+#include "ref/em_ref_kernels.h"
 
 #define TOL 1e-5
 
@@ -135,6 +137,26 @@ static const layer_case cases[] = {
     LUT_DENSE(70, 33, 7, 17, SHARED_CB, EM_ACT_RELU6, 1),
     LUT_DENSE(100, 33, 3, 16, SHARED_CB, EM_ACT_NONE, 1),
     LUT_DENSE(1280, 10, 4, 256, SHARED_CB, EM_ACT_NONE, 1),
+    /* depthwise 3x3 multiplier 1 on MobileNetV2's small maps (64x64 input: 8x8, 4x4, 2x2), where most pixels
+     * are edges: TF 'same' at stride 1 (pads 1/1) and stride 2 (0/1 on even sizes, 1/1 on odd), channel
+     * counts with a tail on every vector width (4, 8, 16), bias and ReLU6; then explicit pads of 2 (two
+     * tap columns / rows in the padding), a 1-row input (both outer kernel rows in the padding) and
+     * non-square maps. Bit-identical to the reference's order (depthwise_fused_order). */
+    WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 1, 1, 19, 1, 3, 3, 1, 1, 1, 1, 1, 1, EM_ACT_RELU6, 1),
+    WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 1, 1, 21, 1, 3, 3, 2, 2, 1, 1, 1, 1, EM_ACT_RELU6, 1),
+    WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 2, 2, 19, 1, 3, 3, 1, 1, 1, 1, 1, 1, EM_ACT_RELU6, 1),
+    WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 2, 2, 35, 1, 3, 3, 2, 2, 0, 0, 1, 1, EM_ACT_RELU6, 1),
+    WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 3, 3, 21, 1, 3, 3, 1, 1, 1, 1, 1, 1, EM_ACT_RELU6, 1),
+    WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 3, 3, 19, 1, 3, 3, 2, 2, 1, 1, 1, 1, EM_ACT_RELU6, 1),
+    WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 4, 4, 35, 1, 3, 3, 1, 1, 1, 1, 1, 1, EM_ACT_RELU6, 1),
+    WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 4, 4, 21, 1, 3, 3, 2, 2, 0, 0, 1, 1, EM_ACT_RELU6, 1),
+    WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 5, 5, 19, 1, 3, 3, 1, 1, 1, 1, 1, 1, EM_ACT_RELU6, 1),
+    WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 5, 5, 35, 1, 3, 3, 2, 2, 1, 1, 1, 1, EM_ACT_RELU6, 1),
+    WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 8, 8, 21, 1, 3, 3, 2, 2, 0, 0, 1, 1, EM_ACT_RELU6, 1),
+    WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 4, 5, 19, 1, 3, 3, 1, 1, 2, 2, 2, 2, EM_ACT_NONE, 1),
+    WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 3, 4, 21, 1, 3, 3, 2, 1, 2, 2, 1, 2, EM_ACT_RELU, 1),
+    WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 1, 6, 19, 1, 3, 3, 1, 2, 1, 1, 1, 1, EM_ACT_RELU6, 0),
+    WINDOW_OP(EM_OP_DEPTHWISE_CONV2D, 2, 7, 16, 1, 3, 3, 2, 2, 0, 1, 1, 1, EM_ACT_RELU6, 1),
 };
 #define CASE_COUNT (sizeof cases / sizeof cases[0])
 
@@ -240,6 +262,52 @@ static int close_to(const float *got, const float *want, size_t n, const char *w
                   (double)got[at], (double)want[at], scale);
 }
 
+/* Depthwise multiplier 1 in the reference's order of sums (ky outer, kx inner, from zero, taps in the
+ * padding skipped) with one rounding per tap (fmaf), then the bias and activation as the reference: the
+ * bits the depthwise_row kernels give where the ISA's multiply-add is fused (AVX2, AVX-512, aarch64 NEON).
+ * Where it rounds twice (SSE2, armv7 NEON, the portable C) they give the reference's own bits. */
+static void depthwise_fused_order(const em_node *node, const float *input, float *output)
+{
+    const uint32_t channels = node->in.c, taps = node->kernel_h * node->kernel_w;
+    const float *weights = em_tensor_f32(node->weight), *bias = em_tensor_f32(node->bias);
+    uint32_t pixel, t, c;
+    for (pixel = 0; pixel < node->out.h * node->out.w; ++pixel) {
+        float *y = output + (size_t)pixel * channels;
+        for (c = 0; c < channels; ++c) y[c] = 0.0f;
+        for (t = 0; t < taps; ++t) { /* ky = t / kw outer, kx = t % kw inner: the reference's order */
+            const int32_t iy = em_input_coord(pixel / node->out.w, node->stride_h, t / node->kernel_w, node->pad_top,
+                                              node->in.h);
+            const int32_t ix = em_input_coord(pixel % node->out.w, node->stride_w, t % node->kernel_w, node->pad_left,
+                                              node->in.w);
+            const float *x;
+            if (iy < 0 || ix < 0) continue; /* in the padding: skipped */
+            x = input + ((size_t)iy * node->in.w + (size_t)ix) * channels;
+            for (c = 0; c < channels; ++c) y[c] = fmaf(x[c], weights[(size_t)t * channels + c], y[c]);
+        }
+        for (c = 0; c < channels; ++c) y[c] = em_activate(bias != NULL ? y[c] + bias[c] : y[c], node->activation);
+    }
+}
+
+/* The index of the first output whose bits differ (n where none does) */
+static size_t first_bit_difference(const float *got, const float *want, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n && memcmp(&got[i], &want[i], sizeof(float)) == 0; ++i) {
+    }
+    return i;
+}
+
+/* got holds the reference's bits or, all of it, the fused order's (depthwise_fused_order) */
+static void check_depthwise_bits(const float *got, const float *want, const float *fused, size_t n, const char *what)
+{
+    const size_t at_ref = first_bit_difference(got, want, n), at_fused = first_bit_difference(got, fused, n);
+    const int same = at_ref == n || at_fused == n;
+    const size_t at = same ? 0 : (at_ref > at_fused ? at_ref : at_fused); /* where the closer one first differs */
+    CHECKF(same,
+           "%s: not the reference's order of sums: output %zu is %a, reference %a, fused order %a", what, at,
+           (double)got[at], (double)want[at], (double)fused[at]);
+}
+
 static void test_case(size_t index, const char **seen, size_t *seen_count, size_t seen_max)
 {
     const layer_case *c = &cases[index];
@@ -248,7 +316,7 @@ static void test_case(size_t index, const char **seen, size_t *seen_count, size_
     uint32_t in, out, oh, ow, oc, set;
     size_t size, nx, ny;
     uint8_t *file;
-    float *x, *want, *got;
+    float *x, *want, *got, *fused = NULL;
     loaded ref;
     char what[160];
     em_error err;
@@ -274,6 +342,10 @@ static void test_case(size_t index, const char **seen, size_t *seen_count, size_
     if (load(file, size, EM_KERNELS_REFERENCE, NULL, &ref, what)) {
         st = em_run_task(ref.ctx, 0, x, nx, want, ny, &err);
         CHECK_STATUS(st, EM_STATUS_OK, err);
+        if (c->op == EM_OP_DEPTHWISE_CONV2D && c->cout == 1) {
+            fused = (float *)malloc(ny * sizeof(float));
+            depthwise_fused_order(&ref.model->nodes[0], x, fused);
+        }
         for (set = EM_KERNELS_GENERIC; set < EM_KERNELS_COUNT; ++set) {
             const em_kernel *kernels[16];
             size_t count, k;
@@ -302,7 +374,10 @@ static void test_case(size_t index, const char **seen, size_t *seen_count, size_
                 }
                 memset(got, 0xFF, ny * sizeof(float)); /* NaN: every output must be written */
                 st = em_run_task(fast.ctx, 0, x, nx, got, ny, &err);
-                if (CHECK_STATUS(st, EM_STATUS_OK, err)) close_to(got, want, ny, kwhat);
+                if (CHECK_STATUS(st, EM_STATUS_OK, err)) {
+                    close_to(got, want, ny, kwhat);
+                    if (fused != NULL) check_depthwise_bits(got, want, fused, ny, kwhat);
+                }
                 /* a second run on the same context gives the same bits (no state left behind) */
                 {
                     float *again = (float *)malloc(ny * sizeof(float));
@@ -324,6 +399,7 @@ static void test_case(size_t index, const char **seen, size_t *seen_count, size_
     free(x);
     free(want);
     free(got);
+    free(fused);
     free(file);
 }
 

@@ -466,76 +466,136 @@ EMV_INLINE emv EMV_FN(depthwise_pixel)(const float *const *rows, size_t kh, size
     return acc;
 }
 
+/* ---- the 3×3 case (MobileNets), one block of `lanes` channels at c -----------------------------------
+ * The nine weight vectors wv[3·ky + kx] are loaded once per block and stay in registers for the whole
+ * row. Interior pixels with all three kernel rows inside run unrolled without checks; every other pixel
+ * (left / right edge columns, a kernel row in the top or bottom padding, or both, as on most of
+ * MobileNetV2's 8×8, 4×4 and 2×2 maps) runs only its taps inside the input, picked by a 9-bit mask,
+ * with the same registers. Both sum in the reference's order (ky outer, kx inner, from zero; taps in
+ * the padding skipped, not multiplied by zero), as the em_micro contract asks: edge and interior pixels
+ * give the bits of the reference's sum (test_fast_kernels checks them bit for bit).
+ * Instantiated with lanes == EMV_W (full loads once inlined) and for the channel tail (partial loads). */
+EMV_INLINE emv EMV_FN(dw3_load)(const float *p, size_t lanes)
+{
+    return lanes == EMV_W ? emv_loadu(p) : emv_load_part(p, lanes);
+}
+
+/* acc + row[at] · wt where the tap is inside the input; acc unchanged where it lies in the padding (row
+ * may then be NULL or row + at outside the row, so that address is not formed) */
+EMV_INLINE emv EMV_FN(dw3_tap)(emv acc, unsigned inside, const float *row, ptrdiff_t at, size_t lanes, emv wt)
+{
+    return inside ? emv_fma(EMV_FN(dw3_load)(row + at, lanes), wt, acc) : acc;
+}
+
+/* The tap mask of an output pixel whose tap kx = 0 is at padded column x0: bit 3·ky + kx where
+ * pad_left <= x0 + kx < pad_left + in_w (column kx inside the row), i.e. kx in [lo, hi), and kernel row ky
+ * inside (row_taps: the three bits of each row with rows[ky] != NULL). lo and hi are clamped to 3 so that
+ * no shift reaches the width of unsigned. */
+EMV_INLINE unsigned EMV_FN(dw3_taps)(unsigned row_taps, size_t x0, size_t pad_left, size_t in_w)
+{
+    const size_t lo = x0 < pad_left ? pad_left - x0 : 0, hi = pad_left + in_w > x0 ? pad_left + in_w - x0 : 0;
+    const unsigned cols = (7u << (lo < 3 ? lo : 3)) & ~(7u << (hi < 3 ? hi : 3)) & 7u;
+    return row_taps & (cols * 0111u); /* the column bits repeated for each kernel row */
+}
+
+/* A pixel with taps in the padding (tap mask from dw3_taps); at is the offset of tap (ky, 0) in rows[ky],
+ * negative where that column is in the left padding */
+EMV_INLINE emv EMV_FN(dw3_edge_pixel)(const float *r0, const float *r1, const float *r2, unsigned taps, ptrdiff_t at,
+                                      ptrdiff_t ch, size_t lanes, const emv *wv)
+{
+    emv v = EMV_FN(dw3_tap)(emv_zero(), taps & 0001u, r0, at, lanes, wv[0]);
+    v = EMV_FN(dw3_tap)(v, taps & 0002u, r0, at + ch, lanes, wv[1]);
+    v = EMV_FN(dw3_tap)(v, taps & 0004u, r0, at + 2 * ch, lanes, wv[2]);
+    v = EMV_FN(dw3_tap)(v, taps & 0010u, r1, at, lanes, wv[3]);
+    v = EMV_FN(dw3_tap)(v, taps & 0020u, r1, at + ch, lanes, wv[4]);
+    v = EMV_FN(dw3_tap)(v, taps & 0040u, r1, at + 2 * ch, lanes, wv[5]);
+    v = EMV_FN(dw3_tap)(v, taps & 0100u, r2, at, lanes, wv[6]);
+    v = EMV_FN(dw3_tap)(v, taps & 0200u, r2, at + ch, lanes, wv[7]);
+    v = EMV_FN(dw3_tap)(v, taps & 0400u, r2, at + 2 * ch, lanes, wv[8]);
+    return v;
+}
+
+/* bias and activation as the epilogue (same bits), with the bias vector already in a register */
+EMV_INLINE void EMV_FN(dw3_store)(float *o, emv v, const float *bias, emv bv, uint32_t activation, size_t lanes)
+{
+    if (bias != NULL) v = emv_add(v, bv);
+    if (activation == EM_ACT_RELU) v = emv_relu(v);
+    else if (activation == EM_ACT_RELU6) v = emv_relu6(v);
+    if (lanes == EMV_W) emv_storeu(o, v); else emv_store_part(o, v, lanes);
+}
+
+/* One channel block of the row. The geometry comes from depthwise_row, computed once for all blocks:
+ * interior columns [first, stop) (every tap column inside), row_taps as in dw3_taps. */
+EMV_INLINE void EMV_FN(depthwise3_block)(const float *r0, const float *r1, const float *r2, unsigned row_taps,
+                                         size_t first, size_t stop, size_t in_w, size_t stride, size_t pad_left,
+                                         size_t out_w, size_t channels, size_t c, size_t lanes, const float *w,
+                                         const float *bias, uint32_t activation, float *out)
+{
+    const ptrdiff_t ch = (ptrdiff_t)channels;
+    const ptrdiff_t at0 = (ptrdiff_t)c - (ptrdiff_t)pad_left * ch; /* at of ox = 0; + ox·stride·ch per pixel */
+    const emv bv = bias != NULL ? EMV_FN(dw3_load)(bias + c, lanes) : emv_zero();
+    emv wv[9];
+    size_t ox, k;
+    for (k = 0; k < 9; ++k) wv[k] = EMV_FN(dw3_load)(w + k * channels + c, lanes);
+    for (ox = 0; ox < first; ++ox) { /* left edge */
+        const unsigned taps = EMV_FN(dw3_taps)(row_taps, ox * stride, pad_left, in_w);
+        const emv v = EMV_FN(dw3_edge_pixel)(r0, r1, r2, taps, at0 + (ptrdiff_t)(ox * stride) * ch, ch, lanes, wv);
+        EMV_FN(dw3_store)(out + ox * channels + c, v, bias, bv, activation, lanes);
+    }
+    if (row_taps == 0777u && first < stop) { /* interior, all three kernel rows inside: nine taps, no checks */
+        const size_t at = (first * stride - pad_left) * channels + c, step = stride * channels;
+        const float *x0 = r0 + at, *x1 = r1 + at, *x2 = r2 + at;
+        for (; ox < stop; ++ox, x0 += step, x1 += step, x2 += step) {
+            emv v = emv_fma(EMV_FN(dw3_load)(x0, lanes), wv[0], emv_zero());
+            v = emv_fma(EMV_FN(dw3_load)(x0 + channels, lanes), wv[1], v);
+            v = emv_fma(EMV_FN(dw3_load)(x0 + 2 * channels, lanes), wv[2], v);
+            v = emv_fma(EMV_FN(dw3_load)(x1, lanes), wv[3], v);
+            v = emv_fma(EMV_FN(dw3_load)(x1 + channels, lanes), wv[4], v);
+            v = emv_fma(EMV_FN(dw3_load)(x1 + 2 * channels, lanes), wv[5], v);
+            v = emv_fma(EMV_FN(dw3_load)(x2, lanes), wv[6], v);
+            v = emv_fma(EMV_FN(dw3_load)(x2 + channels, lanes), wv[7], v);
+            v = emv_fma(EMV_FN(dw3_load)(x2 + 2 * channels, lanes), wv[8], v);
+            EMV_FN(dw3_store)(out + ox * channels + c, v, bias, bv, activation, lanes);
+        }
+    } else { /* a kernel row in the top or bottom padding: every column inside, that row's taps skipped */
+        for (; ox < stop; ++ox) {
+            const emv v = EMV_FN(dw3_edge_pixel)(r0, r1, r2, row_taps, at0 + (ptrdiff_t)(ox * stride) * ch, ch,
+                                                 lanes, wv);
+            EMV_FN(dw3_store)(out + ox * channels + c, v, bias, bv, activation, lanes);
+        }
+    }
+    for (; ox < out_w; ++ox) { /* right edge */
+        const unsigned taps = EMV_FN(dw3_taps)(row_taps, ox * stride, pad_left, in_w);
+        const emv v = EMV_FN(dw3_edge_pixel)(r0, r1, r2, taps, at0 + (ptrdiff_t)(ox * stride) * ch, ch, lanes, wv);
+        EMV_FN(dw3_store)(out + ox * channels + c, v, bias, bv, activation, lanes);
+    }
+}
+
 static void EMV_FN(depthwise_row)(const float *const *rows, size_t kh, size_t kw, size_t in_w, size_t stride,
                                   size_t pad_left, size_t out_w, size_t channels, const float *w, const float *bias,
                                   uint32_t activation, float *out)
 {
     size_t c, ox;
-    /* 3×3 with all three rows inside (MobileNets' case): the nine weight vectors of a channel block stay
-     * in registers and the interior pixels run unrolled, same order of sums */
-    const int k3 = kh == 3 && kw == 3;
-    const int rows3 = k3 && rows[0] != NULL && rows[1] != NULL && rows[2] != NULL;
+    if (kh == 3 && kw == 3) {
+        const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2];
+        const unsigned row_taps = (r0 != NULL ? 0007u : 0u) | (r1 != NULL ? 0070u : 0u) | (r2 != NULL ? 0700u : 0u);
+        /* interior columns [first, stop): ox·stride >= pad_left and ox·stride − pad_left + 3 <= in_w */
+        const size_t first_in = (pad_left + stride - 1) / stride;
+        const size_t last_in = in_w + pad_left >= 3 ? (in_w + pad_left - 3) / stride + 1 : 0; /* exclusive */
+        const size_t first = first_in < out_w ? first_in : out_w;
+        const size_t stop = last_in < first ? first : (last_in < out_w ? last_in : out_w);
+        for (c = 0; c + EMV_W <= channels; c += EMV_W)
+            EMV_FN(depthwise3_block)(r0, r1, r2, row_taps, first, stop, in_w, stride, pad_left, out_w, channels, c,
+                                     EMV_W, w, bias, activation, out);
+        if (c < channels) /* the channel tail: partial loads and stores */
+            EMV_FN(depthwise3_block)(r0, r1, r2, row_taps, first, stop, in_w, stride, pad_left, out_w, channels, c,
+                                     channels - c, w, bias, activation, out);
+        return;
+    }
     for (c = 0; c < channels; c += EMV_W) {
         const size_t lanes = channels - c < EMV_W ? channels - c : EMV_W;
         const float *b = bias != NULL ? bias + c : NULL;
-        ox = 0;
-        if (k3 && lanes == EMV_W) {
-            const emv w00 = emv_loadu(w + c), w01 = emv_loadu(w + channels + c), w02 = emv_loadu(w + 2 * channels + c);
-            const emv w10 = emv_loadu(w + 3 * channels + c), w11 = emv_loadu(w + 4 * channels + c),
-                      w12 = emv_loadu(w + 5 * channels + c);
-            const emv w20 = emv_loadu(w + 6 * channels + c), w21 = emv_loadu(w + 7 * channels + c),
-                      w22 = emv_loadu(w + 8 * channels + c);
-            const emv bv = b != NULL ? emv_loadu(b) : emv_zero();
-            const size_t step = stride * channels;
-            /* first interior pixel: ox·stride >= pad_left; last: ox·stride − pad_left + 3 <= in_w */
-            const size_t first = (pad_left + stride - 1) / stride;
-            const size_t last = in_w + pad_left >= 3 ? (in_w + pad_left - 3) / stride + 1 : 0; /* exclusive */
-            const size_t stop = last < out_w ? last : out_w;
-            for (; ox < first && ox < out_w; ++ox) { /* left edge */
-                emv v = EMV_FN(depthwise_pixel)(rows, kh, kw, ox * stride, pad_left, in_w, channels, c, EMV_W, w, 0);
-                if (b != NULL || activation != EM_ACT_NONE) v = EMV_FN(epilogue)(v, b, EMV_W, activation);
-                emv_storeu(out + ox * channels + c, v);
-            }
-            if (ox < stop && !rows3) { /* a kernel row in the padding (top or bottom): the rows inside */
-                for (; ox < stop; ++ox) {
-                    const size_t at = (ox * stride - pad_left) * channels + c;
-                    emv v = emv_zero();
-                    size_t ky;
-                    for (ky = 0; ky < 3; ++ky) {
-                        const float *x, *wk = w + 3 * ky * channels + c;
-                        if (rows[ky] == NULL) continue;
-                        x = rows[ky] + at;
-                        v = emv_fma(emv_loadu(x), emv_loadu(wk), v);
-                        v = emv_fma(emv_loadu(x + channels), emv_loadu(wk + channels), v);
-                        v = emv_fma(emv_loadu(x + 2 * channels), emv_loadu(wk + 2 * channels), v);
-                    }
-                    if (b != NULL || activation != EM_ACT_NONE) v = EMV_FN(epilogue)(v, b, EMV_W, activation);
-                    emv_storeu(out + ox * channels + c, v);
-                }
-            }
-            if (ox < stop) {
-                const float *x0 = rows[0] + (ox * stride - pad_left) * channels + c;
-                const float *x1 = rows[1] + (ox * stride - pad_left) * channels + c;
-                const float *x2 = rows[2] + (ox * stride - pad_left) * channels + c;
-                float *o = out + ox * channels + c;
-                for (; ox < stop; ++ox, x0 += step, x1 += step, x2 += step, o += channels) {
-                    emv v = emv_fma(emv_loadu(x0), w00, emv_zero());
-                    v = emv_fma(emv_loadu(x0 + channels), w01, v);
-                    v = emv_fma(emv_loadu(x0 + 2 * channels), w02, v);
-                    v = emv_fma(emv_loadu(x1), w10, v);
-                    v = emv_fma(emv_loadu(x1 + channels), w11, v);
-                    v = emv_fma(emv_loadu(x1 + 2 * channels), w12, v);
-                    v = emv_fma(emv_loadu(x2), w20, v);
-                    v = emv_fma(emv_loadu(x2 + channels), w21, v);
-                    v = emv_fma(emv_loadu(x2 + 2 * channels), w22, v);
-                    if (b != NULL) v = emv_add(v, bv);
-                    if (activation == EM_ACT_RELU) v = emv_relu(v);
-                    else if (activation == EM_ACT_RELU6) v = emv_relu6(v);
-                    emv_storeu(o, v);
-                }
-            }
-        }
-        for (; ox < out_w; ++ox) {
+        for (ox = 0; ox < out_w; ++ox) {
             const size_t x0 = ox * stride;
             const int interior = x0 >= pad_left && x0 - pad_left + kw <= in_w;
             emv v;
