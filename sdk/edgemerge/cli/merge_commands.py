@@ -35,6 +35,9 @@ from edgemerge.errors import EdgemergeError
 @click.option("--int8", "int8_act", multiple=True, metavar="NAME[,NAME..]",
               help="run these merged layers (NAME or TASK:LAYER, or 'all') with int8 activations and codebooks "
                    "(int8 dot products at run time); input scales from the --calib data; repeatable")
+@click.option("--int8-finetune", "int8_finetune", type=int, default=None, metavar="STEPS",
+              help="after calibration, calibrate STEPS more steps with the --int8 layers' int8 activations simulated "
+                   "(fake quantisation), then measure their input scales again")
 @click.option("--align", "alignment", multiple=True, metavar="TASK:LAYER=TASK:LAYER",
               help="merge exactly these layer pairs instead of the default in-order pairing; repeatable")
 @click.option("--seed", default=0, show_default=True, help="seed of the k-means initialisations")
@@ -55,8 +58,8 @@ from edgemerge.errors import EdgemergeError
               show_default=True, help="tf.distribute strategy for calibration (multi-worker reads TF_CONFIG)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON summary")
 @_fail_cleanly
-def merge(models, output, preset, layer_rc, int8_tables, int8_act, alignment, seed, kmeans_inits, calib, steps, calib_fraction, budget,
-          best_effort, strategy, as_json):
+def merge(models, output, preset, layer_rc, int8_tables, int8_act, int8_finetune, alignment, seed, kmeans_inits, calib,
+          steps, calib_fraction, budget, best_effort, strategy, as_json):
     """Merge models given as TASK=MODEL pairs (.keras or .h5) into one .emm file.
 
     Example: edgemerge merge fashion=lenet_fashion.keras words=net3_words.keras -o merged.emm --preset accu
@@ -67,8 +70,11 @@ def merge(models, output, preset, layer_rc, int8_tables, int8_act, alignment, se
     from edgemerge.datasets import check_data_files, parse_task_pairs
     from edgemerge.emm.files import check_output_target
     from edgemerge.extras import require
+    from edgemerge.workflows.quantize_file import check_finetune_steps
 
     # every path and data file checked before TensorFlow loads (seconds) and before any work
+    int8_names = [n.strip() for item in int8_act for n in item.split(",") if n.strip()]
+    check_finetune_steps(int8_finetune, int8_names)
     sources = parse_task_pairs(models, "model")
     if len(sources) < 2:
         raise EdgemergeError("merge needs at least two TASK=MODEL pairs")
@@ -98,7 +104,6 @@ def merge(models, output, preset, layer_rc, int8_tables, int8_act, alignment, se
         raise EdgemergeError("--steps and --calib-fraction need --calib TASK=NPZ for every task")
     if best_effort and not budget:
         raise EdgemergeError("--best-effort goes with --budget")
-    int8_names = [n.strip() for item in int8_act for n in item.split(",") if n.strip()]
     if int8_names and not calib_files:
         raise EdgemergeError("--int8 needs --calib TASK=NPZ: the input scales come from calibration data")
     from edgemerge.workflows.budget import BudgetNotMet
@@ -107,7 +112,8 @@ def merge(models, output, preset, layer_rc, int8_tables, int8_act, alignment, se
                               seed=seed, kmeans_inits=kmeans_inits, calib=calib_files, steps=steps,
                               calib_fraction=calib_fraction, budget=budget, strategy=strategy,
                               int8_tables=[n.strip() for item in int8_tables for n in item.split(",") if n.strip()],
-                              best_effort=best_effort, int8_act=int8_names, log=lambda m: click.echo(m, err=True))
+                              best_effort=best_effort, int8_act=int8_names, int8_finetune=int8_finetune,
+                              log=lambda m: click.echo(m, err=True))
     except BudgetNotMet as e:
         # the verdict on stdout (where a script reads results), then `error: ...` and exit 1
         if as_json:
@@ -128,6 +134,8 @@ def merge(models, output, preset, layer_rc, int8_tables, int8_act, alignment, se
                        f"(original {100 * r['reference_accuracy']:.2f}%)")
         if summary.get("int8_act", {}).get("layers"):
             click.echo(f"  int8 activations: {', '.join(summary['int8_act']['layers'])}")
+        if "finetune" in summary.get("int8_act", {}):
+            _echo_finetune(summary["int8_act"]["finetune"])
         if "search" in summary:
             search = summary["search"]
             chosen = ", ".join(f"{k}={v}" for k, v in search["layer_rc"].items())
@@ -187,24 +195,42 @@ def convert(model, output, task, as_json):
 @click.option("--calib", multiple=True, required=True, metavar="TASK=NPZ",
               help="calibration data of the tasks that run those layers (x: N, H, W, C); the first 300 samples "
                    "give the input scales")
+@click.option("--int8-finetune", "int8_finetune", type=int, default=None, metavar="STEPS",
+              help="calibrate STEPS steps with these layers' int8 activations simulated (fake quantisation) before "
+                   "measuring their input scales again; needs --calib and --reference for every task")
+@click.option("--reference", "references", multiple=True, metavar="TASK=MODEL",
+              help="with --int8-finetune: the original model of each task (calibration's L1 targets)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON summary")
 @_fail_cleanly
-def quantize(model, output, int8_act, calib, as_json):
+def quantize(model, output, int8_act, calib, int8_finetune, references, as_json):
     """Flag layers of a merged MODEL for int8 activations (docs/FORMAT.md "int8 activations") without merging
     again: the same as `merge --int8`, on a file that exists. `eval` then reports the quantisation's own
     accuracy cost (int8 drop) and `bench` its speed.
 
     Example: edgemerge quantize merged_light.emm --int8 all --calib fashion=fashion_train.npz
     --calib words=words_train.npz -o merged_light_int8.emm
+
+    With --int8-finetune STEPS the file is calibrated again first, with the int8 activations simulated
+    (add --reference fashion=lenet_fashion.keras --reference words=net3_words.keras).
     """
     from edgemerge.datasets import check_data_files, parse_task_pairs
-    from edgemerge.workflows.quantize_file import quantize_file
+    from edgemerge.workflows.quantize_file import check_finetune_steps, quantize_file
 
     _check_input_file(model, "model file")
+    names = [n.strip() for item in int8_act for n in item.split(",") if n.strip()]
+    check_finetune_steps(int8_finetune, names)
     calib_files = parse_task_pairs(calib, "--calib")
     check_data_files(calib_files)
-    names = [n.strip() for item in int8_act for n in item.split(",") if n.strip()]
-    summary = quantize_file(model, output, names, calib_files, log=lambda m: click.echo(m, err=True))
+    reference_files = parse_task_pairs(references, "--reference") if references else None
+    if reference_files:
+        _check_model_files(reference_files, "reference model")
+    if int8_finetune and reference_files:
+        from edgemerge.extras import require
+        require("merge", "edgemerge quantize --int8-finetune")   # calibration runs in TensorFlow
+        _load_reference_stacks(reference_files, "edgemerge quantize --int8-finetune")
+        _load_tensorflow_quietly()
+    summary = quantize_file(model, output, names, calib_files, log=lambda m: click.echo(m, err=True),
+                            finetune_steps=int8_finetune, originals=reference_files)
     if as_json:
         _echo_json(summary)
         return
@@ -213,6 +239,15 @@ def quantize(model, output, int8_act, calib, as_json):
     for name, scale in summary["input_scales"].items():
         click.echo(f"  {name}: input scale {scale:.6g} ({127 * scale:.4g} = the {summary['percentile']}th "
                    "percentile of |x|)")
+    if "int8_finetune" in summary:
+        _echo_finetune(summary["int8_finetune"])
+
+
+def _echo_finetune(finetune: dict) -> None:
+    """The held-out accuracy of the int8-simulated model before and after `--int8-finetune`, per task."""
+    for task, r in finetune["calibration"]["tasks"].items():
+        click.echo(f"  {task}: held-out accuracy with int8 simulated {100 * r['accuracy_before']:.2f}% -> "
+                   f"{100 * r['accuracy_after']:.2f}% after {finetune['steps']} fine-tune steps")
 
 
 # ------------------------------------------------------------------------------------------------

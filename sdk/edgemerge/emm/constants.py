@@ -166,6 +166,8 @@ class Keys:
         L1_WEIGHT = "calibrate.l1_weight"
         CALIB_FRACTION = "calibrate.calib_fraction"
         BEST_STEP = "calibrate.best_step"
+        INT8_FINETUNE_STEPS = "calibrate.int8_finetune_steps"        # calibration with simulated int8 activations
+        INT8_FINETUNE_BEST_STEP = "calibrate.int8_finetune_best_step"
 
     class Zipper:
         K = "zipper.k"

@@ -13,6 +13,13 @@ quantisation is not simulated (its effect is small for r > 1, see README) and th
 written file; `edgemerge eval` measures the accuracy the runtime really gets, and the part of the drop that
 the int8 quantisation alone causes.
 
+int8 activations (docs/FORMAT.md "int8 activations") can be simulated: `fake_quant` (node index -> input scale
+sx, fixed) makes the forward pass of those LUT nodes compute with the runtime's int8 images of their input and
+codebook (`tf_form.fake_quant_input` / `fake_quant_codebook`, straight-through gradients), so the loss, the
+gradients and the held-out checkpoint choice all see the quantised model (`merge --int8-finetune`,
+`quantize --int8-finetune`). Its steps are recorded under `calibrate.int8_finetune_*`, leaving the float
+calibration's `calibrate.steps` / `best_step` as they were.
+
 `to_graph()` writes the trained values into a copy of the graph, so the `.emm` written from it is exactly the
 model that was trained and evaluated (same float32 values; the runtime agrees with `tf_forward`).
 
@@ -122,7 +129,8 @@ def calibrate(graph: MergedGraph, originals: Mapping[str, str | os.PathLike],
               l1_weight: float = DEFAULT_L1_WEIGHT, calib_fraction: float = 1.0, val_fraction: float = 0.1,
               strategy="default", seed: int = 0, eval_every: int | None = None,
               progress: Callable[[str], None] | None = None,
-              l1_targets: Mapping[str, list[tuple[int, str]]] | None = None) -> CalibrationResult:
+              l1_targets: Mapping[str, list[tuple[int, str]]] | None = None,
+              fake_quant: Mapping[int, float] | None = None) -> CalibrationResult:
     """Trains the codebooks and float tensors of `graph` on every task at once (index maps fixed).
 
     originals: task -> original model file, .keras/.h5 or .tflite (targets of the L1 terms, and the reference
@@ -140,6 +148,8 @@ def calibrate(graph: MergedGraph, originals: Mapping[str, str | os.PathLike],
                the plain conv layers that zippered models share, `edgemerge.zipper`); a node shared by two
                tasks may be listed for both. Tasks not listed keep the default: their LUT nodes with a
                match_output.
+    fake_quant: node index -> input scale sx: these LUT nodes run with simulated int8 activations (the module
+               docstring); None or empty: every node in float, as before.
 
     Returns the trained copy of the graph (values of the best held-out checkpoint; index maps, nodes and
     tensor order unchanged; metadata gains `calibrate.*` keys) and a report:
@@ -177,7 +187,7 @@ def calibrate(graph: MergedGraph, originals: Mapping[str, str | os.PathLike],
     eval_every = eval_every or max(1, steps // 10)
 
     with strat.scope():
-        model = TFMergedGraph(graph)
+        model = TFMergedGraph(graph, fake_quant=fake_quant)
         targets, skipped_l1 = load_targets(graph, {t: originals[t] for t in tasks}, tasks, l1_targets)
         optimiser = Adam(model.trainable_variables, warmup_cosine(learning_rate, max(1, steps)))
     for task in tasks:
@@ -197,13 +207,19 @@ def calibrate(graph: MergedGraph, originals: Mapping[str, str | os.PathLike],
 
     model.assign(best_values)
     trained = model.to_graph(best_values)
-    trained.metadata.update({Keys.Calibrate.STEPS: int(steps), Keys.Calibrate.BEST_STEP: int(best_step),
-                             Keys.Calibrate.SEED: int(seed), Keys.Calibrate.CALIB_FRACTION: float(calib_fraction),
-                             "calibrate.l1_weight": lam})
+    if fake_quant:   # a fine-tune of a calibrated model: the float calibration's record stays
+        trained.metadata.update({Keys.Calibrate.INT8_FINETUNE_STEPS: int(steps),
+                                 Keys.Calibrate.INT8_FINETUNE_BEST_STEP: int(best_step)})
+    else:
+        trained.metadata.update({Keys.Calibrate.STEPS: int(steps), Keys.Calibrate.BEST_STEP: int(best_step),
+                                 Keys.Calibrate.SEED: int(seed), Keys.Calibrate.CALIB_FRACTION: float(calib_fraction),
+                                 "calibrate.l1_weight": lam})
     seconds = round(time.perf_counter() - started, 2)
     report = _report(data, batch, reference, targets, skipped_l1, run, steps=steps, seconds=seconds,
                      batch_size=batch_size, learning_rate=learning_rate, l1_weight=lam,
                      calib_fraction=calib_fraction, val_fraction=val_fraction, seed=seed, strat=strat)
+    if fake_quant:
+        report["fake_quant"] = {graph.nodes[i].name: float(sx) for i, sx in sorted(fake_quant.items())}
     per_task = report["tasks"]
     say(f"calibrate: done in {seconds} s, best step {best_step}: " + ", ".join(
         f"{t} {per_task[t]['accuracy_before']:.4f} -> {per_task[t]['accuracy_after']:.4f}" for t in tasks))

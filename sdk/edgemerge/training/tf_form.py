@@ -9,7 +9,10 @@
 - pools, reshape and activations follow the Keras reference (explicit pool pads map to VALID or SAME);
 - format v2 nodes read every input (`Node.inputs`): ADD sums in input order, CONCAT joins channels, MUL
   multiplies (a (1, 1, C) gate broadcasts), PAD pads with zeros; activations are `graph_ops.activate`'s
-  formulas (hard-sigmoid = relu6(x + 3) / 6, hard-swish = x · hard-sigmoid(x), swish = x · sigmoid(x)).
+  formulas (hard-sigmoid = relu6(x + 3) / 6, hard-swish = x · hard-sigmoid(x), swish = x · sigmoid(x));
+- `fake_quant` (node index -> input scale sx) simulates int8 activations (docs/FORMAT.md "int8 activations") on
+  those LUT nodes: the input becomes qx·sx and the codebook qcb·m/127, the runtime's values (`fake_quant_input`,
+  `fake_quant_codebook`), with straight-through gradients so calibration can train under the quantisation.
 
 The op semantics are one table, `_OP_FORMS` (op -> function), plus `_ACTIVATIONS`; a new op is one row.
 """
@@ -29,6 +32,47 @@ from edgemerge.errors import EdgemergeError
 
 EVAL_BATCH = 256
 LUT_OPS = (Op.LUT_CONV2D, Op.LUT_DENSE)
+INT8_MAX = 127
+
+
+# ---- int8 activations, simulated ("fake quantisation") -------------------------------------------------
+# The runtime's definition (docs/FORMAT.md "int8 activations", runtime_c/src/em_int8_act.h):
+#   qx = clamp(round_half_even(x · f32(1 / sx)), ±127),  qcb = clamp(round_half_even(cb · f32(127 / m)), ±127)
+# with m = max |cb| over the node's segments. The forward values below are qx·sx and qcb·f32(m / 127); the
+# convolution of the two is then the runtime's int32 sum times k = sx·m/127, up to float32 summation order.
+# Written with tf.round (half to even) and tf.stop_gradient rather than TF's fake-quant ops, because neither
+# of those computes these values: tf.quantization.fake_quant_with_min_max_vars rounds half up after shifting
+# by a zero point (and nudges the range), quantize_and_dequantize_v2 derives its step from the range as
+# 127 / (127·sx) instead of f32(1 / sx); both land a value next to a rounding boundary on the other side now
+# and then (tests/training/test_fake_quant.py shows it). The straight-through form `sg(v) + x − sg(x)` gives
+# exactly v forward (x − x is 0) and the gradient of x backward.
+def fake_quant_input(x, sx: float):
+    """The runtime's int8 image of a LUT node's input, as float32 (qx·sx); gradient 1 where |x| is inside the
+    ±127·sx range and 0 where the value saturates (the clipped straight-through estimator)."""
+    import tensorflow as tf
+
+    sx = np.float32(sx)
+    inverse = np.float32(np.float32(1.0) / sx)
+    q = tf.clip_by_value(tf.round(x * inverse), -float(INT8_MAX), float(INT8_MAX))
+    inside = tf.clip_by_value(x, -float(INT8_MAX * sx), float(INT8_MAX * sx))
+    return tf.stop_gradient(q * sx) + (inside - tf.stop_gradient(inside))
+
+
+def fake_quant_codebook(codebook):
+    """The runtime's int8 image of a codebook (qcb·m/127, all zero when m = 0), m = max |codebook| of the
+    current values (recomputed at every call, as the runtime does at load); gradient 1 everywhere."""
+    import tensorflow as tf
+
+    m = tf.reduce_max(tf.abs(codebook))
+    safe = tf.where(m > 0, m, tf.ones_like(m))
+    q = tf.clip_by_value(tf.round(codebook * (float(INT8_MAX) / safe)), -float(INT8_MAX), float(INT8_MAX))
+    image = tf.where(m > 0, q * (safe / float(INT8_MAX)), tf.zeros_like(codebook))
+    return tf.stop_gradient(image) + (codebook - tf.stop_gradient(codebook))
+
+
+def int8_input_scales(graph: MergedGraph) -> dict[int, float]:
+    """node index -> input scale sx of every node flagged for int8 activations (what `fake_quant` takes)."""
+    return {i: float(n.input_scale) for i, n in enumerate(graph.nodes) if n.int8_act}
 
 
 def _pool_padding(graph: MergedGraph, node: Node) -> str:
@@ -160,10 +204,17 @@ class TFMergedGraph:
     `tf.Variable`; a tensor referenced by several nodes (a shared codebook) has exactly one variable.
     """
 
-    def __init__(self, graph: MergedGraph):
+    def __init__(self, graph: MergedGraph, fake_quant: Mapping[int, float] | None = None):
         import tensorflow as tf
 
         self.graph = graph
+        self.fake_quant = dict(fake_quant or {})
+        for i, sx in self.fake_quant.items():
+            if not 0 <= i < len(graph.nodes) or graph.nodes[i].op not in LUT_OPS:
+                raise EdgemergeError(f"fake quantisation: node {i} is not a LUT_CONV2D / LUT_DENSE node")
+            if not (np.isfinite(sx) and sx > 0 and np.isfinite(np.float32(1.0) / np.float32(sx))):
+                raise EdgemergeError(f"node {graph.nodes[i].name}: input scale {sx!r} is not a finite positive "
+                                     "float with a finite inverse")
         self.variables: dict[int, "tf.Variable"] = {}
         self._lut_index: dict[int, "tf.Tensor"] = {}     # node index -> int32 flat codeword ids
         for i, node in enumerate(graph.nodes):
@@ -234,6 +285,8 @@ class TFMergedGraph:
         r = node.seg_len
         ids = self._lut_index[i]                                  # [KH, KW, S, Cout]
         kh, kw, s_count, cout = ids.shape
+        if i in self.fake_quant:   # the node's own S segments (a layer-shared codebook: its one), as m is taken
+            var = fake_quant_codebook(var if var.shape[0] == 1 else var[:s_count])
         vectors = tf.gather(tf.reshape(var, [-1, r]), ids)       # [KH, KW, S, Cout, r]
         w = tf.reshape(tf.transpose(vectors, [0, 1, 2, 4, 3]), [kh, kw, s_count * r, cout])
         in_shape = self.graph.value_shape(node.input)
@@ -247,6 +300,8 @@ class TFMergedGraph:
         form = _OP_FORMS.get(node.op)
         if form is None:
             raise EdgemergeError(f"node {node.name}: op {node.op!r} has no TensorFlow form")
+        if i in self.fake_quant:
+            xs = (fake_quant_input(xs[0], self.fake_quant[i]),)
         y = form(self, i, node, *xs)
         if node.bias != NONE:
             y = y + self.variables[node.bias]

@@ -16,12 +16,14 @@ def merge_files(sources: dict[str, str | os.PathLike], output: str | os.PathLike
                 seed: int = 0, kmeans_inits: int = 4, calib: dict[str, str | os.PathLike] | None = None,
                 steps: int | None = None, calib_fraction: float = 1.0, budget: str | None = None,
                 strategy="default", calibrate_options: dict | None = None, int8_tables: list[str] | None = None,
-                best_effort: bool = False, int8_act: Sequence[str] = (),
+                best_effort: bool = False, int8_act: Sequence[str] = (), int8_finetune: int | None = None,
                 log: Callable[[str], None] | None = None) -> dict:
     """Imports every TASK=model file, merges them (NeuralMerger encoding), optionally calibrates the merged
     model end to end on `calib` data (TASK -> .npz) or searches r/C per layer under `budget`, flags the
     `int8_act` layers for int8 activations (scales from `calib`, merging/quantize.py), and writes `output`
-    atomically. Returns a summary with file bytes, original bytes, compression, one entry per merged
+    atomically. With `int8_finetune` (steps), the model is calibrated that many more steps with those layers'
+    int8 activations simulated before their scales are measured again (workflows/quantize_file.finetune_int8).
+    Returns a summary with file bytes, original bytes, compression, one entry per merged
     layer group, and the calibration / search report when they ran.
 
     With `budget`, what the search tried is written next to `output` (`<output>.budget.json` and `.png`),
@@ -45,6 +47,10 @@ def merge_files(sources: dict[str, str | os.PathLike], output: str | os.PathLike
     groups = parse_alignment(alignment) if alignment else None
     if budget and not calib:
         raise EdgemergeError("--budget needs calibration data (--calib TASK=NPZ for every task)")
+    from edgemerge.workflows.quantize_file import check_finetune_steps
+    check_finetune_steps(int8_finetune, int8_act)
+    if int8_act and not calib:
+        raise EdgemergeError("--int8 needs --calib TASK=NPZ: the input scales come from calibration data")
     calib = _nhwc_calibration(sources, models, calib)
     calibration = search = None
     calibrate_kwargs = {"steps": steps, "calib_fraction": calib_fraction, "strategy": strategy, "seed": seed,
@@ -65,7 +71,11 @@ def merge_files(sources: dict[str, str | os.PathLike], output: str | os.PathLike
             calibrated = calibrate(graph, sources, calib, **calibrate_kwargs)
             graph, calibration = calibrated.graph, calibrated.report
     int8_report = None
-    if int8_act:   # docs/FORMAT.md "int8 activations": scales measured on the merged, calibrated model
+    if int8_act and int8_finetune:   # calibrated again with the int8 activations simulated, then scales measured
+        from edgemerge.workflows.quantize_file import finetune_int8
+        options = {k: v for k, v in calibrate_kwargs.items() if k not in ("steps", "progress", "learning_rate")}
+        graph, int8_report = finetune_int8(graph, int8_act, sources, calib, int8_finetune, log=log, **options)
+    elif int8_act:   # docs/FORMAT.md "int8 activations": scales measured on the merged, calibrated model
         from edgemerge.merging.quantize import quantize_graph
         int8_report = quantize_graph(graph, int8_act, calib)
     file_bytes = emm.write_emm(graph, output)
