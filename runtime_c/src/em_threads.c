@@ -95,6 +95,7 @@ struct em_pool {
     em_pool_fn fn;
     void *arg;
     uint32_t chunks;
+    uint32_t first; /* claimed chunk c runs as fn(arg, first + c): em_pool_run keeps chunk 0 on the caller */
     int stop;
     uint32_t sleepers; /* workers waiting on `wake` (changed under lock) */
     char pad0[EM_POOL_PAD];
@@ -113,7 +114,7 @@ static void claim_chunks(em_pool *pool)
     uint32_t t = EM_LOAD_RELAXED(&pool->ticket);
     while (t != 0) {
         if (EM_CAS_ACQUIRE(&pool->ticket, &t, t - 1u)) { /* t: the value seen; on failure, the new value */
-            pool->fn(pool->arg, pool->chunks - t);
+            pool->fn(pool->arg, pool->first + pool->chunks - t);
             EM_ADD_RELEASE(&pool->done, 1u);
             t = EM_LOAD_RELAXED(&pool->ticket);
         }
@@ -148,7 +149,8 @@ static void *worker_main(void *p)
     }
 }
 
-static void run_job(em_pool *pool)
+/* `own`: the caller first runs fn(arg, own_chunk) itself (em_pool_run's chunk 0), then claims with the rest. */
+static void run_job(em_pool *pool, int own, uint32_t own_chunk)
 {
     uint32_t polls = 0;
     EM_STORE_RELAXED(&pool->done, 0u);
@@ -158,6 +160,7 @@ static void run_job(em_pool *pool)
         pthread_cond_broadcast(&pool->wake);
         pthread_mutex_unlock(&pool->lock);
     }
+    if (own) pool->fn(pool->arg, own_chunk);
     claim_chunks(pool);
     while (EM_LOAD_ACQUIRE(&pool->done) != pool->chunks) { /* chunks other workers started */
         cpu_relax();
@@ -171,7 +174,7 @@ static void claim_chunks_locked(em_pool *pool)
     while (pool->ticket != 0) {
         const uint32_t chunk = pool->chunks - pool->ticket--;
         pthread_mutex_unlock(&pool->lock);
-        pool->fn(pool->arg, chunk);
+        pool->fn(pool->arg, pool->first + chunk);
         pthread_mutex_lock(&pool->lock);
         if (++pool->done == pool->chunks) pthread_cond_broadcast(&pool->finished);
     }
@@ -190,12 +193,22 @@ static void *worker_main(void *p)
     return NULL;
 }
 
-static void run_job(em_pool *pool)
+static void run_job(em_pool *pool, int own, uint32_t own_chunk)
 {
-    pthread_mutex_lock(&pool->lock);
-    pool->done = 0;
-    pool->ticket = pool->chunks;
-    pthread_cond_broadcast(&pool->wake);
+    if (own) { /* published first, so the workers start on theirs while the caller runs its own */
+        pthread_mutex_lock(&pool->lock);
+        pool->done = 0;
+        pool->ticket = pool->chunks;
+        pthread_cond_broadcast(&pool->wake);
+        pthread_mutex_unlock(&pool->lock);
+        pool->fn(pool->arg, own_chunk);
+        pthread_mutex_lock(&pool->lock);
+    } else {
+        pthread_mutex_lock(&pool->lock);
+        pool->done = 0;
+        pool->ticket = pool->chunks;
+        pthread_cond_broadcast(&pool->wake);
+    }
     claim_chunks_locked(pool);
     while (pool->done != pool->chunks) pthread_cond_wait(&pool->finished, &pool->lock);
     pthread_mutex_unlock(&pool->lock);
@@ -298,7 +311,8 @@ void em_pool_run_chunks(em_pool *pool, em_pool_fn fn, void *arg, uint32_t chunks
         pool->fn = fn;
         pool->arg = arg;
         pool->chunks = chunks;
-        run_job(pool);
+        pool->first = 0;
+        run_job(pool, 0, 0);
         pthread_mutex_unlock(&pool->busy);
         return;
     }
@@ -306,7 +320,23 @@ void em_pool_run_chunks(em_pool *pool, em_pool_fn fn, void *arg, uint32_t chunks
     for (c = 0; c < chunks; ++c) fn(arg, c); /* no threads, one chunk, or the pool is busy: every chunk here */
 }
 
+/* Chunk 0 always on the calling thread, chunks 1.. claimed by the workers (and by the caller once its own is
+ * done, so a sleeping or descheduled worker delays nothing). Why: em_run_all's task lanes are chunks, and a
+ * lane whose chunk went to whichever thread claimed first changed cores from run to run; its activations and
+ * tables were then written on one core in one run and on the other in the next, each cache line crossing
+ * between the cores' caches. With the caller's lane fixed (and, with 2 threads, the worker's too) they stay. */
 void em_pool_run(em_pool *pool, em_pool_fn fn, void *arg)
 {
+#if EM_THREADS
+    if (pool->threads > 1 && pthread_mutex_trylock(&pool->busy) == 0) {
+        pool->fn = fn;
+        pool->arg = arg;
+        pool->chunks = pool->threads - 1u;
+        pool->first = 1;
+        run_job(pool, 1, 0);
+        pthread_mutex_unlock(&pool->busy);
+        return;
+    }
+#endif
     em_pool_run_chunks(pool, fn, arg, pool->threads);
 }

@@ -7,7 +7,8 @@
  * returns when all have returned. A chunk's work is decided by fn from c alone, and chunks write disjoint
  * bytes, so the results do not depend on which thread ran what, or when. A pool that is busy with another
  * run (a pool may be shared by contexts; a node split inside a task lane) is not waited for: the caller
- * then runs every chunk itself, in order, with the same results. em_pool_run: one chunk per worker.
+ * then runs every chunk itself, in order, with the same results. em_pool_run: one chunk per worker, chunk 0
+ * always on the calling thread (em_run_all's task lanes keep their core from run to run: em_threads.c).
  *
  * Built with EM_THREADS=0 (no pthreads, single-core boards) a pool has one worker and no threads. */
 #ifndef EDGEMERGE_EM_THREADS_H
