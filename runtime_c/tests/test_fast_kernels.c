@@ -308,6 +308,50 @@ static void check_depthwise_bits(const float *got, const float *want, const floa
            (double)got[at], (double)want[at], (double)fused[at]);
 }
 
+/* The threads split a row kernel's node by output rows (run_part): pieces of 1, 2 and 3 rows, run from
+ * the last to the first, give the whole run's bits, and a range that starts and ends inside the map
+ * writes its rows and no others. Row kernels (depthwise_rows) handle several rows per call, so a piece's
+ * first and last rows are where a band of rows starts and stops. */
+static void check_row_pieces(const em_node *node, const float *x, const float *whole, size_t ny, const char *what)
+{
+    const uint32_t rows = node->out.h;
+    const size_t row_floats = ny / rows;
+    float *got = (float *)malloc(ny * sizeof(float));
+    em_kernel_env env;
+    uint32_t piece, u, units = 0;
+    size_t at;
+    memset(&env, 0, sizeof env);
+    if (node->kernel->split == NULL || node->kernel->split(node, &env, 0, &units) == 0 || units != rows) {
+        free(got);
+        return;
+    }
+    for (piece = 1; piece <= 3; ++piece) {
+        memset(got, 0xA5, ny * sizeof(float));
+        for (u = ((rows + piece - 1) / piece) * piece; u > 0; u -= piece)
+            node->kernel->run_part(node, x, got, &env, 0, u - piece, u < rows ? u : rows);
+        at = first_bit_difference(got, whole, ny);
+        CHECKF(at == ny, "%s: pieces of %u rows: output %zu is %a, the whole run's %a", what, (unsigned)piece, at,
+               (double)got[at < ny ? at : 0], (double)whole[at < ny ? at : 0]);
+    }
+    if (rows >= 3) {
+        const uint32_t begin = 1, end = rows - 1;
+        memset(got, 0xA5, ny * sizeof(float));
+        node->kernel->run_part(node, x, got, &env, 0, begin, end);
+        at = first_bit_difference(got + begin * row_floats, whole + begin * row_floats, (end - begin) * row_floats);
+        CHECKF(at == (end - begin) * row_floats, "%s: rows [%u, %u): output %zu differs from the whole run's", what,
+               (unsigned)begin, (unsigned)end, begin * row_floats + at);
+        for (at = 0; at < ny; ++at) {
+            uint32_t bits;
+            if (at == begin * row_floats) at = end * row_floats;
+            if (at >= ny) break;
+            memcpy(&bits, &got[at], sizeof bits);
+            if (bits != 0xA5A5A5A5u) break;
+        }
+        CHECKF(at >= ny, "%s: rows [%u, %u) wrote output %zu outside them", what, (unsigned)begin, (unsigned)end, at);
+    }
+    free(got);
+}
+
 static void test_case(size_t index, const char **seen, size_t *seen_count, size_t seen_max)
 {
     const layer_case *c = &cases[index];
@@ -377,6 +421,7 @@ static void test_case(size_t index, const char **seen, size_t *seen_count, size_
                 if (CHECK_STATUS(st, EM_STATUS_OK, err)) {
                     close_to(got, want, ny, kwhat);
                     if (fused != NULL) check_depthwise_bits(got, want, fused, ny, kwhat);
+                    if (fused != NULL) check_row_pieces(&fast.model->nodes[0], x, got, ny, kwhat);
                 }
                 /* a second run on the same context gives the same bits (no state left behind) */
                 {

@@ -261,7 +261,7 @@ static void conv_gemm_neon(size_t m, size_t n, size_t kblocks, size_t kin, const
 const em_micro em_micro_neon = {
     EM_KERNELS_NEON, "neon", EMV_W,
     gemm_neon, conv_gemm_neon, gemv_t_neon, gemv_n_neon, lut_accumulate_planar_neon, lut_accumulate_gather_neon,
-    transpose_neon, depthwise_row_neon,
+    transpose_neon, depthwise_rows_neon,
 };
 #else
 /* Built without NEON: CMake does not define EM_HAVE_NEON then, and nothing refers to em_micro_neon. */

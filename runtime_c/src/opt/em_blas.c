@@ -74,17 +74,16 @@ static void transpose_blas(const float *src, size_t src_stride, size_t rows, siz
     em_micro_generic.transpose(src, src_stride, rows, cols, dst, dst_stride);
 }
 
-static void depthwise_row_blas(const float *const *rows, size_t kh, size_t kw, size_t in_w, size_t stride,
-                               size_t pad_left, size_t out_w, size_t channels, const float *w, const float *bias,
-                               uint32_t activation, float *out)
+static void depthwise_rows_blas(const em_depthwise_shape *s, const float *input, const float *w, const float *bias,
+                                size_t row_begin, size_t row_end, float *out)
 {
-    em_micro_generic.depthwise_row(rows, kh, kw, in_w, stride, pad_left, out_w, channels, w, bias, activation, out);
+    em_micro_generic.depthwise_rows(s, input, w, bias, row_begin, row_end, out);
 }
 
 const em_micro em_micro_blas = {
     EM_KERNELS_GENERIC, "blas", 1u,
     gemm_blas, conv_gemm_blas, gemv_t_blas, gemv_n_blas, lut_accumulate_planar_blas, lut_accumulate_gather_blas,
-    transpose_blas, depthwise_row_blas,
+    transpose_blas, depthwise_rows_blas,
 };
 
 void em_blas_set_threads(int threads)

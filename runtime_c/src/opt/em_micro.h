@@ -21,6 +21,27 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The geometry of a depthwise convolution with multiplier 1 (what depthwise_rows needs besides its
+ * tensors and row range), NHWC. */
+typedef struct em_depthwise_shape {
+    size_t in_h, in_w, channels, kh, kw, stride_h, stride_w, pad_top, pad_left, out_w;
+    uint32_t activation;
+} em_depthwise_shape;
+
+/* rows[ky] for ky < s->kh: the input row under kernel row ky of output row oy, NULL where that row is
+ * padding (em_input_coord's rule; oy·stride_h + ky < in_h + pad_top + pad_bottom, so no overflow) */
+static inline void em_depthwise_input_rows(const em_depthwise_shape *s, const float *input, size_t oy,
+                                           const float **rows)
+{
+    const size_t row_floats = s->in_w * s->channels;
+    size_t ky;
+    for (ky = 0; ky < s->kh; ++ky) {
+        const size_t padded = oy * s->stride_h + ky;
+        rows[ky] = padded < s->pad_top || padded - s->pad_top >= s->in_h ? NULL
+                                                                          : input + (padded - s->pad_top) * row_floats;
+    }
+}
+
 typedef struct em_micro {
     uint32_t kernels;       /* EM_KERNELS_* this table implements (EM_KERNELS_GENERIC for BLAS) */
     const char *isa;        /* "generic", "sse2", "avx2", "avx512", "neon", "blas": kernel-name suffix */
@@ -56,15 +77,18 @@ typedef struct em_micro {
     /* dst[c · dst_stride + r] = src[r · src_stride + c] for r < rows, c < cols: planar LUT sums
      * [co][pixel] to NHWC rows [pixel][co]. */
     void (*transpose)(const float *src, size_t src_stride, size_t rows, size_t cols, float *dst, size_t dst_stride);
-    /* Depthwise convolution (multiplier 1) of one output row, NHWC with `channels` channels:
-     *   out[ox·C + c] = act(bias[c] + Σ_{ky < kh, rows[ky] != NULL} Σ_{kx < kw, 0 <= ix < in_w}
-     *                       rows[ky][ix·C + c] · w[(ky·kw + kx)·C + c]),   ix = ox·stride + kx − pad_left
-     * for ox < out_w, c < C: rows[ky] is the input row under kernel row ky, NULL where that row is
-     * padding; taps in the padding are skipped (as the reference does), in the reference's order. bias may
-     * be NULL. Vectorised over channels. */
-    void (*depthwise_row)(const float *const *rows, size_t kh, size_t kw, size_t in_w, size_t stride,
-                          size_t pad_left, size_t out_w, size_t channels, const float *w, const float *bias,
-                          uint32_t activation, float *out);
+    /* Depthwise convolution (multiplier 1), NHWC with C = s->channels channels, output rows
+     * [row_begin, row_end) of the map:
+     *   out[(oy·out_w + ox)·C + c] = act(bias[c] + Σ_{ky < kh, 0 <= iy < in_h} Σ_{kx < kw, 0 <= ix < in_w}
+     *                       input[(iy·in_w + ix)·C + c] · w[(ky·kw + kx)·C + c])
+     *   with iy = oy·stride_h + ky − pad_top, ix = ox·stride_w + kx − pad_left,
+     * for ox < out_w, c < C: taps in the padding are skipped (as the reference does), in the reference's
+     * order. out is the map's first row (rows outside the range are not written: the threads split the
+     * map by rows). bias may be NULL; activation is NONE, RELU or RELU6. Several rows per call so that a
+     * channel block's weight vectors and bias are loaded once for all of them (the small maps of
+     * MobileNetV2 have few pixels per row). Vectorised over channels. */
+    void (*depthwise_rows)(const em_depthwise_shape *s, const float *input, const float *w, const float *bias,
+                           size_t row_begin, size_t row_end, float *out);
 } em_micro;
 
 extern const em_micro em_micro_generic;

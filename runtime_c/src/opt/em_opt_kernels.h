@@ -96,7 +96,7 @@ uint32_t em_dense_gemv_split(const em_node *node, const em_kernel_env *env, uint
 void em_dense_gemv_run_part(const em_node *node, const float *input, float *output, const em_kernel_env *env,
                             uint32_t step, uint32_t begin, uint32_t end);
 
-/* ---- DEPTHWISE_CONV2D, multiplier 1, on the micro-kernels' depthwise_row (opt/portable.c) ---- */
+/* ---- DEPTHWISE_CONV2D, multiplier 1, on the micro-kernels' depthwise_rows (opt/portable.c) ---- */
 int em_depthwise_conv2d_rows_supports(const em_node *node);
 void em_depthwise_conv2d_rows_run(const em_node *node, const float *input, float *output, const em_kernel_env *env);
 void em_depthwise_conv2d_rows_run_part(const em_node *node, const float *input, float *output, const em_kernel_env *env,

@@ -104,12 +104,14 @@ static void transpose_generic(const float *src, size_t src_stride, size_t rows, 
                 for (c = c0; c < cols && c < c0 + 8; ++c) dst[c * dst_stride + r] = src[r * src_stride + c];
 }
 
-static void depthwise_row_generic(const float *const *rows, size_t kh, size_t kw, size_t in_w, size_t stride,
-                                  size_t pad_left, size_t out_w, size_t channels, const float *w, const float *bias,
-                                  uint32_t activation, float *out)
+/* One output row: rows[ky] the input row under kernel row ky (NULL where padding) */
+static void depthwise_row_generic(const float *const *rows, const em_depthwise_shape *s, const float *w,
+                                  const float *bias, float *out)
 {
+    const size_t kh = s->kh, kw = s->kw, in_w = s->in_w, stride = s->stride_w, pad_left = s->pad_left;
+    const size_t channels = s->channels;
     size_t ox, ky, kx, c;
-    for (ox = 0; ox < out_w; ++ox) {
+    for (ox = 0; ox < s->out_w; ++ox) {
         float *acc = out + ox * channels;
         const size_t x0 = ox * stride; /* padded column of tap 0 */
         for (c = 0; c < channels; ++c) acc[c] = 0.0f;
@@ -125,15 +127,26 @@ static void depthwise_row_generic(const float *const *rows, size_t kh, size_t kw
         }
         for (c = 0; c < channels; ++c) {
             float v = bias != NULL ? acc[c] + bias[c] : acc[c];
-            if (activation == EM_ACT_RELU) v = v <= 0.0f ? 0.0f : v;
-            else if (activation == EM_ACT_RELU6) v = v <= 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v);
+            if (s->activation == EM_ACT_RELU) v = v <= 0.0f ? 0.0f : v;
+            else if (s->activation == EM_ACT_RELU6) v = v <= 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v);
             acc[c] = v;
         }
+    }
+}
+
+static void depthwise_rows_generic(const em_depthwise_shape *s, const float *input, const float *w, const float *bias,
+                                   size_t row_begin, size_t row_end, float *out)
+{
+    const float *rows[EM_MAX_KERNEL];
+    size_t oy;
+    for (oy = row_begin; oy < row_end; ++oy) {
+        em_depthwise_input_rows(s, input, oy, rows);
+        depthwise_row_generic(rows, s, w, bias, out + oy * s->out_w * s->channels);
     }
 }
 
 const em_micro em_micro_generic = {
     EM_KERNELS_GENERIC, "generic", 1u,
     gemm_generic, conv_gemm_generic, gemv_t_generic, gemv_n_generic, lut_accumulate_planar_generic,
-    lut_accumulate_gather_generic, transpose_generic, depthwise_row_generic,
+    lut_accumulate_gather_generic, transpose_generic, depthwise_rows_generic,
 };

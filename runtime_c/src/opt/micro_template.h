@@ -440,11 +440,11 @@ static void EMV_FN(transpose)(const float *src, size_t src_stride, size_t rows, 
         for (c = 0; c < cols; ++c) dst[c * dst_stride + r] = src[r * src_stride + c];
 }
 
-/* ---- depthwise_row: one output row of a depthwise convolution (multiplier 1) ---------------------
+/* ---- depthwise_rows: output rows of a depthwise convolution (multiplier 1) -----------------------
  * Vectorised over channels (contiguous in NHWC): one vector of channels at a time, every output pixel
- * of the row against it, so the kh·kw weight vectors of the block stay in L1. Interior pixels (every
- * tap column inside the row) skip the bounds checks; taps in the padding are skipped, not multiplied by
- * zero, so the sum runs in the reference's order. */
+ * of the rows against it, so the kh·kw weight vectors of the block stay in L1 (in registers for 3×3).
+ * Interior pixels (every tap column inside the row) skip the bounds checks; taps in the padding are
+ * skipped, not multiplied by zero, so the sum runs in the reference's order. */
 EMV_INLINE emv EMV_FN(depthwise_pixel)(const float *const *rows, size_t kh, size_t kw, size_t x0, size_t pad_left,
                                        size_t in_w, size_t channels, size_t c, size_t lanes, const float *w,
                                        int interior)
@@ -467,8 +467,8 @@ EMV_INLINE emv EMV_FN(depthwise_pixel)(const float *const *rows, size_t kh, size
 }
 
 /* ---- the 3×3 case (MobileNets), one block of `lanes` channels at c -----------------------------------
- * The nine weight vectors wv[3·ky + kx] are loaded once per block and stay in registers for the whole
- * row. Interior pixels with all three kernel rows inside run unrolled without checks; every other pixel
+ * The nine weight vectors wv[3·ky + kx] are loaded once per block and stay in registers for all the
+ * rows of a band (the whole map on MobileNetV2's small maps). Interior pixels with all three kernel rows inside run unrolled without checks; every other pixel
  * (left / right edge columns, a kernel row in the top or bottom padding, or both, as on most of
  * MobileNetV2's 8×8, 4×4 and 2×2 maps) runs only its taps inside the input, picked by a 9-bit mask,
  * with the same registers. Both sum in the reference's order (ky outer, kx inner, from zero; taps in
@@ -480,26 +480,29 @@ EMV_INLINE emv EMV_FN(dw3_load)(const float *p, size_t lanes)
     return lanes == EMV_W ? emv_loadu(p) : emv_load_part(p, lanes);
 }
 
-/* acc + row[at] · wt where the tap is inside the input; acc unchanged where it lies in the padding (row
- * may then be NULL or row + at outside the row, so that address is not formed) */
+/* acc + the vector `at` bytes into row, times wt, where the tap is inside the input; acc unchanged where
+ * it lies in the padding (row may then be NULL or row + at outside the row, so that address is not
+ * formed). The offset is in bytes so that it is the load's register offset as it stands (in floats,
+ * every tap also shifted it left by 2: a quarter of an edge tap's instructions on aarch64). */
 EMV_INLINE emv EMV_FN(dw3_tap)(emv acc, unsigned inside, const float *row, ptrdiff_t at, size_t lanes, emv wt)
 {
-    return inside ? emv_fma(EMV_FN(dw3_load)(row + at, lanes), wt, acc) : acc;
+    return inside ? emv_fma(EMV_FN(dw3_load)((const float *)(const void *)((const char *)row + at), lanes), wt, acc)
+                  : acc;
 }
 
-/* The tap mask of an output pixel whose tap kx = 0 is at padded column x0: bit 3·ky + kx where
- * pad_left <= x0 + kx < pad_left + in_w (column kx inside the row), i.e. kx in [lo, hi), and kernel row ky
- * inside (row_taps: the three bits of each row with rows[ky] != NULL). lo and hi are clamped to 3 so that
- * no shift reaches the width of unsigned. */
-EMV_INLINE unsigned EMV_FN(dw3_taps)(unsigned row_taps, size_t x0, size_t pad_left, size_t in_w)
+/* The column bits of the tap mask of an output pixel whose tap kx = 0 is at padded column x0: bit
+ * 3·ky + kx for every ky where pad_left <= x0 + kx < pad_left + in_w (column kx inside the row), i.e. kx
+ * in [lo, hi). lo and hi are clamped to 3 so that no shift reaches the width of unsigned. A pixel's tap
+ * mask is this AND its row's row_taps (the three bits of each kernel row inside the input). */
+EMV_INLINE unsigned EMV_FN(dw3_cols)(size_t x0, size_t pad_left, size_t in_w)
 {
     const size_t lo = x0 < pad_left ? pad_left - x0 : 0, hi = pad_left + in_w > x0 ? pad_left + in_w - x0 : 0;
     const unsigned cols = (7u << (lo < 3 ? lo : 3)) & ~(7u << (hi < 3 ? hi : 3)) & 7u;
-    return row_taps & (cols * 0111u); /* the column bits repeated for each kernel row */
+    return cols * 0111u; /* the column bits repeated for each kernel row */
 }
 
-/* A pixel with taps in the padding (tap mask from dw3_taps); at is the offset of tap (ky, 0) in rows[ky],
- * negative where that column is in the left padding */
+/* A pixel with taps in the padding (tap mask: row_taps & dw3_cols); at is the offset in bytes of tap
+ * (ky, 0) in rows[ky], negative where that column is in the left padding, ch the bytes of one pixel */
 EMV_INLINE emv EMV_FN(dw3_edge_pixel)(const float *r0, const float *r1, const float *r2, unsigned taps, ptrdiff_t at,
                                       ptrdiff_t ch, size_t lanes, const emv *wv)
 {
@@ -524,78 +527,189 @@ EMV_INLINE void EMV_FN(dw3_store)(float *o, emv v, const float *bias, emv bv, ui
     if (lanes == EMV_W) emv_storeu(o, v); else emv_store_part(o, v, lanes);
 }
 
-/* One channel block of the row. The geometry comes from depthwise_row, computed once for all blocks:
- * interior columns [first, stop) (every tap column inside), row_taps as in dw3_taps. */
-EMV_INLINE void EMV_FN(depthwise3_block)(const float *r0, const float *r1, const float *r2, unsigned row_taps,
-                                         size_t first, size_t stop, size_t in_w, size_t stride, size_t pad_left,
-                                         size_t out_w, size_t channels, size_t c, size_t lanes, const float *w,
-                                         const float *bias, uint32_t activation, float *out)
+/* The most edge columns on each side the 3×3 path keeps masks for: the loader refuses pads of the kernel
+ * size or more, so a 3×3 node has at most 2 (ceil(pad / stride)); anything wider takes the general path. */
+#define EMV_DW3_EDGE 4
+/* The most rows of one band (the size of the band's row table) */
+#define EMV_DW3_BAND 16
+/* Input plus output pixels of one band: each channel block touches one cache line of each, and the next
+ * blocks (the rest of a 64-byte line) should find them in L1, so a band's lines stay within 16 KB (half
+ * of the A72's L1D). MobileNetV2's 8×8 and smaller maps then run whole in one band. */
+#define EMV_DW3_BAND_PIXELS 256
+
+/* The column geometry of a call, the same for every row and channel block (so computed once): interior
+ * columns [first, stop) (every tap column inside), and the column masks (dw3_cols) of the left edge
+ * columns ox < first and of the right edge columns stop <= ox < out_w. */
+typedef struct emv_dw3_columns {
+    size_t first, stop, out_w, stride, channels, pad_left;
+    unsigned left[EMV_DW3_EDGE], right[EMV_DW3_EDGE];
+} emv_dw3_columns;
+
+/* One output row of a band: the input rows under kernel rows 0..2 (NULL where padding), their row_taps,
+ * and where the row's output starts. */
+typedef struct emv_dw3_row {
+    const float *r0, *r1, *r2;
+    unsigned row_taps;
+    float *out;
+} emv_dw3_row;
+
+/* 0 where an edge has more than EMV_DW3_EDGE columns */
+EMV_INLINE int EMV_FN(dw3_columns)(const em_depthwise_shape *s, emv_dw3_columns *g)
 {
-    const ptrdiff_t ch = (ptrdiff_t)channels;
-    const ptrdiff_t at0 = (ptrdiff_t)c - (ptrdiff_t)pad_left * ch; /* at of ox = 0; + ox·stride·ch per pixel */
-    const emv bv = bias != NULL ? EMV_FN(dw3_load)(bias + c, lanes) : emv_zero();
-    emv wv[9];
-    size_t ox, k;
-    for (k = 0; k < 9; ++k) wv[k] = EMV_FN(dw3_load)(w + k * channels + c, lanes);
-    for (ox = 0; ox < first; ++ox) { /* left edge */
-        const unsigned taps = EMV_FN(dw3_taps)(row_taps, ox * stride, pad_left, in_w);
+    const size_t in_w = s->in_w, stride = s->stride_w, pad_left = s->pad_left, out_w = s->out_w;
+    /* interior columns [first, stop): ox·stride >= pad_left and ox·stride − pad_left + 3 <= in_w */
+    const size_t first_in = (pad_left + stride - 1) / stride;
+    const size_t last_in = in_w + pad_left >= 3 ? (in_w + pad_left - 3) / stride + 1 : 0; /* exclusive */
+    size_t ox;
+    g->first = first_in < out_w ? first_in : out_w;
+    g->stop = last_in < g->first ? g->first : (last_in < out_w ? last_in : out_w);
+    g->out_w = out_w;
+    g->stride = stride;
+    g->channels = s->channels;
+    g->pad_left = pad_left;
+    if (g->first > EMV_DW3_EDGE || out_w - g->stop > EMV_DW3_EDGE) return 0;
+    for (ox = 0; ox < g->first; ++ox) g->left[ox] = EMV_FN(dw3_cols)(ox * stride, pad_left, in_w);
+    for (ox = g->stop; ox < out_w; ++ox) g->right[ox - g->stop] = EMV_FN(dw3_cols)(ox * stride, pad_left, in_w);
+    return 1;
+}
+
+/* Pixels [from, to) of one row whose taps are all the same mask (the columns between the edges of a row
+ * with a kernel row in the padding): instantiated with the masks of the top and bottom rows as constants,
+ * so that those pixels test no bits. at0 and ch in bytes as in dw3_edge_pixel. */
+EMV_INLINE void EMV_FN(dw3_span)(const float *r0, const float *r1, const float *r2, const unsigned taps, size_t from,
+                                 size_t to, ptrdiff_t at0, ptrdiff_t ch, size_t stride, size_t lanes, const emv *wv,
+                                 const float *bias, emv bv, const uint32_t activation, float *out, size_t channels)
+{
+    size_t ox;
+    for (ox = from; ox < to; ++ox) {
         const emv v = EMV_FN(dw3_edge_pixel)(r0, r1, r2, taps, at0 + (ptrdiff_t)(ox * stride) * ch, ch, lanes, wv);
-        EMV_FN(dw3_store)(out + ox * channels + c, v, bias, bv, activation, lanes);
-    }
-    if (row_taps == 0777u && first < stop) { /* interior, all three kernel rows inside: nine taps, no checks */
-        const size_t at = (first * stride - pad_left) * channels + c, step = stride * channels;
-        const float *x0 = r0 + at, *x1 = r1 + at, *x2 = r2 + at;
-        for (; ox < stop; ++ox, x0 += step, x1 += step, x2 += step) {
-            emv v = emv_fma(EMV_FN(dw3_load)(x0, lanes), wv[0], emv_zero());
-            v = emv_fma(EMV_FN(dw3_load)(x0 + channels, lanes), wv[1], v);
-            v = emv_fma(EMV_FN(dw3_load)(x0 + 2 * channels, lanes), wv[2], v);
-            v = emv_fma(EMV_FN(dw3_load)(x1, lanes), wv[3], v);
-            v = emv_fma(EMV_FN(dw3_load)(x1 + channels, lanes), wv[4], v);
-            v = emv_fma(EMV_FN(dw3_load)(x1 + 2 * channels, lanes), wv[5], v);
-            v = emv_fma(EMV_FN(dw3_load)(x2, lanes), wv[6], v);
-            v = emv_fma(EMV_FN(dw3_load)(x2 + channels, lanes), wv[7], v);
-            v = emv_fma(EMV_FN(dw3_load)(x2 + 2 * channels, lanes), wv[8], v);
-            EMV_FN(dw3_store)(out + ox * channels + c, v, bias, bv, activation, lanes);
-        }
-    } else { /* a kernel row in the top or bottom padding: every column inside, that row's taps skipped */
-        for (; ox < stop; ++ox) {
-            const emv v = EMV_FN(dw3_edge_pixel)(r0, r1, r2, row_taps, at0 + (ptrdiff_t)(ox * stride) * ch, ch,
-                                                 lanes, wv);
-            EMV_FN(dw3_store)(out + ox * channels + c, v, bias, bv, activation, lanes);
-        }
-    }
-    for (; ox < out_w; ++ox) { /* right edge */
-        const unsigned taps = EMV_FN(dw3_taps)(row_taps, ox * stride, pad_left, in_w);
-        const emv v = EMV_FN(dw3_edge_pixel)(r0, r1, r2, taps, at0 + (ptrdiff_t)(ox * stride) * ch, ch, lanes, wv);
-        EMV_FN(dw3_store)(out + ox * channels + c, v, bias, bv, activation, lanes);
+        EMV_FN(dw3_store)(out + ox * channels, v, bias, bv, activation, lanes);
     }
 }
 
-static void EMV_FN(depthwise_row)(const float *const *rows, size_t kh, size_t kw, size_t in_w, size_t stride,
-                                  size_t pad_left, size_t out_w, size_t channels, const float *w, const float *bias,
-                                  uint32_t activation, float *out)
+/* One channel block (`lanes` channels at c) of every row of a band. The nine weight vectors and the bias
+ * are loaded once for all the band's rows. activation is a constant in each instance (depthwise3_band's
+ * callers), so the epilogue's choice is made once per call, not per pixel. */
+EMV_INLINE void EMV_FN(depthwise3_block)(const emv_dw3_columns *g, const emv_dw3_row *rows, size_t row_count, size_t c,
+                                         size_t lanes, const float *w, const float *bias, const uint32_t activation)
 {
-    size_t c, ox;
-    if (kh == 3 && kw == 3) {
-        const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2];
-        const unsigned row_taps = (r0 != NULL ? 0007u : 0u) | (r1 != NULL ? 0070u : 0u) | (r2 != NULL ? 0700u : 0u);
-        /* interior columns [first, stop): ox·stride >= pad_left and ox·stride − pad_left + 3 <= in_w */
-        const size_t first_in = (pad_left + stride - 1) / stride;
-        const size_t last_in = in_w + pad_left >= 3 ? (in_w + pad_left - 3) / stride + 1 : 0; /* exclusive */
-        const size_t first = first_in < out_w ? first_in : out_w;
-        const size_t stop = last_in < first ? first : (last_in < out_w ? last_in : out_w);
-        for (c = 0; c + EMV_W <= channels; c += EMV_W)
-            EMV_FN(depthwise3_block)(r0, r1, r2, row_taps, first, stop, in_w, stride, pad_left, out_w, channels, c,
-                                     EMV_W, w, bias, activation, out);
-        if (c < channels) /* the channel tail: partial loads and stores */
-            EMV_FN(depthwise3_block)(r0, r1, r2, row_taps, first, stop, in_w, stride, pad_left, out_w, channels, c,
-                                     channels - c, w, bias, activation, out);
-        return;
+    const size_t first = g->first, stop = g->stop, out_w = g->out_w, stride = g->stride, channels = g->channels;
+    const ptrdiff_t ch = (ptrdiff_t)(channels * sizeof(float)); /* bytes of one pixel */
+    /* the byte offset of tap (ky, 0) of ox = 0 in rows[ky]; + ox·stride·ch per pixel */
+    const ptrdiff_t at0 = (ptrdiff_t)(c * sizeof(float)) - (ptrdiff_t)g->pad_left * ch;
+    const emv bv = bias != NULL ? EMV_FN(dw3_load)(bias + c, lanes) : emv_zero();
+    emv wv[9];
+    size_t i, ox, k;
+    for (k = 0; k < 9; ++k) wv[k] = EMV_FN(dw3_load)(w + k * channels + c, lanes);
+    for (i = 0; i < row_count; ++i) {
+        const float *r0 = rows[i].r0, *r1 = rows[i].r1, *r2 = rows[i].r2;
+        const unsigned row_taps = rows[i].row_taps;
+        float *out = rows[i].out + c;
+        for (ox = 0; ox < first; ++ox) { /* left edge */
+            const emv v = EMV_FN(dw3_edge_pixel)(r0, r1, r2, row_taps & g->left[ox],
+                                                 at0 + (ptrdiff_t)(ox * stride) * ch, ch, lanes, wv);
+            EMV_FN(dw3_store)(out + ox * channels, v, bias, bv, activation, lanes);
+        }
+        if (row_taps == 0777u && first < stop) {
+            /* interior, all three kernel rows inside: nine taps, no checks. The three input rows are
+             * consecutive rows of the input, rs floats apart, so one pointer walks them all (the other
+             * eight taps at fixed offsets from it): fewer additions per pixel than a pointer per row. */
+            const ptrdiff_t rs = r1 - r0;
+            const size_t step = stride * channels;
+            const float *x = r0 + (first * stride - g->pad_left) * channels + c;
+            float *o = out + first * channels;
+            for (ox = first; ox < stop; ++ox, x += step, o += channels) {
+                emv v = emv_fma(EMV_FN(dw3_load)(x, lanes), wv[0], emv_zero());
+                v = emv_fma(EMV_FN(dw3_load)(x + channels, lanes), wv[1], v);
+                v = emv_fma(EMV_FN(dw3_load)(x + 2 * channels, lanes), wv[2], v);
+                v = emv_fma(EMV_FN(dw3_load)(x + rs, lanes), wv[3], v);
+                v = emv_fma(EMV_FN(dw3_load)(x + rs + channels, lanes), wv[4], v);
+                v = emv_fma(EMV_FN(dw3_load)(x + rs + 2 * channels, lanes), wv[5], v);
+                v = emv_fma(EMV_FN(dw3_load)(x + 2 * rs, lanes), wv[6], v);
+                v = emv_fma(EMV_FN(dw3_load)(x + 2 * rs + channels, lanes), wv[7], v);
+                v = emv_fma(EMV_FN(dw3_load)(x + 2 * rs + 2 * channels, lanes), wv[8], v);
+                EMV_FN(dw3_store)(o, v, bias, bv, activation, lanes);
+            }
+        } else if (row_taps == 0770u) { /* the top row of a 'same' map: kernel row 0 in the padding */
+            EMV_FN(dw3_span)(r0, r1, r2, 0770u, first, stop, at0, ch, stride, lanes, wv, bias, bv, activation, out,
+                             channels);
+        } else if (row_taps == 0077u) { /* the bottom row: kernel row 2 in the padding */
+            EMV_FN(dw3_span)(r0, r1, r2, 0077u, first, stop, at0, ch, stride, lanes, wv, bias, bv, activation, out,
+                             channels);
+        } else { /* other kernel rows in the padding (maps of one or two rows, pads of 2) */
+            EMV_FN(dw3_span)(r0, r1, r2, row_taps, first, stop, at0, ch, stride, lanes, wv, bias, bv, activation, out,
+                             channels);
+        }
+        for (ox = stop; ox < out_w; ++ox) { /* right edge (stop >= first) */
+            const emv v = EMV_FN(dw3_edge_pixel)(r0, r1, r2, row_taps & g->right[ox - stop],
+                                                 at0 + (ptrdiff_t)(ox * stride) * ch, ch, lanes, wv);
+            EMV_FN(dw3_store)(out + ox * channels, v, bias, bv, activation, lanes);
+        }
     }
+}
+
+/* Every channel block of a band: full vectors, then the channel tail (partial loads and stores) */
+EMV_INLINE void EMV_FN(depthwise3_band)(const emv_dw3_columns *g, const emv_dw3_row *rows, size_t row_count,
+                                        const float *w, const float *bias, const uint32_t activation)
+{
+    size_t c;
+    for (c = 0; c + EMV_W <= g->channels; c += EMV_W)
+        EMV_FN(depthwise3_block)(g, rows, row_count, c, EMV_W, w, bias, activation);
+    if (c < g->channels) EMV_FN(depthwise3_block)(g, rows, row_count, c, g->channels - c, w, bias, activation);
+}
+
+/* The 3×3 path over rows [row_begin, row_end), band by band; 0 (nothing written) where the pads are too
+ * wide for it */
+static int EMV_FN(depthwise3_rows)(const em_depthwise_shape *s, const float *input, const float *w, const float *bias,
+                                   size_t row_begin, size_t row_end, float *out)
+{
+    const size_t in_w = s->in_w, sh = s->stride_h, row_out = s->out_w * s->channels;
+    emv_dw3_columns g;
+    emv_dw3_row rows[EMV_DW3_BAND];
+    size_t band = 1, oy0, i;
+    if (!EMV_FN(dw3_columns)(s, &g)) return 0;
+    /* the most rows n with ((n − 1)·stride_h + 3)·in_w + n·out_w <= EMV_DW3_BAND_PIXELS, at least 1 */
+    if (3 * in_w + s->out_w <= EMV_DW3_BAND_PIXELS)
+        band = (EMV_DW3_BAND_PIXELS - 3 * in_w + sh * in_w) / (sh * in_w + s->out_w);
+    if (band > EMV_DW3_BAND) band = EMV_DW3_BAND;
+    for (oy0 = row_begin; oy0 < row_end; oy0 += band) {
+        const size_t row_count = row_end - oy0 < band ? row_end - oy0 : band;
+        for (i = 0; i < row_count; ++i) {
+            const float *r[3];
+            em_depthwise_input_rows(s, input, oy0 + i, r);
+            rows[i].r0 = r[0];
+            rows[i].r1 = r[1];
+            rows[i].r2 = r[2];
+            rows[i].row_taps = (r[0] != NULL ? 0007u : 0u) | (r[1] != NULL ? 0070u : 0u) | (r[2] != NULL ? 0700u : 0u);
+            rows[i].out = out + (oy0 + i) * row_out;
+        }
+        /* one instance per activation: the choice is made here, once per band, not per pixel */
+        switch (s->activation) {
+        case EM_ACT_RELU:
+            EMV_FN(depthwise3_band)(&g, rows, row_count, w, bias, EM_ACT_RELU);
+            break;
+        case EM_ACT_RELU6:
+            EMV_FN(depthwise3_band)(&g, rows, row_count, w, bias, EM_ACT_RELU6);
+            break;
+        default:
+            EMV_FN(depthwise3_band)(&g, rows, row_count, w, bias, EM_ACT_NONE);
+            break;
+        }
+    }
+    return 1;
+}
+
+/* Any kernel size, one output row: rows[ky] the input row under kernel row ky (NULL where padding) */
+static void EMV_FN(depthwise_row_any)(const float *const *rows, const em_depthwise_shape *s, const float *w,
+                                      const float *bias, float *out)
+{
+    const size_t kh = s->kh, kw = s->kw, in_w = s->in_w, stride = s->stride_w, pad_left = s->pad_left;
+    const size_t channels = s->channels;
+    size_t c, ox;
     for (c = 0; c < channels; c += EMV_W) {
         const size_t lanes = channels - c < EMV_W ? channels - c : EMV_W;
         const float *b = bias != NULL ? bias + c : NULL;
-        for (ox = 0; ox < out_w; ++ox) {
+        for (ox = 0; ox < s->out_w; ++ox) {
             const size_t x0 = ox * stride;
             const int interior = x0 >= pad_left && x0 - pad_left + kw <= in_w;
             emv v;
@@ -605,9 +719,21 @@ static void EMV_FN(depthwise_row)(const float *const *rows, size_t kh, size_t kw
             } else {
                 v = EMV_FN(depthwise_pixel)(rows, kh, kw, x0, pad_left, in_w, channels, c, lanes, w, interior);
             }
-            if (b != NULL || activation != EM_ACT_NONE) v = EMV_FN(epilogue)(v, b, lanes, activation);
+            if (b != NULL || s->activation != EM_ACT_NONE) v = EMV_FN(epilogue)(v, b, lanes, s->activation);
             if (lanes == EMV_W) emv_storeu(out + ox * channels + c, v);
             else emv_store_part(out + ox * channels + c, v, lanes);
         }
+    }
+}
+
+static void EMV_FN(depthwise_rows)(const em_depthwise_shape *s, const float *input, const float *w, const float *bias,
+                                   size_t row_begin, size_t row_end, float *out)
+{
+    const float *rows[EM_MAX_KERNEL];
+    size_t oy;
+    if (s->kh == 3 && s->kw == 3 && EMV_FN(depthwise3_rows)(s, input, w, bias, row_begin, row_end, out)) return;
+    for (oy = row_begin; oy < row_end; ++oy) {
+        em_depthwise_input_rows(s, input, oy, rows);
+        EMV_FN(depthwise_row_any)(rows, s, w, bias, out + oy * s->out_w * s->channels);
     }
 }

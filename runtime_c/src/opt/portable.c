@@ -153,8 +153,9 @@ void em_depthwise_conv2d_direct_run_part(const em_node *node, const float *input
     depthwise_direct_rows(node, input, output, begin, end);
 }
 
-/* Depthwise with multiplier 1 (MobileNets) on the ISA's depthwise_row micro-kernel: one call per output
- * row, with the input rows under the kernel (NULL for padding rows), so no padded copy is made. */
+/* Depthwise with multiplier 1 (MobileNets) on the ISA's depthwise_rows micro-kernel: one call for the
+ * node's rows (or a thread's piece of them), which finds the input rows under the kernel itself (no
+ * padded copy is made) and loads each channel block's weights once for many rows. */
 int em_depthwise_conv2d_rows_supports(const em_node *node)
 {
     return node->out.c == node->in.c && node->kernel_h <= EM_MAX_KERNEL;
@@ -162,19 +163,20 @@ int em_depthwise_conv2d_rows_supports(const em_node *node)
 
 static void depthwise_micro_rows(const em_node *node, const float *input, float *output, uint32_t begin, uint32_t end)
 {
-    const float *rows[EM_MAX_KERNEL];
-    const size_t row_floats = (size_t)node->in.w * node->in.c;
-    const float *weights = em_tensor_f32(node->weight), *bias = em_tensor_f32(node->bias);
-    uint32_t oy, ky;
-    for (oy = begin; oy < end; ++oy) {
-        for (ky = 0; ky < node->kernel_h; ++ky) {
-            const int32_t iy = em_input_coord(oy, node->stride_h, ky, node->pad_top, node->in.h);
-            rows[ky] = iy < 0 ? NULL : input + (size_t)iy * row_floats;
-        }
-        node->kernel->micro->depthwise_row(rows, node->kernel_h, node->kernel_w, node->in.w, node->stride_w,
-                                           node->pad_left, node->out.w, node->in.c, weights, bias, node->activation,
-                                           output + (size_t)oy * node->out.w * node->out.c);
-    }
+    em_depthwise_shape s;
+    s.in_h = node->in.h;
+    s.in_w = node->in.w;
+    s.channels = node->in.c;
+    s.kh = node->kernel_h;
+    s.kw = node->kernel_w;
+    s.stride_h = node->stride_h;
+    s.stride_w = node->stride_w;
+    s.pad_top = node->pad_top;
+    s.pad_left = node->pad_left;
+    s.out_w = node->out.w;
+    s.activation = node->activation;
+    node->kernel->micro->depthwise_rows(&s, input, em_tensor_f32(node->weight), em_tensor_f32(node->bias), begin, end,
+                                        output);
 }
 
 void em_depthwise_conv2d_rows_run(const em_node *node, const float *input, float *output, const em_kernel_env *env)

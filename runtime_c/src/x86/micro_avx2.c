@@ -88,5 +88,5 @@ static inline void emv_transpose_block(const float *src, size_t ss, float *dst, 
 const em_micro em_micro_avx2 = {
     EM_KERNELS_AVX2, "avx2", EMV_W,
     gemm_avx2, conv_gemm_avx2, gemv_t_avx2, gemv_n_avx2, lut_accumulate_planar_avx2, lut_accumulate_gather_avx2,
-    transpose_avx2, depthwise_row_avx2,
+    transpose_avx2, depthwise_rows_avx2,
 };

@@ -198,5 +198,5 @@ static void lut_accumulate_gather_avx512(const float *table, uint32_t codewords,
 const em_micro em_micro_avx512 = {
     EM_KERNELS_AVX512, "avx512", EMV_W,
     gemm_avx512, conv_gemm_avx512, gemv_t_avx512, gemv_n_avx512, lut_accumulate_planar_avx512, lut_accumulate_gather_avx512,
-    transpose_avx512, depthwise_row_avx512,
+    transpose_avx512, depthwise_rows_avx512,
 };

@@ -79,5 +79,5 @@ static inline void emv_transpose_block(const float *src, size_t ss, float *dst, 
 const em_micro em_micro_sse2 = {
     EM_KERNELS_SSE2, "sse2", EMV_W,
     gemm_sse2, conv_gemm_sse2, gemv_t_sse2, gemv_n_sse2, lut_accumulate_planar_sse2, lut_accumulate_gather_sse2,
-    transpose_sse2, depthwise_row_sse2,
+    transpose_sse2, depthwise_rows_sse2,
 };
