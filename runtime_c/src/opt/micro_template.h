@@ -541,7 +541,7 @@ EMV_INLINE void EMV_FN(dw3_store)(float *o, emv v, const float *bias, emv bv, ui
  * columns [first, stop) (every tap column inside), and the column masks (dw3_cols) of the left edge
  * columns ox < first and of the right edge columns stop <= ox < out_w. */
 typedef struct emv_dw3_columns {
-    size_t first, stop, out_w, stride, channels, pad_left;
+    size_t first, stop, out_w, stride, channels, pad_left, row_floats;
     unsigned left[EMV_DW3_EDGE], right[EMV_DW3_EDGE];
 } emv_dw3_columns;
 
@@ -567,10 +567,45 @@ EMV_INLINE int EMV_FN(dw3_columns)(const em_depthwise_shape *s, emv_dw3_columns 
     g->stride = stride;
     g->channels = s->channels;
     g->pad_left = pad_left;
+    g->row_floats = in_w * s->channels;
     if (g->first > EMV_DW3_EDGE || out_w - g->stop > EMV_DW3_EDGE) return 0;
     for (ox = 0; ox < g->first; ++ox) g->left[ox] = EMV_FN(dw3_cols)(ox * stride, pad_left, in_w);
     for (ox = g->stop; ox < out_w; ++ox) g->right[ox - g->stop] = EMV_FN(dw3_cols)(ox * stride, pad_left, in_w);
     return 1;
+}
+
+/* An interior pixel: x is tap (0, 0), rs the floats from one input row to the next */
+EMV_INLINE void EMV_FN(dw3_interior_pixel)(const float *x, size_t rs, size_t channels, size_t lanes, const emv *wv,
+                                           const float *bias, emv bv, const uint32_t activation, float *o)
+{
+    emv v = emv_fma(EMV_FN(dw3_load)(x, lanes), wv[0], emv_zero());
+    v = emv_fma(EMV_FN(dw3_load)(x + channels, lanes), wv[1], v);
+    v = emv_fma(EMV_FN(dw3_load)(x + 2 * channels, lanes), wv[2], v);
+    v = emv_fma(EMV_FN(dw3_load)(x + rs, lanes), wv[3], v);
+    v = emv_fma(EMV_FN(dw3_load)(x + rs + channels, lanes), wv[4], v);
+    v = emv_fma(EMV_FN(dw3_load)(x + rs + 2 * channels, lanes), wv[5], v);
+    v = emv_fma(EMV_FN(dw3_load)(x + 2 * rs, lanes), wv[6], v);
+    v = emv_fma(EMV_FN(dw3_load)(x + 2 * rs + channels, lanes), wv[7], v);
+    v = emv_fma(EMV_FN(dw3_load)(x + 2 * rs + 2 * channels, lanes), wv[8], v);
+    EMV_FN(dw3_store)(o, v, bias, bv, activation, lanes);
+}
+
+/* `count` interior pixels (every tap inside: nine taps, no checks) from tap (0, 0) at x, `step` floats
+ * apart. The three input rows are consecutive rows of the input, rs floats apart, so one pointer walks
+ * them all (the other eight taps at fixed offsets from it, the same for every row and block): fewer
+ * additions per pixel than a pointer per row. Two pixels per iteration halve the loop's own
+ * instructions; the caller passes bias as a NULL constant where there is none, so that the loop does not
+ * test it per pixel. */
+EMV_INLINE void EMV_FN(dw3_interior)(const float *x, size_t count, size_t step, size_t rs, size_t channels,
+                                     size_t lanes, const emv *wv, const float *bias, emv bv,
+                                     const uint32_t activation, float *o)
+{
+    float *const end = o + (count & ~(size_t)1) * channels;
+    for (; o != end; x += 2 * step, o += 2 * channels) {
+        EMV_FN(dw3_interior_pixel)(x, rs, channels, lanes, wv, bias, bv, activation, o);
+        EMV_FN(dw3_interior_pixel)(x + step, rs, channels, lanes, wv, bias, bv, activation, o + channels);
+    }
+    if (count & 1) EMV_FN(dw3_interior_pixel)(x, rs, channels, lanes, wv, bias, bv, activation, o);
 }
 
 /* Pixels [from, to) of one row whose taps are all the same mask (the columns between the edges of a row
@@ -606,30 +641,22 @@ EMV_INLINE void EMV_FN(depthwise3_block)(const emv_dw3_columns *g, const emv_dw3
         const unsigned row_taps = rows[i].row_taps;
         float *out = rows[i].out + c;
         for (ox = 0; ox < first; ++ox) { /* left edge */
-            const emv v = EMV_FN(dw3_edge_pixel)(r0, r1, r2, row_taps & g->left[ox],
-                                                 at0 + (ptrdiff_t)(ox * stride) * ch, ch, lanes, wv);
+            const unsigned taps = row_taps & g->left[ox];
+            const ptrdiff_t at = at0 + (ptrdiff_t)(ox * stride) * ch;
+            /* column 0 in the padding, all kernel rows inside (the left pixel of every middle row of a
+             * 'same' map): a constant mask, so its six taps run without a test each */
+            const emv v = taps == 0666u ? EMV_FN(dw3_edge_pixel)(r0, r1, r2, 0666u, at, ch, lanes, wv)
+                                        : EMV_FN(dw3_edge_pixel)(r0, r1, r2, taps, at, ch, lanes, wv);
             EMV_FN(dw3_store)(out + ox * channels, v, bias, bv, activation, lanes);
         }
-        if (row_taps == 0777u && first < stop) {
-            /* interior, all three kernel rows inside: nine taps, no checks. The three input rows are
-             * consecutive rows of the input, rs floats apart, so one pointer walks them all (the other
-             * eight taps at fixed offsets from it): fewer additions per pixel than a pointer per row. */
-            const ptrdiff_t rs = r1 - r0;
-            const size_t step = stride * channels;
+        if (row_taps == 0777u && first < stop) { /* interior, all three kernel rows inside */
             const float *x = r0 + (first * stride - g->pad_left) * channels + c;
-            float *o = out + first * channels;
-            for (ox = first; ox < stop; ++ox, x += step, o += channels) {
-                emv v = emv_fma(EMV_FN(dw3_load)(x, lanes), wv[0], emv_zero());
-                v = emv_fma(EMV_FN(dw3_load)(x + channels, lanes), wv[1], v);
-                v = emv_fma(EMV_FN(dw3_load)(x + 2 * channels, lanes), wv[2], v);
-                v = emv_fma(EMV_FN(dw3_load)(x + rs, lanes), wv[3], v);
-                v = emv_fma(EMV_FN(dw3_load)(x + rs + channels, lanes), wv[4], v);
-                v = emv_fma(EMV_FN(dw3_load)(x + rs + 2 * channels, lanes), wv[5], v);
-                v = emv_fma(EMV_FN(dw3_load)(x + 2 * rs, lanes), wv[6], v);
-                v = emv_fma(EMV_FN(dw3_load)(x + 2 * rs + channels, lanes), wv[7], v);
-                v = emv_fma(EMV_FN(dw3_load)(x + 2 * rs + 2 * channels, lanes), wv[8], v);
-                EMV_FN(dw3_store)(o, v, bias, bv, activation, lanes);
-            }
+            if (bias != NULL)
+                EMV_FN(dw3_interior)(x, stop - first, stride * channels, g->row_floats, channels, lanes, wv, bias, bv,
+                                     activation, out + first * channels);
+            else /* a NULL constant: this instance tests no bias per pixel */
+                EMV_FN(dw3_interior)(x, stop - first, stride * channels, g->row_floats, channels, lanes, wv, NULL, bv,
+                                     activation, out + first * channels);
         } else if (row_taps == 0770u) { /* the top row of a 'same' map: kernel row 0 in the padding */
             EMV_FN(dw3_span)(r0, r1, r2, 0770u, first, stop, at0, ch, stride, lanes, wv, bias, bv, activation, out,
                              channels);
@@ -641,8 +668,12 @@ EMV_INLINE void EMV_FN(depthwise3_block)(const emv_dw3_columns *g, const emv_dw3
                              channels);
         }
         for (ox = stop; ox < out_w; ++ox) { /* right edge (stop >= first) */
-            const emv v = EMV_FN(dw3_edge_pixel)(r0, r1, r2, row_taps & g->right[ox - stop],
-                                                 at0 + (ptrdiff_t)(ox * stride) * ch, ch, lanes, wv);
+            const unsigned taps = row_taps & g->right[ox - stop];
+            const ptrdiff_t at = at0 + (ptrdiff_t)(ox * stride) * ch;
+            /* column 2 in the padding, all kernel rows inside (the right pixel of the middle rows, at
+             * stride 1 and at stride 2 with TF's 0/1 pads): a constant mask, as on the left */
+            const emv v = taps == 0333u ? EMV_FN(dw3_edge_pixel)(r0, r1, r2, 0333u, at, ch, lanes, wv)
+                                        : EMV_FN(dw3_edge_pixel)(r0, r1, r2, taps, at, ch, lanes, wv);
             EMV_FN(dw3_store)(out + ox * channels, v, bias, bv, activation, lanes);
         }
     }
