@@ -518,6 +518,19 @@ EMV_INLINE emv EMV_FN(dw3_edge_pixel)(const float *r0, const float *r1, const fl
     return v;
 }
 
+/* An edge pixel of a left or right edge column: `cols` (a constant) is the mask of the usual such column
+ * (0666: column 0 in the padding, the left edge of a 'same' map; 0333: column 2, the right edge at stride
+ * 1 and at stride 2 with TF's 0/1 pads). Where the pixel's mask is that column in a middle, top or bottom
+ * row, it runs as a constant mask, its taps without a test each; any other mask as dw3_edge_pixel. */
+EMV_INLINE emv EMV_FN(dw3_side_pixel)(const float *r0, const float *r1, const float *r2, unsigned taps,
+                                      const unsigned cols, ptrdiff_t at, ptrdiff_t ch, size_t lanes, const emv *wv)
+{
+    if (taps == cols) return EMV_FN(dw3_edge_pixel)(r0, r1, r2, cols, at, ch, lanes, wv);
+    if (taps == (cols & 0770u)) return EMV_FN(dw3_edge_pixel)(r0, r1, r2, cols & 0770u, at, ch, lanes, wv);
+    if (taps == (cols & 0077u)) return EMV_FN(dw3_edge_pixel)(r0, r1, r2, cols & 0077u, at, ch, lanes, wv);
+    return EMV_FN(dw3_edge_pixel)(r0, r1, r2, taps, at, ch, lanes, wv);
+}
+
 /* bias and activation as the epilogue (same bits), with the bias vector already in a register */
 EMV_INLINE void EMV_FN(dw3_store)(float *o, emv v, const float *bias, emv bv, uint32_t activation, size_t lanes)
 {
@@ -598,9 +611,14 @@ EMV_INLINE void EMV_FN(dw3_interior_pixel)(const float *x, size_t rs, size_t cha
  * test it per pixel. */
 EMV_INLINE void EMV_FN(dw3_interior)(const float *x, size_t count, size_t step, size_t rs, size_t channels,
                                      size_t lanes, const emv *wv, const float *bias, emv bv,
-                                     const uint32_t activation, float *o)
+                                     const uint32_t activation, float *o, const int unroll)
 {
-    float *const end = o + (count & ~(size_t)1) * channels;
+    float *const end = o + (count & ~(size_t)(unroll ? 1 : 0)) * channels;
+    if (!unroll) { /* the channel tail's instance: one pixel at a time, less code for a rare block */
+        for (; o != end; x += step, o += channels)
+            EMV_FN(dw3_interior_pixel)(x, rs, channels, lanes, wv, bias, bv, activation, o);
+        return;
+    }
     for (; o != end; x += 2 * step, o += 2 * channels) {
         EMV_FN(dw3_interior_pixel)(x, rs, channels, lanes, wv, bias, bv, activation, o);
         EMV_FN(dw3_interior_pixel)(x + step, rs, channels, lanes, wv, bias, bv, activation, o + channels);
@@ -624,9 +642,13 @@ EMV_INLINE void EMV_FN(dw3_span)(const float *r0, const float *r1, const float *
 
 /* One channel block (`lanes` channels at c) of every row of a band. The nine weight vectors and the bias
  * are loaded once for all the band's rows. activation is a constant in each instance (depthwise3_band's
- * callers), so the epilogue's choice is made once per call, not per pixel. */
+ * callers), so the epilogue's choice is made once per call, not per pixel. `full` (a constant: 1 for
+ * whole vectors, 0 for the channel tail) keeps the specialised paths (constant masks, two interior
+ * pixels per iteration) out of the tail's instance, which most nodes never run (channels in multiples of
+ * the vector): the code stays smaller. */
 EMV_INLINE void EMV_FN(depthwise3_block)(const emv_dw3_columns *g, const emv_dw3_row *rows, size_t row_count, size_t c,
-                                         size_t lanes, const float *w, const float *bias, const uint32_t activation)
+                                         size_t lanes, const float *w, const float *bias, const uint32_t activation,
+                                         const int full)
 {
     const size_t first = g->first, stop = g->stop, out_w = g->out_w, stride = g->stride, channels = g->channels;
     const ptrdiff_t ch = (ptrdiff_t)(channels * sizeof(float)); /* bytes of one pixel */
@@ -643,24 +665,22 @@ EMV_INLINE void EMV_FN(depthwise3_block)(const emv_dw3_columns *g, const emv_dw3
         for (ox = 0; ox < first; ++ox) { /* left edge */
             const unsigned taps = row_taps & g->left[ox];
             const ptrdiff_t at = at0 + (ptrdiff_t)(ox * stride) * ch;
-            /* column 0 in the padding, all kernel rows inside (the left pixel of every middle row of a
-             * 'same' map): a constant mask, so its six taps run without a test each */
-            const emv v = taps == 0666u ? EMV_FN(dw3_edge_pixel)(r0, r1, r2, 0666u, at, ch, lanes, wv)
-                                        : EMV_FN(dw3_edge_pixel)(r0, r1, r2, taps, at, ch, lanes, wv);
+            const emv v = full ? EMV_FN(dw3_side_pixel)(r0, r1, r2, taps, 0666u, at, ch, lanes, wv)
+                               : EMV_FN(dw3_edge_pixel)(r0, r1, r2, taps, at, ch, lanes, wv);
             EMV_FN(dw3_store)(out + ox * channels, v, bias, bv, activation, lanes);
         }
         if (row_taps == 0777u && first < stop) { /* interior, all three kernel rows inside */
             const float *x = r0 + (first * stride - g->pad_left) * channels + c;
-            if (bias != NULL)
+            if (bias != NULL || !full)
                 EMV_FN(dw3_interior)(x, stop - first, stride * channels, g->row_floats, channels, lanes, wv, bias, bv,
-                                     activation, out + first * channels);
+                                     activation, out + first * channels, full);
             else /* a NULL constant: this instance tests no bias per pixel */
                 EMV_FN(dw3_interior)(x, stop - first, stride * channels, g->row_floats, channels, lanes, wv, NULL, bv,
-                                     activation, out + first * channels);
-        } else if (row_taps == 0770u) { /* the top row of a 'same' map: kernel row 0 in the padding */
+                                     activation, out + first * channels, full);
+        } else if (full && row_taps == 0770u) { /* the top row of a 'same' map: kernel row 0 in the padding */
             EMV_FN(dw3_span)(r0, r1, r2, 0770u, first, stop, at0, ch, stride, lanes, wv, bias, bv, activation, out,
                              channels);
-        } else if (row_taps == 0077u) { /* the bottom row: kernel row 2 in the padding */
+        } else if (full && row_taps == 0077u) { /* the bottom row: kernel row 2 in the padding */
             EMV_FN(dw3_span)(r0, r1, r2, 0077u, first, stop, at0, ch, stride, lanes, wv, bias, bv, activation, out,
                              channels);
         } else { /* other kernel rows in the padding (maps of one or two rows, pads of 2) */
@@ -670,10 +690,8 @@ EMV_INLINE void EMV_FN(depthwise3_block)(const emv_dw3_columns *g, const emv_dw3
         for (ox = stop; ox < out_w; ++ox) { /* right edge (stop >= first) */
             const unsigned taps = row_taps & g->right[ox - stop];
             const ptrdiff_t at = at0 + (ptrdiff_t)(ox * stride) * ch;
-            /* column 2 in the padding, all kernel rows inside (the right pixel of the middle rows, at
-             * stride 1 and at stride 2 with TF's 0/1 pads): a constant mask, as on the left */
-            const emv v = taps == 0333u ? EMV_FN(dw3_edge_pixel)(r0, r1, r2, 0333u, at, ch, lanes, wv)
-                                        : EMV_FN(dw3_edge_pixel)(r0, r1, r2, taps, at, ch, lanes, wv);
+            const emv v = full ? EMV_FN(dw3_side_pixel)(r0, r1, r2, taps, 0333u, at, ch, lanes, wv)
+                               : EMV_FN(dw3_edge_pixel)(r0, r1, r2, taps, at, ch, lanes, wv);
             EMV_FN(dw3_store)(out + ox * channels, v, bias, bv, activation, lanes);
         }
     }
@@ -685,8 +703,8 @@ EMV_INLINE void EMV_FN(depthwise3_band)(const emv_dw3_columns *g, const emv_dw3_
 {
     size_t c;
     for (c = 0; c + EMV_W <= g->channels; c += EMV_W)
-        EMV_FN(depthwise3_block)(g, rows, row_count, c, EMV_W, w, bias, activation);
-    if (c < g->channels) EMV_FN(depthwise3_block)(g, rows, row_count, c, g->channels - c, w, bias, activation);
+        EMV_FN(depthwise3_block)(g, rows, row_count, c, EMV_W, w, bias, activation, 1);
+    if (c < g->channels) EMV_FN(depthwise3_block)(g, rows, row_count, c, g->channels - c, w, bias, activation, 0);
 }
 
 /* The 3×3 path over rows [row_begin, row_end), band by band; 0 (nothing written) where the pads are too
