@@ -264,7 +264,7 @@ static int close_to(const float *got, const float *want, size_t n, const char *w
 
 /* Depthwise multiplier 1 in the reference's order of sums (ky outer, kx inner, from zero, taps in the
  * padding skipped) with one rounding per tap (fmaf), then the bias and activation as the reference: the
- * bits the depthwise_row kernels give where the ISA's multiply-add is fused (AVX2, AVX-512, aarch64 NEON).
+ * bits the depthwise_rows kernels give where the ISA's multiply-add is fused (AVX2, AVX-512, aarch64 NEON).
  * Where it rounds twice (SSE2, armv7 NEON, the portable C) they give the reference's own bits. */
 static void depthwise_fused_order(const em_node *node, const float *input, float *output)
 {
