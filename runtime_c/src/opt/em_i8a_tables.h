@@ -14,6 +14,7 @@
  *
  *   opt/lut_int8_act_tables.c     generic C (every x86 set: on avx2 / avx512 em_select.c keeps the decoded GEMM's
  *                                 vpmaddwd / VNNI tiles for LUT_CONV2D and takes the tables for LUT_DENSE only)
+ *   x86/i8a_tables_avx2.c         LUT_DENSE table rows with vpmaddubsw + vpmaddwd (the avx2 and avx512 sets)
  *   x86/i8a_tables_avx512.c       the avx512 set's LUT_DENSE gather: vpermt2d of a table row by 16 indices
  *   arm/i8a_tables_neon.c         NEON smull + sadalp (ARMv8.0 and armv7: Cortex-A53, A72), the int32
  *                                 accumulation and gather with bias and ReLU in registers
@@ -50,7 +51,11 @@ typedef struct em_i8a_tables_micro {
 
 extern const em_i8a_tables_micro em_i8a_tables_generic;
 #if defined(EM_HAVE_X86_SIMD)
-/* the avx512 set (x86/i8a_tables_avx512.c): the LUT_DENSE gather in registers, the rest the generic C's */
+/* the avx2 set (x86/i8a_tables_avx2.c): LUT_DENSE table rows with int8 dot products, the rest the generic C's */
+extern const em_i8a_tables_micro em_i8a_tables_avx2;
+void em_i8a_build_row_avx2(const int8_t *cb, const int8_t *x, size_t k4, size_t c4, int32_t *table);
+/* the avx512 set (x86/i8a_tables_avx512.c): the LUT_DENSE gather in registers, the avx2 row build, the rest the
+ * generic C's */
 extern const em_i8a_tables_micro em_i8a_tables_avx512;
 #endif
 #if defined(EM_HAVE_NEON)

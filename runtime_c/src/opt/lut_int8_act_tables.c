@@ -314,6 +314,7 @@ const em_i8a_tables_micro *em_i8a_tables_micro_for(uint32_t kernels)
 #endif
 #if defined(EM_HAVE_X86_SIMD)
     if (kernels == EM_KERNELS_AVX512) return &em_i8a_tables_avx512;
+    if (kernels == EM_KERNELS_AVX2) return &em_i8a_tables_avx2;
 #endif
     (void)kernels;
     return &em_i8a_tables_generic;
@@ -325,6 +326,7 @@ size_t em_i8a_tables_micro_list(const em_i8a_tables_micro **out, size_t max)
 #define EM_ADD_MICRO(t) do { if (n < max) out[n] = (t); ++n; } while (0)
     EM_ADD_MICRO(&em_i8a_tables_generic);
 #if defined(EM_HAVE_X86_SIMD)
+    if (em_cpu_supports(EM_KERNELS_AVX2)) EM_ADD_MICRO(&em_i8a_tables_avx2);
     if (em_cpu_supports(EM_KERNELS_AVX512)) EM_ADD_MICRO(&em_i8a_tables_avx512);
 #endif
 #if defined(EM_HAVE_NEON)

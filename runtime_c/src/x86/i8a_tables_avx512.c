@@ -1,6 +1,6 @@
 /* The int8-activation table micro-kernels (opt/em_i8a_tables.h) of the avx512 set: the LUT_DENSE gather
- * in registers and its table rows with int8 dot products; the planar table build and accumulation are the
- * generic C's (on x86 em_select.c gives LUT_CONV2D the decoded VNNI GEMM, so only LUT_DENSE runs the table form
+ * in registers and its table rows with the avx2 set's int8 dot products (x86/i8a_tables_avx2.c); the planar
+ * table build and accumulation are the generic C's (on x86 em_select.c gives LUT_CONV2D the decoded VNNI GEMM, so only LUT_DENSE runs the table form
  * here).
  *
  * Why: the README pair's fc1 (1600 -> 1024, r = 32, C = 32) gathered its 51 200 int32 terms one by one in
@@ -23,34 +23,9 @@ static void build_planar(const int8_t *cb, const int8_t *x, size_t k4, size_t c4
     em_i8a_tables_generic.build_planar(cb, x, k4, c4, blocks, table, ldt);
 }
 
-/* A LUT_DENSE table row (em_i8a_tables.h build_row), 8 codewords a vector: per depth group q, the two 16-byte
- * groups of 4 codewords × 4 values side by side, multiplied by the 4 input values broadcast, with the
- * signed × signed trick of AVX2 int8 dot products: vpmaddubsw of |x| (unsigned) by cb with x's sign
- * (vpsignb), then vpmaddwd by 1 to add the pairs. Exact: |x|, |cb| ≤ 127 (both are clamped there), so a pair
- * is at most 2 · 127² = 32 258 < 2^15 (no saturation), and int32 sums are exact in any order: the generic C's
- * values. Why: fc1 of the README pair (50 rows of 32 codewords × 32 values) spent 37 µs of the int8 file's
- * 0.127 ms in the generic loops. AVX2 (VEX) instructions: every CPU of the avx512 set has them, and vpmaddubsw
- * on ZMM would need AVX-512BW, which the set does not require. */
 static void build_row(const int8_t *cb, const int8_t *x, size_t k4, size_t c4, int32_t *table)
 {
-    const __m256i ones = _mm256_set1_epi16(1);
-    size_t c, q;
-    for (c = 0; c < c4; c += 8u) {
-        const int8_t *groups = cb + c / 4u * k4 * 16u; /* codewords c..c+3 and c+4..c+7: groups c/4 and c/4 + 1 */
-        __m256i acc = _mm256_setzero_si256();
-        for (q = 0; q < k4; ++q) {
-            int32_t xq;
-            __m256i xs, w;
-            memcpy(&xq, x + 4u * q, sizeof xq);
-            xs = _mm256_set1_epi32(xq);
-            w = _mm256_inserti128_si256(
-                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(groups + q * 16u))),
-                _mm_loadu_si128((const __m128i *)(const void *)(groups + (k4 + q) * 16u)), 1);
-            acc = _mm256_add_epi32(
-                acc, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(xs), _mm256_sign_epi8(w, xs)), ones));
-        }
-        _mm256_storeu_si256((__m256i *)(void *)(table + c), acc);
-    }
+    em_i8a_build_row_avx2(cb, x, k4, c4, table); /* x86/i8a_tables_avx2.c: AVX2 is all it needs */
 }
 
 static void accumulate_planar(const int32_t *table, const uint32_t *offset, size_t count, const uint32_t *start,
