@@ -167,7 +167,7 @@ struct em_model {
     uint32_t x86_vnni_sets;      /* em_cpu_x86_vnni_sets(), asked once at load where a node has INT8_ACT */
     uint32_t load_flags;         /* em_load_options.flags */
     unsigned char *packed_arena; /* one allocation holding every node's packed data, or NULL */
-    size_t packed_arena_bytes;   /* its size and the decoded depthwise weights' (em_model_packed_bytes) */
+    size_t packed_bytes;         /* packed_arena's size + the decoded depthwise weights' (em_model_packed_bytes) */
     /* LUT_DEPTHWISE_CONV2D nodes: their weights decoded at load (one allocation for all of them) and the
      * F32 tensors describing them, which those nodes' `weight` then points to; NULL when there are none */
     float *decoded_weights;

@@ -74,7 +74,7 @@ static em_status decode_clustered_depthwise(em_model *m, em_error *err)
     m->decoded_weights = (float *)em_alloc_array(&m->allocator, total, sizeof *m->decoded_weights,
                                                  "decoded depthwise weights", &st, err);
     if (m->decoded_weights == NULL) return st;
-    m->packed_arena_bytes += total * sizeof *m->decoded_weights + count * sizeof *m->decoded_tensors;
+    m->packed_bytes += total * sizeof *m->decoded_weights + count * sizeof *m->decoded_tensors;
     count = 0;
     for (i = 0; i < m->node_count; ++i) {
         em_node *node = &m->nodes[i];
@@ -256,7 +256,7 @@ static em_status choose_kernels(em_model *m, const em_kernel *force, em_error *e
         return em_fail(err, EM_STATUS_LIMIT, "packed kernel data does not fit in size_t");
     m->packed_arena = (unsigned char *)em_alloc_array(&m->allocator, total, 1, "packed kernel data", &st, err);
     if (m->packed_arena == NULL) return st;
-    m->packed_arena_bytes += total;
+    m->packed_bytes += total;
     /* offsets are aligned relative to the first 64-byte boundary in the block (aligning them relative to
      * the block itself gave 16 mod 64 addresses when the allocator returned 16 mod 64) */
     base = m->packed_arena +

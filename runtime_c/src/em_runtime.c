@@ -106,7 +106,7 @@ size_t em_model_arena_bytes(const em_model *model)
 
 size_t em_model_packed_bytes(const em_model *model)
 {
-    return model != NULL ? model->packed_arena_bytes : 0;
+    return model != NULL ? model->packed_bytes : 0;
 }
 
 size_t em_model_values_bytes(const em_model *model)
