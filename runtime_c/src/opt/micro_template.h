@@ -468,12 +468,13 @@ EMV_INLINE emv EMV_FN(depthwise_pixel)(const float *const *rows, size_t kh, size
 
 /* ---- the 3×3 case (MobileNets), one block of `lanes` channels at c -----------------------------------
  * The nine weight vectors wv[3·ky + kx] are loaded once per block and stay in registers for all the
- * rows of a band (the whole map on MobileNetV2's small maps). Interior pixels with all three kernel rows inside run unrolled without checks; every other pixel
- * (left / right edge columns, a kernel row in the top or bottom padding, or both, as on most of
- * MobileNetV2's 8×8, 4×4 and 2×2 maps) runs only its taps inside the input, picked by a 9-bit mask,
- * with the same registers. Both sum in the reference's order (ky outer, kx inner, from zero; taps in
- * the padding skipped, not multiplied by zero), as the em_micro contract asks: edge and interior pixels
- * give the bits of the reference's sum (test_fast_kernels checks them bit for bit).
+ * rows of a band (the whole map on MobileNetV2's small maps). Interior pixels with all three kernel rows
+ * inside run unrolled without checks; every other pixel (left / right edge columns, a kernel row in the
+ * top or bottom padding, or both, as on most of MobileNetV2's 8×8, 4×4 and 2×2 maps) runs only its taps
+ * inside the input, picked by a 9-bit mask, with the same registers. Both sum in the reference's order
+ * (ky outer, kx inner, from zero; taps in the padding skipped, not multiplied by zero), as the em_micro
+ * contract asks: edge and interior pixels give the bits of the reference's sum (test_fast_kernels checks
+ * them bit for bit).
  * Instantiated with lanes == EMV_W (full loads once inlined) and for the channel tail (partial loads). */
 EMV_INLINE emv EMV_FN(dw3_load)(const float *p, size_t lanes)
 {

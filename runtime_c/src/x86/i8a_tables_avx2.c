@@ -13,8 +13,8 @@
  * (vpsignb), then vpmaddwd by 1 to add the pairs. Exact: |x|, |cb| ≤ 127 (both are clamped there), so a pair
  * is at most 2 · 127² = 32 258 < 2^15 (no saturation), and int32 sums are exact in any order: the generic C's
  * values. Why: fc1 of the README pair (50 rows of 32 codewords × 32 values) spent 37 µs of the int8 file's
- * 0.127 ms in the generic loops. AVX2 (VEX) instructions, so the avx2 set runs
- * it too and the avx512 set calls it (vpmaddubsw on ZMM would need AVX-512BW, which that set does not require). */
+ * 0.127 ms in the generic loops. AVX2 (VEX) instructions, so the avx2 set runs it too and the avx512 set
+ * calls it (vpmaddubsw on ZMM would need AVX-512BW, which that set does not require). */
 void em_i8a_build_row_avx2(const int8_t *cb, const int8_t *x, size_t k4, size_t c4, int32_t *table)
 {
     const __m256i ones = _mm256_set1_epi16(1);
