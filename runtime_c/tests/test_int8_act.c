@@ -147,7 +147,8 @@ static void test_tiles_exact(void)
  * segments: rows at odd offsets in one buffer, 1-3 segments, odd seg_k4, random and ±127 operands. */
 static void test_tile_rows_exact(void)
 {
-    static const size_t shapes[][2] = {{1, 1}, {3, 3}, {3, 12}, {2, 7}, {5, 9}}; /* segments, seg_k4 */
+    /* segments, seg_k4: seg_k4 % 4 == 0 runs the sdot set's assembly loop (1 or more blocks, 1 or more segments) */
+    static const size_t shapes[][2] = {{1, 1}, {3, 3}, {3, 12}, {2, 7}, {5, 9}, {1, 4}, {4, 4}, {2, 8}};
     const em_int8_gemm_micro *tiles[8];
     const size_t count = em_int8_gemm_micro_list(tiles, 8);
     em_test_rng rng;
@@ -200,7 +201,8 @@ static void test_gemm_rows_exact(void)
 {
     static const uint32_t acts[] = {EM_ACT_NONE, EM_ACT_RELU, EM_ACT_RELU6};
     static const uint32_t couts[] = {1, 3, 8, 12, 16, 21, 24, 40};
-    static const size_t shapes[][2] = {{1, 1}, {1, 2}, {1, 4}, {3, 3}, {2, 7}, {1, 9}}; /* segments, seg_k4 */
+    /* segments, seg_k4 (seg_k4 % 4 == 0: the sdot set's assembly loop) */
+    static const size_t shapes[][2] = {{1, 1}, {1, 2}, {1, 4}, {3, 3}, {2, 7}, {1, 9}, {3, 8}, {2, 4}};
     const em_int8_gemm_micro *tiles[8];
     const size_t count = em_int8_gemm_micro_list(tiles, 8);
     const float scale = 1.0f / 4096.0f;
