@@ -402,3 +402,48 @@ def test_the_pause_hook_does_nothing_when_unset(monkeypatch, tmp_path):
     test_pause_point("rename")            # another phase: returns at once too
     emm.write_emm(two_task_graph(), tmp_path / "m.emm")
     assert (tmp_path / "m.emm").is_file()
+
+
+def _signal_handlers_during_a_command(ignored: tuple[str, ...]) -> dict[str, object]:
+    """SIGTERM's and SIGHUP's handlers while a CLI command runs in-process, with `ignored` set to SIG_IGN by the
+    caller (a probe command added to the group for the call)."""
+    import click
+
+    seen: dict[str, object] = {}
+
+    @click.command("signal-probe")
+    def probe() -> None:
+        seen.update({name: signal.getsignal(getattr(signal, name)) for name in ("SIGTERM", "SIGHUP")})
+
+    before = {name: signal.getsignal(getattr(signal, name)) for name in ("SIGTERM", "SIGHUP")}
+    cli_main.add_command(probe)
+    try:
+        for name in ignored:
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+        result = CliRunner().invoke(cli_main, ["signal-probe"])
+        assert result.exit_code == 0, result.output
+        after = {name: signal.getsignal(getattr(signal, name)) for name in ("SIGTERM", "SIGHUP")}
+        for name in ignored:  # the command gave the caller's handlers back
+            assert after[name] == signal.SIG_IGN, name
+    finally:
+        del cli_main.commands["signal-probe"]
+        for name, handler in before.items():
+            signal.signal(getattr(signal, name), handler)
+    return seen
+
+
+def test_an_ignored_hangup_stays_ignored_while_a_command_runs():
+    # `nohup edgemerge merge ... &`: the merge must survive the terminal's SIGHUP
+    seen = _signal_handlers_during_a_command(ignored=("SIGHUP",))
+    assert seen["SIGHUP"] == signal.SIG_IGN
+    assert callable(seen["SIGTERM"])              # still stopped the way Ctrl-C stops it, clean-up included
+    seen = _signal_handlers_during_a_command(ignored=())
+    assert callable(seen["SIGHUP"]) and callable(seen["SIGTERM"])
+
+
+def test_the_suite_restores_sigint_for_the_kill_tests_children():
+    # conftest.py: a suite started in the background inherits SIGINT ignored; its children must not
+    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+    child = subprocess.run([sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT))"],
+                           capture_output=True, text=True, timeout=120, check=True)
+    assert "default_int_handler" in child.stdout, child.stdout

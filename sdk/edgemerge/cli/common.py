@@ -123,8 +123,10 @@ def _human_bytes(n: int) -> str:
 def _stop_like_ctrl_c_on_termination() -> None:
     """While a command runs, SIGTERM and SIGHUP stop it the way Ctrl-C does (KeyboardInterrupt), so `finally`
     blocks and the atomic writers' clean-up run: a killed `merge` leaves neither a partial output nor a stray
-    temporary file (the default action of SIGTERM ends the process without any of that). The previous handlers
-    come back when the command ends, so calling the CLI in-process (tests) changes nothing for the caller."""
+    temporary file (the default action of SIGTERM ends the process without any of that). A signal the caller
+    ignores stays ignored: `nohup edgemerge merge ... &` has to outlive the terminal that started it (SIGHUP).
+    The previous handlers come back when the command ends, so calling the CLI in-process (tests) changes nothing
+    for the caller."""
     import signal
     import threading
 
@@ -136,7 +138,7 @@ def _stop_like_ctrl_c_on_termination() -> None:
 
     previous = {}
     for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
+        if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) != signal.SIG_IGN:
             previous[name] = signal.signal(getattr(signal, name), interrupt)
     click.get_current_context().call_on_close(
         lambda: [signal.signal(getattr(signal, n), h) for n, h in previous.items()])
