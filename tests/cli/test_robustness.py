@@ -418,8 +418,8 @@ def _signal_handlers_during_a_command(ignored: tuple[str, ...]) -> dict[str, obj
     before = {name: signal.getsignal(getattr(signal, name)) for name in ("SIGTERM", "SIGHUP")}
     cli_main.add_command(probe)
     try:
-        for name in ignored:
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
+        for name in ("SIGTERM", "SIGHUP"):  # explicit both ways: the suite itself may run under nohup
+            signal.signal(getattr(signal, name), signal.SIG_IGN if name in ignored else signal.SIG_DFL)
         result = CliRunner().invoke(cli_main, ["signal-probe"])
         assert result.exit_code == 0, result.output
         after = {name: signal.getsignal(getattr(signal, name)) for name in ("SIGTERM", "SIGHUP")}
