@@ -23,6 +23,24 @@ def pytest_configure(config: pytest.Config) -> None:
     # pyproject.toml registers the marker; this keeps `-m slow` and --strict-markers working without it.
     if not any(line.split(":")[0].strip() == "slow" for line in config.getini("markers")):
         config.addinivalue_line("markers", SLOW_MARKER)
+    _refuse_a_stale_install()
+
+
+def _refuse_a_stale_install() -> None:
+    """Stops the session when the imported edgemerge is an install whose Python code differs from sdk/ (see
+    installed_tree.py): the tests would exercise the old code."""
+    import edgemerge
+    from installed_tree import stale_python_files
+
+    tree = Path(__file__).resolve().parent.parent / "sdk" / "edgemerge"
+    installed = Path(edgemerge.__file__).resolve().parent
+    if installed == tree or not tree.is_dir():
+        return
+    stale = stale_python_files(tree, installed)
+    if stale:
+        shown = ", ".join(stale[:3]) + (f" and {len(stale) - 3} more" if len(stale) > 3 else "")
+        pytest.exit(f"error: the edgemerge Python imports ({installed}) is not this tree's sdk/edgemerge ({shown} "
+                    "differ): run `make setup`, or set PYTHONPATH=sdk", returncode=4)
 
 
 @pytest.fixture(scope="session")
