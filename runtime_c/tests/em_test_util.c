@@ -37,6 +37,19 @@ int em_test_checkf(int ok, const char *file, int line, const char *fmt, ...)
     return ok;
 }
 
+int em_test_failures(void)
+{
+    return checks_failed;
+}
+
+const char *em_test_verdict(int failures_before)
+{
+    static char text[64];
+    if (checks_failed == failures_before) return "exact";
+    snprintf(text, sizeof text, "NOT exact (failed checks: %d)", checks_failed - failures_before);
+    return text;
+}
+
 int em_test_summary(const char *name)
 {
     printf("%s: %d checks, %d failures\n", name, checks_run, checks_failed);

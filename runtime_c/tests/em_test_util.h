@@ -18,6 +18,10 @@ int em_test_checkf(int ok, const char *file, int line, const char *fmt, ...)
     ;
 /* Prints "NAME: N checks, F failures" and returns the process exit code. */
 int em_test_summary(const char *name);
+/* Failed checks so far (a section reports "exact" only when its own checks all passed). */
+int em_test_failures(void);
+/* "exact" when no check failed since `failures_before` (em_test_failures()), else "NOT exact (failed checks: F)" */
+const char *em_test_verdict(int failures_before);
 
 #define CHECK(cond) em_test_check((cond) != 0, __FILE__, __LINE__, #cond)
 #define CHECKF(cond, ...) em_test_checkf((cond) != 0, __FILE__, __LINE__, __VA_ARGS__)

@@ -110,6 +110,7 @@ static void test_tiles_exact(void)
     size_t t, di, extreme;
     em_test_rng_seed(&rng, 17);
     for (t = 0; t < count && t < 8; ++t) {
+        const int failed_before = em_test_failures();
         for (di = 0; di < sizeof depths4 / sizeof depths4[0]; ++di)
             for (extreme = 0; extreme < 5; ++extreme) { /* random; a = +127 / -127 with b = +127; a = +127,
                                                           * b = -127; a and b random signs of 127 */
@@ -138,7 +139,7 @@ static void test_tiles_exact(void)
                 free(a);
                 free(b);
             }
-        printf("int8 tile %s: exact\n", tiles[t]->isa);
+        printf("int8 tile %s: %s\n", tiles[t]->isa, em_test_verdict(failed_before));
     }
     CHECKF(count >= 1, "no int8 tiles");
 }
@@ -155,6 +156,7 @@ static void test_tile_rows_exact(void)
     size_t t, si, extreme, covered = 0;
     em_test_rng_seed(&rng, 29);
     for (t = 0; t < count && t < 8; ++t) {
+        const int failed_before = em_test_failures();
         if (tiles[t]->tile_rows == NULL) continue;
         ++covered;
         for (si = 0; si < sizeof shapes / sizeof shapes[0]; ++si)
@@ -188,7 +190,7 @@ static void test_tile_rows_exact(void)
                 free(img);
                 free(b);
             }
-        printf("int8 tile_rows %s: exact\n", tiles[t]->isa);
+        printf("int8 tile_rows %s: %s\n", tiles[t]->isa, em_test_verdict(failed_before));
     }
     printf("int8 tile_rows: %zu tile(s) with an implicit-im2col form\n", covered);
 }
@@ -210,6 +212,7 @@ static void test_gemm_rows_exact(void)
     size_t t, covered = 0;
     em_test_rng_seed(&rng, 31);
     for (t = 0; t < count && t < 8; ++t) {
+        const int failed_before = em_test_failures();
         size_t bad = 0, ai, hb, si, ci, i;
         if (tiles[t]->store == NULL && tiles[t]->gemm_rows == NULL) continue;
         ++covered;
@@ -273,7 +276,7 @@ static void test_gemm_rows_exact(void)
                     }
             }
         CHECKF(bad == 0, "int8 store / gemm_rows %s: %zu cases differ from the generic C", tiles[t]->isa, bad);
-        printf("int8 store / gemm_rows %s: exact\n", tiles[t]->isa);
+        printf("int8 store / gemm_rows %s: %s\n", tiles[t]->isa, em_test_verdict(failed_before));
     }
     printf("int8 store / gemm_rows: %zu tile set(s) with a store or gemm_rows\n", covered);
 }
@@ -291,6 +294,7 @@ static void test_quantize_exact(void)
     size_t t, covered = 0;
     em_test_rng_seed(&rng, 37);
     for (t = 0; t < count && t < 8; ++t) {
+        const int failed_before = em_test_failures();
         size_t bad = 0, n, i, nonfinite;
         if (tiles[t]->quantize == NULL) continue;
         ++covered;
@@ -318,7 +322,7 @@ static void test_quantize_exact(void)
                 for (i = 0; i < n; ++i) bad += got[i] != (int8_t)em_lut_int8_quantize(src[i], inverse);
             }
         CHECKF(bad == 0, "int8 quantize %s: %zu values or checks wrong", tiles[t]->isa, bad);
-        printf("int8 quantize %s: exact\n", tiles[t]->isa);
+        printf("int8 quantize %s: %s\n", tiles[t]->isa, em_test_verdict(failed_before));
     }
     printf("int8 quantize: %zu tile set(s) with a one-pass quantize\n", covered);
 }
@@ -418,9 +422,10 @@ static void test_table_micro_exact(void)
     size_t t;
     em_test_rng_seed(&rng, 23);
     for (t = 0; t < count && t < 8; ++t) {
+        const int failed_before = em_test_failures();
         check_table_builds(sets[t], &rng);
         check_table_sums(sets[t], &rng);
-        printf("int8-act table micro-kernels %s: exact\n", sets[t]->isa);
+        printf("int8-act table micro-kernels %s: %s\n", sets[t]->isa, em_test_verdict(failed_before));
     }
     CHECKF(count >= 1, "no table micro-kernels");
 }

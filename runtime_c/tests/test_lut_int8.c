@@ -179,6 +179,7 @@ static void test_accumulate_exact(void)
     size_t gi, ti, extreme;
     em_test_rng_seed(&rng, 9);
     for (set = EM_KERNELS_GENERIC; set < EM_KERNELS_COUNT; ++set) {
+        const int failed_before = em_test_failures();
         const em_lut_int8_micro *micro;
         const char *isa;
         if (!em_kernels_available(set)) continue;
@@ -233,7 +234,8 @@ static void test_accumulate_exact(void)
             free(src);
             free(q);
         }
-        printf("int8 accumulation, absmax, quantize %s (set %s): exact\n", isa, em_kernels_name(set));
+        printf("int8 accumulation, absmax, quantize %s (set %s): %s\n", isa, em_kernels_name(set),
+               em_test_verdict(failed_before));
     }
 }
 
