@@ -1,7 +1,7 @@
 /* The int8-activation table micro-kernels (opt/em_i8a_tables.h) of the avx512 set: the LUT_DENSE gather
  * in registers and its table rows with the avx2 set's int8 dot products (x86/i8a_tables_avx2.c); the planar
- * table build and accumulation are the generic C's (on x86 em_select.c gives LUT_CONV2D the decoded VNNI GEMM, so only LUT_DENSE runs the table form
- * here).
+ * table build and accumulation are the generic C's (on x86 em_select.c gives LUT_CONV2D the decoded VNNI
+ * GEMM, so only LUT_DENSE runs the table form here).
  *
  * Why: the README pair's fc1 (1600 -> 1024, r = 32, C = 32) gathered its 51 200 int32 terms one by one in
  * C, 61 µs of the int8 file's 0.17 ms on the AVX-512 host. A dense table row holds C4 ≤ 64 int32 entries,
